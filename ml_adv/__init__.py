@@ -1,0 +1,70 @@
+"""ml_adv: training, ensembles, active learning and domain adaptation on JAX/Flax.
+
+Public names are imported lazily (PEP 562 ``__getattr__``) so that
+``import ml_adv`` stays fast and does not pull in TFDS, nevergrad or matplotlib
+until they are used.
+
+Example:
+    >>> from ml_adv import AdvancedCustomModelTrainer
+    >>> trainer = AdvancedCustomModelTrainer(architecture_type="cnn")
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    # product API (SEED.md)
+    "AdvancedCustomModelTrainer": "ml_adv.training.facade",
+    "AdvancedTrainingStrategy": "ml_adv.training.facade",
+    "TrainingResult": "ml_adv.training.facade",
+    "AdvancedModelArchitecture": "ml_adv.models.architecture",
+    # functional core
+    "ArrayDataset": "ml_adv.data.dataset",
+    "load_dataset": "ml_adv.data.builtin",
+    "load_digits": "ml_adv.data.builtin",
+    "load_digits_m": "ml_adv.data.builtin",
+    "load_tfds": "ml_adv.data.tfds_loader",
+    "ModelSpec": "ml_adv.models.registry",
+    "make_spec": "ml_adv.models.registry",
+    "TrainConfig": "ml_adv.training.config",
+    "TrainState": "ml_adv.training.state",
+    "TrainedModel": "ml_adv.training.trained_model",
+    "fit": "ml_adv.training.loop",
+    "FitResult": "ml_adv.training.loop",
+    "RunCheckpointer": "ml_adv.checkpointing",
+    "errors": "ml_adv.errors",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    module_name = _EXPORTS.get(name)
+    if module_name is None:
+        raise AttributeError(f"module 'ml_adv' has no attribute {name!r}")
+    module = importlib.import_module(module_name)
+    value = module if name == "errors" else getattr(module, name)
+    globals()[name] = value  # cache: later lookups skip __getattr__
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))
+
+
+if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
+    from ml_adv.checkpointing import RunCheckpointer
+    from ml_adv.data.builtin import load_dataset, load_digits, load_digits_m
+    from ml_adv.data.dataset import ArrayDataset
+    from ml_adv.data.tfds_loader import load_tfds
+    from ml_adv.models.architecture import AdvancedModelArchitecture
+    from ml_adv.models.registry import ModelSpec, make_spec
+    from ml_adv.training.config import TrainConfig
+    from ml_adv.training.facade import AdvancedCustomModelTrainer, AdvancedTrainingStrategy, TrainingResult
+    from ml_adv.training.loop import FitResult, fit
+    from ml_adv.training.state import TrainState
+    from ml_adv.training.trained_model import TrainedModel

@@ -1,0 +1,152 @@
+"""Orbax checkpoints for every long-running workflow: latest + best, resume, abstract restore.
+
+``RunCheckpointer`` keeps two orbax ``CheckpointManager`` s under one run
+directory: ``latest/`` (the last few epochs, used to resume) and ``best/`` (the
+best epoch by the monitored metric, used to return the best model). Each
+checkpoint holds two items: ``state`` (a pytree of arrays) and ``meta`` (JSON:
+epoch, history, early-stopping counters, config). Restores go into an abstract
+target built with ``jax.eval_shape``/``ShapeDtypeStruct``, so no throwaway
+arrays are allocated and dtypes/shapes are checked against the model.
+
+Why host copies before saving: the training step donates its state buffers, so
+the arrays handed to an asynchronous save are copied to host memory first; the
+next epoch can then reuse the device buffers while orbax writes in the
+background. A process killed mid-write leaves only an orbax temporary folder,
+which the manager ignores: the previous checkpoint stays the latest.
+
+Nothing is pickled and no code is loaded from a checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+from ml_adv.errors import CheckpointError
+
+
+def _host_copy(tree: Any) -> Any:
+    return jax.tree.map(lambda a: np.array(a, copy=True), tree)
+
+
+def abstract_like(tree: Any) -> Any:
+    """ShapeDtypeStruct tree (with shardings) describing ``tree``, for restoring into it."""
+    return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
+
+
+class RunCheckpointer:
+    """Latest and best checkpoints of one run directory.
+
+    Args:
+        directory: ``runs/<name>/checkpoints``; created if missing.
+        max_to_keep: how many of the latest checkpoints to keep.
+        asynchronous: write in a background thread (the default).
+    """
+
+    def __init__(self, directory: str | os.PathLike, *, max_to_keep: int = 2, asynchronous: bool = True):
+        self.directory = Path(directory).absolute()
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise CheckpointError(f"checkpoint directory: cannot create {self.directory}: {exc}") from exc
+        options = dict(create=True, enable_async_checkpointing=asynchronous, cleanup_tmp_directories=True)
+        self._latest = ocp.CheckpointManager(
+            self.directory / "latest", options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, **options)
+        )
+        self._best = ocp.CheckpointManager(
+            self.directory / "best", options=ocp.CheckpointManagerOptions(max_to_keep=1, **options)
+        )
+
+    def _manager(self, which: str) -> ocp.CheckpointManager:
+        if which not in ("latest", "best"):
+            raise CheckpointError(f"which: expected 'latest' or 'best', got {which!r}")
+        return self._latest if which == "latest" else self._best
+
+    def save(self, step: int, state: Any, meta: dict[str, Any], *, is_best: bool = False) -> None:
+        """Save ``state`` (array pytree) and ``meta`` (JSON) as checkpoint ``step``."""
+        host_state = _host_copy(state)
+        for manager in (self._latest, self._best) if is_best else (self._latest,):
+            manager.save(
+                int(step),
+                args=ocp.args.Composite(state=ocp.args.StandardSave(host_state), meta=ocp.args.JsonSave(meta)),
+            )
+
+    def latest_step(self, which: str = "latest") -> int | None:
+        return self._manager(which).latest_step()
+
+    def path(self, which: str = "latest", step: int | None = None) -> str | None:
+        step = self.latest_step(which) if step is None else step
+        return None if step is None else str(self.directory / which / str(step))
+
+    def restore(self, target: Any, *, which: str = "latest", step: int | None = None) -> tuple[Any, dict[str, Any]]:
+        """Restore ``(state, meta)`` into the structure, shapes and dtypes of ``target``."""
+        manager = self._manager(which)
+        step = manager.latest_step() if step is None else step
+        if step is None:
+            raise CheckpointError(f"checkpoint: no {which!r} checkpoint found in {self.directory}")
+        try:
+            restored = manager.restore(
+                step,
+                args=ocp.args.Composite(
+                    state=ocp.args.StandardRestore(abstract_like(target)), meta=ocp.args.JsonRestore()
+                ),
+            )
+        except Exception as exc:  # orbax raises many types; give one clear error
+            raise CheckpointError(
+                f"checkpoint: cannot restore step {step} from {self.directory / which} into the current "
+                f"model/optimizer (did the architecture or optimizer change?): {exc}"
+            ) from exc
+        return restored["state"], dict(restored["meta"])
+
+    def wait(self) -> None:
+        """Block until pending asynchronous writes are on disk."""
+        self._latest.wait_until_finished()
+        self._best.wait_until_finished()
+
+    def close(self) -> None:
+        self.wait()
+        self._latest.close()
+        self._best.close()
+
+    def __enter__(self) -> RunCheckpointer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def save_pytree(path: str | os.PathLike, tree: Any, meta: dict[str, Any]) -> None:
+    """Save one pytree plus JSON metadata to ``path`` (used by ``TrainedModel.save``)."""
+    path = Path(path).absolute()
+    if path.exists() and any(path.iterdir()):
+        raise CheckpointError(f"path: expected a new or empty directory, got existing non-empty {path}")
+    with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as ckptr:
+        ckptr.save(
+            path,
+            args=ocp.args.Composite(tree=ocp.args.StandardSave(_host_copy(tree)), meta=ocp.args.JsonSave(meta)),
+        )
+
+
+def load_meta(path: str | os.PathLike) -> dict[str, Any]:
+    """Read only the JSON metadata saved by ``save_pytree``."""
+    path = Path(path).absolute()
+    if not path.exists():
+        raise CheckpointError(f"path: no saved model at {path}")
+    with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as ckptr:
+        return dict(ckptr.restore(path, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"])
+
+
+def load_pytree(path: str | os.PathLike, target: Any) -> Any:
+    """Restore the pytree saved by ``save_pytree`` into the abstract structure of ``target``."""
+    path = Path(path).absolute()
+    try:
+        with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as ckptr:
+            out = ckptr.restore(path, args=ocp.args.Composite(tree=ocp.args.StandardRestore(abstract_like(target))))
+    except Exception as exc:
+        raise CheckpointError(f"path: cannot restore a model from {path}: {exc}") from exc
+    return out["tree"]

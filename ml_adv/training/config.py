@@ -1,0 +1,138 @@
+"""``TrainConfig``: every training hyper-parameter, with its default, in one place.
+
+The config is a frozen dataclass validated when it is built: unknown optimizer,
+schedule or loss names raise ``ConfigError`` listing the valid names, and
+non-positive sizes or rates are rejected, so nothing fails later inside a
+compiled function. Users may pass their own optax ``GradientTransformation``,
+schedule callable or loss callable wherever a name is accepted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import optax
+
+from ml_adv.errors import ConfigError, check_positive, describe
+
+NAN_POLICIES = ("raise", "skip")
+MONITOR_MODES = ("max", "min")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Hyper-parameters of one training run.
+
+    Attributes:
+        learning_rate: peak learning rate of the schedule.
+        batch_size: examples per optimizer micro-step (per accumulation step).
+        epochs: maximum number of passes over the training data.
+        optimizer: name in ``OPTIMIZERS`` or an ``optax.GradientTransformation`` (then
+            ``learning_rate``/``schedule``/``weight_decay`` are not applied to it).
+        weight_decay: decoupled weight decay (AdamW-style) where the optimizer supports it.
+        schedule: name in ``SCHEDULES`` or a callable ``step -> learning rate``.
+        warmup_fraction: fraction of all optimizer steps spent warming up (warmup schedules).
+        grad_clip_norm: clip gradients to this global norm; ``None`` disables clipping.
+        grad_accum_steps: accumulate gradients over this many micro-batches per update
+            (``optax.MultiSteps``); the effective batch is ``batch_size * grad_accum_steps``.
+        mixed_precision: compute forward/backward in bfloat16, keep float32 parameters
+            and optimizer state.
+        loss: name in ``LOSSES`` or a callable ``(logits [B, C], labels [B]) -> [B]`` losses.
+        label_smoothing: used by the ``cross_entropy`` loss.
+        early_stopping: stop when ``monitor`` has not improved for ``patience`` epochs.
+        patience, monitor, monitor_mode, min_delta: early-stopping / best-checkpoint rule.
+        restore_best: at the end of a run with early stopping, return the best epoch's
+            parameters rather than the last ones.
+        nan_policy: ``"raise"`` stops with ``TrainingDivergedError`` at the first
+            non-finite loss (the last good checkpoint is kept); ``"skip"`` drops that
+            update and continues.
+        augment: optional pure function ``(batch, key) -> batch`` applied to each
+            training batch inside the compiled step.
+        data_parallel: shard each batch over all devices (``jax.sharding`` mesh).
+        scan_epochs: compile a whole epoch as one ``lax.scan`` (fast for in-memory data);
+            when False, one jitted call per step.
+        eval_batch_size: batch size used for evaluation and prediction.
+        seed: seeds initialisation, dropout, augmentation and shuffling.
+    """
+
+    learning_rate: float = 1e-3
+    batch_size: int = 32
+    epochs: int = 10
+    optimizer: Any = "adam"
+    weight_decay: float = 0.0
+    schedule: Any = "constant"
+    warmup_fraction: float = 0.0
+    grad_clip_norm: float | None = None
+    grad_accum_steps: int = 1
+    mixed_precision: bool = False
+    loss: Any = "cross_entropy"
+    label_smoothing: float = 0.0
+    early_stopping: bool = False
+    patience: int = 5
+    monitor: str = "val_accuracy"
+    monitor_mode: str = "max"
+    min_delta: float = 0.0
+    restore_best: bool = True
+    nan_policy: str = "raise"
+    augment: Callable | None = None
+    data_parallel: bool = False
+    scan_epochs: bool = True
+    eval_batch_size: int = 256
+    seed: int = 0
+
+    def __post_init__(self):
+        from ml_adv.training.losses import LOSSES
+        from ml_adv.training.optim import OPTIMIZERS, SCHEDULES
+
+        check_positive("learning_rate", self.learning_rate, kind=float)
+        check_positive("batch_size", self.batch_size)
+        check_positive("epochs", self.epochs)
+        check_positive("grad_accum_steps", self.grad_accum_steps)
+        check_positive("patience", self.patience)
+        check_positive("eval_batch_size", self.eval_batch_size)
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ConfigError(f"seed: expected a non-negative integer, got {describe(self.seed)}")
+        for name in ("weight_decay", "label_smoothing", "warmup_fraction", "min_delta"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise ConfigError(f"{name}: expected a non-negative number, got {describe(value)}")
+        if self.label_smoothing >= 1:
+            raise ConfigError(f"label_smoothing: expected a value in [0, 1), got {self.label_smoothing}")
+        if self.warmup_fraction >= 1:
+            raise ConfigError(f"warmup_fraction: expected a value in [0, 1), got {self.warmup_fraction}")
+        if self.grad_clip_norm is not None:
+            check_positive("grad_clip_norm", self.grad_clip_norm, kind=float)
+        OPTIMIZERS.resolve(self.optimizer, argument="optimizer", accept=_is_gradient_transformation)
+        SCHEDULES.resolve(self.schedule, argument="schedule")
+        LOSSES.resolve(self.loss, argument="loss")
+        if self.nan_policy not in NAN_POLICIES:
+            raise ConfigError(f"nan_policy: expected one of {list(NAN_POLICIES)}, got {self.nan_policy!r}")
+        if self.monitor_mode not in MONITOR_MODES:
+            raise ConfigError(f"monitor_mode: expected one of {list(MONITOR_MODES)}, got {self.monitor_mode!r}")
+        if self.augment is not None and not callable(self.augment):
+            raise ConfigError(f"augment: expected a callable (batch, key) -> batch, got {describe(self.augment)}")
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        """Copy with ``changes`` applied (validated again)."""
+        unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
+        if unknown:
+            raise ConfigError(
+                f"TrainConfig: unknown field(s) {sorted(unknown)}; expected some of {[f.name for f in dataclasses.fields(self)]}"
+            )
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly view (user callables are recorded by name)."""
+        out = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if value is not None and not isinstance(value, (str, int, float, bool)):
+                value = getattr(value, "__name__", type(value).__name__)
+            out[f.name] = value
+        return out
+
+
+def _is_gradient_transformation(obj: object) -> bool:
+    return isinstance(obj, optax.GradientTransformation)

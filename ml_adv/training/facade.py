@@ -1,0 +1,437 @@
+"""The SEED product API for training: ``AdvancedTrainingStrategy`` and ``AdvancedCustomModelTrainer``.
+
+Thin stateful facades for scripts and notebooks. They hold data, history and
+the registry of trained models and call the functional core (``fit``); no
+numerics live here.
+
+``training_data`` (the argument of ``train_custom_model``) is a dict holding
+real data plus the hyper-parameters of SEED's example::
+
+    {
+        "data": "digits" | ArrayDataset | (x, y),   # or "x": ..., "y": ...
+        "validation_data": ArrayDataset | (x, y),    # optional; else split off
+        "test_data": ArrayDataset | (x, y),          # optional
+        "input_dim": 8, "output_dim": 10,            # optional; inferred and checked
+        "learning_rate": 1e-3, "batch_size": 32, "epochs": 50,
+        ...any other TrainConfig field, "size", "model_overrides", "run_name"
+    }
+
+A dataset name is loaded with ``load_dataset``; for the built-in ``digits`` the
+view that suits the architecture is chosen (images for CNN, rows for LSTM,
+pixel tokens for Transformer/BERT, flat for MLP).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import resource
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+from ml_adv.data.dataset import ArrayDataset
+from ml_adv.errors import ConfigError, DataError, TrainingDivergedError, check_positive, describe, unknown_name
+from ml_adv.training.augment import default_augmentation
+from ml_adv.training.config import TrainConfig
+from ml_adv.training.loop import fit
+from ml_adv.training.trained_model import TrainedModel
+
+# Search methods of the hyper-parameter optimizer (the optimizer itself lives in ml_adv.hpo).
+OPTIMIZATION_METHODS = ("none", "bayesian", "grid_search", "random_search", "genetic", "evolutionary")
+DIGITS_VIEW_FOR = {"cnn": "digits", "mlp": "digits_flat", "lstm": "digits_sequence",
+                   "transformer": "digits_tokens", "bert": "digits_tokens"}
+DATA_KEYS = ("data", "x", "y", "validation_data", "test_data", "validation_split", "input_dim",
+             "output_dim", "size", "model_overrides", "run_name")
+_TRAIN_FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig))
+
+
+class AdvancedTrainingStrategy:
+    """Training hyper-parameters (SEED API), validated at construction.
+
+    Args:
+        learning_rate, batch_size, epochs, early_stopping: as in SEED.
+        **options: any other ``TrainConfig`` field (optimizer, schedule, loss, patience ...).
+
+    Example:
+        >>> strategy = AdvancedTrainingStrategy(learning_rate=1e-4, batch_size=32, epochs=100, early_stopping=True)
+        >>> strategy.config.patience
+        5
+    """
+
+    def __init__(self, learning_rate: float = 1e-3, batch_size: int = 32, epochs: int = 10,
+                 early_stopping: bool = False, **options: Any):
+        unknown = set(options) - set(_TRAIN_FIELDS)
+        if unknown:
+            raise ConfigError(f"options: unknown training option(s) {sorted(unknown)}; expected some of {list(_TRAIN_FIELDS)}")
+        self.config = TrainConfig(learning_rate=learning_rate, batch_size=batch_size, epochs=epochs,
+                                  early_stopping=early_stopping, **options)
+
+    def __getattr__(self, name: str) -> Any:
+        if name != "config" and name in _TRAIN_FIELDS:
+            return getattr(self.config, name)
+        raise AttributeError(name)
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.config.to_dict()
+
+    def __repr__(self) -> str:
+        return f"AdvancedTrainingStrategy({self.config})"
+
+
+@dataclasses.dataclass
+class TrainingResult:
+    """Outcome of ``train_custom_model``.
+
+    ``success`` is False when training diverged (NaN loss); ``model`` then holds the
+    last good checkpoint's weights if one was written, and ``error`` says what happened.
+    """
+
+    success: bool
+    model: TrainedModel | None
+    model_id: str
+    metrics: dict[str, Any]
+    history: list[dict[str, Any]]
+    run_dir: str | None
+    error: str | None = None
+
+
+class AdvancedCustomModelTrainer:
+    """Trains models of one architecture family and keeps a registry of them (SEED API).
+
+    Args:
+        architecture_type: "mlp", "cnn", "lstm", "transformer", "bert" (see ``ARCHITECTURES``).
+        optimization_method: hyper-parameter search method used by the optimizer
+            ("none", "bayesian", "grid_search", "random_search", "genetic", "evolutionary").
+        strategy: default ``AdvancedTrainingStrategy`` (overridden by keys of ``training_data``).
+        size: model size variant ("tiny", "small", "base", ...).
+        run_root: runs are written to ``run_root/<run_name>/``.
+
+    Example:
+        >>> trainer = AdvancedCustomModelTrainer(architecture_type="cnn")
+        >>> result = asyncio.run(trainer.train_custom_model({"data": "digits", "epochs": 20}))
+        >>> result.model.predict(test_images)
+    """
+
+    def __init__(self, architecture_type: str = "cnn", optimization_method: str = "none", *,
+                 strategy: AdvancedTrainingStrategy | None = None, size: str = "small",
+                 run_root: str | Path = "runs"):
+        from ml_adv.models import ARCHITECTURES
+
+        if architecture_type not in ARCHITECTURES:
+            raise unknown_name("architecture_type", architecture_type, ARCHITECTURES.names())
+        if optimization_method not in OPTIMIZATION_METHODS:
+            raise unknown_name("optimization_method", optimization_method, OPTIMIZATION_METHODS)
+        if strategy is not None and not isinstance(strategy, AdvancedTrainingStrategy):
+            raise ConfigError(f"strategy: expected an AdvancedTrainingStrategy, got {describe(strategy)}")
+        self.architecture_type = architecture_type
+        self.optimization_method = optimization_method
+        self.strategy = strategy or AdvancedTrainingStrategy()
+        self.size = size
+        self.run_root = Path(run_root)
+        self._overrides: dict[str, Any] = {}
+        self._augment_fn = None
+        self._resource_monitoring = False
+        self._registry: dict[str, dict[str, Any]] = {}
+        self._models: dict[str, TrainedModel] = {}
+        self._history: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+
+    # ----------------------------------------------------------------- settings
+    def set_mixed_precision(self, enabled: bool = True) -> None:
+        """bfloat16 compute with float32 master weights."""
+        self._overrides["mixed_precision"] = bool(enabled)
+
+    def set_gradient_accumulation(self, steps: int) -> None:
+        """Accumulate gradients over ``steps`` micro-batches per optimizer update."""
+        check_positive("steps", steps)
+        self._overrides["grad_accum_steps"] = int(steps)
+
+    def set_distributed_training(self, enabled: bool = True) -> None:
+        """Data-parallel training over all ``jax.devices()`` (batch sharded, params replicated)."""
+        self._overrides["data_parallel"] = bool(enabled)
+
+    def set_data_augmentation(self, enabled: bool = True, fn=None) -> None:
+        """Augment training batches: ``fn(batch, key) -> batch``, or a default per input kind."""
+        if fn is not None and not callable(fn):
+            raise ConfigError(f"fn: expected a callable (batch, key) -> batch, got {describe(fn)}")
+        self._augment_fn = (fn or "default") if enabled else None
+
+    def set_resource_monitoring(self, enabled: bool = True) -> None:
+        """Record wall time, peak host memory and device memory for each run."""
+        self._resource_monitoring = bool(enabled)
+
+    # ------------------------------------------------------------------ training
+    async def train_custom_model(self, training_data: dict[str, Any]) -> TrainingResult:
+        """Train a model off the event loop (in a worker thread) and return a ``TrainingResult``."""
+        return await asyncio.to_thread(self.train, training_data)
+
+    def train(self, training_data: dict[str, Any]) -> TrainingResult:
+        """Synchronous ``train_custom_model``. Bad input raises ``ml_adv.errors`` before compiling."""
+        from ml_adv.models import AdvancedModelArchitecture
+
+        plan = self._plan(training_data)
+        train, val, test, config = plan["train"], plan["val"], plan["test"], plan["config"]
+        spec = AdvancedModelArchitecture(self.architecture_type, size=plan["size"], **plan["model_overrides"]).design_architecture(
+            plan["input_dim"], plan["output_dim"], input_shape=train.example_shape, input_kind=train.input_kind
+        )
+        model_id = uuid.uuid4().hex[:12]
+        run_name = plan["run_name"] or f"{self.architecture_type}-{model_id}"
+        run_dir = self.run_root / run_name
+        started = time.perf_counter()
+        error, fit_result = None, None
+        try:
+            fit_result = fit(spec, train, config, val=val, run_dir=run_dir,
+                             extra_meta={"data": {"train": train.name, "val": val.name, "test": test.name if test else None}})
+        except TrainingDivergedError as exc:
+            error = str(exc)
+        wall = time.perf_counter() - started
+
+        if fit_result is not None:
+            model = TrainedModel(spec, fit_result.state.variables(), model_id, mixed_precision=config.mixed_precision)
+            metrics = self._metrics(fit_result, model, val, test, wall)
+            history = fit_result.history
+        else:
+            model = self._last_good_model(spec, config, run_dir, model_id)
+            metrics = {"wall_seconds": wall}
+            history = _read_history(run_dir)
+        if self._resource_monitoring:
+            metrics["resources"] = _resources()
+        if model is not None:
+            model.metrics = metrics
+        record = {"model_id": model_id, "architecture": self.architecture_type, "spec": spec.to_dict(),
+                  "train_config": config.to_dict(), "run_dir": str(run_dir), "success": error is None,
+                  "metrics": metrics, "error": error, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        with self._lock:
+            self._registry[model_id] = record
+            if model is not None:
+                self._models[model_id] = model
+            self._history.append(record)
+        if fit_result is not None:
+            _write_run_outputs(run_dir, record, history)
+        return TrainingResult(error is None, model, model_id, metrics, history, str(run_dir), error)
+
+    # ------------------------------------------------------------------ queries
+    def get_model_registry(self) -> dict[str, Any]:
+        """model_id -> record (architecture, spec, config, metrics, run_dir) of every trained model."""
+        with self._lock:
+            return {k: dict(v) for k, v in self._registry.items()}
+
+    def get_model(self, model_id: str) -> TrainedModel | None:
+        return self._models.get(model_id)
+
+    def get_training_history(self) -> list[dict[str, Any]]:
+        """One record per training run, oldest first."""
+        with self._lock:
+            return [dict(r) for r in self._history]
+
+    def get_model_performance(self, model_id: str) -> dict[str, Any] | None:
+        """Metrics of ``model_id``, or None if unknown."""
+        record = self._registry.get(model_id)
+        return None if record is None else dict(record["metrics"])
+
+    def get_training_metrics(self) -> dict[str, Any]:
+        """Metrics of the latest run plus aggregate counts."""
+        with self._lock:
+            runs = list(self._history)
+        if not runs:
+            return {"runs": 0}
+        latest = runs[-1]
+        return {"runs": len(runs), "successful_runs": sum(r["success"] for r in runs),
+                "latest_model_id": latest["model_id"], **latest["metrics"]}
+
+    def validate_system_integrity(self) -> bool:
+        """Check the backend computes, every architecture builds, and every trained model's weights are finite."""
+        from ml_adv.models import ARCHITECTURES, make_spec
+
+        problems = []
+        try:
+            if float(jax.numpy.ones(4).sum()) != 4.0:
+                problems.append("backend arithmetic is wrong")
+        except Exception as exc:  # noqa: BLE001 - report, don't raise
+            problems.append(f"backend unavailable: {exc}")
+        for name in ARCHITECTURES.names():
+            entry = ARCHITECTURES.get(name)
+            try:
+                kind = entry.input_kinds[0]
+                shape = {"features": (8,), "image": (8, 8, 1), "sequence": (None, 4), "tokens": (None,)}[kind]
+                spec = make_spec(name, input_shape=shape, input_kind=kind, num_classes=3, size="tiny")
+                jax.eval_shape(lambda s=spec: s.build().init(jax.random.PRNGKey(0), s.example_input(2), train=False))
+            except Exception as exc:  # noqa: BLE001
+                problems.append(f"architecture {name!r} does not build: {exc}")
+        for model_id, model in self._models.items():
+            if not all(bool(np.all(np.isfinite(np.asarray(a)))) for a in jax.tree.leaves(model.variables)):
+                problems.append(f"model {model_id} has non-finite weights")
+        self.integrity_problems = problems
+        return not problems
+
+    def generate_training_report(self) -> dict[str, Any]:
+        """Summary of every run (best accuracy, timings); also written to ``run_root/training_report.json``."""
+        runs = self.get_training_history()
+        ok = [r for r in runs if r["success"]]
+        best = max(ok, key=lambda r: r["metrics"].get("test_accuracy", r["metrics"].get("val_accuracy", 0)), default=None)
+        report = {"architecture_type": self.architecture_type, "optimization_method": self.optimization_method,
+                  "runs": len(runs), "successful_runs": len(ok), "failed_runs": len(runs) - len(ok),
+                  "best_model_id": best["model_id"] if best else None,
+                  "best_metrics": best["metrics"] if best else None,
+                  "system_integrity": self.validate_system_integrity(),
+                  "models": [{"model_id": r["model_id"], "success": r["success"], "run_dir": r["run_dir"],
+                              **{k: r["metrics"].get(k) for k in ("val_accuracy", "test_accuracy", "epochs_run", "wall_seconds")}}
+                             for r in runs]}
+        self.run_root.mkdir(parents=True, exist_ok=True)
+        (self.run_root / "training_report.json").write_text(json.dumps(report, indent=2, default=_json_default))
+        return report
+
+    # ------------------------------------------------------------------ helpers
+    def _plan(self, training_data: dict[str, Any]) -> dict[str, Any]:
+        if not isinstance(training_data, dict):
+            raise ConfigError(f"training_data: expected a dict with 'data' and hyper-parameters, got {describe(training_data)}")
+        unknown = set(training_data) - set(DATA_KEYS) - set(_TRAIN_FIELDS)
+        if unknown:
+            raise ConfigError(f"training_data: unknown key(s) {sorted(unknown)}; expected some of {sorted(DATA_KEYS + _TRAIN_FIELDS)}")
+        td = dict(training_data)
+        train, test = self._load_data(td)
+        val = _to_dataset("validation_data", td["validation_data"], train.num_classes) if td.get("validation_data") is not None else None
+        if val is None:
+            fraction = td.get("validation_split", 0.15)
+            if not isinstance(fraction, float) or not 0 < fraction < 1:
+                raise ConfigError(f"validation_split: expected a float in (0, 1), got {describe(fraction)}")
+            train, val = train.split((1 - fraction, fraction), seed=0)
+            train, val = dataclasses.replace(train, name=f"{train.name}"), dataclasses.replace(val, name=f"{val.name}")
+        config_fields = {k: td[k] for k in _TRAIN_FIELDS if k in td}
+        config = self.strategy.config.replace(**config_fields, **self._overrides)
+        if self._augment_fn is not None and "augment" not in config_fields:
+            fn = default_augmentation(train.input_kind) if self._augment_fn == "default" else self._augment_fn
+            config = config.replace(augment=fn)
+        num_classes = max(train.num_classes, val.num_classes, test.num_classes if test else 0)
+        output_dim = td.get("output_dim", num_classes)
+        check_positive("output_dim", output_dim)
+        if output_dim < num_classes:
+            raise DataError(f"output_dim: the data has {num_classes} classes, got output_dim={output_dim}")
+        input_dim = td.get("input_dim", _infer_input_dim(self.architecture_type, train))
+        check_positive("input_dim", input_dim)
+        overrides = td.get("model_overrides") or {}
+        if not isinstance(overrides, dict):
+            raise ConfigError(f"model_overrides: expected a dict, got {describe(overrides)}")
+        return {"train": train, "val": val, "test": test, "config": config, "input_dim": input_dim,
+                "output_dim": output_dim, "size": td.get("size", self.size), "model_overrides": overrides,
+                "run_name": td.get("run_name")}
+
+    def _load_data(self, td: dict[str, Any]) -> tuple[ArrayDataset, ArrayDataset | None]:
+        from ml_adv.data.builtin import load_dataset
+
+        if "data" in td and ("x" in td or "y" in td):
+            raise ConfigError("training_data: give either 'data' or 'x'/'y', got both")
+        if "x" in td or "y" in td:
+            data = (td.get("x"), td.get("y"))
+        elif "data" in td:
+            data = td["data"]
+        else:
+            raise ConfigError(
+                "training_data: expected real data under 'data' (a dataset name such as 'digits', an ArrayDataset "
+                "or an (x, y) pair) or under 'x' and 'y'; got only " + repr(sorted(td))
+            )
+        test = _to_dataset("test_data", td["test_data"]) if td.get("test_data") is not None else None
+        if isinstance(data, str):
+            name = DIGITS_VIEW_FOR[self.architecture_type] if data == "digits" else data
+            train = load_dataset(name, split="train")
+            if test is None:
+                test = load_dataset(name, split="test")
+            return train, test
+        return _to_dataset("data", data), test
+
+    def _last_good_model(self, spec, config, run_dir: Path, model_id: str) -> TrainedModel | None:
+        """The weights of the last checkpoint written before training diverged (None if there is none)."""
+        from ml_adv.checkpointing import RunCheckpointer
+        from ml_adv.training.optim import build_optimizer
+        from ml_adv.training.state import create_train_state
+
+        ckpt = RunCheckpointer(run_dir / "checkpoints")
+        try:
+            if ckpt.latest_step() is None:
+                return None
+            module, example = spec.build(), spec.example_input()
+            tx = build_optimizer(config, 1)
+            target = jax.eval_shape(lambda: create_train_state(
+                module, example, tx, init_key=jax.random.PRNGKey(0), rng=jax.random.PRNGKey(0)).checkpoint_items())
+            items, _ = ckpt.restore(target)
+            return TrainedModel(spec, {"params": items["params"], **items["model_state"]}, model_id,
+                                mixed_precision=config.mixed_precision)
+        finally:
+            ckpt.close()
+
+    def _metrics(self, fit_result, model: TrainedModel, val, test, wall: float) -> dict[str, Any]:
+        metrics: dict[str, Any] = {
+            "epochs_run": len(fit_result.history), "best_epoch": fit_result.best_epoch,
+            "stopped_early": fit_result.stopped_early, "compile_seconds": round(fit_result.compile_seconds, 3),
+            "steps_per_second": round(fit_result.steps_per_second, 2), "wall_seconds": round(wall, 3),
+            "nonfinite_steps": fit_result.nonfinite_steps, "resumed_from": fit_result.resumed_from,
+        }
+        if fit_result.history:
+            metrics["train_loss"] = fit_result.history[-1]["train_loss"]
+        for prefix, ds in (("val", val), ("test", test)):
+            if ds is not None:
+                metrics.update({f"{prefix}_{k}": v for k, v in model.evaluate(ds).items()})
+        return metrics
+
+
+def _to_dataset(argument: str, value: Any, num_classes: int | None = None) -> ArrayDataset:
+    if isinstance(value, ArrayDataset):
+        return value
+    if isinstance(value, (tuple, list)) and len(value) == 2:
+        x, y = value
+        if x is None or y is None:
+            raise DataError(f"{argument}: expected both features and labels, got {'x' if x is None else 'y'}=None")
+        return ArrayDataset(np.asarray(x), np.asarray(y), name=argument)
+    raise DataError(f"{argument}: expected an ArrayDataset, a dataset name or an (x, y) pair, got {describe(value)}")
+
+
+def _infer_input_dim(architecture: str, ds: ArrayDataset) -> int:
+    """The ``input_dim`` that ``design_architecture`` expects for this data (see its docstring)."""
+    if ds.input_kind == "tokens":
+        vocab = ds.info.get("vocab_size")
+        return int(vocab) if vocab else int(ds.x.max()) + 1
+    if architecture == "cnn":
+        return int(ds.example_shape[0])
+    if architecture == "mlp":
+        return int(np.prod(ds.example_shape))
+    return int(ds.example_shape[-1])
+
+
+def _resources() -> dict[str, Any]:
+    out = {"peak_host_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+    stats = jax.devices()[0].memory_stats() if hasattr(jax.devices()[0], "memory_stats") else None
+    if stats:
+        out["device_peak_bytes_in_use"] = stats.get("peak_bytes_in_use")
+    out["devices"] = [str(d) for d in jax.devices()]
+    return out
+
+
+def _read_history(run_dir: Path) -> list[dict[str, Any]]:
+    path = run_dir / "metrics.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, (np.floating, np.integer)):
+        return obj.item()
+    return str(obj)
+
+
+def _write_run_outputs(run_dir: Path, record: dict[str, Any], history: list[dict[str, Any]]) -> None:
+    """report.json and plots/learning_curve.png in the run directory."""
+    from ml_adv.plots import plot_learning_curves
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "report.json").write_text(json.dumps(record, indent=2, default=_json_default))
+    if history:
+        plot_learning_curves(history, run_dir / "plots" / "learning_curve.png", title=record["architecture"])
+

@@ -1,0 +1,185 @@
+"""Pure, compiled training and evaluation steps.
+
+* ``make_train_step`` builds ``train_step(state, batch, key) -> (state, metrics)``.
+* ``make_epoch_fn`` compiles a whole epoch as one ``lax.scan`` over batches
+  gathered on device from a permutation, with the state donated: one dispatch
+  per epoch instead of one per step, which is what makes small models fast on CPU.
+* ``make_step_fn`` is the per-step alternative (one jitted call per batch) for
+  data that does not fit in memory; both produce bitwise-identical states.
+* ``predict_logits`` evaluates a whole array in fixed-size chunks under ``lax.map``
+  (one compilation per dataset size, no ragged last batch).
+
+Non-finite losses never corrupt the state: the update is dropped inside the step
+(``jnp.where`` over the pytree) and ``metrics['nonfinite']`` records it; the host
+loop then raises or carries on according to ``TrainConfig.nan_policy``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from ml_adv.training.parallel import constrain_batch
+from ml_adv.training.state import TrainState
+
+Batch = dict[str, jax.Array]
+
+
+def cast_floats(tree: Any, dtype) -> Any:
+    """Cast every floating-point leaf of ``tree`` to ``dtype`` (integers, e.g. tokens, untouched)."""
+    return jax.tree.map(lambda a: a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a, tree)
+
+
+def apply_model(
+    state: TrainState, params: Any, x: jax.Array, *, train: bool, dropout_key: jax.Array | None, compute_dtype=None
+) -> tuple[jax.Array, Any]:
+    """Forward pass returning float32 logits and the updated model state."""
+    if compute_dtype is not None:
+        params, x = cast_floats(params, compute_dtype), cast_floats(x, compute_dtype)
+    variables = state.variables(params)
+    rngs = {"dropout": dropout_key} if dropout_key is not None else {}
+    mutable = list(state.model_state) if train else False
+    if mutable:
+        logits, new_model_state = state.apply_fn(variables, x, train=train, rngs=rngs, mutable=mutable)
+    else:
+        logits, new_model_state = state.apply_fn(variables, x, train=train, rngs=rngs), state.model_state
+    return logits.astype(jnp.float32), new_model_state
+
+
+def make_train_step(
+    loss_fn: Callable[[jax.Array, jax.Array], jax.Array],
+    *,
+    augment: Callable[[Batch, jax.Array], Batch] | None = None,
+    mixed_precision: bool = False,
+    mesh=None,
+) -> Callable[[TrainState, Batch, jax.Array], tuple[TrainState, dict[str, jax.Array]]]:
+    """Build the pure train step.
+
+    Args:
+        loss_fn: per-example loss ``(logits, labels) -> [B]``.
+        augment: optional ``(batch, key) -> batch``, run inside the step.
+        mixed_precision: bfloat16 forward/backward with float32 master params.
+        mesh: a data mesh to shard the batch over (``None``: no constraint).
+    """
+    compute_dtype = jnp.bfloat16 if mixed_precision else None
+
+    def train_step(state: TrainState, batch: Batch, key: jax.Array):
+        batch = constrain_batch(batch, mesh)
+        augment_key, dropout_key = jax.random.split(key)
+        if augment is not None:
+            batch = augment(batch, augment_key)
+
+        def objective(params):
+            logits, new_model_state = apply_model(
+                state, params, batch["x"], train=True, dropout_key=dropout_key, compute_dtype=compute_dtype
+            )
+            return jnp.mean(loss_fn(logits, batch["y"])), (logits, new_model_state)
+
+        (loss, (logits, new_model_state)), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
+        grad_norm = optax.tree.norm(grads)
+        updates, new_opt_state = state.tx.update(grads, state.opt_state, state.params)
+        new_params = optax.apply_updates(state.params, updates)
+        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+        # Drop the whole update when anything is non-finite: the state stays the last good one.
+        keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)  # noqa: E731
+        new_state = state.replace(
+            step=state.step + 1,
+            params=keep(new_params, state.params),
+            opt_state=keep(new_opt_state, state.opt_state),
+            model_state=keep(new_model_state, state.model_state),
+        )
+        metrics = {
+            "loss": loss,
+            "accuracy": jnp.mean((jnp.argmax(logits, -1) == batch["y"]).astype(jnp.float32)),
+            "grad_norm": grad_norm,
+            "nonfinite": (~finite).astype(jnp.float32),
+        }
+        return new_state, metrics
+
+    return train_step
+
+
+def epoch_permutation(key: jax.Array, num_examples: int, batch_size: int) -> jax.Array:
+    """``[steps, batch_size]`` example indices for one epoch (the remainder is dropped;
+    a fresh permutation each epoch means every example is still seen)."""
+    steps = num_examples // batch_size
+    return jax.random.permutation(key, num_examples)[: steps * batch_size].reshape(steps, batch_size)
+
+
+def gather_batch(data: Batch, idx: jax.Array) -> Batch:
+    return {k: jnp.take(v, idx, axis=0) for k, v in data.items()}
+
+
+def make_epoch_fn(train_step, batch_size: int) -> Callable:
+    """Compile ``run_epoch(state, data, epoch_key) -> (state, stacked_metrics)`` as one scan."""
+
+    def run_epoch(state: TrainState, data: Batch, epoch_key: jax.Array):
+        num_examples = jax.tree.leaves(data)[0].shape[0]
+        order = epoch_permutation(epoch_key, num_examples, batch_size)
+
+        def body(state, idx):
+            return train_step(state, gather_batch(data, idx), state.step_key())
+
+        return jax.lax.scan(body, state, order)
+
+    return jax.jit(run_epoch, donate_argnums=0)
+
+
+def make_step_fn(train_step) -> Callable:
+    """Per-step alternative: ``step(state, data, idx) -> (state, metrics)``, jitted, state donated."""
+
+    def step(state: TrainState, data: Batch, idx: jax.Array):
+        return train_step(state, gather_batch(data, idx), state.step_key())
+
+    return jax.jit(step, donate_argnums=0)
+
+
+def run_epoch_stepwise(step_fn, state: TrainState, data: Batch, epoch_key: jax.Array, batch_size: int):
+    """Run one epoch with one dispatch per step; same keys and order as the scanned epoch."""
+    num_examples = jax.tree.leaves(data)[0].shape[0]
+    order = epoch_permutation(epoch_key, num_examples, batch_size)
+    metrics = []
+    for i in range(order.shape[0]):
+        state, m = step_fn(state, data, order[i])
+        metrics.append(m)
+    return state, jax.tree.map(lambda *xs: jnp.stack(xs), *metrics)
+
+
+@partial(jax.jit, static_argnames=("apply_fn", "chunk", "mixed_precision", "method"))
+def _predict_chunks(apply_fn, variables, x, *, chunk: int, mixed_precision: bool, method=None):
+    n = x.shape[0]
+    pad = (-n) % chunk
+    x = jnp.concatenate([x, jnp.zeros((pad, *x.shape[1:]), x.dtype)]) if pad else x
+    if mixed_precision:
+        variables, x = cast_floats(variables, jnp.bfloat16), cast_floats(x, jnp.bfloat16)
+    kwargs = {} if method is None else {"method": method}
+
+    def one(xc):
+        return apply_fn(variables, xc, train=False, **kwargs).astype(jnp.float32)
+
+    out = jax.lax.map(one, x.reshape(-1, chunk, *x.shape[1:]))
+    return out.reshape(-1, *out.shape[2:])[:n]
+
+
+def predict_logits(
+    apply_fn, variables, x, *, chunk: int = 256, mixed_precision: bool = False, method=None
+) -> jax.Array:
+    """Float32 logits for all of ``x`` (evaluation mode), computed in fixed-size chunks."""
+    n = int(x.shape[0])
+    return _predict_chunks(
+        apply_fn, variables, jnp.asarray(x), chunk=min(chunk, n), mixed_precision=mixed_precision, method=method
+    )
+
+
+def classification_metrics(logits, labels) -> dict[str, float]:
+    """Accuracy and mean negative log-likelihood (host floats)."""
+    logits = jnp.asarray(logits)
+    labels = jnp.asarray(labels)
+    nll = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+    acc = jnp.mean((jnp.argmax(logits, -1) == labels).astype(jnp.float32))
+    return {"loss": float(jnp.mean(nll)), "accuracy": float(acc)}
