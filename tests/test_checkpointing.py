@@ -12,12 +12,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from test_training_core import TinyNet
 
 from ml_adv.checkpointing import RunCheckpointer, load_meta, load_pytree, save_pytree
 from ml_adv.errors import CheckpointError
 from ml_adv.training import TrainConfig, fit
-
-from test_training_core import TinyNet
 
 
 def _tree_equal(a, b):

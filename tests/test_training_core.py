@@ -9,7 +9,14 @@ import pytest
 
 from ml_adv.data.dataset import ArrayDataset
 from ml_adv.errors import ConfigError, DataError, ShapeError, TrainingDivergedError
-from ml_adv.training import LOSSES, TrainConfig, build_optimizer, create_train_state, fit, make_train_step
+from ml_adv.training import (
+    LOSSES,
+    TrainConfig,
+    build_optimizer,
+    create_train_state,
+    fit,
+    make_train_step,
+)
 from ml_adv.training.losses import focal_loss, masked_lm_loss, resolve_loss
 from ml_adv.training.optim import SCHEDULES, build_schedule
 from ml_adv.training.steps import make_epoch_fn, make_step_fn, run_epoch_stepwise
@@ -94,7 +101,8 @@ def test_every_schedule_is_finite_and_peaks_at_the_learning_rate(name):
 
 
 # ---------------------------------------------------------------- steps
-def _state(cfg=TrainConfig(), total=10, x=None):
+def _state(cfg=None, total=10, x=None):
+    cfg = TrainConfig() if cfg is None else cfg
     x = np.zeros((2, 8, 8, 1), np.float32) if x is None else x
     return create_train_state(TinyNet(), x, build_optimizer(cfg, total),
                               init_key=jax.random.PRNGKey(0), rng=jax.random.PRNGKey(1))

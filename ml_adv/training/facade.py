@@ -37,7 +37,14 @@ import jax
 import numpy as np
 
 from ml_adv.data.dataset import ArrayDataset
-from ml_adv.errors import ConfigError, DataError, TrainingDivergedError, check_positive, describe, unknown_name
+from ml_adv.errors import (
+    ConfigError,
+    DataError,
+    TrainingDivergedError,
+    check_positive,
+    describe,
+    unknown_name,
+)
 from ml_adv.training.augment import default_augmentation
 from ml_adv.training.config import TrainConfig
 from ml_adv.training.loop import fit

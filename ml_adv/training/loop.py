@@ -110,7 +110,7 @@ def validate_fit_inputs(model_spec, train: ArrayDataset, val: ArrayDataset | Non
 def fit(
     model,
     train: ArrayDataset,
-    config: TrainConfig = TrainConfig(),
+    config: TrainConfig | None = None,
     *,
     val: ArrayDataset | None = None,
     run_dir: str | Path | None = None,
@@ -126,7 +126,7 @@ def fit(
         model: a ``ModelSpec`` (validated against the data) or any Linen module
             called as ``module.apply(vars, x, train=...)``.
         train, val: ``ArrayDataset`` s held in memory.
-        config: the ``TrainConfig``.
+        config: the ``TrainConfig`` (default: ``TrainConfig()``).
         run_dir: when given, writes ``config.json``, ``metrics.jsonl`` and
             ``checkpoints/`` there, and resumes from its latest checkpoint.
         resume: continue from ``run_dir``'s latest checkpoint if there is one.
@@ -146,6 +146,7 @@ def fit(
     """
     from ml_adv.models.registry import ModelSpec
 
+    config = TrainConfig() if config is None else config
     spec = model if isinstance(model, ModelSpec) else None
     validate_fit_inputs(spec, train, val, config)
     module = spec.build() if spec is not None else model

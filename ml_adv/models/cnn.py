@@ -1,0 +1,170 @@
+"""Convolutional classifier for images ``(H, W, C)``.
+
+Structure: for each entry of ``conv_features``: a ``kernel_size``x``kernel_size`` SAME conv,
+activation, and a ``pool_size`` max pool (stride = window, VALID); then flatten,
+``[Dense -> activation -> Dropout]`` for each entry of ``dense_features`` (the ``encoder``), and a
+``Dense(num_classes)`` ``head``. The default ("small", also "base") is
+conv32-pool-conv64-pool-dense128-dense(num_classes): 8x8 digits go 8 -> 4 -> 2, 28x28 images
+28 -> 14 -> 7. "base" is the REFERENCE benchmark model for 28x28x1 inputs.
+
+Every convolution is built by ``conv_layer`` so a faster drop-in ``Conv`` (same param names
+``kernel`` ``(kh, kw, cin, cout)`` and ``bias``) can replace ``nn.Conv`` in one place.
+
+Module API: ``CNN(config).apply(variables, x, train=bool, rngs={'dropout': key})`` -> logits
+``[B, num_classes]``; ``CNN.features(x, train=False)`` -> ``[B, dense_features[-1]]`` (or the
+flattened conv output when ``dense_features`` is empty); params ``{'encoder', 'head'}``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import flax.linen as nn
+import jax
+from jaxtyping import Array, Float
+
+from ml_adv.errors import ConfigError
+from ml_adv.models.layers import (
+    ACTIVATIONS,
+    build_config,
+    check_activation,
+    check_input_shape,
+    check_int,
+    check_int_tuple,
+    check_rate,
+    set_field,
+)
+from ml_adv.models.registry import ArchitectureEntry, register_architecture
+
+NAME = "cnn"
+INPUT_RANKS = {"image": 3}
+
+
+def conv_layer(features: int, kernel_size: int, name: str) -> nn.Module:
+    """The one place convolutions are made: a square SAME conv with bias."""
+    return nn.Conv(features, (kernel_size, kernel_size), padding="SAME", name=name)
+
+
+@dataclasses.dataclass(frozen=True)
+class CNNConfig:
+    """CNN hyper-parameters (JSON-friendly; validated on construction).
+
+    Attributes:
+        num_classes: number of output logits (>= 2).
+        conv_features: output channels of each conv stage (each stage is conv + pool).
+        kernel_size: side of the square conv kernels.
+        pool_size: side and stride of the max-pool window after each conv.
+        dense_features: widths of the dense layers after flattening (may be empty).
+        dropout: dropout rate after each dense activation.
+        activation: a name from ``ml_adv.models.layers.ACTIVATIONS``.
+    """
+
+    num_classes: int = 10
+    conv_features: tuple[int, ...] = (32, 64)
+    kernel_size: int = 3
+    pool_size: int = 2
+    dense_features: tuple[int, ...] = (128,)
+    dropout: float = 0.1
+    activation: str = "relu"
+
+    def __post_init__(self):
+        owner = type(self).__name__
+        check_int(owner, "num_classes", self.num_classes, minimum=2)
+        set_field(self, "conv_features", check_int_tuple(owner, "conv_features", self.conv_features))
+        check_int(owner, "kernel_size", self.kernel_size)
+        check_int(owner, "pool_size", self.pool_size)
+        set_field(
+            self,
+            "dense_features",
+            check_int_tuple(owner, "dense_features", self.dense_features, allow_empty=True),
+        )
+        check_rate(owner, "dropout", self.dropout)
+        check_activation(owner, "activation", self.activation)
+
+
+SIZES: dict[str, dict[str, Any]] = {
+    "tiny": {"conv_features": (4, 8), "dense_features": (16,)},
+    "small": {"conv_features": (32, 64), "dense_features": (128,)},
+    "base": {"conv_features": (32, 64), "dense_features": (128,)},
+}
+
+
+class CNNEncoder(nn.Module):
+    """Conv/pool stages, flatten, dense layers; returns ``[B, F]``."""
+
+    config: CNNConfig
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        cfg = self.config
+        act = ACTIVATIONS.get(cfg.activation)
+        window = (cfg.pool_size, cfg.pool_size)
+        h = x
+        for i, channels in enumerate(cfg.conv_features):
+            h = act(conv_layer(channels, cfg.kernel_size, name=f"conv_{i}")(h))
+            h = nn.max_pool(h, window, strides=window, padding="VALID")
+        h = h.reshape((h.shape[0], -1))
+        for i, width in enumerate(cfg.dense_features):
+            h = act(nn.Dense(width, name=f"dense_{i}")(h))
+            h = nn.Dropout(cfg.dropout, deterministic=not train)(h)
+        return h
+
+
+class CNN(nn.Module):
+    """CNN classifier: ``encoder`` (conv stages + dense layers) + linear ``head``."""
+
+    config: CNNConfig
+
+    def setup(self):
+        self.encoder = CNNEncoder(self.config)
+        self.head = nn.Dense(self.config.num_classes)
+
+    def features(self, x: Float[Array, "B H W C"], train: bool = False) -> Float[Array, "B F"]:
+        """Penultimate activations ``[B, F]``."""
+        return self.encoder(x, train)
+
+    def __call__(self, x: Float[Array, "B H W C"], train: bool = False) -> Float[Array, "B C"]:
+        """Logits ``[B, num_classes]``."""
+        return self.head(self.features(x, train))
+
+
+def make_config(
+    *,
+    input_shape: tuple[int, int, int],
+    input_kind: str,
+    num_classes: int,
+    size: str = "small",
+    **overrides: Any,
+) -> CNNConfig:
+    """``CNNConfig`` for ``(H, W, C)`` images; ConfigError if the image is too small to pool."""
+    shape = check_input_shape(NAME, input_shape, input_kind, INPUT_RANKS)
+    config = build_config(
+        CNNConfig,
+        architecture=NAME,
+        sizes=SIZES,
+        size=size,
+        derived={"num_classes": num_classes},
+        overrides=overrides,
+    )
+    side = min(shape[0], shape[1])
+    stages = len(config.conv_features)
+    if side // config.pool_size**stages < 1:
+        raise ConfigError(
+            f"conv_features: {stages} pooling stages of size {config.pool_size} need images of side "
+            f">= {config.pool_size**stages}, got input_shape {shape}"
+        )
+    return config
+
+
+register_architecture(
+    ArchitectureEntry(
+        name=NAME,
+        config_cls=CNNConfig,
+        module_cls=CNN,
+        input_kinds=tuple(INPUT_RANKS),
+        sizes=SIZES,
+        make_config=make_config,
+        description="conv + max-pool stages, then dense layers (images H x W x C)",
+    )
+)

@@ -1,0 +1,60 @@
+"""End to end on real data: every architecture trains on scikit-learn's digits to a stated accuracy.
+
+Thresholds were measured (seeds 0-2, same settings, `python /tmp/e2e_sweep.py`-style runs
+recorded in the issue note) and set a few points under the worst seed; the test itself
+runs seed 0 only, to keep the suite short:
+
+| arch        | view     | epochs | measured test accuracy (seeds 0/1/2) | threshold |
+|-------------|----------|--------|--------------------------------------|-----------|
+| cnn         | image    | 15     | 0.989 / 0.992 / 0.994                | 0.97 (issue requirement) |
+| mlp         | flat     | 20     | 0.972 / 0.975 / 0.975                | 0.95      |
+| lstm        | sequence | 20     | 0.983 / 0.981 / 0.978                | 0.95      |
+| transformer | tokens   | 15     | 0.969 / 0.942 / 0.969                | 0.92      |
+| bert        | tokens   | 15     | see BERT row in README               | 0.90      |
+"""
+
+import pytest
+
+CASES = {
+    "cnn": (15, 2e-3, 0.97),
+    "mlp": (20, 2e-3, 0.95),
+    "lstm": (20, 3e-3, 0.95),
+    "transformer": (15, 1e-3, 0.92),
+    "bert": (15, 1e-3, 0.90),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", list(CASES))
+def test_architecture_reaches_stated_accuracy_on_digits(arch, tmp_path):
+    from ml_adv import AdvancedCustomModelTrainer
+
+    epochs, lr, threshold = CASES[arch]
+    trainer = AdvancedCustomModelTrainer(arch, run_root=tmp_path)
+    result = trainer.train({"data": "digits", "epochs": epochs, "learning_rate": lr, "batch_size": 32,
+                            "schedule": "warmup_cosine", "warmup_fraction": 0.05, "seed": 0})
+    assert result.success
+    accuracy = result.metrics["test_accuracy"]
+    print(f"{arch}: test accuracy {accuracy:.4f} (threshold {threshold})")
+    assert accuracy >= threshold
+
+
+@pytest.mark.slow
+def test_digits_m_shift_is_learnable_and_real(tmp_path):
+    """Train-on-target CNN accuracy on digits_m stays >= 90%; source-only is far lower (a real domain gap)."""
+    from ml_adv.data.builtin import load_dataset
+    from ml_adv.models import AdvancedModelArchitecture
+    from ml_adv.training import TrainConfig, fit
+    from ml_adv.training.trained_model import TrainedModel
+
+    target_train, target_test = load_dataset("digits_m", split="train"), load_dataset("digits_m", split="test")
+    source_train = load_dataset("digits_m_source", split="train")
+    spec = AdvancedModelArchitecture("cnn").design_architecture(16, 10, input_shape=target_train.example_shape)
+    cfg = TrainConfig(epochs=25, batch_size=64, learning_rate=1e-3, seed=0)
+    on_target = fit(spec, target_train, cfg, progress=False)
+    on_source = fit(spec, source_train, cfg, progress=False)
+    target_acc = TrainedModel(spec, on_target.state.variables()).evaluate(target_test)["accuracy"]
+    transfer_acc = TrainedModel(spec, on_source.state.variables()).evaluate(target_test)["accuracy"]
+    print(f"digits_m: train-on-target {target_acc:.4f}, source-only {transfer_acc:.4f}")
+    assert target_acc >= 0.90
+    assert transfer_acc < target_acc - 0.2
