@@ -175,3 +175,17 @@ def test_trained_model_rejects_bad_inputs(small_digits):
     with pytest.raises(DataError):
         model.evaluate((small_digits.x, small_digits.y))
     assert isinstance(small_digits, ArrayDataset)
+
+
+def test_trainer_reads_a_tfds_dataset_by_name(tmp_path):
+    """The TFDS path end to end (mock data: this machine has no internet)."""
+    import tensorflow_datasets as tfds
+
+    from ml_adv import AdvancedCustomModelTrainer
+
+    trainer = AdvancedCustomModelTrainer("cnn", size="tiny", run_root=tmp_path)
+    with tfds.testing.mock_data(num_examples=96):
+        result = trainer.train({"data": "mnist", "epochs": 1, "batch_size": 16, "run_name": "mnist"})
+    assert result.success
+    assert result.model.spec.input_shape == (28, 28, 1) and result.model.num_classes == 10
+    assert 0.0 <= result.metrics["test_accuracy"] <= 1.0

@@ -4,21 +4,9 @@ Thin stateful facades for scripts and notebooks. They hold data, history and
 the registry of trained models and call the functional core (``fit``); no
 numerics live here.
 
-``training_data`` (the argument of ``train_custom_model``) is a dict holding
-real data plus the hyper-parameters of SEED's example::
-
-    {
-        "data": "digits" | ArrayDataset | (x, y),   # or "x": ..., "y": ...
-        "validation_data": ArrayDataset | (x, y),    # optional; else split off
-        "test_data": ArrayDataset | (x, y),          # optional
-        "input_dim": 8, "output_dim": 10,            # optional; inferred and checked
-        "learning_rate": 1e-3, "batch_size": 32, "epochs": 50,
-        ...any other TrainConfig field, "size", "model_overrides", "run_name"
-    }
-
-A dataset name is loaded with ``load_dataset``; for the built-in ``digits`` the
-view that suits the architecture is chosen (images for CNN, rows for LSTM,
-pixel tokens for Transformer/BERT, flat for MLP).
+``training_data`` (the argument of ``train_custom_model``) is a dict of real
+data plus hyper-parameters; ``ml_adv.training.training_data`` documents and
+validates it.
 """
 
 from __future__ import annotations
@@ -36,27 +24,20 @@ from typing import Any
 import jax
 import numpy as np
 
-from ml_adv.data.dataset import ArrayDataset
 from ml_adv.errors import (
     ConfigError,
-    DataError,
     TrainingDivergedError,
     check_positive,
     describe,
     unknown_name,
 )
-from ml_adv.training.augment import default_augmentation
 from ml_adv.training.config import TrainConfig
 from ml_adv.training.loop import fit
 from ml_adv.training.trained_model import TrainedModel
+from ml_adv.training.training_data import TRAIN_FIELDS, resolve_training_data
 
 # Search methods of the hyper-parameter optimizer (the optimizer itself lives in ml_adv.hpo).
 OPTIMIZATION_METHODS = ("none", "bayesian", "grid_search", "random_search", "genetic", "evolutionary")
-DIGITS_VIEW_FOR = {"cnn": "digits", "mlp": "digits_flat", "lstm": "digits_sequence",
-                   "transformer": "digits_tokens", "bert": "digits_tokens"}
-DATA_KEYS = ("data", "x", "y", "validation_data", "test_data", "validation_split", "input_dim",
-             "output_dim", "size", "model_overrides", "run_name")
-_TRAIN_FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig))
 
 
 class AdvancedTrainingStrategy:
@@ -74,14 +55,14 @@ class AdvancedTrainingStrategy:
 
     def __init__(self, learning_rate: float = 1e-3, batch_size: int = 32, epochs: int = 10,
                  early_stopping: bool = False, **options: Any):
-        unknown = set(options) - set(_TRAIN_FIELDS)
+        unknown = set(options) - set(TRAIN_FIELDS)
         if unknown:
-            raise ConfigError(f"options: unknown training option(s) {sorted(unknown)}; expected some of {list(_TRAIN_FIELDS)}")
+            raise ConfigError(f"options: unknown training option(s) {sorted(unknown)}; expected some of {list(TRAIN_FIELDS)}")
         self.config = TrainConfig(learning_rate=learning_rate, batch_size=batch_size, epochs=epochs,
                                   early_stopping=early_stopping, **options)
 
     def __getattr__(self, name: str) -> Any:
-        if name != "config" and name in _TRAIN_FIELDS:
+        if name != "config" and name in TRAIN_FIELDS:
             return getattr(self.config, name)
         raise AttributeError(name)
 
@@ -183,13 +164,15 @@ class AdvancedCustomModelTrainer:
         """Synchronous ``train_custom_model``. Bad input raises ``ml_adv.errors`` before compiling."""
         from ml_adv.models import AdvancedModelArchitecture
 
-        plan = self._plan(training_data)
-        train, val, test, config = plan["train"], plan["val"], plan["test"], plan["config"]
-        spec = AdvancedModelArchitecture(self.architecture_type, size=plan["size"], **plan["model_overrides"]).design_architecture(
-            plan["input_dim"], plan["output_dim"], input_shape=train.example_shape, input_kind=train.input_kind
+        plan = resolve_training_data(training_data, architecture=self.architecture_type,
+                                     base_config=self.strategy.config, settings=self._overrides,
+                                     augment=self._augment_fn, default_size=self.size)
+        train, val, test, config = plan.train, plan.val, plan.test, plan.config
+        spec = AdvancedModelArchitecture(self.architecture_type, size=plan.size, **plan.model_overrides).design_architecture(
+            plan.input_dim, plan.output_dim, input_shape=train.example_shape, input_kind=train.input_kind
         )
         model_id = uuid.uuid4().hex[:12]
-        run_name = plan["run_name"] or f"{self.architecture_type}-{model_id}"
+        run_name = plan.run_name or f"{self.architecture_type}-{model_id}"
         run_dir = self.run_root / run_name
         started = time.perf_counter()
         error, fit_result = None, None
@@ -296,63 +279,6 @@ class AdvancedCustomModelTrainer:
         return report
 
     # ------------------------------------------------------------------ helpers
-    def _plan(self, training_data: dict[str, Any]) -> dict[str, Any]:
-        if not isinstance(training_data, dict):
-            raise ConfigError(f"training_data: expected a dict with 'data' and hyper-parameters, got {describe(training_data)}")
-        unknown = set(training_data) - set(DATA_KEYS) - set(_TRAIN_FIELDS)
-        if unknown:
-            raise ConfigError(f"training_data: unknown key(s) {sorted(unknown)}; expected some of {sorted(DATA_KEYS + _TRAIN_FIELDS)}")
-        td = dict(training_data)
-        train, test = self._load_data(td)
-        val = _to_dataset("validation_data", td["validation_data"], train.num_classes) if td.get("validation_data") is not None else None
-        if val is None:
-            fraction = td.get("validation_split", 0.15)
-            if not isinstance(fraction, float) or not 0 < fraction < 1:
-                raise ConfigError(f"validation_split: expected a float in (0, 1), got {describe(fraction)}")
-            train, val = train.split((1 - fraction, fraction), seed=0)
-            train, val = dataclasses.replace(train, name=f"{train.name}"), dataclasses.replace(val, name=f"{val.name}")
-        config_fields = {k: td[k] for k in _TRAIN_FIELDS if k in td}
-        config = self.strategy.config.replace(**config_fields, **self._overrides)
-        if self._augment_fn is not None and "augment" not in config_fields:
-            fn = default_augmentation(train.input_kind) if self._augment_fn == "default" else self._augment_fn
-            config = config.replace(augment=fn)
-        num_classes = max(train.num_classes, val.num_classes, test.num_classes if test else 0)
-        output_dim = td.get("output_dim", num_classes)
-        check_positive("output_dim", output_dim)
-        if output_dim < num_classes:
-            raise DataError(f"output_dim: the data has {num_classes} classes, got output_dim={output_dim}")
-        input_dim = td.get("input_dim", _infer_input_dim(self.architecture_type, train))
-        check_positive("input_dim", input_dim)
-        overrides = td.get("model_overrides") or {}
-        if not isinstance(overrides, dict):
-            raise ConfigError(f"model_overrides: expected a dict, got {describe(overrides)}")
-        return {"train": train, "val": val, "test": test, "config": config, "input_dim": input_dim,
-                "output_dim": output_dim, "size": td.get("size", self.size), "model_overrides": overrides,
-                "run_name": td.get("run_name")}
-
-    def _load_data(self, td: dict[str, Any]) -> tuple[ArrayDataset, ArrayDataset | None]:
-        from ml_adv.data.builtin import load_dataset
-
-        if "data" in td and ("x" in td or "y" in td):
-            raise ConfigError("training_data: give either 'data' or 'x'/'y', got both")
-        if "x" in td or "y" in td:
-            data = (td.get("x"), td.get("y"))
-        elif "data" in td:
-            data = td["data"]
-        else:
-            raise ConfigError(
-                "training_data: expected real data under 'data' (a dataset name such as 'digits', an ArrayDataset "
-                "or an (x, y) pair) or under 'x' and 'y'; got only " + repr(sorted(td))
-            )
-        test = _to_dataset("test_data", td["test_data"]) if td.get("test_data") is not None else None
-        if isinstance(data, str):
-            name = DIGITS_VIEW_FOR[self.architecture_type] if data == "digits" else data
-            train = load_dataset(name, split="train")
-            if test is None:
-                test = load_dataset(name, split="test")
-            return train, test
-        return _to_dataset("data", data), test
-
     def _last_good_model(self, spec, config, run_dir: Path, model_id: str) -> TrainedModel | None:
         """The weights of the last checkpoint written before training diverged (None if there is none)."""
         from ml_adv.checkpointing import RunCheckpointer
@@ -386,29 +312,6 @@ class AdvancedCustomModelTrainer:
             if ds is not None:
                 metrics.update({f"{prefix}_{k}": v for k, v in model.evaluate(ds).items()})
         return metrics
-
-
-def _to_dataset(argument: str, value: Any, num_classes: int | None = None) -> ArrayDataset:
-    if isinstance(value, ArrayDataset):
-        return value
-    if isinstance(value, (tuple, list)) and len(value) == 2:
-        x, y = value
-        if x is None or y is None:
-            raise DataError(f"{argument}: expected both features and labels, got {'x' if x is None else 'y'}=None")
-        return ArrayDataset(np.asarray(x), np.asarray(y), name=argument)
-    raise DataError(f"{argument}: expected an ArrayDataset, a dataset name or an (x, y) pair, got {describe(value)}")
-
-
-def _infer_input_dim(architecture: str, ds: ArrayDataset) -> int:
-    """The ``input_dim`` that ``design_architecture`` expects for this data (see its docstring)."""
-    if ds.input_kind == "tokens":
-        vocab = ds.info.get("vocab_size")
-        return int(vocab) if vocab else int(ds.x.max()) + 1
-    if architecture == "cnn":
-        return int(ds.example_shape[0])
-    if architecture == "mlp":
-        return int(np.prod(ds.example_shape))
-    return int(ds.example_shape[-1])
 
 
 def _resources() -> dict[str, Any]:
