@@ -40,12 +40,15 @@ def _value_and_grads(f, x, k, g):
 
 
 def _inputs(case, dtype=jnp.float32, seed=0):
+    # numpy RNG and eval_shape: no eager XLA op (each would compile) before the test's jit
     xs, ks, strides, padding = case
-    kx, kk, kg = jax.random.split(jax.random.key(seed), 3)
-    x = jax.random.normal(kx, xs, jnp.float32)
-    k = jax.random.normal(kk, ks, jnp.float32)
-    g = jax.random.normal(kg, _ref(x, k, strides, padding).shape, jnp.float32)
-    return x.astype(dtype), k.astype(dtype), g.astype(dtype)
+    rng = np.random.default_rng(seed)
+    out_shape = jax.eval_shape(
+        lambda x, k: _ref(x, k, strides, padding),
+        jax.ShapeDtypeStruct(xs, jnp.float32),
+        jax.ShapeDtypeStruct(ks, jnp.float32),
+    ).shape
+    return tuple(jnp.asarray(rng.standard_normal(s), dtype) for s in (xs, ks, out_shape))
 
 
 def _assert_close(got, want, rel):
@@ -56,19 +59,36 @@ def _assert_close(got, want, rel):
     np.testing.assert_allclose(got, want, rtol=rel, atol=rel * scale)
 
 
-@pytest.mark.parametrize("impl,wgrad", [("auto", None), ("matmul_grad", "offset"),
-                                        ("matmul_grad", "row"), ("matmul_grad", "im2col"),
-                                        ("xla", None)])  # fmt: skip
+VARIANTS = {  # name -> conv2d keyword arguments; every code path of the gradient
+    "auto": dict(impl="auto"),  # = matmul_grad/row on CPU
+    "xla": dict(impl="xla"),
+    "matmul_grad/offset": dict(impl="matmul_grad", _wgrad="offset"),
+    "matmul_grad/row": dict(impl="matmul_grad", _wgrad="row"),
+    "matmul_grad/im2col": dict(impl="matmul_grad", _wgrad="im2col"),
+}
+
+
 @pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c[0]}-{c[1]}-{c[2]}-{c[3]}")
-def test_values_and_grads_match_xla_autodiff_f32(case, impl, wgrad):
+def test_values_and_grads_match_xla_autodiff_f32(case):
     _, _, strides, padding = case
     x, k, g = _inputs(case)
-    ours = jax.jit(lambda x, k, g: _value_and_grads(
-        lambda x, k: conv2d(x, k, strides=strides, padding=padding, impl=impl, _wgrad=wgrad),
-        x, k, g))  # fmt: skip
-    want = _value_and_grads(lambda x, k: _ref(x, k, strides, padding), x, k, g)
-    for a, b in zip(ours(x, k, g), want):
-        _assert_close(a, b, 1e-5)
+
+    @jax.jit  # one compile per case: reference and every variant in one program
+    def run(x, k, g):
+        out = {"ref": _value_and_grads(lambda x, k: _ref(x, k, strides, padding), x, k, g)}
+        for name, kw in VARIANTS.items():
+            f = lambda x, k, kw=kw: conv2d(x, k, strides=strides, padding=padding, **kw)  # noqa: E731
+            out[name] = _value_and_grads(f, x, k, g)
+        return out
+
+    out = run(x, k, g)
+    want = out.pop("ref")
+    for name, got in out.items():
+        for what, a, b in zip(("y", "dx", "dkernel"), got, want):
+            try:
+                _assert_close(a, b, 1e-5)
+            except AssertionError as e:
+                raise AssertionError(f"{name} {what}: {e}") from None
 
 
 @pytest.mark.parametrize("impl", ["auto", "xla"])
@@ -102,91 +122,125 @@ def test_auto_lowers_to_matmul_grad_on_cpu_without_a_conditional():
     if jax.default_backend() != "cpu":
         pytest.skip("checks the CPU lowering")
     x, k, _ = _inputs(CASES[3])
-    hlo = jax.jit(jax.grad(lambda x, k: conv2d(x, k).sum(), (0, 1))).lower(x, k).compile().as_text()
-    assert "conditional" not in hlo
-    assert hlo.count("convolution(") == 2  # forward + input gradient; dW is matmuls
+
+    def loss(x, k):
+        return jnp.sum(conv2d(x, k) ** 2)
+
+    hlo = jax.jit(jax.grad(loss, (0, 1))).lower(x, k).compile().as_text()
+    assert " conditional(" not in hlo
+    assert hlo.count(" convolution(") == 2  # forward + input gradient
+    assert hlo.count(" dot(") == 3  # the weight gradient: one matmul per kernel row
 
 
 # --------------------------------------------------------------------------- Conv module
 
 
-@pytest.mark.parametrize("use_bias", [True, False])
-@pytest.mark.parametrize("padding,strides", [("SAME", 1), ("VALID", (1, 2)), (((1, 0), (2, 1)), 2)])
-def test_params_and_outputs_identical_to_nn_conv(use_bias, padding, strides):
-    x = jax.random.normal(jax.random.key(1), (2, 9, 8, 3))
+def _normal(shape, seed):
+    return jnp.asarray(np.random.default_rng(seed).standard_normal(shape), jnp.float32)
+
+
+@pytest.mark.parametrize(
+    "padding,strides,use_bias",
+    [("SAME", 1, True), ("VALID", (1, 2), False), (((1, 0), (2, 1)), 2, True)],
+)
+def test_params_and_outputs_identical_to_nn_conv(padding, strides, use_bias):
+    x = _normal((2, 9, 8, 3), 1)
     kw = dict(features=5, kernel_size=(3, 3), strides=strides, padding=padding, use_bias=use_bias)
     ours, ref = Conv(**kw), nn.Conv(**kw)
-    p_ours = ours.init(jax.random.key(7), x)
-    p_ref = ref.init(jax.random.key(7), x)
+
+    @jax.jit  # one compile: both inits, outputs and gradients
+    def run(key, x):
+        p_ours, p_ref = ours.init(key, x), ref.init(key, x)
+        p = jax.tree.map(lambda a: a + 0.1, p_ref)  # a non-zero bias
+
+        def grad(m):
+            return jax.grad(lambda p: jnp.sum(m.apply(p, x) ** 2))(p)
+
+        return p_ours, p_ref, ours.apply(p, x), ref.apply(p, x), grad(ours), grad(ref)
+
+    p_ours, p_ref, y, y_ref, g, g_ref = run(jax.random.key(7), x)
     assert jax.tree.structure(p_ours) == jax.tree.structure(p_ref)
     for a, b in zip(jax.tree.leaves(p_ours), jax.tree.leaves(p_ref)):
         assert a.shape == b.shape and a.dtype == b.dtype
         np.testing.assert_array_equal(a, b)
-    if use_bias:  # make the bias matter
-        p_ref = jax.tree.map(lambda a: a + 0.1, p_ref)
-    _assert_close(jax.jit(ours.apply)(p_ref, x), ref.apply(p_ref, x), 1e-5)
-    g_ours = jax.jit(jax.grad(lambda p: jnp.sum(ours.apply(p, x) ** 2)))(p_ref)
-    g_ref = jax.grad(lambda p: jnp.sum(ref.apply(p, x) ** 2))(p_ref)
-    for a, b in zip(jax.tree.leaves(g_ours), jax.tree.leaves(g_ref)):
+    _assert_close(y, y_ref, 1e-5)
+    for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(g_ref)):
         _assert_close(a, b, 1e-5)
 
 
 def test_conv_batch_dims_like_nn_conv():
-    kw = dict(features=4, kernel_size=3)
-    ref = nn.Conv(features=4, kernel_size=(3, 3))
-    for shape in [(6, 7, 2), (2, 3, 6, 7, 2)]:
-        x = jax.random.normal(jax.random.key(2), shape)
-        p = ref.init(jax.random.key(0), x)
-        y = Conv(**kw).apply(p, x)
-        _assert_close(y, ref.apply(p, x), 1e-5)
+    ours, ref = Conv(features=4, kernel_size=3), nn.Conv(features=4, kernel_size=(3, 3))
+    p = jax.jit(ref.init)(jax.random.key(0), jnp.zeros((1, 6, 7, 2)))
+    x_unbatched, x_multi = _normal((6, 7, 2), 2), _normal((2, 3, 6, 7, 2), 3)
+    got = jax.jit(lambda p, a, b: (ours.apply(p, a), ours.apply(p, b)))(p, x_unbatched, x_multi)
+    want = jax.jit(lambda p, a, b: (ref.apply(p, a), ref.apply(p, b)))(p, x_unbatched, x_multi)
+    for a, b in zip(got, want):
+        _assert_close(a, b, 1e-5)
+    assert got[1].shape == (2, 3, 6, 7, 4)
 
 
 def test_conv_impl_xla_and_matmul_grad_agree():
-    x = jax.random.normal(jax.random.key(3), (2, 7, 7, 3))
-    m_auto, m_xla = Conv(6, (3, 3)), Conv(6, (3, 3), impl="xla")
-    p = m_auto.init(jax.random.key(0), x)
+    x = _normal((2, 7, 7, 3), 3)
+    models = [Conv(6, (3, 3), impl=impl) for impl in ("auto", "matmul_grad", "xla")]
+    p = jax.jit(models[0].init)(jax.random.key(0), x)
 
-    def grads(m):
-        return jax.jit(jax.grad(lambda p, x: jnp.sum(jnp.sin(m.apply(p, x))), (0, 1)))(p, x)
+    @jax.jit
+    def grads(p, x):
+        return [jax.grad(lambda p, x, m=m: jnp.sum(jnp.sin(m.apply(p, x))), (0, 1))(p, x)
+                for m in models]  # fmt: skip
 
-    for a, b in zip(jax.tree.leaves(grads(m_auto)), jax.tree.leaves(grads(m_xla))):
-        _assert_close(a, b, 1e-5)
+    g_auto, g_matmul, g_xla = grads(p, x)
+    for a, b, c in zip(jax.tree.leaves(g_auto), jax.tree.leaves(g_matmul), jax.tree.leaves(g_xla)):
+        _assert_close(a, c, 1e-5)
+        _assert_close(b, c, 1e-5)
 
 
 def test_conv_bfloat16_params_and_inputs():
-    x = jax.random.normal(jax.random.key(4), (2, 8, 8, 3))
+    x = _normal((2, 8, 8, 3), 4)
     ours = Conv(4, (3, 3), dtype=jnp.bfloat16, param_dtype=jnp.bfloat16)
     ref = nn.Conv(4, (3, 3), dtype=jnp.bfloat16, param_dtype=jnp.bfloat16)
-    p = ref.init(jax.random.key(0), x)
+    p = jax.jit(ref.init)(jax.random.key(0), x)
     assert jax.tree.leaves(p)[0].dtype == jnp.bfloat16
     xb = x.astype(jnp.bfloat16)
-    y = jax.jit(ours.apply)(p, xb)
+
+    @jax.jit
+    def run(p, xb):
+        def loss(m):
+            return lambda p: jnp.sum(m.apply(p, xb).astype(jnp.float32) ** 2)
+
+        return (ours.apply(p, xb), ref.apply(p, xb), jax.grad(loss(ours))(p),
+                jax.grad(loss(ref))(p))  # fmt: skip
+
+    y, y_ref, g, g_ref = run(p, xb)
     assert y.dtype == jnp.bfloat16
-    _assert_close(y, ref.apply(p, xb), 2e-2)
-    g = jax.jit(jax.grad(lambda p: jnp.sum(ours.apply(p, xb).astype(jnp.float32) ** 2)))(p)
-    g_ref = jax.grad(lambda p: jnp.sum(ref.apply(p, xb).astype(jnp.float32) ** 2))(p)
+    _assert_close(y, y_ref, 2e-2)
     for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(g_ref)):
         assert a.dtype == jnp.bfloat16
         _assert_close(a, b, 3e-2)
     # mixed precision: f32 params, bf16 compute
-    p32 = Conv(4, (3, 3)).init(jax.random.key(0), x)
-    y16 = Conv(4, (3, 3), dtype=jnp.bfloat16).apply(p32, x)
+    p32 = jax.tree.map(lambda a: a.astype(jnp.float32), p)
+    y16 = jax.jit(Conv(4, (3, 3), dtype=jnp.bfloat16).apply)(p32, x)
     assert y16.dtype == jnp.bfloat16
 
 
 def test_vmap_over_stacked_params_matches_loop():
-    x = jax.random.normal(jax.random.key(5), (3, 6, 6, 2))
-    y = jax.random.normal(jax.random.key(6), (3, 6, 6, 4))
+    x, y = _normal((3, 6, 6, 2), 5), _normal((3, 6, 6, 4), 6)
     m = Conv(4, (3, 3))
-    stacked = jax.vmap(lambda key: m.init(key, x))(jax.random.split(jax.random.key(0), 3))
+    stacked = jax.jit(jax.vmap(lambda key: m.init(key, x)))(jax.random.split(jax.random.key(0), 3))
 
     def loss(p):
         return jnp.mean((m.apply(p, x) - y) ** 2)
 
-    g_vmapped = jax.jit(jax.vmap(jax.grad(loss)))(stacked)
-    for i in range(3):
-        p_i = jax.tree.map(lambda a, i=i: a[i], stacked)
-        g_i = jax.grad(lambda p: jnp.mean((nn.Conv(4, (3, 3)).apply(p, x) - y) ** 2))(p_i)
+    def loss_ref(p):
+        return jnp.mean((nn.Conv(4, (3, 3)).apply(p, x) - y) ** 2)
+
+    @jax.jit
+    def run(stacked):
+        looped = [jax.grad(loss_ref)(jax.tree.map(lambda a, i=i: a[i], stacked)) for i in range(3)]
+        return jax.vmap(jax.grad(loss))(stacked), looped
+
+    g_vmapped, g_looped = run(stacked)
+    for i, g_i in enumerate(g_looped):
         for a, b in zip(jax.tree.leaves(g_vmapped), jax.tree.leaves(g_i)):
             _assert_close(a[i], b, 1e-5)
     # vmap over params and inputs together
@@ -214,9 +268,8 @@ def test_bad_options_raise_config_error(kwargs):
     x, k = jnp.ones((1, 5, 5, 2)), jnp.ones((3, 3, 2, 3))
     with pytest.raises(ConfigError):
         conv2d(x, k, **kwargs)
-    module_kwargs = {("kernel_size" if a == "k" else a): v for a, v in kwargs.items()}
     with pytest.raises(ConfigError):
-        Conv(3, (3, 3), **module_kwargs).init(jax.random.key(0), x)
+        Conv(3, (3, 3), **kwargs).init(jax.random.key(0), x)
 
 
 def test_bad_module_fields_and_shapes():
@@ -225,9 +278,24 @@ def test_bad_module_fields_and_shapes():
         Conv(3, (3, 3, 3)).init(jax.random.key(0), x)
     with pytest.raises(ConfigError):
         Conv(3, (0, 3)).init(jax.random.key(0), x)
+    with pytest.raises(ConfigError):
+        Conv(0, (3, 3)).init(jax.random.key(0), x)
     with pytest.raises(ShapeError):
         conv2d(x, jnp.ones((3, 3, 4, 3)))  # channel mismatch
     with pytest.raises(ShapeError):
         conv2d(x, jnp.ones((7, 7, 2, 3)), padding="VALID")  # empty output
     with pytest.raises(ConfigError):
         conv2d(x.astype(jnp.int32), jnp.ones((3, 3, 2, 3), jnp.int32))
+
+
+@pytest.mark.parametrize("platform", ["cuda", "tpu"])
+def test_auto_keeps_native_conv_and_autodiff_on_accelerators(platform):
+    # Lowering for an accelerator needs no device: jax.export lowers for any platform.
+    x, k, _ = _inputs(CASES[3])
+    step = jax.jit(jax.grad(lambda x, k: jnp.sum(conv2d(x, k) ** 2), (0, 1)))
+    text = jax.export.export(step, platforms=[platform])(x, k).mlir_module()
+    assert text.count("stablehlo.convolution") == 3  # forward, input and weight gradient
+    assert "stablehlo.dot_general" not in text
+    cpu_text = jax.export.export(step, platforms=["cpu"])(x, k).mlir_module()
+    assert cpu_text.count("stablehlo.convolution") == 2
+    assert cpu_text.count("stablehlo.dot_general") == 3

@@ -25,6 +25,7 @@ import jax
 from jaxtyping import Array, Float
 
 from ml_adv.errors import ConfigError
+from ml_adv.models.conv import Conv
 from ml_adv.models.layers import (
     ACTIVATIONS,
     build_config,
@@ -42,8 +43,30 @@ INPUT_RANKS = {"image": 3}
 
 
 def conv_layer(features: int, kernel_size: int, name: str) -> nn.Module:
-    """The one place convolutions are made: a square SAME conv with bias."""
-    return nn.Conv(features, (kernel_size, kernel_size), padding="SAME", name=name)
+    """The one place convolutions are made: a square SAME conv with bias.
+
+    ``ml_adv.models.conv.Conv`` is a drop-in for ``nn.Conv`` (same parameter names,
+    shapes and initialisation) whose weight gradient is computed as matmuls on the
+    CPU backend, where XLA's own conv weight gradient is slow; GPU/TPU keep the
+    native conv (see conv.py).
+    """
+    return Conv(features, (kernel_size, kernel_size), padding="SAME", name=name)
+
+
+def max_pool(x: jax.Array, size: int) -> jax.Array:
+    """Non-overlapping ``size x size`` max pooling (VALID: a ragged border is dropped).
+
+    Written as a reshape + max rather than ``nn.max_pool``: XLA lowers
+    ``nn.max_pool``'s gradient to select-and-scatter, which measured ~8x slower on
+    CPU than the gradient of a plain max reduction (87 ms vs 10.7 ms per step for
+    the two pools of the 28x28 reference CNN, batch 128), and it is the same maths.
+    At exactly tied maxima the gradient is shared between them instead of going to
+    the first one.
+    """
+    n, h, w, c = x.shape
+    h, w = h - h % size, w - w % size
+    x = x[:, :h, :w, :]
+    return x.reshape(n, h // size, size, w // size, size, c).max(axis=(2, 4))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,11 +122,10 @@ class CNNEncoder(nn.Module):
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         cfg = self.config
         act = ACTIVATIONS.get(cfg.activation)
-        window = (cfg.pool_size, cfg.pool_size)
         h = x
         for i, channels in enumerate(cfg.conv_features):
             h = act(conv_layer(channels, cfg.kernel_size, name=f"conv_{i}")(h))
-            h = nn.max_pool(h, window, strides=window, padding="VALID")
+            h = max_pool(h, cfg.pool_size)
         h = h.reshape((h.shape[0], -1))
         for i, width in enumerate(cfg.dense_features):
             h = act(nn.Dense(width, name=f"dense_{i}")(h))

@@ -115,8 +115,11 @@ def gather_batch(data: Batch, idx: jax.Array) -> Batch:
     return {k: jnp.take(v, idx, axis=0) for k, v in data.items()}
 
 
-def make_epoch_fn(train_step, batch_size: int) -> Callable:
-    """Compile ``run_epoch(state, data, epoch_key) -> (state, stacked_metrics)`` as one scan."""
+def make_epoch_fn(train_step, batch_size: int, *, unroll: int = 1) -> Callable:
+    """Compile ``run_epoch(state, data, epoch_key) -> (state, stacked_metrics)`` as one scan.
+
+    ``unroll`` steps are placed in each iteration of the compiled loop body.
+    """
 
     def run_epoch(state: TrainState, data: Batch, epoch_key: jax.Array):
         num_examples = jax.tree.leaves(data)[0].shape[0]
@@ -125,7 +128,7 @@ def make_epoch_fn(train_step, batch_size: int) -> Callable:
         def body(state, idx):
             return train_step(state, gather_batch(data, idx), state.step_key())
 
-        return jax.lax.scan(body, state, order)
+        return jax.lax.scan(body, state, order, unroll=unroll)
 
     return jax.jit(run_epoch, donate_argnums=0)
 

@@ -1,0 +1,402 @@
+"""2-D convolution whose training step is fast on XLA:CPU.
+
+Why this exists: XLA:CPU lowers the *weight gradient* of a convolution (what
+autodiff of ``lax.conv_general_dilated`` produces) to a convolution that
+contracts the batch and spatial axes. On the reference 2-core AVX2 machine that
+conv ran at ~6-8 GFLOP/s against ~57 for the forward, so a plain Flax CNN
+trained at ~0.5x PyTorch eager. The weight gradient is just a sum of matmuls,
+for each kernel offset ``(i, j)``:
+
+    dW[i, j] = x_shifted(i, j)^T @ dy        (contracting batch and spatial axes)
+
+so on CPU ``conv2d`` is a ``jax.custom_vjp`` that keeps XLA's kernels where
+they are good and replaces the rest:
+
+* weight gradient: ``kh`` matmuls, one per kernel row. The padded input is
+  transposed once to channel-major ``(C, N, H, W)``; the row's ``kw`` shifted
+  views are stacked into a ``(kw*Cin, N*Ho*Wo)`` lhs and multiplied by ``dy``
+  as ``(N*Ho*Wo, Cout)``. Accumulates in float32 (bfloat16 inputs included).
+* input gradient: XLA's transposed conv (``jax.linear_transpose`` of the
+  forward, so no dead forward is staged).
+* forward: ``lax.conv_general_dilated``, except for thin inputs (Cin <= 3:
+  grayscale/RGB first layers), where XLA:CPU's conv is slow (26-28 GFLOP/s) and
+  ``kh*kw*Cin`` broadcast multiply-adds, which XLA fuses with the following
+  bias and activation into one pass, run 2.7-4x faster.
+
+Measured on this project's 2-core AMD EPYC machine *with* AVX-512 (not the
+reference AVX2 one; shared with other jobs, medians of alternating repeats),
+weight gradient alone, GFLOP/s on 28x28x1->32 / 14x14x32->64 (batch 128) /
+8x8x1->32 / 4x4x32->64 (batch 64): XLA autodiff 22 / 99 / 31 / 141; the textbook
+one NHWC-sliced matmul per offset 10 / 85 / 30 / 73; NHWC rows 44 / 74 / 54 /
+108; channel-major per offset ("offset") 10 / 81 / 30 / 114; channel-major single
+im2col matmul ("im2col") 61 / 27 / 89 / 100; channel-major rows ("row", kept)
+73 / 89 / 82 / 110. Offsets as shifts of the flattened padded input, and a
+batch-chunked im2col under ``lax.scan``, were slower (7-52). An im2col matmul
+forward lost to XLA's conv on every shape. On that machine XLA's own dW conv
+(YNNPACK) is already good for Cin >= 16, so there the rewrite wins on thin
+layers and costs ~5-8% of a CNN step on wide ones (``impl="xla"`` opts a layer
+out); on the reference AVX2 machine it wins everywhere, which decides "auto".
+``benchmarks/conv_bench.py`` re-measures all of this on the machine at hand.
+
+Backend selection: the rewrite only pays on CPU. ``impl="auto"`` goes through
+``lax.platform_dependent(cpu=..., default=...)``, so the branch is chosen when
+the program is lowered for its platform (no trace-time ``default_backend()``
+guess, correct for AOT/export): lowered for GPU/TPU it is XLA's native conv
+with plain autodiff, and the unused branch never reaches the compiler. It
+composes with ``custom_vjp``, ``jit``, ``grad`` and ``vmap`` (tested).
+``impl="xla"`` / ``impl="matmul_grad"`` force one path on every platform.
+
+Supported: NHWC inputs, HWIO kernels, any kernel size, strides >= 1, padding
+``"SAME"``, ``"VALID"``, an int or non-negative ``(low, high)`` pairs. Not
+supported (``ConfigError``): dilation, feature groups, circular/reflect/causal
+or negative padding. ``Conv`` is the drop-in for the 2-D ``nn.Conv`` the
+library's CNNs use: same parameter names, shapes, dtypes and initialisation.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax.linen.dtypes import promote_dtype
+from jax import lax
+
+from ml_adv.errors import ConfigError, ShapeError, check_positive, describe
+
+__all__ = ["IMPLS", "Conv", "conv2d", "resolve_padding"]
+
+IMPLS: tuple[str, ...] = ("auto", "xla", "matmul_grad")
+_DIMENSION_NUMBERS = ("NHWC", "HWIO", "NHWC")
+_WGRAD_METHODS = ("row", "offset", "im2col")  # see _weight_grad; "row" is the measured best
+# Forward as fused multiply-adds up to this many input channels (_conv_direct):
+# with a bias + ReLU epilogue XLA:CPU's conv ran Cin = 1 and 3 at 26-28 GFLOP/s
+# (direct: 69-108) but Cin = 4 at 82 (direct: 59) and Cin = 8 at 126 (direct: 40).
+_DIRECT_FWD_MAX_CHANNELS = 3
+
+Pads = tuple[tuple[int, int], tuple[int, int]]
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def _pair(name: str, value: Any) -> tuple[int, int]:
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        value = (int(value), int(value))
+    if (
+        not isinstance(value, Sequence)
+        or isinstance(value, str)
+        or len(value) != 2
+        or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in value)
+    ):
+        raise ConfigError(f"{name}: expected an int or a pair of ints, got {describe(value)}")
+    return int(value[0]), int(value[1])
+
+
+def resolve_padding(
+    padding: Any,
+    spatial_shape: Sequence[int],
+    kernel_size: Sequence[int],
+    strides: Sequence[int],
+) -> Pads:
+    """Turn ``"SAME"``/``"VALID"``/int/pairs into explicit ``((top, bottom), (left, right))``.
+
+    ``"SAME"`` follows ``lax.conv_general_dilated`` exactly (extra padding at the
+    end when it is odd, stride-aware).
+    """
+    bad = ConfigError(
+        "padding: expected 'SAME', 'VALID', an int or two (low, high) pairs, "
+        f"got {describe(padding)}"
+    )
+    if isinstance(padding, str):
+        if padding.upper() not in ("SAME", "VALID"):
+            raise bad
+        pads = lax.padtype_to_pads(
+            tuple(spatial_shape), tuple(kernel_size), tuple(strides), padding.upper()
+        )
+        return tuple((int(lo), int(hi)) for lo, hi in pads)  # type: ignore[return-value]
+    if isinstance(padding, (int, np.integer)) and not isinstance(padding, bool):
+        pads = ((int(padding), int(padding)),) * 2
+    elif isinstance(padding, Sequence) and len(padding) == 2:
+        pads = tuple(_pair("padding", p) for p in padding)  # an int per axis: (p, p), as nn.Conv
+    else:
+        raise bad
+    if any(p < 0 for pair in pads for p in pair):
+        raise ConfigError(f"padding: negative padding is not supported, got {pads}")
+    return pads  # type: ignore[return-value]
+
+
+def _check_strides(strides: Any) -> tuple[int, int]:
+    sh, sw = _pair("strides", strides)
+    if sh < 1 or sw < 1:
+        raise ConfigError(f"strides: expected positive ints, got {(sh, sw)}")
+    return sh, sw
+
+
+def _check_impl(impl: str) -> str:
+    if impl not in IMPLS:
+        raise ConfigError(f"impl: unknown name {impl!r}; expected one of {list(IMPLS)}")
+    return impl
+
+
+def _out_size(size: int, k: int, lo: int, hi: int, s: int) -> int:
+    return (size + lo + hi - k) // s + 1
+
+
+# --------------------------------------------------------------------------- kernels
+
+
+def _conv_xla(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], pads: Pads) -> jax.Array:
+    return lax.conv_general_dilated(x, kernel, strides, pads, dimension_numbers=_DIMENSION_NUMBERS)
+
+
+def _shifted(xt: jax.Array, i: int, j: int, out_hw: tuple[int, int], strides: tuple[int, int]):
+    """The (C, N, Ho, Wo) view of the channel-major padded input that offset (i, j) multiplies."""
+    (ho, wo), (sh, sw) = out_hw, strides
+    c, n, _, _ = xt.shape
+    return lax.slice(
+        xt, (0, 0, i, j), (c, n, i + sh * (ho - 1) + 1, j + sw * (wo - 1) + 1), (1, 1, sh, sw)
+    )
+
+
+def _weight_grad(
+    x: jax.Array,
+    dy: jax.Array,
+    kernel_shape: tuple[int, ...],
+    strides: tuple[int, int],
+    pads: Pads,
+    method: str = "row",
+) -> jax.Array:
+    """dW[i, j] = sum over (n, h, w) of x_shifted(i, j)[n, h, w, :]^T dy[n, h, w, :], as matmuls.
+
+    The padded input is transposed once to channel-major (C, N, H, W), so every
+    shifted view flattens to a (K, N*Ho*Wo) row-major lhs and each matmul is a
+    plain (K, M) @ (M, Cout) with a long contraction: measured 1.1-3x faster
+    than slicing NHWC views (a transposed-lhs matmul per offset). ``method``:
+    "row" (default, kh matmuls with K = kw*Cin: one kernel row's kw views
+    stacked), "offset" (kh*kw matmuls, K = Cin) or "im2col" (one matmul,
+    K = kh*kw*Cin); see benchmarks/conv_bench.py for the comparison.
+    """
+    kh, kw, cin, cout = kernel_shape
+    n, ho, wo, _ = dy.shape
+    acc = jnp.promote_types(dy.dtype, jnp.float32)
+    xt = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0))).transpose(3, 0, 1, 2)
+    dy2 = dy.reshape(n * ho * wo, cout)
+
+    def views(offsets):
+        parts = [_shifted(xt, i, j, (ho, wo), strides) for i, j in offsets]
+        cols = parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis=0)
+        return lax.dot(cols.reshape(len(parts) * cin, n * ho * wo), dy2, preferred_element_type=acc)
+
+    if method == "row":
+        dw = jnp.stack([views([(i, j) for j in range(kw)]) for i in range(kh)])
+    elif method == "offset":
+        dw = jnp.stack([views([(i, j)]) for i in range(kh) for j in range(kw)])
+    elif method == "im2col":
+        dw = views([(i, j) for i in range(kh) for j in range(kw)])
+    else:
+        raise ConfigError(f"wgrad method: expected 'row', 'offset' or 'im2col', got {method!r}")
+    return dw.reshape(kernel_shape).astype(x.dtype)
+
+
+def _nhwc_shifted(xp: jax.Array, i: int, j: int, out_hw: tuple[int, int], strides):
+    """The (N, Ho, Wo, C) view of the padded NHWC input that kernel offset (i, j) multiplies."""
+    (ho, wo), (sh, sw) = out_hw, strides
+    n, _, _, c = xp.shape
+    return lax.slice(
+        xp, (0, i, j, 0), (n, i + sh * (ho - 1) + 1, j + sw * (wo - 1) + 1, c), (1, sh, sw, 1)
+    )
+
+
+def _conv_direct(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], pads: Pads):
+    """Forward conv for thin inputs as kh*kw*Cin broadcast multiply-adds.
+
+    XLA fuses the whole sum (and a following bias/activation) into one loop
+    that reads the small input once and writes the output once; its conv
+    kernel handles Cin = 1..3 poorly (2.7-4x slower, see _DIRECT_FWD_MAX_CHANNELS).
+    Accumulates in float32.
+    """
+    kh, kw, cin, cout = kernel.shape
+    n, h, w, _ = x.shape
+    out_hw = tuple(_out_size((h, w)[a], kernel.shape[a], *pads[a], strides[a]) for a in range(2))
+    acc = jnp.promote_types(x.dtype, jnp.float32)
+    xp = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0))).astype(acc)
+    k = kernel.astype(acc)
+    y = None
+    for i in range(kh):
+        for j in range(kw):
+            view = _nhwc_shifted(xp, i, j, out_hw, strides)
+            for c in range(cin):
+                term = view[..., c : c + 1] * k[i, j, c][None, None, None, :]
+                y = term if y is None else y + term
+    return y.astype(x.dtype)
+
+
+def _conv_cpu_forward(x, kernel, strides, pads):
+    if kernel.shape[2] <= _DIRECT_FWD_MAX_CHANNELS:
+        return _conv_direct(x, kernel, strides, pads)
+    return _conv_xla(x, kernel, strides, pads)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def _conv_matmul_grad(
+    x: jax.Array, kernel: jax.Array, strides: tuple[int, int], pads: Pads, method: str
+) -> jax.Array:
+    return _conv_cpu_forward(x, kernel, strides, pads)
+
+
+def _conv_matmul_grad_fwd(x, kernel, strides, pads, method):
+    return _conv_cpu_forward(x, kernel, strides, pads), (x, kernel)
+
+
+def _conv_matmul_grad_bwd(strides, pads, method, residuals, dy):
+    x, kernel = residuals
+    # The input gradient is XLA's transposed conv; linear_transpose traces only
+    # the transpose (a jax.vjp here would also stage a dead forward conv).
+    (dx,) = jax.linear_transpose(
+        lambda x_: _conv_xla(x_, kernel, strides, pads), jax.ShapeDtypeStruct(x.shape, x.dtype)
+    )(dy)
+    dw = _weight_grad(x, dy, kernel.shape, strides, pads, method)
+    return dx, dw
+
+
+_conv_matmul_grad.defvjp(_conv_matmul_grad_fwd, _conv_matmul_grad_bwd)
+
+
+# --------------------------------------------------------------------------- public
+
+
+def conv2d(
+    x: jax.Array,
+    kernel: jax.Array,
+    *,
+    strides: int | Sequence[int] = (1, 1),
+    padding: Any = "SAME",
+    impl: str = "auto",
+    _wgrad: str = "row",
+) -> jax.Array:
+    """2-D convolution, NHWC input and HWIO kernel, with a fast CPU weight gradient.
+
+    Args:
+        x: ``(N, H, W, Cin)`` input.
+        kernel: ``(kh, kw, Cin, Cout)`` kernel; ``x`` and ``kernel`` are promoted
+            to a common floating dtype.
+        strides: int or ``(sh, sw)``, each >= 1.
+        padding: ``"SAME"``, ``"VALID"``, an int, or ``((top, bottom), (left, right))``
+            (an int per axis means symmetric), non-negative.
+        impl: ``"auto"`` (matmul weight gradient on CPU, XLA autodiff elsewhere,
+            decided at lowering time), ``"xla"`` or ``"matmul_grad"``.
+
+    Returns:
+        ``(N, Ho, Wo, Cout)``, equal to ``lax.conv_general_dilated`` with the same
+        arguments, with gradients equal to its autodiff to float tolerance.
+
+    Example:
+        >>> y = conv2d(jnp.ones((2, 8, 8, 1)), jnp.ones((3, 3, 1, 4)))
+        >>> y.shape
+        (2, 8, 8, 4)
+    """
+    _check_impl(impl)
+    if _wgrad not in _WGRAD_METHODS:
+        raise ConfigError(f"_wgrad: expected one of {list(_WGRAD_METHODS)}, got {_wgrad!r}")
+    strides = _check_strides(strides)
+    if getattr(x, "ndim", None) != 4:
+        raise ShapeError(f"x: expected an (N, H, W, C) array, got {describe(x)}")
+    if getattr(kernel, "ndim", None) != 4:
+        raise ShapeError(f"kernel: expected a (kh, kw, Cin, Cout) array, got {describe(kernel)}")
+    if kernel.shape[2] != x.shape[3]:
+        raise ShapeError(
+            f"kernel: expected {x.shape[3]} input channels to match x, got {describe(kernel)}"
+        )
+    pads = resolve_padding(padding, x.shape[1:3], kernel.shape[:2], strides)
+    out_hw = [_out_size(x.shape[1 + a], kernel.shape[a], *pads[a], strides[a]) for a in range(2)]
+    if min(out_hw) < 1:
+        raise ShapeError(
+            f"x: spatial size {x.shape[1:3]} with padding {pads} is smaller than the "
+            f"kernel {kernel.shape[:2]}"
+        )
+    dtype = jnp.result_type(x, kernel)
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise ConfigError(f"x, kernel: expected floating dtypes, got {x.dtype} and {kernel.dtype}")
+    x, kernel = x.astype(dtype), kernel.astype(dtype)
+
+    def xla(x_, k_):
+        return _conv_xla(x_, k_, strides, pads)
+
+    def matmul(x_, k_):
+        return _conv_matmul_grad(x_, k_, strides, pads, _wgrad)
+
+    if impl == "xla":
+        return xla(x, kernel)
+    if impl == "matmul_grad":
+        return matmul(x, kernel)
+    return lax.platform_dependent(x, kernel, cpu=matmul, default=xla)
+
+
+class Conv(nn.Module):
+    """Drop-in for the 2-D ``flax.linen.Conv`` with a fast CPU training step.
+
+    Parameters are ``'kernel'`` ``(kh, kw, Cin, features)`` and ``'bias'``
+    ``(features,)``, created in the same order with the same initialisers as
+    ``nn.Conv``, so the same key gives identical params and checkpoints are
+    interchangeable. Inputs are ``(*batch, H, W, C)`` (no batch axis is fine).
+
+    Attributes:
+        features: number of output channels.
+        kernel_size: int (a square kernel; ``nn.Conv`` would read an int as a
+            1-D kernel) or ``(kh, kw)``.
+        strides: int, ``(sh, sw)`` or None (= 1).
+        padding: ``"SAME"``, ``"VALID"``, an int, or two ``(low, high)`` pairs.
+        use_bias: add a learned bias.
+        dtype: computation dtype (``None``: promoted from inputs and params).
+        param_dtype: dtype the parameters are created in.
+        kernel_init, bias_init: as in ``nn.Conv``.
+        impl: ``"auto"`` | ``"xla"`` | ``"matmul_grad"``, see ``conv2d``.
+
+    Example:
+        >>> layer = Conv(features=8, kernel_size=(3, 3))
+        >>> params = layer.init(jax.random.key(0), jnp.ones((1, 28, 28, 1)))
+    """
+
+    features: int
+    kernel_size: int | Sequence[int]
+    strides: int | Sequence[int] | None = 1
+    padding: Any = "SAME"
+    use_bias: bool = True
+    dtype: Any = None
+    param_dtype: Any = jnp.float32
+    kernel_init: Callable[..., jax.Array] = nn.linear.default_kernel_init
+    bias_init: Callable[..., jax.Array] = nn.initializers.zeros_init()
+    impl: str = "auto"
+
+    @nn.compact
+    def __call__(self, inputs: jax.Array) -> jax.Array:
+        check_positive("features", self.features)
+        kernel_size = _pair("kernel_size", self.kernel_size)
+        if min(kernel_size) < 1:
+            raise ConfigError(f"kernel_size: expected positive ints, got {kernel_size}")
+        strides = _check_strides(1 if self.strides is None else self.strides)
+        _check_impl(self.impl)
+        if inputs.ndim < 3:
+            raise ShapeError(f"inputs: expected (*batch, H, W, C), got {describe(inputs)}")
+        batch_shape = inputs.shape[:-3]
+        x = inputs.reshape((-1,) + inputs.shape[-3:])
+        # Validate padding before any parameter is created (fail fast).
+        resolve_padding(self.padding, x.shape[1:3], kernel_size, strides)
+
+        kernel_shape = kernel_size + (x.shape[-1], self.features)
+        kernel = self.param("kernel", self.kernel_init, kernel_shape, self.param_dtype)
+        bias = (
+            self.param("bias", self.bias_init, (self.features,), self.param_dtype)
+            if self.use_bias
+            else None
+        )
+        x, kernel, bias = promote_dtype(x, kernel, bias, dtype=self.dtype)
+        y = conv2d(x, kernel, strides=strides, padding=self.padding, impl=self.impl)
+        if bias is not None:
+            y = y + bias.reshape((1, 1, 1, -1))
+        return y.reshape(batch_shape + y.shape[1:])
