@@ -1,7 +1,7 @@
 """End to end on real data: every architecture trains on scikit-learn's digits to a stated accuracy.
 
-Thresholds were measured (seeds 0-2, same settings, `python /tmp/e2e_sweep.py`-style runs
-recorded in the issue note) and set a few points under the worst seed; the test itself
+Thresholds were measured with `python experiments/digits_architectures.py` (seeds 0-2, same settings;
+recorded in README.md) and set a few points under the worst seed; the test itself
 runs seed 0 only, to keep the suite short:
 
 | arch        | view     | epochs | measured test accuracy (seeds 0/1/2) | threshold |
@@ -10,7 +10,7 @@ runs seed 0 only, to keep the suite short:
 | mlp         | flat     | 20     | 0.972 / 0.975 / 0.975                | 0.95      |
 | lstm        | sequence | 20     | 0.983 / 0.981 / 0.978                | 0.95      |
 | transformer | tokens   | 15     | 0.969 / 0.942 / 0.969                | 0.92      |
-| bert        | tokens   | 15     | see BERT row in README               | 0.90      |
+| bert        | tokens   | 25     | 0.922 / 0.905 / 0.903                | 0.88      |
 """
 
 import pytest
@@ -20,7 +20,7 @@ CASES = {
     "mlp": (20, 2e-3, 0.95),
     "lstm": (20, 3e-3, 0.95),
     "transformer": (15, 1e-3, 0.92),
-    "bert": (15, 1e-3, 0.90),
+    "bert": (25, 1e-3, 0.88),
 }
 
 

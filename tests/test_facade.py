@@ -189,3 +189,21 @@ def test_trainer_reads_a_tfds_dataset_by_name(tmp_path):
     assert result.success
     assert result.model.spec.input_shape == (28, 28, 1) and result.model.num_classes == 10
     assert 0.0 <= result.metrics["test_accuracy"] <= 1.0
+
+
+def test_training_runs_off_the_event_loop(tmp_path, small_digits):
+    """While a model trains, other coroutines keep running (the work is in a worker thread)."""
+    from ml_adv import AdvancedCustomModelTrainer
+
+    trainer = AdvancedCustomModelTrainer("mlp", size="tiny", run_root=tmp_path)
+
+    async def main():
+        ticks = 0
+        task = asyncio.create_task(trainer.train_custom_model({"data": small_digits, "epochs": 3, "batch_size": 32}))
+        while not task.done():
+            ticks += 1
+            await asyncio.sleep(0.01)
+        return await task, ticks
+
+    result, ticks = asyncio.run(main())
+    assert result.success and ticks > 10
