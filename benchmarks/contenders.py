@@ -1,0 +1,148 @@
+"""The contenders of a train-step row, each a closure that runs one timed round and blocks.
+
+* ``ml_adv`` : the library's core path, a whole epoch compiled as one ``lax.scan``
+  (``make_epoch_fn``, state donated, batches gathered on device from a permutation), compiled
+  ahead of time exactly as ``fit`` does (``.lower().compile()``, the time is recorded).
+* ``ml_adv step`` : the library's per-step path (``make_step_fn`` + ``run_epoch_stepwise``:
+  one jitted, donated call per batch, data on device).
+* ``plain Flax`` : ``peers/flax_plain.py``: ``TrainState`` + ``@jax.jit`` step per batch,
+  batches gathered on the host with NumPy fancy indexing (the Flax-examples loop).
+* ``PyTorch`` : ``peers/torch_models.py`` in eager mode, batches gathered by tensor indexing.
+
+Every contender trains the same model (parameter counts asserted equal) on the same host
+arrays (one epoch of data) with the same batch, optimizer and dtype, reshuffling every epoch;
+one timed round is ``epochs`` epochs for all of them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+
+import jax
+import numpy as np
+import optax
+
+from benchmarks.workloads import Workload
+
+ML_ADV, ML_ADV_STEP, FLAX, TORCH = "ml_adv", "ml_adv step", "plain Flax", "PyTorch"
+
+
+@dataclasses.dataclass
+class Contender:
+    """One way of running a round: ``run_round()`` does the round's steps and blocks."""
+
+    name: str
+    run_round: Callable[[], object]
+    params: int
+    compile_s: float | None = None  # explicit AOT compile time, when the contender has one
+
+
+def _tx(wl: Workload) -> optax.GradientTransformation:
+    if wl.optimizer == "adamw":
+        return optax.adamw(1e-3, weight_decay=wl.weight_decay)
+    return optax.adam(1e-3)
+
+
+def ml_adv_contenders(wl: Workload, x: np.ndarray, y: np.ndarray, epochs: int, bf16: bool) -> list[Contender]:
+    """The scanned-epoch and per-step contenders, each with its own donated state.
+
+    ``x``/``y`` are one epoch of data; a round is ``epochs`` epochs.
+    """
+    from ml_adv.models import count_params
+    from ml_adv.training import TrainConfig, build_optimizer, create_train_state, make_train_step
+    from ml_adv.training.losses import resolve_loss
+    from ml_adv.training.steps import make_epoch_fn, make_step_fn, run_epoch_stepwise
+
+    spec = wl.spec()
+    module = spec.build()
+    config = TrainConfig(
+        learning_rate=1e-3, batch_size=wl.batch, epochs=1, optimizer=wl.optimizer,
+        weight_decay=wl.weight_decay, mixed_precision=bf16,
+    )  # fmt: skip
+    tx = build_optimizer(config, len(x) // wl.batch)
+    train_step = make_train_step(resolve_loss(config), mixed_precision=bf16)
+    data = {"x": jax.device_put(x), "y": jax.device_put(y)}
+    init_key, dropout_key, shuffle_key = jax.random.split(jax.random.PRNGKey(0), 3)
+    params = count_params(spec)
+
+    def new_state():  # rng copied: both states are donated, they must not share a buffer
+        return create_train_state(module, x[:1], tx, init_key=init_key, rng=jax.numpy.copy(dropout_key))
+
+    # --- scanned epoch, AOT-compiled as in fit()
+    scan = {"state": new_state(), "epoch": 0}
+    t0 = time.perf_counter()
+    epoch_fn = make_epoch_fn(train_step, wl.batch).lower(scan["state"], data, shuffle_key).compile()
+    compile_s = time.perf_counter() - t0
+
+    def run_scan():
+        for _ in range(epochs):
+            key = jax.random.fold_in(shuffle_key, scan["epoch"])
+            scan["state"], metrics = epoch_fn(scan["state"], data, key)
+            scan["epoch"] += 1
+        return jax.block_until_ready((scan["state"], metrics))
+
+    # --- one jitted, donated call per step
+    stepwise = {"state": new_state(), "epoch": 0, "fn": make_step_fn(train_step)}
+
+    def run_steps():
+        for _ in range(epochs):
+            key = jax.random.fold_in(shuffle_key, stepwise["epoch"])
+            stepwise["state"], metrics = run_epoch_stepwise(stepwise["fn"], stepwise["state"], data, key, wl.batch)
+            stepwise["epoch"] += 1
+        return jax.block_until_ready((stepwise["state"], metrics))
+
+    return [Contender(ML_ADV, run_scan, params, compile_s), Contender(ML_ADV_STEP, run_steps, params)]
+
+
+def flax_contender(wl: Workload, x: np.ndarray, y: np.ndarray, epochs: int, bf16: bool) -> Contender:
+    import jax.numpy as jnp
+
+    from benchmarks.peers import flax_plain
+
+    model = flax_plain.build(wl.spec(), jnp.bfloat16 if bf16 else None)
+    holder = {"state": flax_plain.create_state(model, x[:1], _tx(wl))}
+    params = sum(int(np.prod(a.shape)) for a in jax.tree.leaves(holder["state"].params))
+    rng = np.random.default_rng(1)
+
+    steps = len(x) // wl.batch
+
+    def run():
+        state = holder["state"]
+        for _ in range(epochs):
+            for idx in rng.permutation(len(x))[: steps * wl.batch].reshape(steps, wl.batch):
+                state, loss = flax_plain.train_step(state, x[idx], y[idx])
+        holder["state"] = state
+        return jax.block_until_ready((state, loss))
+
+    return Contender(FLAX, run, params)
+
+
+def torch_contender(torch, wl: Workload, x: np.ndarray, y: np.ndarray, epochs: int) -> Contender:
+    from benchmarks.peers import torch_models
+
+    spec = wl.spec()
+    torch.manual_seed(0)
+    model = torch_models.build(spec)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    if wl.optimizer == "adamw":
+        opt = torch.optim.AdamW(trainable, lr=1e-3, weight_decay=wl.weight_decay)
+    else:
+        opt = torch.optim.Adam(trainable, lr=1e-3)
+    xt = torch_models.to_torch_layout(spec, x)
+    yt = torch.from_numpy(y.astype(np.int64))
+    gen = torch.Generator().manual_seed(1)
+    loss_fn = torch.nn.functional.cross_entropy
+    steps = len(x) // wl.batch
+
+    def run():
+        for _ in range(epochs):
+            for idx in torch.randperm(len(x), generator=gen)[: steps * wl.batch].reshape(steps, wl.batch):
+                opt.zero_grad(set_to_none=True)
+                loss = loss_fn(model(xt[idx]), yt[idx])
+                loss.backward()
+                opt.step()
+        return loss.item()
+
+    return Contender(TORCH, run, torch_models.count_trainable(model))

@@ -1,0 +1,117 @@
+"""Smoke tests of the benchmark harness (benchmarks/): machinery, row schema, peer fidelity.
+
+Fast (tiny workloads, 2 steps per round, 2 rounds). PyTorch parts are skipped when torch is
+not installed (CI installs ``.[dev]``, not ``.[bench]``).
+"""
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import jax
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `benchmarks` is not installed
+
+from benchmarks import harness, mfu, run  # noqa: E402
+from benchmarks.peers import flax_plain  # noqa: E402
+from benchmarks.workloads import WORKLOADS  # noqa: E402
+
+run.load_benchmarks()
+TINY = ["--rounds", "2", "--steps", "2", "--quiet-budget", "0"]
+
+
+def _flax_params(wl) -> int:
+    model = flax_plain.build(wl.spec())
+    x, _ = wl.data(1)
+    shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), x))["params"]
+    return sum(leaf.size for leaf in jax.tree.leaves(shapes))
+
+
+@pytest.mark.parametrize("name", sorted(WORKLOADS))
+def test_plain_flax_twin_has_the_same_parameters(name):
+    from ml_adv.models import count_params
+
+    wl = WORKLOADS[name]
+    assert _flax_params(wl) == count_params(wl.spec())
+
+
+@pytest.mark.parametrize("name", sorted(WORKLOADS))
+def test_torch_twin_has_the_same_parameters(name):
+    pytest.importorskip("torch")
+    from benchmarks.peers import torch_models
+    from ml_adv.models import count_params
+
+    wl = WORKLOADS[name]
+    spec = wl.spec()
+    assert torch_models.count_trainable(torch_models.build(spec)) == count_params(spec)
+
+
+def test_run_writes_rows_in_the_schema(tmp_path):
+    out = tmp_path / "r.json"
+    run.main(["--only", "throughput/mlp/tiny", "--no-torch", "--out", str(out), *TINY])
+    doc = json.loads(out.read_text())
+    assert {"environment", "settings", "rows", "wall_seconds"} <= set(doc)
+    env = doc["environment"]
+    for key in ("cpu_model", "simd_flags", "cores", "python", "versions", "XLA_FLAGS", "date"):
+        assert key in env
+    assert env["versions"]["jax"] == jax.__version__
+    rows = {r["name"]: r for r in doc["rows"]}
+    assert set(rows) == {"throughput/mlp/tiny", "compile/mlp/tiny"}
+    for r in rows.values():
+        harness.validate_row(r)
+    row = rows["throughput/mlp/tiny"]
+    assert set(row["contenders"]) == {"ml_adv", "ml_adv step", "plain Flax"}
+    assert row["unit"] == "samples/s" and row["contenders"]["ml_adv"]["value"] > 0
+    assert len(row["contenders"]["ml_adv"]["times_s"]) >= 2
+    assert set(row["ratios"]) == {"ml_adv/plain Flax", "ml_adv step/plain Flax"}
+    assert rows["compile/mlp/tiny"]["contenders"]["ml_adv epoch AOT compile"]["value"] > 0
+
+
+def test_torch_row_and_the_gpu_path_on_cpu(tmp_path):
+    pytest.importorskip("torch")
+    out = tmp_path / "t.json"
+    res = run.main(["--only", "throughput/cnn/tiny", "--out", str(out), *TINY])
+    row = res["rows"][0]
+    assert "PyTorch" in row["contenders"] and "ml_adv/PyTorch" in row["ratios"]
+    assert "| cnn tiny |" in res["table"]
+    # --device gpu --dtype bf16 runs anywhere (here on the CPU) and drops the CPU peer
+    res = run.main(["--device", "gpu", "--dtype", "bf16", "--only", "throughput/mlp/tiny",
+                    "--out", str(tmp_path / "g.json"), *TINY])  # fmt: skip
+    assert res["settings"]["dtype"] == "bf16" and "PyTorch" not in res["rows"][0]["contenders"]
+
+
+def test_rounds_alternate_and_ratios_point_the_right_way():
+    calls = []
+
+    def sleeper(name, seconds):
+        def fn():
+            calls.append(name)
+            time.sleep(seconds)
+
+        return fn
+
+    timing = harness.time_rounds(
+        {"fast": sleeper("fast", 0.002), "slow": sleeper("slow", 0.006)}, rounds=3, foreign_limit=1e9
+    )
+    assert calls[:2] == ["fast", "slow"]  # warm-up, then rotating cycles
+    assert calls[2:4] == ["fast", "slow"] and calls[4:6] == ["slow", "fast"]
+    row = harness.make_row("x/y", "g", "t", timing, rounds=3, work_per_round=10, unit="items/s",
+                           subject="fast", peers=("slow",))  # fmt: skip
+    assert row["ratios"]["fast/slow"] > 1.5 and row["paired_ratios"]["fast/slow"] > 1.5
+    times = harness.make_row("x/z", "g", "t", timing, rounds=3, work_per_round=1, unit="s",
+                             higher_is_better=False, subject="fast", peers=("slow",))  # fmt: skip
+    assert times["contenders"]["fast"]["value"] < times["contenders"]["slow"]["value"]
+    assert times["ratios"]["fast/slow"] > 1.5  # >1 still means the subject wins
+
+
+def test_selection_and_flop_formula():
+    names = [b.name for b in harness.select(["throughput/cnn"], quick=False)]
+    assert names == ["throughput/cnn/digits", "throughput/cnn/medium", "throughput/cnn/tiny"]
+    assert all(b.default for b in harness.select(None, quick=True))
+    with pytest.raises(ValueError, match="no benchmark matches"):
+        harness.select(["nope"], quick=False)
+    # REFERENCE.md transformer: ~2.6 GFLOP per sequence for forward + backward
+    per_seq = mfu.workload_flops("transformer/medium") / WORKLOADS["transformer/medium"].batch
+    assert 2.55e9 < per_seq < 2.7e9
