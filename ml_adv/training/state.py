@@ -73,7 +73,8 @@ def create_train_state(
         params=params,
         opt_state=tx.init(params),
         model_state=variables,
-        rng=rng,
+        # A copy: the state is donated to compiled steps, which must not delete the caller's key.
+        rng=jnp.array(rng, copy=True),
         apply_fn=module.apply,
         tx=tx,
     )

@@ -22,6 +22,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from ml_adv.training.parallel import constrain_batch
@@ -145,7 +146,8 @@ def make_step_fn(train_step) -> Callable:
 def run_epoch_stepwise(step_fn, state: TrainState, data: Batch, epoch_key: jax.Array, batch_size: int):
     """Run one epoch with one dispatch per step; same keys and order as the scanned epoch."""
     num_examples = jax.tree.leaves(data)[0].shape[0]
-    order = epoch_permutation(epoch_key, num_examples, batch_size)
+    # One host copy of the order: indexing a device array per step costs a dispatch each.
+    order = np.asarray(epoch_permutation(epoch_key, num_examples, batch_size))
     metrics = []
     for i in range(order.shape[0]):
         state, m = step_fn(state, data, order[i])

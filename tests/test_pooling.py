@@ -1,0 +1,37 @@
+"""max_pool: values equal to flax's nn.max_pool; gradients equal where maxima are unique."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ml_adv.models.pooling import max_pool
+
+
+def _reference(x, size):
+    return nn.max_pool(x, (size, size), strides=(size, size), padding="VALID")
+
+
+@pytest.mark.parametrize("shape, size", [((2, 8, 8, 3), 2), ((3, 7, 9, 2), 2), ((1, 9, 9, 4), 3)])
+def test_matches_nn_max_pool_values_and_gradients(shape, size):
+    x = jax.random.normal(jax.random.PRNGKey(0), shape)  # continuous values: no ties
+    np.testing.assert_array_equal(max_pool(x, size), _reference(x, size))
+    cot = jax.random.normal(jax.random.PRNGKey(1), _reference(x, size).shape)
+    ours = jax.grad(lambda v: jnp.sum(max_pool(v, size) * cot))(x)
+    ref = jax.grad(lambda v: jnp.sum(_reference(v, size) * cot))(x)
+    np.testing.assert_allclose(ours, ref, rtol=1e-6, atol=1e-6)
+
+
+def test_tied_maxima_share_the_gradient():
+    x = jnp.zeros((1, 4, 4, 1)).at[0, 2, 3, 0].set(1.0)
+    cot = jnp.arange(1.0, 5.0).reshape(1, 2, 2, 1)
+    grad = jax.grad(lambda v: jnp.sum(max_pool(v, 2) * cot))(x)
+    assert float(grad.sum()) == pytest.approx(float(cot.sum()))  # each window's gradient counted once
+    assert float(grad[0, 2, 3, 0]) == 4.0  # the unique maximum takes all of its window's gradient
+
+
+def test_bfloat16_jit_and_vmap():
+    x = jax.random.normal(jax.random.PRNGKey(0), (4, 2, 8, 8, 3)).astype(jnp.bfloat16)
+    g = jax.jit(jax.vmap(jax.grad(lambda v: jnp.sum(max_pool(v, 2).astype(jnp.float32)))))(x)
+    assert g.dtype == jnp.bfloat16 and g.shape == x.shape
