@@ -87,7 +87,10 @@ def _train(args) -> int:
 
 def _print_table(args, result, wall: float) -> None:
     m = result.metrics
-    if m.get("resumed_from"):
+    if m.get("resumed_from") and m["resumed_from"] >= m.get("epochs_run", 0):
+        print(f"{result.run_dir} already holds a finished run ({m['resumed_from']} epochs): showing it; "
+              "pass --fresh to train again")
+    elif m.get("resumed_from"):
         print(f"resumed from epoch {m['resumed_from']}")
     rows = [
         ("architecture", f"{args.arch} ({args.size})"),
