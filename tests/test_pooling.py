@@ -1,4 +1,4 @@
-"""max_pool: values equal to flax's nn.max_pool; gradients equal where maxima are unique."""
+"""max_pool: values and gradients equal to flax's nn.max_pool (select-and-scatter), ties included."""
 
 import flax.linen as nn
 import jax
@@ -23,15 +23,24 @@ def test_matches_nn_max_pool_values_and_gradients(shape, size):
     np.testing.assert_allclose(ours, ref, rtol=1e-6, atol=1e-6)
 
 
-def test_tied_maxima_share_the_gradient():
-    x = jnp.zeros((1, 4, 4, 1)).at[0, 2, 3, 0].set(1.0)
+def test_ties_send_the_gradient_to_the_first_maximum_like_select_and_scatter():
+    x = jnp.zeros((1, 4, 4, 1)).at[0, 2, 3, 0].set(1.0)  # three all-zero windows (ties), one clear max
     cot = jnp.arange(1.0, 5.0).reshape(1, 2, 2, 1)
-    grad = jax.grad(lambda v: jnp.sum(max_pool(v, 2) * cot))(x)
-    assert float(grad.sum()) == pytest.approx(float(cot.sum()))  # each window's gradient counted once
-    assert float(grad[0, 2, 3, 0]) == 4.0  # the unique maximum takes all of its window's gradient
+    ours = jax.grad(lambda v: jnp.sum(max_pool(v, 2) * cot))(x)
+    ref = jax.grad(lambda v: jnp.sum(_reference(v, 2) * cot))(x)
+    np.testing.assert_array_equal(ours, ref)
+    assert float(ours.sum()) == float(cot.sum())  # each window's gradient counted once
+
+
+def test_ragged_border_gets_zero_gradient():
+    x = jax.random.normal(jax.random.PRNGKey(2), (2, 5, 7, 3))
+    grad = jax.grad(lambda v: jnp.sum(max_pool(v, 2)))(x)
+    assert grad.shape == x.shape
+    assert float(jnp.abs(grad[:, 4, :, :]).sum()) == 0 and float(jnp.abs(grad[:, :, 6, :]).sum()) == 0
 
 
 def test_bfloat16_jit_and_vmap():
     x = jax.random.normal(jax.random.PRNGKey(0), (4, 2, 8, 8, 3)).astype(jnp.bfloat16)
     g = jax.jit(jax.vmap(jax.grad(lambda v: jnp.sum(max_pool(v, 2).astype(jnp.float32)))))(x)
     assert g.dtype == jnp.bfloat16 and g.shape == x.shape
+    assert float(g.astype(jnp.float32).sum()) == 4 * 2 * 4 * 4 * 3  # one gradient per window
