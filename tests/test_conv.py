@@ -26,6 +26,8 @@ CASES = [
     ((2, 9, 8, 3), (3, 3, 3, 4), (2, 2), "SAME"),
     ((1, 10, 7, 1), (3, 2, 1, 3), (2, 3), "VALID"),
     ((2, 6, 7, 3), (3, 3, 3, 2), (1, 2), ((2, 0), (1, 3))),
+    ((2, 6, 7, 5), (3, 2, 5, 4), (1, 1), ((2, 0), (0, 1))),  # input grad as a forward conv
+    ((2, 7, 6, 4), (2, 2, 4, 3), (1, 1), ((3, 0), (0, 2))),  # pad > k - 1: transposed conv
 ]
 
 
@@ -130,6 +132,24 @@ def test_auto_lowers_to_matmul_grad_on_cpu_without_a_conditional():
     assert " conditional(" not in hlo
     assert hlo.count(" convolution(") == 2  # forward + input gradient
     assert hlo.count(" dot(") == 3  # the weight gradient: one matmul per kernel row
+
+
+def test_input_grad_is_a_standard_forward_conv_inside_scan():
+    """Stride 1: dx is a plain NHWC/HWIO conv (XLA:CPU's fast kernel), not a transposed one."""
+    if jax.default_backend() != "cpu":
+        pytest.skip("checks the CPU lowering")
+    x, k, _ = _inputs(CASES[3])
+
+    def epoch(k, xs):
+        def body(k, x):
+            dk, dx = jax.grad(lambda k, x: jnp.sum(conv2d(x, k) ** 2), (0, 1))(k, x)
+            return k - 0.1 * dk * jnp.mean(dx), None
+
+        return lax.scan(body, k, xs)[0]
+
+    hlo = jax.jit(epoch).lower(k, jnp.stack([x, x])).compile().as_text()
+    convs = [line for line in hlo.splitlines() if " convolution(" in line]
+    assert len(convs) == 2 and all("dim_labels=b01f_01io->b01f" in c for c in convs), convs
 
 
 # --------------------------------------------------------------------------- Conv module

@@ -16,8 +16,11 @@ they are good and replaces the rest:
   transposed once to channel-major ``(C, N, H, W)``; the row's ``kw`` shifted
   views are stacked into a ``(kw*Cin, N*Ho*Wo)`` lhs and multiplied by ``dy``
   as ``(N*Ho*Wo, Cout)``. Accumulates in float32 (bfloat16 inputs included).
-* input gradient: XLA's transposed conv (``jax.linear_transpose`` of the
-  forward, so no dead forward is staged).
+* input gradient: with stride 1, a forward conv of ``dy`` with the flipped,
+  in/out-swapped kernel (``_input_grad``): XLA:CPU runs that standard form on
+  its fast conv kernel inside ``lax.scan`` too, where autodiff's transposed
+  conv fell to a generic loop (the 28x28 CNN's scanned step: 37.4 -> 21.5 ms).
+  Other strides: XLA's transposed conv (``jax.linear_transpose``).
 * forward: ``lax.conv_general_dilated``, except for thin inputs (Cin <= 3:
   grayscale/RGB first layers), where XLA:CPU's conv is slow (26-28 GFLOP/s) and
   ``kh*kw*Cin`` broadcast multiply-adds, which XLA fuses with the following
@@ -253,13 +256,37 @@ def _conv_matmul_grad_fwd(x, kernel, strides, pads, method):
     return _conv_cpu_forward(x, kernel, strides, pads), (x, kernel)
 
 
+def _input_grad(dy: jax.Array, kernel: jax.Array, x_shape, strides, pads: Pads) -> jax.Array:
+    """dL/dx, written as a *forward* conv when the stride is 1.
+
+    With stride 1, ``dx = conv(dy, flip(kernel) with in/out swapped)`` padded by
+    ``k - 1 - low`` in front. Spelled that way it has the same standard
+    NHWC/HWIO form as the forward pass, which XLA:CPU lowers to its fast
+    (YNNPACK) convolution also inside a ``lax.scan`` body; autodiff's
+    transposed form (a conv over a reversed kernel with swapped kernel
+    dimensions) stays on the slow generic path inside loops. Measured in the
+    scanned epoch of the 28x28 reference CNN (batch 128): 21.5 against 37.4
+    ms per step. Strides > 1 and paddings wider than ``k - 1`` (where the
+    front padding would be negative) keep ``jax.linear_transpose`` of the
+    forward, which traces only the transpose (a ``jax.vjp`` would also stage
+    a dead forward conv).
+    """
+    kh, kw = kernel.shape[:2]
+    (ho, wo), (h, w) = dy.shape[1:3], x_shape[1:3]
+    front = (kh - 1 - pads[0][0], kw - 1 - pads[1][0])
+    back = (h + kh - 1 - ho - front[0], w + kw - 1 - wo - front[1])
+    if strides == (1, 1) and min(front + back) >= 0:
+        flipped = jnp.flip(kernel, (0, 1)).transpose(0, 1, 3, 2)
+        return _conv_xla(dy, flipped, (1, 1), ((front[0], back[0]), (front[1], back[1])))
+    (dx,) = jax.linear_transpose(
+        lambda x_: _conv_xla(x_, kernel, strides, pads), jax.ShapeDtypeStruct(x_shape, dy.dtype)
+    )(dy)
+    return dx
+
+
 def _conv_matmul_grad_bwd(strides, pads, method, residuals, dy):
     x, kernel = residuals
-    # The input gradient is XLA's transposed conv; linear_transpose traces only
-    # the transpose (a jax.vjp here would also stage a dead forward conv).
-    (dx,) = jax.linear_transpose(
-        lambda x_: _conv_xla(x_, kernel, strides, pads), jax.ShapeDtypeStruct(x.shape, x.dtype)
-    )(dy)
+    dx = _input_grad(dy, kernel, x.shape, strides, pads)
     dw = _weight_grad(x, dy, kernel.shape, strides, pads, method)
     return dx, dw
 
