@@ -349,3 +349,18 @@ def test_facade_rejects_bad_dims(arch, args, kwargs, error):
 def test_facade_vocab_override_must_match_input_dim():
     with pytest.raises(ConfigError, match="vocab_size"):
         AdvancedModelArchitecture("bert", vocab_size=100).design_architecture(200, 2)
+
+
+def test_gelu_is_the_exact_gelu_with_its_gradient():
+    import flax.linen as nn
+
+    from ml_adv.models.layers import ACTIVATIONS, gelu
+
+    assert ACTIVATIONS.get("gelu") is gelu
+    x = jnp.linspace(-10.0, 10.0, 2001)
+    want, want_grad = jax.vmap(jax.value_and_grad(lambda v: nn.gelu(v, approximate=False)))(x)
+    got, got_grad = jax.vmap(jax.value_and_grad(gelu))(x)
+    np.testing.assert_allclose(got, want, atol=2e-6, rtol=1e-6)
+    np.testing.assert_allclose(got_grad, want_grad, atol=2e-6, rtol=1e-5)
+    # and not the tanh approximation, which differs by ~5e-4 around |x| ~ 2
+    assert float(jnp.abs(got - nn.gelu(x, approximate=True)).max()) > 1e-4

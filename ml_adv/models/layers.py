@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -38,9 +39,22 @@ from ml_adv.registry import Registry
 PAD_ID = 0
 """Token id treated as padding by the token models (masked in attention and pooling)."""
 
+_INV_SQRT2 = 1.0 / math.sqrt(2.0)
+
+
+def gelu(x: jax.Array) -> jax.Array:
+    """Exact GELU, ``x * Phi(x) = 0.5 * x * (1 + erf(x / sqrt(2)))`` (PyTorch's ``nn.GELU()``).
+
+    Same function as ``nn.gelu(approximate=False)``, which XLA evaluates through ``erfc``:
+    measured on (4096, 1024) float32 here, forward 0.74 ms against 2.90 and forward +
+    backward 1.61 against 3.54, values within 5e-7 of each other.
+    """
+    return 0.5 * x * (1.0 + jax.lax.erf(x * jnp.asarray(_INV_SQRT2, x.dtype)))
+
+
 ACTIVATIONS: Registry[Callable[[jax.Array], jax.Array]] = Registry("activation")
 ACTIVATIONS.register("relu", nn.relu)
-ACTIVATIONS.register("gelu", functools.partial(nn.gelu, approximate=False))
+ACTIVATIONS.register("gelu", gelu)
 ACTIVATIONS.register("gelu_tanh", functools.partial(nn.gelu, approximate=True))
 ACTIVATIONS.register("silu", nn.silu)
 ACTIVATIONS.register("tanh", jnp.tanh)
