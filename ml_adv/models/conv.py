@@ -36,10 +36,14 @@ im2col matmul ("im2col") 61 / 27 / 89 / 100; channel-major rows ("row", kept)
 73 / 89 / 82 / 110. Offsets as shifts of the flattened padded input, and a
 batch-chunked im2col under ``lax.scan``, were slower (7-52). An im2col matmul
 forward lost to XLA's conv on every shape. On that machine XLA's own dW conv
-(YNNPACK) is already good for Cin >= 16, so there the rewrite wins on thin
-layers and costs ~5-8% of a CNN step on wide ones (``impl="xla"`` opts a layer
-out); on the reference AVX2 machine it wins everywhere, which decides "auto".
-``benchmarks/conv_bench.py`` re-measures all of this on the machine at hand.
+(YNNPACK) is good for Cin >= 16 *in a per-step jit* (the 28x28 CNN's step: 32.6
+ms with it on conv2 against 35.9 with the rewrite), but inside a ``lax.scan``
+body (the library's compiled epoch) XLA:CPU lowers that same conv to a generic
+loop: 600 ms per step. Only the standard NHWC/HWIO forward form keeps the fast
+kernel there, which is also why the input gradient is written as a forward
+conv. So "auto" keeps the rewrite on every layer; on the reference AVX2
+machine it wins everywhere anyway. ``benchmarks/conv_bench.py`` re-measures
+the layer-level comparison on the machine at hand.
 
 Backend selection: the rewrite only pays on CPU. ``impl="auto"`` goes through
 ``lax.platform_dependent(cpu=..., default=...)``, so the branch is chosen when
