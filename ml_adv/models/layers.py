@@ -34,6 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ml_adv.errors import ConfigError, ShapeError, describe
+from ml_adv.models.dense import dense_dot_general
 from ml_adv.registry import Registry
 
 PAD_ID = 0
@@ -264,6 +265,8 @@ class EncoderBlock(nn.Module):
             force_fp32_for_softmax=True,
             qk_attn_weights_einsum_cls=_plain_einsum,
             attn_weights_value_einsum_cls=_value_dtype_einsum,
+            qkv_dot_general=dense_dot_general,
+            out_dot_general=dense_dot_general,
             name="attention",
         )
         drop = nn.Dropout(self.dropout, deterministic=deterministic)
@@ -272,10 +275,10 @@ class EncoderBlock(nn.Module):
             return drop(attn(h, h, mask=mask))
 
         def mlp(h):
-            h = nn.Dense(self.mlp_dim, name="mlp_in")(h)
+            h = nn.Dense(self.mlp_dim, name="mlp_in", dot_general=dense_dot_general)(h)
             h = act(h)
             h = nn.Dropout(self.dropout, deterministic=deterministic)(h)
-            return drop(nn.Dense(x.shape[-1], name="mlp_out")(h))
+            return drop(nn.Dense(x.shape[-1], name="mlp_out", dot_general=dense_dot_general)(h))
 
         if self.pre_norm:
             x = x + attention(ln(name="ln_attention")(x))

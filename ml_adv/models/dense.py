@@ -1,0 +1,112 @@
+"""``dot_general`` for dense layers whose weight gradient runs on XLA:CPU's fast matmul.
+
+Why this exists: the weight gradient of a dense layer is ``x^T @ dy``, a matmul that
+contracts the leading (batch and sequence) axis of both operands. XLA:CPU sends matmuls
+in that transposed-lhs form to its Eigen fallback, while the standard ``[M, K] @ [K, N]``
+form goes to YNNPACK. Measured here (2-core EPYC with AVX-512, float32, GFLOP/s,
+``x`` ``[4096, K]``, ``dy`` ``[4096, N]``): (K, N) = (1024, 256): Eigen 220, transpose
+``x`` then YNNPACK 333; (256, 1024): 347 vs 406; (256, 256): 280 vs 328. This counts the
+transpose copy. These are the weight gradients of every projection in the transformer
+and BERT blocks.
+
+``dense_dot_general`` has the signature of ``lax.dot_general`` and is passed as
+``dot_general=`` to ``nn.Dense`` / ``nn.DenseGeneral`` and as ``qkv_dot_general`` /
+``out_dot_general`` to ``nn.MultiHeadDotProductAttention``. It changes nothing in the
+forward pass or the parameters. On CPU its ``custom_vjp`` computes the kernel gradient
+from an explicitly materialised ``x^T``; ``lax.optimization_barrier`` keeps XLA from
+folding the transpose back into the dot. The input gradient and every other backend use
+plain autodiff: the branch is chosen when the program is lowered, through
+``lax.platform_dependent``. Only the dense-layer layout is rewritten: the lhs contracts
+its trailing axes and the kernel its leading axes, with no batch dimensions. Any other
+``dimension_numbers`` fall through to ``lax.dot_general`` unchanged. Layers whose input is
+wider than their output (``K > N``) keep the Eigen path too: transposing the wide input
+cost more than it saved (see ``_dense_matmul_bwd``).
+
+Used by every projection of ``EncoderBlock`` (scanned epoch, same process, alternating,
+ms per step): transformer medium (4 layers, d256, seq 128, batch 32) 408 -> 378, BERT
+medium 397 -> 366, digits transformer 9.8 -> 9.5, digits BERT 24.2 -> 23.2.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any
+
+import jax
+from jax import lax
+
+__all__ = ["dense_dot_general"]
+
+
+def _is_dense_layout(lhs_ndim: int, rhs_ndim: int, dimension_numbers) -> bool:
+    (lhs_contract, rhs_contract), (lhs_batch, rhs_batch) = dimension_numbers
+    n = len(lhs_contract)
+    return (
+        not lhs_batch
+        and not rhs_batch
+        and n > 0
+        and tuple(lhs_contract) == tuple(range(lhs_ndim - n, lhs_ndim))
+        and tuple(rhs_contract) == tuple(range(n))
+        and rhs_ndim > n
+    )
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _dense_matmul(x: jax.Array, kernel: jax.Array, n_contract: int, preferred: Any) -> jax.Array:
+    dims = ((tuple(range(x.ndim - n_contract, x.ndim)), tuple(range(n_contract))), ((), ()))
+    return lax.dot_general(x, kernel, dims, preferred_element_type=preferred)
+
+
+def _dense_matmul_fwd(x, kernel, n_contract, preferred):
+    return _dense_matmul(x, kernel, n_contract, preferred), (x, kernel)
+
+
+def _dense_matmul_bwd(n_contract, preferred, residuals, dy):
+    x, kernel = residuals
+    k = math.prod(kernel.shape[:n_contract])
+    n = math.prod(kernel.shape[n_contract:])
+    x_flat = x.reshape(-1, k)
+    dy_flat = dy.reshape(-1, n).astype(x.dtype)
+    # dx: dy @ kernel^T in the dense layout (YNNPACK handles the transposed rhs at full speed).
+    dx = lax.dot_general(
+        dy_flat, kernel.reshape(k, n).astype(x.dtype), (((1,), (1,)), ((), ()))
+    ).reshape(x.shape)
+
+    def materialised(x_flat, dy_flat):
+        return lax.optimization_barrier(x_flat.T) @ dy_flat
+
+    def folded(x_flat, dy_flat):
+        return lax.dot_general(x_flat, dy_flat, (((0,), (0,)), ((), ())))
+
+    if k <= n:
+        dk = lax.platform_dependent(x_flat, dy_flat, cpu=materialised, default=folded)
+    else:
+        # A wide input (the MLP's second layer reads the [B*L, 4D] activation): XLA fused
+        # the recomputed GELU into that transpose at ~35 ms a layer, so leave it to Eigen.
+        dk = folded(x_flat, dy_flat)
+    return dx.astype(x.dtype), dk.reshape(kernel.shape).astype(kernel.dtype)
+
+
+_dense_matmul.defvjp(_dense_matmul_fwd, _dense_matmul_bwd)
+
+
+def dense_dot_general(
+    lhs: jax.Array,
+    rhs: jax.Array,
+    dimension_numbers,
+    precision: Any = None,
+    preferred_element_type: Any = None,
+    **kwargs: Any,
+) -> jax.Array:
+    """``lax.dot_general`` with a CPU-fast weight gradient for the dense-layer layout."""
+    if (
+        precision is None
+        and not kwargs
+        and lhs.dtype == rhs.dtype
+        and _is_dense_layout(lhs.ndim, rhs.ndim, dimension_numbers)
+    ):
+        return _dense_matmul(lhs, rhs, len(dimension_numbers[0][0]), preferred_element_type)
+    return lax.dot_general(
+        lhs, rhs, dimension_numbers, precision=precision, preferred_element_type=preferred_element_type, **kwargs
+    )
