@@ -73,11 +73,12 @@ def test_other_layouts_fall_through_to_lax():
     np.testing.assert_array_equal(dense_dot_general(a, b, dims), lax.dot_general(a, b, dims))
 
 
-def test_cpu_weight_gradient_is_a_standard_form_matmul():
-    """k <= n: no transposed-lhs dot (XLA:CPU's Eigen fallback) in the compiled gradient."""
+@pytest.mark.parametrize("name", ["dense_k_le_n", "dense_k_gt_n"])
+def test_cpu_weight_gradient_is_a_standard_form_matmul(name):
+    """No transposed-lhs dot (XLA:CPU's Eigen fallback) in the compiled gradient."""
     if jax.default_backend() != "cpu":
         pytest.skip("checks the CPU lowering")
-    shape, make = LAYERS["dense_k_le_n"]
+    shape, make = LAYERS[name]
     x = jnp.ones(shape)
 
     def hlo(dg):
