@@ -24,7 +24,8 @@ its trailing axes and the kernel its leading axes, with no batch dimensions. Any
 Used by every projection of ``EncoderBlock`` (scanned epoch, same process, alternating,
 ms per step). Transformer medium (4 layers, d256, seq 128, batch 32): 408 -> 378 with
 the ``K <= N`` layers converted, then 373 -> 357 with the MLP's narrowing layer too.
-BERT medium: 397 -> 366, then 372 -> 362. The digits models change by +-3%.
+BERT medium: 397 -> 366, then 372 -> 362. The digits models change by +-3%. Not used by
+the MLP and CNN: their dense layers measured 3-30% slower with it (``benchmarks/README.md``).
 """
 
 from __future__ import annotations
