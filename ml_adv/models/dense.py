@@ -15,9 +15,9 @@ and BERT blocks.
 forward pass or the parameters. On CPU its ``custom_vjp`` computes the kernel gradient
 as a standard-form matmul from an explicitly transposed operand, whichever is narrower:
 ``x^T @ dy`` when the layer widens (``K <= N``), ``(dy^T @ x)^T`` when it narrows.
-``lax.optimization_barrier`` keeps XLA from folding the transposes back into the dot. The input gradient and every other backend use
-plain autodiff: the branch is chosen when the program is lowered, through
-``lax.platform_dependent``. Only the dense-layer layout is rewritten: the lhs contracts
+``lax.optimization_barrier`` keeps XLA from folding the transposes back into the dot.
+The input gradient and every other backend use plain autodiff: the branch is chosen
+when the program is lowered, through ``lax.platform_dependent``. Only the dense-layer layout is rewritten: the lhs contracts
 its trailing axes and the kernel its leading axes, with no batch dimensions. Any other
 ``dimension_numbers`` fall through to ``lax.dot_general`` unchanged.
 
@@ -90,7 +90,7 @@ def _dense_matmul_bwd(n_contract, preferred, residuals, dy):
     # layer; dy is 4x smaller and comes straight from the layer above.
     cpu = materialised if k <= n else materialised_dy
     dk = lax.platform_dependent(x_flat, dy_flat, cpu=cpu, default=folded)
-    return dx.astype(x.dtype), dk.reshape(kernel.shape).astype(kernel.dtype)
+    return dx, dk.reshape(kernel.shape).astype(kernel.dtype)
 
 
 _dense_matmul.defvjp(_dense_matmul_fwd, _dense_matmul_bwd)
