@@ -53,7 +53,7 @@ def ml_adv_contenders(wl: Workload, x: np.ndarray, y: np.ndarray, epochs: int, b
     from ml_adv.models import count_params
     from ml_adv.training import TrainConfig, build_optimizer, create_train_state, make_train_step
     from ml_adv.training.losses import resolve_loss
-    from ml_adv.training.steps import make_epoch_fn, make_step_fn, run_epoch_stepwise
+    from ml_adv.training.steps import guard_for_architecture, make_epoch_fn, make_step_fn, run_epoch_stepwise
 
     spec = wl.spec()
     module = spec.build()
@@ -62,7 +62,7 @@ def ml_adv_contenders(wl: Workload, x: np.ndarray, y: np.ndarray, epochs: int, b
         weight_decay=wl.weight_decay, mixed_precision=bf16,
     )  # fmt: skip
     tx = build_optimizer(config, len(x) // wl.batch)
-    train_step = make_train_step(resolve_loss(config), mixed_precision=bf16)
+    train_step = make_train_step(resolve_loss(config), mixed_precision=bf16, guard=guard_for_architecture(wl.arch))
     data = {"x": jax.device_put(x), "y": jax.device_put(y)}
     init_key, dropout_key, shuffle_key = jax.random.split(jax.random.PRNGKey(0), 3)
     params = count_params(spec)

@@ -12,6 +12,7 @@ import importlib.metadata as md
 import os
 import platform
 import re
+from pathlib import Path
 
 SIMD_PREFIXES = ("sse", "ssse", "avx", "fma", "amx", "f16c", "bmi", "vnni", "neon", "sve", "asimd")
 PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy", "torch", "ml_adv")
@@ -63,12 +64,25 @@ def collect(torch=None) -> dict:
         "JAX_PLATFORMS": os.environ.get("JAX_PLATFORMS"),
         "jax_backend": jax.default_backend(),
         "jax_devices": [f"{d.platform}:{d.device_kind}" for d in devices],
+        # Every contender runs in this process, so all of them share these malloc settings.
+        "GLIBC_TUNABLES": os.environ.get("GLIBC_TUNABLES"),
+        "thp_mode": _thp_mode(),
     }
     if torch is not None:
         env["torch_threads"] = torch.get_num_threads()
         env["torch_mkldnn"] = bool(torch.backends.mkldnn.is_available())
         env["torch_config"] = torch.__config__.parallel_info().splitlines()[:4]
     return env
+
+
+def _thp_mode() -> str | None:
+    """The kernel's transparent-huge-page mode: it decides how XLA's fresh scratch memory faults in."""
+    try:
+        text = Path("/sys/kernel/mm/transparent_hugepage/enabled").read_text()
+    except OSError:
+        return None
+    start, end = text.find("["), text.find("]")
+    return text[start + 1 : end] if 0 <= start < end else None
 
 
 def _memory_gb() -> float | None:

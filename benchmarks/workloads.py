@@ -21,7 +21,11 @@ encoders, eps 1e-8 in both frameworks.
 ``--quick``; both were sized on the 2-core reference machine so a round of the slowest
 contender takes roughly 0.2-1.5 s: long enough to dwarf timer and scheduler noise and for
 the load monitor's 10 ms ticks (harness.py), short enough to alternate contenders many times.
-The medium encoders run ~1 s per step here, so one step per round.
+A round is one epoch, so ``steps`` is also the epoch length of the scanned contender. The
+medium encoders take ~0.3-0.5 s per step; they run 4 steps per round (2 in ``--quick``)
+because XLA:CPU maps and page-faults each execution's scratch buffer afresh (596 MB for the
+medium transformer, ~130 ms: ``benchmarks/README.md``), which a scanned epoch pays once and a
+1-step epoch would charge in full to every step; a real epoch is hundreds of steps.
 """
 
 from __future__ import annotations
@@ -115,9 +119,9 @@ WORKLOADS: dict[str, Workload] = {
                  description="28x28x1 conv32-pool-conv64-pool-dense128, batch 128"),
         Workload("lstm", "medium", "base", 128, (64, 128), "sequence", 64, 4, 2,
                  description="64 steps x 128, hidden 256, batch 64"),
-        Workload("transformer", "medium", "base", 1000, (128,), "tokens", 32, 1, 1, **_ENCODER,
+        Workload("transformer", "medium", "base", 1000, (128,), "tokens", 32, 4, 2, **_ENCODER,
                  description="128 tokens (vocab 1000), d256 4 layers 4 heads ffn 1024, batch 32"),
-        Workload("bert", "medium", "small", 1000, (128,), "tokens", 32, 1, 1, **_ENCODER,
+        Workload("bert", "medium", "small", 1000, (128,), "tokens", 32, 4, 2, **_ENCODER,
                  overrides=(("hidden_size", 256), ("intermediate_size", 1024), *_MEDIUM_ENCODER),
                  description="128 tokens (vocab 1000), d256 4 layers 4 heads ffn 1024, batch 32"),
         # ---- tiny: smoke tests and CPU dry runs of the GPU path

@@ -19,7 +19,13 @@ from ml_adv.training import (
 )
 from ml_adv.training.losses import focal_loss, masked_lm_loss, resolve_loss
 from ml_adv.training.optim import SCHEDULES, build_schedule
-from ml_adv.training.steps import make_epoch_fn, make_step_fn, run_epoch_stepwise
+from ml_adv.training.steps import (
+    GUARDS,
+    guard_for_architecture,
+    make_epoch_fn,
+    make_step_fn,
+    run_epoch_stepwise,
+)
 
 
 class TinyNet(nn.Module):
@@ -121,16 +127,41 @@ def test_scan_epoch_equals_one_dispatch_per_step(small_digits):
     assert int(a.step) == 256 // 32
 
 
-def test_nonfinite_update_is_dropped_and_flagged(small_digits):
+@pytest.mark.parametrize("guard", GUARDS)
+def test_nonfinite_update_is_dropped_and_flagged(small_digits, guard):
     cfg = TrainConfig()
     state = _state(cfg)
-    step = jax.jit(make_train_step(resolve_loss(cfg)))
+    step = jax.jit(make_train_step(resolve_loss(cfg), guard=guard))
     batch = {"x": jnp.asarray(small_digits.x[:8]).at[0, 0, 0, 0].set(jnp.nan), "y": jnp.asarray(small_digits.y[:8])}
     new, metrics = step(state, batch, jax.random.PRNGKey(0))
     assert float(metrics["nonfinite"]) == 1.0
     for x, y in zip(jax.tree.leaves(new.params), jax.tree.leaves(state.params)):
         np.testing.assert_array_equal(x, y)
     assert int(new.step) == 1
+
+
+def test_both_guards_give_bitwise_identical_epochs(small_digits):
+    cfg = TrainConfig(batch_size=32)
+    # One poisoned example: 256 examples in 8 batches of 32, so exactly one step is dropped.
+    data = {"x": jnp.asarray(small_digits.x).at[40, 0, 0, 0].set(jnp.nan), "y": jnp.asarray(small_digits.y)}
+    runs = {
+        guard: make_epoch_fn(make_train_step(resolve_loss(cfg), guard=guard), 32)(
+            _state(cfg), data, jax.random.PRNGKey(3)
+        )
+        for guard in GUARDS
+    }
+    (a, ma), (b, mb) = runs["cond"], runs["select"]
+    for u, v in zip(jax.tree.leaves((a.params, a.opt_state)), jax.tree.leaves((b.params, b.opt_state))):
+        np.testing.assert_array_equal(u, v)
+    np.testing.assert_array_equal(ma["loss"], mb["loss"])
+    assert float(np.sum(ma["nonfinite"])) == 1.0 and float(np.sum(mb["nonfinite"])) == 1.0
+
+
+def test_guard_choice_and_validation():
+    assert guard_for_architecture("lstm") == "select"
+    assert {guard_for_architecture(a) for a in ("mlp", "cnn", "transformer", "bert", None)} == {"cond"}
+    with pytest.raises(ConfigError, match="guard"):
+        make_train_step(resolve_loss(TrainConfig()), guard="where")
 
 
 def test_mixed_precision_keeps_float32_master_weights(small_digits):

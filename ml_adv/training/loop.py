@@ -35,6 +35,7 @@ from ml_adv.training.optim import build_optimizer
 from ml_adv.training.state import TrainState, create_train_state
 from ml_adv.training.steps import (
     classification_metrics,
+    guard_for_architecture,
     make_epoch_fn,
     make_step_fn,
     make_train_step,
@@ -200,7 +201,11 @@ def fit(
         data = jax.device_put(data, parallel.replicated(mesh))
         state = jax.device_put(state, parallel.replicated(mesh))
     train_step = make_train_step(
-        resolve_loss(config), augment=config.augment, mixed_precision=config.mixed_precision, mesh=mesh
+        resolve_loss(config),
+        augment=config.augment,
+        mixed_precision=config.mixed_precision,
+        mesh=mesh,
+        guard=guard_for_architecture(spec.architecture if spec is not None else None),
     )
 
     stopped_early = config.early_stopping and bad_epochs >= config.patience
