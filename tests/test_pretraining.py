@@ -51,3 +51,26 @@ def test_pretraining_rejects_wrong_inputs(small_digits):
     bert = AdvancedModelArchitecture("bert", size="tiny").design_architecture(21, 10, input_shape=(65,), input_kind="tokens")
     with pytest.raises(DataError, match="token"):
         pretrain_masked_lm(bert, small_digits)
+
+
+def test_mlm_step_drops_a_nonfinite_update():
+    import optax
+
+    from ml_adv.models import AdvancedModelArchitecture
+    from ml_adv.training import create_train_state
+    from ml_adv.training.pretraining import make_mlm_train_step
+
+    spec = AdvancedModelArchitecture("bert", size="tiny").design_architecture(
+        21, 10, input_shape=(9,), input_kind="tokens")
+    tokens = jnp.asarray(np.random.default_rng(0).integers(3, 21, (8, 9)), jnp.int32)
+    state = create_train_state(spec.build(), tokens[:1], optax.adam(1e-3),
+                               init_key=jax.random.PRNGKey(0), rng=jax.random.PRNGKey(1))
+    step = jax.jit(make_mlm_train_step(vocab_size=21, mask_rate=0.5))
+    good, metrics = step(state, {"x": tokens}, jax.random.PRNGKey(2))
+    assert float(metrics["nonfinite"]) == 0.0 and int(good.step) == 1
+    # Poison every weight tensor: the loss turns non-finite and the state must stay as it was.
+    poisoned = state.replace(params=jax.tree.map(lambda p: p.at[(0,) * p.ndim].set(jnp.inf), state.params))
+    new, metrics = step(poisoned, {"x": tokens}, jax.random.PRNGKey(2))
+    assert float(metrics["nonfinite"]) == 1.0 and int(new.step) == 1
+    for a, b in zip(jax.tree.leaves((new.params, new.opt_state)), jax.tree.leaves((poisoned.params, poisoned.opt_state))):
+        np.testing.assert_array_equal(a, b)

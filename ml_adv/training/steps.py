@@ -70,6 +70,34 @@ def apply_model(
     return logits.astype(jnp.float32), new_model_state
 
 
+def guarded_update(
+    state: TrainState, grads: Any, loss: jax.Array, new_model_state: Any, *, guard: str
+) -> tuple[TrainState, jax.Array, jax.Array]:
+    """Apply ``grads`` unless ``loss`` or the gradient norm is non-finite.
+
+    Returns ``(new_state, finite, grad_norm)``; the step counter advances either way, and a
+    dropped update leaves params, optimizer and model state exactly as they were.
+    """
+    grad_norm = optax.tree.norm(grads)
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+
+    def updated(_):
+        updates, new_opt_state = state.tx.update(grads, state.opt_state, state.params)
+        return optax.apply_updates(state.params, updates), new_opt_state, new_model_state
+
+    def unchanged(_):
+        return state.params, state.opt_state, state.model_state
+
+    if guard == "cond":
+        params, opt_state, model_state = jax.lax.cond(finite, updated, unchanged, None)
+    else:
+        params, opt_state, model_state = jax.tree.map(
+            lambda new, old: jnp.where(finite, new, old), updated(None), unchanged(None)
+        )
+    new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state, model_state=model_state)
+    return new_state, finite, grad_norm
+
+
 def make_train_step(
     loss_fn: Callable[[jax.Array, jax.Array], jax.Array],
     *,
@@ -105,24 +133,7 @@ def make_train_step(
             return jnp.mean(loss_fn(logits, batch["y"])), (logits, new_model_state)
 
         (loss, (logits, new_model_state)), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
-        grad_norm = optax.tree.norm(grads)
-        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-
-        def updated(_):
-            updates, new_opt_state = state.tx.update(grads, state.opt_state, state.params)
-            return optax.apply_updates(state.params, updates), new_opt_state, new_model_state
-
-        def unchanged(_):
-            return state.params, state.opt_state, state.model_state
-
-        # Drop the whole update when anything is non-finite: the state stays the last good one.
-        if guard == "cond":
-            params, opt_state, model_state = jax.lax.cond(finite, updated, unchanged, None)
-        else:
-            params, opt_state, model_state = jax.tree.map(
-                lambda new, old: jnp.where(finite, new, old), updated(None), unchanged(None)
-            )
-        new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state, model_state=model_state)
+        new_state, finite, grad_norm = guarded_update(state, grads, loss, new_model_state, guard=guard)
         metrics = {
             "loss": loss,
             "accuracy": jnp.mean((jnp.argmax(logits, -1) == batch["y"]).astype(jnp.float32)),
