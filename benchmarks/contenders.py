@@ -53,7 +53,12 @@ def ml_adv_contenders(wl: Workload, x: np.ndarray, y: np.ndarray, epochs: int, b
     from ml_adv.models import count_params
     from ml_adv.training import TrainConfig, build_optimizer, create_train_state, make_train_step
     from ml_adv.training.losses import resolve_loss
-    from ml_adv.training.steps import guard_for_architecture, make_epoch_fn, make_step_fn, run_epoch_stepwise
+    from ml_adv.training.steps import (
+        guard_for_architecture,
+        make_epoch_fn,
+        make_step_fn,
+        run_epoch_stepwise,
+    )
 
     spec = wl.spec()
     module = spec.build()
