@@ -25,7 +25,7 @@ from ml_adv.training.config import TrainConfig
 from ml_adv.training.losses import masked_lm_loss
 from ml_adv.training.optim import build_optimizer
 from ml_adv.training.state import TrainState, create_train_state
-from ml_adv.training.steps import cast_floats, guarded_update, make_epoch_fn
+from ml_adv.training.steps import cast_floats, guard_for_architecture, guarded_update, make_epoch_fn
 
 MASK_ID = 3
 NUM_SPECIAL = 4  # PAD=0, CLS=1, SEP=2, MASK=3 in every built-in vocabulary
@@ -62,8 +62,8 @@ def make_mlm_train_step(*, vocab_size: int, mask_rate: float, mixed_precision: b
             return masked_lm_loss(logits, tokens, target_mask), (logits, target_mask)
 
         (loss, (logits, target_mask)), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
-        # The encoder trains faster with the cond guard (steps.py docstring).
-        new, finite, _ = guarded_update(state, grads, loss, state.model_state, guard="cond")
+        guard = guard_for_architecture("bert")  # one place decides the guard per architecture
+        new, finite, _ = guarded_update(state, grads, loss, state.model_state, guard=guard)
         weights = target_mask.astype(jnp.float32)
         correct = (jnp.argmax(logits, -1) == tokens).astype(jnp.float32)
         accuracy = jnp.sum(correct * weights) / jnp.maximum(jnp.sum(weights), 1.0)
