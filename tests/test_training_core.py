@@ -123,8 +123,11 @@ def test_scan_epoch_equals_one_dispatch_per_step(small_digits):
     b, mb = run_epoch_stepwise(make_step_fn(step), _state(cfg), data, key, 32)
     for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params)):
         np.testing.assert_array_equal(x, y)
-    np.testing.assert_array_equal(ma["loss"], mb["loss"])
-    assert int(a.step) == 256 // 32
+    assert set(ma) == set(mb) == {"loss", "accuracy", "grad_norm", "nonfinite"}
+    for name in ma:
+        assert mb[name].shape == ma[name].shape == (256 // 32,)
+        np.testing.assert_array_equal(ma[name], mb[name])
+    assert int(a.step) == int(b.step) == 256 // 32
 
 
 @pytest.mark.parametrize("guard", GUARDS)
@@ -279,6 +282,25 @@ def test_nan_policy_skip_continues(small_digits):
     assert all(np.all(np.isfinite(a)) for a in jax.tree.leaves(r.state.params))
     with pytest.raises(TrainingDivergedError):
         fit(TinyNet(), poisoned, cfg.replace(nan_policy="raise"), progress=False)
+
+
+def test_fit_per_step_path_matches_the_scanned_epochs(small_digits):
+    """``scan_epochs=False`` (one dispatch per step, metrics written on device) gives the same
+    parameters and per-epoch records, including skipped non-finite steps."""
+
+    def nan_when_batch_starts_with_9(logits, labels):
+        base = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+        return jnp.where(labels[0] == 9, jnp.nan, base)
+
+    cfg = TrainConfig(epochs=3, batch_size=32, loss=nan_when_batch_starts_with_9, nan_policy="skip", seed=2)
+    scanned = fit(TinyNet(), small_digits, cfg, progress=False)
+    stepwise = fit(TinyNet(), small_digits, cfg.replace(scan_epochs=False), progress=False)
+    for a, b in zip(jax.tree.leaves(scanned.state.params), jax.tree.leaves(stepwise.state.params)):
+        np.testing.assert_array_equal(a, b)
+    assert 0 < stepwise.nonfinite_steps == scanned.nonfinite_steps < 3 * 8
+    for a, b in zip(scanned.history, stepwise.history, strict=True):
+        a.pop("epoch_seconds"), b.pop("epoch_seconds")
+        assert a == b
 
 
 def test_fit_rejects_bad_inputs_before_compiling(small_digits):
