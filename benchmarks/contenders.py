@@ -1,8 +1,9 @@
 """The contenders of a train-step row, each a closure that runs one timed round and blocks.
 
 * ``ml_adv`` : the library's core path, a whole epoch compiled as one ``lax.scan``
-  (``make_epoch_fn``, state donated, batches gathered on device from a permutation), compiled
-  ahead of time exactly as ``fit`` does (``.lower().compile()``, the time is recorded).
+  (``make_epoch_fn``, state donated, batches gathered on device from the host-drawn
+  ``epoch_order``), compiled ahead of time exactly as ``fit`` does (``.lower().compile()``,
+  the time is recorded).
 * ``ml_adv step`` : the library's per-step path (``make_step_fn`` + ``run_epoch_stepwise``:
   one jitted, donated call per batch, data on device).
 * ``plain Flax`` : ``peers/flax_plain.py``: ``TrainState`` + ``@jax.jit`` step per batch,
@@ -54,6 +55,7 @@ def ml_adv_contenders(wl: Workload, x: np.ndarray, y: np.ndarray, epochs: int, b
     from ml_adv.training import TrainConfig, build_optimizer, create_train_state, make_train_step
     from ml_adv.training.losses import resolve_loss
     from ml_adv.training.steps import (
+        epoch_order,
         guard_for_architecture,
         make_epoch_fn,
         make_step_fn,
@@ -76,15 +78,17 @@ def ml_adv_contenders(wl: Workload, x: np.ndarray, y: np.ndarray, epochs: int, b
         return create_train_state(module, x[:1], tx, init_key=init_key, rng=jax.numpy.copy(dropout_key))
 
     # --- scanned epoch, AOT-compiled as in fit()
+    def order(epoch):  # the host-drawn permutation is part of the round, as in fit()
+        return epoch_order(jax.random.fold_in(shuffle_key, epoch), len(x), wl.batch)
+
     scan = {"state": new_state(), "epoch": 0}
     t0 = time.perf_counter()
-    epoch_fn = make_epoch_fn(train_step, wl.batch).lower(scan["state"], data, shuffle_key).compile()
+    epoch_fn = make_epoch_fn(train_step).lower(scan["state"], data, order(0)).compile()
     compile_s = time.perf_counter() - t0
 
     def run_scan():
         for _ in range(epochs):
-            key = jax.random.fold_in(shuffle_key, scan["epoch"])
-            scan["state"], metrics = epoch_fn(scan["state"], data, key)
+            scan["state"], metrics = epoch_fn(scan["state"], data, order(scan["epoch"]))
             scan["epoch"] += 1
         return jax.block_until_ready((scan["state"], metrics))
 

@@ -21,6 +21,7 @@ from ml_adv.training.losses import focal_loss, masked_lm_loss, resolve_loss
 from ml_adv.training.optim import SCHEDULES, build_schedule
 from ml_adv.training.steps import (
     GUARDS,
+    epoch_order,
     guard_for_architecture,
     make_epoch_fn,
     make_step_fn,
@@ -114,12 +115,22 @@ def _state(cfg=None, total=10, x=None):
                               init_key=jax.random.PRNGKey(0), rng=jax.random.PRNGKey(1))
 
 
+def test_epoch_order_is_a_seeded_permutation():
+    key = jax.random.PRNGKey(7)
+    order = epoch_order(key, 100, 32)
+    assert order.shape == (3, 32) and order.dtype == np.int32
+    assert len(np.unique(order)) == 96 and order.min() >= 0 and order.max() < 100
+    np.testing.assert_array_equal(order, epoch_order(jax.random.PRNGKey(7), 100, 32))
+    np.testing.assert_array_equal(order, epoch_order(jax.random.key(7), 100, 32))  # typed keys too
+    assert not np.array_equal(order, epoch_order(jax.random.fold_in(key, 1), 100, 32))
+
+
 def test_scan_epoch_equals_one_dispatch_per_step(small_digits):
     cfg = TrainConfig(batch_size=32)
     step = make_train_step(resolve_loss(cfg))
     data = {"x": jnp.asarray(small_digits.x), "y": jnp.asarray(small_digits.y)}
     key = jax.random.PRNGKey(3)
-    a, ma = make_epoch_fn(step, 32)(_state(cfg), data, key)
+    a, ma = make_epoch_fn(step)(_state(cfg), data, epoch_order(key, 256, 32))
     b, mb = run_epoch_stepwise(make_step_fn(step), _state(cfg), data, key, 32)
     for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params)):
         np.testing.assert_array_equal(x, y)
@@ -148,8 +159,8 @@ def test_both_guards_give_bitwise_identical_epochs(small_digits):
     # One poisoned example: 256 examples in 8 batches of 32, so exactly one step is dropped.
     data = {"x": jnp.asarray(small_digits.x).at[40, 0, 0, 0].set(jnp.nan), "y": jnp.asarray(small_digits.y)}
     runs = {
-        guard: make_epoch_fn(make_train_step(resolve_loss(cfg), guard=guard), 32)(
-            _state(cfg), data, jax.random.PRNGKey(3)
+        guard: make_epoch_fn(make_train_step(resolve_loss(cfg), guard=guard))(
+            _state(cfg), data, epoch_order(jax.random.PRNGKey(3), 256, 32)
         )
         for guard in GUARDS
     }

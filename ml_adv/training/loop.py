@@ -6,8 +6,8 @@ and checkpoints, and resumes from the last checkpoint of ``run_dir``. All
 numerics are in ``steps.py``.
 
 Determinism: initialisation, dropout and shuffling keys are all derived from
-``TrainConfig.seed`` (shuffling by ``fold_in(shuffle_key, epoch)``, per-step
-randomness by ``fold_in(state.rng, step)``), so a run resumed from epoch k's
+``TrainConfig.seed`` (shuffling by a NumPy permutation seeded with
+``fold_in(shuffle_key, epoch)``, per-step randomness by ``fold_in(state.rng, step)``), so a run resumed from epoch k's
 checkpoint replays exactly the computation of the uninterrupted run and ends
 with bitwise-identical parameters on the same backend.
 """
@@ -35,6 +35,7 @@ from ml_adv.training.optim import build_optimizer
 from ml_adv.training.state import TrainState, create_train_state
 from ml_adv.training.steps import (
     classification_metrics,
+    epoch_order,
     guard_for_architecture,
     make_epoch_fn,
     make_step_fn,
@@ -219,11 +220,12 @@ def fit(
             epoch_key = jax.random.fold_in(shuffle_root, epoch)
             t0 = time.perf_counter()
             if config.scan_epochs:
+                order = epoch_order(epoch_key, len(train), config.batch_size)
                 if run_epoch is None:
-                    run_epoch = make_epoch_fn(train_step, config.batch_size).lower(state, data, epoch_key).compile()
+                    run_epoch = make_epoch_fn(train_step).lower(state, data, order).compile()
                     compile_seconds = time.perf_counter() - t0
                     t0 = time.perf_counter()
-                state, metrics = run_epoch(state, data, epoch_key)
+                state, metrics = run_epoch(state, data, order)
             else:
                 if run_epoch is None:
                     run_epoch = make_step_fn(train_step)

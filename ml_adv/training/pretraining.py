@@ -25,7 +25,13 @@ from ml_adv.training.config import TrainConfig
 from ml_adv.training.losses import masked_lm_loss
 from ml_adv.training.optim import build_optimizer
 from ml_adv.training.state import TrainState, create_train_state
-from ml_adv.training.steps import cast_floats, guard_for_architecture, guarded_update, make_epoch_fn
+from ml_adv.training.steps import (
+    cast_floats,
+    epoch_order,
+    guard_for_architecture,
+    guarded_update,
+    make_epoch_fn,
+)
 
 MASK_ID = 3
 NUM_SPECIAL = 4  # PAD=0, CLS=1, SEP=2, MASK=3 in every built-in vocabulary
@@ -105,11 +111,12 @@ def pretrain_masked_lm(spec, data: ArrayDataset, config: TrainConfig | None = No
     state = create_train_state(spec.build(), data.x[:1], tx, init_key=init_key, rng=dropout_key)
     step = make_mlm_train_step(vocab_size=spec.config.vocab_size, mask_rate=mask_rate,
                                mixed_precision=config.mixed_precision)
-    run_epoch = make_epoch_fn(step, config.batch_size)
+    run_epoch = make_epoch_fn(step)
     arrays = {"x": jnp.asarray(data.x), "y": jnp.asarray(data.y)}
     history = []
     for epoch in range(config.epochs):
-        state, metrics = run_epoch(state, arrays, jax.random.fold_in(shuffle_key, epoch))
+        order = epoch_order(jax.random.fold_in(shuffle_key, epoch), len(data), config.batch_size)
+        state, metrics = run_epoch(state, arrays, order)
         metrics = jax.device_get(metrics)
         good = metrics["nonfinite"] == 0
         history.append({"epoch": epoch + 1, "mlm_loss": float(np.mean(metrics["loss"][good])),

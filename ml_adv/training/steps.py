@@ -2,8 +2,9 @@
 
 * ``make_train_step`` builds ``train_step(state, batch, key) -> (state, metrics)``.
 * ``make_epoch_fn`` compiles a whole epoch as one ``lax.scan`` over batches
-  gathered on device from a permutation, with the state donated: one dispatch
-  per epoch instead of one per step, which is what makes small models fast on CPU.
+  gathered on device from a host-drawn permutation (``epoch_order``), with the state
+  donated: one dispatch per epoch instead of one per step, which is what makes small
+  models fast on CPU.
 * ``make_step_fn`` is the per-step alternative (one jitted call per batch, the
   metrics written into an on-device history); both produce bitwise-identical states
   and metrics.
@@ -148,27 +149,36 @@ def make_train_step(
     return train_step
 
 
-def epoch_permutation(key: jax.Array, num_examples: int, batch_size: int) -> jax.Array:
-    """``[steps, batch_size]`` example indices for one epoch (the remainder is dropped;
-    a fresh permutation each epoch means every example is still seen)."""
+def epoch_order(epoch_key: jax.Array, num_examples: int, batch_size: int) -> np.ndarray:
+    """``[steps, batch_size]`` int32 example indices for one epoch, drawn on the host.
+
+    A uniform random permutation (NumPy's ``Generator``, seeded with the bits of
+    ``epoch_key``) with the remainder dropped; a fresh permutation each epoch means every
+    example is still seen. Drawn on the host because ``jax.random.permutation`` is a sort,
+    and XLA:CPU's sort took 22 ms per 64,000 examples: a fifth of a scanned digits-MLP
+    epoch (51 -> 40 us per step without it). NumPy does it in well under a millisecond.
+    """
+    if jnp.issubdtype(epoch_key.dtype, jax.dtypes.prng_key):
+        epoch_key = jax.random.key_data(epoch_key)
+    seed = np.asarray(epoch_key, dtype=np.uint32).ravel().tolist()
     steps = num_examples // batch_size
-    return jax.random.permutation(key, num_examples)[: steps * batch_size].reshape(steps, batch_size)
+    order = np.random.default_rng(seed).permutation(num_examples)[: steps * batch_size]
+    return order.reshape(steps, batch_size).astype(np.int32)
 
 
 def gather_batch(data: Batch, idx: jax.Array) -> Batch:
     return {k: jnp.take(v, idx, axis=0) for k, v in data.items()}
 
 
-def make_epoch_fn(train_step, batch_size: int, *, unroll: int = 1) -> Callable:
-    """Compile ``run_epoch(state, data, epoch_key) -> (state, stacked_metrics)`` as one scan.
+def make_epoch_fn(train_step, *, unroll: int = 1) -> Callable:
+    """Compile ``run_epoch(state, data, order) -> (state, stacked_metrics)`` as one scan.
 
-    ``unroll`` steps are placed in each iteration of the compiled loop body.
+    ``order`` is the epoch's ``[steps, batch_size]`` example indices (``epoch_order``);
+    step ``i`` trains on ``data`` rows ``order[i]``, gathered on device. ``unroll`` steps
+    are placed in each iteration of the compiled loop body.
     """
 
-    def run_epoch(state: TrainState, data: Batch, epoch_key: jax.Array):
-        num_examples = jax.tree.leaves(data)[0].shape[0]
-        order = epoch_permutation(epoch_key, num_examples, batch_size)
-
+    def run_epoch(state: TrainState, data: Batch, order: jax.Array):
         def body(state, idx):
             return train_step(state, gather_batch(data, idx), state.step_key())
 
@@ -220,7 +230,7 @@ def make_step_fn(train_step) -> StepFn:
 def run_epoch_stepwise(step_fn: StepFn, state: TrainState, data: Batch, epoch_key: jax.Array, batch_size: int):
     """Run one epoch with one dispatch per step; same keys, order and results as the scanned epoch."""
     num_examples = jax.tree.leaves(data)[0].shape[0]
-    order = epoch_permutation(epoch_key, num_examples, batch_size)
+    order = jnp.asarray(epoch_order(epoch_key, num_examples, batch_size))
     width, dtype, unravel = step_fn.metric_layout(state, data, order)
     history = jnp.zeros((order.shape[0], width), dtype)
     for row in range(order.shape[0]):
