@@ -13,9 +13,10 @@ alike), and the median of the repeats is reported (the best repeat too).
    14x14x32->64) and the digits shapes (batch 64: 8x8x1->32, 4x4x32->64), 3x3
    SAME: plain autodiff of ``lax.conv_general_dilated``; ``conv2d`` with the
    matmul weight gradient (``impl="matmul_grad"``, what ``"auto"`` picks on
-   CPU, weight gradient as one matmul per kernel row), plus its other
-   weight-gradient formulations (one matmul per offset / one im2col matmul)
-   so the choice can be re-checked on another machine; PyTorch
+   CPU; its weight gradient is one matmul per kernel row, or one batch-as-channels
+   conv for small stride-1 cases), plus each weight-gradient formulation on its
+   own (row matmuls, the conv, one matmul per offset, one im2col matmul) so the
+   choice can be re-checked on another machine; PyTorch
    ``F.conv2d`` + ``backward``. GFLOP/s counts 3 x the forward FLOPs.
 2. A whole CNN train step (conv32-relu-pool-conv64-relu-pool-dense128-dense10,
    28x28x1, batch 128, Adam 1e-3, softmax cross-entropy): Flax with
@@ -106,7 +107,9 @@ def _jax_layer_fns(x, w, dy) -> dict[str, Callable[[], object]]:
         "xla autodiff": vjp_of(
             lambda x, w: lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=DN)
         ),
-        "ml_adv conv2d": ours("row"),
+        "ml_adv conv2d": ours("auto"),
+        "  wgrad=row": ours("row"),
+        "  wgrad=conv": ours("conv"),
         "  wgrad=offset": ours("offset"),
         "  wgrad=im2col": ours("im2col"),
     }

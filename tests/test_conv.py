@@ -62,11 +62,12 @@ def _assert_close(got, want, rel):
 
 
 VARIANTS = {  # name -> conv2d keyword arguments; every code path of the gradient
-    "auto": dict(impl="auto"),  # = matmul_grad/row on CPU
+    "auto": dict(impl="auto"),  # on CPU: matmul_grad, "conv" wgrad on these small stride-1 cases, else "row"
     "xla": dict(impl="xla"),
     "matmul_grad/offset": dict(impl="matmul_grad", _wgrad="offset"),
     "matmul_grad/row": dict(impl="matmul_grad", _wgrad="row"),
     "matmul_grad/im2col": dict(impl="matmul_grad", _wgrad="im2col"),
+    "matmul_grad/conv": dict(impl="matmul_grad", _wgrad="conv"),  # stride 1 only
 }
 
 
@@ -79,6 +80,8 @@ def test_values_and_grads_match_xla_autodiff_f32(case):
     def run(x, k, g):
         out = {"ref": _value_and_grads(lambda x, k: _ref(x, k, strides, padding), x, k, g)}
         for name, kw in VARIANTS.items():
+            if kw.get("_wgrad") == "conv" and strides != (1, 1):
+                continue
             f = lambda x, k, kw=kw: conv2d(x, k, strides=strides, padding=padding, **kw)  # noqa: E731
             out[name] = _value_and_grads(f, x, k, g)
         return out
@@ -120,25 +123,37 @@ def test_grad_under_jit_through_a_loss():
     _assert_close(ours[1], want[1], 1e-5)
 
 
-def test_auto_lowers_to_matmul_grad_on_cpu_without_a_conditional():
+# The CPU weight gradient: kernel-row matmuls, or for few contracted positions (N*Ho*Wo <=
+# conv._WGRAD_CONV_MAX_POSITIONS) one standard-form conv with the batch as channels.
+ROW_CASE = ((3, 30, 30, 12), (3, 3, 12, 6), (1, 1), "SAME")  # 2,700 positions: row matmuls
+WGRAD_LOWERINGS = [  # case, convolutions (forward, dx, [dW]), dots (dW rows)
+    pytest.param(CASES[3], 3, 0, id="small-conv-wgrad"),
+    pytest.param(ROW_CASE, 2, 3, id="large-row-wgrad"),
+]
+
+
+@pytest.mark.parametrize("case, convs, dots", WGRAD_LOWERINGS)
+def test_auto_lowers_to_matmul_grad_on_cpu_without_a_conditional(case, convs, dots):
     if jax.default_backend() != "cpu":
         pytest.skip("checks the CPU lowering")
-    x, k, _ = _inputs(CASES[3])
+    x, k, _ = _inputs(case)
 
     def loss(x, k):
         return jnp.sum(conv2d(x, k) ** 2)
 
     hlo = jax.jit(jax.grad(loss, (0, 1))).lower(x, k).compile().as_text()
     assert " conditional(" not in hlo
-    assert hlo.count(" convolution(") == 2  # forward + input gradient
-    assert hlo.count(" dot(") == 3  # the weight gradient: one matmul per kernel row
+    assert hlo.count(" convolution(") == convs
+    assert hlo.count(" dot(") == dots
 
 
-def test_input_grad_is_a_standard_forward_conv_inside_scan():
-    """Stride 1: dx is a plain NHWC/HWIO conv (XLA:CPU's fast kernel), not a transposed one."""
+@pytest.mark.parametrize("case, convs, dots", WGRAD_LOWERINGS)
+def test_gradients_are_standard_forward_convs_inside_scan(case, convs, dots):
+    """Stride 1: dx (and a conv dW) are plain NHWC/HWIO convs (XLA:CPU's fast kernel), not
+    transposed ones, also inside a scanned loop."""
     if jax.default_backend() != "cpu":
         pytest.skip("checks the CPU lowering")
-    x, k, _ = _inputs(CASES[3])
+    x, k, _ = _inputs(case)
 
     def epoch(k, xs):
         def body(k, x):
@@ -148,8 +163,8 @@ def test_input_grad_is_a_standard_forward_conv_inside_scan():
         return lax.scan(body, k, xs)[0]
 
     hlo = jax.jit(epoch).lower(k, jnp.stack([x, x])).compile().as_text()
-    convs = [line for line in hlo.splitlines() if " convolution(" in line]
-    assert len(convs) == 2 and all("dim_labels=b01f_01io->b01f" in c for c in convs), convs
+    found = [line for line in hlo.splitlines() if " convolution(" in line]
+    assert len(found) == convs and all("dim_labels=b01f_01io->b01f" in c for c in found), found
 
 
 # --------------------------------------------------------------------------- Conv module
@@ -311,7 +326,7 @@ def test_bad_module_fields_and_shapes():
 @pytest.mark.parametrize("platform", ["cuda", "tpu"])
 def test_auto_keeps_native_conv_and_autodiff_on_accelerators(platform):
     # Lowering for an accelerator needs no device: jax.export lowers for any platform.
-    x, k, _ = _inputs(CASES[3])
+    x, k, _ = _inputs(ROW_CASE)
     step = jax.jit(jax.grad(lambda x, k: jnp.sum(conv2d(x, k) ** 2), (0, 1)))
     text = jax.export.export(step, platforms=[platform])(x, k).mlir_module()
     assert text.count("stablehlo.convolution") == 3  # forward, input and weight gradient
