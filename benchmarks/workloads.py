@@ -21,11 +21,14 @@ encoders, eps 1e-8 in both frameworks.
 ``--quick``; both were sized on the 2-core reference machine so a round of the slowest
 contender takes roughly 0.2-1.5 s: long enough to dwarf timer and scheduler noise and for
 the load monitor's 10 ms ticks (harness.py), short enough to alternate contenders many times.
-A round is one epoch, so ``steps`` is also the epoch length of the scanned contender. The
-medium encoders take ~0.3-0.5 s per step; they run 4 steps per round (2 in ``--quick``)
-because XLA:CPU maps and page-faults each execution's scratch buffer afresh (596 MB for the
-medium transformer, ~130 ms: ``benchmarks/README.md``), which a scanned epoch pays once and a
-1-step epoch would charge in full to every step; a real epoch is hundreds of steps.
+A round is one epoch, so ``steps`` is also the epoch length of the scanned contender, and
+per-epoch costs are charged to that many steps. The largest is that XLA:CPU maps and
+page-faults each execution's scratch buffer afresh (596 MB and ~130 ms for the medium
+transformer, ~58 MB and ~13 ms for the medium CNN and LSTM: ``benchmarks/README.md``),
+which a scanned epoch pays once per epoch and a per-step loop once per step. A real epoch is
+hundreds of steps (MNIST at batch 128: 469), so the medium rows run the longest epochs the
+time budget allows: 16 steps for the CNN and LSTM (8 in ``--quick``; 4-step epochs cost them
+14% and 8% per step), 4 for the encoders, whose steps take ~0.3 s (2 in ``--quick``).
 """
 
 from __future__ import annotations
@@ -115,9 +118,9 @@ WORKLOADS: dict[str, Workload] = {
         # ---- medium: the REFERENCE.md shapes
         Workload("mlp", "medium", "base", 784, (784,), "features", 128, 200, 80,
                  description="784-512-256-10, batch 128"),
-        Workload("cnn", "medium", "base", 28, (28, 28, 1), "image", 128, 4, 2,
+        Workload("cnn", "medium", "base", 28, (28, 28, 1), "image", 128, 16, 8,
                  description="28x28x1 conv32-pool-conv64-pool-dense128, batch 128"),
-        Workload("lstm", "medium", "base", 128, (64, 128), "sequence", 64, 4, 2,
+        Workload("lstm", "medium", "base", 128, (64, 128), "sequence", 64, 16, 8,
                  description="64 steps x 128, hidden 256, batch 64"),
         Workload("transformer", "medium", "base", 1000, (128,), "tokens", 32, 4, 2, **_ENCODER,
                  description="128 tokens (vocab 1000), d256 4 layers 4 heads ffn 1024, batch 32"),
