@@ -7,9 +7,9 @@ numerics are in ``steps.py``.
 
 Determinism: initialisation, dropout and shuffling keys are all derived from
 ``TrainConfig.seed`` (shuffling by a NumPy permutation seeded with
-``fold_in(shuffle_key, epoch)``, per-step randomness by ``fold_in(state.rng, step)``), so a run resumed from epoch k's
-checkpoint replays exactly the computation of the uninterrupted run and ends
-with bitwise-identical parameters on the same backend.
+``fold_in(shuffle_key, epoch)``, per-step randomness by ``fold_in(state.rng, step)``),
+so a run resumed from epoch k's checkpoint replays exactly the computation of the
+uninterrupted run and ends with bitwise-identical parameters on the same backend.
 """
 
 from __future__ import annotations
