@@ -78,17 +78,17 @@ def ml_adv_contenders(wl: Workload, x: np.ndarray, y: np.ndarray, epochs: int, b
         return create_train_state(module, x[:1], tx, init_key=init_key, rng=jax.numpy.copy(dropout_key))
 
     # --- scanned epoch, AOT-compiled as in fit()
-    def order(epoch):  # the host-drawn permutation is part of the round, as in fit()
+    def epoch_indices(epoch):  # the host-drawn permutation is part of the round, as in fit()
         return epoch_order(jax.random.fold_in(shuffle_key, epoch), len(x), wl.batch)
 
     scan = {"state": new_state(), "epoch": 0}
     t0 = time.perf_counter()
-    epoch_fn = make_epoch_fn(train_step).lower(scan["state"], data, order(0)).compile()
+    epoch_fn = make_epoch_fn(train_step).lower(scan["state"], data, epoch_indices(0)).compile()
     compile_s = time.perf_counter() - t0
 
     def run_scan():
         for _ in range(epochs):
-            scan["state"], metrics = epoch_fn(scan["state"], data, order(scan["epoch"]))
+            scan["state"], metrics = epoch_fn(scan["state"], data, epoch_indices(scan["epoch"]))
             scan["epoch"] += 1
         return jax.block_until_ready((scan["state"], metrics))
 
@@ -97,8 +97,8 @@ def ml_adv_contenders(wl: Workload, x: np.ndarray, y: np.ndarray, epochs: int, b
 
     def run_steps():
         for _ in range(epochs):
-            key = jax.random.fold_in(shuffle_key, stepwise["epoch"])
-            stepwise["state"], metrics = run_epoch_stepwise(stepwise["fn"], stepwise["state"], data, key, wl.batch)
+            order = epoch_indices(stepwise["epoch"])
+            stepwise["state"], metrics = run_epoch_stepwise(stepwise["fn"], stepwise["state"], data, order)
             stepwise["epoch"] += 1
         return jax.block_until_ready((stepwise["state"], metrics))
 

@@ -131,7 +131,7 @@ def test_scan_epoch_equals_one_dispatch_per_step(small_digits):
     data = {"x": jnp.asarray(small_digits.x), "y": jnp.asarray(small_digits.y)}
     key = jax.random.PRNGKey(3)
     a, ma = make_epoch_fn(step)(_state(cfg), data, epoch_order(key, 256, 32))
-    b, mb = run_epoch_stepwise(make_step_fn(step), _state(cfg), data, key, 32)
+    b, mb = run_epoch_stepwise(make_step_fn(step), _state(cfg), data, epoch_order(key, 256, 32))
     for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params)):
         np.testing.assert_array_equal(x, y)
     assert set(ma) == set(mb) == {"loss", "accuracy", "grad_norm", "nonfinite"}

@@ -219,8 +219,8 @@ def fit(
         for epoch in bar:
             epoch_key = jax.random.fold_in(shuffle_root, epoch)
             t0 = time.perf_counter()
+            order = epoch_order(epoch_key, len(train), config.batch_size)
             if config.scan_epochs:
-                order = epoch_order(epoch_key, len(train), config.batch_size)
                 if run_epoch is None:
                     run_epoch = make_epoch_fn(train_step).lower(state, data, order).compile()
                     compile_seconds = time.perf_counter() - t0
@@ -229,7 +229,7 @@ def fit(
             else:
                 if run_epoch is None:
                     run_epoch = make_step_fn(train_step)
-                state, metrics = run_epoch_stepwise(run_epoch, state, data, epoch_key, config.batch_size)
+                state, metrics = run_epoch_stepwise(run_epoch, state, data, order)
             metrics = jax.device_get(metrics)
             train_seconds += time.perf_counter() - t0
             steps_run += steps_per_epoch

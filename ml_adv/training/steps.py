@@ -227,10 +227,10 @@ def make_step_fn(train_step) -> StepFn:
     return StepFn(train_step, jax.jit(program, donate_argnums=(0, 4)))
 
 
-def run_epoch_stepwise(step_fn: StepFn, state: TrainState, data: Batch, epoch_key: jax.Array, batch_size: int):
-    """Run one epoch with one dispatch per step; same keys, order and results as the scanned epoch."""
-    num_examples = jax.tree.leaves(data)[0].shape[0]
-    order = jnp.asarray(epoch_order(epoch_key, num_examples, batch_size))
+def run_epoch_stepwise(step_fn: StepFn, state: TrainState, data: Batch, order):
+    """Run one epoch over ``order`` (``epoch_order``) with one dispatch per step; given the
+    same order, the same keys and results as the scanned epoch."""
+    order = jnp.asarray(order)  # placed once: each step indexes it on device
     width, dtype, unravel = step_fn.metric_layout(state, data, order)
     history = jnp.zeros((order.shape[0], width), dtype)
     for row in range(order.shape[0]):
