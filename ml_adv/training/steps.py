@@ -239,28 +239,42 @@ def run_epoch_stepwise(step_fn: StepFn, state: TrainState, data: Batch, order):
 
 
 @partial(jax.jit, static_argnames=("apply_fn", "chunk", "mixed_precision", "method"))
-def _predict_chunks(apply_fn, variables, x, *, chunk: int, mixed_precision: bool, method=None):
+def _predict_chunks(apply_fn, variables, x, dropout_key, *, chunk: int, mixed_precision: bool, method=None):
     n = x.shape[0]
     pad = (-n) % chunk
     x = jnp.concatenate([x, jnp.zeros((pad, *x.shape[1:]), x.dtype)]) if pad else x
     if mixed_precision:
         variables, x = cast_floats(variables, jnp.bfloat16), cast_floats(x, jnp.bfloat16)
     kwargs = {} if method is None else {"method": method}
+    chunks = x.reshape(-1, chunk, *x.shape[1:])
 
-    def one(xc):
-        return apply_fn(variables, xc, train=False, **kwargs).astype(jnp.float32)
+    def one(args):
+        i, xc = args
+        if dropout_key is None:
+            return apply_fn(variables, xc, train=False, **kwargs).astype(jnp.float32)
+        # MC-dropout: training-mode forward pass, one fresh dropout key per chunk.
+        rngs = {"dropout": jax.random.fold_in(dropout_key, i)}
+        return apply_fn(variables, xc, train=True, rngs=rngs, **kwargs).astype(jnp.float32)
 
-    out = jax.lax.map(one, x.reshape(-1, chunk, *x.shape[1:]))
+    out = jax.lax.map(one, (jnp.arange(chunks.shape[0]), chunks))
     return out.reshape(-1, *out.shape[2:])[:n]
 
 
 def predict_logits(
-    apply_fn, variables, x, *, chunk: int = 256, mixed_precision: bool = False, method=None
+    apply_fn, variables, x, *, chunk: int = 256, mixed_precision: bool = False, method=None,
+    dropout_key: jax.Array | None = None,
 ) -> jax.Array:
-    """Float32 logits for all of ``x`` (evaluation mode), computed in fixed-size chunks."""
+    """Float32 outputs for all of ``x``, computed in fixed-size chunks.
+
+    Evaluation mode by default. With ``dropout_key`` the forward pass runs in training
+    mode (dropout active), which is one MC-dropout sample; ``jax.vmap`` over keys gives
+    many. ``method`` selects another module method, e.g. ``"features"`` for the
+    penultimate representation every built-in architecture exposes.
+    """
     n = int(x.shape[0])
     return _predict_chunks(
-        apply_fn, variables, jnp.asarray(x), chunk=min(chunk, n), mixed_precision=mixed_precision, method=method
+        apply_fn, variables, jnp.asarray(x), dropout_key, chunk=min(chunk, n),
+        mixed_precision=mixed_precision, method=method,
     )
 
 
