@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -43,7 +42,7 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--data-parallel", action="store_true", help="shard batches over all devices")
         p.add_argument("--augment", action="store_true", help="default augmentation for the input kind")
         p.add_argument("--run-dir", default=defaults.get("run_dir"), help="default: runs/<arch>-<data>-s<seed>")
-        p.add_argument("--fresh", action="store_true", help="delete the run directory's checkpoints and start over")
+        p.add_argument("--fresh", action="store_true", help="start over: delete what ml_adv wrote in the run directory (checkpoints, metrics, report, plots, model), nothing else")
     return parser
 
 
@@ -53,8 +52,10 @@ def _train(args) -> int:
     from ml_adv.training.facade import AdvancedCustomModelTrainer
 
     run_dir = Path(args.run_dir or f"runs/{args.arch}-{args.data}-s{args.seed}")
-    if args.fresh and run_dir.exists():
-        shutil.rmtree(run_dir)
+    if args.fresh:
+        from ml_adv.rundir import RunDirectory
+
+        RunDirectory.clean(run_dir)  # only what ml_adv recorded; refuses unmarked folders
     trainer = AdvancedCustomModelTrainer(architecture_type=args.arch, size=args.size, run_root=run_dir.parent)
     trainer.set_resource_monitoring(True)
     if args.mixed_precision:
@@ -74,9 +75,11 @@ def _train(args) -> int:
     result = asyncio.run(trainer.train_custom_model(training_data))
     wall = time.perf_counter() - started
     if result.model is not None:
-        model_dir = run_dir / "model"
-        if model_dir.exists():
-            shutil.rmtree(model_dir)
+        from ml_adv.rundir import RunDirectory
+
+        rd = RunDirectory(run_dir)
+        model_dir = rd.model_dir
+        rd.remove("model")
         result.model.save(model_dir)
     _print_table(args, result, wall)
     if not result.success:

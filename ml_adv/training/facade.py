@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import resource
 import threading
 import time
@@ -31,6 +30,7 @@ from ml_adv.errors import (
     describe,
     unknown_name,
 )
+from ml_adv.rundir import RunDirectory, dumps
 from ml_adv.training.config import TrainConfig
 from ml_adv.training.loop import fit
 from ml_adv.training.trained_model import TrainedModel
@@ -172,8 +172,9 @@ class AdvancedCustomModelTrainer:
             plan.input_dim, plan.output_dim, input_shape=train.example_shape, input_kind=train.input_kind
         )
         model_id = uuid.uuid4().hex[:12]
-        run_name = plan.run_name or f"{self.architecture_type}-{model_id}"
+        run_name = plan.run_name or _readable_run_name(self.architecture_type, train.name)
         run_dir = self.run_root / run_name
+        rd = _open_run_directory(run_dir)
         started = time.perf_counter()
         error, fit_result = None, None
         try:
@@ -190,7 +191,7 @@ class AdvancedCustomModelTrainer:
         else:
             model = self._last_good_model(spec, config, run_dir, model_id)
             metrics = {"wall_seconds": wall}
-            history = _read_history(run_dir)
+            history = rd.read_jsonl("metrics.jsonl")
         if self._resource_monitoring:
             metrics["resources"] = _resources()
         if model is not None:
@@ -204,7 +205,7 @@ class AdvancedCustomModelTrainer:
                 self._models[model_id] = model
             self._history.append(record)
         if fit_result is not None:
-            _write_run_outputs(run_dir, record, history)
+            _write_run_outputs(rd, record, history)
         return TrainingResult(error is None, model, model_id, metrics, history, str(run_dir), error)
 
     # ------------------------------------------------------------------ queries
@@ -275,7 +276,7 @@ class AdvancedCustomModelTrainer:
                               **{k: r["metrics"].get(k) for k in ("val_accuracy", "test_accuracy", "epochs_run", "wall_seconds")}}
                              for r in runs]}
         self.run_root.mkdir(parents=True, exist_ok=True)
-        (self.run_root / "training_report.json").write_text(json.dumps(report, indent=2, default=_json_default))
+        (self.run_root / "training_report.json").write_text(dumps(report, indent=2))
         return report
 
     # ------------------------------------------------------------------ helpers
@@ -323,25 +324,30 @@ def _resources() -> dict[str, Any]:
     return out
 
 
-def _read_history(run_dir: Path) -> list[dict[str, Any]]:
-    path = run_dir / "metrics.jsonl"
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+def _readable_run_name(architecture: str, data_name: str) -> str:
+    """``<arch>-<data>-<YYYYmmdd-HHMMSS>-<4 hex>``: sortable, says what ran, unique per call."""
+    data = "".join(c if c.isalnum() or c in "-_" else "-" for c in data_name.split(":")[0]).strip("-") or "data"
+    return f"{architecture}-{data}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
 
 
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, (np.floating, np.integer)):
-        return obj.item()
-    return str(obj)
+def _open_run_directory(run_dir: Path) -> RunDirectory:
+    """The run's ``RunDirectory``, with the files ``fit`` writes recorded up front.
+
+    Recording them here (idempotent) keeps ``--fresh`` complete even if ``fit`` writes
+    some of them without going through the run directory.
+    """
+    rd = RunDirectory(run_dir)
+    for name in ("config.json", "metrics.jsonl"):
+        rd.path_for(name)
+    _ = rd.checkpoint_dir
+    return rd
 
 
-def _write_run_outputs(run_dir: Path, record: dict[str, Any], history: list[dict[str, Any]]) -> None:
-    """report.json and plots/learning_curve.png in the run directory."""
+def _write_run_outputs(rd: RunDirectory, record: dict[str, Any], history: list[dict[str, Any]]) -> None:
+    """report.json (strict JSON) and plots/learning_curve.png in the run directory."""
     from ml_adv.plots import plot_learning_curves
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "report.json").write_text(json.dumps(record, indent=2, default=_json_default))
+    rd.write_report(record)
     if history:
-        plot_learning_curves(history, run_dir / "plots" / "learning_curve.png", title=record["architecture"])
+        plot_learning_curves(history, rd.plot_path("learning_curve"), title=record["architecture"])
 
