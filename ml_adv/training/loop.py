@@ -121,6 +121,7 @@ def fit(
     progress: bool | None = None,
     init_params: Any | None = None,
     extra_meta: dict[str, Any] | None = None,
+    epoch_callback: Any | None = None,
 ) -> FitResult:
     """Train ``model`` on ``train``; evaluate on ``val`` each epoch; checkpoint into ``run_dir``.
 
@@ -135,6 +136,8 @@ def fit(
         overwrite: delete existing checkpoints in ``run_dir`` and start afresh.
         progress: show a tqdm bar (default: only on a terminal).
         init_params: start from these parameters (fine-tuning / transfer) instead of a fresh init.
+        epoch_callback: called with each epoch's metrics record; returning True stops the run
+            (hyper-parameter search prunes unpromising trials with it).
 
     Returns:
         A ``FitResult``.
@@ -276,6 +279,9 @@ def fit(
                     fh.write(json.dumps(record) + "\n")
             if hasattr(bar, "set_postfix"):
                 bar.set_postfix({k: f"{record[k]:.4f}" for k in ("train_loss", "val_accuracy") if k in record})
+            if epoch_callback is not None and epoch_callback(dict(record)):
+                stopped_early = True
+                break
             if config.early_stopping and bad_epochs >= config.patience:
                 stopped_early = True
                 break
