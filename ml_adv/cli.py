@@ -1,135 +1,146 @@
 """The ``ml-adv`` console script: a thin entry point over the library.
 
-Commands:
-    ml-adv quickstart            train a CNN on the built-in real digits data
-    ml-adv train --arch lstm ... train any architecture on a built-in or TFDS dataset
+Each subcommand is a module exposing ``add_arguments(parser)`` and ``run(args) -> int``,
+registered by one line in ``COMMANDS``. Only the chosen command's module is asked for
+its arguments (the others are imported for their one-line summary only), so
+``ml-adv --help`` stays fast and one broken command cannot take the others down.
 
-Runs write ``runs/<name>/`` (config.json, metrics.jsonl, checkpoints/, plots/,
-report.json, model/). Re-running the same command after an interruption resumes
-from the last checkpoint; ``--fresh`` starts over.
+``main`` turns every ``ml_adv.errors`` exception into one clean line on stderr and exit
+status 2; anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import importlib
+import re
 import sys
-import time
 from pathlib import Path
+from typing import Any
 
-QUICKSTART = {"arch": "cnn", "data": "digits", "epochs": 40, "batch_size": 32, "lr": 2e-3,
-              "schedule": "warmup_cosine", "run_dir": "runs/quickstart"}
+# name -> module with add_arguments(parser) and run(args) -> int. Add a command with one line.
+COMMANDS: dict[str, str] = {
+    "quickstart": "ml_adv.training.quickstart_command",
+    "train": "ml_adv.training.train_command",
+}
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+DESCRIPTION = """\
+ml_adv on the command line: train, resume and inspect models on real data.
+
+Runs write runs/<name>/ (config.json, metrics.jsonl, checkpoints/, plots/, report.json,
+model/). Re-running the same command after an interruption resumes from the last
+checkpoint; --fresh deletes only what ml_adv wrote there and starts over.
+Run `ml-adv COMMAND --help` for a command's options, defaults and valid names."""
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ml-adv", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    for name, defaults in (("quickstart", QUICKSTART), ("train", {})):
-        p = sub.add_parser(name, help="train a CNN on digits" if name == "quickstart" else "train a model")
-        p.add_argument("--arch", default=defaults.get("arch", "cnn"), help="mlp, cnn, lstm, transformer, bert")
-        p.add_argument("--data", default=defaults.get("data", "digits"), help="built-in name (digits, digits_m ...) or a TFDS name")
-        p.add_argument("--size", default="small", help="model size variant (tiny, small, base ...)")
-        p.add_argument("--epochs", type=int, default=defaults.get("epochs", 20))
-        p.add_argument("--batch-size", type=int, default=defaults.get("batch_size", 32))
-        p.add_argument("--lr", type=float, default=defaults.get("lr", 1e-3))
-        p.add_argument("--optimizer", default="adam")
-        p.add_argument("--schedule", default=defaults.get("schedule", "constant"))
-        p.add_argument("--seed", type=int, default=0)
-        p.add_argument("--early-stopping", action="store_true")
-        p.add_argument("--patience", type=int, default=5)
-        p.add_argument("--mixed-precision", action="store_true", help="bfloat16 compute, float32 weights")
-        p.add_argument("--grad-accum", type=int, default=1)
-        p.add_argument("--data-parallel", action="store_true", help="shard batches over all devices")
-        p.add_argument("--augment", action="store_true", help="default augmentation for the input kind")
-        p.add_argument("--run-dir", default=defaults.get("run_dir"), help="default: runs/<arch>-<data>-s<seed>")
-        p.add_argument("--fresh", action="store_true", help="start over: delete what ml_adv wrote in the run directory (checkpoints, metrics, report, plots, model), nothing else")
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Shows every option's default (not for on/off flags) and keeps the description's line breaks."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.nargs == 0:  # store_true / store_false flags: "default: False" says nothing
+            return action.help or ""
+        return super()._get_help_string(action)
+
+
+def plain(text: str | None) -> str:
+    """A docstring as plain terminal text: reStructuredText markup (``x``, :func:`x`) removed."""
+    text = re.sub(r":[a-z]+:`~?([^`]+)`", r"\1", text or "")
+    return text.replace("``", "").strip()
+
+
+def summary(text: str | None) -> str:
+    """First line of a docstring, as plain text."""
+    return plain(text).splitlines()[0].rstrip(".") if plain(text) else ""
+
+
+def choices_help(what: str, names: list[str]) -> str:
+    """Help text listing the valid names of a registry."""
+    return f"{what}; one of: {', '.join(names)}"
+
+
+# ---------------------------------------------------------- run directories
+def add_run_arguments(parser: argparse.ArgumentParser, default_run_dir: str | None, default_hint: str) -> None:
+    """``--run-dir`` and ``--fresh``, shared by every command that writes a run directory."""
+    shown = "%(default)s" if default_run_dir else default_hint + "%(default).0s"
+    parser.add_argument("--run-dir", default=default_run_dir, metavar="PATH",
+                        help=f"run directory (default: {shown}); re-running with the same one resumes")
+    parser.add_argument("--fresh", action="store_true",
+                        help="start over: delete what ml_adv wrote in the run directory (checkpoints, metrics, "
+                             "report, plots, model) and nothing else; refuses a folder ml_adv did not create")
+
+
+def fresh_run_directory(run_dir: str | Path, fresh: bool):
+    """The command's ``RunDirectory``, cleaned first when ``fresh`` (only ml_adv's own files)."""
+    from ml_adv.rundir import RunDirectory
+
+    if fresh:
+        removed = RunDirectory.clean(run_dir)
+        if removed:
+            print(f"ml-adv: --fresh removed {len(removed)} artifact(s) of the previous run in {run_dir}/", flush=True)
+    return RunDirectory(run_dir)
+
+
+# ---------------------------------------------------------- parser and main
+def _chosen(argv: list[str]) -> str | None:
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The full parser; only the command named in ``argv`` gets its arguments (all when None)."""
+    parser = argparse.ArgumentParser(prog="ml-adv", description=DESCRIPTION, formatter_class=HelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                title="commands", help="one of: " + ", ".join(COMMANDS))
+    full = argv is None
+    chosen = None if full else _chosen(argv)
+    for name, module_path in COMMANDS.items():
+        if not (full or name == chosen):
+            # Other commands are listed from their source's docstring, without importing them.
+            sub.add_parser(name, help=summary(_source_docstring(module_path)))
+            continue
+        module = importlib.import_module(module_path)
+        command = sub.add_parser(name, help=summary(module.__doc__), description=plain(module.__doc__),
+                                 formatter_class=HelpFormatter)
+        module.add_arguments(command)
+        command.set_defaults(_run=module.run)
     return parser
 
 
-def _train(args) -> int:
-    import asyncio
+def _source_docstring(module_path: str) -> str:
+    """The module docstring read from its file (importing a package would pull in JAX)."""
+    import ast
 
-    from ml_adv.training.facade import AdvancedCustomModelTrainer
-
-    run_dir = Path(args.run_dir or f"runs/{args.arch}-{args.data}-s{args.seed}")
-    if args.fresh:
-        from ml_adv.rundir import RunDirectory
-
-        RunDirectory.clean(run_dir)  # only what ml_adv recorded; refuses unmarked folders
-    trainer = AdvancedCustomModelTrainer(architecture_type=args.arch, size=args.size, run_root=run_dir.parent)
-    trainer.set_resource_monitoring(True)
-    if args.mixed_precision:
-        trainer.set_mixed_precision(True)
-    if args.grad_accum > 1:
-        trainer.set_gradient_accumulation(args.grad_accum)
-    if args.data_parallel:
-        trainer.set_distributed_training(True)
-    if args.augment:
-        trainer.set_data_augmentation(True)
-    training_data = {"data": args.data, "epochs": args.epochs, "batch_size": args.batch_size,
-                     "learning_rate": args.lr, "optimizer": args.optimizer, "schedule": args.schedule,
-                     "seed": args.seed, "early_stopping": args.early_stopping, "patience": args.patience,
-                     "run_name": run_dir.name}
-    print(f"ml-adv: training {args.arch} ({args.size}) on {args.data!r} -> {run_dir}/", flush=True)
-    started = time.perf_counter()
-    result = asyncio.run(trainer.train_custom_model(training_data))
-    wall = time.perf_counter() - started
-    if result.model is not None:
-        from ml_adv.rundir import RunDirectory
-
-        rd = RunDirectory(run_dir)
-        model_dir = rd.model_dir
-        rd.remove("model")
-        result.model.save(model_dir)
-    _print_table(args, result, wall)
-    if not result.success:
-        print(f"ml-adv: training failed: {result.error}", file=sys.stderr)
-        return 1
-    return 0
-
-
-def _print_table(args, result, wall: float) -> None:
-    m = result.metrics
-    if m.get("resumed_from") and m["resumed_from"] >= m.get("epochs_run", 0):
-        print(f"{result.run_dir} already holds a finished run ({m['resumed_from']} epochs): showing it; "
-              "pass --fresh to train again")
-    elif m.get("resumed_from"):
-        print(f"resumed from epoch {m['resumed_from']}")
-    rows = [
-        ("architecture", f"{args.arch} ({args.size})"),
-        ("data", args.data),
-        ("epochs run", f"{m.get('epochs_run', '-')} (best {m.get('best_epoch', '-')})"),
-        ("train loss", _fmt(m.get("train_loss"))),
-        ("val accuracy", _fmt(m.get("val_accuracy"))),
-        ("test accuracy", _fmt(m.get("test_accuracy"))),
-        ("test loss (NLL)", _fmt(m.get("test_loss"))),
-        ("compile time", f"{m.get('compile_seconds', float('nan')):.2f} s"),
-        ("train steps/s", f"{m.get('steps_per_second', float('nan')):.1f}"),
-        ("wall time", f"{wall:.1f} s"),
-        ("run directory", result.run_dir),
-    ]
-    width = max(len(k) for k, _ in rows)
-    print("\n| " + "metric".ljust(width) + " | value |")
-    print("|" + "-" * (width + 2) + "|-------|")
-    for key, value in rows:
-        print(f"| {key.ljust(width)} | {value} |")
-    print()
-    print(json.dumps({"test_accuracy": m.get("test_accuracy"), "wall_seconds": round(wall, 2)}))
-
-
-def _fmt(value) -> str:
-    return "-" if value is None else f"{value:.4f}"
+    parts = module_path.split(".")
+    base = Path(__file__).resolve().parent.joinpath(*parts[1:]) if parts[0] == "ml_adv" else None
+    for candidate in ((base.with_suffix(".py"), base / "__init__.py") if base else ()):
+        if candidate.is_file():
+            try:
+                return ast.get_docstring(ast.parse(candidate.read_text())) or ""
+            except (SyntaxError, OSError, ValueError):
+                return "(unavailable: its source does not parse)"
+    return ""
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``ml-adv`` script; returns the exit status."""
     from ml_adv.errors import MlAdvError
 
-    args = _parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(argv).parse_args(argv)
+    run: Any = args._run
     try:
-        return _train(args)
+        return int(run(args))
     except MlAdvError as exc:
-        print(f"ml-adv: error: {exc}", file=sys.stderr)
-        return 2
+        print(f"ml-adv {args.command}: error: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"\nml-adv {args.command}: interrupted; run the same command again to resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 if __name__ == "__main__":

@@ -1,0 +1,127 @@
+"""The ml-adv script: command table, self-explaining help, clean errors, safe --fresh, README commands."""
+
+import importlib
+import json
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+
+from ml_adv import cli
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_every_command_is_a_module_with_add_arguments_and_run():
+    for name, path in cli.COMMANDS.items():
+        module = importlib.import_module(path)
+        assert callable(module.add_arguments) and callable(module.run), name
+        assert module.__doc__ and cli.summary(module.__doc__), name
+
+
+@pytest.mark.parametrize("command", list(cli.COMMANDS))
+def test_help_explains_itself(command, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main([command, "--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert "``" not in out and ":func:" not in out  # no raw reStructuredText
+    if command in ("train", "quickstart"):
+        from ml_adv.models import ARCHITECTURES
+        from ml_adv.training.optim import OPTIMIZERS, SCHEDULES
+
+        text = " ".join(out.split())
+        for names in (ARCHITECTURES.names(), OPTIMIZERS.names(), SCHEDULES.names()):
+            assert ", ".join(names) in text
+        assert "(default: 0.15)" in text and "--warmup-fraction" in text
+        default_lr = "0.002" if command == "quickstart" else "0.001"
+        assert re.search(r"--lr LR\s+peak learning rate \(default: " + default_lr, out)
+
+
+def test_top_level_help_lists_commands_without_importing_them(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    out = capsys.readouterr().out
+    for name in cli.COMMANDS:
+        assert name in out
+    assert "--fresh" in out
+
+
+def test_library_errors_are_one_clean_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    code = cli.main(["train", "--arch", "mlp", "--size", "tiny", "--run-dir", "."])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("ml-adv train: error: run_dir:") and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_bad_option_values_are_usage_errors(capsys):
+    for argv in (["train", "--epochs", "0"], ["train", "--lr", "nan"], ["train", "--arch", "mpl"],
+                 ["train", "--monitor", "val_acc"], ["train", "--validation-split", "1"],
+                 ["train", "--seed", str(2**64)], ["nope"]):
+        with pytest.raises(SystemExit) as exit_:
+            cli.main(argv)
+        assert exit_.value.code == 2, argv
+    assert "invalid choice: 'val_acc'" in capsys.readouterr().err
+
+
+def test_fresh_refuses_an_unmarked_folder(tmp_path, capsys):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "thesis.tex").write_text("x")
+    code = cli.main(["train", "--arch", "mlp", "--size", "tiny", "--run-dir", str(folder), "--fresh"])
+    assert code == 2 and "not an ml_adv run directory" in capsys.readouterr().err
+    assert (folder / "thesis.tex").read_text() == "x"
+
+
+def test_fresh_keeps_user_files_and_restarts(tmp_path, capsys):
+    run = tmp_path / "run"
+    argv = ["train", "--arch", "mlp", "--size", "tiny", "--epochs", "1", "--batch-size", "64", "--run-dir", str(run)]
+    assert cli.main(argv) == 0
+    assert (run / "model").is_dir() and (run / "checkpoints" / "latest").is_dir()
+    (run / "notes.md").write_text("mine")
+    (run / "plots" / "my_plot.png").write_bytes(b"mine")
+    assert cli.main(argv) == 0  # resumes: the finished run is shown
+    assert "already holds a finished run" in capsys.readouterr().out
+    assert cli.main([*argv, "--fresh"]) == 0
+    out = capsys.readouterr().out
+    assert "already holds" not in out and "removed" in out and f"the run is in {run}/" in out
+    assert (run / "notes.md").read_text() == "mine" and (run / "plots" / "my_plot.png").read_bytes() == b"mine"
+    report = json.loads((run / "report.json").read_text(), parse_constant=pytest.fail)  # strict JSON
+    assert report["metrics"]["resumed_from"] is None
+
+
+def _readme_commands() -> list[tuple[str, str]]:
+    rows = []
+    for line in (ROOT / "README.md").read_text().splitlines():
+        match = re.match(r"\| (\w+) \(small\) \|.*`(ml-adv train [^`]+)`", line)
+        if match:
+            rows.append((match.group(1), match.group(2)))
+    return rows
+
+
+def test_readme_accuracy_table_commands_are_the_tested_settings():
+    """Each row's command parses to exactly the settings tests/test_e2e_digits.py trains with."""
+    from ml_adv.training.train_command import training_data_from_args
+
+    cases = _e2e_cases()
+    rows = _readme_commands()
+    assert sorted(arch for arch, _ in rows) == sorted(cases)
+    for arch, command in rows:
+        args = cli.build_parser().parse_args(shlex.split(command)[1:])
+        data = training_data_from_args(args)
+        epochs, lr, _ = cases[arch]
+        assert (args.arch, data["epochs"], data["learning_rate"]) == (arch, epochs, lr), command
+        assert (data["batch_size"], data["schedule"], data["warmup_fraction"], data["seed"], data["size"],
+                data["validation_split"], data["data"]) == (32, "warmup_cosine", 0.05, 0, "small", 0.15, "digits")
+
+
+def _e2e_cases() -> dict:
+    source = (ROOT / "tests" / "test_e2e_digits.py").read_text()
+    body = source[source.index("CASES = {"):]
+    body = body[: body.index("}\n") + 1]
+    namespace: dict = {}
+    exec(body, namespace)  # noqa: S102 - our own test file's literal table
+    return namespace["CASES"]
