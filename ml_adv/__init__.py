@@ -22,6 +22,7 @@ _EXPORTS = {
     "AdvancedTrainingStrategy": "ml_adv.training.facade",
     "TrainingResult": "ml_adv.training.facade",
     "AdvancedModelArchitecture": "ml_adv.models.architecture",
+    "AdvancedActiveLearning": "ml_adv.active_learning.facade",
     # functional core
     "ArrayDataset": "ml_adv.data.dataset",
     "load_dataset": "ml_adv.data.builtin",
@@ -57,6 +58,7 @@ def __dir__():
 
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
+    from ml_adv.active_learning.facade import AdvancedActiveLearning
     from ml_adv.checkpointing import RunCheckpointer
     from ml_adv.data.builtin import load_dataset, load_digits, load_digits_m
     from ml_adv.data.dataset import ArrayDataset
