@@ -23,6 +23,7 @@ _EXPORTS = {
     "TrainingResult": "ml_adv.training.facade",
     "AdvancedModelArchitecture": "ml_adv.models.architecture",
     "AdvancedActiveLearning": "ml_adv.active_learning.facade",
+    "AdvancedModelEnsemble": "ml_adv.ensembles.facade",
     # functional core
     "ArrayDataset": "ml_adv.data.dataset",
     "load_dataset": "ml_adv.data.builtin",
@@ -63,6 +64,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from ml_adv.data.builtin import load_dataset, load_digits, load_digits_m
     from ml_adv.data.dataset import ArrayDataset
     from ml_adv.data.tfds_loader import load_tfds
+    from ml_adv.ensembles.facade import AdvancedModelEnsemble
     from ml_adv.models.architecture import AdvancedModelArchitecture
     from ml_adv.models.registry import ModelSpec, make_spec
     from ml_adv.training.config import TrainConfig

@@ -1,0 +1,117 @@
+"""Ensemble inference: members that share a spec run as ONE vmapped forward pass.
+
+Members are grouped by ``(spec, mixed_precision)``. A group's variables are stacked
+along a new leading axis (``jax.tree.map(np.stack)``), and ``stacked_logits`` runs
+``vmap(module.apply)`` over that axis inside a ``lax.map`` over fixed-size input
+chunks: K same-architecture members cost one dispatch and one compiled program, not
+K. Groups with different architectures (a CNN, an LSTM, ...) run one after another,
+each on its own input view, and the results are scattered back into member order.
+
+The module itself is the static argument of the jitted function (Linen modules
+compare and hash by their configuration), so every call with the same spec and input
+shape reuses one compiled program.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from functools import partial
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ml_adv.training.steps import cast_floats
+
+DEFAULT_CHUNK = 256
+
+
+@dataclasses.dataclass(frozen=True)
+class MemberGroup:
+    """Members with one spec: their positions in the ensemble and their stacked variables."""
+
+    spec: Any
+    mixed_precision: bool
+    indices: tuple[int, ...]
+    variables: Any  # every leaf has a leading member axis of len(indices)
+
+    @property
+    def module(self):
+        return self.spec.build()
+
+
+def group_members(members) -> list[MemberGroup]:
+    """Group ``TrainedModel`` s by ``(spec, mixed_precision)``, keeping first-seen order."""
+    order: dict[tuple, list[int]] = {}
+    for i, m in enumerate(members):
+        order.setdefault((m.spec, bool(m.mixed_precision)), []).append(i)
+    groups = []
+    for (spec, mp), idx in order.items():
+        stacked = jax.tree.map(lambda *leaves: np.stack([np.asarray(leaf) for leaf in leaves]),
+                               *[members[i].variables for i in idx])
+        groups.append(MemberGroup(spec, mp, tuple(idx), stacked))
+    return groups
+
+
+@partial(jax.jit, static_argnames=("module", "chunk", "mixed_precision"))
+def stacked_logits(module, variables, x: jax.Array, *, chunk: int, mixed_precision: bool = False) -> jax.Array:
+    """Float32 logits ``[K, N, C]`` of K stacked members on the same inputs ``x`` ``[N, ...]``."""
+    n = x.shape[0]
+    pad = (-n) % chunk
+    x = jnp.concatenate([x, jnp.zeros((pad, *x.shape[1:]), x.dtype)]) if pad else x
+    if mixed_precision:
+        variables, x = cast_floats(variables, jnp.bfloat16), cast_floats(x, jnp.bfloat16)
+    forward = jax.vmap(lambda v, xc: module.apply(v, xc, train=False).astype(jnp.float32), in_axes=(0, None))
+    out = jax.lax.map(lambda xc: forward(variables, xc), x.reshape(-1, chunk, *x.shape[1:]))  # [B, K, chunk, C]
+    out = jnp.moveaxis(out, 1, 0)
+    return out.reshape(out.shape[0], -1, out.shape[-1])[:, :n]
+
+
+def group_probs(group: MemberGroup, x: np.ndarray, *, chunk: int = DEFAULT_CHUNK) -> jax.Array:
+    """Softmax probabilities ``[len(group.indices), N, C]`` of one group."""
+    logits = stacked_logits(
+        group.module, group.variables, jnp.asarray(x), chunk=min(chunk, int(x.shape[0])),
+        mixed_precision=group.mixed_precision,
+    )
+    return jax.nn.softmax(logits, axis=-1)
+
+
+def ensemble_probs(groups: list[MemberGroup], member_views: list[str], views: dict[str, np.ndarray],
+                   *, chunk: int = DEFAULT_CHUNK) -> jax.Array:
+    """``[K, N, C]`` member probabilities in member order.
+
+    ``member_views[i]`` names member i's input in ``views``. Each group runs as one stacked
+    pass per distinct view (normally exactly one: members sharing a spec share a view).
+    """
+    parts, positions = [], []
+    for group in groups:
+        by_view: dict[str, list[int]] = {}
+        for row, i in enumerate(group.indices):
+            by_view.setdefault(member_views[i], []).append(row)
+        for view, rows in by_view.items():
+            sub = group if len(rows) == len(group.indices) else dataclasses.replace(
+                group, indices=tuple(group.indices[r] for r in rows),
+                variables=jax.tree.map(lambda a, r=np.asarray(rows): a[r], group.variables))
+            parts.append(group_probs(sub, views[view], chunk=chunk))
+            positions.extend(sub.indices)
+    stacked = jnp.concatenate(parts, axis=0)
+    inverse = np.argsort(np.asarray(positions))  # stacked row of member i
+    return stacked[inverse]
+
+
+def combined_output(rule, probs: jax.Array, weights: jax.Array, meta: Any | None, temperature: float | None):
+    """Ensemble ``(probabilities [N, C], class ids [N])`` from member probabilities ``[K, N, C]``.
+
+    The rule combines (stacking: the meta-learner); a fitted temperature then rescales
+    the combined log-probabilities; ``rule.predict`` (voting's tie rule) decides the class
+    when the rule has one, else the argmax.
+    """
+    from ml_adv.ensembles.calibration import apply_temperature
+    from ml_adv.ensembles.stacking import meta_proba_jit
+
+    combined = meta_proba_jit(meta, probs) if rule.needs_meta_learner else rule.proba(probs, weights)
+    if temperature is not None:
+        combined = apply_temperature(combined, jnp.float32(temperature))
+    classes = rule.predict(probs, weights) if rule.predict is not None else jnp.argmax(combined, axis=-1)
+    return combined, classes.astype(jnp.int32)

@@ -1,0 +1,92 @@
+"""Member weights: validation of user weights and weights learned on held-out data.
+
+Learned-weight rule: minimise the validation NLL of the weighted mixture
+``p(y | x) = sum_k w_k p_k(y | x)`` over the probability simplex. The objective is
+convex in ``w`` (the negative log of a linear function), so its minimum is global; we
+parametrise ``w = softmax(theta)`` (every ``w`` on the simplex's interior is reachable,
+constraints vanish) and run a fixed number of L-BFGS steps from the uniform weights,
+all inside one compiled ``lax.scan``. Members that do not help end with weights near 0.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from ml_adv.ensembles.combine import safe_log
+from ml_adv.errors import ConfigError, describe
+
+WEIGHT_STEPS = 100
+
+
+def check_weight(name: str, weight) -> float:
+    """A single member weight: a finite number >= 0."""
+    if isinstance(weight, bool) or not isinstance(weight, (int, float, np.integer, np.floating)):
+        raise ConfigError(f"{name}: expected a finite number >= 0, got {describe(weight)}")
+    value = float(weight)
+    if not math.isfinite(value) or value < 0:
+        raise ConfigError(f"{name}: expected a finite number >= 0, got {value!r}")
+    return value
+
+
+def check_weights(name: str, weights: Sequence[float], count: int) -> np.ndarray:
+    """``count`` finite, non-negative weights, not all zero, as float32."""
+    try:
+        arr = np.asarray(weights, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{name}: expected {count} numbers, got {describe(weights)}") from exc
+    if arr.shape != (count,):
+        raise ConfigError(f"{name}: expected {count} weights (one per member), got shape {arr.shape}")
+    if not np.all(np.isfinite(arr)) or np.any(arr < 0):
+        raise ConfigError(f"{name}: expected finite weights >= 0, got {arr.tolist()}")
+    if count and not np.any(arr > 0):
+        raise ConfigError(f"{name}: expected at least one positive weight, got all zeros {arr.tolist()}")
+    return arr.astype(np.float32)
+
+
+def _mixture_nll(theta, log_probs_true):
+    # log sum_k w_k p_k(y_n), computed as a logsumexp for stability.
+    log_w = jax.nn.log_softmax(theta)
+    return -jnp.mean(jax.nn.logsumexp(log_w[:, None] + log_probs_true, axis=0))
+
+
+@jax.jit
+def mixture_nll(probs: jax.Array, weights: jax.Array, labels: jax.Array) -> jax.Array:
+    """Validation NLL of the weighted mixture (``weights`` need not be normalised)."""
+    true = jnp.take_along_axis(safe_log(probs), labels[None, :, None], axis=-1)[..., 0]
+    positive = weights > 0
+    # log 0 = -inf: a zero-weight member contributes nothing (logsumexp handles -inf).
+    theta = jnp.where(positive, jnp.log(jnp.where(positive, weights, 1.0)), -jnp.inf)
+    return _mixture_nll(theta, true)
+
+
+@jax.jit
+def fit_simplex_weights(probs: jax.Array, labels: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Weights ``[K]`` on the simplex minimising the mixture NLL, and that NLL.
+
+    Args:
+        probs: ``[K, N, C]`` member probabilities on held-out data.
+        labels: ``[N]`` integer labels.
+    """
+    log_probs_true = jnp.take_along_axis(safe_log(probs), labels[None, :, None], axis=-1)[..., 0]  # [K, N]
+
+    def loss(theta):
+        return _mixture_nll(theta, log_probs_true)
+
+    opt = optax.lbfgs()
+    value_and_grad = optax.value_and_grad_from_state(loss)
+
+    def step(carry, _):
+        theta, state = carry
+        value, grad = value_and_grad(theta, state=state)
+        updates, state = opt.update(grad, state, theta, value=value, grad=grad, value_fn=loss)
+        return (optax.apply_updates(theta, updates), state), value
+
+    theta0 = jnp.zeros((probs.shape[0],), jnp.float32)
+    (theta, _), _ = jax.lax.scan(step, (theta0, opt.init(theta0)), None, length=WEIGHT_STEPS)
+    return jax.nn.softmax(theta), loss(theta)
