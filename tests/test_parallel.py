@@ -33,14 +33,14 @@ SCRIPT = textwrap.dedent(
              for a, b in zip(jax.tree.leaves(single.state.params), jax.tree.leaves(sharded.state.params))]
     # The compiled data-parallel step really splits the batch: gradients are all-reduced.
     from ml_adv.training import build_optimizer, create_train_state, make_train_step
-    from ml_adv.training.losses import resolve_loss
+    from ml_adv.training.setup import default_objective
     from ml_adv.training.parallel import data_mesh, replicated
     mesh = data_mesh()
     state = create_train_state(Net(), train.x[:1], build_optimizer(cfg, 10), init_key=jax.random.PRNGKey(0),
                                rng=jax.random.PRNGKey(1))
     state = jax.device_put(state, replicated(mesh))
     batch = jax.device_put({"x": train.x[:64], "y": train.y[:64]}, replicated(mesh))
-    hlo = jax.jit(make_train_step(resolve_loss(cfg), mesh=mesh)).lower(state, batch, jax.random.PRNGKey(0)).compile().as_text()
+    hlo = jax.jit(make_train_step(default_objective(Net(), cfg), mesh=mesh)).lower(state, batch, jax.random.PRNGKey(0)).compile().as_text()
     print(json.dumps({
         "max_abs_diff": max(diffs),
         "param_scale": float(max(np.max(np.abs(np.asarray(a))) for a in jax.tree.leaves(single.state.params))),

@@ -65,7 +65,7 @@ def test_mlm_step_drops_a_nonfinite_update():
     tokens = jnp.asarray(np.random.default_rng(0).integers(3, 21, (8, 9)), jnp.int32)
     state = create_train_state(spec.build(), tokens[:1], optax.adam(1e-3),
                                init_key=jax.random.PRNGKey(0), rng=jax.random.PRNGKey(1))
-    step = jax.jit(make_mlm_train_step(vocab_size=21, mask_rate=0.5))
+    step = jax.jit(make_mlm_train_step(spec, mask_rate=0.5))
     good, metrics = step(state, {"x": tokens}, jax.random.PRNGKey(2))
     assert float(metrics["nonfinite"]) == 0.0 and int(good.step) == 1
     # Poison every weight tensor: the loss turns non-finite and the state must stay as it was.

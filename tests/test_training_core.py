@@ -17,7 +17,8 @@ from ml_adv.training import (
     fit,
     make_train_step,
 )
-from ml_adv.training.losses import focal_loss, masked_lm_loss, resolve_loss
+from ml_adv.training.losses import focal_loss, masked_lm_loss, resolve_loss, resolve_traced_loss
+from ml_adv.training.objectives import supervised_objective
 from ml_adv.training.optim import SCHEDULES, build_schedule
 from ml_adv.training.steps import (
     GUARDS,
@@ -38,6 +39,11 @@ class TinyNet(nn.Module):
         x = nn.relu(nn.Dense(32)(x))
         x = nn.Dropout(0.1, deterministic=not train)(x)
         return nn.Dense(10)(x)
+
+
+def _objective(cfg, module=None, mixed=False):
+    module = TinyNet() if module is None else module
+    return supervised_objective(module.apply, resolve_traced_loss(cfg), compute_dtype=jnp.bfloat16 if mixed else None)
 
 
 # ---------------------------------------------------------------- config
@@ -127,14 +133,14 @@ def test_epoch_order_is_a_seeded_permutation():
 
 def test_scan_epoch_equals_one_dispatch_per_step(small_digits):
     cfg = TrainConfig(batch_size=32)
-    step = make_train_step(resolve_loss(cfg))
+    step = make_train_step(_objective(cfg))
     data = {"x": jnp.asarray(small_digits.x), "y": jnp.asarray(small_digits.y)}
     key = jax.random.PRNGKey(3)
     a, ma = make_epoch_fn(step)(_state(cfg), data, epoch_order(key, 256, 32))
     b, mb = run_epoch_stepwise(make_step_fn(step), _state(cfg), data, epoch_order(key, 256, 32))
     for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params)):
         np.testing.assert_array_equal(x, y)
-    assert set(ma) == set(mb) == {"loss", "accuracy", "grad_norm", "nonfinite"}
+    assert set(ma) == set(mb) == {"loss", "accuracy", "grad_norm", "nonfinite", "live"}
     for name in ma:
         assert mb[name].shape == ma[name].shape == (256 // 32,)
         np.testing.assert_array_equal(ma[name], mb[name])
@@ -145,7 +151,7 @@ def test_scan_epoch_equals_one_dispatch_per_step(small_digits):
 def test_nonfinite_update_is_dropped_and_flagged(small_digits, guard):
     cfg = TrainConfig()
     state = _state(cfg)
-    step = jax.jit(make_train_step(resolve_loss(cfg), guard=guard))
+    step = jax.jit(make_train_step(_objective(cfg), guard=guard))
     batch = {"x": jnp.asarray(small_digits.x[:8]).at[0, 0, 0, 0].set(jnp.nan), "y": jnp.asarray(small_digits.y[:8])}
     new, metrics = step(state, batch, jax.random.PRNGKey(0))
     assert float(metrics["nonfinite"]) == 1.0
@@ -159,7 +165,7 @@ def test_both_guards_give_bitwise_identical_epochs(small_digits):
     # One poisoned example: 256 examples in 8 batches of 32, so exactly one step is dropped.
     data = {"x": jnp.asarray(small_digits.x).at[40, 0, 0, 0].set(jnp.nan), "y": jnp.asarray(small_digits.y)}
     runs = {
-        guard: make_epoch_fn(make_train_step(resolve_loss(cfg), guard=guard))(
+        guard: make_epoch_fn(make_train_step(_objective(cfg), guard=guard))(
             _state(cfg), data, epoch_order(jax.random.PRNGKey(3), 256, 32)
         )
         for guard in GUARDS
@@ -175,19 +181,19 @@ def test_guard_choice_and_validation():
     assert guard_for_architecture("lstm") == "select"
     assert {guard_for_architecture(a) for a in ("mlp", "cnn", "transformer", "bert", None)} == {"cond"}
     with pytest.raises(ConfigError, match="guard"):
-        make_train_step(resolve_loss(TrainConfig()), guard="where")
+        make_train_step(_objective(TrainConfig()), guard="where")
 
 
 def test_mixed_precision_keeps_float32_master_weights(small_digits):
     cfg = TrainConfig(mixed_precision=True)
     state = _state(cfg)
-    step = jax.jit(make_train_step(resolve_loss(cfg), mixed_precision=True))
+    step = jax.jit(make_train_step(_objective(cfg, mixed=True)))
     batch = {"x": jnp.asarray(small_digits.x[:16]), "y": jnp.asarray(small_digits.y[:16])}
     new, metrics = step(state, batch, jax.random.PRNGKey(0))
     assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(new.params))
     assert metrics["loss"].dtype == jnp.float32 and np.isfinite(float(metrics["loss"]))
     # the forward really ran in bfloat16: the jaxpr contains bf16 dot products
-    jaxpr = jax.make_jaxpr(make_train_step(resolve_loss(cfg), mixed_precision=True))(state, batch, jax.random.PRNGKey(0))
+    jaxpr = jax.make_jaxpr(make_train_step(_objective(cfg, mixed=True)))(state, batch, jax.random.PRNGKey(0))
     assert "bf16" in str(jaxpr)
 
 
@@ -204,7 +210,7 @@ def test_gradient_accumulation_matches_the_large_batch_update(small_digits):
         cfg = TrainConfig(optimizer="sgd", learning_rate=0.5, grad_accum_steps=accum)
         state = create_train_state(NoDropout(), x[:1], build_optimizer(cfg, 10),
                                    init_key=jax.random.PRNGKey(0), rng=jax.random.PRNGKey(1))
-        step = jax.jit(make_train_step(resolve_loss(cfg)))
+        step = jax.jit(make_train_step(_objective(cfg, NoDropout())))
         micro = 32 // accum
         for i in range(accum):
             state, _ = step(state, {"x": x[i * micro:(i + 1) * micro], "y": y[i * micro:(i + 1) * micro]}, jax.random.PRNGKey(i))

@@ -19,6 +19,8 @@ from ml_adv.errors import ConfigError, check_positive, describe
 
 NAN_POLICIES = ("raise", "skip")
 MONITOR_MODES = ("max", "min")
+# Per-epoch metrics a run records; the monitored one must be among them.
+MONITORS = ("val_accuracy", "val_loss", "train_loss", "train_accuracy")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,6 +33,10 @@ class TrainConfig:
         epochs: maximum number of passes over the training data.
         optimizer: name in ``OPTIMIZERS`` or an ``optax.GradientTransformation`` (then
             ``learning_rate``/``schedule``/``weight_decay`` are not applied to it).
+        optimizer_options: the optimizer's own hyper-parameters, e.g. ``{"b1": 0.95}`` for
+            adam or ``{"momentum": 0.8}`` for momentum (traced: a population may vary them).
+        param_groups: ``ParamGroup`` s giving parameter subtrees (by path prefix, e.g.
+            ``"encoder"``) their own learning-rate multiplier or freezing them.
         weight_decay: decoupled weight decay (AdamW-style) where the optimizer supports it.
         schedule: name in ``SCHEDULES`` or a callable ``step -> learning rate``.
         warmup_fraction: fraction of all optimizer steps spent warming up (warmup schedules).
@@ -62,6 +68,8 @@ class TrainConfig:
     epochs: int = 10
     optimizer: Any = "adam"
     weight_decay: float = 0.0
+    optimizer_options: Any = dataclasses.field(default_factory=dict)
+    param_groups: tuple = ()
     schedule: Any = "constant"
     warmup_fraction: float = 0.0
     grad_clip_norm: float | None = None
@@ -109,10 +117,37 @@ class TrainConfig:
         LOSSES.resolve(self.loss, argument="loss")
         if self.nan_policy not in NAN_POLICIES:
             raise ConfigError(f"nan_policy: expected one of {list(NAN_POLICIES)}, got {self.nan_policy!r}")
+        if self.monitor not in MONITORS:
+            raise ConfigError(f"monitor: expected one of {list(MONITORS)}, got {self.monitor!r}")
+        if self.label_smoothing > 0 and self.loss != "cross_entropy":
+            raise ConfigError(
+                f"label_smoothing: applies to the 'cross_entropy' loss only, got loss={self.to_dict()['loss']!r}"
+            )
+        self._check_optimizer_options()
         if self.monitor_mode not in MONITOR_MODES:
             raise ConfigError(f"monitor_mode: expected one of {list(MONITOR_MODES)}, got {self.monitor_mode!r}")
         if self.augment is not None and not callable(self.augment):
             raise ConfigError(f"augment: expected a callable (batch, key) -> batch, got {describe(self.augment)}")
+
+    def _check_optimizer_options(self) -> None:
+        from ml_adv.training.optim import ParamGroup, optimizer_hyperparams
+
+        if not isinstance(self.optimizer_options, dict):
+            raise ConfigError(f"optimizer_options: expected a dict like {{'b1': 0.9}}, got {describe(self.optimizer_options)}")
+        for name, value in self.optimizer_options.items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+                raise ConfigError(f"optimizer_options[{name!r}]: expected a non-negative number, got {describe(value)}")
+        if self.optimizer_options:
+            if not isinstance(self.optimizer, str):
+                raise ConfigError("optimizer_options: only apply to a named optimizer, got a custom GradientTransformation")
+            optimizer_hyperparams(self)
+        groups = self.param_groups
+        if isinstance(groups, ParamGroup):
+            object.__setattr__(self, "param_groups", (groups,))
+        elif not isinstance(groups, (tuple, list)) or not all(isinstance(g, ParamGroup) for g in groups):
+            raise ConfigError(f"param_groups: expected a tuple of ParamGroup, got {describe(groups)}")
+        else:
+            object.__setattr__(self, "param_groups", tuple(groups))
 
     def replace(self, **changes: Any) -> TrainConfig:
         """Copy with ``changes`` applied (validated again)."""
@@ -128,7 +163,11 @@ class TrainConfig:
         out = {}
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if value is not None and not isinstance(value, (str, int, float, bool)):
+            if f.name == "optimizer_options":
+                value = dict(value)
+            elif f.name == "param_groups":
+                value = [dataclasses.asdict(g) for g in value]
+            elif value is not None and not isinstance(value, (str, int, float, bool)):
                 value = getattr(value, "__name__", type(value).__name__)
             out[f.name] = value
         return out

@@ -30,19 +30,19 @@ from ml_adv.data.dataset import ArrayDataset
 from ml_adv.errors import CheckpointError, ConfigError, DataError, TrainingDivergedError, describe
 from ml_adv.training import parallel
 from ml_adv.training.config import TrainConfig
-from ml_adv.training.losses import resolve_loss
-from ml_adv.training.optim import build_optimizer
-from ml_adv.training.state import TrainState, create_train_state
-from ml_adv.training.steps import (
-    classification_metrics,
-    epoch_order,
-    guard_for_architecture,
-    make_epoch_fn,
-    make_step_fn,
-    make_train_step,
-    predict_logits,
-    run_epoch_stepwise,
+from ml_adv.training.host import (
+    EarlyStopping,
+    EpochRunner,
+    first_nonfinite_step,
+    monitor_for,
+    progress_bar,
+    summarize,
 )
+from ml_adv.training.objectives import Objective
+from ml_adv.training.sampling import EpochPlan
+from ml_adv.training.setup import init_run
+from ml_adv.training.state import TrainState
+from ml_adv.training.steps import classification_metrics, predict_logits
 
 
 @dataclasses.dataclass
@@ -72,46 +72,117 @@ class FitResult:
     run_dir: str | None = None
 
 
-def _monitor(config: TrainConfig, has_val: bool) -> tuple[str, str]:
-    if config.monitor.startswith("val_") and not has_val:
-        if config.early_stopping:
-            raise ConfigError(
-                f"early_stopping: monitoring {config.monitor!r} needs validation data, got val=None"
-            )
-        return "train_loss", "min"
-    return config.monitor, config.monitor_mode
+def validate_fit_inputs(model_spec, train, val: ArrayDataset | None, config: TrainConfig) -> None:
+    """Every check that can fail on user input, run before anything is compiled.
 
-
-def _improved(value: float, best: float | None, mode: str, min_delta: float) -> bool:
-    if best is None:
-        return True
-    return value > best + min_delta if mode == "max" else value < best - min_delta
-
-
-def validate_fit_inputs(model_spec, train: ArrayDataset, val: ArrayDataset | None, config: TrainConfig) -> None:
-    """Every check that can fail on user input, run before anything is compiled."""
-    if not isinstance(train, ArrayDataset):
-        raise DataError(f"train: expected an ArrayDataset, got {describe(train)}")
-    if val is not None and not isinstance(val, ArrayDataset):
-        raise DataError(f"val: expected an ArrayDataset or None, got {describe(val)}")
+    ``train`` is an ``ArrayDataset`` or a dict of named streams ``{name: ArrayDataset}``.
+    """
     if not isinstance(config, TrainConfig):
         raise ConfigError(f"config: expected a TrainConfig, got {describe(config)}")
-    train.check_batch_size(config.batch_size)
-    if model_spec is not None:
-        model_spec.validate_inputs(train.x[:1], argument="train.x")
-        if train.num_classes > model_spec.num_classes:
+    streams = train if isinstance(train, dict) else {"train": train}
+    if not streams:
+        raise DataError("train: expected an ArrayDataset or a non-empty dict of them, got {}")
+    first = None
+    for name, data in streams.items():
+        argument = "train" if not isinstance(train, dict) else f"train[{name!r}]"
+        if not isinstance(data, ArrayDataset):
+            raise DataError(f"{argument}: expected an ArrayDataset, got {describe(data)}")
+        data.check_batch_size(config.batch_size)
+        if first is not None and data.example_shape != first.example_shape:
             raise DataError(
-                f"train.y: the model has {model_spec.num_classes} outputs, got labels needing {train.num_classes}"
+                f"{argument}: every stream feeds one model, so expected example shape {first.example_shape} "
+                f"like the first stream, got {data.example_shape}"
             )
-        if val is not None:
+        first = first or data
+        if model_spec is not None:
+            model_spec.validate_inputs(data.x[:1], argument=f"{argument}.x")
+            if data.num_classes > model_spec.num_classes:
+                raise DataError(
+                    f"{argument}.y: the model has {model_spec.num_classes} outputs, got labels needing {data.num_classes}"
+                )
+    if val is not None:
+        if not isinstance(val, ArrayDataset):
+            raise DataError(f"val: expected an ArrayDataset or None, got {describe(val)}")
+        if model_spec is not None:
             model_spec.validate_inputs(val.x[:1], argument="val.x")
-    if val is not None and val.example_shape != train.example_shape:
-        raise DataError(f"val.x: expected example shape {train.example_shape} like train, got {val.example_shape}")
+            if val.num_classes > model_spec.num_classes:
+                raise DataError(
+                    f"val.y: expected labels in [0, {model_spec.num_classes}), got labels needing {val.num_classes} classes"
+                )
+        if val.example_shape != first.example_shape:
+            raise DataError(f"val.x: expected example shape {first.example_shape} like train, got {val.example_shape}")
+
+
+def device_data(train, mesh=None) -> dict[str, Any]:
+    """Training arrays placed once on device: ``{"x", "y"}`` or ``{stream: {"x", "y"}}``."""
+    if isinstance(train, dict):
+        data = {name: {"x": jnp.asarray(d.x), "y": jnp.asarray(d.y)} for name, d in train.items()}
+    else:
+        data = {"x": jnp.asarray(train.x), "y": jnp.asarray(train.y)}
+    if mesh is not None:
+        data = jax.device_put(data, parallel.replicated(mesh))
+    return data
+
+
+def evaluate(state: TrainState, val: ArrayDataset, config: TrainConfig) -> dict[str, float]:
+    """``val_loss`` and ``val_accuracy`` of the current parameters."""
+    logits = predict_logits(state.apply_fn, state.variables(), val.x, chunk=config.eval_batch_size,
+                            mixed_precision=config.mixed_precision)
+    return {f"val_{k}": v for k, v in classification_metrics(logits, val.y).items()}
+
+
+def diverged_error(epoch_step: int, epoch: int, steps_per_epoch: int, checkpointer) -> TrainingDivergedError:
+    step = epoch * steps_per_epoch + epoch_step
+    if checkpointer is not None:
+        checkpointer.wait()
+    where = checkpointer.path() if checkpointer is not None else None
+    return TrainingDivergedError(
+        f"loss: expected finite values, got NaN/inf at step {step} (epoch {epoch + 1}); "
+        "training stopped, the last good checkpoint is kept"
+        + (f" at {where}" if where else "")
+        + ". Lower the learning rate, enable grad_clip_norm, or set nan_policy='skip'.",
+        step=step,
+        last_good_checkpoint=where,
+    )
+
+
+@dataclasses.dataclass
+class _Resume:
+    state: TrainState
+    history: list
+    start_epoch: int
+    resumed_from: int | None
+
+
+def open_checkpoints(run_path: Path, state: TrainState, spec, config: TrainConfig, tracker: EarlyStopping, *,
+                     resume: bool, overwrite: bool, extra_meta: dict | None, model_repr: str):
+    """Open ``run_path/checkpoints``, restore the latest checkpoint if any, write config.json."""
+    ckpt_dir = run_path / "checkpoints"
+    if ckpt_dir.exists() and overwrite:
+        shutil.rmtree(ckpt_dir)
+    checkpointer = RunCheckpointer(ckpt_dir)
+    restored = _Resume(state, [], 0, None)
+    if checkpointer.latest_step() is not None:
+        if not resume:
+            checkpointer.close()
+            raise CheckpointError(
+                f"run_dir: {run_path} already has checkpoints; pass resume=True to continue or overwrite=True to restart"
+            )
+        items, meta = checkpointer.restore(state.checkpoint_items())
+        _check_same_run(meta, spec, config)
+        tracker.load_meta(meta)
+        restored = _Resume(state.with_checkpoint_items(items), list(meta["history"]), int(meta["epoch"]), int(meta["epoch"]))
+    run_path.mkdir(parents=True, exist_ok=True)
+    record = {"train_config": config.to_dict(), "model": spec.to_dict() if spec else model_repr}
+    record.update(extra_meta or {})
+    (run_path / "config.json").write_text(json.dumps(record, indent=2, default=str))
+    _rewrite_metrics(run_path / "metrics.jsonl", restored.history)
+    return checkpointer, restored
 
 
 def fit(
     model,
-    train: ArrayDataset,
+    train,
     config: TrainConfig | None = None,
     *,
     val: ArrayDataset | None = None,
@@ -121,6 +192,8 @@ def fit(
     progress: bool | None = None,
     init_params: Any | None = None,
     extra_meta: dict[str, Any] | None = None,
+    key: jax.Array | None = None,
+    objective: Objective | None = None,
     epoch_callback: Any | None = None,
 ) -> FitResult:
     """Train ``model`` on ``train``; evaluate on ``val`` each epoch; checkpoint into ``run_dir``.
@@ -128,7 +201,10 @@ def fit(
     Args:
         model: a ``ModelSpec`` (validated against the data) or any Linen module
             called as ``module.apply(vars, x, train=...)``.
-        train, val: ``ArrayDataset`` s held in memory.
+        train: an ``ArrayDataset``, or a dict of named streams ``{name: ArrayDataset}``
+            (e.g. ``{"source": s, "target": t}``) for an objective that reads several: the
+            first sets the epoch length and the others cycle with their own permutations.
+        val: an ``ArrayDataset`` evaluated after each epoch.
         config: the ``TrainConfig`` (default: ``TrainConfig()``).
         run_dir: when given, writes ``config.json``, ``metrics.jsonl`` and
             ``checkpoints/`` there, and resumes from its latest checkpoint.
@@ -136,6 +212,10 @@ def fit(
         overwrite: delete existing checkpoints in ``run_dir`` and start afresh.
         progress: show a tqdm bar (default: only on a terminal).
         init_params: start from these parameters (fine-tuning / transfer) instead of a fresh init.
+        key: the run's root key (default ``PRNGKey(config.seed)``); member i of
+            ``fit_stacked(..., key=k)`` equals ``fit(..., key=setup.member_keys(k, K)[i])``.
+        objective: ``(params, model_state, batch, key, hparams) -> (loss, aux)``
+            (``ml_adv.training.objectives``; default: supervised classification).
         epoch_callback: called with each epoch's metrics record; returning True stops the run
             (hyper-parameter search prunes unpromising trials with it).
 
@@ -154,138 +234,61 @@ def fit(
     config = TrainConfig() if config is None else config
     spec = model if isinstance(model, ModelSpec) else None
     validate_fit_inputs(spec, train, val, config)
-    module = spec.build() if spec is not None else model
-    monitor, mode = _monitor(config, val is not None)
-
+    monitor, mode = monitor_for(config, val is not None)
     mesh = None
     if config.data_parallel:
         mesh = parallel.data_mesh()
         parallel.check_divisible(config.batch_size, mesh)
-
-    steps_per_epoch = len(train) // config.batch_size
-    total_updates = max(1, config.epochs * steps_per_epoch // config.grad_accum_steps)
-    tx = build_optimizer(config, total_updates)
-    root = jax.random.PRNGKey(config.seed)
-    init_key, dropout_root, shuffle_root = jax.random.split(root, 3)
-    state = create_train_state(module, train.x[:1], tx, init_key=init_key, rng=dropout_root)
-    if init_params is not None:
-        state = state.replace(params=init_params, opt_state=tx.init(init_params))
-
-    # ---- run directory and resume
-    checkpointer = None
-    history: list[dict[str, Any]] = []
-    start_epoch, best_value, best_epoch, bad_epochs, resumed_from = 0, None, 0, 0, None
-    run_path = Path(run_dir) if run_dir is not None else None
+    streams = train if isinstance(train, dict) else None
+    sizes = tuple(len(d) for d in streams.values()) if streams else (len(train),)
+    example = next(iter(streams.values())).x[:1] if streams else train.x[:1]
+    setup = init_run(model, config, example_x=example, steps_per_epoch=sizes[0] // config.batch_size, key=key,
+                     objective=objective, init_params=init_params, mesh=mesh)
+    plan = EpochPlan(sizes, config.batch_size, setup.shuffle_key, tuple(streams) if streams else None)
+    tracker = EarlyStopping(1, mode, config.min_delta, config.patience, config.early_stopping)
+    state, history, start_epoch, resumed_from = setup.state, [], 0, None
+    checkpointer, run_path = None, Path(run_dir) if run_dir is not None else None
     if run_path is not None:
-        ckpt_dir = run_path / "checkpoints"
-        if ckpt_dir.exists() and overwrite:
-            shutil.rmtree(ckpt_dir)
-        checkpointer = RunCheckpointer(ckpt_dir)
-        if checkpointer.latest_step() is not None:
-            if not resume:
-                checkpointer.close()
-                raise CheckpointError(
-                    f"run_dir: {run_path} already has checkpoints; pass resume=True to continue or overwrite=True to restart"
-                )
-            items, meta = checkpointer.restore(state.checkpoint_items())
-            _check_same_run(meta, spec, config)
-            state = state.with_checkpoint_items(items)
-            history = list(meta["history"])
-            start_epoch = resumed_from = int(meta["epoch"])
-            best_value, best_epoch, bad_epochs = meta["best_value"], int(meta["best_epoch"]), int(meta["bad_epochs"])
-        run_path.mkdir(parents=True, exist_ok=True)
-        config_record = {"train_config": config.to_dict(), "model": spec.to_dict() if spec else repr(module)}
-        config_record.update(extra_meta or {})
-        (run_path / "config.json").write_text(json.dumps(config_record, indent=2, default=str))
-        _rewrite_metrics(run_path / "metrics.jsonl", history)
-
-    # ---- place data and state
-    data = {"x": jnp.asarray(train.x), "y": jnp.asarray(train.y)}
+        checkpointer, restored = open_checkpoints(run_path, state, spec, config, tracker, resume=resume,
+                                                  overwrite=overwrite, extra_meta=extra_meta, model_repr=repr(setup.module))
+        state, history, start_epoch, resumed_from = (restored.state, restored.history, restored.start_epoch,
+                                                     restored.resumed_from)
+    data = device_data(train, mesh)
     if mesh is not None:
-        data = jax.device_put(data, parallel.replicated(mesh))
         state = jax.device_put(state, parallel.replicated(mesh))
-    train_step = make_train_step(
-        resolve_loss(config),
-        augment=config.augment,
-        mixed_precision=config.mixed_precision,
-        mesh=mesh,
-        guard=guard_for_architecture(spec.architecture if spec is not None else None),
-    )
-
-    stopped_early = config.early_stopping and bad_epochs >= config.patience
-    nonfinite_total, compile_seconds, train_seconds, steps_run = 0, 0.0, 0.0, 0
-    run_epoch = None
-    best_in_memory = None
-    epochs = range(start_epoch, config.epochs) if not stopped_early else range(0)
-    bar = _progress(epochs, progress, total=config.epochs, initial=start_epoch)
+    runner = EpochRunner(setup.train_step, scan=config.scan_epochs)
+    stopped_early = bool(tracker.stopped[0])
+    nonfinite_total, steps_run, best_in_memory = 0, 0, None
+    bar = progress_bar(range(start_epoch, config.epochs) if not stopped_early else range(0), progress,
+                       total=config.epochs, initial=start_epoch)
     try:
         for epoch in bar:
-            epoch_key = jax.random.fold_in(shuffle_root, epoch)
             t0 = time.perf_counter()
-            order = epoch_order(epoch_key, len(train), config.batch_size)
-            if config.scan_epochs:
-                if run_epoch is None:
-                    run_epoch = make_epoch_fn(train_step).lower(state, data, order).compile()
-                    compile_seconds = time.perf_counter() - t0
-                    t0 = time.perf_counter()
-                state, metrics = run_epoch(state, data, order)
-            else:
-                if run_epoch is None:
-                    run_epoch = make_step_fn(train_step)
-                state, metrics = run_epoch_stepwise(run_epoch, state, data, order)
-            metrics = jax.device_get(metrics)
-            train_seconds += time.perf_counter() - t0
-            steps_run += steps_per_epoch
-
-            nonfinite = int(np.sum(metrics["nonfinite"]))
-            if nonfinite and config.nan_policy == "raise":
-                first_bad = int(np.argmax(metrics["nonfinite"] > 0))
-                step = epoch * steps_per_epoch + first_bad
-                if checkpointer is not None:
-                    checkpointer.wait()
-                raise TrainingDivergedError(
-                    f"loss: expected finite values, got NaN/inf at step {step} (epoch {epoch + 1}); "
-                    f"training stopped, the last good checkpoint is kept"
-                    + (f" at {checkpointer.path()}" if checkpointer and checkpointer.path() else "")
-                    + ". Lower the learning rate, enable grad_clip_norm, or set nan_policy='skip'.",
-                    step=step,
-                    last_good_checkpoint=checkpointer.path() if checkpointer else None,
-                )
-            nonfinite_total += nonfinite
-            record = _epoch_record(epoch, state, metrics, steps_per_epoch, time.perf_counter() - t0)
+            order, _ = plan.draw(epoch)
+            state, metrics = runner(state, data, order)
+            bad_step = first_nonfinite_step(metrics)
+            if bad_step is not None and config.nan_policy == "raise":
+                raise diverged_error(bad_step, epoch, plan.steps, checkpointer)
+            record = _epoch_record(epoch, state, metrics, time.perf_counter() - t0)
+            nonfinite_total += record["nonfinite_steps"]
+            steps_run += plan.steps
             if val is not None:
-                val_logits = predict_logits(
-                    state.apply_fn, state.variables(), val.x, chunk=config.eval_batch_size,
-                    mixed_precision=config.mixed_precision,
-                )
-                record.update({f"val_{k}": v for k, v in classification_metrics(val_logits, val.y).items()})
+                record.update(evaluate(state, val, config))
             history.append(record)
-            value = record[monitor]
-            is_best = _improved(value, best_value, mode, config.min_delta)
-            if is_best:
-                best_value, best_epoch, bad_epochs = value, epoch + 1, 0
-                if checkpointer is None and config.early_stopping and config.restore_best:
-                    best_in_memory = jax.tree.map(np.array, (state.params, state.model_state))
-            else:
-                bad_epochs += 1
+            is_best = bool(tracker.update(record[monitor], epoch + 1)[0])
+            if is_best and checkpointer is None and config.early_stopping and config.restore_best:
+                best_in_memory = jax.tree.map(np.array, (state.params, state.model_state))
             if checkpointer is not None:
-                meta = {
-                    "epoch": epoch + 1, "history": history, "best_value": best_value, "best_epoch": best_epoch,
-                    "bad_epochs": bad_epochs, "model": spec.to_dict() if spec else None,
-                    "train_config": config.to_dict(),
-                }
-                checkpointer.save(epoch + 1, state.checkpoint_items(), meta, is_best=is_best)
-                with open(run_path / "metrics.jsonl", "a") as fh:
-                    fh.write(json.dumps(record) + "\n")
+                _save_epoch(checkpointer, run_path, epoch, state, history, tracker, spec, config, is_best)
             if hasattr(bar, "set_postfix"):
                 bar.set_postfix({k: f"{record[k]:.4f}" for k in ("train_loss", "val_accuracy") if k in record})
+            if tracker.stopped[0]:
+                stopped_early = True
+                break
             if epoch_callback is not None and epoch_callback(dict(record)):
                 stopped_early = True
                 break
-            if config.early_stopping and bad_epochs >= config.patience:
-                stopped_early = True
-                break
-
+        best_epoch = int(tracker.best_epoch[0])
         if config.early_stopping and config.restore_best and best_epoch and history and best_epoch != len(history):
             state = _restore_best(state, checkpointer, best_epoch, best_in_memory)
     finally:
@@ -297,29 +300,33 @@ def fit(
     return FitResult(
         state=state,
         history=history,
-        best_epoch=best_epoch,
-        best_value=float(best_value) if best_value is not None else float("nan"),
+        best_epoch=int(tracker.best_epoch[0]),
+        best_value=float(tracker.best_value[0]),
         stopped_early=stopped_early,
         resumed_from=resumed_from,
-        compile_seconds=compile_seconds,
-        steps_per_second=steps_run / train_seconds if train_seconds > 0 else float("nan"),
+        compile_seconds=runner.compile_seconds,
+        steps_per_second=steps_run / runner.train_seconds if runner.train_seconds > 0 else float("nan"),
         nonfinite_steps=nonfinite_total,
         run_dir=str(run_path) if run_path else None,
     )
 
 
-def _epoch_record(epoch, state, metrics, steps_per_epoch, seconds) -> dict[str, Any]:
-    good = metrics["nonfinite"] == 0
-    mean = lambda k: float(np.mean(metrics[k][good])) if good.any() else float("nan")  # noqa: E731
-    return {
-        "epoch": epoch + 1,
-        "step": int(state.step),
-        "train_loss": mean("loss"),
-        "train_accuracy": mean("accuracy"),
-        "grad_norm": mean("grad_norm"),
-        "nonfinite_steps": int(np.sum(~good)),
-        "epoch_seconds": round(seconds, 4),
-    }
+def _epoch_record(epoch: int, state: TrainState, metrics, seconds: float) -> dict[str, Any]:
+    summary = summarize(metrics)
+    record = {"epoch": epoch + 1, "step": int(state.step)}
+    for name, value in summary.items():
+        if name != "steps":
+            record[name] = int(value) if name == "nonfinite_steps" else float(value)
+    record["epoch_seconds"] = round(seconds, 4)
+    return record
+
+
+def _save_epoch(checkpointer, run_path, epoch, state, history, tracker, spec, config, is_best) -> None:
+    meta = {"epoch": epoch + 1, "history": history, **{k: v[0] for k, v in tracker.to_meta().items()},
+            "model": spec.to_dict() if spec else None, "train_config": config.to_dict()}
+    checkpointer.save(epoch + 1, state.checkpoint_items(), meta, is_best=is_best)
+    with open(run_path / "metrics.jsonl", "a") as fh:
+        fh.write(json.dumps(history[-1]) + "\n")
 
 
 def _restore_best(state: TrainState, checkpointer: RunCheckpointer | None, best_epoch: int, in_memory) -> TrainState:
@@ -352,13 +359,3 @@ def _rewrite_metrics(path: Path, history: list[dict[str, Any]]) -> None:
     with open(path, "w") as fh:
         for record in history:
             fh.write(json.dumps(record) + "\n")
-
-
-def _progress(iterable, enabled: bool | None, *, total: int, initial: int):
-    if enabled is False:
-        return iterable
-    from tqdm.auto import tqdm
-
-    # disable=None: tqdm turns itself off when stderr is not a terminal (CI, logs).
-    return tqdm(iterable, total=total, initial=initial, desc="epochs", unit="epoch",
-                disable=None if enabled is None else not enabled, leave=False)

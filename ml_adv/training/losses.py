@@ -27,15 +27,18 @@ def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
     return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
 
 
-def smoothed_cross_entropy(smoothing: float) -> LossFn:
-    """Cross-entropy against labels smoothed towards the uniform distribution."""
+def smoothed_cross_entropy(logits: jax.Array, labels: jax.Array, smoothing: jax.Array | float) -> jax.Array:
+    """Cross-entropy against labels smoothed towards uniform, with a traced ``smoothing``.
 
-    def loss(logits, labels):
-        targets = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1]), smoothing)
-        return optax.softmax_cross_entropy(logits, targets)
-
-    loss.__name__ = f"cross_entropy_smoothed_{smoothing}"
-    return loss
+    Written as ``(1 - s) * CE(y) + s * mean_c CE(c)``, which equals cross-entropy against
+    ``optax.smooth_labels`` targets, and with ``s = 0`` is bit for bit the plain loss: one
+    program serves every smoothing value (a population can give each member its own).
+    """
+    log_norm = jax.nn.logsumexp(logits, axis=-1)
+    label_logits = jnp.take_along_axis(logits, labels[:, None], axis=-1)[:, 0]
+    uniform = log_norm - jnp.mean(logits, axis=-1)
+    smoothing = jnp.asarray(smoothing, logits.dtype)
+    return (1.0 - smoothing) * (log_norm - label_logits) + smoothing * uniform
 
 
 @LOSSES.register("focal")
@@ -68,7 +71,17 @@ def masked_lm_loss(logits: jax.Array, targets: jax.Array, mask: jax.Array) -> ja
 
 
 def resolve_loss(config) -> LossFn:
-    """The per-example loss the config asks for (label smoothing applied to cross-entropy)."""
-    if config.loss == "cross_entropy" and config.label_smoothing > 0:
-        return smoothed_cross_entropy(config.label_smoothing)
+    """The per-example loss ``(logits, labels) -> [B]`` the config asks for (smoothing fixed)."""
+    if config.loss == "cross_entropy":
+        smoothing = config.label_smoothing
+        return lambda logits, labels: smoothed_cross_entropy(logits, labels, smoothing)
     return LOSSES.resolve(config.loss, argument="loss")
+
+
+def resolve_traced_loss(config) -> Callable[[jax.Array, jax.Array, dict], jax.Array]:
+    """``(logits, labels, hparams) -> [B]``: the built-in cross-entropy reads its smoothing from
+    the traced ``hparams['label_smoothing']``; other losses ignore ``hparams``."""
+    if config.loss == "cross_entropy":
+        return lambda logits, labels, hparams: smoothed_cross_entropy(logits, labels, hparams["label_smoothing"])
+    loss = LOSSES.resolve(config.loss, argument="loss")
+    return lambda logits, labels, hparams: loss(logits, labels)

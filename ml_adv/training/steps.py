@@ -39,6 +39,7 @@ import optax
 from jax.flatten_util import ravel_pytree
 
 from ml_adv.errors import ConfigError, describe
+from ml_adv.training.objectives import Objective, cast_floats
 from ml_adv.training.parallel import constrain_batch
 from ml_adv.training.state import TrainState
 
@@ -53,37 +54,22 @@ def guard_for_architecture(architecture: str | None) -> str:
     return "select" if architecture in _SELECT_GUARD_ARCHITECTURES else "cond"
 
 
-def cast_floats(tree: Any, dtype) -> Any:
-    """Cast every floating-point leaf of ``tree`` to ``dtype`` (integers, e.g. tokens, untouched)."""
-    return jax.tree.map(lambda a: a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a, tree)
-
-
-def apply_model(
-    state: TrainState, params: Any, x: jax.Array, *, train: bool, dropout_key: jax.Array | None, compute_dtype=None
-) -> tuple[jax.Array, Any]:
-    """Forward pass returning float32 logits and the updated model state."""
-    if compute_dtype is not None:
-        params, x = cast_floats(params, compute_dtype), cast_floats(x, compute_dtype)
-    variables = state.variables(params)
-    rngs = {"dropout": dropout_key} if dropout_key is not None else {}
-    mutable = list(state.model_state) if train else False
-    if mutable:
-        logits, new_model_state = state.apply_fn(variables, x, train=train, rngs=rngs, mutable=mutable)
-    else:
-        logits, new_model_state = state.apply_fn(variables, x, train=train, rngs=rngs), state.model_state
-    return logits.astype(jnp.float32), new_model_state
-
-
 def guarded_update(
-    state: TrainState, grads: Any, loss: jax.Array, new_model_state: Any, *, guard: str
+    state: TrainState, grads: Any, loss: jax.Array, new_model_state: Any, *, guard: str,
+    active: jax.Array | None = None, freeze_on_nonfinite: bool = False,
 ) -> tuple[TrainState, jax.Array, jax.Array]:
-    """Apply ``grads`` unless ``loss`` or the gradient norm is non-finite.
+    """Apply ``grads`` unless ``loss`` or the gradient norm is non-finite, or the step is inactive.
 
-    Returns ``(new_state, finite, grad_norm)``; the step counter advances either way, and a
-    dropped update leaves params, optimizer and model state exactly as they were.
+    A step is *live* unless the state is ``frozen`` or ``active`` is False (a padded step of a
+    member with fewer batches this epoch). A live step advances the step counter even when
+    its update is dropped; a step that is not live changes nothing at all. With
+    ``freeze_on_nonfinite`` a live non-finite step freezes the state for good (a diverged
+    member of a population; the others go on). Returns ``(new_state, finite, grad_norm)``.
     """
     grad_norm = optax.tree.norm(grads)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    live = ~state.frozen if active is None else (~state.frozen & active)
+    apply = finite & live
 
     def updated(_):
         updates, new_opt_state = state.tx.update(grads, state.opt_state, state.params)
@@ -93,56 +79,64 @@ def guarded_update(
         return state.params, state.opt_state, state.model_state
 
     if guard == "cond":
-        params, opt_state, model_state = jax.lax.cond(finite, updated, unchanged, None)
+        params, opt_state, model_state = jax.lax.cond(apply, updated, unchanged, None)
     else:
         params, opt_state, model_state = jax.tree.map(
-            lambda new, old: jnp.where(finite, new, old), updated(None), unchanged(None)
+            lambda new, old: jnp.where(apply, new, old), updated(None), unchanged(None)
         )
-    new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state, model_state=model_state)
+    frozen = state.frozen | (live & ~finite) if freeze_on_nonfinite else state.frozen
+    new_state = state.replace(step=state.step + live.astype(state.step.dtype), params=params,
+                              opt_state=opt_state, model_state=model_state, frozen=frozen)
     return new_state, finite, grad_norm
 
 
 def make_train_step(
-    loss_fn: Callable[[jax.Array, jax.Array], jax.Array],
+    objective: Objective,
     *,
     augment: Callable[[Batch, jax.Array], Batch] | None = None,
-    mixed_precision: bool = False,
     mesh=None,
     guard: str = "cond",
-) -> Callable[[TrainState, Batch, jax.Array], tuple[TrainState, dict[str, jax.Array]]]:
-    """Build the pure train step.
+    freeze_on_nonfinite: bool = False,
+) -> Callable[..., tuple[TrainState, dict[str, jax.Array]]]:
+    """Build the pure ``train_step(state, batch, key, active=None) -> (state, metrics)``.
 
     Args:
-        loss_fn: per-example loss ``(logits, labels) -> [B]``.
+        objective: ``(params, model_state, batch, key, hparams) -> (loss, aux)``
+            (``ml_adv.training.objectives``), e.g. ``supervised_objective``.
         augment: optional ``(batch, key) -> batch``, run inside the step.
-        mixed_precision: bfloat16 forward/backward with float32 master params.
-        mesh: a data mesh to shard the batch over (``None``: no constraint).
+        mesh: a mesh with a ``data`` axis to shard the batch over (``None``: no constraint).
         guard: how a non-finite update is dropped, ``"cond"`` or ``"select"`` (same result,
             different speed: module docstring, ``guard_for_architecture``).
+        freeze_on_nonfinite: freeze the state at its first non-finite step (populations).
+
+    Metrics: ``loss``, the objective's own (e.g. ``accuracy``), ``grad_norm``, ``nonfinite``
+    and ``live`` (1 when the step ran).
     """
     if guard not in GUARDS:
         raise ConfigError(f"guard: expected one of {GUARDS}, got {describe(guard)}")
-    compute_dtype = jnp.bfloat16 if mixed_precision else None
+    if not callable(objective):
+        raise ConfigError(f"objective: expected a callable (params, model_state, batch, key, hparams), got {describe(objective)}")
 
-    def train_step(state: TrainState, batch: Batch, key: jax.Array):
+    def train_step(state: TrainState, batch: Batch, key: jax.Array, active: jax.Array | None = None):
         batch = constrain_batch(batch, mesh)
-        augment_key, dropout_key = jax.random.split(key)
         if augment is not None:
-            batch = augment(batch, augment_key)
+            batch = augment(batch, jax.random.split(key)[0])
 
-        def objective(params):
-            logits, new_model_state = apply_model(
-                state, params, batch["x"], train=True, dropout_key=dropout_key, compute_dtype=compute_dtype
-            )
-            return jnp.mean(loss_fn(logits, batch["y"])), (logits, new_model_state)
+        def loss_of(params):
+            return objective(params, state.model_state, batch, key, state.hparams)
 
-        (loss, (logits, new_model_state)), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
-        new_state, finite, grad_norm = guarded_update(state, grads, loss, new_model_state, guard=guard)
+        (loss, aux), grads = jax.value_and_grad(loss_of, has_aux=True)(state.params)
+        new_state, finite, grad_norm = guarded_update(
+            state, grads, loss, aux["model_state"], guard=guard, active=active,
+            freeze_on_nonfinite=freeze_on_nonfinite,
+        )
+        live = ~state.frozen if active is None else (~state.frozen & active)
         metrics = {
             "loss": loss,
-            "accuracy": jnp.mean((jnp.argmax(logits, -1) == batch["y"]).astype(jnp.float32)),
+            **aux["metrics"],
             "grad_norm": grad_norm,
-            "nonfinite": (~finite).astype(jnp.float32),
+            "nonfinite": (live & ~finite).astype(jnp.float32),
+            "live": live.astype(jnp.float32),
         }
         return new_state, metrics
 
@@ -166,23 +160,43 @@ def epoch_order(epoch_key: jax.Array, num_examples: int, batch_size: int) -> np.
     return order.reshape(steps, batch_size).astype(np.int32)
 
 
-def gather_batch(data: Batch, idx: jax.Array) -> Batch:
+def gather_batch(data: Batch, idx) -> Batch:
+    """Rows ``idx`` of every array in ``data``; with several streams, ``idx`` is a dict per stream."""
+    if isinstance(idx, dict):
+        return {name: gather_batch(data[name], i) for name, i in idx.items()}
     return {k: jnp.take(v, idx, axis=0) for k, v in data.items()}
 
 
-def make_epoch_fn(train_step, *, unroll: int = 1) -> Callable:
-    """Compile ``run_epoch(state, data, order) -> (state, stacked_metrics)`` as one scan.
+def make_epoch_fn(train_step, *, stacked: bool = False, member_batches: bool = False, unroll: int = 1,
+                  spmd_axis_name: str | None = None) -> Callable:
+    """Compile ``run_epoch(state, data, order, active=None) -> (state, stacked_metrics)`` as one scan.
 
-    ``order`` is the epoch's ``[steps, batch_size]`` example indices (``epoch_order``);
-    step ``i`` trains on ``data`` rows ``order[i]``, gathered on device. ``unroll`` steps
-    are placed in each iteration of the compiled loop body.
+    ``order`` is the epoch's ``[steps, batch_size]`` example indices (``epoch_order``), or a
+    dict of them per stream; step ``i`` trains on ``data`` rows ``order[i]``, gathered on
+    device. ``active`` (``[steps]`` bool, optional) marks padded steps that must change nothing.
+
+    With ``stacked=True`` the state has a leading member axis and each step is ``jax.vmap``-ed
+    over it: K members train in one program. Members share each batch unless
+    ``member_batches`` (then ``order`` is ``[steps, K, batch_size]``: own order, bootstrap
+    draw or fold per member); ``active`` is then ``[steps, K]``. ``spmd_axis_name`` names the
+    mesh axis the member axis is sharded over. ``unroll`` steps go in each loop iteration.
     """
 
-    def run_epoch(state: TrainState, data: Batch, order: jax.Array):
-        def body(state, idx):
-            return train_step(state, gather_batch(data, idx), state.step_key())
+    def run_epoch(state: TrainState, data: Batch, order, active=None):
+        def one_step(state, idx, act):
+            return train_step(state, gather_batch(data, idx), state.step_key(), act)
 
-        return jax.lax.scan(body, state, order, unroll=unroll)
+        if stacked:
+            one_step = jax.vmap(one_step, in_axes=(0, 0 if member_batches else None, 0),
+                                spmd_axis_name=spmd_axis_name)
+
+        def body(state, xs):
+            idx, act = xs
+            if stacked and act is None:
+                act = jnp.ones(state.step.shape, bool)
+            return one_step(state, idx, act)
+
+        return jax.lax.scan(body, state, (order, active), unroll=unroll)
 
     return jax.jit(run_epoch, donate_argnums=0)
 

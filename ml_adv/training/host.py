@@ -1,0 +1,151 @@
+"""Short host-side pieces shared by every training loop (single, stacked, pretraining, adaptation).
+
+Each is one named step of an epoch: run the compiled epoch, summarise its metrics,
+track early stopping, check for divergence, show progress. The loops in ``loop.py``
+and ``stacked.py`` are sequences of these calls; nothing here touches numerics beyond
+host-side means.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any
+
+import jax
+import numpy as np
+
+from ml_adv.errors import ConfigError
+from ml_adv.training.steps import make_epoch_fn, make_step_fn, run_epoch_stepwise
+
+
+@dataclasses.dataclass
+class EpochRunner:
+    """Runs one epoch: compiles the scanned program at the first call (timed), or steps one by one."""
+
+    train_step: Any
+    scan: bool = True
+    stacked: bool = False
+    member_batches: bool = False
+    spmd_axis_name: str | None = None
+    compile_seconds: float = 0.0
+    train_seconds: float = 0.0
+    _program: Any = None
+
+    def __call__(self, state, data, order, active=None):
+        t0 = time.perf_counter()
+        if self.scan:
+            if self._program is None:
+                fn = make_epoch_fn(self.train_step, stacked=self.stacked, member_batches=self.member_batches,
+                                   spmd_axis_name=self.spmd_axis_name)
+                self._program = fn.lower(state, data, order, active).compile()
+                self.compile_seconds = time.perf_counter() - t0
+                t0 = time.perf_counter()
+            state, metrics = self._program(state, data, order, active)
+        else:
+            if self.stacked or active is not None:
+                raise ConfigError("scan_epochs: stacked and multi-pool runs need scan_epochs=True, got False")
+            if self._program is None:
+                self._program = make_step_fn(self.train_step)
+            state, metrics = run_epoch_stepwise(self._program, state, data, order)
+        metrics = jax.device_get(metrics)
+        self.train_seconds += time.perf_counter() - t0
+        return state, metrics
+
+
+def summarize(metrics: dict[str, np.ndarray], axis: int = 0) -> dict[str, np.ndarray]:
+    """Per-epoch means over the steps that ran and were finite (``[K]`` arrays when stacked).
+
+    ``train_<name>`` for each objective metric, plus ``grad_norm``, ``nonfinite_steps``
+    and ``steps`` (live steps).
+    """
+    live = metrics["live"] > 0
+    good = live & (metrics["nonfinite"] == 0)
+    count = good.sum(axis=axis)
+    out = {}
+    for name, values in metrics.items():
+        if name in ("nonfinite", "live"):
+            continue
+        total = np.where(good, values, 0.0).sum(axis=axis)
+        mean = np.where(count > 0, total / np.maximum(count, 1), np.nan)
+        out[name if name == "grad_norm" else f"train_{name}"] = mean
+    out["nonfinite_steps"] = (live & (metrics["nonfinite"] > 0)).sum(axis=axis)
+    out["steps"] = live.sum(axis=axis)
+    return out
+
+
+def first_nonfinite_step(metrics: dict[str, np.ndarray]) -> int | None:
+    bad = np.asarray(metrics["nonfinite"]) > 0
+    return int(np.argmax(bad)) if bad.any() else None
+
+
+@dataclasses.dataclass
+class EarlyStopping:
+    """Best value, best epoch and patience counter for K members (K=1 for one run).
+
+    ``update(values, epoch)`` returns the members whose value improved; ``stopped`` is
+    True for members out of patience (only when early stopping is enabled).
+    """
+
+    members: int
+    mode: str
+    min_delta: float
+    patience: int
+    enabled: bool
+    best_value: np.ndarray = None
+    best_epoch: np.ndarray = None
+    bad_epochs: np.ndarray = None
+
+    def __post_init__(self):
+        if self.best_value is None:
+            self.best_value = np.full(self.members, np.nan)
+            self.best_epoch = np.zeros(self.members, int)
+            self.bad_epochs = np.zeros(self.members, int)
+
+    def update(self, values, epoch: int, running=None) -> np.ndarray:
+        values = np.broadcast_to(np.asarray(values, float), (self.members,))
+        running = np.ones(self.members, bool) if running is None else np.asarray(running, bool)
+        first = np.isnan(self.best_value)
+        if self.mode == "max":
+            better = values > self.best_value + self.min_delta
+        else:
+            better = values < self.best_value - self.min_delta
+        improved = running & np.isfinite(values) & (first | better)
+        self.best_value = np.where(improved, values, self.best_value)
+        self.best_epoch = np.where(improved, epoch, self.best_epoch)
+        self.bad_epochs = np.where(improved, 0, self.bad_epochs + running.astype(int))
+        return improved
+
+    @property
+    def stopped(self) -> np.ndarray:
+        return (self.bad_epochs >= self.patience) if self.enabled else np.zeros(self.members, bool)
+
+    def to_meta(self) -> dict[str, Any]:
+        return {"best_value": [None if np.isnan(v) else float(v) for v in self.best_value],
+                "best_epoch": self.best_epoch.tolist(), "bad_epochs": self.bad_epochs.tolist()}
+
+    def load_meta(self, meta: dict[str, Any]) -> None:
+        as_list = lambda v: v if isinstance(v, list) else [v]  # noqa: E731  (single runs store scalars)
+        self.best_value = np.array([np.nan if v is None else v for v in as_list(meta["best_value"])], float)
+        self.best_epoch = np.array(as_list(meta["best_epoch"]), int)
+        self.bad_epochs = np.array(as_list(meta["bad_epochs"]), int)
+
+
+def monitor_for(config, has_val: bool) -> tuple[str, str]:
+    """The metric early stopping and best-epoch tracking follow (``train_loss`` without val data)."""
+    if config.monitor.startswith("val_") and not has_val:
+        if config.early_stopping:
+            raise ConfigError(f"early_stopping: monitoring {config.monitor!r} needs validation data, got val=None")
+        return "train_loss", "min"
+    return config.monitor, config.monitor_mode
+
+
+def progress_bar(iterable, enabled: bool | None, *, total: int, initial: int, desc: str = "epochs"):
+    """A tqdm bar (default: only on a terminal), or the iterable itself."""
+    if enabled is False:
+        return iterable
+    from tqdm.auto import tqdm
+
+    # disable=None: tqdm turns itself off when stderr is not a terminal (CI, logs).
+    return tqdm(iterable, total=total, initial=initial, desc=desc, unit="epoch",
+                disable=None if enabled is None else not enabled, leave=False)

@@ -1,0 +1,198 @@
+"""``init_run``: the one place that builds optimizer, keys, state and step for any run.
+
+``fit``, ``fit_stacked``, masked-token pretraining, the benchmark contenders and the
+facade's last-good-model recovery all call it, so a run's keys and programs are derived
+the same way everywhere.
+
+Keys: ``key`` (default ``PRNGKey(config.seed)``) splits into ``(init, dropout, shuffle)``.
+With ``members=K`` it first splits into K member keys and each member splits its own
+the same way, so member i of a stacked run is exactly the single run with
+``key=member_keys(key, K)[i]``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ml_adv.errors import ConfigError, describe
+from ml_adv.training.config import TrainConfig
+from ml_adv.training.losses import resolve_traced_loss
+from ml_adv.training.objectives import DEFAULT_HPARAMS, Objective, supervised_objective
+from ml_adv.training.optim import build_optimizer, hyperparams, set_hyperparams
+from ml_adv.training.state import TrainState, create_train_state
+from ml_adv.training.steps import guard_for_architecture, make_train_step
+
+
+@dataclasses.dataclass
+class RunSetup:
+    """Everything a training loop needs, built once.
+
+    Attributes:
+        module, spec: the Linen module and its ``ModelSpec`` (None for a custom module).
+        tx: the optax transformation (hyper-parameters in its state).
+        state: the initial ``TrainState`` (leading member axis when ``members``).
+        train_step: the pure step ``(state, batch, key, active=None) -> (state, metrics)``.
+        shuffle_key: the run's shuffling key (``[K, 2]`` member keys when stacked).
+        members: K for a stacked run, else None.
+    """
+
+    module: Any
+    spec: Any
+    config: TrainConfig
+    tx: Any
+    state: TrainState
+    train_step: Any
+    shuffle_key: jax.Array
+    members: int | None = None
+
+
+def run_key(config: TrainConfig, key: jax.Array | None) -> jax.Array:
+    """The run's root key: ``key`` if given, else ``PRNGKey(config.seed)``."""
+    if key is None:
+        return jax.random.PRNGKey(config.seed)
+    key = jnp.asarray(key)
+    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        key = jax.random.key_data(key)
+    if key.shape != (2,) or key.dtype != jnp.uint32:
+        raise ConfigError(f"key: expected a PRNG key (jax.random.PRNGKey(n)), got {describe(key)}")
+    return key
+
+
+def member_keys(key: jax.Array, members: int) -> jax.Array:
+    """The K member keys of a stacked run with root ``key``."""
+    return jax.random.split(key, members)
+
+
+def total_updates(config: TrainConfig, steps_per_epoch: int) -> int:
+    return max(1, config.epochs * steps_per_epoch // config.grad_accum_steps)
+
+
+def traceable_hparam_names(config: TrainConfig) -> tuple[str, ...]:
+    """Hyper-parameters a population may set per member for this config."""
+    if not isinstance(config.optimizer, str):
+        return tuple(DEFAULT_HPARAMS)
+    from ml_adv.training.optim import optimizer_hyperparams
+
+    return tuple(sorted(set(optimizer_hyperparams(config)) | set(DEFAULT_HPARAMS)))
+
+
+def check_member_hparams(member_hparams: Mapping[str, Any] | None, members: int, config: TrainConfig) -> dict[str, np.ndarray]:
+    """Validate per-member hyper-parameters: known names, length K, finite numbers."""
+    if member_hparams is None:
+        return {}
+    if not isinstance(member_hparams, Mapping):
+        raise ConfigError(f"member_hparams: expected a dict name -> [K] values, got {describe(member_hparams)}")
+    valid = traceable_hparam_names(config)
+    out = {}
+    for name, values in member_hparams.items():
+        if name not in valid:
+            raise ConfigError(
+                f"member_hparams: {name!r} cannot be a traced per-member value for optimizer "
+                f"{config.to_dict()['optimizer']!r}; expected some of {list(valid)} "
+                "(structural choices such as the optimizer name need separate runs)"
+            )
+        try:
+            arr = np.asarray(values, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise ConfigError(
+                f"member_hparams[{name!r}]: expected {members} numbers (a traced value), got {describe(values)}"
+            ) from None
+        if arr.shape != (members,):
+            raise ConfigError(f"member_hparams[{name!r}]: expected {members} values (one per member), got shape {arr.shape}")
+        if not np.all(np.isfinite(arr)) or np.any(arr < 0):
+            raise ConfigError(f"member_hparams[{name!r}]: expected finite non-negative values, got {arr.tolist()}")
+        if name == "learning_rate" and np.any(arr <= 0):
+            raise ConfigError(f"member_hparams['learning_rate']: expected positive values, got {arr.tolist()}")
+        if name == "label_smoothing" and np.any(arr >= 1):
+            raise ConfigError(f"member_hparams['label_smoothing']: expected values in [0, 1), got {arr.tolist()}")
+        out[name] = arr.astype(np.float32)
+    return out
+
+
+def default_objective(module, config: TrainConfig) -> Objective:
+    compute_dtype = jnp.bfloat16 if config.mixed_precision else None
+    return supervised_objective(module.apply, resolve_traced_loss(config), compute_dtype=compute_dtype)
+
+
+def init_run(
+    model,
+    config: TrainConfig,
+    *,
+    example_x,
+    steps_per_epoch: int,
+    key: jax.Array | None = None,
+    members: int | None = None,
+    member_hparams: Mapping[str, Any] | None = None,
+    objective: Objective | None = None,
+    init_params: Any | None = None,
+    mesh=None,
+    freeze_on_nonfinite: bool = False,
+) -> RunSetup:
+    """Build the module, optimizer, initial state and train step of a run.
+
+    Args:
+        model: a ``ModelSpec`` or a Linen module.
+        example_x: one input batch (shape and dtype only).
+        steps_per_epoch: micro-steps per epoch (sizes the schedule).
+        key: the root key (default ``PRNGKey(config.seed)``).
+        members: K stacked members (vmapped init from split keys), or None for one run.
+        member_hparams: ``{name: [K] values}`` per-member hyper-parameters (checked first).
+        objective: the training objective (default: supervised classification).
+        init_params: start from these params (broadcast to every member when stacked).
+        mesh: shard batches over its ``data`` axis.
+        freeze_on_nonfinite: freeze a member at its first non-finite step.
+    """
+    from ml_adv.models.registry import ModelSpec
+
+    spec = model if isinstance(model, ModelSpec) else None
+    module = spec.build() if spec is not None else model
+    hp = check_member_hparams(member_hparams, members, config) if members is not None else {}
+    tx = build_optimizer(config, total_updates(config, steps_per_epoch))
+    root = run_key(config, key)
+    obj_hparams = {"label_smoothing": config.label_smoothing}
+    example_x = jnp.asarray(example_x)
+
+    def create(k):
+        init_key, dropout_key, _ = jax.random.split(k, 3)
+        state = create_train_state(module, example_x, tx, init_key=init_key, rng=dropout_key, hparams=obj_hparams)
+        if init_params is not None:
+            state = state.replace(params=init_params, opt_state=tx.init(init_params))
+        return state
+
+    if members is None:
+        state = create(root)
+        shuffle_key = jax.random.split(root, 3)[2]
+    else:
+        keys = member_keys(root, members)
+        state = jax.jit(jax.vmap(create))(keys)
+        shuffle_key = jax.vmap(lambda k: jax.random.split(k, 3)[2])(keys)
+        state = apply_member_hparams(state, hp)
+    train_step = make_train_step(
+        objective if objective is not None else default_objective(module, config),
+        augment=config.augment,
+        mesh=mesh,
+        guard=guard_for_architecture(spec.architecture if spec is not None else None),
+        freeze_on_nonfinite=freeze_on_nonfinite,
+    )
+    return RunSetup(module, spec, config, tx, state, train_step, shuffle_key, members)
+
+
+def apply_member_hparams(state: TrainState, values: Mapping[str, np.ndarray]) -> TrainState:
+    """Write per-member hyper-parameters into a stacked state (optimizer state or objective hparams)."""
+    opt_values = {k: v for k, v in values.items() if k not in DEFAULT_HPARAMS}
+    obj_values = {k: jnp.asarray(v, jnp.float32) for k, v in values.items() if k in DEFAULT_HPARAMS}
+    opt_state = set_hyperparams(state.opt_state, **opt_values) if opt_values else state.opt_state
+    return state.replace(opt_state=opt_state, hparams={**state.hparams, **obj_values})
+
+
+def state_hyperparams(state: TrainState) -> dict[str, np.ndarray]:
+    """The traced hyper-parameters of a (possibly stacked) state, as host arrays."""
+    out = {k: np.asarray(v) for k, v in hyperparams(state.opt_state).items()}
+    out.update({k: np.asarray(v) for k, v in state.hparams.items()})
+    return out
