@@ -169,3 +169,24 @@ def test_load_dataset_digits_m_source_and_target_share_examples():
 def test_load_dataset_bad_arguments(call, argument):
     with pytest.raises(ConfigError, match=f"^{argument}:"):
         call()
+
+
+def test_loaders_do_not_import_each_other():
+    """catalog imports builtin and tfds_loader; builtin imports neither (no import circle)."""
+    import ast
+    from pathlib import Path
+
+    import ml_adv.data as data
+
+    root = Path(data.__file__).parent
+
+    def imported(name):
+        tree = ast.parse((root / f"{name}.py").read_text())
+        return {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+
+    assert not {"ml_adv.data.tfds_loader", "ml_adv.data.catalog"} & imported("builtin")
+    assert "ml_adv.data.catalog" not in imported("tfds_loader")
+    from ml_adv.data.builtin import load_dataset as old_path
+    from ml_adv.data.catalog import load_dataset
+
+    assert old_path is load_dataset

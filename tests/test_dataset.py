@@ -1,4 +1,4 @@
-"""Tests for ml_adv.data.dataset: validation on entry, deterministic splits, key-driven batching."""
+"""Tests for ml_adv.data.dataset: validation on entry, deterministic splits, batching in a given order."""
 
 from __future__ import annotations
 
@@ -129,23 +129,26 @@ def test_stratified_split_keeps_class_balance():
 
 
 # ---------------------------------------------------------------- batching
-def _epoch_ids(ds: ArrayDataset, batch_size: int, key) -> list[np.ndarray]:
-    return [b["x"][:, 0].astype(np.int64) for b in ds.iter_batches(batch_size, key=key)]
+def _order(key: int, n: int) -> np.ndarray:
+    from ml_adv.training.steps import epoch_order
+
+    return np.asarray(epoch_order(jax.random.key(key), n, 1)).reshape(-1)
 
 
-def test_iter_batches_order_is_a_function_of_the_key():
+def test_iter_batches_follows_the_training_order():
     ds = _indexed()
-    k1, k2 = jax.random.key(1), jax.random.key(2)
-    first = np.concatenate(_epoch_ids(ds, 16, k1))
-    np.testing.assert_array_equal(first, np.concatenate(_epoch_ids(ds, 16, k1)))
-    assert not np.array_equal(first, np.concatenate(_epoch_ids(ds, 16, k2)))
-    assert not np.array_equal(first, np.arange(len(ds)))
+    order = _order(1, len(ds))
+    ids = np.concatenate([b["x"][:, 0] for b in ds.iter_batches(16, order=order)]).astype(np.int64)
+    np.testing.assert_array_equal(ids, order)
+    assert not np.array_equal(ids, np.arange(len(ds)))
+    with pytest.raises(DataError, match="^order:"):
+        next(ds.iter_batches(16, order=[0, 60]))
 
 
 @pytest.mark.parametrize("key", [None, 3])
 def test_iter_batches_visits_every_example_once(key):
     ds = _indexed()
-    batches = list(ds.iter_batches(16, key=None if key is None else jax.random.key(key)))
+    batches = list(ds.iter_batches(16, order=None if key is None else _order(key, len(ds))))
     assert [len(b["y"]) for b in batches] == [16, 16, 16, 12]
     ids = np.concatenate([b["x"][:, 0] for b in batches]).astype(np.int64)
     np.testing.assert_array_equal(np.sort(ids), np.arange(len(ds)))
@@ -158,7 +161,7 @@ def test_iter_batches_visits_every_example_once(key):
 
 
 def test_iter_batches_drop_remainder():
-    batches = list(_indexed().iter_batches(16, key=jax.random.key(0), drop_remainder=True))
+    batches = list(_indexed().iter_batches(16, drop_remainder=True))
     assert [len(b["y"]) for b in batches] == [16, 16, 16]
 
 

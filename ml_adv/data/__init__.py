@@ -7,10 +7,10 @@ loader is called, so importing ``ml_adv.data`` stays cheap.
 from ml_adv.data.builtin import (
     available_builtin_datasets,
     digits_tokens_to_pixels,
-    load_dataset,
     load_digits,
     load_digits_m,
 )
+from ml_adv.data.catalog import load_dataset
 from ml_adv.data.dataset import (
     INPUT_KINDS,
     ArrayDataset,

@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import inspect
 from collections.abc import Callable
 
 import numpy as np
@@ -268,34 +267,11 @@ def _builtin_split(ds: ArrayDataset, split: str) -> ArrayDataset:
     return dataclasses.replace(part, name=f"{ds.name}:{split}", info=dict(ds.info, split=split))
 
 
-def load_dataset(name: str, *, split: str = "train", **kwargs) -> ArrayDataset:
-    """Load a dataset by name: a built-in one, else any TFDS dataset via ``load_tfds``.
+def __getattr__(name: str):
+    # ``load_dataset`` moved to ml_adv.data.catalog (which imports this module and the TFDS
+    # loader, so neither imports the other); the old import path keeps working.
+    if name == "load_dataset":
+        from ml_adv.data.catalog import load_dataset
 
-    Args:
-        name: one of ``available_builtin_datasets()`` or a TFDS name (``"mnist"``,
-            ``"imdb_reviews"`` ...).
-        split: for built-ins ``"train"`` (80%), ``"test"`` (20%, stratified, fixed
-            seed, disjoint from train) or ``"all"``; for TFDS any TFDS split string.
-        **kwargs: passed to the loader (e.g. ``seed`` for ``digits_m``,
-            ``max_examples`` for TFDS).
-
-    Example:
-        >>> train = load_dataset("digits_sequence", split="train")
-        >>> test = load_dataset("digits_sequence", split="test")
-    """
-    if name in BUILTIN_DATASETS:
-        if split not in BUILTIN_SPLITS:
-            raise ConfigError(
-                f"split: built-in dataset {name!r} has splits {list(BUILTIN_SPLITS)}, got {split!r}"
-            )
-        loader = BUILTIN_DATASETS.get(name)
-        try:
-            inspect.signature(loader).bind(**kwargs)
-        except TypeError as exc:
-            raise ConfigError(
-                f"kwargs: built-in dataset {name!r} does not accept {sorted(kwargs)} ({exc})"
-            ) from exc
-        return _builtin_split(loader(**kwargs), split)
-    from ml_adv.data.tfds_loader import load_tfds
-
-    return load_tfds(name, split=split, **kwargs)
+        return load_dataset
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -5,9 +5,16 @@ host (numpy) arrays: features ``x``, integer labels ``y`` and optional integer
 ``domain`` ids. Everything is validated once, when the dataset is built, so the
 compiled training code never sees NaNs, out-of-range labels or ragged inputs.
 
-Shuffling takes an explicit ``jax.random`` key (never global state), so the
-order of batches is a pure function of the key, which is what makes resumed runs
-bitwise-identical to uninterrupted ones.
+Integer features are ambiguous: token ids for a Transformer, counts or
+categories for an MLP, pixel values for a CNN. The dtype alone does not decide:
+pass ``input_kind`` (the trainer passes the one its architecture takes), and
+non-token integer features become float32 with their values unchanged (uint8
+images stay 0..255). Only when nothing says otherwise is a 2-D integer array
+taken for token ids.
+
+Epoch order lives in one place, ``ml_adv.training.steps.epoch_order``, drawn on
+the host from an explicit key; ``iter_batches`` takes such an order, so there is
+no second shuffling path here.
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from ml_adv.errors import DataError, check_positive, describe
+from ml_adv.errors import ConfigError, DataError, check_positive, describe
 
 # What ``x`` represents; models use it to validate inputs (see ModelSpec).
 INPUT_KINDS = ("features", "image", "sequence", "tokens")
@@ -35,18 +42,34 @@ def _as_array(name: str, value: Any) -> np.ndarray:
 
 
 def validate_labels(name: str, y: Any, num_classes: int | None = None) -> np.ndarray:
-    """Return ``y`` as int32 after checking it is 1-D, integral and within ``[0, num_classes)``."""
+    """Return ``y`` as int32 after checking it is 1-D, integral and within ``[0, num_classes)``.
+
+    Booleans are accepted as classes 0 and 1.
+    """
     arr = _as_array(name, y)
+    if arr.ndim == 2 and arr.shape[1] == 1:
+        raise DataError(f"{name}: expected a 1-D array of integer class ids, got {describe(arr)}; "
+                        "a column vector? pass y.ravel()")
+    if arr.ndim == 2:
+        raise DataError(f"{name}: expected a 1-D array of integer class ids, got {describe(arr)}; "
+                        "one-hot labels? pass y.argmax(-1)")
     if arr.ndim != 1:
         raise DataError(f"{name}: expected a 1-D array of integer class ids, got {describe(arr)}")
     if arr.dtype.kind == "f":
         if not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr)):
             raise DataError(f"{name}: expected integer class ids, got non-integer floats (dtype {arr.dtype})")
-    elif arr.dtype.kind not in "iu":
+    elif arr.dtype.kind in "USO":
+        raise DataError(f"{name}: expected integer class ids, got dtype {arr.dtype} (text labels?); encode them "
+                        "first, e.g. classes, y = np.unique(y, return_inverse=True)")
+    elif arr.dtype.kind not in "iub":
         raise DataError(f"{name}: expected integer class ids, got dtype {arr.dtype}")
+    if arr.size and arr.dtype.kind == "f" and np.abs(arr).max() >= 2**31:
+        raise DataError(f"{name}: expected class ids below 2**31, got maximum {arr.max()}")
     arr = arr.astype(np.int64)
     if arr.size and arr.min() < 0:
         raise DataError(f"{name}: expected class ids >= 0, got minimum {int(arr.min())}")
+    if arr.size and arr.max() >= 2**31:
+        raise DataError(f"{name}: expected class ids below 2**31, got maximum {int(arr.max())}")
     if num_classes is not None and arr.size and arr.max() >= num_classes:
         raise DataError(
             f"{name}: expected class ids in [0, {num_classes}), got maximum {int(arr.max())}"
@@ -54,23 +77,56 @@ def validate_labels(name: str, y: Any, num_classes: int | None = None) -> np.nda
     return arr.astype(np.int32)
 
 
-def validate_features(name: str, x: Any) -> np.ndarray:
-    """Return ``x`` as float32 (or int32 for token ids) after checking it is finite and non-empty."""
+def validate_features(name: str, x: Any, input_kind: str | None = None) -> np.ndarray:
+    """Return ``x`` checked (finite, non-empty, numeric) as float32, or int32 for token ids.
+
+    Args:
+        name: the argument name used in error messages.
+        x: ``[N, ...]`` array-like.
+        input_kind: one of ``INPUT_KINDS``; integer ``x`` stays int32 only for ``'tokens'``
+            (and, when ``input_kind`` is None, as before: the caller decides later).
+            Booleans are always features (float32 0/1).
+    """
     arr = _as_array(name, x)
     if arr.ndim < 1 or arr.shape[0] == 0:
         raise DataError(f"{name}: expected a non-empty array with a leading example axis, got {describe(arr)}")
     if arr.ndim < 2:
         raise DataError(
-            f"{name}: expected at least 2 dimensions (examples, features...), got {describe(arr)}"
+            f"{name}: expected at least 2 dimensions (examples, features...), got {describe(arr)}; "
+            "one feature per example? pass x.reshape(-1, 1)"
         )
-    if arr.dtype.kind in "iub":
-        return arr.astype(np.int32)
+    if arr.size == 0:
+        raise DataError(f"{name}: expected at least one feature per example, got {describe(arr)}")
+    if arr.dtype.kind == "b":
+        return arr.astype(np.float32)
+    if arr.dtype.kind in "iu":
+        if input_kind in (None, "tokens"):
+            if arr.min() < 0 and input_kind == "tokens":
+                raise DataError(f"{name}: expected token ids >= 0, got minimum {int(arr.min())}")
+            if arr.max() > np.iinfo(np.int32).max or arr.min() < np.iinfo(np.int32).min:
+                raise DataError(f"{name}: expected integers that fit in int32, got range [{arr.min()}, {arr.max()}]")
+            return arr.astype(np.int32)
+        return arr.astype(np.float32)
     if arr.dtype.kind != "f":
         raise DataError(f"{name}: expected a numeric array, got dtype {arr.dtype}")
-    if not np.all(np.isfinite(arr)):
-        bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
-        raise DataError(f"{name}: expected finite values, got {bad} NaN/inf entries")
-    return arr.astype(np.float32)
+    if input_kind == "tokens":
+        raise DataError(f"{name}: input_kind 'tokens' expects integer token ids, got dtype {arr.dtype}")
+    out = arr.astype(np.float32)
+    # Checked after the cast: float64 values beyond float32's range become inf.
+    if not np.all(np.isfinite(out)):
+        bad = int(np.size(out) - np.count_nonzero(np.isfinite(out)))
+        what = "NaN/inf" if not np.all(np.isfinite(arr)) else "float32-overflowing (|x| > 3.4e38)"
+        raise DataError(f"{name}: expected finite values, got {bad} {what} entries")
+    return out
+
+
+def check_labels_below(argument: str, y: np.ndarray, num_classes: int) -> None:
+    """DataError unless every label in ``y`` is below ``num_classes`` (a model's output count)."""
+    if len(y) and int(np.max(y)) >= num_classes:
+        raise DataError(
+            f"{argument}: expected class ids in [0, {num_classes}) for a model with {num_classes} outputs, "
+            f"got maximum {int(np.max(y))}"
+        )
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -100,9 +156,13 @@ class ArrayDataset:
     info: dict = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
-        x = validate_features("x", self.x)
+        if self.input_kind is not None and self.input_kind not in INPUT_KINDS:
+            raise DataError(f"input_kind: expected one of {list(INPUT_KINDS)}, got {self.input_kind!r}")
+        raw = _as_array("x", self.x)
+        kind = self.input_kind or _infer_kind(raw)
+        x = validate_features("x", raw, kind)
         if self.num_classes is not None:
-            check_positive("num_classes", self.num_classes)
+            object.__setattr__(self, "num_classes", check_positive("num_classes", self.num_classes))
         y = validate_labels("y", self.y, self.num_classes)
         if len(y) != len(x):
             raise DataError(f"y: expected {len(x)} labels to match x, got {len(y)}")
@@ -112,11 +172,6 @@ class ArrayDataset:
             domain = validate_labels("domain", domain)
             if len(domain) != len(x):
                 raise DataError(f"domain: expected {len(x)} domain ids to match x, got {len(domain)}")
-        kind = self.input_kind or _infer_kind(x)
-        if kind not in INPUT_KINDS:
-            raise DataError(f"input_kind: expected one of {list(INPUT_KINDS)}, got {kind!r}")
-        if kind == "tokens" and x.dtype.kind not in "iu":
-            raise DataError(f"x: input_kind 'tokens' expects integer token ids, got dtype {x.dtype}")
         object.__setattr__(self, "x", x)
         object.__setattr__(self, "y", y)
         object.__setattr__(self, "num_classes", num_classes)
@@ -155,6 +210,22 @@ class ArrayDataset:
             domain=None if self.domain is None else self.domain[idx],
             name=name or self.name,
         )
+
+    def with_input_kind(self, input_kind: str, *, argument: str = "x") -> ArrayDataset:
+        """The same examples read as ``input_kind`` (e.g. integer features for an MLP: float32).
+
+        Raises DataError when impossible (float features cannot be token ids).
+        """
+        if input_kind == self.input_kind:
+            return self
+        if input_kind not in INPUT_KINDS:
+            raise DataError(f"input_kind: expected one of {list(INPUT_KINDS)}, got {input_kind!r}")
+        if input_kind == "tokens" and self.x.dtype.kind not in "iu":
+            raise DataError(
+                f"{argument}: {input_kind!r} inputs are integer token ids, got {self.input_kind} data of dtype {self.x.dtype}"
+            )
+        x = self.x if input_kind == "tokens" else self.x.astype(np.float32)
+        return dataclasses.replace(self, x=x, input_kind=input_kind)
 
     def with_domain(self, domain_id: int) -> ArrayDataset:
         """Copy with every example tagged with ``domain_id``."""
@@ -202,29 +273,30 @@ class ArrayDataset:
     # ---------------------------------------------------------------- batching
     def check_batch_size(self, batch_size: int, *, argument: str = "batch_size") -> None:
         """Raise ConfigError if ``batch_size`` is not positive or exceeds the dataset size."""
-        check_positive(argument, batch_size)
+        batch_size = check_positive(argument, batch_size)
         if batch_size > len(self):
-            from ml_adv.errors import ConfigError
-
             raise ConfigError(
                 f"{argument}: expected at most the dataset size ({len(self)} examples in {self.name!r}), got {batch_size}"
             )
 
-    def permutation(self, key) -> np.ndarray:
-        """Example order for one epoch, a pure function of the jax PRNG ``key``."""
-        import jax
-
-        return np.asarray(jax.random.permutation(key, len(self)))
-
     def iter_batches(
-        self, batch_size: int, *, key=None, drop_remainder: bool = False
+        self, batch_size: int, *, order: Sequence[int] | np.ndarray | None = None, drop_remainder: bool = False
     ) -> Iterator[dict[str, np.ndarray]]:
-        """Yield ``{'x', 'y'[, 'domain']}`` batches; shuffled by ``key`` if given, else in order."""
+        """Yield ``{'x', 'y'[, 'domain']}`` batches in ``order`` (default: as stored).
+
+        For a shuffled epoch pass ``ml_adv.training.steps.epoch_order(key, len(ds), batch_size)``
+        flattened, the order training uses.
+        """
         self.check_batch_size(batch_size)
-        order = self.permutation(key) if key is not None else np.arange(len(self))
-        stop = len(self) - (len(self) % batch_size if drop_remainder else 0)
+        if order is None:
+            idx_all = np.arange(len(self))
+        else:
+            idx_all = np.asarray(order, dtype=np.int64).reshape(-1)
+            if idx_all.size and (idx_all.min() < 0 or idx_all.max() >= len(self)):
+                raise DataError(f"order: expected indices in [0, {len(self)}), got range [{idx_all.min()}, {idx_all.max()}]")
+        stop = len(idx_all) - (len(idx_all) % batch_size if drop_remainder else 0)
         for start in range(0, stop, batch_size):
-            idx = order[start : start + batch_size]
+            idx = idx_all[start : start + batch_size]
             batch = {"x": self.x[idx], "y": self.y[idx]}
             if self.domain is not None:
                 batch["domain"] = self.domain[idx]
@@ -239,6 +311,7 @@ class ArrayDataset:
 
 
 def _infer_kind(x: np.ndarray) -> str:
+    # Only a fallback: the trainer passes its architecture's kind (see the module docstring).
     if x.dtype.kind in "iu" and x.ndim == 2:
         return "tokens"
     if x.ndim == 2:

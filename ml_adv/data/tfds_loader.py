@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from ml_adv.data.builtin import available_builtin_datasets
 from ml_adv.data.dataset import ArrayDataset
 from ml_adv.errors import ConfigError, DataError, check_positive
 
@@ -99,8 +100,6 @@ def _builder(tfds, name: str, data_dir):
     try:
         return tfds.builder(name, data_dir=data_dir)
     except tfds.core.registered.DatasetNotFoundError as exc:
-        from ml_adv.data.builtin import available_builtin_datasets
-
         known = tfds.list_builders(with_community_datasets=False)
         close = difflib.get_close_matches(name.split("/")[0].split(":")[0], known, n=3)
         hint = f"; did you mean {close}?" if close else ""

@@ -108,7 +108,7 @@ def resolve_training_data(
 
 
 def _load_data(td: dict[str, Any], architecture: str) -> tuple[ArrayDataset, ArrayDataset | None]:
-    from ml_adv.data.builtin import load_dataset
+    from ml_adv.data.catalog import load_dataset
 
     if "data" in td and ("x" in td or "y" in td):
         raise ConfigError("training_data: give either 'data' or 'x'/'y', got both")
