@@ -172,7 +172,10 @@ def test_load_dataset_bad_arguments(call, argument):
 
 
 def test_loaders_do_not_import_each_other():
-    """catalog imports builtin and tfds_loader; builtin imports neither (no import circle)."""
+    """catalog imports builtin and tfds_loader; at import time builtin imports neither (no circle).
+
+    builtin's ``load_dataset`` is an attribute alias resolved on first use (old import path).
+    """
     import ast
     from pathlib import Path
 
@@ -182,7 +185,7 @@ def test_loaders_do_not_import_each_other():
 
     def imported(name):
         tree = ast.parse((root / f"{name}.py").read_text())
-        return {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+        return {node.module for node in tree.body if isinstance(node, ast.ImportFrom) and node.module}
 
     assert not {"ml_adv.data.tfds_loader", "ml_adv.data.catalog"} & imported("builtin")
     assert "ml_adv.data.catalog" not in imported("tfds_loader")
