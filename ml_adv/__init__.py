@@ -24,6 +24,9 @@ _EXPORTS = {
     "AdvancedModelArchitecture": "ml_adv.models.architecture",
     "AdvancedActiveLearning": "ml_adv.active_learning.facade",
     "AdvancedModelEnsemble": "ml_adv.ensembles.facade",
+    "AdvancedHyperparameterOptimizer": "ml_adv.hpo.facade",
+    "SearchSpace": "ml_adv.hpo.space",
+    "Study": "ml_adv.hpo.study",
     # functional core
     "ArrayDataset": "ml_adv.data.dataset",
     "load_dataset": "ml_adv.data.builtin",
@@ -65,6 +68,9 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from ml_adv.data.dataset import ArrayDataset
     from ml_adv.data.tfds_loader import load_tfds
     from ml_adv.ensembles.facade import AdvancedModelEnsemble
+    from ml_adv.hpo.facade import AdvancedHyperparameterOptimizer
+    from ml_adv.hpo.space import SearchSpace
+    from ml_adv.hpo.study import Study
     from ml_adv.models.architecture import AdvancedModelArchitecture
     from ml_adv.models.registry import ModelSpec, make_spec
     from ml_adv.training.config import TrainConfig

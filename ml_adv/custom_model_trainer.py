@@ -1,5 +1,6 @@
 """SEED import path ``ml_adv.custom_model_trainer``: re-exports only."""
 
+from ml_adv.hpo.facade import AdvancedHyperparameterOptimizer
 from ml_adv.models.architecture import AdvancedModelArchitecture
 from ml_adv.training.facade import (
     AdvancedCustomModelTrainer,
@@ -9,6 +10,6 @@ from ml_adv.training.facade import (
 from ml_adv.training.trained_model import TrainedModel
 
 __all__ = [
-    "AdvancedCustomModelTrainer", "AdvancedModelArchitecture", "AdvancedTrainingStrategy", "TrainedModel",
+    "AdvancedCustomModelTrainer", "AdvancedHyperparameterOptimizer", "AdvancedModelArchitecture", "AdvancedTrainingStrategy", "TrainedModel",
     "TrainingResult",
 ]

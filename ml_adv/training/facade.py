@@ -17,6 +17,7 @@ import resource
 import threading
 import time
 import uuid
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -24,20 +25,20 @@ import jax
 import numpy as np
 
 from ml_adv.errors import (
+    CheckpointError,
     ConfigError,
     TrainingDivergedError,
+    check_bool,
     check_positive,
     describe,
     unknown_name,
 )
+from ml_adv.hpo.methods import OPTIMIZATION_METHODS  # "none" plus ml_adv.hpo's search methods
 from ml_adv.rundir import RunDirectory, dumps
 from ml_adv.training.config import TrainConfig
 from ml_adv.training.loop import fit
 from ml_adv.training.trained_model import TrainedModel
-from ml_adv.training.training_data import TRAIN_FIELDS, resolve_training_data
-
-# Search methods of the hyper-parameter optimizer (the optimizer itself lives in ml_adv.hpo).
-OPTIMIZATION_METHODS = ("none", "bayesian", "grid_search", "random_search", "genetic", "evolutionary")
+from ml_adv.training.training_data import TRAIN_FIELDS, normalize_train_fields, resolve_training_data
 
 
 class AdvancedTrainingStrategy:
@@ -58,8 +59,9 @@ class AdvancedTrainingStrategy:
         unknown = set(options) - set(TRAIN_FIELDS)
         if unknown:
             raise ConfigError(f"options: unknown training option(s) {sorted(unknown)}; expected some of {list(TRAIN_FIELDS)}")
-        self.config = TrainConfig(learning_rate=learning_rate, batch_size=batch_size, epochs=epochs,
-                                  early_stopping=early_stopping, **options)
+        fields = normalize_train_fields({"learning_rate": learning_rate, "batch_size": batch_size, "epochs": epochs,
+                                         "early_stopping": early_stopping, **options})
+        self.config = TrainConfig(**fields)
 
     def __getattr__(self, name: str) -> Any:
         if name != "config" and name in TRAIN_FIELDS:
@@ -95,8 +97,10 @@ class AdvancedCustomModelTrainer:
 
     Args:
         architecture_type: "mlp", "cnn", "lstm", "transformer", "bert" (see ``ARCHITECTURES``).
-        optimization_method: hyper-parameter search method used by the optimizer
-            ("none", "bayesian", "grid_search", "random_search", "genetic", "evolutionary").
+        optimization_method: "none", or a search method of ``ml_adv.hpo`` ("bayesian", "genetic",
+            "grid_search", "random", "population" ...): the search runs first on the validation
+            split of the training data, then the best configuration is trained
+            (``ml_adv.hpo.integration``; the study is in ``metrics["hpo"]``).
         strategy: default ``AdvancedTrainingStrategy`` (overridden by keys of ``training_data``).
         size: model size variant ("tiny", "small", "base", ...).
         run_root: runs are written to ``run_root/<run_name>/``.
@@ -112,15 +116,19 @@ class AdvancedCustomModelTrainer:
                  run_root: str | Path = "runs"):
         from ml_adv.models import ARCHITECTURES
 
-        if architecture_type not in ARCHITECTURES:
+        if not isinstance(architecture_type, str) or architecture_type not in ARCHITECTURES:
             raise unknown_name("architecture_type", architecture_type, ARCHITECTURES.names())
-        if optimization_method not in OPTIMIZATION_METHODS:
+        if not isinstance(optimization_method, str) or optimization_method not in OPTIMIZATION_METHODS:
             raise unknown_name("optimization_method", optimization_method, OPTIMIZATION_METHODS)
         if strategy is not None and not isinstance(strategy, AdvancedTrainingStrategy):
             raise ConfigError(f"strategy: expected an AdvancedTrainingStrategy, got {describe(strategy)}")
         self.architecture_type = architecture_type
         self.optimization_method = optimization_method
         self.strategy = strategy or AdvancedTrainingStrategy()
+        if not isinstance(size, str) or size not in ARCHITECTURES.get(architecture_type).sizes:
+            raise unknown_name("size", size, list(ARCHITECTURES.get(architecture_type).sizes))
+        if isinstance(run_root, bool) or not isinstance(run_root, (str, Path)) or not str(run_root):
+            raise ConfigError(f"run_root: expected a folder path, got {describe(run_root)}")
         self.size = size
         self.run_root = Path(run_root)
         self._overrides: dict[str, Any] = {}
@@ -134,26 +142,25 @@ class AdvancedCustomModelTrainer:
     # ----------------------------------------------------------------- settings
     def set_mixed_precision(self, enabled: bool = True) -> None:
         """bfloat16 compute with float32 master weights."""
-        self._overrides["mixed_precision"] = bool(enabled)
+        self._overrides["mixed_precision"] = check_bool("enabled", enabled)
 
     def set_gradient_accumulation(self, steps: int) -> None:
         """Accumulate gradients over ``steps`` micro-batches per optimizer update."""
-        check_positive("steps", steps)
-        self._overrides["grad_accum_steps"] = int(steps)
+        self._overrides["grad_accum_steps"] = check_positive("steps", steps)
 
     def set_distributed_training(self, enabled: bool = True) -> None:
         """Data-parallel training over all ``jax.devices()`` (batch sharded, params replicated)."""
-        self._overrides["data_parallel"] = bool(enabled)
+        self._overrides["data_parallel"] = check_bool("enabled", enabled)
 
     def set_data_augmentation(self, enabled: bool = True, fn=None) -> None:
         """Augment training batches: ``fn(batch, key) -> batch``, or a default per input kind."""
         if fn is not None and not callable(fn):
             raise ConfigError(f"fn: expected a callable (batch, key) -> batch, got {describe(fn)}")
-        self._augment_fn = (fn or "default") if enabled else None
+        self._augment_fn = (fn or "default") if check_bool("enabled", enabled) else None
 
     def set_resource_monitoring(self, enabled: bool = True) -> None:
         """Record wall time, peak host memory and device memory for each run."""
-        self._resource_monitoring = bool(enabled)
+        self._resource_monitoring = check_bool("enabled", enabled)
 
     # ------------------------------------------------------------------ training
     async def train_custom_model(self, training_data: dict[str, Any]) -> TrainingResult:
@@ -164,6 +171,11 @@ class AdvancedCustomModelTrainer:
         """Synchronous ``train_custom_model``. Bad input raises ``ml_adv.errors`` before compiling."""
         from ml_adv.models import AdvancedModelArchitecture
 
+        hpo = None
+        if self.optimization_method != "none":  # search first (validation split of the training data)
+            from ml_adv.hpo.integration import search_before_training
+
+            training_data, hpo = search_before_training(self, training_data)
         plan = resolve_training_data(training_data, architecture=self.architecture_type,
                                      base_config=self.strategy.config, settings=self._overrides,
                                      augment=self._augment_fn, default_size=self.size)
@@ -171,6 +183,7 @@ class AdvancedCustomModelTrainer:
         spec = AdvancedModelArchitecture(self.architecture_type, size=plan.size, **plan.model_overrides).design_architecture(
             plan.input_dim, plan.output_dim, input_shape=train.example_shape, input_kind=train.input_kind
         )
+        _check_against_model(spec, val, test)
         model_id = uuid.uuid4().hex[:12]
         run_name = plan.run_name or _readable_run_name(self.architecture_type, train.name)
         run_dir = self.run_root / run_name
@@ -192,6 +205,8 @@ class AdvancedCustomModelTrainer:
             model = self._last_good_model(spec, config, run_dir, model_id)
             metrics = {"wall_seconds": wall}
             history = rd.read_jsonl("metrics.jsonl")
+        if hpo is not None:
+            metrics["hpo"] = hpo
         if self._resource_monitoring:
             metrics["resources"] = _resources()
         if model is not None:
@@ -271,6 +286,7 @@ class AdvancedCustomModelTrainer:
                   "runs": len(runs), "successful_runs": len(ok), "failed_runs": len(runs) - len(ok),
                   "best_model_id": best["model_id"] if best else None,
                   "best_metrics": best["metrics"] if best else None,
+                  "hpo_studies": [r["metrics"]["hpo"] for r in runs if "hpo" in r["metrics"]],
                   "system_integrity": self.validate_system_integrity(),
                   "models": [{"model_id": r["model_id"], "success": r["success"], "run_dir": r["run_dir"],
                               **{k: r["metrics"].get(k) for k in ("val_accuracy", "test_accuracy", "epochs_run", "wall_seconds")}}
@@ -288,15 +304,23 @@ class AdvancedCustomModelTrainer:
 
         ckpt = RunCheckpointer(run_dir / "checkpoints")
         try:
-            if ckpt.latest_step() is None:
-                return None
             module, example = spec.build(), spec.example_input()
             tx = build_optimizer(config, 1)
             target = jax.eval_shape(lambda: create_train_state(
                 module, example, tx, init_key=jax.random.PRNGKey(0), rng=jax.random.PRNGKey(0)).checkpoint_items())
-            items, _ = ckpt.restore(target)
-            return TrainedModel(spec, {"params": items["params"], **items["model_state"]}, model_id,
-                                mixed_precision=config.mixed_precision)
+            # Newest intact checkpoint first: a damaged latest one falls back to best.
+            for which in ("latest", "best"):
+                if ckpt.latest_step(which) is None:
+                    continue
+                try:
+                    items, _ = ckpt.restore(target, which=which)
+                except CheckpointError as exc:
+                    warnings.warn(f"run_dir: the {which!r} checkpoint in {run_dir} is damaged, "
+                                  f"trying the next one ({str(exc)[:200]})", RuntimeWarning, stacklevel=2)
+                    continue
+                return TrainedModel(spec, {"params": items["params"], **items["model_state"]}, model_id,
+                                    mixed_precision=config.mixed_precision)
+            return None
         finally:
             ckpt.close()
 
@@ -322,6 +346,16 @@ def _resources() -> dict[str, Any]:
         out["device_peak_bytes_in_use"] = stats.get("peak_bytes_in_use")
     out["devices"] = [str(d) for d in jax.devices()]
     return out
+
+
+def _check_against_model(spec, val, test) -> None:
+    """Validation and test data must fit the model too, checked before anything trains."""
+    from ml_adv.data.dataset import check_labels_below
+
+    for argument, ds in (("validation_data", val), ("test_data", test)):
+        if ds is not None:
+            spec.validate_inputs(ds.x, argument=f"{argument}.x")
+            check_labels_below(f"{argument}.y", ds.y, spec.num_classes)
 
 
 def _readable_run_name(architecture: str, data_name: str) -> str:

@@ -1,0 +1,75 @@
+"""The trainer's ``optimization_method``: search first, then train the best configuration.
+
+``AdvancedCustomModelTrainer.train`` calls ``search_before_training`` when its
+``optimization_method`` is not ``"none"``. The search trains candidates on the
+trainer's own training part and scores them on its validation part (the
+``validation_data`` given, or the split carved from the training data), never on the
+test split; the trainer then trains its final model with the best configuration on
+the same split, and reports the study in ``TrainingResult.metrics["hpo"]``.
+
+Search options ride in ``training_data`` next to the data (removed before training):
+``search_space`` (a ``SearchSpace`` or its dict declaration; default ``default_space``),
+``max_trials`` (default 10), ``search_epochs`` (epochs per trial; default the
+training's), ``search_seed`` (default 0). The study is resumable in
+``run_root/<run_name>/hpo/``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from ml_adv.errors import ConfigError, check_positive, describe
+from ml_adv.hpo.facade import as_space, default_space
+from ml_adv.hpo.objective import TRAIN_FIELDS, TrainingObjective
+from ml_adv.hpo.study import Study
+
+HPO_KEYS = ("search_space", "max_trials", "search_epochs", "search_seed")
+DEFAULT_MAX_TRIALS = 10
+
+
+def search_before_training(trainer, training_data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Run the trainer's search; return ``(training_data with the best configuration, study report)``."""
+    from ml_adv.training.training_data import resolve_training_data
+
+    if not isinstance(training_data, dict):
+        raise ConfigError(f"training_data: expected a dict with 'data' and hyper-parameters, got {describe(training_data)}")
+    data = {k: v for k, v in training_data.items() if k not in HPO_KEYS}
+    options = {k: training_data[k] for k in HPO_KEYS if k in training_data}
+    max_trials = options.get("max_trials", DEFAULT_MAX_TRIALS)
+    check_positive("max_trials", max_trials)
+    plan = resolve_training_data(data, architecture=trainer.architecture_type, base_config=trainer.strategy.config,
+                                 settings=trainer._overrides, augment=trainer._augment_fn,
+                                 default_size=trainer.size)
+    space = as_space(options.get("search_space")) or default_space(
+        (trainer.architecture_type,), max_batch_size=len(plan.train))
+    if "architecture" in space:
+        raise ConfigError("search_space: the trainer's architecture is fixed by architecture_type; "
+                          "search over architectures with AdvancedHyperparameterOptimizer, got an 'architecture' parameter")
+    base = plan.config
+    if "search_epochs" in options:
+        check_positive("search_epochs", options["search_epochs"])
+        base = base.replace(epochs=int(options["search_epochs"]))
+    objective = TrainingObjective(views={"*": (plan.train, plan.val)}, base_config=base,
+                                  architecture=trainer.architecture_type, size=plan.size,
+                                  model_overrides=dict(plan.model_overrides), data_name=plan.train.name)
+    run_name = plan.run_name or f"{trainer.architecture_type}-{trainer.optimization_method}-{uuid.uuid4().hex[:8]}"
+    study = Study(objective, space, method=trainer.optimization_method, max_trials=max_trials,
+                  seed=options.get("search_seed", 0), run_dir=trainer.run_root / run_name / "hpo", progress=False)
+    result = study.run()
+    final = {**data, "run_name": run_name}
+    if result.best_config is not None:  # no trial succeeded: train the configuration given, say so in the report
+        overrides = dict(final.get("model_overrides") or {})
+        for key, value in result.best_config.items():
+            if key in TRAIN_FIELDS:
+                final[key] = value
+            elif key == "size":
+                final["size"] = value
+            else:
+                overrides[key] = value
+        if overrides:
+            final["model_overrides"] = overrides
+    report = {**result.summary(), "search_space": space.to_dict(),
+              "split": {"train": len(plan.train), "validation": len(plan.val)},
+              "trial_epochs": base.epochs}
+    return final, report
