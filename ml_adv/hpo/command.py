@@ -1,0 +1,136 @@
+"""Search hyper-parameters (and the architecture) on a built-in or TFDS dataset.
+
+Examples:
+  ml-adv hpo --arch cnn --data digits --method bayesian --trials 30
+  ml-adv hpo --arch mlp,cnn --size tiny,small --method genetic --trials 40 --pruner median
+  ml-adv hpo --arch mlp --method grid_search --trials 12 --space '{"learning_rate": ["log", 1e-4, 1e-2]}'
+  ml-adv hpo --arch cnn --method random --trials 16 --workers 2
+
+Each trial trains on the training split minus a validation part (--validation-split)
+and is scored on that part; the test split is never used. Writes trials.jsonl (one
+line per finished trial, flushed and fsync'd), best_config.json, plots/best_so_far.png,
+plots/parallel_coordinates.png and report.json under the run directory. Killed and
+started again with the same command, the study replays trials.jsonl and runs only the
+trials that never finished; --fresh starts over.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from ml_adv.errors import ConfigError
+
+
+def _names(text: str) -> tuple[str, ...]:
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected one or more comma-separated names, got {text!r}")
+    return names
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ml_adv.cli import add_run_arguments, choices_help
+    from ml_adv.hpo.methods import SEARCH_METHODS
+    from ml_adv.hpo.pruning import PRUNERS
+
+    search = parser.add_argument_group("search")
+    search.add_argument("--method", default="bayesian", metavar="NAME",
+                        help=choices_help("search method (or any nevergrad optimizer name)", SEARCH_METHODS.names()))
+    search.add_argument("--trials", type=_positive_int, default=30, help="number of trials (max_trials)")
+    search.add_argument("--space", default=None, metavar="JSON",
+                        help="search space as JSON or a path to a JSON file, e.g. "
+                             "'{\"learning_rate\": [\"log\", 1e-4, 1e-2], \"batch_size\": [16, 32]}' "
+                             "(default: learning rate, batch size, dropout, label smoothing, and the "
+                             "architecture/size when several are given)")
+    search.add_argument("--pruner", default="none", choices=["none", *PRUNERS.names()],
+                        help="stop unpromising trials on their per-epoch validation accuracy")
+    search.add_argument("--grid-points", type=_positive_int, default=3, help="values per float axis (grid_search)")
+    search.add_argument("--workers", type=_positive_int, default=1,
+                        help="run this many trials at once in a process pool")
+    search.add_argument("--seed", type=int, default=0, help="seeds the searcher and every trial's training")
+
+    model = parser.add_argument_group("model and data")
+    model.add_argument("--arch", type=_names, default=("cnn",), metavar="NAMES",
+                       help="architecture, or a comma-separated list to choose among (mlp,cnn)")
+    model.add_argument("--size", type=_names, default=("tiny",), metavar="NAMES",
+                       help="model size variant, or a comma-separated list to choose among (tiny,small)")
+    model.add_argument("--data", default="digits", metavar="NAME", help="built-in dataset or local TFDS name")
+    model.add_argument("--epochs", type=_positive_int, default=5, help="training epochs per trial")
+    model.add_argument("--validation-split", type=float, default=0.2, metavar="FRACTION",
+                       help="fraction of the training split each trial is scored on")
+    add_run_arguments(parser.add_argument_group("run directory"), None, "runs/hpo-<arch>-<data>-<method>")
+
+
+def _space(text: str | None):
+    from ml_adv.hpo.space import SearchSpace
+
+    if text is None:
+        return None
+    source = Path(text).read_text() if not text.lstrip().startswith(("{", "[")) and Path(text).is_file() else text
+    try:
+        return SearchSpace.from_dict(json.loads(source))
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"--space: expected JSON or a JSON file, got {text!r} ({exc})") from None
+
+
+def run(args: argparse.Namespace) -> int:
+    """Validate, clean with --fresh, run (or resume) the study, print a table."""
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    from ml_adv.cli import fresh_run_directory
+    from ml_adv.hpo.facade import AdvancedHyperparameterOptimizer, default_space
+    from ml_adv.hpo.objective import TrainingObjective
+    from ml_adv.training.config import TrainConfig
+
+    run_dir = Path(args.run_dir or f"runs/hpo-{'-'.join(args.arch)}-{args.data}-{args.method}")
+    base = TrainConfig(epochs=args.epochs, seed=args.seed)
+    objective = TrainingObjective.from_data(args.data, architectures=args.arch, validation_split=args.validation_split,
+                                            base_config=base, size=args.size[0], split_seed=args.seed)
+    smallest = min(len(t) for t, _ in objective.views.values())
+    space = _space(args.space) or default_space(args.arch, args.size, max_batch_size=smallest)
+    options = {"grid_points": args.grid_points} if args.method == "grid_search" else {}
+    # Trials run in spawned processes: forking a process that already runs JAX threads is unsafe.
+    executor = ProcessPoolExecutor(args.workers, mp_context=get_context("spawn")) if args.workers > 1 else None
+    try:
+        optimizer = AdvancedHyperparameterOptimizer(args.method, args.trials, search_space=space, seed=args.seed,
+                                                    executor=executor, pruner=None if args.pruner == "none" else args.pruner,
+                                                    **options)
+        optimizer.study(objective)  # validates the space against the data before --fresh deletes anything
+        optimizer.run_dir = fresh_run_directory(run_dir, args.fresh)
+        print(f"ml-adv: {args.method} search over {space.names} ({args.trials} trials, {args.epochs} epochs each) "
+              f"-> {run_dir}/", flush=True)
+        started = time.perf_counter()
+        result = optimizer.optimize(objective, search_space=space)
+    finally:
+        if executor is not None:
+            executor.shutdown()
+    summary = result.summary()
+    if result.resumed_trials:
+        print(f"resumed: {result.resumed_trials} finished trial(s) replayed from trials.jsonl")
+    rows = [("method", args.method), ("trials", f"{summary['trials']} (ok {summary['ok']}, failed {summary['failed']}, "
+                                                 f"pruned {summary['pruned']})"),
+            ("best val accuracy", "-" if result.best_score is None else f"{result.best_score:.4f}"),
+            ("best trial", "-" if result.best_trial is None else str(result.best_trial)),
+            ("best config", json.dumps(result.best_config)),
+            ("wall time", f"{time.perf_counter() - started:.1f} s"), ("run directory", str(run_dir))]
+    width = max(len(k) for k, _ in rows)
+    print("\n| " + "metric".ljust(width) + " | value |")
+    print("|" + "-" * (width + 2) + "|-------|")
+    for key, value in rows:
+        print(f"| {key.ljust(width)} | {value} |")
+    print()
+    return 0 if result.best_config is not None else 1
