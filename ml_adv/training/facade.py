@@ -38,7 +38,11 @@ from ml_adv.rundir import RunDirectory, dumps
 from ml_adv.training.config import TrainConfig
 from ml_adv.training.loop import fit
 from ml_adv.training.trained_model import TrainedModel
-from ml_adv.training.training_data import TRAIN_FIELDS, normalize_train_fields, resolve_training_data
+from ml_adv.training.training_data import (
+    TRAIN_FIELDS,
+    normalize_train_fields,
+    resolve_training_data,
+)
 
 
 class AdvancedTrainingStrategy:
@@ -360,7 +364,8 @@ def _check_against_model(spec, val, test) -> None:
 
 def _readable_run_name(architecture: str, data_name: str) -> str:
     """``<arch>-<data>-<YYYYmmdd-HHMMSS>-<4 hex>``: sortable, says what ran, unique per call."""
-    data = "".join(c if c.isalnum() or c in "-_" else "-" for c in data_name.split(":")[0]).strip("-") or "data"
+    base = data_name.split(":")[0].split("[")[0]  # "digits:train[0]" -> "digits"
+    data = "".join(c if c.isalnum() or c in "-_" else "-" for c in base).strip("-") or "data"
     return f"{architecture}-{data}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
 
 
