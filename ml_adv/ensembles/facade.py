@@ -29,7 +29,7 @@ from ml_adv.ensembles.diversity import diversity_report
 from ml_adv.ensembles.folds import check_folds, stratified_fold_ids, training_masks
 from ml_adv.ensembles.inference import DEFAULT_CHUNK, combined_output, ensemble_probs, group_members
 from ml_adv.ensembles.metrics import member_metrics, probability_metrics, to_host
-from ml_adv.ensembles.stacking import cross_validated_meta, fit_meta_learner
+from ml_adv.ensembles.stacking import fit_stacking
 from ml_adv.ensembles.views import resolve_views, split_labelled
 from ml_adv.ensembles.weights import check_weight, check_weights, fit_simplex_weights
 from ml_adv.errors import ConfigError, DataError, NotFittedError, check_positive, describe
@@ -215,9 +215,8 @@ class AdvancedModelEnsemble:
         folds = check_folds(folds)
         y, probs = self._held_out(val_data, "val_data")
         fold_ids = stratified_fold_ids(y, folds, self.seed)
-        probs, labels = jnp.asarray(probs), jnp.asarray(y)
-        oof = cross_validated_meta(probs, labels, jnp.asarray(fold_ids), folds)
-        meta = fit_meta_learner(probs, labels)
+        labels = jnp.asarray(y)
+        meta, oof = fit_stacking(jnp.asarray(probs), labels, jnp.asarray(fold_ids), folds)
         report = {"folds": folds, "out_of_fold": to_host(probability_metrics(oof, labels))}
         self._meta, self._temperature = meta, None
         self._reports["stacking"] = report

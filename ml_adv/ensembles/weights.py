@@ -4,8 +4,9 @@ Learned-weight rule: minimise the validation NLL of the weighted mixture
 ``p(y | x) = sum_k w_k p_k(y | x)`` over the probability simplex. The objective is
 convex in ``w`` (the negative log of a linear function), so its minimum is global; we
 parametrise ``w = softmax(theta)`` (every ``w`` on the simplex's interior is reachable,
-constraints vanish) and run a fixed number of L-BFGS steps from the uniform weights,
-all inside one compiled ``lax.scan``. Members that do not help end with weights near 0.
+constraints vanish) and run a fixed number of Adam steps (``solver.minimize``) from the
+uniform weights, inside one compiled ``lax.scan``. Members that do not help end with
+weights near 0.
 """
 
 from __future__ import annotations
@@ -16,12 +17,12 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
-
 from ml_adv.ensembles.combine import safe_log
+from ml_adv.ensembles.solver import minimize
 from ml_adv.errors import ConfigError, describe
 
-WEIGHT_STEPS = 100
+WEIGHT_STEPS = 500
+WEIGHT_LEARNING_RATE = 0.1
 
 
 def check_weight(name: str, weight) -> float:
@@ -75,18 +76,6 @@ def fit_simplex_weights(probs: jax.Array, labels: jax.Array) -> tuple[jax.Array,
     """
     log_probs_true = jnp.take_along_axis(safe_log(probs), labels[None, :, None], axis=-1)[..., 0]  # [K, N]
 
-    def loss(theta):
-        return _mixture_nll(theta, log_probs_true)
-
-    opt = optax.lbfgs()
-    value_and_grad = optax.value_and_grad_from_state(loss)
-
-    def step(carry, _):
-        theta, state = carry
-        value, grad = value_and_grad(theta, state=state)
-        updates, state = opt.update(grad, state, theta, value=value, grad=grad, value_fn=loss)
-        return (optax.apply_updates(theta, updates), state), value
-
-    theta0 = jnp.zeros((probs.shape[0],), jnp.float32)
-    (theta, _), _ = jax.lax.scan(step, (theta0, opt.init(theta0)), None, length=WEIGHT_STEPS)
-    return jax.nn.softmax(theta), loss(theta)
+    theta, nll = minimize(lambda theta: _mixture_nll(theta, log_probs_true),
+                          jnp.zeros((probs.shape[0],), jnp.float32), steps=WEIGHT_STEPS, learning_rate=WEIGHT_LEARNING_RATE)
+    return jax.nn.softmax(theta), nll
