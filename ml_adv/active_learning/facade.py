@@ -174,7 +174,13 @@ class AdvancedActiveLearning:
         if self.stop_reason is not None:
             return self._empty()
         strategy = self._current_strategy()
-        model = self._ensure_model() if strategy.uses_model else self.model
+        # Train whatever is owed (first round, or labels recorded before a crash) even for
+        # "random", so every strategy's learning curve has a point at every label count.
+        if store.num_labelled and not store.model_is_current:
+            self._train(retrain=False)
+        elif strategy.uses_model and self.model is None:
+            raise NotFittedError("select_samples: the strategy needs a model; call add_labeled_data first")
+        model = self.model
         t0 = time.perf_counter()
         key = jax.random.fold_in(jax.random.PRNGKey(self.seed), store.rounds)
         initial = store.initial_labelled()
@@ -297,11 +303,6 @@ class AdvancedActiveLearning:
         if self._module is None:
             self._module = self._spec.build()
         return self._module.apply
-
-    def _ensure_model(self) -> TrainedModel:
-        if not self.store.model_is_current:
-            self._train(retrain=False)
-        return self.model
 
     def _train(self, *, retrain: bool) -> None:
         labelled = self._labelled_dataset()

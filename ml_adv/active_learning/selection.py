@@ -83,9 +83,12 @@ def min_sq_distances(
 def _greedy(features, available, min_dist, weights, n: int):
     def body(i, carry):
         min_dist, available, picks, radii = carry
-        score = jnp.where(available, min_dist * weights, -jnp.inf)
+        # Before the first centre every distance is +inf (no centres given): the weights
+        # alone decide the first pick; after it every distance is finite.
+        gap = jnp.where(jnp.isinf(min_dist), weights, min_dist * weights)
+        score = jnp.where(available, gap, -jnp.inf)
         j = jnp.argmax(score)
-        diff = features - features[j]
+        diff = features - features[j][None, :]
         min_dist = jnp.minimum(min_dist, jnp.sum(diff * diff, axis=-1))
         return min_dist, available.at[j].set(False), picks.at[i].set(j), radii.at[i].set(score[j])
 
@@ -133,8 +136,7 @@ def k_center_greedy(
             raise DataError(f"centres: expected [M, {features.shape[1]}] embeddings, got {describe(centres)}")
         min_dist = min_sq_distances(features, centres)
     else:
-        # No centres yet: every distance is "infinite"; equal finite values let the weights decide.
-        min_dist = jnp.ones((features.shape[0],), jnp.float32)
+        min_dist = jnp.full((features.shape[0],), jnp.inf, jnp.float32)
     if weights is None:
         w = jnp.ones_like(min_dist)
     else:

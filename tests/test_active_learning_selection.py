@@ -1,0 +1,122 @@
+"""Selection invariants, k-center greedy against a brute-force reference, and no near-duplicates."""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ml_adv.active_learning.selection import k_center_greedy, min_sq_distances, top_k
+from ml_adv.errors import ConfigError, DataError
+
+
+def brute_force_k_center(features, available, n, centres=None, weights=None, floor=1e-3):
+    """The textbook rule, recomputing every distance from scratch at each pick (float64)."""
+    f = np.asarray(features, np.float64)
+    avail = np.asarray(available).copy()
+    chosen = [np.asarray(c, np.float64) for c in (centres if centres is not None else [])]
+    if weights is None:
+        w = np.ones(len(f))
+    else:
+        w = np.where(avail, np.maximum(weights, 0), 0)
+        w = np.maximum(w / w.max(), floor)
+    picks = []
+    for _ in range(n):
+        if chosen:
+            d = np.min(((f[:, None, :] - np.stack(chosen)[None]) ** 2).sum(-1), axis=1)
+        else:
+            d = np.ones(len(f))
+        score = np.where(avail, d * w, -np.inf)
+        j = int(np.argmax(score))
+        picks.append(j)
+        chosen.append(f[j])
+        avail[j] = False
+    return np.array(picks)
+
+
+@pytest.fixture(scope="module")
+def pool():
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(60, 5)).astype(np.float32)
+    available = rng.random(60) > 0.2
+    centres = rng.normal(size=(4, 5)).astype(np.float32)
+    return features, available, centres
+
+
+def test_top_k_invariants():
+    rng = np.random.default_rng(1)
+    scores = jnp.asarray(rng.normal(size=50), jnp.float32)
+    available = rng.random(50) > 0.5
+    picks = np.asarray(top_k(scores, jnp.asarray(available), 10))
+    assert len(picks) == 10 and len(set(picks.tolist())) == 10
+    assert available[picks].all()
+    expected = np.argsort(-np.where(available, np.asarray(scores), -np.inf))[:10]
+    np.testing.assert_array_equal(picks, expected)
+
+
+def test_top_k_never_picks_unavailable_even_with_nan_scores():
+    scores = jnp.array([np.nan, 5.0, -np.inf, 1.0], jnp.float32)
+    available = jnp.array([True, False, True, False])
+    picks = np.asarray(top_k(scores, available, 2))
+    assert sorted(picks.tolist()) == [0, 2]
+
+
+def test_min_sq_distances_matches_numpy(pool):
+    features, _, centres = pool
+    expected = ((features[:, None, :] - centres[None]) ** 2).sum(-1).min(1)
+    np.testing.assert_allclose(min_sq_distances(jnp.asarray(features), jnp.asarray(centres), chunk=3), expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize("with_centres", [False, True])
+def test_k_center_matches_brute_force(pool, with_centres):
+    features, available, centres = pool
+    c = centres if with_centres else None
+    picks = np.asarray(k_center_greedy(features, available, 12, centres=c))
+    np.testing.assert_array_equal(picks, brute_force_k_center(features, available, 12, centres=c))
+    assert available[picks].all() and len(set(picks.tolist())) == 12
+
+
+def test_weighted_k_center_matches_brute_force(pool):
+    features, available, centres = pool
+    weights = np.random.default_rng(2).random(60).astype(np.float32)
+    picks = np.asarray(k_center_greedy(features, available, 12, centres=centres, weights=weights))
+    np.testing.assert_array_equal(picks, brute_force_k_center(features, available, 12, centres, weights))
+
+
+def test_k_center_returns_covering_radii_decreasing(pool):
+    features, available, centres = pool
+    _, radii = k_center_greedy(features, available, 10, centres=centres, return_radii=True)
+    radii = np.asarray(radii)
+    assert np.all(np.diff(radii) <= 1e-6)  # each pick is farther than anything later
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_no_near_duplicates_in_one_batch(weighted):
+    # 10 distinct points, each present 5 times with tiny noise; the duplicates are the
+    # most uncertain, which tempts an uncertainty-weighted rule to take them together.
+    rng = np.random.default_rng(3)
+    base = rng.normal(size=(10, 4)).astype(np.float32) * 5
+    features = np.repeat(base, 5, axis=0) + 1e-4 * rng.normal(size=(50, 4)).astype(np.float32)
+    weights = np.repeat(np.linspace(1.0, 0.5, 10), 5).astype(np.float32) if weighted else None
+    picks = np.asarray(k_center_greedy(features, np.ones(50, bool), 10, weights=weights))
+    groups = picks // 5
+    assert len(set(groups.tolist())) == 10, f"near-duplicates picked together: {picks}"
+
+
+def test_hybrid_prefers_uncertain_among_equally_far():
+    features = np.array([[0, 0], [10, 0], [0, 10], [10, 10]], np.float32)
+    weights = np.array([0.1, 0.2, 1.0, 0.3], np.float32)
+    picks = np.asarray(k_center_greedy(features, np.ones(4, bool), 1, weights=weights))
+    assert picks.tolist() == [2]
+
+
+def test_selection_errors(pool):
+    features, available, _ = pool
+    with pytest.raises(ConfigError, match="n_samples"):
+        k_center_greedy(features, available, int(available.sum()) + 1)
+    with pytest.raises(ConfigError, match="n_samples"):
+        k_center_greedy(features, available, 0)
+    with pytest.raises(DataError, match="centres"):
+        k_center_greedy(features, available, 2, centres=np.zeros((3, 4), np.float32))
+    with pytest.raises(DataError, match="weights"):
+        k_center_greedy(features, available, 2, weights=np.ones(3, np.float32))
+    with pytest.raises(DataError, match="features"):
+        k_center_greedy(features[:, 0], available, 2)
