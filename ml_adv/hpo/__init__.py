@@ -12,14 +12,25 @@
 * ``integration``: the trainer's ``optimization_method`` (search, then train the best).
 """
 
-from ml_adv.hpo.methods import OPTIMIZATION_METHODS, SEARCH_METHODS, make_searcher
-from ml_adv.hpo.objective import FunctionObjective, TrainingObjective, run_trial
-from ml_adv.hpo.pruning import MedianPruner, SuccessiveHalvingPruner
-from ml_adv.hpo.space import Categorical, Float, Int, SearchSpace
-from ml_adv.hpo.study import Study, StudyResult
+import importlib
 
-__all__ = [
-    "OPTIMIZATION_METHODS", "SEARCH_METHODS", "Categorical", "Float", "FunctionObjective", "Int",
-    "MedianPruner", "SearchSpace", "Study", "StudyResult", "SuccessiveHalvingPruner", "TrainingObjective",
-    "make_searcher", "run_trial",
-]
+# Lazy (PEP 562): a worker process that unpickles a trial imports only what the trial needs.
+_EXPORTS = {
+    "OPTIMIZATION_METHODS": "ml_adv.hpo.methods", "SEARCH_METHODS": "ml_adv.hpo.methods",
+    "make_searcher": "ml_adv.hpo.methods", "FunctionObjective": "ml_adv.hpo.objective",
+    "TrainingObjective": "ml_adv.hpo.objective", "run_trial": "ml_adv.hpo.objective",
+    "MedianPruner": "ml_adv.hpo.pruning", "SuccessiveHalvingPruner": "ml_adv.hpo.pruning",
+    "Categorical": "ml_adv.hpo.space", "Float": "ml_adv.hpo.space", "Int": "ml_adv.hpo.space",
+    "SearchSpace": "ml_adv.hpo.space", "Study": "ml_adv.hpo.study", "StudyResult": "ml_adv.hpo.study",
+    "AdvancedHyperparameterOptimizer": "ml_adv.hpo.facade", "default_space": "ml_adv.hpo.facade",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    module_name = _EXPORTS.get(name)
+    if module_name is None:
+        raise AttributeError(f"module 'ml_adv.hpo' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module_name), name)
+    globals()[name] = value
+    return value

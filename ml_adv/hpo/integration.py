@@ -21,7 +21,7 @@ from typing import Any
 
 from ml_adv.errors import ConfigError, check_positive, describe
 from ml_adv.hpo.facade import as_space, default_space
-from ml_adv.hpo.objective import TRAIN_FIELDS, TrainingObjective
+from ml_adv.hpo.objective import TrainingObjective, train_fields
 from ml_adv.hpo.study import Study
 
 HPO_KEYS = ("search_space", "max_trials", "search_epochs", "search_seed")
@@ -61,7 +61,7 @@ def search_before_training(trainer, training_data: dict[str, Any]) -> tuple[dict
     if result.best_config is not None:  # no trial succeeded: train the configuration given, say so in the report
         overrides = dict(final.get("model_overrides") or {})
         for key, value in result.best_config.items():
-            if key in TRAIN_FIELDS:
+            if key in train_fields():
                 final[key] = value
             elif key == "size":
                 final["size"] = value

@@ -130,9 +130,12 @@ def _bayesian():
 
 
 def _registry_entry(name: str):
-    import nevergrad as ng
+    def factory():
+        import nevergrad as ng  # imported on first use: ``import ml_adv.hpo`` stays light
 
-    return lambda: ng.optimizers.registry[name]
+        return ng.optimizers.registry[name]
+
+    return factory
 
 
 def _grid(space, budget, seed, num_workers=1, *, grid_points: int = 3, grid_order: str = "lexicographic", **options):

@@ -13,21 +13,34 @@ returned as a failed trial with its error, and the study goes on.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import time
 import traceback
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from ml_adv.data.dataset import ArrayDataset
 from ml_adv.errors import ConfigError, DataError, describe
 from ml_adv.hpo.space import Categorical, SearchSpace
-from ml_adv.training.config import TrainConfig
 
-TRAIN_FIELDS = frozenset(f.name for f in dataclasses.fields(TrainConfig))
 MODEL_KEYS = ("architecture", "size")
 DIGITS_VIEW_FOR = {"cnn": "digits", "mlp": "digits_flat", "lstm": "digits_sequence",
                    "transformer": "digits_tokens", "bert": "digits_tokens"}
+
+
+@functools.cache
+def train_fields() -> frozenset[str]:
+    """``TrainConfig`` field names (imported on first use, so ``run_trial`` of a function
+    objective never imports the training core in a worker process)."""
+    from ml_adv.training.config import TrainConfig
+
+    return frozenset(f.name for f in dataclasses.fields(TrainConfig))
+
+
+def _default_config():
+    from ml_adv.training.config import TrainConfig
+
+    return TrainConfig()
 
 
 @dataclasses.dataclass
@@ -43,8 +56,8 @@ class TrainingObjective:
         data_name: a description of the data, recorded in the journal header.
     """
 
-    views: dict[str, tuple[ArrayDataset, ArrayDataset]]
-    base_config: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    views: dict[str, tuple[Any, Any]]  # ArrayDataset pairs
+    base_config: Any = dataclasses.field(default_factory=_default_config)  # a TrainConfig
     architecture: str = "cnn"
     size: str = "tiny"
     model_overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
@@ -52,14 +65,14 @@ class TrainingObjective:
     data_name: str = "data"
 
     @classmethod
-    def from_data(cls, data: str | ArrayDataset, *, architectures: tuple[str, ...] = ("cnn",),
+    def from_data(cls, data, *, architectures: tuple[str, ...] = ("cnn",),
                   validation_split: float = 0.2, split_seed: int = 0, **kwargs: Any) -> TrainingObjective:
         """Carve ``(train, val)`` from the training split of ``data`` (a built-in name or a dataset).
 
         For the built-in ``digits``, each architecture gets its view (images, rows, tokens),
         all split with the same seed, so every architecture sees the same examples.
         """
-        from ml_adv.data.builtin import load_dataset
+        from ml_adv.data import ArrayDataset, load_dataset
 
         if isinstance(validation_split, bool) or not isinstance(validation_split, (int, float)) \
                 or not 0 < validation_split < 1:
@@ -76,7 +89,7 @@ class TrainingObjective:
         return cls(views=views, data_name=data if isinstance(data, str) else data.name, **kwargs)
 
     # -------------------------------------------------------------- validation
-    def data_for(self, architecture: str) -> tuple[ArrayDataset, ArrayDataset]:
+    def data_for(self, architecture: str):
         if architecture in self.views:
             return self.views[architecture]
         if "*" in self.views:
@@ -102,10 +115,10 @@ class TrainingObjective:
             fields = {f.name for f in dataclasses.fields(entry.config_cls)} - {"num_classes"}
             model_fields = fields if model_fields is None else model_fields & fields
         for name in space.names:
-            if name not in MODEL_KEYS and name not in TRAIN_FIELDS and name not in (model_fields or set()):
+            if name not in MODEL_KEYS and name not in train_fields() and name not in (model_fields or set()):
                 raise ConfigError(
                     f"space: parameter {name!r} is neither a TrainConfig field nor a model option of "
-                    f"every architecture in {archs}; expected one of {sorted(TRAIN_FIELDS | (model_fields or set()))}")
+                    f"every architecture in {archs}; expected one of {sorted(train_fields() | (model_fields or set()))}")
         if "batch_size" in space:
             largest = max(space["batch_size"].grid(2) if not isinstance(space["batch_size"], Categorical)
                           else space["batch_size"].choices)
@@ -128,11 +141,11 @@ class TrainingObjective:
         arch = config.get("architecture", self.architecture)
         train, val = self.data_for(arch)
         model_fields = {**self.model_overrides,
-                        **{k: v for k, v in config.items() if k not in TRAIN_FIELDS and k not in MODEL_KEYS}}
+                        **{k: v for k, v in config.items() if k not in train_fields() and k not in MODEL_KEYS}}
         spec = make_spec(arch, input_shape=train.example_shape, input_kind=train.input_kind,
                          num_classes=max(train.num_classes, val.num_classes), size=config.get("size", self.size),
                          **model_fields)
-        train_config = self.base_config.replace(**{k: v for k, v in config.items() if k in TRAIN_FIELDS})
+        train_config = self.base_config.replace(**{k: v for k, v in config.items() if k in train_fields()})
         return spec, train_config, train, val
 
     def __call__(self, config: Mapping[str, Any], epoch_callback: Callable | None = None) -> dict[str, Any]:
