@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "quickstart": "ml_adv.training.quickstart_command",
     "train": "ml_adv.training.train_command",
     "hpo": "ml_adv.hpo.command",
+    "active-learn": "ml_adv.active_learning.command",
 }
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130

@@ -26,7 +26,7 @@ import jax
 import numpy as np
 
 from ml_adv.active_learning.budget import Budget
-from ml_adv.active_learning.labels import LabelStore, check_same_shape
+from ml_adv.active_learning.labels import JOURNAL, LabelStore, check_same_shape
 from ml_adv.active_learning.loop import ActiveLearningConfig, adaptive_choice, choose, evaluate, train_round
 from ml_adv.active_learning.strategies import STRATEGIES, resolve_strategy
 from ml_adv.data.dataset import ArrayDataset, validate_features, validate_labels
@@ -54,7 +54,8 @@ class AdvancedActiveLearning:
         num_classes: number of classes (default: ``max(label) + 1`` of the first labelled data).
         validation_data: ``(x, y)`` or an ``ArrayDataset``; needed for the learning curve's
             accuracy, the performance threshold and adaptive sampling.
-        run_dir: journal + model checkpoints; an existing one is restored.
+        run_dir: a path or ``RunDirectory`` for the journal (``journal.jsonl``, ``data/``) and
+            the round's model (``models/``); an existing one is restored.
         config: an ``ActiveLearningConfig`` (training per round, MC samples, chunking).
         seed: seeds selection (random picks, MC-dropout masks); training seeds are in ``config``.
     """
@@ -87,7 +88,14 @@ class AdvancedActiveLearning:
         self._num_classes = num_classes if num_classes is not None else (self._spec.num_classes if self._spec else None)
         self.validation = _as_dataset("validation_data", validation_data) if validation_data is not None else None
         self.seed = seed
-        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.run_dir = None
+        if run_dir is not None:
+            from ml_adv.rundir import RunDirectory
+
+            rd = run_dir if isinstance(run_dir, RunDirectory) else RunDirectory(run_dir)
+            # Recorded so that `--fresh` / RunDirectory.clean removes exactly these.
+            rd.path_for(JOURNAL), rd.tree_for("data"), rd.tree_for("models")
+            self.run_dir = rd.path
         self.store = LabelStore(self.run_dir)
         self.budget: Budget | None = None
         self.threshold: float | None = None

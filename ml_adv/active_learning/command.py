@@ -1,0 +1,119 @@
+"""Simulate active learning on a dataset and compare strategies (an oracle gives the labels).
+
+Examples:
+  ml-adv active-learn --data digits --strategies random,entropy,bald,coreset --rounds 10
+  ml-adv active-learn --strategies random,hybrid --seeds 5 --initial 20 --query-size 20 --arch cnn
+
+Every (strategy, seed) pair starts from the same seeded random initial labelled set
+(--initial samples of the training split); the rest of the training split is the pool,
+and its true labels are the oracle. Each round selects --query-size samples, records
+their labels and warm-starts the model for a few epochs; accuracy is measured on the
+test split. Writes plots/learning_curve.png (mean +- std over seeds per strategy),
+metrics.jsonl (one line per model), report.json (curves, labels needed to reach 90%
+and 95%) and one journal per loop under loops/. Killed and started again with the same
+command, each loop resumes from its journal; --fresh starts over.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+TARGETS = (0.9, 0.95)
+
+
+def _names(text: str) -> tuple[str, ...]:
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected one or more comma-separated names, got {text!r}")
+    return names
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ml_adv.active_learning.strategies import STRATEGIES
+    from ml_adv.cli import add_run_arguments, choices_help
+
+    loop = parser.add_argument_group("active learning")
+    loop.add_argument("--strategies", type=_names, default=("random", "entropy", "bald", "coreset"), metavar="NAMES",
+                      help=choices_help("comma-separated sampling strategies", STRATEGIES.names()))
+    loop.add_argument("--rounds", type=_positive_int, default=10, help="select/label/update rounds per loop")
+    loop.add_argument("--query-size", type=_positive_int, default=20, help="samples labelled per round")
+    loop.add_argument("--initial", type=_positive_int, default=20, help="random initial labelled samples")
+    loop.add_argument("--seeds", type=_positive_int, default=3, help="loops per strategy (seeds 0..N-1)")
+    loop.add_argument("--mc-samples", type=_positive_int, default=10, help="MC-dropout samples for BALD")
+
+    model = parser.add_argument_group("model and data")
+    model.add_argument("--data", default="digits", metavar="NAME", help="built-in dataset or local TFDS name")
+    model.add_argument("--arch", default="mlp", metavar="NAME", help="architecture (mlp, cnn, lstm, ...)")
+    model.add_argument("--size", default="small", metavar="NAME", help="model size variant (tiny, small, ...)")
+    model.add_argument("--epochs", type=_positive_int, default=30, help="epochs of the first training")
+    model.add_argument("--update-epochs", type=_positive_int, default=5, help="epochs of each warm-started update")
+    model.add_argument("--min-steps", type=_positive_int, default=100, help="at least this many steps per round")
+    model.add_argument("--lr", type=float, default=2e-3, help="learning rate")
+    add_run_arguments(parser.add_argument_group("run directory"), None, "runs/active-learn-<data>")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Validate, clean with --fresh, run (or resume) every loop, plot, report, print a table."""
+    from ml_adv.active_learning.loop import ActiveLearningConfig
+    from ml_adv.active_learning.plots import plot_strategy_curves
+    from ml_adv.active_learning.simulate import simulate_loop, summarise_curves
+    from ml_adv.active_learning.strategies import resolve_strategy
+    from ml_adv.cli import fresh_run_directory
+    from ml_adv.data.builtin import load_dataset
+    from ml_adv.training.config import TrainConfig
+
+    for name in args.strategies:
+        resolve_strategy(name)  # unknown names fail before anything is deleted or trained
+    config = ActiveLearningConfig(train=TrainConfig(epochs=args.epochs, learning_rate=args.lr),
+                                  update_epochs=args.update_epochs, min_steps=args.min_steps,
+                                  mc_samples=args.mc_samples)
+    train, test = load_dataset(args.data, split="train"), load_dataset(args.data, split="test")
+    rd = fresh_run_directory(Path(args.run_dir or f"runs/active-learn-{args.data}"), args.fresh)
+    settings = {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(args).items() if k not in ("fresh",)}
+    rd.write_config({"command": "active-learn", **settings})
+    print(f"ml-adv: active learning on {args.data}: {', '.join(args.strategies)} x {args.seeds} seed(s), "
+          f"{args.initial} + {args.rounds} x {args.query_size} labels -> {rd.path}/", flush=True)
+    started = time.perf_counter()
+    curves: dict[str, list] = {}
+    records = []
+    for name in args.strategies:
+        for seed in range(args.seeds):
+            t0 = time.perf_counter()
+            curve = simulate_loop(name, train, test, rounds=args.rounds, query_size=args.query_size,
+                                  initial=args.initial, seed=seed, architecture=args.arch, size=args.size,
+                                  config=config, run_dir=rd.tree_for(f"loops/{name}-s{seed}"))
+            curves.setdefault(name, []).append(curve)
+            records.extend(curve)
+            print(f"  {name:>16} seed {seed}: {curve[-1]['labels']} labels -> test accuracy "
+                  f"{curve[-1]['val_accuracy']:.4f} ({time.perf_counter() - t0:.1f} s)", flush=True)
+    rd.rewrite_metrics(records)
+    summary = summarise_curves(curves, TARGETS)
+    plot = plot_strategy_curves(summary, rd.plot_path("learning_curve"), targets=TARGETS,
+                                title=f"{args.data}: {args.arch}/{args.size}, {args.seeds} seed(s)")
+    rd.write_report({"command": "active-learn", "data": args.data, "strategies": summary,
+                     "settings": settings, "wall_seconds": round(time.perf_counter() - started, 1), "plot": plot})
+    _print_table(summary)
+    return 0
+
+
+def _print_table(summary) -> None:
+    head = ["strategy", "final acc (mean +- std)"] + [f"labels to {t:g}" for t in TARGETS]
+    print("\n| " + " | ".join(head) + " |")
+    print("|" + "|".join("---" for _ in head) + "|")
+    for name, s in summary.items():
+        reach = [s["labels_to_reach"][f"{t:g}"] for t in TARGETS]
+        cells = [f"{r['mean']:.0f}" if r["mean"] is not None else f"not reached ({r['reached']})" for r in reach]
+        print(f"| {name} | {s['final_mean']:.4f} +- {s['std'][-1]:.4f} | " + " | ".join(cells) + " |")
+    print()
