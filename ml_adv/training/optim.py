@@ -162,6 +162,13 @@ def optimizer_hyperparams(config) -> dict[str, float]:
     return values
 
 
+# inject_hyperparams' state class (optax >= 0.2.3 names it InjectStatefulHyperparamsState).
+_INJECTED_STATES = tuple(
+    cls for cls in (getattr(optax, "InjectHyperparamsState", None),
+                    getattr(optax.schedules, "InjectStatefulHyperparamsState", None)) if cls is not None
+)
+
+
 class GroupScaleState(NamedTuple):
     """Per-leaf update multipliers (float32 scalars shaped like params' structure)."""
 
@@ -215,11 +222,11 @@ def hyperparams(opt_state: Any) -> dict[str, jax.Array]:
     found: dict[str, jax.Array] = {}
 
     def visit(node):
-        if isinstance(node, optax.InjectHyperparamsState):
+        if isinstance(node, _INJECTED_STATES):
             found.update(node.hyperparams)
         return node
 
-    jax.tree.map(visit, opt_state, is_leaf=lambda n: isinstance(n, optax.InjectHyperparamsState))
+    jax.tree.map(visit, opt_state, is_leaf=lambda n: isinstance(n, _INJECTED_STATES))
     return found
 
 

@@ -48,3 +48,23 @@ def constrain_batch(batch, mesh: Mesh | None):
     if mesh is None:
         return batch
     return jax.tree.map(lambda a: jax.lax.with_sharding_constraint(a, batch_sharded(mesh)), batch)
+
+
+MEMBER_AXIS = "members"
+
+
+def stacked_mesh(members: int, devices=None) -> Mesh:
+    """A 2-D ``members`` x ``data`` mesh for stacked runs.
+
+    The member axis takes the largest device count that divides ``members`` (members
+    are independent: no communication along it); the rest split each batch.
+    """
+    devices = np.asarray(jax.devices() if devices is None else devices)
+    n = devices.size
+    m = int(np.gcd(int(members), n))
+    return Mesh(devices.reshape(m, n // m), (MEMBER_AXIS, DATA_AXIS))
+
+
+def member_sharded(mesh: Mesh) -> NamedSharding:
+    """Leading (member) axis split over the mesh's ``members`` axis."""
+    return NamedSharding(mesh, PartitionSpec(MEMBER_AXIS))

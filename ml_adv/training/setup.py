@@ -158,6 +158,10 @@ def init_run(
     obj_hparams = {"label_smoothing": config.label_smoothing}
     example_x = jnp.asarray(example_x)
 
+    if init_params is not None:
+        # A copy: the state is donated to the compiled epoch, which must not delete the caller's arrays.
+        init_params = jax.tree.map(lambda a: jnp.array(a, copy=True), init_params)
+
     def create(k):
         init_key, dropout_key, _ = jax.random.split(k, 3)
         state = create_train_state(module, example_x, tx, init_key=init_key, rng=dropout_key, hparams=obj_hparams)

@@ -1,0 +1,411 @@
+"""``fit_stacked``: K models of one spec trained as one compiled program.
+
+Ensemble members, hyper-parameter populations and cross-validation folds are the same
+thing to the core: a ``TrainState`` with a leading member axis, initialised with
+``jax.vmap`` from split keys, and an epoch whose step is ``jax.vmap``-ed over it inside
+the one ``lax.scan`` (``steps.make_epoch_fn(stacked=True)``). Per-member differences
+are data, never program structure:
+
+* hyper-parameters (learning rate, weight decay, betas, momentum, label smoothing) are
+  arrays in the optimizer state / ``TrainState.hparams`` (``member_hparams``);
+* data: a shared order, an own order, a bootstrap sample or an example mask per member
+  (``sampling.StackedPlan``); padded steps are inactive and change nothing;
+* a member whose loss turns non-finite is frozen and reported as failed; one whose
+  validation metric stops improving is frozen by early stopping; the others go on.
+
+Member i equals ``fit(..., key=setup.member_keys(key, K)[i])`` on its own data (tested),
+up to float32 rounding of the batched matmuls.
+
+Why members share batches by default: the first layer then runs as one matmul against
+the members' concatenated weights (JAX's batching rule folds the member axis into the
+output features), which is most of the speed-up for small models.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ml_adv.checkpointing import RunCheckpointer
+from ml_adv.data.dataset import ArrayDataset
+from ml_adv.errors import CheckpointError, ConfigError, DataError, TrainingDivergedError, describe
+from ml_adv.training import parallel
+from ml_adv.training.config import TrainConfig
+from ml_adv.training.host import EarlyStopping, EpochRunner, monitor_for, progress_bar, summarize
+from ml_adv.training.loop import device_data, validate_fit_inputs
+from ml_adv.training.sampling import StackedPlan
+from ml_adv.training.setup import init_run, state_hyperparams
+from ml_adv.training.state import TrainState
+from ml_adv.training.steps import predict_logits
+
+
+def stack_trees(trees: list[Any]) -> Any:
+    """Stack K pytrees of equal structure along a new leading axis."""
+    return jax.tree.map(lambda *leaves: jnp.stack(leaves), *trees)
+
+
+def unstack_tree(tree: Any, i: int) -> Any:
+    return jax.tree.map(lambda a: a[i], tree)
+
+
+def stacked_logits(apply_fn, variables, x, *, chunk: int = 256, mixed_precision: bool = False,
+                   method=None) -> jax.Array:
+    """``[K, N, C]`` outputs of K stacked members on shared inputs: one vmapped program."""
+    x = jnp.asarray(x)
+    return jax.vmap(lambda v: predict_logits(apply_fn, v, x, chunk=chunk, mixed_precision=mixed_precision,
+                                             method=method))(variables)
+
+
+@dataclasses.dataclass
+class StackedModel:
+    """K trained members of one spec; predictions are one vmapped forward pass."""
+
+    spec: Any
+    variables: dict[str, Any]
+    mixed_precision: bool = False
+
+    @property
+    def members(self) -> int:
+        return int(jax.tree.leaves(self.variables)[0].shape[0])
+
+    def logits(self, x, *, batch_size: int = 256) -> np.ndarray:
+        """``[K, N, num_classes]`` float32 logits."""
+        from ml_adv.data.dataset import validate_features
+
+        arr = validate_features("x", x.x if isinstance(x, ArrayDataset) else x)
+        self.spec.validate_inputs(arr)
+        return np.asarray(stacked_logits(self.spec.build().apply, self.variables, arr, chunk=batch_size,
+                                         mixed_precision=self.mixed_precision))
+
+    def predict_proba(self, x, *, batch_size: int = 256) -> np.ndarray:
+        """``[K, N, num_classes]`` per-member class probabilities."""
+        return np.asarray(jax.nn.softmax(jnp.asarray(self.logits(x, batch_size=batch_size)), axis=-1))
+
+    def member(self, i: int):
+        """Member ``i`` as an ordinary ``TrainedModel``."""
+        from ml_adv.training.trained_model import TrainedModel
+
+        if isinstance(i, bool) or not isinstance(i, (int, np.integer)) or not 0 <= i < self.members:
+            raise ConfigError(f"i: expected a member index in [0, {self.members}), got {describe(i)}")
+        return TrainedModel(self.spec, unstack_tree(self.variables, int(i)), mixed_precision=self.mixed_precision)
+
+
+@dataclasses.dataclass
+class StackedFitResult:
+    """What ``fit_stacked`` returns.
+
+    Attributes:
+        state: the final stacked ``TrainState`` (best-epoch params per member when
+            early stopping restored them).
+        histories: K lists of per-epoch metric dicts.
+        best_epochs, best_values: ``[K]`` best epoch (1-based) and its monitored value.
+        failed: ``[K]`` members frozen because their loss turned non-finite.
+        stopped_early: ``[K]`` members stopped by early stopping.
+        hyperparams: the members' traced hyper-parameters (``{name: [K]}``).
+    """
+
+    state: TrainState
+    histories: list[list[dict[str, Any]]]
+    best_epochs: np.ndarray
+    best_values: np.ndarray
+    failed: np.ndarray
+    stopped_early: np.ndarray
+    hyperparams: dict[str, np.ndarray]
+    compile_seconds: float
+    steps_per_second: float
+    resumed_from: int | None
+    model: StackedModel | None = None
+    run_dir: str | None = None
+
+    def member(self, i: int):
+        """Member ``i`` as an ordinary ``TrainedModel`` (needs a ``ModelSpec``)."""
+        if self.model is None:
+            raise ConfigError("member: needs a run trained from a ModelSpec, got a custom module")
+        trained = self.model.member(i)
+        trained.metrics = dict(self.histories[i][-1]) if self.histories[i] else {}
+        return trained
+
+
+def check_stacked_inputs(members, train: ArrayDataset, config: TrainConfig, example_masks, bootstrap: bool) -> np.ndarray | None:
+    """Members, masks and folds are checked before anything compiles."""
+    if isinstance(members, bool) or not isinstance(members, (int, np.integer)) or members < 1:
+        raise ConfigError(f"members: expected a positive integer, got {describe(members)}")
+    if isinstance(train, dict):
+        raise DataError("train: stacked runs take one ArrayDataset (multi-stream objectives use fit), got a dict")
+    if not isinstance(bootstrap, bool):
+        raise ConfigError(f"bootstrap: expected True or False, got {describe(bootstrap)}")
+    if example_masks is None:
+        return None
+    masks = np.asarray(example_masks)
+    if masks.dtype != bool or masks.shape != (members, len(train)):
+        raise DataError(
+            f"example_masks: expected a bool array of shape ({members}, {len(train)}) (members x examples), "
+            f"got {describe(masks)}"
+        )
+    if bootstrap:
+        raise ConfigError("bootstrap: cannot be combined with example_masks (pick bagging or folds)")
+    smallest = int(masks.sum(axis=1).min())
+    if smallest < config.batch_size:
+        raise DataError(
+            f"example_masks: every member needs at least batch_size={config.batch_size} examples, "
+            f"the smallest has {smallest}"
+        )
+    return masks
+
+
+def fold_masks(labels, folds: int, *, seed: int = 0) -> np.ndarray:
+    """``[folds, N]`` training masks for stratified k-fold CV: member i leaves out fold i."""
+    from sklearn.model_selection import StratifiedKFold
+
+    labels = np.asarray(labels)
+    if isinstance(folds, bool) or not isinstance(folds, (int, np.integer)) or folds < 2:
+        raise ConfigError(f"folds: expected an integer >= 2, got {describe(folds)}")
+    smallest = int(np.bincount(labels).min(initial=0)) if labels.size else 0
+    present = np.bincount(labels)
+    smallest = int(present[present > 0].min()) if present.any() else 0
+    if folds > smallest:
+        raise ConfigError(f"folds: expected at most {smallest} (examples in the smallest class), got {folds}")
+    masks = np.ones((folds, len(labels)), bool)
+    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    for i, (_, held_out) in enumerate(splitter.split(np.zeros(len(labels)), labels)):
+        masks[i, held_out] = False
+    return masks
+
+
+def member_metrics(logits: np.ndarray, labels: np.ndarray, weights: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """``[K]`` accuracy and mean NLL of ``[K, N, C]`` logits (rows weighted by ``[K, N]``)."""
+    logits = jnp.asarray(logits)
+    log_p = jax.nn.log_softmax(logits, axis=-1)
+    labels = jnp.asarray(labels)
+    nll = -jnp.take_along_axis(log_p, labels[None, :, None], axis=-1)[..., 0]
+    correct = (jnp.argmax(logits, -1) == labels[None]).astype(jnp.float32)
+    w = jnp.ones(nll.shape, jnp.float32) if weights is None else jnp.asarray(weights, jnp.float32)
+    total = jnp.maximum(w.sum(axis=1), 1.0)
+    return {"loss": np.asarray((nll * w).sum(axis=1) / total), "accuracy": np.asarray((correct * w).sum(axis=1) / total)}
+
+
+@jax.jit
+def _keep_best(best, current, improved):
+    return jax.tree.map(lambda b, c: jnp.where(improved.reshape((-1,) + (1,) * (c.ndim - 1)), c, b), best, current)
+
+
+def fit_stacked(
+    model,
+    train: ArrayDataset,
+    config: TrainConfig | None = None,
+    *,
+    members: int,
+    key: jax.Array | None = None,
+    val: ArrayDataset | None = None,
+    member_hparams: dict[str, Any] | None = None,
+    member_orders: bool = False,
+    bootstrap: bool = False,
+    example_masks: np.ndarray | None = None,
+    init_params: Any | None = None,
+    run_dir: str | Path | None = None,
+    resume: bool = True,
+    overwrite: bool = False,
+    progress: bool | None = None,
+) -> StackedFitResult:
+    """Train ``members`` models of one spec as one compiled program.
+
+    Args:
+        model: a ``ModelSpec`` or a Linen module.
+        train: the shared training pool.
+        config: the shared ``TrainConfig``; ``nan_policy="raise"`` freezes a diverged member
+            (reported in ``failed``) instead of stopping the others.
+        members: K.
+        key: root key; member i uses ``setup.member_keys(key, K)[i]`` (init, dropout, order).
+        val: validation data (per-member metrics, early stopping, best epoch). Without it,
+            members with ``example_masks`` are validated on their held-out rows (CV).
+        member_hparams: ``{name: [K] values}``, e.g. ``{"learning_rate": [...]}``.
+        member_orders: each member draws its own data order (else one shared order).
+        bootstrap: bagging: each member trains on its own bootstrap sample.
+        example_masks: ``[K, N]`` bool: member i trains on its True rows only (``fold_masks``).
+        init_params: start every member from these params.
+        run_dir: checkpoint every epoch into ``run_dir/checkpoints`` and resume from it.
+
+    Example:
+        >>> result = fit_stacked(spec, train, TrainConfig(epochs=10), members=8, val=test)
+        >>> result.model.predict_proba(test.x).mean(0)   # the deep-ensemble average
+    """
+    from ml_adv.models.registry import ModelSpec
+
+    config = TrainConfig() if config is None else config
+    spec = model if isinstance(model, ModelSpec) else None
+    masks = check_stacked_inputs(members, train, config, example_masks, bootstrap)
+    validate_fit_inputs(spec, train, val, config)
+    cv_validation = val is None and masks is not None
+    monitor, mode = monitor_for(config, val is not None or cv_validation)
+    mesh = parallel.stacked_mesh(members) if config.data_parallel else None
+    steps_guess = (int(masks.sum(1).max()) if masks is not None else len(train)) // config.batch_size
+    setup = init_run(model, config, example_x=train.x[:1], steps_per_epoch=steps_guess, key=key, members=members,
+                     member_hparams=member_hparams, init_params=init_params, mesh=mesh,
+                     freeze_on_nonfinite=config.nan_policy == "raise")
+    shared_key = jax.random.split(setup.shuffle_key[0], 2)[1]
+    plan = StackedPlan(len(train), config.batch_size, setup.shuffle_key, shared_key, member_orders=member_orders,
+                       bootstrap=bootstrap, masks=masks)
+    tracker = EarlyStopping(members, mode, config.min_delta, config.patience, config.early_stopping)
+    loop = _StackedLoop(setup, config, tracker, plan, monitor)
+    loop.open(run_dir, resume=resume, overwrite=overwrite, spec=spec)
+    data = device_data(train)
+    if mesh is not None:
+        data = jax.device_put(data, parallel.replicated(mesh))
+        loop.state = jax.device_put(loop.state, parallel.member_sharded(mesh))
+    runner = EpochRunner(setup.train_step, stacked=True, member_batches=plan.member_batches,
+                         spmd_axis_name=parallel.MEMBER_AXIS if mesh is not None else None)
+    evaluate = _evaluator(setup, config, val, train, masks if cv_validation else None)
+    loop.run(runner, data, evaluate, progress)
+    state = loop.finish()
+    variables = {"params": state.params, **state.model_state}
+    return StackedFitResult(
+        state=state,
+        histories=loop.histories,
+        best_epochs=tracker.best_epoch.copy(),
+        best_values=tracker.best_value.copy(),
+        failed=loop.failed.copy(),
+        stopped_early=loop.stopped.copy(),
+        hyperparams=state_hyperparams(state),
+        compile_seconds=runner.compile_seconds,
+        steps_per_second=loop.steps_run / runner.train_seconds if runner.train_seconds > 0 else float("nan"),
+        resumed_from=loop.resumed_from,
+        model=StackedModel(spec, variables, config.mixed_precision) if spec is not None else None,
+        run_dir=str(run_dir) if run_dir is not None else None,
+    )
+
+
+def _evaluator(setup, config: TrainConfig, val, train, cv_masks):
+    """``state -> {"val_loss": [K], "val_accuracy": [K]}`` (or None without validation data)."""
+    if val is None and cv_masks is None:
+        return None
+    data = val if val is not None else train
+    weights = None if cv_masks is None else ~cv_masks
+
+    def evaluate(state: TrainState) -> dict[str, np.ndarray]:
+        logits = stacked_logits(state.apply_fn, {"params": state.params, **state.model_state}, data.x,
+                                chunk=config.eval_batch_size, mixed_precision=config.mixed_precision)
+        return {f"val_{k}": v for k, v in member_metrics(logits, data.y, weights).items()}
+
+    return evaluate
+
+
+class _StackedLoop:
+    """The host loop of a stacked run, as short named steps (open, run, epoch, save, finish)."""
+
+    def __init__(self, setup, config: TrainConfig, tracker: EarlyStopping, plan: StackedPlan, monitor: str):
+        self.setup, self.config, self.tracker, self.plan, self.monitor = setup, config, tracker, plan, monitor
+        k = setup.members
+        self.state = setup.state
+        self.best = jax.tree.map(jnp.copy, {"params": self.state.params, "model_state": self.state.model_state})
+        self.histories: list[list[dict[str, Any]]] = [[] for _ in range(k)]
+        self.failed = np.zeros(k, bool)
+        self.stopped = np.zeros(k, bool)
+        self.start_epoch, self.resumed_from, self.steps_run = 0, None, 0
+        self.checkpointer = None
+
+    def items(self) -> dict[str, Any]:
+        return {"state": self.state.checkpoint_items(), "best": self.best}
+
+    def open(self, run_dir, *, resume: bool, overwrite: bool, spec) -> None:
+        if run_dir is None:
+            return
+        from ml_adv.training.loop import _check_same_run
+
+        ckpt_dir = Path(run_dir) / "checkpoints"
+        if overwrite and ckpt_dir.exists():
+            import shutil
+
+            shutil.rmtree(ckpt_dir)
+        self.checkpointer = RunCheckpointer(ckpt_dir)
+        if self.checkpointer.latest_step() is None:
+            return
+        if not resume:
+            self.checkpointer.close()
+            raise CheckpointError(f"run_dir: {run_dir} already has checkpoints; pass resume=True or overwrite=True")
+        items, meta = self.checkpointer.restore(self.items())
+        _check_same_run(meta, spec, self.config)
+        if int(meta.get("members", -1)) != self.setup.members:
+            raise CheckpointError(f"run_dir: the checkpoint has {meta.get('members')} members, got members={self.setup.members}")
+        self.state = self.state.with_checkpoint_items(items["state"])
+        self.best = items["best"]
+        self.histories = [list(h) for h in meta["histories"]]
+        self.failed, self.stopped = np.array(meta["failed"], bool), np.array(meta["stopped"], bool)
+        self.tracker.load_meta(meta)
+        self.start_epoch = self.resumed_from = int(meta["epoch"])
+
+    def run(self, runner, data, evaluate, progress) -> None:
+        epochs = range(self.start_epoch, self.config.epochs)
+        bar = progress_bar(epochs, progress, total=self.config.epochs, initial=self.start_epoch, desc="stacked epochs")
+        try:
+            for epoch in bar:
+                if (self.failed | self.stopped).all():
+                    break
+                self.epoch(runner, data, evaluate, epoch)
+        finally:
+            if hasattr(bar, "close"):
+                bar.close()
+
+    def epoch(self, runner, data, evaluate, epoch: int) -> None:
+        t0 = time.perf_counter()
+        order, active = self.plan.draw(epoch)
+        running = ~(self.failed | self.stopped)
+        self.state, metrics = runner(self.state, data, order, active)
+        summary = summarize(metrics, axis=0)
+        self.steps_run += self.plan.steps
+        self.failed = np.asarray(jax.device_get(self.state.frozen)) & running | self.failed
+        if self.config.nan_policy == "raise" and self.failed.all():
+            raise TrainingDivergedError(
+                f"loss: every one of the {len(self.failed)} members turned NaN/inf by epoch {epoch + 1}; "
+                "lower the learning rates or enable grad_clip_norm"
+            )
+        records = self._records(epoch, summary, evaluate, time.perf_counter() - t0)
+        values = np.array([r.get(self.monitor, np.nan) for r in records])
+        live = running & ~self.failed
+        improved = self.tracker.update(values, epoch + 1, running=live)
+        self.best = _keep_best(self.best, {"params": self.state.params, "model_state": self.state.model_state},
+                               jnp.asarray(improved))
+        self.stopped = self.stopped | (self.tracker.stopped & live)
+        for i, record in enumerate(records):
+            if running[i]:
+                self.histories[i].append(record)
+        # Frozen members skip every later step: early-stopped and failed alike.
+        self.state = self.state.replace(frozen=jnp.asarray(self.failed | self.stopped))
+        if self.checkpointer is not None:
+            self.save(epoch)
+
+    def _records(self, epoch, summary, evaluate, seconds) -> list[dict[str, Any]]:
+        val = evaluate(self.state) if evaluate is not None else {}
+        steps = np.asarray(jax.device_get(self.state.step))
+        records = []
+        for i in range(len(self.failed)):
+            record = {"epoch": epoch + 1, "step": int(steps[i])}
+            for name, value in {**summary, **val}.items():
+                v = value[i]
+                record[name] = int(v) if name in ("nonfinite_steps", "steps") else float(v)
+            record["failed"] = bool(self.failed[i])
+            record["epoch_seconds"] = round(seconds, 4)
+            records.append(record)
+        return records
+
+    def save(self, epoch: int) -> None:
+        meta = {"epoch": epoch + 1, "members": self.setup.members, "histories": self.histories,
+                "failed": self.failed.tolist(), "stopped": self.stopped.tolist(), **self.tracker.to_meta(),
+                "model": self.setup.spec.to_dict() if self.setup.spec else None,
+                "train_config": self.config.to_dict()}
+        self.checkpointer.save(epoch + 1, self.items(), meta)
+
+    def finish(self) -> TrainState:
+        if self.checkpointer is not None:
+            self.checkpointer.close()
+        state = self.state
+        if self.config.early_stopping and self.config.restore_best:
+            restore = jnp.asarray(self.tracker.best_epoch > 0)
+            kept = _keep_best({"params": state.params, "model_state": state.model_state}, self.best, restore)
+            state = state.replace(params=kept["params"], model_state=kept["model_state"])
+        return state
