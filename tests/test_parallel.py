@@ -63,3 +63,37 @@ def test_sharded_training_matches_single_device():
     # Same maths, different reduction order across devices: equal to float tolerance.
     assert result["max_abs_diff"] < 1e-4 * max(1.0, result["param_scale"]), result
     assert abs(result["val_acc"][0] - result["val_acc"][1]) < 0.01, result
+
+
+STACKED_SCRIPT = textwrap.dedent(
+    """
+    import json, jax, numpy as np
+    jax.config.update("jax_numpy_rank_promotion", "raise")
+    from ml_adv import load_dataset, make_spec
+    from ml_adv.training import TrainConfig
+    from ml_adv.training.parallel import MEMBER_AXIS, DATA_AXIS
+    from ml_adv.training.stacked import fit_stacked
+    train = load_dataset("digits", split="train").subset(np.arange(256))
+    spec = make_spec("mlp", input_shape=train.example_shape, input_kind="image", num_classes=10, size="tiny")
+    cfg = TrainConfig(epochs=2, batch_size=32, learning_rate=3e-3)
+    hp = {"learning_rate": [1e-3, 2e-3, 3e-3, 4e-3]}
+    single = fit_stacked(spec, train, cfg, members=4, member_hparams=hp, progress=False)
+    sharded = fit_stacked(spec, train, cfg.replace(data_parallel=True), members=4, member_hparams=hp, progress=False)
+    leaf = jax.tree.leaves(sharded.state.params)[0]
+    diffs = [float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
+             for a, b in zip(jax.tree.leaves(single.state.params), jax.tree.leaves(sharded.state.params))]
+    print(json.dumps({"max_abs_diff": max(diffs), "devices": len(leaf.sharding.device_set),
+                      "mesh": dict(leaf.sharding.mesh.shape), "spec": str(leaf.sharding.spec)}))
+    """
+)
+
+
+@pytest.mark.slow
+def test_stacked_members_and_batch_shard_over_a_2d_mesh():
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
+    out = subprocess.run([sys.executable, "-c", STACKED_SCRIPT], env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["mesh"] == {"members": 4, "data": 2} and result["devices"] == 8
+    assert "members" in result["spec"]
+    assert result["max_abs_diff"] < 1e-5
