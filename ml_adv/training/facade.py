@@ -27,6 +27,7 @@ import numpy as np
 from ml_adv.errors import (
     CheckpointError,
     ConfigError,
+    MlAdvError,
     TrainingDivergedError,
     check_bool,
     check_positive,
@@ -199,6 +200,9 @@ class AdvancedCustomModelTrainer:
                              extra_meta={"data": {"train": train.name, "val": val.name, "test": test.name if test else None}})
         except TrainingDivergedError as exc:
             error = str(exc)
+        except MlAdvError:
+            _discard_if_unused(rd)  # bad input found by fit: leave no empty run behind
+            raise
         wall = time.perf_counter() - started
 
         if fit_result is not None:
@@ -350,6 +354,13 @@ def _resources() -> dict[str, Any]:
         out["device_peak_bytes_in_use"] = stats.get("peak_bytes_in_use")
     out["devices"] = [str(d) for d in jax.devices()]
     return out
+
+
+def _discard_if_unused(rd: RunDirectory) -> None:
+    """Clean a run directory in which none of the recorded artifacts was written yet."""
+    recorded = rd.recorded()
+    if not any((rd.path / rel).exists() for rel in (*recorded["files"], *recorded["trees"])):
+        RunDirectory.clean(rd.path)  # removes the marker, and the folder if it created it
 
 
 def _check_against_model(spec, val, test) -> None:

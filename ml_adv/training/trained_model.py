@@ -9,6 +9,7 @@ variables into it, so no code is ever unpickled.
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import uuid
 from pathlib import Path
 from typing import Any
@@ -66,7 +67,7 @@ class TrainedModel:
     def _inputs(self, x) -> np.ndarray:
         if isinstance(x, ArrayDataset):
             x = x.x
-        arr = validate_features("x", x)
+        arr = validate_features("x", x, self.spec.input_kind)  # integer images/features -> float32
         self.spec.validate_inputs(arr)
         return arr
 
@@ -91,13 +92,30 @@ class TrainedModel:
             raise DataError(f"dataset: expected an ArrayDataset, got {type(dataset).__name__}")
         return classification_metrics(self.logits(dataset), dataset.y)
 
-    def save(self, path: str | Path) -> str:
-        """Write the model to a new directory ``path``; returns the absolute path."""
+    def save(self, path: str | Path, *, overwrite: bool = False) -> str:
+        """Write the model to directory ``path`` (new or empty); returns the absolute path.
+
+        ``overwrite=True`` first removes a model saved there before (and only that: a
+        folder holding anything else raises ``CheckpointError``), so a script can rerun.
+        """
+        from ml_adv.errors import check_bool
+        from ml_adv.rundir import json_safe
+
+        target = Path(path)
+        if check_bool("overwrite", overwrite) and target.is_dir() and any(target.iterdir()):
+            try:
+                previous = load_meta(target).get("format")
+            except Exception:  # noqa: BLE001 - whatever is there, it is not our model
+                previous = None
+            if previous != FORMAT:
+                raise CheckpointError(f"path: overwrite=True replaces only a model saved by TrainedModel.save, "
+                                      f"got {target}, which holds something else")
+            shutil.rmtree(target)
         meta = {
             "format": FORMAT,
             "spec": self.spec.to_dict(),
             "model_id": self.model_id,
-            "metrics": self.metrics,
+            "metrics": json_safe(self.metrics),  # strict JSON: a missing figure is null, not NaN
             "mixed_precision": self.mixed_precision,
         }
         save_pytree(path, self.variables, meta)

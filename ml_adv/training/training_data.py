@@ -150,6 +150,7 @@ def resolve_training_data(
     if "augment" in config_fields:
         config = config.replace(augment=config_fields["augment"])
 
+    train.check_batch_size(config.batch_size)
     output_dim = _output_dim(td, train, val, test)
     input_dim = _input_dim(td, architecture, train, val, test)
     overrides = td.get("model_overrides") or {}
@@ -205,10 +206,11 @@ def _conform(argument: str, ds: ArrayDataset, train: ArrayDataset | None, kind: 
              architecture: str | None = None) -> ArrayDataset:
     """``ds`` read as ``train``'s input kind, with the same example shape (else DataError naming ``argument``)."""
     target = train.input_kind if train is not None else _kind_for(ds, architecture, kind)
-    ds = _renamed(argument, lambda: ds.with_input_kind(target, argument=f"{argument}.x"))
+    features = "x" if argument == "x/y" else f"{argument}.x"  # the 'x' key names itself
+    ds = _renamed(argument, lambda: ds.with_input_kind(target, argument=features))
     if train is not None and ds.example_shape != train.example_shape:
         raise DataError(
-            f"{argument}.x: expected examples of shape {train.example_shape} like the training data, "
+            f"{features}: expected examples of shape {train.example_shape} like the training data, "
             f"got {ds.example_shape}"
         )
     return ds
