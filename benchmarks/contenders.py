@@ -52,30 +52,24 @@ def ml_adv_contenders(wl: Workload, x: np.ndarray, y: np.ndarray, epochs: int, b
     ``x``/``y`` are one epoch of data; a round is ``epochs`` epochs.
     """
     from ml_adv.models import count_params
-    from ml_adv.training import TrainConfig, build_optimizer, create_train_state, make_train_step
-    from ml_adv.training.losses import resolve_loss
-    from ml_adv.training.steps import (
-        epoch_order,
-        guard_for_architecture,
-        make_epoch_fn,
-        make_step_fn,
-        run_epoch_stepwise,
-    )
+    from ml_adv.training import TrainConfig
+    from ml_adv.training.setup import init_run
+    from ml_adv.training.steps import epoch_order, make_epoch_fn, make_step_fn, run_epoch_stepwise
 
     spec = wl.spec()
-    module = spec.build()
     config = TrainConfig(
         learning_rate=1e-3, batch_size=wl.batch, epochs=1, optimizer=wl.optimizer,
         weight_decay=wl.weight_decay, mixed_precision=bf16,
     )  # fmt: skip
-    tx = build_optimizer(config, len(x) // wl.batch)
-    train_step = make_train_step(resolve_loss(config), mixed_precision=bf16, guard=guard_for_architecture(wl.arch))
     data = {"x": jax.device_put(x), "y": jax.device_put(y)}
-    init_key, dropout_key, shuffle_key = jax.random.split(jax.random.PRNGKey(0), 3)
     params = count_params(spec)
 
-    def new_state():  # rng copied: both states are donated, they must not share a buffer
-        return create_train_state(module, x[:1], tx, init_key=init_key, rng=jax.numpy.copy(dropout_key))
+    # The library's one set-up, as in fit().
+    setup = init_run(spec, config, example_x=x[:1], steps_per_epoch=len(x) // wl.batch)
+    train_step, shuffle_key = setup.train_step, setup.shuffle_key
+
+    def new_state():  # a copy per contender: each state is donated, they must not share a buffer
+        return jax.tree.map(jax.numpy.copy, setup.state)
 
     # --- scanned epoch, AOT-compiled as in fit()
     def epoch_indices(epoch):  # the host-drawn permutation is part of the round, as in fit()

@@ -27,6 +27,7 @@ from benchmarks.workloads import WORKLOADS, Workload
 def jax_phases(wl: Workload, x: np.ndarray, y: np.ndarray) -> dict:
     from ml_adv.training import TrainConfig, build_optimizer, create_train_state, make_train_step
     from ml_adv.training.losses import resolve_loss
+    from ml_adv.training.setup import default_objective
 
     module = wl.spec().build()
     config = TrainConfig(optimizer=wl.optimizer, weight_decay=wl.weight_decay, batch_size=wl.batch)
@@ -42,7 +43,7 @@ def jax_phases(wl: Workload, x: np.ndarray, y: np.ndarray) -> dict:
 
     fwd = jax.jit(loss)
     grad = jax.jit(jax.value_and_grad(loss))
-    step = jax.jit(make_train_step(loss_fn), donate_argnums=0)
+    step = jax.jit(make_train_step(default_objective(module, config)), donate_argnums=0)
     holder = {"state": create_train_state(module, x[:1], tx, init_key=key, rng=jnp.copy(key))}  # donated
 
     def run_step():
