@@ -159,7 +159,7 @@ facade.train_round = killed_while_training
 digits = load_dataset("digits", split="train").subset(np.arange(256))
 al = facade.AdvancedActiveLearning("random", architecture="mlp", size="tiny", num_classes=10, run_dir=sys.argv[1])
 al.add_unlabeled_data(digits.x[40:])  # no seed labels: "random" selects without a model
-al.set_budget_management(enabled=True, budget=50)
+al.set_budget_management(enabled=True, budget=50, costs=np.full(216, 1.5))
 samples, idx = al.select_samples(8)
 al.update_model(digits.y[40:][idx])
 raise SystemExit("not reached: training should have been killed")
@@ -180,10 +180,10 @@ def test_sigkill_during_training_loses_no_label(tmp_path, data):
     assert last["op"] == "label" and len(last["labels"]) == 8
 
     al = make(run_dir, strategy="random")
-    al.add_unlabeled_data(pool)  # the same script again
+    al.add_unlabeled_data(pool)  # the same script again (allowed although costs are set: a replay)
     stats = al.get_active_learning_statistics()
     assert stats["labelled"] == 8 and stats["pending"] == 0 and stats["rounds"] == 1
-    assert stats["budget"]["used"] == 8 and stats["budget"]["left"] == 42
+    assert stats["budget"]["used"] == 12 and stats["budget"]["left"] == 38 and stats["budget"]["per_sample_costs"]
     assert not stats["model_is_current"] and al.model is None
     np.testing.assert_array_equal(al.store.pool_labels[last["indices"]], oracle[last["indices"]])
     _, idx = al.select_samples(8)             # continues: the owed training runs first

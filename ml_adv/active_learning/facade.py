@@ -30,7 +30,7 @@ from ml_adv.active_learning.labels import JOURNAL, LabelStore, check_same_shape
 from ml_adv.active_learning.loop import ActiveLearningConfig, adaptive_choice, choose, evaluate, train_round
 from ml_adv.active_learning.strategies import STRATEGIES, resolve_strategy
 from ml_adv.data.dataset import ArrayDataset, validate_features, validate_labels
-from ml_adv.errors import CheckpointError, ConfigError, DataError, NotFittedError, check_positive, describe
+from ml_adv.errors import BudgetError, CheckpointError, ConfigError, DataError, NotFittedError, check_positive, describe
 from ml_adv.training.trained_model import TrainedModel
 
 
@@ -118,7 +118,7 @@ class AdvancedActiveLearning:
         """Add samples to the unlabelled pool; pool indices continue from the previous calls."""
         x = validate_features("data", data)
         self._check_shape("data", x)
-        if self.budget is not None and self.budget.costs is not None:
+        if self.budget is not None and self.budget.costs is not None and not self.store.next_add_is_replay:
             raise ConfigError("add_unlabeled_data: per-sample costs are set for the current pool; "
                               "set the budget after the last add_unlabeled_data")
         self.store.add_unlabeled(x)
@@ -215,8 +215,9 @@ class AdvancedActiveLearning:
         if store.pending is None and np.size(new_labels) == 0 and not isinstance(new_labels, dict):
             return False
         labels = store.check_labels(new_labels, self._num_classes, indices)
-        if self.budget is not None:
-            self.budget.fit(store.pending)  # the budget may have been lowered since selection
+        if self.budget is not None and len(self.budget.fit(store.pending)) < len(store.pending):
+            raise BudgetError(f"new_labels: the {len(store.pending)} selected samples no longer fit the budget "
+                              f"left ({self.budget.left:g}); raise the budget to record them")
         picked = store.record_labels(labels)
         if self.budget is not None:
             self.budget.charge(picked)

@@ -157,6 +157,11 @@ class LabelStore:
         return self._restored
 
     @property
+    def next_add_is_replay(self) -> bool:
+        """Whether the next ``add_*`` call will be matched against a journaled one (a restart)."""
+        return self._add_calls < len(self._adds)
+
+    @property
     def pool_x(self) -> np.ndarray:
         if self._pool_cache is None:
             if not self._pool_parts:
