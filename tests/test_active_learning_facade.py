@@ -144,6 +144,18 @@ def test_config_errors():
         AdvancedActiveLearning("random").select_samples(3)
     with pytest.raises(ConfigError, match="threshold"):
         AdvancedActiveLearning("random").set_performance_threshold(1.5)
+    with pytest.raises(ConfigError, match="fallback"):
+        AdvancedActiveLearning("random").set_adaptive_sampling(True, fallback="nope")
+
+
+def test_threshold_and_adaptive_need_validation_data(data):
+    al = AdvancedActiveLearning("random", num_classes=10)
+    al.add_unlabeled_data(data[2])
+    al.set_adaptive_sampling(True)
+    with pytest.raises(NotFittedError, match="validation_data"):
+        al.select_samples(2)
+    al.set_adaptive_sampling(False)
+    assert len(al.select_samples(2).indices) == 2
 
 
 CRASHING_SCRIPT = """

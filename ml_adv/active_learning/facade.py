@@ -146,7 +146,7 @@ class AdvancedActiveLearning:
                               min_gain: float = 0.005) -> None:
         """Switch between the strategy and ``fallback`` when one stagnates (``loop.adaptive_choice``)."""
         if enabled:
-            resolve_strategy(fallback)
+            STRATEGIES.get(fallback, argument="fallback")  # a name: it is journaled
             check_positive("patience", patience)
             if isinstance(min_gain, bool) or not isinstance(min_gain, (int, float)) or min_gain < 0:
                 raise ConfigError(f"min_gain: expected a non-negative number, got {describe(min_gain)}")
@@ -181,6 +181,9 @@ class AdvancedActiveLearning:
             return Selection(store.pool_x[store.pending], store.pending.copy())
         if self.stop_reason is not None:
             return self._empty()
+        if self.validation is None and (self.threshold is not None or self.adaptive):
+            raise NotFittedError("select_samples: the performance threshold and adaptive sampling judge validation "
+                                 "accuracy; pass validation_data or call set_validation_data first")
         strategy = self._current_strategy()
         # Train whatever is owed (first round, or labels recorded before a crash) even for
         # "random", so every strategy's learning curve has a point at every label count.
@@ -278,8 +281,7 @@ class AdvancedActiveLearning:
     def _check_shape(self, name: str, x: np.ndarray) -> None:
         if self._spec is not None:
             self._spec.validate_inputs(x[:1], argument=name)
-        shapes = [a.shape[1:] for a in self.store._pool_parts + self.store._labelled_x]
-        check_same_shape(name, x, shapes[0] if shapes else None)
+        check_same_shape(name, x, self.store.example_shape)
 
     def _current_strategy(self):
         if not self.adaptive or not self.adaptive["enabled"]:

@@ -170,6 +170,12 @@ class LabelStore:
         return self._pool_cache
 
     @property
+    def example_shape(self) -> tuple[int, ...] | None:
+        """Shape of one example of the data added so far (None before any)."""
+        parts = self._pool_parts + self._labelled_x
+        return tuple(parts[0].shape[1:]) if parts else None
+
+    @property
     def pool_size(self) -> int:
         return int(self.pool_labels.shape[0])
 
