@@ -125,3 +125,34 @@ def _e2e_cases() -> dict:
     namespace: dict = {}
     exec(body, namespace)  # noqa: S102 - our own test file's literal table
     return namespace["CASES"]
+
+
+def _readme_python_blocks() -> list[str]:
+    return re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
+
+
+@pytest.mark.slow
+def test_readme_python_blocks_run_and_rerun(tmp_path, monkeypatch):
+    """The README's Python blocks run as written (1 epoch, tiny models); a second run's save works.
+
+    Rerunning the first block would train again; re-executing its lines from ``save`` on, in
+    the same namespace, checks what a second run failed on (the model folder exists).
+    """
+    blocks = _readme_python_blocks()
+    assert len(blocks) == 2 and "save(" in blocks[0]
+    monkeypatch.chdir(tmp_path)
+    quick = [(r'"epochs": 15', '"epochs": 1'), ("epochs=15", "epochs=1"),
+             ('AdvancedCustomModelTrainer(architecture_type="transformer")',
+              'AdvancedCustomModelTrainer(architecture_type="transformer", size="tiny")'),
+             ('AdvancedModelArchitecture("cnn")', 'AdvancedModelArchitecture("cnn", size="tiny")')]
+    first, second = blocks
+    for old, new in quick:
+        first, second = first.replace(old, new), second.replace(old, new)
+    assert first != blocks[0] and second != blocks[1], "the README changed: update the substitutions"
+    namespace: dict = {}
+    exec(compile(first, "README block 1", "exec"), namespace)  # noqa: S102 - our README
+    rerun = first[first.index("result.model.save("):]
+    exec(compile(rerun, "README block 1, second run", "exec"), namespace)  # noqa: S102
+    assert (tmp_path / "my_model").is_dir() and namespace["result"].success
+    exec(compile(second, "README block 2", "exec"), {})  # noqa: S102
+    assert (tmp_path / "runs" / "my-cnn" / "config.json").exists()
