@@ -335,7 +335,7 @@ class AdvancedModelEnsemble:
 
     # ------------------------------------------------------------ deep ensembles
     def fit(self, spec, data, config=None, *, members: int | None = None, val=None, member_hparams=None,
-            bootstrap: bool = False, run_dir=None, progress=None) -> dict[str, Any]:
+            bootstrap: bool = False, key=None, run_dir=None, progress=None) -> dict[str, Any]:
         """Train members of ``spec`` on ``data`` as one stacked program and add them.
 
         With cross-validation on, ``members`` is the number of folds and member i trains
@@ -358,8 +358,8 @@ class AdvancedModelEnsemble:
         masks = training_masks(fold_ids, members) if cv["enabled"] else None
         deep.stacked_core()  # fail before anything else if the core is missing
         trained, result = deep.train_members(
-            spec, data, config, members=members, val=val, member_hparams=member_hparams, bootstrap=bootstrap,
-            example_masks=masks, run_dir=run_dir, progress=progress)
+            spec, data, config, members=members, key=key, val=val, member_hparams=member_hparams,
+            bootstrap=bootstrap, example_masks=masks, run_dir=run_dir, progress=progress)
         for model in trained:
             self.add_model(model, 1.0)
         report = {"members": members, "trained": [m.model_id for m in trained],
