@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 # Modules whose import registers benchmarks (harness.register). Add later suites here.
-BENCHMARK_MODULES = ("benchmarks.throughput", "benchmarks.mfu", "benchmarks.startup")
+BENCHMARK_MODULES = ("benchmarks.throughput", "benchmarks.mfu", "benchmarks.startup", "benchmarks.stacked")
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 

@@ -1,0 +1,155 @@
+"""Stacked training rows (issue 9): K members as one program against the ways people train them.
+
+``stacked/mlp-w<W>``: K=8 members of an MLP 64 -> W -> W -> 10 (W = 32, 128), batch 64,
+100 Adam steps on real digits features (tiled), in one round. Contenders, all on the same
+data and model:
+
+* ``ml_adv stacked``: ``init_run(members=K)`` + the scanned, vmapped epoch (``fit_stacked``'s program);
+* ``per-member loop``: one jitted step per member per batch from Python (how most
+  ensemble libraries train);
+* ``sequential scans``: K scanned single runs one after another (``fit``'s program, K times);
+* ``torch.func``: PyTorch ``stack_module_state`` + ``vmap(grad(functional_call))`` with Adam
+  on the stacked tensors.
+
+``stacked/population-lr``: P=16 learning rates of the digits MLP, one stacked program
+against 16 sequential ``fit`` calls (each compiles: the library path a user would take).
+Work is member-steps per second.
+"""
+
+from __future__ import annotations
+
+
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from benchmarks.harness import Context, make_row, register
+
+K, BATCH, STEPS = 8, 64, 100
+STACKED, LOOP, SEQUENTIAL, TORCH_FUNC = "ml_adv stacked", "per-member loop", "sequential scans", "torch.func"
+
+
+def _data(n: int) -> tuple[np.ndarray, np.ndarray]:
+    from ml_adv.data.builtin import load_dataset
+
+    digits = load_dataset("digits_flat", split="train")
+    reps = -(-n // len(digits))
+    return np.tile(digits.x, (reps, 1))[:n].astype(np.float32), np.tile(digits.y, reps)[:n].astype(np.int32)
+
+
+def _spec(width: int):
+    from ml_adv import make_spec
+
+    return make_spec("mlp", input_shape=(64,), input_kind="features", num_classes=10, hidden_sizes=(width, width),
+                     dropout=0.0)
+
+
+def _ml_adv_contenders(width: int, x, y) -> dict:
+    from ml_adv.training import TrainConfig
+    from ml_adv.training.setup import init_run
+    from ml_adv.training.steps import epoch_order, make_epoch_fn
+
+    config = TrainConfig(batch_size=BATCH, learning_rate=1e-3, epochs=1)
+    spec = _spec(width)
+    data = {"x": jnp.asarray(x), "y": jnp.asarray(y)}
+    order = epoch_order(jax.random.PRNGKey(0), len(x), BATCH)
+    stacked = init_run(spec, config, example_x=x[:1], steps_per_epoch=STEPS, members=K)
+    stacked_epoch = make_epoch_fn(stacked.train_step, stacked=True).lower(stacked.state, data, order).compile()
+    single = init_run(spec, config, example_x=x[:1], steps_per_epoch=STEPS)
+    single_epoch = make_epoch_fn(single.train_step).lower(single.state, data, order).compile()
+    step = jax.jit(single.train_step, donate_argnums=0)
+    holder = {"stacked": stacked.state, "singles": [jax.tree.map(jnp.copy, single.state) for _ in range(K)],
+              "loop": [jax.tree.map(jnp.copy, single.state) for _ in range(K)]}
+    batches = [{"x": data["x"][idx], "y": data["y"][idx]} for idx in order]
+
+    def run_stacked():
+        holder["stacked"], m = stacked_epoch(holder["stacked"], data, order)
+        return jax.block_until_ready(m)
+
+    def run_sequential():
+        for i in range(K):
+            holder["singles"][i], m = single_epoch(holder["singles"][i], data, order)
+        return jax.block_until_ready(m)
+
+    def run_loop():
+        for batch in batches:
+            for i in range(K):
+                s = holder["loop"][i]
+                holder["loop"][i], m = step(s, batch, s.step_key())
+        return jax.block_until_ready(m)
+
+    return {STACKED: run_stacked, SEQUENTIAL: run_sequential, LOOP: run_loop}
+
+
+def _torch_contender(torch, width: int, x, y):
+    from torch import nn
+    from torch.func import functional_call, grad, stack_module_state, vmap
+
+    torch.manual_seed(0)
+    models = [nn.Sequential(nn.Linear(64, width), nn.ReLU(), nn.Linear(width, width), nn.ReLU(), nn.Linear(width, 10))
+              for _ in range(K)]
+    params, buffers = stack_module_state(models)
+    base = models[0]
+    params = {k: v.detach().requires_grad_(True) for k, v in params.items()}
+    opt = torch.optim.Adam(list(params.values()), lr=1e-3)
+
+    def loss_fn(p, b, xb, yb):
+        return nn.functional.cross_entropy(functional_call(base, (p, b), (xb,)), yb)
+
+    grads_of = vmap(grad(loss_fn), in_dims=(0, 0, None, None))
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y.astype(np.int64))
+
+    def run():
+        for s in range(STEPS):
+            xb, yb = xt[s * BATCH:(s + 1) * BATCH], yt[s * BATCH:(s + 1) * BATCH]
+            grads = grads_of({k: v.detach() for k, v in params.items()}, buffers, xb, yb)
+            for k, v in params.items():
+                v.grad = grads[k]
+            opt.step()
+
+    return run
+
+
+def _members_row(ctx: Context, width: int) -> list[dict]:
+    x, y = _data(STEPS * BATCH)
+    fns = _ml_adv_contenders(width, x, y)
+    if ctx.torch is not None:
+        fns[TORCH_FUNC] = _torch_contender(ctx.torch, width, x, y)
+    timing = ctx.time(fns)
+    peers = tuple(n for n in (LOOP, SEQUENTIAL, TORCH_FUNC) if n in fns)
+    return [make_row(f"stacked/mlp-w{width}", "stacked", f"K={K} MLP 64-{width}-{width}-10", timing,
+                     rounds=ctx.rounds, work_per_round=K * STEPS, unit="member-steps/s", subject=STACKED, peers=peers,
+                     extra={"members": K, "batch": BATCH, "steps": STEPS, "optimizer": "adam"})]
+
+
+def _population_row(ctx: Context) -> list[dict]:
+    """P learning rates: one ``fit_stacked`` call against P ``fit`` calls (compiles included, as a user sees)."""
+    from ml_adv.data.builtin import load_dataset
+    from ml_adv.training import TrainConfig, fit
+    from ml_adv.training.stacked import fit_stacked
+
+    p = 16
+    train = load_dataset("digits_flat", split="train")
+    spec = _spec(64)
+    config = TrainConfig(batch_size=32, epochs=3)
+    rates = np.geomspace(1e-4, 3e-2, p)
+
+    def population():
+        fit_stacked(spec, train, config, members=p, member_hparams={"learning_rate": rates}, progress=False)
+
+    def sequential():
+        for r in rates:
+            fit(spec, train, config.replace(learning_rate=float(r)), progress=False)
+
+    timing = ctx.time({"ml_adv population": population, "sequential fit": sequential})
+    steps = p * 3 * (len(train) // 32)
+    return [make_row("stacked/population-lr", "stacked", f"P={p} learning rates, digits MLP, 3 epochs", timing,
+                     rounds=ctx.rounds, work_per_round=steps, unit="member-steps/s", subject="ml_adv population",
+                     peers=("sequential fit",), extra={"members": p, "note": "compiles included on both sides"})]
+
+
+register("stacked/mlp-w32", group="stacked")(lambda ctx: _members_row(ctx, 32))
+register("stacked/mlp-w128", group="stacked")(lambda ctx: _members_row(ctx, 128))
+register("stacked/population-lr", group="stacked", quick=False)(_population_row)
+
