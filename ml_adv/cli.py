@@ -24,6 +24,7 @@ COMMANDS: dict[str, str] = {
     "train": "ml_adv.training.train_command",
     "hpo": "ml_adv.hpo.command",
     "active-learn": "ml_adv.active_learning.command",
+    "ensemble": "ml_adv.ensembles.command",
 }
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -141,8 +142,15 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INTERRUPTED
 
 
+# An error line stays readable: a wrapped library message (orbax, tensorstore) can run to kilobytes.
+MAX_ERROR_CHARS = 1000
+
+
 def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    if len(text) > MAX_ERROR_CHARS:
+        text = text[:MAX_ERROR_CHARS] + f" ... ({len(text) - MAX_ERROR_CHARS} more characters)"
+    return text
 
 
 if __name__ == "__main__":

@@ -85,6 +85,8 @@ def test_fresh_keeps_user_files_and_restarts(tmp_path, capsys):
     (run / "plots" / "my_plot.png").write_bytes(b"mine")
     assert cli.main(argv) == 0  # resumes: the finished run is shown
     assert "already holds a finished run" in capsys.readouterr().out
+    rerun = json.loads((run / "report.json").read_text(), parse_constant=pytest.fail)  # no bare NaN
+    assert rerun["metrics"]["resumed_from"] == 1 and rerun["metrics"]["steps_per_second"] is None
     assert cli.main([*argv, "--fresh"]) == 0
     out = capsys.readouterr().out
     assert "already holds" not in out and "removed" in out and f"the run is in {run}/" in out

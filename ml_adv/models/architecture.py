@@ -96,7 +96,7 @@ class AdvancedModelArchitecture:
 
     def __init__(self, architecture_type: str, size: str = "small", **config_overrides: Any):
         entry = ARCHITECTURES.get(architecture_type, argument="architecture_type")
-        if size not in entry.sizes:
+        if not isinstance(size, str) or size not in entry.sizes:
             raise ConfigError(
                 f"size: expected one of {sorted(entry.sizes)} for {architecture_type!r}, got {size!r}"
             )

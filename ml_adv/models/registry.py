@@ -134,11 +134,11 @@ def make_spec(
 ) -> ModelSpec:
     """Build a validated ``ModelSpec`` from the registry (unknown names raise ConfigError)."""
     entry = ARCHITECTURES.get(architecture, argument="architecture_type")
-    if input_kind not in entry.input_kinds:
+    if not isinstance(input_kind, str) or input_kind not in entry.input_kinds:
         raise ShapeError(
             f"input_kind: architecture {architecture!r} accepts {list(entry.input_kinds)} inputs, got {input_kind!r}"
         )
-    if size not in entry.sizes:
+    if not isinstance(size, str) or size not in entry.sizes:
         raise ConfigError(f"size: expected one of {sorted(entry.sizes)} for {architecture!r}, got {size!r}")
     if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 2:
         raise ConfigError(f"output_dim: expected an integer number of classes >= 2, got {describe(num_classes)}")

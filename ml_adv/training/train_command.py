@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import math
 import sys
 import time
@@ -196,6 +195,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _print_table(args, result, wall: float) -> None:
+    from ml_adv.rundir import dumps
+
     m = result.metrics
     if m.get("resumed_from") and m["resumed_from"] >= m.get("epochs_run", 0):
         print(f"{result.run_dir} already holds a finished run ({m['resumed_from']} epochs): showing it; "
@@ -221,7 +222,7 @@ def _print_table(args, result, wall: float) -> None:
     for key, value in rows:
         print(f"| {key.ljust(width)} | {value} |")
     print()
-    print(json.dumps({"test_accuracy": m.get("test_accuracy"), "wall_seconds": round(wall, 2)}))
+    print(dumps({"test_accuracy": m.get("test_accuracy"), "wall_seconds": round(wall, 2)}))
 
 
 def _fmt(value, pattern: str = "{:.4f}") -> str:
