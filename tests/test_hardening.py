@@ -286,7 +286,7 @@ def _small():
     return ArrayDataset(RNG.normal(size=(64, 4)).astype(np.float32), np.arange(64) % 2)
 
 
-@pytest.mark.xfail(strict=True, reason=CORE)
+
 def test_config_stores_python_numbers():
     from ml_adv.training.config import TrainConfig
 
@@ -295,7 +295,7 @@ def test_config_stores_python_numbers():
         int, int, float, int)
 
 
-@pytest.mark.xfail(strict=True, reason=CORE)
+
 def test_config_booleans_are_strict():
     from ml_adv.training.config import TrainConfig
 
@@ -305,7 +305,7 @@ def test_config_booleans_are_strict():
         TrainConfig(mixed_precision="no")
 
 
-@pytest.mark.xfail(strict=True, reason=CORE)
+
 def test_config_seed_below_2_63():
     from ml_adv.training.config import TrainConfig
 
@@ -313,7 +313,7 @@ def test_config_seed_below_2_63():
         TrainConfig(seed=2**63)
 
 
-@pytest.mark.xfail(strict=True, reason=CORE)
+
 def test_fit_rejects_a_name_instead_of_a_spec():
     from ml_adv.training.loop import fit
 
@@ -321,7 +321,7 @@ def test_fit_rejects_a_name_instead_of_a_spec():
         fit("mlp", _small(), progress=False)
 
 
-@pytest.mark.xfail(strict=True, reason=CORE)
+
 def test_fit_rejects_init_params_of_another_structure():
     from ml_adv.models.registry import make_spec
     from ml_adv.training.config import TrainConfig

@@ -15,7 +15,14 @@ from typing import Any
 
 import optax
 
-from ml_adv.errors import ConfigError, check_positive, describe
+from ml_adv.errors import (
+    ConfigError,
+    check_bool,
+    check_non_negative,
+    check_positive,
+    check_seed,
+    describe,
+)
 
 NAN_POLICIES = ("raise", "skip")
 MONITOR_MODES = ("max", "min")
@@ -94,24 +101,21 @@ class TrainConfig:
         from ml_adv.training.losses import LOSSES
         from ml_adv.training.optim import OPTIMIZERS, SCHEDULES
 
-        check_positive("learning_rate", self.learning_rate, kind=float)
-        check_positive("batch_size", self.batch_size)
-        check_positive("epochs", self.epochs)
-        check_positive("grad_accum_steps", self.grad_accum_steps)
-        check_positive("patience", self.patience)
-        check_positive("eval_batch_size", self.eval_batch_size)
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ConfigError(f"seed: expected a non-negative integer, got {describe(self.seed)}")
+        # NumPy/JAX scalars (what searches and user loops produce) are stored as Python numbers.
+        for name, kind in (("learning_rate", float), ("batch_size", int), ("epochs", int), ("grad_accum_steps", int),
+                           ("patience", int), ("eval_batch_size", int)):
+            object.__setattr__(self, name, check_positive(name, getattr(self, name), kind=kind))
+        object.__setattr__(self, "seed", check_seed("seed", self.seed))
         for name in ("weight_decay", "label_smoothing", "warmup_fraction", "min_delta"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-                raise ConfigError(f"{name}: expected a non-negative number, got {describe(value)}")
+            object.__setattr__(self, name, check_non_negative(name, getattr(self, name), kind=float))
+        for name in ("mixed_precision", "early_stopping", "restore_best", "data_parallel", "scan_epochs"):
+            object.__setattr__(self, name, check_bool(name, getattr(self, name)))
         if self.label_smoothing >= 1:
             raise ConfigError(f"label_smoothing: expected a value in [0, 1), got {self.label_smoothing}")
         if self.warmup_fraction >= 1:
             raise ConfigError(f"warmup_fraction: expected a value in [0, 1), got {self.warmup_fraction}")
         if self.grad_clip_norm is not None:
-            check_positive("grad_clip_norm", self.grad_clip_norm, kind=float)
+            object.__setattr__(self, "grad_clip_norm", check_positive("grad_clip_norm", self.grad_clip_norm, kind=float))
         OPTIMIZERS.resolve(self.optimizer, argument="optimizer", accept=_is_gradient_transformation)
         SCHEDULES.resolve(self.schedule, argument="schedule")
         LOSSES.resolve(self.loss, argument="loss")

@@ -113,6 +113,34 @@ def validate_fit_inputs(model_spec, train, val: ArrayDataset | None, config: Tra
             raise DataError(f"val.x: expected example shape {first.example_shape} like train, got {val.example_shape}")
 
 
+def check_model(model):
+    """The ``ModelSpec`` of ``model`` (None for a custom Linen module); anything else is a ConfigError."""
+    import flax.linen as nn
+
+    from ml_adv.models.registry import ModelSpec
+
+    if isinstance(model, ModelSpec):
+        return model
+    if isinstance(model, nn.Module):
+        return None
+    hint = " (build one with make_spec or AdvancedModelArchitecture(...).design_architecture)" if isinstance(model, str) else ""
+    raise ConfigError(f"model: expected a ModelSpec or a flax.linen Module{hint}, got {describe(model)}")
+
+
+def check_init_params(init_params, state_params) -> None:
+    """``init_params`` must have the model's parameter structure, shapes and dtypes kinds."""
+    if init_params is None:
+        return
+    want = jax.tree.structure(state_params)
+    got = jax.tree.structure(init_params)
+    if want != got:
+        raise ConfigError(f"init_params: expected the model's parameter tree {want}, got {got}")
+    for path, (a, b) in zip(jax.tree_util.tree_flatten_with_path(state_params)[0],
+                            zip(jax.tree.leaves(state_params), jax.tree.leaves(init_params))):
+        if np.shape(a) != np.shape(b):
+            raise ConfigError(f"init_params: expected shape {np.shape(a)} at {jax.tree_util.keystr(path[0])}, got {np.shape(b)}")
+
+
 def device_data(train, mesh=None) -> dict[str, Any]:
     """Training arrays placed once on device: ``{"x", "y"}`` or ``{stream: {"x", "y"}}``."""
     if isinstance(train, dict):
@@ -229,10 +257,9 @@ def fit(
         >>> spec = AdvancedModelArchitecture("cnn").design_architecture(8, 10, input_shape=train.example_shape)
         >>> result = fit(spec, train, TrainConfig(epochs=5), val=test)
     """
-    from ml_adv.models.registry import ModelSpec
 
     config = TrainConfig() if config is None else config
-    spec = model if isinstance(model, ModelSpec) else None
+    spec = check_model(model)
     validate_fit_inputs(spec, train, val, config)
     monitor, mode = monitor_for(config, val is not None)
     mesh = None

@@ -17,7 +17,6 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from ml_adv.data.dataset import ArrayDataset
 from ml_adv.errors import ConfigError, DataError

@@ -159,6 +159,11 @@ def init_run(
     example_x = jnp.asarray(example_x)
 
     if init_params is not None:
+        from ml_adv.training.loop import check_init_params
+
+        abstract = jax.eval_shape(lambda: module.init({"params": jax.random.PRNGKey(0), "dropout": jax.random.PRNGKey(0)},
+                                                      jnp.asarray(example_x), train=False))
+        check_init_params(init_params, abstract["params"])
         # A copy: the state is donated to the compiled epoch, which must not delete the caller's arrays.
         init_params = jax.tree.map(lambda a: jnp.array(a, copy=True), init_params)
 

@@ -38,7 +38,7 @@ from ml_adv.errors import CheckpointError, ConfigError, DataError, TrainingDiver
 from ml_adv.training import parallel
 from ml_adv.training.config import TrainConfig
 from ml_adv.training.host import EarlyStopping, EpochRunner, monitor_for, progress_bar, summarize
-from ml_adv.training.loop import device_data, validate_fit_inputs
+from ml_adv.training.loop import check_model, device_data, validate_fit_inputs
 from ml_adv.training.sampling import StackedPlan
 from ml_adv.training.setup import init_run, state_hyperparams
 from ml_adv.training.state import TrainState
@@ -235,10 +235,8 @@ def fit_stacked(
         >>> result = fit_stacked(spec, train, TrainConfig(epochs=10), members=8, val=test)
         >>> result.model.predict_proba(test.x).mean(0)   # the deep-ensemble average
     """
-    from ml_adv.models.registry import ModelSpec
-
     config = TrainConfig() if config is None else config
-    spec = model if isinstance(model, ModelSpec) else None
+    spec = check_model(model)
     masks = check_stacked_inputs(members, train, config, example_masks, bootstrap)
     validate_fit_inputs(spec, train, val, config)
     cv_validation = val is None and masks is not None

@@ -37,6 +37,7 @@ from ml_adv.errors import (
     ConfigError,
     DataError,
     MlAdvError,
+    ShapeError,
     as_python_number,
     check_bool,
     check_choice,
@@ -247,7 +248,7 @@ def _input_dim(td, architecture, train, val, test) -> int:
             raise DataError(f"input_dim: the vocabulary size must exceed every token id (largest {inferred - 1}), "
                             f"got input_dim={given}")
     elif given != inferred:
-        raise DataError(f"input_dim: the data has examples of shape {train.example_shape}, which for "
+        raise ShapeError(f"input_dim: the data has examples of shape {train.example_shape}, which for "
                         f"{architecture!r} means input_dim={inferred}, got input_dim={given}")
     return int(given)
 
