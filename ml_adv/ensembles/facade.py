@@ -363,7 +363,7 @@ class AdvancedModelEnsemble:
         for model in trained:
             self.add_model(model, 1.0)
         report = {"members": members, "trained": [m.model_id for m in trained],
-                  "failed": np.asarray(result.failed, bool).tolist()}
+                  "failed": np.asarray(result.failed, bool).tolist(), "resumed_from": result.resumed_from}
         if cv["enabled"]:
             if len(trained) != members:
                 raise NotFittedError(f"cross-validation: {members - len(trained)} fold models diverged; no CV score")

@@ -1,0 +1,159 @@
+"""Train a deep ensemble as one program, evaluate it, calibrate it and report.
+
+Examples:
+  ml-adv ensemble --arch cnn --members 5 --data digits
+  ml-adv ensemble --arch mlp --size tiny --members 8 --epochs 20 --method weighted
+  ml-adv ensemble --arch cnn --folds 5            # 5-fold CV: the fold models form the ensemble
+
+K members of one architecture train together (fit_stacked: one vmapped, scanned program).
+A stratified --validation-split of the training split is held out for learned weights,
+stacking and temperature scaling; the built-in test split is evaluated before and after
+calibration. Writes metrics.jsonl (one line per member and for the ensemble),
+plots/reliability.png (best member, ensemble, calibrated ensemble), report.json and the
+saved ensemble under ensemble/. Re-running the same command resumes training from the
+last checkpoint; --fresh starts over.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ml_adv.cli import add_run_arguments, choices_help
+    from ml_adv.ensembles.combine import COMBINATION_RULES
+
+    ens = parser.add_argument_group("ensemble")
+    ens.add_argument("--members", type=_positive_int, default=5, help="K members trained as one program")
+    ens.add_argument("--method", default="averaging", metavar="NAME",
+                     help=choices_help("combination method", COMBINATION_RULES.names()))
+    ens.add_argument("--folds", type=int, default=0,
+                     help="k-fold cross-validation: k fold models (member i leaves out fold i); 0: off")
+    ens.add_argument("--no-calibration", action="store_true", help="skip temperature scaling")
+    model = parser.add_argument_group("model and data")
+    model.add_argument("--arch", default="cnn", metavar="NAME", help="architecture (mlp, cnn, lstm, transformer, bert)")
+    model.add_argument("--size", default="small", metavar="NAME", help="model size variant (tiny, small, ...)")
+    model.add_argument("--data", default="digits", metavar="NAME", help="built-in dataset or local TFDS name")
+    model.add_argument("--validation-split", type=float, default=0.15, help="held-out fraction of the training split")
+    model.add_argument("--epochs", type=_positive_int, default=10, help="epochs per member")
+    model.add_argument("--batch-size", type=_positive_int, default=32, help="examples per step")
+    model.add_argument("--lr", type=float, default=2e-3, help="learning rate")
+    model.add_argument("--seed", type=int, default=0, help="seeds members, folds and the validation split")
+    add_run_arguments(parser.add_argument_group("run directory"), None, "runs/ensemble-<arch>-<data>")
+
+
+def _load(args):
+    from ml_adv.data.builtin import load_dataset
+    from ml_adv.training.training_data import DIGITS_VIEW_FOR
+
+    name = DIGITS_VIEW_FOR.get(args.arch, "digits") if args.data == "digits" else args.data
+    return load_dataset(name, split="train"), load_dataset(name, split="test")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Validate, clean with --fresh, train (or resume), weight, calibrate, evaluate, plot, report."""
+    import numpy as np
+
+    from ml_adv import AdvancedModelEnsemble, make_spec
+    from ml_adv.cli import fresh_run_directory
+    from ml_adv.ensembles.calibration import expected_calibration_error, reliability_bins
+    from ml_adv.ensembles.combine import resolve_rule
+    from ml_adv.ensembles.folds import check_folds
+    from ml_adv.ensembles.plots import plot_reliability
+    from ml_adv.training.config import TrainConfig
+
+    # Everything is checked before --fresh deletes anything or anything compiles.
+    rule = resolve_rule(args.method)
+    if args.folds:
+        check_folds(args.folds)
+    config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr, seed=args.seed)
+    full, test = _load(args)
+    train, val = full.split((1 - args.validation_split, args.validation_split), seed=args.seed)
+    spec = make_spec(args.arch, input_shape=train.example_shape, input_kind=train.input_kind,
+                     num_classes=train.num_classes, size=args.size)
+    rd = fresh_run_directory(Path(args.run_dir or f"runs/ensemble-{args.arch}-{args.data}"), args.fresh)
+    settings = {k: v for k, v in vars(args).items() if k not in ("fresh", "command") and not k.startswith("_")}
+    rd.write_config({"command": "ensemble", **settings, "spec": spec.to_dict(), "train_config": config.to_dict()})
+    rd.checkpoint_dir  # records checkpoints/ so that --fresh removes the stacked run's checkpoints
+    print(f"ml-adv: {args.folds or args.members} x {args.arch} ({args.size}) on {args.data!r} as one program "
+          f"-> {rd.path}/", flush=True)
+    started = time.perf_counter()
+
+    ensemble = AdvancedModelEnsemble(args.method, seed=args.seed)
+    if args.folds:
+        ensemble.set_cross_validation(args.folds)
+    training = ensemble.fit(spec, train, config, members=None if args.folds else args.members,
+                            val=None if args.folds else val, run_dir=rd.path)
+    if rule.uses_weights or rule.needs_meta_learner:
+        ensemble.update_model_weights(val)
+    before = ensemble.get_ensemble_performance(test)
+    probs = {"ensemble": ensemble.predict_proba(test)}
+    members = before["members"]
+    best = max(members, key=lambda m: members[m]["accuracy"])
+    probs["best member"] = ensemble.member_probabilities(test)[ensemble.model_ids.index(best)]
+    calibration, after = None, None
+    if not args.no_calibration:
+        calibration = ensemble.calibrate(val)
+        after = ensemble.get_ensemble_performance(test)
+        probs["ensemble + temperature"] = ensemble.predict_proba(test)
+    curves = {label: {**{k: np.asarray(v) for k, v in reliability_bins(probs[label], test.y).items()},
+                      "ece": float(expected_calibration_error(probs[label], test.y))}
+              for label in ("best member", "ensemble", "ensemble + temperature") if label in probs}
+    plot = plot_reliability(curves, rd.plot_path("reliability"), title=f"{args.arch} x {len(ensemble)} on {args.data} (test)")
+
+    rd.rewrite_metrics([{"model": mid, "kind": "member", **m} for mid, m in members.items()]
+                       + [{"model": "ensemble", "kind": "ensemble", **before["ensemble"]}]
+                       + ([{"model": "ensemble+temperature", "kind": "ensemble", **after["ensemble"]}] if after else []))
+    if (rd.path / "ensemble").exists():  # a resumed or repeated run replaces the saved ensemble
+        rd.remove("ensemble")
+    saved = ensemble.save(rd.tree_for("ensemble"))
+    summary = _summary(before, after)
+    rd.write_report({"command": "ensemble", "settings": settings, "training": training, "test": summary,
+                     "calibration": calibration, "diversity": before["diversity"], "weights": before["weights"],
+                     "plot": plot, "ensemble_dir": saved, "wall_seconds": round(time.perf_counter() - started, 1)})
+    _print_table(summary, training)
+    return 0
+
+
+def _summary(before: dict[str, Any], after: dict[str, Any] | None) -> dict[str, Any]:
+    import numpy as np
+
+    members = before["members"].values()
+    out = {"members": before["members"],
+           "member_mean": {m: float(np.mean([v[m] for v in members])) for m in ("accuracy", "nll", "brier", "ece")},
+           "member_std": {m: float(np.std([v[m] for v in members])) for m in ("accuracy", "nll", "brier", "ece")},
+           "ensemble": before["ensemble"]}
+    if after is not None:
+        out["ensemble_calibrated"] = after["ensemble"]
+    return out
+
+
+def _print_table(summary: dict[str, Any], training: dict[str, Any]) -> None:
+    rows = [("member mean +- std", {m: f"{summary['member_mean'][m]:.4f} +- {summary['member_std'][m]:.4f}"
+                                    for m in summary["member_mean"]}),
+            ("ensemble", {m: f"{v:.4f}" for m, v in summary["ensemble"].items()})]
+    if "ensemble_calibrated" in summary:
+        rows.append(("ensemble + temperature", {m: f"{v:.4f}" for m, v in summary["ensemble_calibrated"].items()}))
+    metrics = ("accuracy", "nll", "brier", "ece")
+    print("\n| test | " + " | ".join(metrics) + " |")
+    print("|---|" + "---|" * len(metrics))
+    for label, values in rows:
+        print(f"| {label} | " + " | ".join(values[m] for m in metrics) + " |")
+    cv = training.get("cross_validation")
+    if cv:
+        print(f"\nCV accuracy ({cv['folds']} folds): {cv['mean']['accuracy']:.4f} +- {cv['std']['accuracy']:.4f}; "
+              f"NLL {cv['mean']['nll']:.4f} +- {cv['std']['nll']:.4f}")
+    print()
