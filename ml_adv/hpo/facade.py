@@ -27,9 +27,15 @@ DEFAULT_BATCH_SIZES = (16, 32, 64)
 
 
 def default_space(architectures: Sequence[str] = ("cnn",), sizes: Sequence[str] | None = None, *,
-                  max_batch_size: int | None = None) -> SearchSpace:
+                  max_batch_size: int | None = None, population: bool = False) -> SearchSpace:
     """Learning rate (log), batch size, dropout and label smoothing; plus the architecture and
-    size when there is more than one to choose from (automated model selection)."""
+    size when there is more than one to choose from (automated model selection).
+
+    With ``population``, only what a stacked population can vary inside one program:
+    the learning rate and label smoothing.
+    """
+    if population:
+        return SearchSpace([Float("learning_rate", 1e-4, 3e-2, log=True), Float("label_smoothing", 0.0, 0.2)])
     batch_sizes = [b for b in DEFAULT_BATCH_SIZES if max_batch_size is None or b <= max_batch_size]
     params = [Float("learning_rate", 1e-4, 3e-2, log=True)]
     if batch_sizes:
@@ -65,12 +71,14 @@ class AdvancedHyperparameterOptimizer:
         trials_per_batch: configurations asked and evaluated together.
         pruner: None, "median", "successive_halving" or a pruner object.
         run_dir: resumable study directory (``trials.jsonl``, best config, plots, report).
+        stacked: train each batch of ``trials_per_batch`` asked configurations as one stacked
+            population (batched asks: ask P, train them together, tell P).
         **method_options: e.g. ``grid_points``, ``grid_order`` for grid search.
     """
 
     def __init__(self, optimization_method: str = "bayesian", max_trials: int = 50, *, search_space=None,
                  seed: int = 0, executor=None, trials_per_batch: int | None = None, pruner=None,
-                 run_dir=None, progress: bool | None = None, **method_options: Any):
+                 run_dir=None, progress: bool | None = None, stacked: bool = False, **method_options: Any):
         self.entry = resolve_method(optimization_method)
         check_positive("max_trials", max_trials)
         self.optimization_method = optimization_method
@@ -83,6 +91,7 @@ class AdvancedHyperparameterOptimizer:
         self.run_dir = run_dir
         self.progress = progress
         self.method_options = method_options
+        self.stacked = stacked
         self.result: StudyResult | None = None
 
     def study(self, objective, space: SearchSpace | None = None) -> Study:
@@ -92,7 +101,8 @@ class AdvancedHyperparameterOptimizer:
             raise ConfigError("search_space: expected a SearchSpace for a custom objective, got None")
         return Study(objective, space, method=self.optimization_method, max_trials=self.max_trials, seed=self.seed,
                      run_dir=self.run_dir, executor=self.executor, trials_per_batch=self.trials_per_batch,
-                     pruner=self.pruner, method_options=self.method_options, progress=self.progress)
+                     pruner=self.pruner, method_options=self.method_options, progress=self.progress,
+                     stacked=self.stacked)
 
     def optimize(self, data_or_objective: Any = "digits", *, architectures: Sequence[str] = ("cnn",),
                  size: str = "tiny", sizes: Sequence[str] | None = None, base_config: TrainConfig | None = None,
@@ -118,7 +128,7 @@ class AdvancedHyperparameterOptimizer:
                                                     size=size, split_seed=base.seed)
             smallest = min(len(t) for t, _ in objective.views.values())
             space = as_space(search_space) or self.search_space or default_space(
-                architectures, sizes, max_batch_size=smallest)
+                architectures, sizes, max_batch_size=smallest, population=self.entry.population)
         else:
             space = search_space
         self.result = self.study(objective, space).run()

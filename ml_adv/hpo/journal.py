@@ -23,7 +23,7 @@ from ml_adv.rundir import dumps
 HEADER_TYPE = "study"
 TRIAL_TYPE = "trial"
 # Header fields that must match for a journal to be resumed by the same study.
-RESUME_KEYS = ("method", "space", "seed", "max_trials", "batch_size", "objective", "method_options")
+RESUME_KEYS = ("method", "space", "seed", "max_trials", "batch_size", "objective", "method_options", "stacked")
 
 
 class TrialJournal:
@@ -39,6 +39,12 @@ class TrialJournal:
         """``(header, trials)``; a truncated last line (a kill mid-write) is dropped."""
         if not self.exists():
             return None, []
+        records = self._records()
+        if not records or records[0].get("type") != HEADER_TYPE:
+            raise CheckpointError(f"trials journal {self.path}: expected a study header on line 1")
+        return records[0], [r for r in records[1:] if r.get("type") == TRIAL_TYPE]
+
+    def _records(self) -> list[dict[str, Any]]:
         lines = self.path.read_bytes().split(b"\n")
         records = []
         for i, line in enumerate(lines):
@@ -50,9 +56,7 @@ class TrialJournal:
                 if i == len(lines) - 1:  # only the unterminated last line may be partial
                     break
                 raise CheckpointError(f"trials journal {self.path}: line {i + 1} is not valid JSON ({exc})") from exc
-        if not records or records[0].get("type") != HEADER_TYPE:
-            raise CheckpointError(f"trials journal {self.path}: expected a study header on line 1")
-        return records[0], [r for r in records[1:] if r.get("type") == TRIAL_TYPE]
+        return records
 
     def start(self, header: dict[str, Any]) -> list[dict[str, Any]]:
         """Open the journal for ``header``; return the trials already finished (resume).
@@ -74,7 +78,17 @@ class TrialJournal:
 
     def append(self, trial: dict[str, Any]) -> None:
         """Append one finished trial durably (flush + fsync) before returning."""
-        self._write_bytes(_line({"type": TRIAL_TYPE, **trial}), mode="ab")
+        self.append_record(TRIAL_TYPE, trial)
+
+    def append_record(self, kind: str, record: dict[str, Any]) -> None:
+        """Append a record of another ``kind`` (e.g. a finished population rung), durably."""
+        self._write_bytes(_line({"type": kind, **record}), mode="ab")
+
+    def read_records(self, kind: str) -> list[dict[str, Any]]:
+        """Every record of ``kind``, in the order written (a torn last line is dropped)."""
+        if not self.exists():
+            return []
+        return [r for r in self._records() if r.get("type") == kind]
 
     def _write_bytes(self, data: bytes, *, mode: str) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -84,7 +84,11 @@ class Study:
         trials_per_batch: configurations asked and evaluated together (default: the
             executor's worker count, else 1).
         pruner: None, ``"median"``, ``"successive_halving"`` or a pruner object.
-        method_options: extra options of the method (``grid_points``, ``grid_order``).
+        method_options: extra options of the method (``grid_points``, ``grid_order``;
+            ``reduction_factor`` for ``population``).
+        stacked: train each batch of asked configurations as stacked populations
+            (``ml_adv.hpo.population.stacked_trials``: one compiled program per group of
+            configurations differing only in traced hyper-parameters).
         progress: tqdm bar over trials (default: only on a terminal).
 
     Example:
@@ -95,7 +99,8 @@ class Study:
 
     def __init__(self, objective, space: SearchSpace, *, method: str = "bayesian", max_trials: int = 20,
                  seed: int = 0, run_dir=None, executor=None, trials_per_batch: int | None = None,
-                 pruner=None, method_options: dict[str, Any] | None = None, progress: bool | None = None):
+                 pruner=None, method_options: dict[str, Any] | None = None, progress: bool | None = None,
+                 stacked: bool = False):
         if not isinstance(space, SearchSpace):
             raise ConfigError(f"space: expected a SearchSpace, got {describe(space)}")
         check_positive("max_trials", max_trials)
@@ -111,9 +116,20 @@ class Study:
         self.pruner = resolve_pruner(pruner)
         self.method_options = dict(method_options or {})
         self.progress = progress
-        # Build the searcher once now so that bad method options fail before anything trains.
-        make_searcher(method, space, self.max_trials, seed=seed, num_workers=self.trials_per_batch,
-                      **self.method_options)
+        if not isinstance(stacked, bool):
+            raise ConfigError(f"stacked: expected True or False, got {describe(stacked)}")
+        self.stacked = stacked
+        if stacked or self.entry.population:
+            from ml_adv.hpo.population import check_stackable
+
+            check_stackable(objective)
+            if self.pruner is not None or self.executor is not None:
+                raise ConfigError("stacked: population training runs in this process without a pruner; "
+                                  f"got pruner={self.pruner!r}, executor={self.executor!r}")
+        if not self.entry.population:
+            # Build the searcher once now so that bad method options fail before anything trains.
+            make_searcher(method, space, self.max_trials, seed=seed, num_workers=self.trials_per_batch,
+                          **self.method_options)
         self.run_dir = None if run_dir is None else _run_directory(run_dir)
         self.trials: list[dict[str, Any]] = []
 
@@ -122,7 +138,7 @@ class Study:
         return {"method": self.method, "space": self.space.to_dict(), "seed": self.seed,
                 "max_trials": self.max_trials, "batch_size": self.trials_per_batch,
                 "objective": self.objective.describe(), "method_options": self.method_options,
-                "pruner": repr(self.pruner)}
+                "pruner": repr(self.pruner), "stacked": self.stacked}
 
     def run(self) -> StudyResult:
         """Run (or resume) the study until ``max_trials`` trials finished or the grid is exhausted."""
@@ -188,7 +204,13 @@ class Study:
             self.trials.append(trial)
             _advance(bar, self.trials)
 
-        if self.executor is None or len(batch) == 1:
+        if self.stacked and len(batch) > 1:
+            from ml_adv.hpo.population import stacked_trials
+
+            for (trial_id, suggestion, batch_id), outcome in zip(batch, stacked_trials(
+                    self.objective, [s.config for _, s, _ in batch])):
+                record(trial_id, suggestion, batch_id, outcome)
+        elif self.executor is None or len(batch) == 1:
             for trial_id, suggestion, batch_id in batch:
                 record(trial_id, suggestion, batch_id, run_trial(self.objective, suggestion.config, self.pruner, reference))
         else:
