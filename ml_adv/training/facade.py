@@ -189,6 +189,7 @@ class AdvancedCustomModelTrainer:
             plan.input_dim, plan.output_dim, input_shape=train.example_shape, input_kind=train.input_kind
         )
         _check_against_model(spec, val, test)
+        train.check_batch_size(config.batch_size)  # before a run directory is made
         model_id = uuid.uuid4().hex[:12]
         run_name = plan.run_name or _readable_run_name(self.architecture_type, train.name)
         run_dir = self.run_root / run_name

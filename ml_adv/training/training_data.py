@@ -151,7 +151,6 @@ def resolve_training_data(
     if "augment" in config_fields:
         config = config.replace(augment=config_fields["augment"])
 
-    train.check_batch_size(config.batch_size)
     output_dim = _output_dim(td, train, val, test)
     input_dim = _input_dim(td, architecture, train, val, test)
     overrides = td.get("model_overrides") or {}
