@@ -28,7 +28,8 @@ import time
 from pathlib import Path
 
 # Modules whose import registers benchmarks (harness.register). Add later suites here.
-BENCHMARK_MODULES = ("benchmarks.throughput", "benchmarks.mfu", "benchmarks.startup", "benchmarks.stacked")
+BENCHMARK_MODULES = ("benchmarks.throughput", "benchmarks.mfu", "benchmarks.startup", "benchmarks.stacked",
+                     "benchmarks.hpo")
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
