@@ -201,3 +201,23 @@ def test_sigkill_during_training_loses_no_label(tmp_path, data):
     _, idx = al.select_samples(8)             # continues: the owed training runs first
     assert [p["labels"] for p in al.get_learning_curve()] == [8] and al.store.model_is_current
     assert len(set(idx.tolist()) & set(last["indices"])) == 0
+
+
+@pytest.mark.slow
+def test_uncertainty_beats_random_at_equal_labels_on_digits(digits_images):
+    """Real digits, small MLP, 20 seeded random labels + 2 rounds of 40: margin vs random at 100 labels.
+
+    Measured (seeds 0/1/2): margin 0.919/0.944/0.908 vs random 0.894/0.891/0.875 test accuracy.
+    Seed 0 is asserted with a 1-point margin (measured: 2.5 points); CPU runs are deterministic.
+    """
+    from ml_adv.active_learning.simulate import simulate_loop
+
+    train, test = digits_images
+    config = ActiveLearningConfig(train=TrainConfig(epochs=30, batch_size=32, learning_rate=2e-3),
+                                  update_epochs=5, min_steps=60)
+    final = {}
+    for name in ("random", "margin"):
+        curve = simulate_loop(name, train, test, rounds=2, query_size=40, initial=20, seed=0, config=config)
+        assert [p["labels"] for p in curve] == [20, 60, 100]
+        final[name] = curve[-1]["val_accuracy"]
+    assert final["margin"] >= final["random"] + 0.01, final
