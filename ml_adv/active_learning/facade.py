@@ -27,10 +27,24 @@ import numpy as np
 
 from ml_adv.active_learning.budget import Budget
 from ml_adv.active_learning.labels import JOURNAL, LabelStore, check_same_shape
-from ml_adv.active_learning.loop import ActiveLearningConfig, adaptive_choice, choose, evaluate, train_round
+from ml_adv.active_learning.loop import (
+    ActiveLearningConfig,
+    adaptive_choice,
+    choose,
+    evaluate,
+    train_round,
+)
 from ml_adv.active_learning.strategies import STRATEGIES, resolve_strategy
 from ml_adv.data.dataset import ArrayDataset, validate_features, validate_labels
-from ml_adv.errors import BudgetError, CheckpointError, ConfigError, DataError, NotFittedError, check_positive, describe
+from ml_adv.errors import (
+    BudgetError,
+    CheckpointError,
+    ConfigError,
+    DataError,
+    NotFittedError,
+    check_positive,
+    describe,
+)
 from ml_adv.training.trained_model import TrainedModel
 
 

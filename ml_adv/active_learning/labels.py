@@ -76,7 +76,9 @@ class Journal:
                 record = json.loads(line)
             except json.JSONDecodeError:
                 if complete:
-                    raise CheckpointError(f"run_dir: {self.path} line {i + 1} is not valid JSON; the journal is damaged")
+                    raise CheckpointError(
+                        f"run_dir: {self.path} line {i + 1} is not valid JSON; the journal is damaged"
+                    ) from None
                 break
             if not complete:
                 break  # a whole JSON object without its newline: the write was cut short
