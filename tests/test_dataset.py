@@ -175,3 +175,24 @@ def test_concatenate_keeps_domains_and_checks_shapes():
         concatenate([a, ArrayDataset(np.zeros((2, 3), np.float32), [0, 1])])
     with pytest.raises(DataError, match="^datasets:"):
         concatenate([])
+
+
+def test_subset_takes_masks_and_refuses_float_indices():
+    ds = _indexed(6)
+    mask = np.array([True, False, True, False, False, True])
+    np.testing.assert_array_equal(_ids(ds.subset(mask)), [0, 2, 5])
+    with pytest.raises(DataError, match="^indices: a boolean mask"):
+        ds.subset(mask[:3])
+    with pytest.raises(DataError, match="^indices: expected integer indices"):
+        ds.subset([0.5, 1.7])
+    np.testing.assert_array_equal(_ids(ds.subset(np.array([5, 0], np.uint8))), [5, 0])
+
+
+def test_metadata_types_are_checked():
+    with pytest.raises(DataError, match="^info:"):
+        ArrayDataset(X3, Y3, info=3)
+    with pytest.raises(DataError, match="^name:"):
+        ArrayDataset(X3, Y3, name=None)
+    assert ArrayDataset(X3, Y3, num_classes=np.int64(4)).num_classes == 4
+    with pytest.raises(ConfigError, match="^num_classes:"):
+        ArrayDataset(X3, Y3, num_classes=True)

@@ -177,6 +177,9 @@ class ArrayDataset:
         object.__setattr__(self, "num_classes", num_classes)
         object.__setattr__(self, "domain", domain)
         object.__setattr__(self, "input_kind", kind)
+        if not isinstance(self.info, dict) or not isinstance(self.name, str):
+            bad = ("info", "a dict") if not isinstance(self.info, dict) else ("name", "a string")
+            raise DataError(f"{bad[0]}: expected {bad[1]}, got {describe(getattr(self, bad[0]))}")
         object.__setattr__(self, "info", dict(self.info))
 
     # ------------------------------------------------------------------ basics
@@ -195,8 +198,15 @@ class ArrayDataset:
         )
 
     def subset(self, indices: Sequence[int] | np.ndarray, name: str | None = None) -> ArrayDataset:
-        """Dataset restricted to ``indices`` (in the given order)."""
-        idx = np.asarray(indices, dtype=np.int64)
+        """Dataset restricted to ``indices`` (in the given order), or to the rows of a boolean mask."""
+        raw = np.asarray(indices)
+        if raw.dtype.kind == "b":
+            if raw.shape != (len(self),):
+                raise DataError(f"indices: a boolean mask needs one entry per example ({len(self)}), got {describe(raw)}")
+            raw = np.flatnonzero(raw)
+        elif raw.size and raw.dtype.kind not in "iu":
+            raise DataError(f"indices: expected integer indices or a boolean mask, got {describe(raw)}")
+        idx = raw.astype(np.int64)
         if idx.ndim != 1:
             raise DataError(f"indices: expected a 1-D index array, got {describe(idx)}")
         if idx.size == 0:
