@@ -36,11 +36,17 @@ def _row(ctx: Context, arch: str) -> list[dict]:
     configs = [searcher.ask().config for _ in range(P)]
     scores = {}
 
+    def checked(outcomes):
+        failed = [o["error"] for o in outcomes if o["status"] != "ok"]
+        if failed:  # a benchmark of failing trials would time nothing real
+            raise RuntimeError(f"hpo benchmark: {len(failed)} trial(s) failed: {failed[0]}")
+        return [o["score"] for o in outcomes]
+
     def population():
-        scores[POPULATION] = [o["score"] for o in stacked_trials(objective, configs)]
+        scores[POPULATION] = checked(stacked_trials(objective, configs))
 
     def sequential():
-        scores[SEQUENTIAL] = [run_trial(objective, c)["score"] for c in configs]
+        scores[SEQUENTIAL] = checked([run_trial(objective, c) for c in configs])
 
     timing = ctx.time({POPULATION: population, SEQUENTIAL: sequential})
     best = {k: max(v) for k, v in scores.items()}
