@@ -39,7 +39,8 @@ def test_trainer_end_to_end_through_asyncio(tmp_path, digits_images):
     from ml_adv.custom_model_trainer import AdvancedCustomModelTrainer
 
     train, test = digits_images
-    trainer = AdvancedCustomModelTrainer(architecture_type="cnn", optimization_method="bayesian", run_root=tmp_path)
+    # optimization_method="none": the search before training is ml_adv.hpo's, tested in tests/test_hpo_*.py
+    trainer = AdvancedCustomModelTrainer(architecture_type="cnn", optimization_method="none", run_root=tmp_path)
     trainer.set_mixed_precision(False)
     trainer.set_resource_monitoring(True)
     trainer.set_data_augmentation(True)
