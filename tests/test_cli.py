@@ -55,6 +55,9 @@ def test_library_errors_are_one_clean_line(tmp_path, monkeypatch, capsys):
     assert code == 2
     assert err.startswith("ml-adv train: error: run_dir:") and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
+    (tmp_path / "a_file").write_text("x")
+    assert cli.main(["train", "--arch", "mlp", "--run-dir", "a_file", "--fresh"]) == 2
+    assert "run_dir: expected a folder, got the file 'a_file'" in capsys.readouterr().err
 
 
 def test_bad_option_values_are_usage_errors(capsys):

@@ -22,6 +22,7 @@ from ml_adv.errors import (
     ConfigError,
     DataError,
     MlAdvError,
+    ShapeError,
     as_python_number,
     check_bool,
     check_fraction,
@@ -216,6 +217,10 @@ def test_input_kind_follows_the_architecture_not_the_dtype():
     assert plan("mlp", x=X_INT, y=Y_INT, validation_split=np.float32(0.25)).val.x.shape[0] == 24
     as_bool = plan("mlp", x=X_INT > 4, y=Y_INT > 0)
     assert as_bool.train.x.dtype == np.float32 and as_bool.output_dim == 2
+    with pytest.raises(ShapeError, match=r"^x: cnn takes \(H, W, C\) images, .*x\[\.\.\., None\]"):
+        plan("cnn", x=np.ones((40, 8, 8), np.float32), y=np.arange(40) % 2)
+    with pytest.raises(ShapeError, match=r"^x: lstm takes \(length, features\) sequences"):
+        plan("lstm", x=np.ones((40, 8), np.float32), y=np.arange(40) % 2)
     with pytest.raises(DataError, match="^x: 'tokens' inputs are integer token ids"):
         plan("bert", x=np.ones((40, 6), np.float32), y=np.arange(40) % 2)
     with pytest.raises(DataError, match="^data.x: 'tokens' inputs are integer token ids"):

@@ -207,6 +207,11 @@ def _conform(argument: str, ds: ArrayDataset, train: ArrayDataset | None, kind: 
     """``ds`` read as ``train``'s input kind, with the same example shape (else DataError naming ``argument``)."""
     target = train.input_kind if train is not None else _kind_for(ds, architecture, kind)
     features = "x" if argument == "x/y" else f"{argument}.x"  # the 'x' key names itself
+    rank = {"image": 3, "sequence": 2}.get(target)
+    if rank is not None and len(ds.example_shape) == rank - 1:
+        what = "(H, W, C) images" if target == "image" else "(length, features) sequences"
+        raise ShapeError(f"{features}: {architecture or 'the model'} takes {what}, got examples of shape "
+                         f"{ds.example_shape}; add a trailing axis (x[..., None]) if that is what they are")
     ds = _renamed(argument, lambda: ds.with_input_kind(target, argument=features))
     if train is not None and ds.example_shape != train.example_shape:
         raise DataError(
