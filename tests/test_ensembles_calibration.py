@@ -4,7 +4,12 @@ import jax
 import numpy as np
 from scipy.optimize import minimize_scalar
 
-from ml_adv.ensembles.calibration import apply_temperature, expected_calibration_error, fit_temperature, reliability_bins
+from ml_adv.ensembles.calibration import (
+    apply_temperature,
+    expected_calibration_error,
+    fit_temperature,
+    reliability_bins,
+)
 from ml_adv.ensembles.metrics import member_metrics, probability_metrics
 
 

@@ -1,4 +1,8 @@
-"""Deep ensembles and cross-validation through fit_stacked (ml_adv.ensembles.deep, facade.fit/train)."""
+"""Cross-validation through fit_stacked (ml_adv.ensembles.deep, folds, facade.fit).
+
+The plain deep ensemble (``AdvancedModelEnsemble.train``) is exercised end to end in
+test_ensembles_facade.py, whose module fixture trains it once for all facade tests.
+"""
 
 import numpy as np
 import pytest
@@ -16,19 +20,6 @@ def flat():
     test = load_dataset("digits_flat", split="test")
     spec = make_spec("mlp", input_shape=(64,), input_kind="features", num_classes=10, size="tiny")
     return spec, train, test
-
-
-def test_deep_ensemble_trains_as_one_program(flat):
-    spec, train, test = flat
-    ensemble = AdvancedModelEnsemble.train(spec, train, CONFIG, members=3)
-    stats = ensemble.get_ensemble_statistics()
-    assert len(ensemble) == 3 and stats["stacked_groups"] == [ensemble.model_ids]  # one vmapped pass
-    assert stats["training"]["failed"] == [False, False, False]
-    perf = ensemble.get_ensemble_performance(test)
-    member_acc = [m["accuracy"] for m in perf["members"].values()]
-    assert len(set(member_acc)) > 1  # different initialisations, different members
-    assert perf["ensemble"]["nll"] <= np.mean([m["nll"] for m in perf["members"].values()])
-    assert perf["ensemble"]["accuracy"] > 0.5
 
 
 def test_cross_validation_scores_each_fold_model_on_its_held_out_fold(flat):

@@ -87,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     rd = fresh_run_directory(Path(args.run_dir or f"runs/ensemble-{args.arch}-{args.data}"), args.fresh)
     settings = {k: v for k, v in vars(args).items() if k not in ("fresh", "command") and not k.startswith("_")}
     rd.write_config({"command": "ensemble", **settings, "spec": spec.to_dict(), "train_config": config.to_dict()})
-    rd.checkpoint_dir  # records checkpoints/ so that --fresh removes the stacked run's checkpoints
+    _ = rd.checkpoint_dir  # records checkpoints/ so that --fresh removes the stacked run's checkpoints
     print(f"ml-adv: {args.folds or args.members} x {args.arch} ({args.size}) on {args.data!r} as one program "
           f"-> {rd.path}/", flush=True)
     started = time.perf_counter()

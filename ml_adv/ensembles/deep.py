@@ -18,8 +18,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from ml_adv.ensembles.combine import safe_log
+from ml_adv.ensembles.folds import stratified_fold_ids, training_masks
 from ml_adv.ensembles.metrics import probability_metrics
-from ml_adv.errors import ConfigError
+from ml_adv.errors import ConfigError, DataError, NotFittedError, check_positive, describe
+
+DEFAULT_MEMBERS = 5
 
 
 def stacked_core():
@@ -44,6 +47,37 @@ def train_members(spec, data, config, *, members: int, key=None, val=None, membe
     )
     failed = np.asarray(result.failed, bool)
     return [result.member(i) for i in range(members) if not failed[i]], result
+
+
+def train_ensemble(spec, data, config, *, members: int | None, folds: int | None, seed: int,
+                   **fit_kwargs) -> tuple[list, dict[str, Any], np.ndarray | None]:
+    """Validate, then train a deep ensemble (``folds=None``) or the k fold models of a CV run.
+
+    Returns ``(trained models, training report, fold ids [N] or None)``. With ``folds``,
+    member i trains on the examples outside fold i (stratified folds seeded with ``seed``).
+    """
+    from ml_adv.data.dataset import ArrayDataset
+    from ml_adv.training.config import TrainConfig
+
+    if not isinstance(data, ArrayDataset):
+        raise DataError(f"data: expected an ArrayDataset, got {describe(data)}")
+    config = TrainConfig() if config is None else config
+    if folds is not None:
+        if members is not None and members != folds:
+            raise ConfigError(f"members: cross-validation trains one member per fold ({folds}), got {members}")
+        members = folds
+    members = DEFAULT_MEMBERS if members is None else members
+    check_positive("members", members)
+    fold_ids = stratified_fold_ids(data.y, folds, seed) if folds is not None else None
+    masks = training_masks(fold_ids, folds) if folds is not None else None
+    stacked_core()  # fail before anything else if the core is missing
+    trained, result = train_members(spec, data, config, members=members, example_masks=masks, **fit_kwargs)
+    failed = np.asarray(result.failed, bool)
+    if folds is not None and failed.any():
+        raise NotFittedError(f"cross-validation: fold models {np.flatnonzero(failed).tolist()} diverged; no CV score")
+    report = {"members": members, "trained": [m.model_id for m in trained], "failed": failed.tolist(),
+              "resumed_from": result.resumed_from}
+    return trained, report, fold_ids
 
 
 @jax.jit

@@ -25,14 +25,19 @@ import numpy as np
 from ml_adv.ensembles import deep, persistence, pruning
 from ml_adv.ensembles.calibration import fit_temperature
 from ml_adv.ensembles.combine import resolve_rule
-from ml_adv.ensembles.diversity import diversity_report
-from ml_adv.ensembles.folds import check_folds, stratified_fold_ids, training_masks
-from ml_adv.ensembles.inference import DEFAULT_CHUNK, combined_output, ensemble_probs, group_members
-from ml_adv.ensembles.metrics import member_metrics, probability_metrics, to_host
+from ml_adv.ensembles.folds import check_folds, stratified_fold_ids
+from ml_adv.ensembles.inference import (
+    DEFAULT_CHUNK,
+    combined_output,
+    ensemble_probs,
+    evaluate_ensemble,
+    group_members,
+)
+from ml_adv.ensembles.metrics import probability_metrics, to_host
 from ml_adv.ensembles.stacking import fit_stacking
 from ml_adv.ensembles.views import resolve_views, split_labelled
 from ml_adv.ensembles.weights import check_weight, check_weights, fit_simplex_weights
-from ml_adv.errors import ConfigError, DataError, NotFittedError, check_positive, describe
+from ml_adv.errors import ConfigError, DataError, NotFittedError, check_positive
 
 STACKING_FOLDS = 5
 
@@ -146,7 +151,11 @@ class AdvancedModelEnsemble:
     def _output(self, probs):
         if self._rule.needs_meta_learner and self._meta is None:
             raise NotFittedError("predict: stacking needs a meta-learner; call update_model_weights(val_data) first")
-        return combined_output(self._rule, probs, jnp.asarray(self.effective_weights()), self._meta, self._temperature)
+        return combined_output(self._rule, jnp.asarray(probs), jnp.asarray(self.effective_weights()), self._meta,
+                               self._temperature_array())
+
+    def _temperature_array(self):
+        return None if self._temperature is None else jnp.float32(self._temperature)
 
     def predict_proba(self, x, *, batch_size: int = DEFAULT_CHUNK) -> np.ndarray:
         """Ensemble class probabilities ``[N, C]`` (voting: the weighted vote shares)."""
@@ -226,17 +235,18 @@ class AdvancedModelEnsemble:
     def get_ensemble_performance(self, data) -> dict[str, Any]:
         """Ensemble and per-member accuracy, NLL, Brier and ECE on ``data``, plus weights and diversity."""
         _, y, probs = self._labelled(data, "data")
-        weights = jnp.asarray(self.effective_weights())
-        combined, classes = self._output(probs)
-        labels = jnp.asarray(y)
-        members = to_host(member_metrics(probs, labels))
+        if self._rule.needs_meta_learner and self._meta is None:
+            self._output(probs)  # raises NotFittedError
+        raw = to_host(evaluate_ensemble(self._rule, jnp.asarray(probs), jnp.asarray(self.effective_weights()),
+                                        jnp.asarray(y), self._meta, self._temperature_array()))
+        members = raw["members"]
         report = {
             "combination_method": self.combination_method,
             "num_examples": int(y.shape[0]),
-            "ensemble": to_host(probability_metrics(combined, labels, classes)),
+            "ensemble": raw["ensemble"],
             "members": {mid: {m: members[m][i] for m in members} for i, mid in enumerate(self.model_ids)},
             "weights": dict(zip(self.model_ids, self.effective_weights().tolist())),
-            "diversity": to_host(diversity_report(probs, weights)),
+            "diversity": raw["diversity"],
             "temperature": self._temperature,
         }
         report["best_member_accuracy"] = max(v["accuracy"] for v in report["members"].values())
@@ -341,33 +351,17 @@ class AdvancedModelEnsemble:
         With cross-validation on, ``members`` is the number of folds and member i trains
         without fold i; the report holds the CV score (mean +- std over folds).
         """
-        from ml_adv.data.dataset import ArrayDataset
-        from ml_adv.training.config import TrainConfig
-
-        if not isinstance(data, ArrayDataset):
-            raise DataError(f"data: expected an ArrayDataset, got {describe(data)}")
-        config = TrainConfig() if config is None else config
+        if self._members and getattr(spec, "num_classes", None) != self._members[0].spec.num_classes:
+            raise ConfigError(f"spec: expected {self._members[0].spec.num_classes} classes like the other members, "
+                              f"got {getattr(spec, 'num_classes', None)}")
         cv = self.cross_validation_settings
-        if cv["enabled"]:
-            if members is not None and members != cv["folds"]:
-                raise ConfigError(f"members: cross-validation trains one member per fold ({cv['folds']}), got {members}")
-            members = cv["folds"]
-        members = 5 if members is None else members
-        check_positive("members", members)
-        fold_ids = stratified_fold_ids(data.y, members, self.seed) if cv["enabled"] else None
-        masks = training_masks(fold_ids, members) if cv["enabled"] else None
-        deep.stacked_core()  # fail before anything else if the core is missing
-        trained, result = deep.train_members(
-            spec, data, config, members=members, key=key, val=val, member_hparams=member_hparams,
-            bootstrap=bootstrap, example_masks=masks, run_dir=run_dir, progress=progress)
+        trained, report, fold_ids = deep.train_ensemble(
+            spec, data, config, members=members, folds=cv["folds"] if cv["enabled"] else None, seed=self.seed,
+            key=key, val=val, member_hparams=member_hparams, bootstrap=bootstrap, run_dir=run_dir, progress=progress)
         for model in trained:
             self.add_model(model, 1.0)
-        report = {"members": members, "trained": [m.model_id for m in trained],
-                  "failed": np.asarray(result.failed, bool).tolist(), "resumed_from": result.resumed_from}
-        if cv["enabled"]:
-            if len(trained) != members:
-                raise NotFittedError(f"cross-validation: {members - len(trained)} fold models diverged; no CV score")
-            probs = self.member_probabilities(data)[len(self) - members:]
+        if fold_ids is not None:
+            probs = self.member_probabilities(data)[len(self) - len(trained):]
             report["cross_validation"] = deep.cross_validation_scores(probs, data.y, fold_ids)
             self._reports["cross_validation"] = report["cross_validation"]
         self._reports["training"] = report

@@ -15,7 +15,9 @@ def check_folds(folds) -> int:
 
 def stratified_fold_ids(labels: np.ndarray, folds: int, seed: int = 0) -> np.ndarray:
     """``[N]`` int32 fold id of each example: stratified by label, shuffled with ``seed``."""
-    from sklearn.model_selection import StratifiedKFold  # imported here: scikit-learn takes ~2 s to import
+    from sklearn.model_selection import (
+        StratifiedKFold,  # imported here: scikit-learn takes ~2 s to import
+    )
 
     folds = check_folds(folds)
     labels = np.asarray(labels)

@@ -90,9 +90,10 @@ def ensemble_probs(groups: list[MemberGroup], member_views: list[str], views: di
         for row, i in enumerate(group.indices):
             by_view.setdefault(member_views[i], []).append(row)
         for view, rows in by_view.items():
+            take = np.asarray(rows)
             sub = group if len(rows) == len(group.indices) else dataclasses.replace(
                 group, indices=tuple(group.indices[r] for r in rows),
-                variables=jax.tree.map(lambda a, r=np.asarray(rows): a[r], group.variables))
+                variables=jax.tree.map(lambda a, take=take: a[take], group.variables))
             parts.append(group_probs(sub, views[view], chunk=chunk))
             positions.extend(sub.indices)
     stacked = jnp.concatenate(parts, axis=0)
@@ -100,18 +101,33 @@ def ensemble_probs(groups: list[MemberGroup], member_views: list[str], views: di
     return stacked[inverse]
 
 
-def combined_output(rule, probs: jax.Array, weights: jax.Array, meta: Any | None, temperature: float | None):
+@partial(jax.jit, static_argnums=0)
+def combined_output(rule, probs: jax.Array, weights: jax.Array, meta: Any | None, temperature: jax.Array | None):
     """Ensemble ``(probabilities [N, C], class ids [N])`` from member probabilities ``[K, N, C]``.
 
     The rule combines (stacking: the meta-learner); a fitted temperature then rescales
     the combined log-probabilities; ``rule.predict`` (voting's tie rule) decides the class
-    when the rule has one, else the argmax.
+    when the rule has one, else the argmax. ``rule`` (a frozen ``CombinationRule``) is static.
     """
     from ml_adv.ensembles.calibration import apply_temperature
     from ml_adv.ensembles.stacking import meta_proba_jit
 
     combined = meta_proba_jit(meta, probs) if rule.needs_meta_learner else rule.proba(probs, weights)
     if temperature is not None:
-        combined = apply_temperature(combined, jnp.float32(temperature))
+        combined = apply_temperature(combined, temperature)
     classes = rule.predict(probs, weights) if rule.predict is not None else jnp.argmax(combined, axis=-1)
     return combined, classes.astype(jnp.int32)
+
+
+@partial(jax.jit, static_argnums=0)
+def evaluate_ensemble(rule, probs, weights, labels, meta, temperature) -> dict[str, Any]:
+    """Ensemble and per-member metrics plus diversity, as one compiled program."""
+    from ml_adv.ensembles.diversity import diversity_report
+    from ml_adv.ensembles.metrics import member_metrics, probability_metrics
+
+    combined, classes = combined_output(rule, probs, weights, meta, temperature)
+    return {
+        "ensemble": probability_metrics(combined, labels, classes),
+        "members": member_metrics(probs, labels),
+        "diversity": diversity_report(probs, weights),
+    }

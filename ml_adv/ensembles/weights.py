@@ -17,6 +17,7 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+
 from ml_adv.ensembles.combine import safe_log
 from ml_adv.ensembles.solver import minimize
 from ml_adv.errors import ConfigError, describe
