@@ -80,22 +80,32 @@ def test_fresh_refuses_an_unmarked_folder(tmp_path, capsys):
 
 
 def test_fresh_keeps_user_files_and_restarts(tmp_path, capsys):
+    from ml_adv.rundir import RunDirectory
+
     run = tmp_path / "run"
-    argv = ["train", "--arch", "mlp", "--size", "tiny", "--epochs", "1", "--batch-size", "64", "--run-dir", str(run)]
-    assert cli.main(argv) == 0
-    assert (run / "model").is_dir() and (run / "checkpoints" / "latest").is_dir()
+    previous = RunDirectory(run)  # a previous run's artifacts; its broken checkpoint must not be resumed
+    previous.write_config({"old": True})
+    previous.append_metrics({"epoch": 1})
+    previous.plot_path("learning_curve").write_bytes(b"old")
+    (previous.checkpoint_dir / "latest" / "7").mkdir(parents=True)
+    (previous.checkpoint_dir / "latest" / "7" / "junk").write_text("not a checkpoint")
     (run / "notes.md").write_text("mine")
     (run / "plots" / "my_plot.png").write_bytes(b"mine")
-    assert cli.main(argv) == 0  # resumes: the finished run is shown
+    (run / "checkpoints" / "README").write_text("mine")
+
+    argv = ["train", "--arch", "mlp", "--size", "tiny", "--epochs", "1", "--batch-size", "64", "--run-dir", str(run)]
+    assert cli.main([*argv, "--fresh"]) == 0
+    out = capsys.readouterr().out
+    assert "removed 4 artifact(s)" in out and f"the run is in {run}/" in out
+    for name, content in (("notes.md", b"mine"), ("plots/my_plot.png", b"mine"), ("checkpoints/README", b"mine")):
+        assert (run / name).read_bytes() == content
+    assert (run / "model").is_dir() and (run / "plots" / "learning_curve.png").read_bytes() != b"old"
+    assert json.loads((run / "report.json").read_text())["metrics"]["resumed_from"] is None
+
+    assert cli.main(argv) == 0  # the same command again: the finished run is shown, not retrained
     assert "already holds a finished run" in capsys.readouterr().out
     rerun = json.loads((run / "report.json").read_text(), parse_constant=pytest.fail)  # no bare NaN
     assert rerun["metrics"]["resumed_from"] == 1 and rerun["metrics"]["steps_per_second"] is None
-    assert cli.main([*argv, "--fresh"]) == 0
-    out = capsys.readouterr().out
-    assert "already holds" not in out and "removed" in out and f"the run is in {run}/" in out
-    assert (run / "notes.md").read_text() == "mine" and (run / "plots" / "my_plot.png").read_bytes() == b"mine"
-    report = json.loads((run / "report.json").read_text(), parse_constant=pytest.fail)  # strict JSON
-    assert report["metrics"]["resumed_from"] is None
 
 
 def _readme_commands() -> list[tuple[str, str]]:

@@ -111,7 +111,8 @@ def validate_features(name: str, x: Any, input_kind: str | None = None) -> np.nd
         raise DataError(f"{name}: expected a numeric array, got dtype {arr.dtype}")
     if input_kind == "tokens":
         raise DataError(f"{name}: input_kind 'tokens' expects integer token ids, got dtype {arr.dtype}")
-    out = arr.astype(np.float32)
+    with np.errstate(over="ignore"):  # reported below as a DataError, not a RuntimeWarning
+        out = arr.astype(np.float32)
     # Checked after the cast: float64 values beyond float32's range become inf.
     if not np.all(np.isfinite(out)):
         bad = int(np.size(out) - np.count_nonzero(np.isfinite(out)))
