@@ -328,3 +328,23 @@ def test_fit_rejects_bad_inputs_before_compiling(small_digits):
     with pytest.raises(DataError, match="val.x"):
         fit(TinyNet(), small_digits, TrainConfig(), val=ArrayDataset(np.zeros((4, 3)), np.zeros(4, int)), progress=False)
     assert ShapeError  # imported for the spec-level checks in test_facade
+
+
+def test_a_new_learning_rate_never_recompiles(small_digits, monkeypatch):
+    """Trials that differ only in traced values (rates, decay, smoothing, seed) share one program."""
+    from ml_adv import make_spec
+    from ml_adv.training import host
+
+    built = []
+    real = host.make_epoch_fn
+    monkeypatch.setattr(host, "make_epoch_fn", lambda *a, **k: built.append(1) or real(*a, **k))
+    spec = make_spec("mlp", input_shape=small_digits.example_shape, input_kind="image", num_classes=10,
+                     size="tiny", hidden_sizes=(24,))
+    base = TrainConfig(epochs=1, batch_size=32, schedule="warmup_cosine", optimizer="adamw")
+    runs = [fit(spec, small_digits, base.replace(learning_rate=lr, weight_decay=wd, label_smoothing=ls, seed=s),
+                progress=False) for lr, wd, ls, s in ((1e-3, 0.0, 0.0, 0), (5e-3, 1e-2, 0.1, 1), (1e-3, 0.0, 0.0, 0))]
+    assert len(built) == 1
+    assert runs[0].history[-1]["train_loss"] == runs[2].history[-1]["train_loss"]
+    assert runs[0].history[-1]["train_loss"] != runs[1].history[-1]["train_loss"]
+    fit(spec, small_digits, base.replace(optimizer="sgd"), progress=False)  # a new structure compiles
+    assert len(built) == 2

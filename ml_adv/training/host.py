@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections import OrderedDict
 from typing import Any
 
 import jax
@@ -36,9 +37,7 @@ class EpochRunner:
         t0 = time.perf_counter()
         if self.scan:
             if self._program is None:
-                fn = make_epoch_fn(self.train_step, stacked=self.stacked, member_batches=self.member_batches,
-                                   spmd_axis_name=self.spmd_axis_name)
-                self._program = fn.lower(state, data, order, active).compile()
+                self._program = self._compiled(state, data, order, active)
                 self.compile_seconds = time.perf_counter() - t0
                 t0 = time.perf_counter()
             state, metrics = self._program(state, data, order, active)
@@ -51,6 +50,29 @@ class EpochRunner:
         metrics = jax.device_get(metrics)
         self.train_seconds += time.perf_counter() - t0
         return state, metrics
+
+
+    def _compiled(self, *args):
+        """The compiled epoch for these argument shapes; reused across runs with the same step."""
+        leaves, treedef = jax.tree.flatten(args)
+        key = (self.train_step, self.stacked, self.member_batches, self.spmd_axis_name, treedef,
+               tuple((np.shape(a), np.asarray(a).dtype if not hasattr(a, "dtype") else a.dtype,
+                      getattr(a, "sharding", None)) for a in leaves))
+        if key in _EPOCH_PROGRAMS:
+            _EPOCH_PROGRAMS.move_to_end(key)
+            return _EPOCH_PROGRAMS[key]
+        fn = make_epoch_fn(self.train_step, stacked=self.stacked, member_batches=self.member_batches,
+                           spmd_axis_name=self.spmd_axis_name)
+        program = fn.lower(*args).compile()
+        _EPOCH_PROGRAMS[key] = program
+        while len(_EPOCH_PROGRAMS) > _EPOCH_PROGRAMS_SIZE:
+            _EPOCH_PROGRAMS.popitem(last=False)
+        return program
+
+
+# Compiled epochs by (step, argument shapes): see setup._PROGRAM_CACHE for why.
+_EPOCH_PROGRAMS: OrderedDict = OrderedDict()
+_EPOCH_PROGRAMS_SIZE = 32
 
 
 def summarize(metrics: dict[str, np.ndarray], axis: int = 0) -> dict[str, np.ndarray]:

@@ -241,7 +241,8 @@ def set_hyperparams(opt_state: Any, **values: Any) -> Any:
         raise ConfigError(
             f"hyper-parameters: the optimizer has {sorted(present)}, got {sorted(unknown)}"
         )
-    cast = {k: jnp.asarray(v, present[k].dtype) for k, v in values.items()}
+    # Broadcast: a scalar sets every member of a stacked state alike.
+    cast = {k: jnp.broadcast_to(jnp.asarray(v, present[k].dtype), jnp.shape(present[k])) for k, v in values.items()}
     return optax.tree.set(opt_state, **cast)
 
 

@@ -13,6 +13,7 @@ the same way, so member i of a stacked run is exactly the single run with
 from __future__ import annotations
 
 import dataclasses
+from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 
@@ -24,7 +25,7 @@ from ml_adv.errors import ConfigError, describe
 from ml_adv.training.config import TrainConfig
 from ml_adv.training.losses import resolve_traced_loss
 from ml_adv.training.objectives import DEFAULT_HPARAMS, Objective, supervised_objective
-from ml_adv.training.optim import build_optimizer, hyperparams, set_hyperparams
+from ml_adv.training.optim import build_optimizer, hyperparams, optimizer_hyperparams, set_hyperparams
 from ml_adv.training.state import TrainState, create_train_state
 from ml_adv.training.steps import guard_for_architecture, make_train_step
 
@@ -151,9 +152,9 @@ def init_run(
     from ml_adv.models.registry import ModelSpec
 
     spec = model if isinstance(model, ModelSpec) else None
-    module = spec.build() if spec is not None else model
     hp = check_member_hparams(member_hparams, members, config) if members is not None else {}
-    tx = build_optimizer(config, total_updates(config, steps_per_epoch))
+    module, tx, train_step = _program_parts(spec, model, config, total_updates(config, steps_per_epoch),
+                                            objective, mesh, freeze_on_nonfinite)
     root = run_key(config, key)
     obj_hparams = {"label_smoothing": config.label_smoothing}
     example_x = jnp.asarray(example_x)
@@ -181,7 +182,46 @@ def init_run(
         keys = member_keys(root, members)
         state = jax.jit(jax.vmap(create))(keys)
         shuffle_key = jax.vmap(lambda k: jax.random.split(k, 3)[2])(keys)
+    if isinstance(config.optimizer, str):
+        # The optimizer may come from the cache, built with another run's values: set this run's.
+        state = state.replace(opt_state=set_hyperparams(state.opt_state, **optimizer_hyperparams(config)))
+    if hp:
         state = apply_member_hparams(state, hp)
+    return RunSetup(module, spec, config, tx, state, train_step, shuffle_key, members)
+
+
+# Programs of recent runs, by structure: a run that differs only in traced values (learning
+# rate, weight decay, betas, label smoothing, seed, data of the same shapes) reuses the
+# optimizer and train step objects, and so hits the compiled-epoch cache in host.EpochRunner:
+# trials run one after another compile once. Bounded, like jax's own caches.
+_PROGRAM_CACHE: OrderedDict = OrderedDict()
+_PROGRAM_CACHE_SIZE = 32
+
+
+def _structure_key(config: TrainConfig, total: int) -> tuple:
+    """The config fields that shape the compiled program (traced values left out)."""
+    custom_schedule = callable(config.schedule) and not isinstance(config.schedule, str)
+    return (
+        config.optimizer, tuple(sorted(config.optimizer_options)), config.schedule,
+        None if config.schedule == "constant" else (round(config.warmup_fraction * total), total),
+        custom_schedule, config.grad_clip_norm, config.grad_accum_steps, config.mixed_precision, config.loss,
+        config.augment, config.param_groups,
+    )
+
+
+def _program_parts(spec, model, config: TrainConfig, total: int, objective, mesh, freeze_on_nonfinite: bool):
+    """``(module, tx, train_step)`` for this program structure, from the cache when possible."""
+    try:
+        key = (spec if spec is not None else model, _structure_key(config, total), objective, mesh,
+               freeze_on_nonfinite)
+        hash(key)
+    except TypeError:  # an unhashable custom module or callable: build afresh
+        key = None
+    if key is not None and key in _PROGRAM_CACHE:
+        _PROGRAM_CACHE.move_to_end(key)
+        return _PROGRAM_CACHE[key]
+    module = spec.build() if spec is not None else model
+    tx = build_optimizer(config, total)
     train_step = make_train_step(
         objective if objective is not None else default_objective(module, config),
         augment=config.augment,
@@ -189,7 +229,11 @@ def init_run(
         guard=guard_for_architecture(spec.architecture if spec is not None else None),
         freeze_on_nonfinite=freeze_on_nonfinite,
     )
-    return RunSetup(module, spec, config, tx, state, train_step, shuffle_key, members)
+    if key is not None:
+        _PROGRAM_CACHE[key] = (module, tx, train_step)
+        while len(_PROGRAM_CACHE) > _PROGRAM_CACHE_SIZE:
+            _PROGRAM_CACHE.popitem(last=False)
+    return module, tx, train_step
 
 
 def apply_member_hparams(state: TrainState, values: Mapping[str, np.ndarray]) -> TrainState:
