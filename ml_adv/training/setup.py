@@ -25,7 +25,12 @@ from ml_adv.errors import ConfigError, describe
 from ml_adv.training.config import TrainConfig
 from ml_adv.training.losses import resolve_traced_loss
 from ml_adv.training.objectives import DEFAULT_HPARAMS, Objective, supervised_objective
-from ml_adv.training.optim import build_optimizer, hyperparams, optimizer_hyperparams, set_hyperparams
+from ml_adv.training.optim import (
+    build_optimizer,
+    hyperparams,
+    optimizer_hyperparams,
+    set_hyperparams,
+)
 from ml_adv.training.state import TrainState, create_train_state
 from ml_adv.training.steps import guard_for_architecture, make_train_step
 
