@@ -31,6 +31,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -49,6 +50,28 @@ FORMAT = "ml_adv.run/1"
 CHECKPOINT_TREES = ("latest", "best")
 
 _LOCK = threading.Lock()  # serialises marker updates from several RunDirectory objects in one process
+
+
+@contextlib.contextmanager
+def _locked(folder: Path):
+    """Marker read-modify-write under a thread lock and an advisory lock on the folder itself.
+
+    The folder's own file descriptor is locked (``flock`` works on directories on Linux and
+    macOS), so processes sharing a run directory (HPO workers) serialise without a lock file.
+    """
+    with _LOCK:
+        try:
+            import fcntl
+
+            fd = os.open(folder, os.O_RDONLY)
+        except (ImportError, OSError):  # no fcntl (Windows) or no access: the thread lock still holds
+            yield
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing releases the lock
 
 
 # ---------------------------------------------------------------- strict JSON
@@ -157,7 +180,7 @@ class RunDirectory:
         except OSError as exc:
             raise ConfigError(f"run_dir: cannot create {os.fspath(path)!r}: {exc}") from exc
         self.marker_path = self.path / MARKER
-        with _LOCK:
+        with _locked(self.path):
             marker = self._read_marker() or {
                 "format": FORMAT, "created_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
                 "created_root": self.path in created, "files": [], "trees": [], "dirs": [],
@@ -180,7 +203,7 @@ class RunDirectory:
     def _record(self, rel: str, kind: str) -> Path:
         """Record ``rel`` as a file or tree (creating and recording its parent folders)."""
         target = self.path / rel
-        with _LOCK:
+        with _locked(self.path):
             marker = self._read_marker() or {"format": FORMAT, "created_root": False,
                                              "files": [], "trees": [], "dirs": []}
             changed = False

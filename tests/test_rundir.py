@@ -150,3 +150,20 @@ def test_file_as_run_dir_is_refused(tmp_path):
         RunDirectory(tmp_path / "f")
     with pytest.raises(ConfigError, match="run_dir"):
         RunDirectory(3)
+
+
+def _record_many(args):
+    path, worker = args
+    rd = RunDirectory(path)
+    for i in range(20):
+        rd.path_for(f"w{worker}/{i}.json")
+
+
+def test_concurrent_processes_lose_no_record(tmp_path):
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    RunDirectory(tmp_path / "run")
+    with ProcessPoolExecutor(3, mp_context=get_context("fork")) as pool:
+        list(pool.map(_record_many, [(tmp_path / "run", w) for w in range(3)]))
+    assert len(RunDirectory(tmp_path / "run").recorded()["files"]) == 60
