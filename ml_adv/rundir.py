@@ -185,7 +185,10 @@ class RunDirectory:
                 "format": FORMAT, "created_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
                 "created_root": self.path in created, "files": [], "trees": [], "dirs": [],
             }
-            self._write_marker(marker)
+            try:
+                self._write_marker(marker)
+            except OSError as exc:
+                raise ConfigError(f"run_dir: cannot write in {os.fspath(path)!r}: {exc}") from exc
 
     def __fspath__(self) -> str:
         return str(self.path)
