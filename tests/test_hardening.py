@@ -221,6 +221,8 @@ def test_input_kind_follows_the_architecture_not_the_dtype():
         plan("cnn", x=np.ones((40, 8, 8), np.float32), y=np.arange(40) % 2)
     with pytest.raises(ShapeError, match=r"^x: lstm takes \(length, features\) sequences"):
         plan("lstm", x=np.ones((40, 8), np.float32), y=np.arange(40) % 2)
+    with pytest.raises(ShapeError, match=r"^data.x: transformer takes \(length, features\) sequences, got .*\(8, 8, 1\)$"):
+        plan("transformer", data=(np.ones((40, 8, 8, 1), np.float32), np.arange(40) % 2))
     with pytest.raises(DataError, match="^x: 'tokens' inputs are integer token ids"):
         plan("bert", x=np.ones((40, 6), np.float32), y=np.arange(40) % 2)
     with pytest.raises(DataError, match="^data.x: 'tokens' inputs are integer token ids"):

@@ -202,16 +202,22 @@ def _kind_for(ds: ArrayDataset, architecture: str, explicit: str | None) -> str:
     return by_rank if by_rank in accepted else accepted[0]
 
 
+# Example rank and description per input kind (what the model families take).
+_RANKS = {"features": (1, "feature vectors"), "image": (3, "(H, W, C) images"),
+          "sequence": (2, "(length, features) sequences"), "tokens": (1, "token-id sequences")}
+
+
 def _conform(argument: str, ds: ArrayDataset, train: ArrayDataset | None, kind: str | None,
              architecture: str | None = None) -> ArrayDataset:
     """``ds`` read as ``train``'s input kind, with the same example shape (else DataError naming ``argument``)."""
     target = train.input_kind if train is not None else _kind_for(ds, architecture, kind)
     features = "x" if argument == "x/y" else f"{argument}.x"  # the 'x' key names itself
-    rank = {"image": 3, "sequence": 2}.get(target)
-    if rank is not None and len(ds.example_shape) == rank - 1:
-        what = "(H, W, C) images" if target == "image" else "(length, features) sequences"
+    rank, what = _RANKS[target]
+    if len(ds.example_shape) != rank:
+        hint = ("; add a trailing axis (x[..., None]) if that is what they are"
+                if len(ds.example_shape) == rank - 1 else "")
         raise ShapeError(f"{features}: {architecture or 'the model'} takes {what}, got examples of shape "
-                         f"{ds.example_shape}; add a trailing axis (x[..., None]) if that is what they are")
+                         f"{ds.example_shape}{hint}")
     ds = _renamed(argument, lambda: ds.with_input_kind(target, argument=features))
     if train is not None and ds.example_shape != train.example_shape:
         raise DataError(
