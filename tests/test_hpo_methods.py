@@ -67,3 +67,15 @@ def test_genetic_search_improves_on_its_first_generation():
     result = Study(score, SPACE, method="genetic", max_trials=60, seed=0, progress=False).run()
     first = max(t["score"] for t in result.trials[:10])
     assert result.best_score > first and result.best_config["c"] == "b" and result.best_config["n"] == 3
+
+
+def test_bayesian_search_survives_optima_on_the_boundary():
+    # The GP's acquisition picks corners of the box: probes must map back inside the
+    # bounds, and a corner proposed twice must be accepted (both raised in nevergrad 1.0).
+    import math
+
+    space = SearchSpace([Float("learning_rate", 1e-4, 3e-2, log=True), Float("label_smoothing", 0.0, 0.2)])
+    result = Study(lambda c: math.log(c["learning_rate"]) - c["label_smoothing"], space, method="bayesian",
+                   max_trials=10, seed=0, progress=False).run()
+    assert len(result.trials) == 10 and all(t["status"] == "ok" for t in result.trials)
+    assert result.best_config["learning_rate"] > 2.5e-2

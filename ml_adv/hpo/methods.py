@@ -31,7 +31,9 @@ Registered methods (``SEARCH_METHODS``):
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -63,6 +65,9 @@ class NevergradSearcher:
             warnings.simplefilter("ignore")
             self.optimizer = optimizer_cls(parametrization=space.to_nevergrad(seed), budget=budget,
                                            num_workers=num_workers)
+        self._bayes_opt = hasattr(self.optimizer, "_normalizer") and hasattr(self.optimizer, "bo")
+        if self._bayes_opt:
+            _harden_bayes_opt(self.optimizer)
 
     def ask(self) -> Suggestion:
         with warnings.catch_warnings():
@@ -74,9 +79,44 @@ class NevergradSearcher:
         handle = suggestion.handle
         if handle is None:  # a configuration the optimizer did not propose (replay fallback)
             handle = self.optimizer.parametrization.spawn_child(new_value=dict(suggestion.config))
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            # bayes_opt prints a line for each repeated point (see _harden_bayes_opt)
             warnings.simplefilter("ignore")
             self.optimizer.tell(handle, float(loss))
+
+
+def _harden_bayes_opt(optimizer) -> None:
+    """Two fixes for nevergrad 1.0's BO over bayes_opt 1.4, found on real studies.
+
+    * Probes are kept ``1e-9`` inside the unit box (``_InteriorNormalizer``).
+    * Repeated points are allowed: the acquisition often picks the same corner twice once
+      the GP is confident, and bayes_opt then raises ``NotUniqueError`` on ``tell``; with a
+      positive GP noise term a repeated observation is ordinary data.
+    The ``bo`` property is built here rather than at the first ask; nothing else draws
+    from the optimizer's random state in between, so the proposals are the same.
+    """
+    optimizer._normalizer = _InteriorNormalizer(optimizer._normalizer)
+    bo = optimizer.bo
+    bo._allow_duplicate_points = True
+    bo._space._allow_duplicate_points = True
+
+
+class _InteriorNormalizer:
+    """Keeps nevergrad BO's ``[0, 1]`` probes ``1e-9`` inside the unit box.
+
+    The GP's acquisition optimum often lies on the box's boundary; mapped back through a
+    bounded (log) parameter it can land a rounding error outside the bounds, and nevergrad
+    1.0 then raises ``ValueError: Only data between ... can be transformed back``.
+    """
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def backward(self, x):
+        return self.inner.backward(np.clip(np.asarray(x, dtype=float), 1e-9, 1.0 - 1e-9))
+
+    def forward(self, x):
+        return self.inner.forward(x)
 
 
 class GridSearcher:
