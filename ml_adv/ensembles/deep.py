@@ -53,6 +53,8 @@ def train_ensemble(spec, data, config, *, members: int | None, folds: int | None
                    **fit_kwargs) -> tuple[list, dict[str, Any], np.ndarray | None]:
     """Validate, then train a deep ensemble (``folds=None``) or the k fold models of a CV run.
 
+    ``spec`` is a ``ModelSpec`` or an architecture name (its ``"small"`` size for ``data``).
+
     Returns ``(trained models, training report, fold ids [N] or None)``. With ``folds``,
     member i trains on the examples outside fold i (stratified folds seeded with ``seed``).
     """
@@ -61,6 +63,11 @@ def train_ensemble(spec, data, config, *, members: int | None, folds: int | None
 
     if not isinstance(data, ArrayDataset):
         raise DataError(f"data: expected an ArrayDataset, got {describe(data)}")
+    if isinstance(spec, str):  # an architecture name: its "small" variant for this data
+        from ml_adv.models.registry import make_spec
+
+        spec = make_spec(spec, input_shape=data.example_shape, input_kind=data.input_kind,
+                         num_classes=data.num_classes, size="small")
     config = TrainConfig() if config is None else config
     if folds is not None:
         if members is not None and members != folds:

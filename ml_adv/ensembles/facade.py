@@ -370,7 +370,12 @@ class AdvancedModelEnsemble:
     @classmethod
     def train(cls, spec, data, config=None, *, members: int = 5, combination_method: Any = "averaging",
               cross_validation: int | None = None, seed: int = 0, **kwargs) -> AdvancedModelEnsemble:
-        """A deep ensemble: ``members`` models of ``spec`` trained as one program (``fit``)."""
+        """A deep ensemble: ``members`` models of ``spec`` trained as one program (``fit``).
+
+        ``spec`` is a ``ModelSpec`` or an architecture name; ``cross_validation=k`` trains the
+        k fold models instead. Example:
+            >>> ensemble = AdvancedModelEnsemble.train("cnn", load_dataset("digits"), TrainConfig(epochs=10))
+        """
         ensemble = cls(combination_method, seed=seed)
         if cross_validation is not None:
             ensemble.set_cross_validation(cross_validation)
