@@ -351,9 +351,10 @@ class AdvancedModelEnsemble:
         With cross-validation on, ``members`` is the number of folds and member i trains
         without fold i; the report holds the CV score (mean +- std over folds).
         """
-        if self._members and getattr(spec, "num_classes", None) != self._members[0].spec.num_classes:
+        classes = getattr(spec, "num_classes", getattr(data, "num_classes", None))  # a name: the data's classes
+        if self._members and classes != self._members[0].spec.num_classes:
             raise ConfigError(f"spec: expected {self._members[0].spec.num_classes} classes like the other members, "
-                              f"got {getattr(spec, 'num_classes', None)}")
+                              f"got {classes}")
         cv = self.cross_validation_settings
         trained, report, fold_ids = deep.train_ensemble(
             spec, data, config, members=members, folds=cv["folds"] if cv["enabled"] else None, seed=self.seed,
