@@ -131,7 +131,7 @@ def test_features_are_penultimate(case):
     _, module, _, variables, out = _run(case)
     feats = out["features"]
     assert feats.ndim == 2 and feats.shape[0] == BATCH
-    head = variables["params"]["classifier" if isinstance(module, BERT) else "head"]
+    head = variables["params"]["head"]
     assert head["kernel"].shape == (feats.shape[1], NUM_CLASSES)
 
 
@@ -160,9 +160,9 @@ def test_bert_heads_segments_and_encode():
     spec, module, x, variables, out = _run("bert")
     params = variables["params"]
     # init through __call__ creates both heads, the MLM head tied to the word embeddings
-    assert {"classifier", "pooler", "mlm_transform", "mlm_ln", "mlm_bias"} <= set(params)
-    assert params["mlm_bias"].shape == (VOCAB,)
-    assert "kernel" not in params["word_embeddings"]
+    assert {"encoder", "head", "mlm"} == set(params) and "pooler" in params["encoder"]
+    assert params["mlm"]["bias"].shape == (VOCAB,)
+    assert "kernel" not in params["encoder"]["word_embeddings"]
 
     @jax.jit
     def run(variables, x):
@@ -292,7 +292,7 @@ def test_seed_examples(arch, input_dim, output_dim, input_shape):
     assert count_params(spec) > 0
     if arch == "bert":
         assert spec.config.vocab_size == input_dim
-        assert variables["params"]["word_embeddings"]["embedding"].shape[0] == input_dim
+        assert variables["params"]["encoder"]["word_embeddings"]["embedding"].shape[0] == input_dim
     if arch == "cnn":
         assert variables["params"]["encoder"]["conv_0"]["kernel"].shape == (3, 3, 1, 32)
 

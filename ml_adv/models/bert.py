@@ -8,6 +8,8 @@ embedding.
 Structure (names as in the original BERT): token + position + token-type embeddings,
 LayerNorm, dropout; ``num_layers`` post-LN ``EncoderBlock``s with GELU; a pooler
 (``Dense(hidden) + tanh`` on position 0); dropout and a ``Dense(num_classes)`` classifier.
+Parameters: ``{'encoder': embeddings, blocks, pooler; 'head': the classifier; 'mlm': the
+masked-LM head}``, the same ``encoder``/``head`` split as every built-in family.
 The masked-LM head is ``Dense(hidden) + GELU + LayerNorm``, then logits tied to the token
 embedding matrix (``Embed.attend``) plus an output bias.
 
@@ -117,8 +119,8 @@ SIZES: dict[str, dict[str, Any]] = {
 }
 
 
-class BERT(nn.Module):
-    """BERT encoder with a pooled classification head and a tied masked-LM head."""
+class BERTEncoder(nn.Module):
+    """Embeddings, the encoder blocks and the pooler: everything but the task heads."""
 
     config: BERTConfig
 
@@ -141,15 +143,9 @@ class BERT(nn.Module):
             for _ in range(cfg.num_layers)
         ]
         self.pooler = nn.Dense(cfg.hidden_size, kernel_init=INIT)
-        self.classifier = nn.Dense(cfg.num_classes, kernel_init=INIT)
-        self.mlm_transform = nn.Dense(cfg.hidden_size, kernel_init=INIT)
-        self.mlm_ln = nn.LayerNorm(epsilon=cfg.layer_norm_eps)
-        self.mlm_bias = self.param("mlm_bias", nn.initializers.zeros_init(), (cfg.vocab_size,))
         self.dropout = nn.Dropout(cfg.dropout)
 
-    def encode(
-        self, tokens: Int[Array, "B L"], train: bool = False, *, segment_ids: Int[Array, "B L"] | None = None
-    ) -> Float[Array, "B L H"]:
+    def __call__(self, tokens: jax.Array, train: bool = False, segment_ids: jax.Array | None = None) -> jax.Array:
         """Final hidden states ``[B, L, hidden_size]``."""
         cfg = self.config
         if tokens.ndim != 2:
@@ -172,23 +168,58 @@ class BERT(nn.Module):
             h = layer(h, mask, train)
         return h
 
-    def _pool(self, hidden: jax.Array) -> jax.Array:
+    def pool(self, hidden: jax.Array) -> jax.Array:
         return jnp.tanh(self.pooler(hidden[:, 0]))
 
+    def attend(self, h: jax.Array) -> jax.Array:
+        """Logits over the vocabulary with the tied token-embedding matrix."""
+        return self.word_embeddings.attend(h)
+
+
+class MLMHead(nn.Module):
+    """BERT's masked-LM transform (Dense + activation + LayerNorm) and output bias."""
+
+    config: BERTConfig
+
+    @nn.compact
+    def __call__(self, hidden: jax.Array, attend) -> jax.Array:
+        cfg = self.config
+        act = ACTIVATIONS.get(cfg.activation)
+        h = nn.LayerNorm(epsilon=cfg.layer_norm_eps, name="ln")(act(nn.Dense(cfg.hidden_size, kernel_init=INIT,
+                                                                              name="transform")(hidden)))
+        logits = attend(h)
+        bias = self.param("bias", nn.initializers.zeros_init(), (cfg.vocab_size,))
+        return logits + bias[None, None].astype(logits.dtype)
+
+
+class BERT(nn.Module):
+    """BERT: ``encoder`` (embeddings, blocks, pooler), classification ``head`` and tied ``mlm`` head."""
+
+    config: BERTConfig
+
+    def setup(self):
+        self.encoder = BERTEncoder(self.config)
+        self.head = nn.Dense(self.config.num_classes, kernel_init=INIT)
+        self.mlm = MLMHead(self.config)
+        self.dropout = nn.Dropout(self.config.dropout)
+
+    def encode(
+        self, tokens: Int[Array, "B L"], train: bool = False, *, segment_ids: Int[Array, "B L"] | None = None
+    ) -> Float[Array, "B L H"]:
+        """Final hidden states ``[B, L, hidden_size]``."""
+        return self.encoder(tokens, train, segment_ids)
+
     def _classify(self, hidden: jax.Array, train: bool) -> jax.Array:
-        return self.classifier(self.dropout(self._pool(hidden), deterministic=not train))
+        return self.head(self.dropout(self.encoder.pool(hidden), deterministic=not train))
 
     def _mlm_logits(self, hidden: jax.Array) -> jax.Array:
-        act = ACTIVATIONS.get(self.config.activation)
-        h = self.mlm_ln(act(self.mlm_transform(hidden)))
-        logits = self.word_embeddings.attend(h)
-        return logits + self.mlm_bias[None, None].astype(logits.dtype)
+        return self.mlm(hidden, self.encoder.attend)
 
     def features(
         self, tokens: Int[Array, "B L"], train: bool = False, *, segment_ids: Int[Array, "B L"] | None = None
     ) -> Float[Array, "B H"]:
         """Pooled [CLS] features ``[B, hidden_size]``."""
-        return self._pool(self.encode(tokens, train, segment_ids=segment_ids))
+        return self.encoder.pool(self.encode(tokens, train, segment_ids=segment_ids))
 
     def masked_lm(
         self, tokens: Int[Array, "B L"], *, segment_ids: Int[Array, "B L"] | None = None, train: bool = False
