@@ -259,6 +259,8 @@ def test_uint8_images_reach_the_model_as_float32():
     model = TrainedModel(spec, dict(variables))
     images = RNG.integers(0, 256, size=(3, 8, 8, 1), dtype=np.uint8)
     np.testing.assert_allclose(model.logits(images), model.logits(images.astype(np.float32)), rtol=1e-6)
+    with pytest.raises(DataError, match=r"^dataset.y: expected class ids in \[0, 2\)"):
+        model.evaluate(ArrayDataset(images, np.array([0, 1, 2])))  # evaluation labels checked too
 
 
 # ----------------------------------------------------------- saved models

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ml_adv.checkpointing import load_meta, load_pytree, save_pytree
-from ml_adv.data.dataset import ArrayDataset, validate_features
+from ml_adv.data.dataset import ArrayDataset, check_labels_below, validate_features
 from ml_adv.errors import CheckpointError, DataError
 from ml_adv.training.steps import classification_metrics, predict_logits
 
@@ -90,6 +90,7 @@ class TrainedModel:
         """Accuracy and mean NLL on a labelled dataset."""
         if not isinstance(dataset, ArrayDataset):
             raise DataError(f"dataset: expected an ArrayDataset, got {type(dataset).__name__}")
+        check_labels_below("dataset.y", dataset.y, self.num_classes)  # else a silent NaN loss
         return classification_metrics(self.logits(dataset), dataset.y)
 
     def save(self, path: str | Path, *, overwrite: bool = False) -> str:
