@@ -2,9 +2,11 @@
 
 import json
 
+import pytest
+
 from ml_adv import cli
 
-TINY = ["active-learn", "--strategies", "random,hybrid", "--seeds", "1", "--rounds", "1", "--size", "tiny",
+TINY = ["active-learn", "--strategies", "hybrid", "--seeds", "1", "--rounds", "1", "--size", "tiny",
         "--initial", "20", "--query-size", "10", "--epochs", "3", "--update-epochs", "1", "--min-steps", "4"]
 
 
@@ -12,13 +14,13 @@ def test_active_learn_writes_report_plot_and_resumes(tmp_path, capsys):
     run_dir = tmp_path / "al"
     assert cli.main([*TINY, "--run-dir", str(run_dir)]) == 0
     report = json.loads((run_dir / "report.json").read_text())
-    assert set(report["strategies"]) == {"random", "hybrid"}
+    assert set(report["strategies"]) == {"hybrid"}
     for summary in report["strategies"].values():
         assert summary["labels"] == [20, 30] and summary["seeds"] == 1
         assert all(0 <= acc <= 1 for acc in summary["mean"])
     assert (run_dir / "plots" / "learning_curve.png").stat().st_size > 0
     metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    assert len(metrics) == 4 and {m["strategy_name"] for m in metrics} == {"random", "hybrid"}
+    assert len(metrics) == 2 and {m["strategy_name"] for m in metrics} == {"hybrid"}
     out = capsys.readouterr().out
     assert "| hybrid |" in out and "labels to 0.9" in out
     # Started again: every loop is restored from its journal, nothing is retrained.
@@ -34,3 +36,23 @@ def test_unknown_strategy_fails_cleanly(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "sampling_strategy" in err and "entropi" in err and "entropy" in err
     assert not (tmp_path / "x").exists()
+
+
+def test_summary_and_plot_compare_strategies_with_seed_bands(tmp_path):
+    from ml_adv.active_learning.plots import plot_strategy_curves
+    from ml_adv.active_learning.simulate import labels_to_reach, summarise_curves
+
+    def run(*accs):
+        return [{"labels": 20 + 10 * i, "val_accuracy": a} for i, a in enumerate(accs)]
+
+    curves = {"random": [run(0.5, 0.8, 0.91), run(0.6, 0.85, 0.89)], "margin": [run(0.5, 0.92, 0.96), run(0.6, 0.9, 0.95)]}
+    summary = summarise_curves(curves, targets=(0.9, 0.95))
+    assert summary["random"]["labels"] == [20, 30, 40]
+    assert summary["random"]["mean"] == pytest.approx([0.55, 0.825, 0.90])
+    assert summary["random"]["std"] == pytest.approx([0.05, 0.025, 0.01])
+    assert summary["random"]["labels_to_reach"]["0.9"] == {"per_seed": [40, None], "mean": None, "reached": "1/2"}
+    assert summary["margin"]["labels_to_reach"]["0.9"] == {"per_seed": [30, 30], "mean": 30.0, "reached": "2/2"}
+    assert summary["margin"]["labels_to_reach"]["0.95"]["per_seed"] == [40, 40]
+    assert labels_to_reach(run(0.5, None, 0.7), 0.6) == 40
+    png = plot_strategy_curves(summary, tmp_path / "plots" / "curve.png", targets=(0.9,))
+    assert (tmp_path / "plots" / "curve.png").stat().st_size > 1000 and png.endswith("curve.png")
