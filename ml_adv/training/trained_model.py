@@ -9,6 +9,7 @@ variables into it, so no code is ever unpickled.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import shutil
 import uuid
 from pathlib import Path
@@ -24,6 +25,11 @@ from ml_adv.errors import CheckpointError, DataError
 from ml_adv.training.steps import classification_metrics, predict_logits
 
 FORMAT = "ml_adv.TrainedModel/1"
+
+
+@functools.lru_cache(maxsize=64)
+def _module_for(spec):
+    return spec.build()
 
 
 @dataclasses.dataclass
@@ -46,7 +52,12 @@ class TrainedModel:
 
     @property
     def module(self):
-        return self.spec.build()
+        # One module object per spec: its bound ``apply`` is then the same static argument of
+        # the jitted prediction on every call (a fresh module recompiled it each time).
+        try:
+            return _module_for(self.spec)
+        except TypeError:  # an unhashable spec: build afresh
+            return self.spec.build()
 
     @property
     def apply_fn(self):
