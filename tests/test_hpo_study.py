@@ -10,7 +10,6 @@ import sys
 import textwrap
 import time
 from concurrent.futures import ProcessPoolExecutor
-from pathlib import Path
 
 import pytest
 

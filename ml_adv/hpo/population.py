@@ -40,9 +40,8 @@ DEFAULT_REDUCTION_FACTOR = 3
 
 def member_fields(objective) -> frozenset[str]:
     """Trial-config keys that can differ between members of one stacked program."""
-    from ml_adv.training.setup import traceable_hparam_names
-
     from ml_adv.hpo.objective import train_fields
+    from ml_adv.training.setup import traceable_hparam_names
 
     return frozenset(traceable_hparam_names(objective.base_config)) & train_fields()
 
