@@ -164,6 +164,7 @@ def test_concurrent_processes_lose_no_record(tmp_path):
     from multiprocessing import get_context
 
     RunDirectory(tmp_path / "run")
-    with ProcessPoolExecutor(3, mp_context=get_context("fork")) as pool:
+    # spawn, not fork: the test process may already run JAX's threads
+    with ProcessPoolExecutor(3, mp_context=get_context("spawn")) as pool:
         list(pool.map(_record_many, [(tmp_path / "run", w) for w in range(3)]))
     assert len(RunDirectory(tmp_path / "run").recorded()["files"]) == 60
