@@ -74,14 +74,21 @@ def add_run_arguments(parser: argparse.ArgumentParser, default_run_dir: str | No
                              "report, plots, model) and nothing else; refuses a folder ml_adv did not create")
 
 
-def fresh_run_directory(run_dir: str | Path, fresh: bool):
-    """The command's ``RunDirectory``, cleaned first when ``fresh`` (only ml_adv's own files)."""
+def clean_if_fresh(run_dir: str | Path, fresh: bool) -> None:
+    """With ``--fresh``, remove the previous run's artifacts (only ml_adv's own files) and say so."""
     from ml_adv.rundir import RunDirectory
 
     if fresh:
         removed = RunDirectory.clean(run_dir)
         if removed:
             print(f"ml-adv: --fresh removed {len(removed)} artifact(s) of the previous run in {run_dir}/", flush=True)
+
+
+def fresh_run_directory(run_dir: str | Path, fresh: bool):
+    """The command's ``RunDirectory``, cleaned first when ``fresh`` (only ml_adv's own files)."""
+    from ml_adv.rundir import RunDirectory
+
+    clean_if_fresh(run_dir, fresh)
     return RunDirectory(run_dir)
 
 

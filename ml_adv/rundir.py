@@ -135,7 +135,8 @@ def _protected(path: Path) -> str | None:
     return None
 
 
-def _check_location(path: str | os.PathLike, argument: str) -> Path:
+def check_location(path: str | os.PathLike, argument: str = "run_dir") -> Path:
+    """``path`` resolved, or ConfigError if it is a protected location or a file (see the module docstring)."""
     if isinstance(path, bool) or not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
         raise ConfigError(f"{argument}: expected a folder path such as 'runs/<name>', got {describe(path)}")
     resolved = Path(path).expanduser().resolve()
@@ -173,7 +174,7 @@ class RunDirectory:
     """
 
     def __init__(self, path: str | os.PathLike):
-        self.path = _check_location(path, "run_dir")
+        self.path = check_location(path, "run_dir")
         created = [p for p in (self.path, *self.path.parents) if not p.exists()]
         try:
             self.path.mkdir(parents=True, exist_ok=True)
@@ -329,7 +330,7 @@ class RunDirectory:
             ConfigError: ``path`` has no ml_adv marker, is a protected location
                 (``.``, home, ``/`` or an ancestor of them) or is a file.
         """
-        root = _check_location(path, "run_dir")
+        root = check_location(path, "run_dir")
         if not root.exists():
             return []
         if not cls.is_run_directory(root):

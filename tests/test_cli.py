@@ -70,6 +70,13 @@ def test_bad_option_values_are_usage_errors(capsys):
     assert "invalid choice: 'val_acc'" in capsys.readouterr().err
 
 
+def test_data_that_does_not_fit_leaves_no_run_behind(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert cli.main(["train", "--arch", "bert", "--data", "digits_flat", "--run-dir", str(run)]) == 2
+    assert "error: data.x: 'tokens' inputs are integer token ids" in capsys.readouterr().err
+    assert not run.exists()
+
+
 def test_fresh_refuses_an_unmarked_folder(tmp_path, capsys):
     folder = tmp_path / "mine"
     folder.mkdir()

@@ -165,8 +165,8 @@ def run(args: argparse.Namespace) -> int:
     """Validate everything, clean the run directory if ``--fresh``, train, save the model, print a table."""
     import asyncio
 
-    from ml_adv.cli import fresh_run_directory
-    from ml_adv.rundir import RunDirectory
+    from ml_adv.cli import clean_if_fresh
+    from ml_adv.rundir import RunDirectory, check_location
     from ml_adv.training.facade import AdvancedTrainingStrategy
     from ml_adv.training.training_data import TRAIN_FIELDS
 
@@ -175,7 +175,8 @@ def run(args: argparse.Namespace) -> int:
     # Every option is checked before --fresh deletes anything or anything compiles.
     AdvancedTrainingStrategy(**{k: v for k, v in training_data.items() if k in TRAIN_FIELDS})
     trainer = make_trainer(args, run_dir)
-    fresh_run_directory(run_dir, args.fresh)
+    check_location(run_dir, "run_dir")  # refuse '.', home, '/' before anything else
+    clean_if_fresh(run_dir, args.fresh)  # the trainer creates the run directory once the data checks out
     print(f"ml-adv: training {args.arch} ({args.size}) on {args.data!r} -> {run_dir}/", flush=True)
     started = time.perf_counter()
     result = asyncio.run(trainer.train_custom_model(training_data))
