@@ -348,3 +348,27 @@ def test_a_new_learning_rate_never_recompiles(small_digits, monkeypatch):
     assert runs[0].history[-1]["train_loss"] != runs[1].history[-1]["train_loss"]
     fit(spec, small_digits, base.replace(optimizer="sgd"), progress=False)  # a new structure compiles
     assert len(built) == 2
+
+
+def test_a_masked_pool_equals_training_on_the_subset_and_grows_without_recompiling(small_digits, monkeypatch):
+    from ml_adv import make_spec
+    from ml_adv.training import host
+
+    spec = make_spec("mlp", input_shape=small_digits.example_shape, input_kind="image", num_classes=10,
+                     size="tiny", hidden_sizes=(20,))
+    cfg = TrainConfig(epochs=2, batch_size=32)
+    mask = np.zeros(len(small_digits), bool)
+    mask[::3] = True
+    pooled = fit(spec, small_digits, cfg, example_mask=mask, progress=False)
+    subset = fit(spec, small_digits.subset(np.flatnonzero(mask)), cfg, progress=False)
+    for a, b in zip(jax.tree.leaves(pooled.state.params), jax.tree.leaves(subset.state.params)):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+    assert pooled.history[-1]["step"] == subset.history[-1]["step"]
+    built = []
+    real = host.make_epoch_fn
+    monkeypatch.setattr(host, "make_epoch_fn", lambda *a, **k: built.append(1) or real(*a, **k))
+    mask[1::3] = True  # the labelled set grows: same pool, same program, optimizer state carried over
+    grown = fit(spec, small_digits, cfg, example_mask=mask, init_state=pooled.state, progress=False)
+    assert built == [] and grown.history[-1]["step"] == pooled.history[-1]["step"] + 2 * (int(mask.sum()) // 32)
+    with pytest.raises(DataError, match="example_mask"):
+        fit(spec, small_digits, cfg, example_mask=np.ones(3, bool), progress=False)

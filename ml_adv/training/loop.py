@@ -141,6 +141,31 @@ def check_init_params(init_params, state_params) -> None:
             raise ConfigError(f"init_params: expected shape {np.shape(a)} at {jax.tree_util.keystr(path[0])}, got {np.shape(b)}")
 
 
+def check_example_mask(example_mask, train, config: TrainConfig) -> np.ndarray | None:
+    if example_mask is None:
+        return None
+    if isinstance(train, dict):
+        raise DataError("example_mask: applies to one training stream, got a dict of streams")
+    mask = np.asarray(example_mask)
+    if mask.dtype != bool or mask.shape != (len(train),):
+        raise DataError(f"example_mask: expected a bool array of shape ({len(train)},), got {describe(mask)}")
+    if mask.sum() < config.batch_size:
+        raise DataError(f"example_mask: expected at least batch_size={config.batch_size} selected rows, got {int(mask.sum())}")
+    return mask
+
+
+def continue_from(state: TrainState, init_state: TrainState | None) -> TrainState:
+    """``state`` with the arrays of ``init_state`` (same structure), for incremental training."""
+    if init_state is None:
+        return state
+    if not isinstance(init_state, TrainState):
+        raise ConfigError(f"init_state: expected a TrainState (FitResult.state), got {describe(init_state)}")
+    items = init_state.checkpoint_items()
+    if jax.tree.structure(items) != jax.tree.structure(state.checkpoint_items()):
+        raise ConfigError("init_state: expected a state of this model and optimizer, got one of another structure")
+    return state.with_checkpoint_items(jax.tree.map(lambda a: jnp.array(a, copy=True), items))
+
+
 def device_data(train, mesh=None) -> dict[str, Any]:
     """Training arrays placed once on device: ``{"x", "y"}`` or ``{stream: {"x", "y"}}``."""
     if isinstance(train, dict):
@@ -223,6 +248,8 @@ def fit(
     key: jax.Array | None = None,
     objective: Objective | None = None,
     epoch_callback: Any | None = None,
+    example_mask: np.ndarray | None = None,
+    init_state: TrainState | None = None,
 ) -> FitResult:
     """Train ``model`` on ``train``; evaluate on ``val`` each epoch; checkpoint into ``run_dir``.
 
@@ -244,6 +271,11 @@ def fit(
             ``fit_stacked(..., key=k)`` equals ``fit(..., key=setup.member_keys(k, K)[i])``.
         objective: ``(params, model_state, batch, key, hparams) -> (loss, aux)``
             (``ml_adv.training.objectives``; default: supervised classification).
+        example_mask: ``[N]`` bool: train only on these rows of ``train``, a fixed-capacity
+            pool. Epochs keep ``N // batch_size`` steps (the padded ones are skipped), so a
+            growing labelled set (active learning) never recompiles.
+        init_state: continue from this ``TrainState`` (parameters, optimizer state, step,
+            keys): an incremental update that carries the optimizer state over.
         epoch_callback: called with each epoch's metrics record; returning True stops the run
             (hyper-parameter search prunes unpromising trials with it).
 
@@ -271,9 +303,10 @@ def fit(
     example = next(iter(streams.values())).x[:1] if streams else train.x[:1]
     setup = init_run(model, config, example_x=example, steps_per_epoch=sizes[0] // config.batch_size, key=key,
                      objective=objective, init_params=init_params, mesh=mesh)
-    plan = EpochPlan(sizes, config.batch_size, setup.shuffle_key, tuple(streams) if streams else None)
+    mask = check_example_mask(example_mask, train, config)
+    plan = EpochPlan(sizes, config.batch_size, setup.shuffle_key, tuple(streams) if streams else None, mask)
     tracker = EarlyStopping(1, mode, config.min_delta, config.patience, config.early_stopping)
-    state, history, start_epoch, resumed_from = setup.state, [], 0, None
+    state, history, start_epoch, resumed_from = continue_from(setup.state, init_state), [], 0, None
     checkpointer, run_path = None, Path(run_dir) if run_dir is not None else None
     if run_path is not None:
         checkpointer, restored = open_checkpoints(run_path, state, spec, config, tracker, resume=resume,
@@ -291,14 +324,14 @@ def fit(
     try:
         for epoch in bar:
             t0 = time.perf_counter()
-            order, _ = plan.draw(epoch)
-            state, metrics = runner(state, data, order)
+            order, active = plan.draw(epoch)
+            state, metrics = runner(state, data, order, active)
             bad_step = first_nonfinite_step(metrics)
             if bad_step is not None and config.nan_policy == "raise":
                 raise diverged_error(bad_step, epoch, plan.steps, checkpointer)
             record = _epoch_record(epoch, state, metrics, time.perf_counter() - t0)
             nonfinite_total += record["nonfinite_steps"]
-            steps_run += plan.steps
+            steps_run += plan.live_steps
             if val is not None:
                 record.update(evaluate(state, val, config))
             history.append(record)

@@ -48,13 +48,26 @@ class EpochPlan:
     batch_size: int
     shuffle_key: jax.Array
     streams: tuple[str, ...] | None = None
+    mask: np.ndarray | None = None  # [N] bool: train on these rows of a fixed-capacity pool
 
     @property
     def steps(self) -> int:
+        """Steps per epoch: fixed by the pool's capacity when masked, so shapes never change."""
         return self.sizes[0] // self.batch_size
+
+    @property
+    def live_steps(self) -> int:
+        return (int(self.mask.sum()) if self.mask is not None else self.sizes[0]) // self.batch_size
 
     def draw(self, epoch: int):
         key = jax.random.fold_in(self.shuffle_key, epoch)
+        if self.mask is not None:
+            pool = np.flatnonzero(self.mask)
+            own = pool[epoch_order(key, len(pool), self.batch_size)]
+            order = np.zeros((self.steps, self.batch_size), np.int32)
+            active = np.zeros(self.steps, bool)
+            order[: len(own)], active[: len(own)] = own, True
+            return order, active
         first = epoch_order(key, self.sizes[0], self.batch_size)
         if self.streams is None:
             return first, None

@@ -194,7 +194,15 @@ def make_epoch_fn(train_step, *, stacked: bool = False, member_batches: bool = F
             idx, act = xs
             if stacked and act is None:
                 act = jnp.ones(state.step.shape, bool)
-            return one_step(state, idx, act)
+            if stacked or act is None:
+                return one_step(state, idx, act)
+            # One run over a padded pool: an inactive step skips the whole forward/backward.
+            metric_shapes = jax.eval_shape(one_step, state, idx, act)[1]
+
+            def skip(state):
+                return state, jax.tree.map(lambda m: jnp.zeros(m.shape, m.dtype), metric_shapes)
+
+            return jax.lax.cond(act, lambda s: one_step(s, idx, act), skip, state)
 
         return jax.lax.scan(body, state, (order, active), unroll=unroll)
 
