@@ -82,7 +82,7 @@ def test_trainer_end_to_end_through_asyncio(tmp_path, digits_images):
     assert report["best_model_id"] == result.model_id and (tmp_path / "training_report.json").exists()
 
 
-def test_trainer_infers_and_checks_dims(tmp_path, small_digits):
+def test_trainer_infers_and_checks_dims(tmp_path, small_digits, monkeypatch):
     from ml_adv import AdvancedCustomModelTrainer
 
     trainer = AdvancedCustomModelTrainer("cnn", run_root=tmp_path)
@@ -91,8 +91,20 @@ def test_trainer_infers_and_checks_dims(tmp_path, small_digits):
         trainer.train({**base, "input_dim": 28})
     with pytest.raises(DataError, match="output_dim"):
         trainer.train({**base, "output_dim": 5})
-    result = trainer.train({**base, "input_dim": 8, "output_dim": 12, "size": "tiny"})
-    assert result.success and result.model.num_classes == 12
+
+    class Designed(Exception):
+        pass
+
+    def stop_at_fit(spec, *args, **kwargs):  # the design is what is under test, not training
+        raise Designed(spec)
+
+    import ml_adv.training.facade as facade
+
+    monkeypatch.setattr(facade, "fit", stop_at_fit)
+    with pytest.raises(Designed) as designed:
+        trainer.train({**base, "input_dim": 8, "output_dim": 12, "size": "tiny"})
+    spec = designed.value.args[0]
+    assert spec.num_classes == 12 and spec.input_shape == (8, 8, 1) and spec.architecture == "cnn"
 
 
 @pytest.mark.parametrize(
@@ -184,7 +196,8 @@ def test_trainer_reads_a_tfds_dataset_by_name(tmp_path):
 
     from ml_adv import AdvancedCustomModelTrainer
 
-    trainer = AdvancedCustomModelTrainer("cnn", size="tiny", run_root=tmp_path)
+    # An MLP on the images: the TFDS path is under test, and it compiles faster than a CNN.
+    trainer = AdvancedCustomModelTrainer("mlp", size="tiny", run_root=tmp_path)
     with tfds.testing.mock_data(num_examples=96):
         result = trainer.train({"data": "mnist", "epochs": 1, "batch_size": 16, "run_name": "mnist"})
     assert result.success
