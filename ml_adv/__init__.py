@@ -41,6 +41,7 @@ _EXPORTS = {
     "fit": "ml_adv.training.loop",
     "FitResult": "ml_adv.training.loop",
     "RunCheckpointer": "ml_adv.checkpointing",
+    "RunDirectory": "ml_adv.rundir",
     "errors": "ml_adv.errors",
 }
 
@@ -73,6 +74,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from ml_adv.hpo.study import Study
     from ml_adv.models.architecture import AdvancedModelArchitecture
     from ml_adv.models.registry import ModelSpec, make_spec
+    from ml_adv.rundir import RunDirectory
     from ml_adv.training.config import TrainConfig
     from ml_adv.training.facade import (
         AdvancedCustomModelTrainer,
