@@ -7,8 +7,8 @@ from ml_adv.data import load_dataset
 from ml_adv.errors import ConfigError
 from ml_adv.hpo import TrainingObjective
 from ml_adv.hpo.journal import TrialJournal
-from ml_adv.hpo.population import rung_epochs
-from ml_adv.hpo.space import Categorical, Float, SearchSpace
+from ml_adv.hpo.population import member_fields, rung_epochs, structural_groups
+from ml_adv.hpo.space import Float, SearchSpace
 from ml_adv.hpo.study import Study
 from ml_adv.training.config import TrainConfig
 
@@ -40,19 +40,22 @@ def test_stacked_studies_need_a_training_objective_and_no_pruner(objective):
         Study(objective, SPACE, method="population", max_trials=2, method_options={"reduction_factor": 1}).run()
 
 
-def test_batched_asks_train_as_one_stacked_program_per_structural_group(objective):
-    space = SearchSpace([Float("learning_rate", 1e-3, 3e-2, log=True), Categorical("batch_size", [32, 64])])
-    result = Study(objective, space, method="genetic", max_trials=4, trials_per_batch=4, stacked=True,
+def test_configurations_group_by_everything_but_traced_hyper_parameters(objective):
+    varying = member_fields(objective)
+    assert {"learning_rate", "weight_decay", "label_smoothing"} <= varying and "batch_size" not in varying
+    configs = [{"learning_rate": 1e-3, "batch_size": 32}, {"learning_rate": 2e-3, "batch_size": 64},
+               {"learning_rate": 3e-3, "batch_size": 32}, {"learning_rate": 4e-3, "batch_size": 64, "dropout": 0.1}]
+    assert structural_groups(configs, varying) == [[0, 2], [1], [3]]
+
+
+def test_batched_asks_train_as_one_stacked_program(objective):
+    result = Study(objective, SPACE, method="genetic", max_trials=4, trials_per_batch=4, stacked=True,
                    progress=False).run()
     assert [t["status"] for t in result.trials] == ["ok"] * 4
-    by_batch = {}
-    for t in result.trials:
-        by_batch.setdefault(t["config"]["batch_size"], []).append(t)
-    for group in by_batch.values():  # one program per batch size, with every member of the group in it
-        assert all(t["stacked_members"] == len(group) for t in group)
-        assert all(len(t["intermediate"]) == 2 and t["score"] == t["intermediate"][-1] for t in group)
-    lrs = [t["config"]["learning_rate"] for t in result.trials]
-    assert len(set(lrs)) == 4
+    assert all(t["stacked_members"] == 4 for t in result.trials)  # the four trials were one program
+    assert all(len(t["intermediate"]) == 2 and t["score"] == t["intermediate"][-1] for t in result.trials)
+    assert len({t["config"]["learning_rate"] for t in result.trials}) == 4
+    assert len({t["score"] for t in result.trials}) > 1
 
 
 @pytest.mark.slow

@@ -51,6 +51,14 @@ def check_stackable(objective) -> None:
         raise ConfigError(f"stacked: population training needs a TrainingObjective, got {describe(objective)}")
 
 
+def structural_groups(configs: Sequence[dict[str, Any]], varying: frozenset[str]) -> list[list[int]]:
+    """Indices of ``configs`` grouped by everything outside ``varying`` (first-seen order)."""
+    groups: dict[str, list[int]] = {}
+    for i, config in enumerate(configs):
+        groups.setdefault(repr(sorted((k, v) for k, v in config.items() if k not in varying)), []).append(i)
+    return list(groups.values())
+
+
 def stacked_trials(objective, configs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """Train ``configs`` as stacked populations (one per structural group); one outcome per config.
 
@@ -60,12 +68,8 @@ def stacked_trials(objective, configs: Sequence[dict[str, Any]]) -> list[dict[st
     from ml_adv.training.stacked import fit_stacked
 
     varying = member_fields(objective)
-    groups: dict[str, list[int]] = {}
-    for i, config in enumerate(configs):
-        key = repr(sorted((k, v) for k, v in config.items() if k not in varying))
-        groups.setdefault(key, []).append(i)
     outcomes: list[dict[str, Any] | None] = [None] * len(configs)
-    for members in groups.values():
+    for members in structural_groups(configs, varying):
         started = time.perf_counter()
         first = configs[members[0]]
         try:
