@@ -22,6 +22,10 @@ def test_stacked_pass_equals_separate_passes():
     # 37 examples in chunks of 16: the padded last chunk must not leak into the result.
     stacked = np.asarray(stacked_logits(group.module, group.variables, x, chunk=16))
     assert stacked.shape == (3, 37, 10)
+    # Members one after another (the CPU default) and in vmapped pairs give the same logits.
+    for member_batch in (1, 2):
+        looped = stacked_logits(group.module, group.variables, x, chunk=16, member_batch=member_batch)
+        np.testing.assert_allclose(looped, stacked, rtol=1e-5, atol=1e-5)
     apply_fn = spec.build().apply  # one bound method: the reference compiles once for all members
     for i, m in enumerate(members):
         np.testing.assert_allclose(stacked[i], predict_logits(apply_fn, m.variables, x), rtol=1e-5, atol=1e-5)

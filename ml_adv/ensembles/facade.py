@@ -141,6 +141,9 @@ class AdvancedModelEnsemble:
 
     def member_probabilities(self, x, *, batch_size: int = DEFAULT_CHUNK) -> np.ndarray:
         """``[K, N, C]`` member probabilities (one stacked forward pass per architecture group)."""
+        return np.asarray(self._member_probs(x, batch_size))
+
+    def _member_probs(self, x, batch_size: int = DEFAULT_CHUNK):
         self._require_members("predict")
         check_positive("batch_size", batch_size)
         member_views, views = resolve_views(self._members, x)
@@ -159,16 +162,16 @@ class AdvancedModelEnsemble:
 
     def predict_proba(self, x, *, batch_size: int = DEFAULT_CHUNK) -> np.ndarray:
         """Ensemble class probabilities ``[N, C]`` (voting: the weighted vote shares)."""
-        return np.asarray(self._output(self.member_probabilities(x, batch_size=batch_size))[0])
+        return np.asarray(self._output(self._member_probs(x, batch_size))[0])
 
     def predict(self, x, *, batch_size: int = DEFAULT_CHUNK) -> np.ndarray:
         """Ensemble class ids ``[N]`` (voting: weighted hard votes with the tie rule of ``combine.py``)."""
-        return np.asarray(self._output(self.member_probabilities(x, batch_size=batch_size))[1])
+        return np.asarray(self._output(self._member_probs(x, batch_size))[1])
 
     def _labelled(self, data, argument: str):
         self._require_members(argument)
         x, y = split_labelled(data, self._members[0].spec.num_classes, argument=argument)
-        probs = self.member_probabilities(x)
+        probs = self._member_probs(x)
         if probs.shape[1] != y.shape[0]:
             raise DataError(f"{argument}: expected {probs.shape[1]} labels to match the inputs, got {y.shape[0]}")
         return x, y, probs

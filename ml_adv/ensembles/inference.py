@@ -1,11 +1,20 @@
-"""Ensemble inference: members that share a spec run as ONE vmapped forward pass.
+"""Ensemble inference: members that share a spec run as ONE compiled forward program.
 
 Members are grouped by ``(spec, mixed_precision)``. A group's variables are stacked
-along a new leading axis (``jax.tree.map(np.stack)``), and ``stacked_logits`` runs
-``vmap(module.apply)`` over that axis inside a ``lax.map`` over fixed-size input
-chunks: K same-architecture members cost one dispatch and one compiled program, not
-K. Groups with different architectures (a CNN, an LSTM, ...) run one after another,
-each on its own input view, and the results are scattered back into member order.
+along a new leading axis (``jax.tree.map(np.stack)``), and ``stacked_logits`` maps the
+forward pass over that axis (``lax.map`` with ``batch_size=member_batch``: that many
+members ``vmap``-ped together), each member over fixed-size input chunks: K
+same-architecture members cost one dispatch and one compiled program, not K. Groups
+with different architectures (a CNN, an LSTM, ...) run one after another, each on its
+own input view, and the results are scattered back into member order.
+
+Why the member batch depends on the backend: on accelerators all K members are vmapped
+(one wide kernel per layer). On XLA:CPU, vmapping members turns a conv into a grouped
+conv and a dense layer into a batched matmul, both slower than K plain ones: K=8 members,
+2 CPU cores, 2,048-4,096 rows, medians: digits CNN 918 ms vmapped vs 169 ms one member
+after another (K separate calls: 195 ms); MLP 784-512-256-10 785 vs 368 ms (separate:
+369 ms). So on CPU the default runs members one after another inside the one program
+(``member_batch=1``); ``benchmarks/ensemble_inference.py`` measures both.
 
 The module itself is the static argument of the jitted function (Linen modules
 compare and hash by their configuration), so every call with the same spec and input
@@ -54,25 +63,42 @@ def group_members(members) -> list[MemberGroup]:
     return groups
 
 
-@partial(jax.jit, static_argnames=("module", "chunk", "mixed_precision"))
-def stacked_logits(module, variables, x: jax.Array, *, chunk: int, mixed_precision: bool = False) -> jax.Array:
-    """Float32 logits ``[K, N, C]`` of K stacked members on the same inputs ``x`` ``[N, ...]``."""
+def default_member_batch(members: int) -> int:
+    """Members vmapped together by default: all of them on accelerators, one at a time on CPU."""
+    return 1 if jax.default_backend() == "cpu" else members
+
+
+@partial(jax.jit, static_argnames=("module", "chunk", "mixed_precision", "member_batch"))
+def stacked_logits(module, variables, x: jax.Array, *, chunk: int, mixed_precision: bool = False,
+                   member_batch: int | None = None) -> jax.Array:
+    """Float32 logits ``[K, N, C]`` of K stacked members on the same inputs ``x`` ``[N, ...]``.
+
+    ``member_batch`` members are vmapped together (``None``: all K); the groups of members
+    run one after another inside the same program.
+    """
     n = x.shape[0]
+    k = jax.tree.leaves(variables)[0].shape[0]
     pad = (-n) % chunk
     x = jnp.concatenate([x, jnp.zeros((pad, *x.shape[1:]), x.dtype)]) if pad else x
     if mixed_precision:
         variables, x = cast_floats(variables, jnp.bfloat16), cast_floats(x, jnp.bfloat16)
-    forward = jax.vmap(lambda v, xc: module.apply(v, xc, train=False).astype(jnp.float32), in_axes=(0, None))
-    out = jax.lax.map(lambda xc: forward(variables, xc), x.reshape(-1, chunk, *x.shape[1:]))  # [B, K, chunk, C]
-    out = jnp.moveaxis(out, 1, 0)
-    return out.reshape(out.shape[0], -1, out.shape[-1])[:, :n]
+    chunks = x.reshape(-1, chunk, *x.shape[1:])
+
+    def one_member(v):
+        out = jax.lax.map(lambda xc: module.apply(v, xc, train=False).astype(jnp.float32), chunks)
+        return out.reshape(-1, out.shape[-1])[:n]
+
+    return jax.lax.map(one_member, variables, batch_size=min(member_batch or k, k))
 
 
-def group_probs(group: MemberGroup, x: np.ndarray, *, chunk: int = DEFAULT_CHUNK) -> jax.Array:
+def group_probs(group: MemberGroup, x: np.ndarray, *, chunk: int = DEFAULT_CHUNK,
+                member_batch: int | None = None) -> jax.Array:
     """Softmax probabilities ``[len(group.indices), N, C]`` of one group."""
+    k = len(group.indices)
     logits = stacked_logits(
         group.module, group.variables, jnp.asarray(x), chunk=min(chunk, int(x.shape[0])),
         mixed_precision=group.mixed_precision,
+        member_batch=default_member_batch(k) if member_batch is None else member_batch,
     )
     return jax.nn.softmax(logits, axis=-1)
 
