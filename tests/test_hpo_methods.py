@@ -79,3 +79,14 @@ def test_bayesian_search_survives_optima_on_the_boundary():
                    max_trials=10, seed=0, progress=False).run()
     assert len(result.trials) == 10 and all(t["status"] == "ok" for t in result.trials)
     assert result.best_config["learning_rate"] > 2.5e-2
+
+
+def test_genetic_population_is_sized_to_the_budget():
+    from ml_adv.hpo.methods import genetic_population
+
+    assert [genetic_population(b) for b in (8, 16, 40, 400)] == [4, 4, 10, 30]
+    assert genetic_population(16, num_workers=8) == 8
+    genetic = Study(score, SPACE, method="genetic", max_trials=16, seed=0, progress=False).run()
+    random = Study(score, SPACE, method="random", max_trials=16, seed=0, progress=False).run()
+    # after its first generation of 4 the evolution proposes its own points, not random draws
+    assert [t["config"] for t in genetic.trials][4:] != [t["config"] for t in random.trials][4:]

@@ -10,8 +10,8 @@ Registered methods (``SEARCH_METHODS``):
   with a UCB acquisition, through ``bayes_opt``). ``gp_parameters={"alpha": 1e-3}``:
   nevergrad asks for a positive GP noise term on discontinuous spaces (integers,
   choices) and noisy objectives, and a trained network's validation score is both.
-* ``genetic``: nevergrad's ``TwoPointsDE``, differential evolution with two-point
-  crossover. Why this one for mixed spaces: it works on nevergrad's continuous data
+* ``genetic``: nevergrad's ``TwoPointsDE`` (differential evolution with two-point
+  crossover) with a population sized to the budget (``genetic_population``). Why this one for mixed spaces: it works on nevergrad's continuous data
   space, where a ``Choice`` is a block of per-option weights and an integer is a
   rounded float, so one variation operator handles floats, integers and choices alike;
   two-point crossover inherits contiguous blocks (a whole choice's weights) from one
@@ -178,6 +178,25 @@ def _registry_entry(name: str):
     return factory
 
 
+def genetic_population(budget: int, num_workers: int = 1) -> int:
+    """DE population for a budget: about a quarter of it, within [4, 30], and >= num_workers.
+
+    nevergrad's ``TwoPointsDE`` uses at least 30 individuals, so a search of fewer than 30
+    trials never leaves its random initial population; hyper-parameter budgets are often
+    that small, so the population shrinks with the budget to leave room for a few
+    generations of crossover and selection.
+    """
+    return max(num_workers, min(30, max(4, budget // 4)))
+
+
+def _genetic(space, budget, seed, num_workers=1, **options):
+    import nevergrad as ng
+
+    _no_options(options)
+    de = ng.families.DifferentialEvolution(crossover="twopoints", popsize=genetic_population(budget, num_workers))
+    return NevergradSearcher(de, space, budget, seed, num_workers)
+
+
 def _grid(space, budget, seed, num_workers=1, *, grid_points: int = 3, grid_order: str = "lexicographic", **options):
     _no_options(options)
     return GridSearcher(space, budget, seed, points=grid_points, order=grid_order)
@@ -190,8 +209,8 @@ def _no_options(options: dict[str, Any]) -> None:
 
 for _name, _make, _doc in (
     ("bayesian", _nevergrad(_bayesian), "nevergrad ParametrizedBO (GP + UCB, alpha=1e-3)"),
-    ("genetic", _nevergrad(_registry_entry("TwoPointsDE")), "nevergrad TwoPointsDE (differential evolution)"),
-    ("evolutionary", _nevergrad(_registry_entry("TwoPointsDE")), "alias of genetic"),
+    ("genetic", _genetic, "nevergrad two-point-crossover differential evolution, budget-sized population"),
+    ("evolutionary", _genetic, "alias of genetic"),
     ("random", _nevergrad(_registry_entry("RandomSearch")), "uniform / log-uniform random search"),
     ("random_search", _nevergrad(_registry_entry("RandomSearch")), "alias of random"),
     ("grid_search", _grid, "grid in lexicographic (or seeded shuffled) order, capped by max_trials"),
