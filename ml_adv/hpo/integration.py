@@ -21,6 +21,7 @@ from typing import Any
 
 from ml_adv.errors import ConfigError, check_positive, describe
 from ml_adv.hpo.facade import as_space, default_space
+from ml_adv.hpo.methods import resolve_method
 from ml_adv.hpo.objective import TrainingObjective, train_fields
 from ml_adv.hpo.study import Study
 
@@ -42,7 +43,8 @@ def search_before_training(trainer, training_data: dict[str, Any]) -> tuple[dict
                                  settings=trainer._overrides, augment=trainer._augment_fn,
                                  default_size=trainer.size)
     space = as_space(options.get("search_space")) or default_space(
-        (trainer.architecture_type,), max_batch_size=len(plan.train))
+        (trainer.architecture_type,), max_batch_size=len(plan.train),
+        population=resolve_method(trainer.optimization_method).population)
     if "architecture" in space:
         raise ConfigError("search_space: the trainer's architecture is fixed by architecture_type; "
                           "search over architectures with AdvancedHyperparameterOptimizer, got an 'architecture' parameter")
