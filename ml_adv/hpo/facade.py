@@ -130,7 +130,11 @@ class AdvancedHyperparameterOptimizer:
             space = as_space(search_space) or self.search_space or default_space(
                 architectures, sizes, max_batch_size=smallest, population=self.entry.population)
         else:
-            space = search_space
+            space = as_space(search_space) or self.search_space
+            if space is None and isinstance(objective, TrainingObjective):
+                smallest = min(len(t) for t, _ in objective.views.values())
+                space = default_space((objective.architecture,), max_batch_size=smallest,
+                                      population=self.entry.population)
         self.result = self.study(objective, space).run()
         return self.result
 
