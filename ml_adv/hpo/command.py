@@ -5,6 +5,8 @@ Examples:
   ml-adv hpo --arch mlp,cnn --size tiny,small --method genetic --trials 40 --pruner median
   ml-adv hpo --arch mlp --method grid_search --trials 12 --space '{"learning_rate": ["log", 1e-4, 1e-2]}'
   ml-adv hpo --arch cnn --method random --trials 16 --workers 2
+  ml-adv hpo --arch mlp --method genetic --trials 32 --stacked 8 --space '{"learning_rate": ["log", 1e-4, 3e-2]}'
+  ml-adv hpo --arch mlp --method population --trials 27
 
 Each trial trains on the training split minus a validation part (--validation-split)
 and is scored on that part; the test split is never used. Writes trials.jsonl (one
@@ -60,6 +62,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     search.add_argument("--grid-points", type=_positive_int, default=3, help="values per float axis (grid_search)")
     search.add_argument("--workers", type=_positive_int, default=1,
                         help="run this many trials at once in a process pool")
+    search.add_argument("--stacked", type=_positive_int, default=None, metavar="P",
+                        help="ask P configurations at a time and train them as one stacked program "
+                             "(configurations that differ only in learning rate / label smoothing share it)")
     search.add_argument("--seed", type=int, default=0, help="seeds the searcher and every trial's training")
 
     model = parser.add_argument_group("model and data")
@@ -93,6 +98,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ml_adv.cli import fresh_run_directory
     from ml_adv.hpo.facade import AdvancedHyperparameterOptimizer, default_space
+    from ml_adv.hpo.methods import resolve_method
     from ml_adv.hpo.objective import TrainingObjective
     from ml_adv.training.config import TrainConfig
 
@@ -101,13 +107,15 @@ def run(args: argparse.Namespace) -> int:
     objective = TrainingObjective.from_data(args.data, architectures=args.arch, validation_split=args.validation_split,
                                             base_config=base, size=args.size[0], split_seed=args.seed)
     smallest = min(len(t) for t, _ in objective.views.values())
-    space = _space(args.space) or default_space(args.arch, args.size, max_batch_size=smallest)
+    population = resolve_method(args.method).population
+    space = _space(args.space) or default_space(args.arch, args.size, max_batch_size=smallest, population=population)
     options = {"grid_points": args.grid_points} if args.method == "grid_search" else {}
     # Trials run in spawned processes: forking a process that already runs JAX threads is unsafe.
     executor = ProcessPoolExecutor(args.workers, mp_context=get_context("spawn")) if args.workers > 1 else None
     try:
         optimizer = AdvancedHyperparameterOptimizer(args.method, args.trials, search_space=space, seed=args.seed,
                                                     executor=executor, pruner=None if args.pruner == "none" else args.pruner,
+                                                    stacked=args.stacked is not None, trials_per_batch=args.stacked,
                                                     **options)
         optimizer.study(objective)  # validates the space against the data before --fresh deletes anything
         optimizer.run_dir = fresh_run_directory(run_dir, args.fresh)
