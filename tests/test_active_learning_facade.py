@@ -53,6 +53,9 @@ def test_loop_records_labels_in_order_and_warm_starts(looped, data):
     assert [p["warm_start"] for p in curve] == [False, True, True]
     assert [p["strategy"] for p in curve] == [None, "entropy", "entropy"]
     assert all(0.0 <= p["val_accuracy"] <= 1.0 for p in curve)
+    # The labelled set grows inside a fixed-capacity pool: later rounds reuse the compiled
+    # epoch (a real compile of it takes seconds here; a cache hit, milliseconds).
+    assert all(p["compile_seconds"] < 0.25 for p in curve[1:]), [p["compile_seconds"] for p in curve]
     stats = al.get_active_learning_statistics()
     assert stats["rounds"] == 2 and stats["labelled"] == 72 and stats["unlabelled"] == len(pool) - 32
     assert stats["budget"] == {"enabled": False} and stats["model_is_current"]
@@ -207,17 +210,22 @@ def test_sigkill_during_training_loses_no_label(tmp_path, data):
 def test_uncertainty_beats_random_at_equal_labels_on_digits(digits_images):
     """Real digits, small MLP, 20 seeded random labels + 2 rounds of 40: margin vs random at 100 labels.
 
-    Measured (seeds 0/1/2): margin 0.919/0.944/0.908 vs random 0.894/0.891/0.875 test accuracy.
-    Seed 0 is asserted with a 1-point margin (measured: 2.5 points); CPU runs are deterministic.
+    Measured (seeds 0/1/2): margin 0.914/0.911/0.919 vs random 0.883/0.894/0.877 test accuracy
+    (+3.1/+1.7/+4.2 points). Asserted: margin ahead on every seed and by >= 2 points on
+    average; CPU runs are deterministic for a seed.
     """
     from ml_adv.active_learning.simulate import simulate_loop
 
     train, test = digits_images
     config = ActiveLearningConfig(train=TrainConfig(epochs=30, batch_size=32, learning_rate=2e-3),
                                   update_epochs=5, min_steps=60)
-    final = {}
-    for name in ("random", "margin"):
-        curve = simulate_loop(name, train, test, rounds=2, query_size=40, initial=20, seed=0, config=config)
-        assert [p["labels"] for p in curve] == [20, 60, 100]
-        final[name] = curve[-1]["val_accuracy"]
-    assert final["margin"] >= final["random"] + 0.01, final
+    gaps = []
+    for seed in (0, 1, 2):
+        final = {}
+        for name in ("random", "margin"):
+            curve = simulate_loop(name, train, test, rounds=2, query_size=40, initial=20, seed=seed, config=config)
+            assert [p["labels"] for p in curve] == [20, 60, 100]
+            final[name] = curve[-1]["val_accuracy"]
+        assert final["margin"] > final["random"], (seed, final)
+        gaps.append(final["margin"] - final["random"])
+    assert np.mean(gaps) >= 0.02, gaps

@@ -121,3 +121,15 @@ def test_in_memory_store_needs_no_run_dir():
     store.begin_selection(np.array([0]), "random")
     store.record_labels(store.check_labels([2], 3))
     assert store.num_labelled == 7 and not store.restored
+
+
+def test_training_pool_keeps_its_shape_while_labels_arrive(tmp_path):
+    store = filled(tmp_path)
+    x, y, mask = store.training_pool()
+    assert x.shape == (26, 2) and mask.tolist() == [True] * 6 + [False] * 20
+    np.testing.assert_array_equal(y[:6], Y0)
+    store.begin_selection(np.array([3, 0]), "random")
+    store.record_labels(store.check_labels([2, 1], 3))
+    x2, y2, mask2 = store.training_pool()
+    assert x2 is x and mask2.sum() == 8 and mask2[6 + 3] and mask2[6 + 0]
+    assert y2[6 + 3] == 2 and y2[6 + 0] == 1

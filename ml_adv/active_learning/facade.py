@@ -306,11 +306,11 @@ class AdvancedActiveLearning:
             self.switches.append({"round": self.store.rounds, "to": name, "reason": why})
         return STRATEGIES.get(name) if name != self.strategy.name else self.strategy
 
-    def _labelled_dataset(self) -> ArrayDataset:
-        x, y = self.store.labelled()
+    def _training_pool(self) -> tuple[ArrayDataset, np.ndarray]:
+        x, y, mask = self.store.training_pool()
         if self._num_classes is None:
-            self._num_classes = int(y.max()) + 1
-        return ArrayDataset(x, y, num_classes=self._num_classes, name="labelled")
+            self._num_classes = int(y[mask].max()) + 1
+        return ArrayDataset(x, y, num_classes=self._num_classes, name="active-learning pool"), mask
 
     def _build_spec(self, labelled: ArrayDataset):
         if self._spec is None:
@@ -330,14 +330,19 @@ class AdvancedActiveLearning:
         return self._module.apply
 
     def _train(self, *, retrain: bool) -> None:
-        labelled = self._labelled_dataset()
-        spec = self._build_spec(labelled)
+        pool, mask = self._training_pool()
+        spec = self._build_spec(pool)
+        n_labelled = int(mask.sum())
+        # One batch size for the whole loop (a compiled shape): capped by the first labelled set.
+        first = self.store.curve[0]["labels"] if self.store.curve else n_labelled
+        batch = min(self.config.train.batch_size, first)
         t0 = time.perf_counter()
         init = None if (retrain or self.model is None) else self.model.variables
-        self.model, facts = train_round(spec, labelled, self.config, self.store.rounds, init_variables=init)
+        self.model, facts = train_round(spec, pool, mask, self.config, self.store.rounds, batch_size=batch,
+                                        init_variables=init)
         self.timings["train_seconds"] += time.perf_counter() - t0
         val_acc = None if self.validation is None else evaluate(self._apply_fn(), self.model.variables, self.validation)
-        entry = {"round": self.store.rounds, "version": self.store.version, "labels": len(labelled),
+        entry = {"round": self.store.rounds, "version": self.store.version, "labels": n_labelled,
                  "val_accuracy": val_acc, "strategy": self.store.last_strategy, **facts}
         old = self.store.model_path
         if self.run_dir is not None:

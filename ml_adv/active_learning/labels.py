@@ -135,6 +135,7 @@ class LabelStore:
         self._labelled_y: list[np.ndarray] = []
         self._pool_parts: list[np.ndarray] = []
         self._pool_cache: np.ndarray | None = None
+        self._train_x: np.ndarray | None = None       # training_pool's x, rebuilt after an add
         self.pool_labels = np.zeros((0,), np.int32)   # -1: not labelled yet
         self.label_order: list[int] = []              # pool indices in the order they were labelled
         self.pending: np.ndarray | None = None
@@ -204,6 +205,24 @@ class LabelStore:
         if not xs:
             raise NotFittedError("labelled data: none yet; call add_labeled_data first")
         return np.concatenate(xs), np.concatenate(ys).astype(np.int32)
+
+    def training_pool(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(x, y, mask)`` over a fixed-capacity pool: initial labelled rows, then every pool row.
+
+        Rows without a label get the placeholder class 0 and ``mask`` False, so the arrays
+        keep their shape while labels arrive (only ``add_*`` calls change it).
+        """
+        if self._train_x is None:
+            parts = list(self._labelled_x) + ([self.pool_x] if self._pool_parts else [])
+            if not parts:
+                raise NotFittedError("labelled data: none yet; call add_labeled_data first")
+            self._train_x = np.concatenate(parts) if len(parts) > 1 else parts[0]
+        initial = [np.asarray(y, np.int32) for y in self._labelled_y]
+        y = np.concatenate([*initial, np.maximum(self.pool_labels, 0)]).astype(np.int32)
+        mask = np.concatenate([np.ones(sum(len(v) for v in initial), bool), self.pool_labels >= 0])
+        if not mask.any():
+            raise NotFittedError("labelled data: none yet; call add_labeled_data first")
+        return self._train_x, y, mask
 
     def initial_labelled(self) -> tuple[np.ndarray, np.ndarray] | None:
         if not self._labelled_x:
@@ -316,6 +335,7 @@ class LabelStore:
         if op in ("add_labeled", "add_unlabeled"):
             self._adds.append(record)
             x = load(record["x"]) if replay else arrays["x"]
+            self._train_x = None
             if op == "add_labeled":
                 self.version += 1
                 self._labelled_x.append(x)

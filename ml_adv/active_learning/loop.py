@@ -2,10 +2,8 @@
 
 * ``train_round``: the one function that trains. It warm-starts ``ml_adv.fit`` from the
   current parameters (fresh initialisation on the first round or when a retrain is
-  asked) and runs a few epochs on the grown labelled set. Rounds DO recompile today:
-  ``fit`` compiles its epoch program per call, and the labelled set changes shape every
-  round. The core's fixed-capacity pool with a per-example mask will remove both; only
-  this function changes when it lands.
+  asked) and runs a few epochs on the grown labelled set, given as a per-example mask
+  over a fixed-capacity pool: shapes never change, so rounds do not recompile.
 * ``choose``: the pool keeps its full shape with an ``available`` mask, and model
   outputs are computed in fixed-size host chunks (``scores.stream_map``), so scoring and
   selection compile once per pool, not once per round.
@@ -62,11 +60,16 @@ class ActiveLearningConfig:
             check_positive(name, getattr(self, name))
 
 
-def round_config(config: ActiveLearningConfig, n_labelled: int, round_index: int, *, warm: bool) -> TrainConfig:
-    """The TrainConfig of one round: batch fits the data, epochs reach ``min_steps``, seed per round."""
-    batch = min(config.train.batch_size, n_labelled)
+def round_config(config: ActiveLearningConfig, n_labelled: int, round_index: int, *, warm: bool,
+                 batch_size: int | None = None) -> TrainConfig:
+    """The TrainConfig of one round: epochs reach ``min_steps`` live steps, seed per round.
+
+    ``batch_size`` (default: the config's, capped by ``n_labelled``) must stay the same
+    from round to round: it is part of the compiled program's shapes.
+    """
+    batch = batch_size if batch_size is not None else min(config.train.batch_size, n_labelled)
     epochs = config.update_epochs if warm else config.train.epochs
-    epochs = max(epochs, math.ceil(config.min_steps / (n_labelled // batch)))
+    epochs = max(epochs, math.ceil(config.min_steps / max(1, n_labelled // batch)))
     return config.train.replace(batch_size=batch, epochs=epochs, seed=config.train.seed + round_index)
 
 
@@ -75,16 +78,26 @@ def evaluate(apply_fn, variables, data: ArrayDataset, chunk: int = 256) -> float
     return classification_metrics(predict_logits(apply_fn, variables, data.x, chunk=chunk), data.y)["accuracy"]
 
 
-def train_round(spec, labelled: ArrayDataset, config: ActiveLearningConfig, round_index: int,
-                *, init_variables: dict[str, Any] | None = None) -> tuple[TrainedModel, dict[str, Any]]:
-    """Train one round; warm start from ``init_variables`` when given. Returns the model and fit facts."""
+def train_round(spec, pool: ArrayDataset, mask: np.ndarray, config: ActiveLearningConfig, round_index: int, *,
+                batch_size: int, init_variables: dict[str, Any] | None = None) -> tuple[TrainedModel, dict[str, Any]]:
+    """Train one round on the labelled rows (``mask``) of the fixed-capacity ``pool``.
+
+    ``pool`` holds every example the loop will ever train on (the initial labelled data,
+    then the whole unlabelled pool with placeholder labels) and keeps its shape from round
+    to round; only ``mask`` grows. With a fixed ``batch_size`` each round's epoch program
+    has the same shapes, so ``fit``'s compiled-program cache serves every round after the
+    first (and every loop of a simulation). Warm start: the parameters of
+    ``init_variables`` with a fresh optimizer, so a loop restarted from its saved model
+    trains exactly as the uninterrupted one.
+    """
     from ml_adv.training.loop import fit
 
     warm = init_variables is not None
-    cfg = round_config(config, len(labelled), round_index, warm=warm)
-    result = fit(spec, labelled, cfg, progress=False, init_params=init_variables["params"] if warm else None)
+    cfg = round_config(config, int(mask.sum()), round_index, warm=warm, batch_size=batch_size)
+    result = fit(spec, pool, cfg, progress=False, example_mask=mask,
+                 init_params=init_variables["params"] if warm else None)
     model = TrainedModel(spec, result.state.variables(), mixed_precision=cfg.mixed_precision)
-    facts = {"epochs": len(result.history), "warm_start": warm, "compile_seconds": result.compile_seconds,
+    facts = {"epochs": len(result.history), "warm_start": warm, "compile_seconds": round(result.compile_seconds, 3),
              "train_loss": result.history[-1]["train_loss"] if result.history else float("nan")}
     return model, facts
 
