@@ -190,7 +190,9 @@ class AdvancedModelEnsemble:
         """Set ``weights`` (one per member, or ``{model_id: weight}``), or learn them on ``val_data``.
 
         Learned rule: minimise the validation NLL of the weighted mixture over the simplex
-        (``weights.py``), after/before the automatic steps in the module docstring.
+        (``weights.py``), after/before the automatic steps in the module docstring. The
+        weights drive "weighted" and "voting"; "averaging" and "stacking" (which fits its
+        meta-learner here) do not use them.
         """
         self._require_members("update_model_weights")
         if weights is not None:
