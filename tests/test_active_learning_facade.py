@@ -87,6 +87,24 @@ def test_restart_restores_everything_without_training(looped, data):
         make(run_dir).add_labeled_data(x0, (y0 + 1) % 10)
 
 
+def test_adaptive_sampling_switches_when_uncertainty_stagnates(looped, data):
+    x0, y0, pool, oracle, val = data
+    al = make(None, validation_data=val)
+    al.add_labeled_data(x0, y0)
+    al.add_unlabeled_data(pool)
+    # min_gain=1: no round can gain 100 points, so each judged strategy "stagnates".
+    al.set_adaptive_sampling(True, fallback="diversity", patience=1, min_gain=1.0)
+    used = []
+    for _ in range(3):
+        _, idx = al.select_samples(8)
+        used.append(al.store.pending_strategy)
+        al.update_model(oracle[idx])
+    assert used == ["entropy", "diversity", "entropy"]
+    switches = al.get_active_learning_statistics()["adaptive"]["switches"]
+    assert [s["to"] for s in switches] == ["diversity", "entropy"] and "switched to diversity" in switches[0]["reason"]
+    assert [p["strategy"] for p in al.get_learning_curve()] == [None, "entropy", "diversity", "entropy"]
+
+
 def test_threshold_stops_the_loop(tmp_path, looped, data):
     al = looped[0]
     al.set_performance_threshold(0.05)

@@ -198,12 +198,13 @@ class AdvancedActiveLearning:
         if self.validation is None and (self.threshold is not None or self.adaptive):
             raise NotFittedError("select_samples: the performance threshold and adaptive sampling judge validation "
                                  "accuracy; pass validation_data or call set_validation_data first")
-        strategy = self._current_strategy()
         # Train whatever is owed (first round, or labels recorded before a crash) even for
-        # "random", so every strategy's learning curve has a point at every label count.
+        # "random", so every strategy's learning curve has a point at every label count,
+        # and before the adaptive rule reads that curve.
         if store.num_labelled and not store.model_is_current:
             self._train(retrain=False)
-        elif strategy.uses_model and self.model is None:
+        strategy = self._current_strategy(record=True)
+        if strategy.uses_model and self.model is None:
             raise NotFittedError("select_samples: the strategy needs a model; call add_labeled_data first")
         model = self.model
         t0 = time.perf_counter()
@@ -297,12 +298,12 @@ class AdvancedActiveLearning:
             self._spec.validate_inputs(x[:1], argument=name)
         check_same_shape(name, x, self.store.example_shape)
 
-    def _current_strategy(self):
+    def _current_strategy(self, *, record: bool = False):
         if not self.adaptive or not self.adaptive["enabled"]:
             return self.strategy
         name, why = adaptive_choice(self.store.curve, self.strategy.name, self.adaptive["fallback"],
                                     patience=self.adaptive["patience"], min_gain=self.adaptive["min_gain"])
-        if why and not any(s["round"] == self.store.rounds for s in self.switches):
+        if record and why and not any(s["round"] == self.store.rounds for s in self.switches):
             self.switches.append({"round": self.store.rounds, "to": name, "reason": why})
         return STRATEGIES.get(name) if name != self.strategy.name else self.strategy
 
