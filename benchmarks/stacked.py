@@ -18,8 +18,6 @@ Work is member-steps per second.
 
 from __future__ import annotations
 
-
-
 import jax
 import jax.numpy as jnp
 import numpy as np

@@ -103,6 +103,28 @@ class RunCheckpointer:
             ) from exc
         return restored["state"], dict(restored["meta"])
 
+    def restore_newest_intact(self, target: Any, *, which: str = "latest") -> tuple[Any, dict[str, Any]]:
+        """Restore the newest checkpoint that reads back whole, warning about each damaged one.
+
+        A disk that filled up or a copy that lost files leaves a step orbax cannot read;
+        resuming from the step before it loses one epoch instead of the whole run.
+        """
+        import warnings
+
+        steps = sorted(self._manager(which).all_steps(), reverse=True)
+        errors = []
+        for step in steps:
+            try:
+                return self.restore(target, which=which, step=step)
+            except CheckpointError as exc:
+                errors.append(step)
+                warnings.warn(f"run_dir: checkpoint step {step} in {self.directory / which} is damaged ({exc}); "
+                              "trying an older one", RuntimeWarning, stacklevel=2)
+        raise CheckpointError(
+            f"checkpoint: no intact {which!r} checkpoint in {self.directory} (damaged steps: {errors}); "
+            "start over with overwrite=True (or --fresh)"
+        )
+
     def wait(self) -> None:
         """Block until pending asynchronous writes are on disk."""
         self._latest.wait_until_finished()

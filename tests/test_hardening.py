@@ -395,7 +395,6 @@ def test_last_good_model_falls_back_past_a_damaged_checkpoint(how, finished_run,
     assert any("damaged" in str(w.message) for w in caught)
 
 
-@pytest.mark.xfail(strict=True, reason="checkpoint fallback on resume: " + CORE)
 def test_fit_resumes_from_the_newest_intact_checkpoint(finished_run, tmp_path):
     from ml_adv.training.loop import fit
 
@@ -406,7 +405,6 @@ def test_fit_resumes_from_the_newest_intact_checkpoint(finished_run, tmp_path):
     assert result.resumed_from is not None and len(result.history) == 3
 
 
-@pytest.mark.xfail(strict=True, reason="fit writes through RunDirectory: " + CORE)
 def test_fit_records_its_files_for_fresh(finished_run):
     from ml_adv.rundir import RunDirectory
 
@@ -416,7 +414,6 @@ def test_fit_records_its_files_for_fresh(finished_run):
     assert {"checkpoints/latest", "checkpoints/best"} <= set(recorded["trees"])
 
 
-@pytest.mark.xfail(strict=True, reason="fit checks every token id, not the first row's: " + CORE)
 def test_fit_checks_every_token_id_before_compiling(monkeypatch):
     from ml_adv.models.registry import make_spec
     from ml_adv.training.config import TrainConfig

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -95,7 +94,7 @@ def validate_fit_inputs(model_spec, train, val: ArrayDataset | None, config: Tra
             )
         first = first or data
         if model_spec is not None:
-            model_spec.validate_inputs(data.x[:1], argument=f"{argument}.x")
+            model_spec.validate_inputs(data.x, argument=f"{argument}.x")  # every row: token ids are range-checked
             if data.num_classes > model_spec.num_classes:
                 raise DataError(
                     f"{argument}.y: the model has {model_spec.num_classes} outputs, got labels needing {data.num_classes}"
@@ -104,7 +103,7 @@ def validate_fit_inputs(model_spec, train, val: ArrayDataset | None, config: Tra
         if not isinstance(val, ArrayDataset):
             raise DataError(f"val: expected an ArrayDataset or None, got {describe(val)}")
         if model_spec is not None:
-            model_spec.validate_inputs(val.x[:1], argument="val.x")
+            model_spec.validate_inputs(val.x, argument="val.x")
             if val.num_classes > model_spec.num_classes:
                 raise DataError(
                     f"val.y: expected labels in [0, {model_spec.num_classes}), got labels needing {val.num_classes} classes"
@@ -209,10 +208,18 @@ class _Resume:
 
 def open_checkpoints(run_path: Path, state: TrainState, spec, config: TrainConfig, tracker: EarlyStopping, *,
                      resume: bool, overwrite: bool, extra_meta: dict | None, model_repr: str):
-    """Open ``run_path/checkpoints``, restore the latest checkpoint if any, write config.json."""
-    ckpt_dir = run_path / "checkpoints"
-    if ckpt_dir.exists() and overwrite:
-        shutil.rmtree(ckpt_dir)
+    """Open the run directory's checkpoints, restore the latest if any, write config.json.
+
+    Returns ``(run_directory, checkpointer, restored)``. Every file goes through
+    ``RunDirectory``, which records it so ``--fresh`` removes exactly what the run wrote.
+    """
+    from ml_adv.rundir import RunDirectory
+
+    rd = RunDirectory(run_path)
+    ckpt_dir = rd.checkpoint_dir
+    if overwrite:
+        for tree in ("checkpoints/latest", "checkpoints/best"):
+            rd.remove(tree)
     checkpointer = RunCheckpointer(ckpt_dir)
     restored = _Resume(state, [], 0, None)
     if checkpointer.latest_step() is not None:
@@ -221,16 +228,15 @@ def open_checkpoints(run_path: Path, state: TrainState, spec, config: TrainConfi
             raise CheckpointError(
                 f"run_dir: {run_path} already has checkpoints; pass resume=True to continue or overwrite=True to restart"
             )
-        items, meta = checkpointer.restore(state.checkpoint_items())
+        items, meta = checkpointer.restore_newest_intact(state.checkpoint_items())
         _check_same_run(meta, spec, config)
         tracker.load_meta(meta)
         restored = _Resume(state.with_checkpoint_items(items), list(meta["history"]), int(meta["epoch"]), int(meta["epoch"]))
-    run_path.mkdir(parents=True, exist_ok=True)
     record = {"train_config": config.to_dict(), "model": spec.to_dict() if spec else model_repr}
     record.update(extra_meta or {})
-    (run_path / "config.json").write_text(json.dumps(record, indent=2, default=str))
-    _rewrite_metrics(run_path / "metrics.jsonl", restored.history)
-    return checkpointer, restored
+    rd.write_config(record)
+    rd.rewrite_metrics(restored.history)
+    return rd, checkpointer, restored
 
 
 def fit(
@@ -309,7 +315,7 @@ def fit(
     state, history, start_epoch, resumed_from = continue_from(setup.state, init_state), [], 0, None
     checkpointer, run_path = None, Path(run_dir) if run_dir is not None else None
     if run_path is not None:
-        checkpointer, restored = open_checkpoints(run_path, state, spec, config, tracker, resume=resume,
+        run_directory, checkpointer, restored = open_checkpoints(run_path, state, spec, config, tracker, resume=resume,
                                                   overwrite=overwrite, extra_meta=extra_meta, model_repr=repr(setup.module))
         state, history, start_epoch, resumed_from = (restored.state, restored.history, restored.start_epoch,
                                                      restored.resumed_from)
@@ -339,7 +345,7 @@ def fit(
             if is_best and checkpointer is None and config.early_stopping and config.restore_best:
                 best_in_memory = jax.tree.map(np.array, (state.params, state.model_state))
             if checkpointer is not None:
-                _save_epoch(checkpointer, run_path, epoch, state, history, tracker, spec, config, is_best)
+                _save_epoch(checkpointer, run_directory, epoch, state, history, tracker, spec, config, is_best)
             if hasattr(bar, "set_postfix"):
                 bar.set_postfix({k: f"{record[k]:.4f}" for k in ("train_loss", "val_accuracy") if k in record})
             if tracker.stopped[0]:
@@ -381,12 +387,11 @@ def _epoch_record(epoch: int, state: TrainState, metrics, seconds: float) -> dic
     return record
 
 
-def _save_epoch(checkpointer, run_path, epoch, state, history, tracker, spec, config, is_best) -> None:
+def _save_epoch(checkpointer, run_directory, epoch, state, history, tracker, spec, config, is_best) -> None:
     meta = {"epoch": epoch + 1, "history": history, **{k: v[0] for k, v in tracker.to_meta().items()},
             "model": spec.to_dict() if spec else None, "train_config": config.to_dict()}
     checkpointer.save(epoch + 1, state.checkpoint_items(), meta, is_best=is_best)
-    with open(run_path / "metrics.jsonl", "a") as fh:
-        fh.write(json.dumps(history[-1]) + "\n")
+    run_directory.append_metrics(history[-1])
 
 
 def _restore_best(state: TrainState, checkpointer: RunCheckpointer | None, best_epoch: int, in_memory) -> TrainState:
@@ -415,7 +420,3 @@ def _check_same_run(meta: dict[str, Any], spec, config: TrainConfig) -> None:
             )
 
 
-def _rewrite_metrics(path: Path, history: list[dict[str, Any]]) -> None:
-    with open(path, "w") as fh:
-        for record in history:
-            fh.write(json.dumps(record) + "\n")

@@ -138,6 +138,8 @@ def check_stacked_inputs(members, train: ArrayDataset, config: TrainConfig, exam
         raise ConfigError(f"members: expected a positive integer, got {describe(members)}")
     if isinstance(train, dict):
         raise DataError("train: stacked runs take one ArrayDataset (multi-stream objectives use fit), got a dict")
+    if not config.scan_epochs:
+        raise ConfigError("scan_epochs: stacked runs vmap members inside the scanned epoch, so expected True, got False")
     if not isinstance(bootstrap, bool):
         raise ConfigError(f"bootstrap: expected True or False, got {describe(bootstrap)}")
     if example_masks is None:
@@ -252,6 +254,8 @@ def fit_stacked(
     tracker = EarlyStopping(members, mode, config.min_delta, config.patience, config.early_stopping)
     loop = _StackedLoop(setup, config, tracker, plan, monitor)
     loop.open(run_dir, resume=resume, overwrite=overwrite, spec=spec)
+    if loop.run_directory is not None:
+        loop.write_run_files()
     data = device_data(train)
     if mesh is not None:
         data = jax.device_put(data, parallel.replicated(mesh))
@@ -306,6 +310,7 @@ class _StackedLoop:
         self.stopped = np.zeros(k, bool)
         self.start_epoch, self.resumed_from, self.steps_run = 0, None, 0
         self.checkpointer = None
+        self.run_directory = None
 
     def items(self) -> dict[str, Any]:
         return {"state": self.state.checkpoint_items(), "best": self.best}
@@ -313,20 +318,20 @@ class _StackedLoop:
     def open(self, run_dir, *, resume: bool, overwrite: bool, spec) -> None:
         if run_dir is None:
             return
+        from ml_adv.rundir import RunDirectory
         from ml_adv.training.loop import _check_same_run
 
-        ckpt_dir = Path(run_dir) / "checkpoints"
-        if overwrite and ckpt_dir.exists():
-            import shutil
-
-            shutil.rmtree(ckpt_dir)
+        self.run_directory = RunDirectory(run_dir)
+        ckpt_dir = self.run_directory.checkpoint_dir
+        if overwrite:
+            self.run_directory.remove("checkpoints/latest")
         self.checkpointer = RunCheckpointer(ckpt_dir)
         if self.checkpointer.latest_step() is None:
             return
         if not resume:
             self.checkpointer.close()
             raise CheckpointError(f"run_dir: {run_dir} already has checkpoints; pass resume=True or overwrite=True")
-        items, meta = self.checkpointer.restore(self.items())
+        items, meta = self.checkpointer.restore_newest_intact(self.items())
         _check_same_run(meta, spec, self.config)
         if int(meta.get("members", -1)) != self.setup.members:
             raise CheckpointError(f"run_dir: the checkpoint has {meta.get('members')} members, got members={self.setup.members}")
@@ -336,6 +341,17 @@ class _StackedLoop:
         self.failed, self.stopped = np.array(meta["failed"], bool), np.array(meta["stopped"], bool)
         self.tracker.load_meta(meta)
         self.start_epoch = self.resumed_from = int(meta["epoch"])
+
+    def write_run_files(self) -> None:
+        """config.json and metrics.jsonl (one line per epoch, members as lists)."""
+        self.run_directory.write_config({"train_config": self.config.to_dict(), "members": self.setup.members,
+                                         "model": self.setup.spec.to_dict() if self.setup.spec else None})
+        epochs = max((len(h) for h in self.histories), default=0)
+        self.run_directory.rewrite_metrics([self._epoch_line(e) for e in range(epochs)])
+
+    def _epoch_line(self, e: int) -> dict[str, Any]:
+        rows = [h[e] if e < len(h) else None for h in self.histories]
+        return {"epoch": e + 1, "members": rows}
 
     def run(self, runner, data, evaluate, progress) -> None:
         epochs = range(self.start_epoch, self.config.epochs)
@@ -397,6 +413,7 @@ class _StackedLoop:
                 "model": self.setup.spec.to_dict() if self.setup.spec else None,
                 "train_config": self.config.to_dict()}
         self.checkpointer.save(epoch + 1, self.items(), meta)
+        self.run_directory.append_metrics(self._epoch_line(epoch))
 
     def finish(self) -> TrainState:
         if self.checkpointer is not None:
