@@ -20,14 +20,12 @@ import jax.numpy as jnp
 
 from ml_adv.data.dataset import ArrayDataset
 from ml_adv.errors import ConfigError, DataError
+from ml_adv.tokens import MASK_ID, NUM_SPECIAL  # noqa: E402  (re-exported: shared by every vocabulary)
 from ml_adv.training.config import TrainConfig
 from ml_adv.training.host import EpochRunner, summarize
 from ml_adv.training.objectives import masked_lm_objective
 from ml_adv.training.sampling import EpochPlan
 from ml_adv.training.setup import init_run
-
-MASK_ID = 3
-NUM_SPECIAL = 4  # PAD=0, CLS=1, SEP=2, MASK=3 in every built-in vocabulary
 
 
 def mask_tokens(tokens: jax.Array, key: jax.Array, *, vocab_size: int, mask_rate: float = 0.15,
