@@ -56,7 +56,7 @@ DIGITS_MAX_PIXEL = 16
 DIGITS_NUM_CLASSES = 10
 
 # Token ids shared with the TFDS byte tokenizer (tfds_loader.SPECIAL_TOKENS).
-from ml_adv.tokens import SPECIAL_TOKENS  # noqa: E402  (one place for the special ids)
+from ml_adv.tokens import SPECIAL_TOKENS
 
 DIGITS_TOKEN_OFFSET = len(SPECIAL_TOKENS)
 DIGITS_VOCAB_SIZE = DIGITS_TOKEN_OFFSET + DIGITS_MAX_PIXEL + 1

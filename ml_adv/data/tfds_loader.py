@@ -32,7 +32,7 @@ import numpy as np
 from ml_adv.data.builtin import available_builtin_datasets
 from ml_adv.data.dataset import ArrayDataset
 from ml_adv.errors import ConfigError, DataError, check_positive
-from ml_adv.tokens import SPECIAL_TOKENS  # noqa: E402  (one place for the special ids)
+from ml_adv.tokens import SPECIAL_TOKENS
 
 BYTE_OFFSET = len(SPECIAL_TOKENS)
 BYTE_VOCAB_SIZE = BYTE_OFFSET + 256

@@ -36,9 +36,8 @@ import numpy as np
 from ml_adv.errors import ConfigError, ShapeError, describe
 from ml_adv.models.dense import dense_dot_general
 from ml_adv.registry import Registry
-from ml_adv.tokens import PAD_ID  # noqa: E402  (one place for the special ids)
+from ml_adv.tokens import PAD_ID  # token id masked out of attention and pooling
 
-"""Token id treated as padding by the token models (masked in attention and pooling)."""
 
 _INV_SQRT2 = 1.0 / math.sqrt(2.0)
 

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 
 from ml_adv.data.dataset import ArrayDataset
 from ml_adv.errors import ConfigError, DataError
-from ml_adv.tokens import MASK_ID, NUM_SPECIAL  # noqa: E402  (re-exported: shared by every vocabulary)
+from ml_adv.tokens import MASK_ID, NUM_SPECIAL
 from ml_adv.training.config import TrainConfig
 from ml_adv.training.host import EpochRunner, summarize
 from ml_adv.training.objectives import masked_lm_objective
