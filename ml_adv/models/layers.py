@@ -38,7 +38,6 @@ from ml_adv.models.dense import dense_dot_general
 from ml_adv.registry import Registry
 from ml_adv.tokens import PAD_ID  # token id masked out of attention and pooling
 
-
 _INV_SQRT2 = 1.0 / math.sqrt(2.0)
 
 
