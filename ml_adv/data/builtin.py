@@ -50,13 +50,12 @@ import numpy as np
 from ml_adv.data.dataset import ArrayDataset
 from ml_adv.errors import ConfigError, check_positive
 from ml_adv.registry import Registry
+from ml_adv.tokens import SPECIAL_TOKENS  # shared with the TFDS byte tokenizer
 
 DIGITS_VIEWS = ("image", "flat", "sequence", "tokens")
 DIGITS_MAX_PIXEL = 16
 DIGITS_NUM_CLASSES = 10
 
-# Token ids shared with the TFDS byte tokenizer (tfds_loader.SPECIAL_TOKENS).
-from ml_adv.tokens import SPECIAL_TOKENS
 
 DIGITS_TOKEN_OFFSET = len(SPECIAL_TOKENS)
 DIGITS_VOCAB_SIZE = DIGITS_TOKEN_OFFSET + DIGITS_MAX_PIXEL + 1
