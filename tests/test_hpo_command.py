@@ -8,7 +8,7 @@ from ml_adv.cli import main
 def test_hpo_command_writes_the_run_directory_and_resumes(tmp_path, capsys):
     run_dir = tmp_path / "hpo"
     argv = ["hpo", "--arch", "mlp", "--data", "digits", "--method", "random", "--trials", "2", "--epochs", "1",
-            "--space", '{"learning_rate": ["log", 3e-3, 3e-2], "batch_size": [32, 64]}', "--run-dir", str(run_dir)]
+            "--space", '{"learning_rate": ["log", 3e-3, 3e-2], "label_smoothing": [0.0, 0.1]}', "--run-dir", str(run_dir)]
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "best val accuracy" in out and str(run_dir) in out

@@ -48,9 +48,9 @@ def test_end_to_end_study_on_digits(flat_objective, method, trials):
 
 @pytest.mark.slow
 def test_grid_search_selects_among_architectures(tmp_path):
-    views = {arch: load_dataset(name, split="train").subset(np.arange(400)).split((0.8, 0.2), seed=0)
+    views = {arch: load_dataset(name, split="train").subset(np.arange(250)).split((0.8, 0.2), seed=0)
              for arch, name in (("mlp", "digits_flat"), ("cnn", "digits"))}
-    objective = TrainingObjective(views=views, base_config=TrainConfig(epochs=2, batch_size=32), size="tiny")
+    objective = TrainingObjective(views=views, base_config=TrainConfig(epochs=3, batch_size=32), size="tiny")
     space = SearchSpace([Categorical("architecture", ["mlp", "cnn"]), Categorical("learning_rate", [1e-2])])
     result = Study(objective, space, method="grid_search", max_trials=10, run_dir=tmp_path, progress=False).run()
     assert [t["config"]["architecture"] for t in result.trials] == ["mlp", "cnn"]
