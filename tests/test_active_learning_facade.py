@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from ml_adv.active_learning import ActiveLearningConfig, AdvancedActiveLearning, Strategy
-from ml_adv.active_learning.loop import choose
+from ml_adv.active_learning.loop import choose, predictor_for
 from ml_adv.active_learning.strategies import STRATEGIES
 from ml_adv.errors import BudgetError, ConfigError, DataError, NotFittedError
 from ml_adv.training.config import TrainConfig
@@ -66,7 +66,7 @@ def test_every_strategy_picks_valid_distinct_samples(looped):
     available = al.store.available
     initial = al.store.initial_labelled()[0]
     for name in ("random", "margin", "least_confidence", "bald", "diversity", "hybrid"):
-        picks = choose(STRATEGIES.get(name), al._apply_fn(), al.model.variables, al.store.pool_x, available, 12,
+        picks = choose(STRATEGIES.get(name), predictor_for(al._apply_fn(), al.model), al.store.pool_x, available, 12,
                        __import__("jax").random.PRNGKey(0), labelled_x=initial, config=CONFIG)
         assert len(picks) == 12 and len(set(picks.tolist())) == 12 and available[picks].all(), name
 
@@ -103,6 +103,39 @@ def test_adaptive_sampling_switches_when_uncertainty_stagnates(looped, data):
     switches = al.get_active_learning_statistics()["adaptive"]["switches"]
     assert [s["to"] for s in switches] == ["diversity", "entropy"] and "switched to diversity" in switches[0]["reason"]
     assert [p["strategy"] for p in al.get_learning_curve()] == [None, "entropy", "diversity", "entropy"]
+
+
+def test_committee_bald_uses_stacked_members_and_restores(tmp_path, data):
+    import dataclasses
+    import warnings
+
+    import jax
+
+    from ml_adv.active_learning import bald
+    from ml_adv.training.stacked import StackedModel
+
+    x0, y0, pool, oracle, val = data
+    config = dataclasses.replace(CONFIG, members=3)
+
+    def committee():
+        return AdvancedActiveLearning("bald", architecture="mlp", size="tiny", num_classes=10, config=config,
+                                      model_overrides={"dropout": 0.0}, run_dir=tmp_path / "c", validation_data=val)
+
+    al = committee()
+    al.add_labeled_data(x0, y0)
+    al.add_unlabeled_data(pool)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "every score is 0": the members disagree without dropout
+        _, idx = al.select_samples(8)
+    assert isinstance(al.model, StackedModel) and al.model.members == 3
+    member_logits = al.model.logits(pool[idx])
+    assert member_logits.shape == (3, 8, 10) and float(bald(member_logits).min()) > 0
+    assert al.update_model(oracle[idx])
+    assert [p["labels"] for p in al.get_learning_curve()] == [40, 48]
+    again = committee()
+    assert isinstance(again.model, StackedModel) and again.store.model_is_current
+    for a, b in zip(jax.tree.leaves(al.model.variables), jax.tree.leaves(again.model.variables)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
 def test_threshold_stops_the_loop(tmp_path, looped, data):

@@ -52,6 +52,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     loop.add_argument("--initial", type=_positive_int, default=20, help="random initial labelled samples")
     loop.add_argument("--seeds", type=_positive_int, default=3, help="loops per strategy (seeds 0..N-1)")
     loop.add_argument("--mc-samples", type=_positive_int, default=10, help="MC-dropout samples for BALD")
+    loop.add_argument("--members", type=_positive_int, default=1,
+                      help="train a committee of this many stacked members (BALD from members, not MC dropout)")
 
     model = parser.add_argument_group("model and data")
     model.add_argument("--data", default="digits", metavar="NAME", help="built-in dataset or local TFDS name")
@@ -78,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
         resolve_strategy(name)  # unknown names fail before anything is deleted or trained
     config = ActiveLearningConfig(train=TrainConfig(epochs=args.epochs, learning_rate=args.lr),
                                   update_epochs=args.update_epochs, min_steps=args.min_steps,
-                                  mc_samples=args.mc_samples)
+                                  mc_samples=args.mc_samples, members=args.members)
     train, test = load_dataset(args.data, split="train"), load_dataset(args.data, split="test")
     rd = fresh_run_directory(Path(args.run_dir or f"runs/active-learn-{args.data}"), args.fresh)
     settings = {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(args).items() if k not in ("fresh",)}

@@ -32,6 +32,9 @@ from ml_adv.active_learning.loop import (
     adaptive_choice,
     choose,
     evaluate,
+    load_model,
+    predictor_for,
+    save_model,
     train_round,
 )
 from ml_adv.active_learning.strategies import STRATEGIES, resolve_strategy
@@ -210,8 +213,7 @@ class AdvancedActiveLearning:
         t0 = time.perf_counter()
         key = jax.random.fold_in(jax.random.PRNGKey(self.seed), store.rounds)
         initial = store.initial_labelled()
-        variables = model.variables if model is not None else None
-        picks = choose(strategy, self._apply_fn(), variables, store.pool_x, store.available, n_samples, key,
+        picks = choose(strategy, predictor_for(self._apply_fn(), model), store.pool_x, store.available, n_samples, key,
                        labelled_x=initial[0] if initial else None, config=self.config)
         if self.budget is not None:
             picks = self.budget.fit(picks)
@@ -338,11 +340,12 @@ class AdvancedActiveLearning:
         first = self.store.curve[0]["labels"] if self.store.curve else n_labelled
         batch = min(self.config.train.batch_size, first)
         t0 = time.perf_counter()
-        init = None if (retrain or self.model is None) else self.model.variables
+        init = None if (retrain or not isinstance(self.model, TrainedModel)) else self.model.variables
         self.model, facts = train_round(spec, pool, mask, self.config, self.store.rounds, batch_size=batch,
                                         init_variables=init)
         self.timings["train_seconds"] += time.perf_counter() - t0
-        val_acc = None if self.validation is None else evaluate(self._apply_fn(), self.model.variables, self.validation)
+        val_acc = None if self.validation is None else evaluate(predictor_for(self._apply_fn(), self.model),
+                                                                 self.validation)
         entry = {"round": self.store.rounds, "version": self.store.version, "labels": n_labelled,
                  "val_accuracy": val_acc, "strategy": self.store.last_strategy, **facts}
         old = self.store.model_path
@@ -351,7 +354,7 @@ class AdvancedActiveLearning:
             target = self.run_dir / rel
             if target.exists():  # an unjournaled leftover of a crash: nothing refers to it
                 shutil.rmtree(target)
-            self.model.save(target)
+            save_model(self.model, target)
             entry["path"] = rel
         self.store.record_model(entry)
         if self.run_dir is not None and old and old != entry["path"]:
@@ -373,14 +376,14 @@ class AdvancedActiveLearning:
         path = self.store.model_path
         if path is None:
             return
-        model = TrainedModel.load(self.run_dir / path)
+        model = load_model(self.run_dir / path)
         if self._spec is not None and model.spec.to_dict() != self._spec.to_dict():
-            raise CheckpointError(f"run_dir: {self.run_dir} holds a {model.architecture} model that differs from "
+            raise CheckpointError(f"run_dir: {self.run_dir} holds a {model.spec.architecture} model that differs from "
                                   f"the requested one; use another run_dir")
-        if self._spec is None and model.architecture != self._arch:
-            raise CheckpointError(f"run_dir: {self.run_dir} holds a {model.architecture!r} model, "
+        if self._spec is None and model.spec.architecture != self._arch:
+            raise CheckpointError(f"run_dir: {self.run_dir} holds a {model.spec.architecture!r} model, "
                                   f"got architecture={self._arch!r}; use another run_dir")
-        self._spec, self.model, self._num_classes = model.spec, model, model.num_classes
+        self._spec, self.model, self._num_classes = model.spec, model, model.spec.num_classes
 
 
 def _as_dataset(name: str, data) -> ArrayDataset:

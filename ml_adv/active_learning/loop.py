@@ -19,14 +19,17 @@ import warnings
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from ml_adv.active_learning import scores as S
 from ml_adv.active_learning.selection import check_request, k_center_greedy, top_k
 from ml_adv.active_learning.strategies import Strategy
+from ml_adv.checkpointing import load_meta, load_pytree, save_pytree
 from ml_adv.data.dataset import ArrayDataset
 from ml_adv.errors import ConfigError, check_positive, describe
 from ml_adv.training.config import TrainConfig
+from ml_adv.training.stacked import StackedModel, stacked_logits, unstack_tree
 from ml_adv.training.steps import classification_metrics, predict_logits
 from ml_adv.training.trained_model import TrainedModel
 
@@ -43,6 +46,11 @@ class ActiveLearningConfig:
             have few steps per epoch; epochs are raised to reach it).
         retrain_every_round: retrain from scratch each round instead of warm-starting.
         mc_samples: MC-dropout samples for BALD.
+        members: K > 1 trains a committee of K members as one stacked program
+            (``fit_stacked``); BALD then uses the members instead of MC dropout, the other
+            scores the committee's mean prediction, diversity member 0's embeddings. A
+            committee is retrained each round (``fit_stacked`` would start every member from
+            the same warm-start parameters, collapsing the committee).
         chunk: pool rows per scoring / embedding call (bounds memory).
     """
 
@@ -51,12 +59,13 @@ class ActiveLearningConfig:
     min_steps: int = 100
     retrain_every_round: bool = False
     mc_samples: int = 10
+    members: int = 1
     chunk: int = 4096
 
     def __post_init__(self):
         if not isinstance(self.train, TrainConfig):
             raise ConfigError(f"train: expected a TrainConfig, got {describe(self.train)}")
-        for name in ("update_epochs", "min_steps", "mc_samples", "chunk"):
+        for name in ("update_epochs", "min_steps", "mc_samples", "members", "chunk"):
             check_positive(name, getattr(self, name))
 
 
@@ -73,9 +82,48 @@ def round_config(config: ActiveLearningConfig, n_labelled: int, round_index: int
     return config.train.replace(batch_size=batch, epochs=epochs, seed=config.train.seed + round_index)
 
 
-def evaluate(apply_fn, variables, data: ArrayDataset, chunk: int = 256) -> float:
-    """Accuracy of ``variables`` on ``data`` (same compiled prediction every round)."""
-    return classification_metrics(predict_logits(apply_fn, variables, data.x, chunk=chunk), data.y)["accuracy"]
+@dataclasses.dataclass(frozen=True)
+class Predictor:
+    """The outputs a strategy reads from the current model: one network or a stacked committee.
+
+    ``apply_fn`` should be the same object every round (one module's ``apply``): it is a
+    static argument of the compiled prediction, so a new module would recompile it.
+    """
+
+    apply_fn: Any
+    variables: Any
+    members: int = 1  # > 1: ``variables`` carry a leading member axis
+
+    def logits(self, x) -> jax.Array:
+        """``[n, C]``; for a committee the log of the members' mean probability."""
+        if self.members == 1:
+            return predict_logits(self.apply_fn, self.variables, x)
+        log_p = jax.nn.log_softmax(stacked_logits(self.apply_fn, self.variables, x), axis=-1)
+        return jax.nn.logsumexp(log_p, axis=0) - jnp.log(self.members)
+
+    def samples(self, x, key: jax.Array, mc_samples: int) -> jax.Array:
+        """``[S, n, C]`` posterior samples: the committee's members, else MC-dropout passes."""
+        if self.members > 1:
+            return stacked_logits(self.apply_fn, self.variables, x)
+        return S.mc_dropout_logits(self.apply_fn, self.variables, x, key, mc_samples)
+
+    def features(self, x) -> jax.Array:
+        """``[n, F]`` penultimate embeddings (member 0's for a committee)."""
+        variables = self.variables if self.members == 1 else unstack_tree(self.variables, 0)
+        return predict_logits(self.apply_fn, variables, x, method="features")
+
+
+def predictor_for(apply_fn, model) -> Predictor | None:
+    """The ``Predictor`` of a ``TrainedModel`` or ``StackedModel`` (None for no model)."""
+    if model is None:
+        return None
+    members = model.members if isinstance(model, StackedModel) else 1
+    return Predictor(apply_fn, model.variables, members)
+
+
+def evaluate(predictor: Predictor, data: ArrayDataset) -> float:
+    """Accuracy on ``data`` (the same compiled prediction every round)."""
+    return classification_metrics(predictor.logits(data.x), data.y)["accuracy"]
 
 
 def train_round(spec, pool: ArrayDataset, mask: np.ndarray, config: ActiveLearningConfig, round_index: int, *,
@@ -92,25 +140,54 @@ def train_round(spec, pool: ArrayDataset, mask: np.ndarray, config: ActiveLearni
     """
     from ml_adv.training.loop import fit
 
-    warm = init_variables is not None
+    warm = init_variables is not None and config.members == 1
     cfg = round_config(config, int(mask.sum()), round_index, warm=warm, batch_size=batch_size)
-    result = fit(spec, pool, cfg, progress=False, example_mask=mask,
-                 init_params=init_variables["params"] if warm else None)
-    model = TrainedModel(spec, result.state.variables(), mixed_precision=cfg.mixed_precision)
-    facts = {"epochs": len(result.history), "warm_start": warm, "compile_seconds": round(result.compile_seconds, 3),
-             "train_loss": result.history[-1]["train_loss"] if result.history else float("nan")}
+    if config.members > 1:
+        from ml_adv.training.stacked import fit_stacked
+
+        masks = np.broadcast_to(mask, (config.members, mask.shape[0])).copy()
+        result = fit_stacked(spec, pool, cfg, members=config.members, example_masks=masks, progress=False)
+        model, history = result.model, result.histories[0]
+    else:
+        result = fit(spec, pool, cfg, progress=False, example_mask=mask,
+                     init_params=init_variables["params"] if warm else None)
+        model, history = TrainedModel(spec, result.state.variables(), mixed_precision=cfg.mixed_precision), result.history
+    facts = {"epochs": len(history), "warm_start": warm, "compile_seconds": round(result.compile_seconds, 3),
+             "train_loss": history[-1]["train_loss"] if history else float("nan")}
     return model, facts
 
 
-def choose(strategy: Strategy, apply_fn, variables, pool_x: np.ndarray, available: np.ndarray, n: int,
-           key: jax.Array, *, labelled_x: np.ndarray | None, config: ActiveLearningConfig) -> np.ndarray:
-    """Pool indices of ``n`` picks, best first, by ``strategy`` (host orchestration of jitted kernels).
+COMMITTEE_FORMAT = "ml_adv.active_learning.Committee/1"
 
-    ``apply_fn`` should be the same object every round (one module's ``apply``): it is a
-    static argument of the compiled prediction, so a new module would recompile it.
-    """
+
+def save_model(model, path) -> None:
+    """Save a round's ``TrainedModel`` or committee (orbax arrays + JSON spec; no pickle)."""
+    if isinstance(model, StackedModel):
+        save_pytree(path, model.variables, {"format": COMMITTEE_FORMAT, "spec": model.spec.to_dict(),
+                                            "members": model.members, "mixed_precision": model.mixed_precision})
+    else:
+        model.save(path)
+
+
+def load_model(path):
+    """Load what ``save_model`` wrote."""
+    meta = load_meta(path)
+    if meta.get("format") != COMMITTEE_FORMAT:
+        return TrainedModel.load(path)
+    from ml_adv.models.registry import ModelSpec
+
+    spec = ModelSpec.from_dict(meta["spec"])
+    module = spec.build()
+    keys = jax.random.split(jax.random.PRNGKey(0), int(meta["members"]))
+    abstract = jax.eval_shape(jax.vmap(lambda k: module.init(k, spec.example_input(), train=False)), keys)
+    return StackedModel(spec, dict(load_pytree(path, dict(abstract))), bool(meta["mixed_precision"]))
+
+
+def choose(strategy: Strategy, predictor: Predictor | None, pool_x: np.ndarray, available: np.ndarray, n: int,
+           key: jax.Array, *, labelled_x: np.ndarray | None, config: ActiveLearningConfig) -> np.ndarray:
+    """Pool indices of ``n`` picks, best first, by ``strategy`` (host orchestration of jitted kernels)."""
     check_request(n, available)
-    mask = jax.numpy.asarray(available)
+    mask = jnp.asarray(available)
     if not strategy.uses_model:
         return np.asarray(top_k(S.random_scores(mask, key), mask, n))
     scores = None
@@ -118,23 +195,21 @@ def choose(strategy: Strategy, apply_fn, variables, pool_x: np.ndarray, availabl
         score_fn = S.resolve_score(strategy.score)
         if strategy.samples:
             def outputs(part, i):
-                return S.mc_dropout_logits(apply_fn, variables, part, jax.random.fold_in(key, i), config.mc_samples)
+                return predictor.samples(part, jax.random.fold_in(key, i), config.mc_samples)
         else:
             def outputs(part, i):
-                return predict_logits(apply_fn, variables, part)
+                return predictor.logits(part)
         scores = S.score_pool(outputs, score_fn, pool_x, chunk=config.chunk, indexed=True)
         if strategy.samples and not np.any(scores[available] > 0):
-            warnings.warn("bald: every score is 0; the model has no dropout, so MC samples agree", stacklevel=3)
+            warnings.warn("bald: every score is 0; the model has no dropout and no committee, so samples agree",
+                          stacklevel=3)
     if not strategy.diversity:
-        return np.asarray(top_k(jax.numpy.asarray(scores), mask, n))
+        return np.asarray(top_k(jnp.asarray(scores), mask, n))
 
-    def embed(part):
-        return predict_logits(apply_fn, variables, part, method="features")
-
-    features = S.stream_map(embed, pool_x, chunk=config.chunk)
+    features = S.stream_map(predictor.features, pool_x, chunk=config.chunk)
     centres = [features[~available]] if (~available).any() else []
     if labelled_x is not None:
-        centres.append(S.stream_map(embed, labelled_x, chunk=config.chunk))
+        centres.append(S.stream_map(predictor.features, labelled_x, chunk=config.chunk))
     centres = np.concatenate(centres) if centres else None
     return np.asarray(k_center_greedy(features, mask, n, centres=centres, weights=scores))
 
