@@ -53,7 +53,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     loop.add_argument("--seeds", type=_positive_int, default=3, help="loops per strategy (seeds 0..N-1)")
     loop.add_argument("--mc-samples", type=_positive_int, default=10, help="MC-dropout samples for BALD")
     loop.add_argument("--members", type=_positive_int, default=1,
-                      help="train a committee of this many stacked members (BALD from members, not MC dropout)")
+                      help="train a committee of this many stacked members (BALD from members, not MC dropout); "
+                           "a committee retrains from scratch each round, so raise --min-steps (e.g. 500)")
 
     model = parser.add_argument_group("model and data")
     model.add_argument("--data", default="digits", metavar="NAME", help="built-in dataset or local TFDS name")

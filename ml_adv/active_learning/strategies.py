@@ -14,7 +14,7 @@ uncertainty         entropy                    top-k (SEED.md's "uncertainty")
 entropy             entropy                    top-k
 margin              margin                     top-k
 least_confidence    least_confidence           top-k
-bald                bald on MC-dropout samples top-k (Gal et al. 2017)
+bald                bald on posterior samples  top-k (Gal et al. 2017): MC dropout, or the members of a committee
 diversity, coreset  none                       k-center greedy on embeddings (Sener & Savarese 2018)
 hybrid              entropy                    uncertainty-weighted k-center (selection.py says why)
 ==================  =========================  ===========================================
