@@ -26,7 +26,7 @@ import numpy as np
 
 from ml_adv.checkpointing import RunCheckpointer
 from ml_adv.data.dataset import ArrayDataset
-from ml_adv.errors import CheckpointError, ConfigError, DataError, TrainingDivergedError, describe
+from ml_adv.errors import CheckpointError, TrainingDivergedError
 from ml_adv.training import parallel
 from ml_adv.training.config import TrainConfig
 from ml_adv.training.host import (
@@ -36,6 +36,13 @@ from ml_adv.training.host import (
     monitor_for,
     progress_bar,
     summarize,
+)
+from ml_adv.training.inputs import (  # noqa: F401  (re-exported: loop was their home)
+    check_example_mask,
+    check_init_params,
+    check_model,
+    continue_from,
+    validate_fit_inputs,
 )
 from ml_adv.training.objectives import Objective
 from ml_adv.training.sampling import EpochPlan
@@ -69,100 +76,6 @@ class FitResult:
     steps_per_second: float
     nonfinite_steps: int
     run_dir: str | None = None
-
-
-def validate_fit_inputs(model_spec, train, val: ArrayDataset | None, config: TrainConfig) -> None:
-    """Every check that can fail on user input, run before anything is compiled.
-
-    ``train`` is an ``ArrayDataset`` or a dict of named streams ``{name: ArrayDataset}``.
-    """
-    if not isinstance(config, TrainConfig):
-        raise ConfigError(f"config: expected a TrainConfig, got {describe(config)}")
-    streams = train if isinstance(train, dict) else {"train": train}
-    if not streams:
-        raise DataError("train: expected an ArrayDataset or a non-empty dict of them, got {}")
-    first = None
-    for name, data in streams.items():
-        argument = "train" if not isinstance(train, dict) else f"train[{name!r}]"
-        if not isinstance(data, ArrayDataset):
-            raise DataError(f"{argument}: expected an ArrayDataset, got {describe(data)}")
-        data.check_batch_size(config.batch_size)
-        if first is not None and data.example_shape != first.example_shape:
-            raise DataError(
-                f"{argument}: every stream feeds one model, so expected example shape {first.example_shape} "
-                f"like the first stream, got {data.example_shape}"
-            )
-        first = first or data
-        if model_spec is not None:
-            model_spec.validate_inputs(data.x, argument=f"{argument}.x")  # every row: token ids are range-checked
-            if data.num_classes > model_spec.num_classes:
-                raise DataError(
-                    f"{argument}.y: the model has {model_spec.num_classes} outputs, got labels needing {data.num_classes}"
-                )
-    if val is not None:
-        if not isinstance(val, ArrayDataset):
-            raise DataError(f"val: expected an ArrayDataset or None, got {describe(val)}")
-        if model_spec is not None:
-            model_spec.validate_inputs(val.x, argument="val.x")
-            if val.num_classes > model_spec.num_classes:
-                raise DataError(
-                    f"val.y: expected labels in [0, {model_spec.num_classes}), got labels needing {val.num_classes} classes"
-                )
-        if val.example_shape != first.example_shape:
-            raise DataError(f"val.x: expected example shape {first.example_shape} like train, got {val.example_shape}")
-
-
-def check_model(model):
-    """The ``ModelSpec`` of ``model`` (None for a custom Linen module); anything else is a ConfigError."""
-    import flax.linen as nn
-
-    from ml_adv.models.registry import ModelSpec
-
-    if isinstance(model, ModelSpec):
-        return model
-    if isinstance(model, nn.Module):
-        return None
-    hint = " (build one with make_spec or AdvancedModelArchitecture(...).design_architecture)" if isinstance(model, str) else ""
-    raise ConfigError(f"model: expected a ModelSpec or a flax.linen Module{hint}, got {describe(model)}")
-
-
-def check_init_params(init_params, state_params) -> None:
-    """``init_params`` must have the model's parameter structure, shapes and dtypes kinds."""
-    if init_params is None:
-        return
-    want = jax.tree.structure(state_params)
-    got = jax.tree.structure(init_params)
-    if want != got:
-        raise ConfigError(f"init_params: expected the model's parameter tree {want}, got {got}")
-    for path, (a, b) in zip(jax.tree_util.tree_flatten_with_path(state_params)[0],
-                            zip(jax.tree.leaves(state_params), jax.tree.leaves(init_params))):
-        if np.shape(a) != np.shape(b):
-            raise ConfigError(f"init_params: expected shape {np.shape(a)} at {jax.tree_util.keystr(path[0])}, got {np.shape(b)}")
-
-
-def check_example_mask(example_mask, train, config: TrainConfig) -> np.ndarray | None:
-    if example_mask is None:
-        return None
-    if isinstance(train, dict):
-        raise DataError("example_mask: applies to one training stream, got a dict of streams")
-    mask = np.asarray(example_mask)
-    if mask.dtype != bool or mask.shape != (len(train),):
-        raise DataError(f"example_mask: expected a bool array of shape ({len(train)},), got {describe(mask)}")
-    if mask.sum() < config.batch_size:
-        raise DataError(f"example_mask: expected at least batch_size={config.batch_size} selected rows, got {int(mask.sum())}")
-    return mask
-
-
-def continue_from(state: TrainState, init_state: TrainState | None) -> TrainState:
-    """``state`` with the arrays of ``init_state`` (same structure), for incremental training."""
-    if init_state is None:
-        return state
-    if not isinstance(init_state, TrainState):
-        raise ConfigError(f"init_state: expected a TrainState (FitResult.state), got {describe(init_state)}")
-    items = init_state.checkpoint_items()
-    if jax.tree.structure(items) != jax.tree.structure(state.checkpoint_items()):
-        raise ConfigError("init_state: expected a state of this model and optimizer, got one of another structure")
-    return state.with_checkpoint_items(jax.tree.map(lambda a: jnp.array(a, copy=True), items))
 
 
 def device_data(train, mesh=None) -> dict[str, Any]:
@@ -310,71 +223,103 @@ def fit(
     setup = init_run(model, config, example_x=example, steps_per_epoch=sizes[0] // config.batch_size, key=key,
                      objective=objective, init_params=init_params, mesh=mesh)
     mask = check_example_mask(example_mask, train, config)
-    plan = EpochPlan(sizes, config.batch_size, setup.shuffle_key, tuple(streams) if streams else None, mask)
-    tracker = EarlyStopping(1, mode, config.min_delta, config.patience, config.early_stopping)
-    state, history, start_epoch, resumed_from = continue_from(setup.state, init_state), [], 0, None
-    checkpointer, run_path = None, Path(run_dir) if run_dir is not None else None
-    if run_path is not None:
-        run_directory, checkpointer, restored = open_checkpoints(run_path, state, spec, config, tracker, resume=resume,
-                                                  overwrite=overwrite, extra_meta=extra_meta, model_repr=repr(setup.module))
-        state, history, start_epoch, resumed_from = (restored.state, restored.history, restored.start_epoch,
-                                                     restored.resumed_from)
+    run = _SingleRun(setup, config, EpochPlan(sizes, config.batch_size, setup.shuffle_key,
+                                              tuple(streams) if streams else None, mask),
+                     EarlyStopping(1, mode, config.min_delta, config.patience, config.early_stopping), monitor)
+    run.state = continue_from(setup.state, init_state)
+    if run_dir is not None:
+        run.open(Path(run_dir), resume=resume, overwrite=overwrite, extra_meta=extra_meta)
     data = device_data(train, mesh)
     if mesh is not None:
-        state = jax.device_put(state, parallel.replicated(mesh))
-    runner = EpochRunner(setup.train_step, scan=config.scan_epochs)
-    stopped_early = bool(tracker.stopped[0])
-    nonfinite_total, steps_run, best_in_memory = 0, 0, None
-    bar = progress_bar(range(start_epoch, config.epochs) if not stopped_early else range(0), progress,
-                       total=config.epochs, initial=start_epoch)
+        run.state = jax.device_put(run.state, parallel.replicated(mesh))
     try:
-        for epoch in bar:
-            t0 = time.perf_counter()
-            order, active = plan.draw(epoch)
-            state, metrics = runner(state, data, order, active)
-            bad_step = first_nonfinite_step(metrics)
-            if bad_step is not None and config.nan_policy == "raise":
-                raise diverged_error(bad_step, epoch, plan.steps, checkpointer)
-            record = _epoch_record(epoch, state, metrics, time.perf_counter() - t0)
-            nonfinite_total += record["nonfinite_steps"]
-            steps_run += plan.live_steps
-            if val is not None:
-                record.update(evaluate(state, val, config))
-            history.append(record)
-            is_best = bool(tracker.update(record[monitor], epoch + 1)[0])
-            if is_best and checkpointer is None and config.early_stopping and config.restore_best:
-                best_in_memory = jax.tree.map(np.array, (state.params, state.model_state))
-            if checkpointer is not None:
-                _save_epoch(checkpointer, run_directory, epoch, state, history, tracker, spec, config, is_best)
-            if hasattr(bar, "set_postfix"):
-                bar.set_postfix({k: f"{record[k]:.4f}" for k in ("train_loss", "val_accuracy") if k in record})
-            if tracker.stopped[0]:
-                stopped_early = True
-                break
-            if epoch_callback is not None and epoch_callback(dict(record)):
-                stopped_early = True
-                break
-        best_epoch = int(tracker.best_epoch[0])
-        if config.early_stopping and config.restore_best and best_epoch and history and best_epoch != len(history):
-            state = _restore_best(state, checkpointer, best_epoch, best_in_memory)
+        run.train(data, val, progress, epoch_callback)
     finally:
-        if checkpointer is not None:
-            checkpointer.close()
-        if hasattr(bar, "close"):
-            bar.close()
+        run.close()
+    return run.result()
 
-    return FitResult(
-        state=state,
-        history=history,
-        best_epoch=int(tracker.best_epoch[0]),
-        best_value=float(tracker.best_value[0]),
-        stopped_early=stopped_early,
-        resumed_from=resumed_from,
-        compile_seconds=runner.compile_seconds,
-        steps_per_second=steps_run / runner.train_seconds if runner.train_seconds > 0 else float("nan"),
-        nonfinite_steps=nonfinite_total,
-        run_dir=str(run_path) if run_path else None,
-    )
+
+class _SingleRun:
+    """The host loop of one run, as short named steps: open, train (epoch after epoch), close, result."""
+
+    def __init__(self, setup, config: TrainConfig, plan: EpochPlan, tracker: EarlyStopping, monitor: str):
+        self.setup, self.config, self.plan, self.tracker, self.monitor = setup, config, plan, tracker, monitor
+        self.state, self.history, self.start_epoch, self.resumed_from = setup.state, [], 0, None
+        self.run_path = self.run_directory = self.checkpointer = self.best_in_memory = None
+        self.runner = EpochRunner(setup.train_step, scan=config.scan_epochs)
+        self.stopped_early, self.nonfinite_total, self.steps_run = False, 0, 0
+
+    def open(self, run_path: Path, *, resume: bool, overwrite: bool, extra_meta: dict | None) -> None:
+        """Open the run directory and continue from its latest checkpoint, if any."""
+        self.run_path = run_path
+        self.run_directory, self.checkpointer, restored = open_checkpoints(
+            run_path, self.state, self.setup.spec, self.config, self.tracker, resume=resume, overwrite=overwrite,
+            extra_meta=extra_meta, model_repr=repr(self.setup.module))
+        self.state, self.history = restored.state, restored.history
+        self.start_epoch, self.resumed_from = restored.start_epoch, restored.resumed_from
+
+    def train(self, data, val, progress, epoch_callback) -> None:
+        """Epochs until the last one, early stopping, or the callback asks to stop; best epoch restored."""
+        self.stopped_early = bool(self.tracker.stopped[0])
+        epochs = range(self.start_epoch, self.config.epochs) if not self.stopped_early else range(0)
+        bar = progress_bar(epochs, progress, total=self.config.epochs, initial=self.start_epoch)
+        try:
+            for epoch in bar:
+                record = self.epoch(data, val, epoch)
+                if hasattr(bar, "set_postfix"):
+                    bar.set_postfix({k: f"{record[k]:.4f}" for k in ("train_loss", "val_accuracy") if k in record})
+                if self.tracker.stopped[0] or (epoch_callback is not None and epoch_callback(dict(record))):
+                    self.stopped_early = True
+                    break
+        finally:
+            if hasattr(bar, "close"):
+                bar.close()
+        best_epoch = int(self.tracker.best_epoch[0])
+        config = self.config
+        if config.early_stopping and config.restore_best and best_epoch and self.history and best_epoch != len(self.history):
+            self.state = _restore_best(self.state, self.checkpointer, best_epoch, self.best_in_memory)
+
+    def epoch(self, data, val, epoch: int) -> dict[str, Any]:
+        """Run, check, evaluate, track and checkpoint one epoch; returns its record."""
+        t0 = time.perf_counter()
+        order, active = self.plan.draw(epoch)
+        self.state, metrics = self.runner(self.state, data, order, active)
+        bad_step = first_nonfinite_step(metrics)
+        if bad_step is not None and self.config.nan_policy == "raise":
+            raise diverged_error(bad_step, epoch, self.plan.steps, self.checkpointer)
+        record = _epoch_record(epoch, self.state, metrics, time.perf_counter() - t0)
+        self.nonfinite_total += record["nonfinite_steps"]
+        self.steps_run += self.plan.live_steps
+        if val is not None:
+            record.update(evaluate(self.state, val, self.config))
+        self.history.append(record)
+        is_best = bool(self.tracker.update(record[self.monitor], epoch + 1)[0])
+        config = self.config
+        if is_best and self.checkpointer is None and config.early_stopping and config.restore_best:
+            self.best_in_memory = jax.tree.map(np.array, (self.state.params, self.state.model_state))
+        if self.checkpointer is not None:
+            _save_epoch(self.checkpointer, self.run_directory, epoch, self.state, self.history, self.tracker,
+                        self.setup.spec, config, is_best)
+        return record
+
+    def close(self) -> None:
+        if self.checkpointer is not None:
+            self.checkpointer.close()
+
+    def result(self) -> FitResult:
+        runner = self.runner
+        return FitResult(
+            state=self.state,
+            history=self.history,
+            best_epoch=int(self.tracker.best_epoch[0]),
+            best_value=float(self.tracker.best_value[0]),
+            stopped_early=self.stopped_early,
+            resumed_from=self.resumed_from,
+            compile_seconds=runner.compile_seconds,
+            steps_per_second=self.steps_run / runner.train_seconds if runner.train_seconds > 0 else float("nan"),
+            nonfinite_steps=self.nonfinite_total,
+            run_dir=str(self.run_path) if self.run_path else None,
+        )
 
 
 def _epoch_record(epoch: int, state: TrainState, metrics, seconds: float) -> dict[str, Any]:

@@ -165,7 +165,7 @@ def init_run(
     example_x = jnp.asarray(example_x)
 
     if init_params is not None:
-        from ml_adv.training.loop import check_init_params
+        from ml_adv.training.inputs import check_init_params
 
         abstract = jax.eval_shape(lambda: module.init({"params": jax.random.PRNGKey(0), "dropout": jax.random.PRNGKey(0)},
                                                       jnp.asarray(example_x), train=False))

@@ -38,7 +38,8 @@ from ml_adv.errors import CheckpointError, ConfigError, DataError, TrainingDiver
 from ml_adv.training import parallel
 from ml_adv.training.config import TrainConfig
 from ml_adv.training.host import EarlyStopping, EpochRunner, monitor_for, progress_bar, summarize
-from ml_adv.training.loop import check_model, device_data, validate_fit_inputs
+from ml_adv.training.inputs import check_model, validate_fit_inputs
+from ml_adv.training.loop import device_data
 from ml_adv.training.sampling import StackedPlan
 from ml_adv.training.setup import init_run, state_hyperparams
 from ml_adv.training.state import TrainState
