@@ -173,19 +173,19 @@ def init_run(
         # A copy: the state is donated to the compiled epoch, which must not delete the caller's arrays.
         init_params = jax.tree.map(lambda a: jnp.array(a, copy=True), init_params)
 
-    def create(k):
+    def create(k, x, hparams, params):
         init_key, dropout_key, _ = jax.random.split(k, 3)
-        state = create_train_state(module, example_x, tx, init_key=init_key, rng=dropout_key, hparams=obj_hparams)
-        if init_params is not None:
-            state = state.replace(params=init_params, opt_state=tx.init(init_params))
+        state = create_train_state(module, x, tx, init_key=init_key, rng=dropout_key, hparams=hparams)
+        if params is not None:
+            state = state.replace(params=params, opt_state=tx.init(params))
         return state
 
     if members is None:
-        state = create(root)
+        state = create(root, example_x, obj_hparams, init_params)
         shuffle_key = jax.random.split(root, 3)[2]
     else:
         keys = member_keys(root, members)
-        state = jax.jit(jax.vmap(create))(keys)
+        state = _stacked_init(module, tx, create)(keys, example_x, obj_hparams, init_params)
         shuffle_key = jax.vmap(lambda k: jax.random.split(k, 3)[2])(keys)
     if isinstance(config.optimizer, str):
         # The optimizer may come from the cache, built with another run's values: set this run's.
@@ -239,6 +239,22 @@ def _program_parts(spec, model, config: TrainConfig, total: int, objective, mesh
         while len(_PROGRAM_CACHE) > _PROGRAM_CACHE_SIZE:
             _PROGRAM_CACHE.popitem(last=False)
     return module, tx, train_step
+
+
+_STACKED_INITS: OrderedDict = OrderedDict()
+
+
+def _stacked_init(module, tx, create):
+    """One jitted, vmapped initialiser per (module, optimizer): a population's next batch
+    of members (same structure, new keys and values) initialises without recompiling."""
+    key = (id(module), id(tx))
+    if key not in _STACKED_INITS:
+        # The module and tx are kept in the value so their ids stay theirs while cached.
+        _STACKED_INITS[key] = (module, tx, jax.jit(jax.vmap(create, in_axes=(0, None, None, None))))
+        while len(_STACKED_INITS) > _PROGRAM_CACHE_SIZE:
+            _STACKED_INITS.popitem(last=False)
+    _STACKED_INITS.move_to_end(key)
+    return _STACKED_INITS[key][2]
 
 
 def apply_member_hparams(state: TrainState, values: Mapping[str, np.ndarray]) -> TrainState:
