@@ -29,24 +29,10 @@ they are good and replaces the rest:
   ``kh*kw*Cin`` broadcast multiply-adds, which XLA fuses with the following
   bias and activation into one pass, run 2.7-4x faster.
 
-Measured on this project's 2-core AMD EPYC machine *with* AVX-512 (not the
-reference AVX2 one; shared with other jobs, medians of alternating repeats),
-weight gradient alone, GFLOP/s on 28x28x1->32 / 14x14x32->64 (batch 128) /
-8x8x1->32 / 4x4x32->64 (batch 64): XLA autodiff 22 / 99 / 31 / 141; the textbook
-one NHWC-sliced matmul per offset 10 / 85 / 30 / 73; NHWC rows 44 / 74 / 54 /
-108; channel-major per offset ("offset") 10 / 81 / 30 / 114; channel-major single
-im2col matmul ("im2col") 61 / 27 / 89 / 100; channel-major rows ("row", kept)
-73 / 89 / 82 / 110. Offsets as shifts of the flattened padded input, and a
-batch-chunked im2col under ``lax.scan``, were slower (7-52). An im2col matmul
-forward lost to XLA's conv on every shape. On that machine XLA's own dW conv
-(YNNPACK) is good for Cin >= 16 *in a per-step jit* (the 28x28 CNN's step: 32.6
-ms with it on conv2 against 35.9 with the rewrite), but inside a ``lax.scan``
-body (the library's compiled epoch) XLA:CPU lowers that same conv to a generic
-loop: 600 ms per step. Only the standard NHWC/HWIO forward form keeps the fast
-kernel there, which is also why the input gradient is written as a forward
-conv. So "auto" keeps the rewrite on every layer; on the reference AVX2
-machine it wins everywhere anyway. ``benchmarks/conv_bench.py`` re-measures
-the layer-level comparison on the machine at hand.
+Why these lowerings and not others: the measurements (per-shape GFLOP/s of every variant
+tried, and the in-scan behaviour of XLA's own weight-gradient conv) are in
+``benchmarks/README.md`` ("Conv lowerings"); ``benchmarks/conv_bench.py`` re-measures them
+on the machine at hand.
 
 Backend selection: the rewrite only pays on CPU. ``impl="auto"`` goes through
 ``lax.platform_dependent(cpu=..., default=...)``, so the branch is chosen when
