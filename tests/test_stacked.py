@@ -238,3 +238,18 @@ def test_stacked_run_resumes_bitwise_after_sigkill(tmp_path, spec, small_digits)
         np.testing.assert_array_equal(a, b)
     assert [len(h) for h in resumed.histories] == [epochs] * 3
     assert json.loads(json.dumps(resumed.histories[0][-1]))["epoch"] == epochs
+
+
+def test_members_as_map_equals_vmap(spec, small_digits):
+    """The two member formulations of the stacked epoch give the same states."""
+    from ml_adv.training.setup import init_run
+    from ml_adv.training.steps import epoch_order, make_epoch_fn
+
+    setup = init_run(spec, CFG, example_x=small_digits.x[:1], steps_per_epoch=8, members=2,
+                     member_hparams={"learning_rate": [1e-3, 1e-2]})
+    data = {"x": jnp.asarray(small_digits.x), "y": jnp.asarray(small_digits.y)}
+    order = epoch_order(jax.random.PRNGKey(0), 256, 32)
+    a, _ = make_epoch_fn(setup.train_step, stacked=True)(jax.tree.map(jnp.copy, setup.state), data, order)
+    b, _ = make_epoch_fn(setup.train_step, stacked=True, members_as="map")(setup.state, data, order)
+    for u, v in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params)):
+        np.testing.assert_allclose(u, v, atol=1e-6)
