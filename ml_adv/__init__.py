@@ -25,6 +25,7 @@ _EXPORTS = {
     "AdvancedActiveLearning": "ml_adv.active_learning.facade",
     "AdvancedModelEnsemble": "ml_adv.ensembles.facade",
     "AdvancedHyperparameterOptimizer": "ml_adv.hpo.facade",
+    "AdvancedDomainAdaptation": "ml_adv.domain_adaptation.facade",
     "SearchSpace": "ml_adv.hpo.space",
     "Study": "ml_adv.hpo.study",
     # functional core
@@ -68,6 +69,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from ml_adv.data.builtin import load_dataset, load_digits, load_digits_m
     from ml_adv.data.dataset import ArrayDataset
     from ml_adv.data.tfds_loader import load_tfds
+    from ml_adv.domain_adaptation.facade import AdvancedDomainAdaptation
     from ml_adv.ensembles.facade import AdvancedModelEnsemble
     from ml_adv.hpo.facade import AdvancedHyperparameterOptimizer
     from ml_adv.hpo.space import SearchSpace

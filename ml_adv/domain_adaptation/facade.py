@@ -1,0 +1,249 @@
+"""``AdvancedDomainAdaptation``: the SEED.md product API over the domain-adaptation core.
+
+A thin stateful facade: it holds the domains, the settings and the history of runs, and
+calls ``methods.ADAPTATION_METHODS`` (DANN, fine-tuning, transfer) and
+``similarity``; no numerics live here.
+
+    da = AdvancedDomainAdaptation(adaptation_method="domain_adversarial", epochs=10)
+    da.set_source_domain(source_train, test=source_test)
+    da.set_target_domain(target_unlabelled, test=target_test)   # labeled=... for fine-tuning
+    adapted = da.adapt_model(source_model)                       # a TrainedModel
+    da.evaluate_adaptation(adapted)       # source/target accuracy, transfer ratio, gain, gap closed
+    da.get_domain_similarity()            # 1 - MMD^2/2 on the model's features, in [0, 1]
+
+Early stopping and learning-rate schedules act on target validation: the labelled target
+examples (``labeled=``) when DANN trains, a stratified fifth of them when fine-tuning or
+transferring (the rest train), so the target test set is never looked at while training.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ml_adv.data.dataset import ArrayDataset
+from ml_adv.domain_adaptation.methods import ADAPTATION_METHODS, NEEDS_TARGET_LABELS, AdaptRequest
+from ml_adv.errors import (
+    ConfigError,
+    DataError,
+    NotFittedError,
+    check_bool,
+    check_fraction,
+    check_non_negative,
+    check_positive,
+    check_seed,
+    describe,
+)
+from ml_adv.training.optim import SCHEDULES
+
+VALIDATION_FRACTION = 0.2
+
+
+class AdvancedDomainAdaptation:
+    """Adapt a source-trained model to a target domain.
+
+    Args:
+        adaptation_method: ``"domain_adversarial"`` (DANN), ``"fine_tuning"`` or
+            ``"transfer_learning"`` (``ADAPTATION_METHODS``).
+        epochs, batch_size, learning_rate, seed: the adaptation run's training settings.
+        domain_weight: DANN's domain-loss weight.
+        discriminator_hidden: DANN's discriminator widths.
+        head_epochs, finetune_epochs: transfer learning's frozen-encoder and full stages.
+        progress: show progress bars.
+    """
+
+    def __init__(self, adaptation_method: str = "domain_adversarial", *, epochs: int = 10, batch_size: int = 64,
+                 learning_rate: float = 1e-3, seed: int = 0, domain_weight: float = 1.0,
+                 discriminator_hidden: tuple[int, ...] = (64,), head_epochs: int | None = None,
+                 finetune_epochs: int = 0, progress: bool = False):
+        ADAPTATION_METHODS.get(adaptation_method, argument="adaptation_method")
+        self.adaptation_method = adaptation_method
+        self.epochs = check_positive("epochs", epochs)
+        self.batch_size = check_positive("batch_size", batch_size)
+        self.learning_rate = check_positive("learning_rate", learning_rate, kind=float)
+        self.seed = check_seed("seed", seed)
+        self.domain_weight = check_non_negative("domain_weight", domain_weight)
+        self.discriminator_hidden = tuple(check_positive("discriminator_hidden", h) for h in discriminator_hidden)
+        self.head_epochs = None if head_epochs is None else check_positive("head_epochs", head_epochs)
+        self.finetune_epochs = check_non_negative("finetune_epochs", finetune_epochs, kind=int)
+        self.progress = check_bool("progress", progress)
+        self.gradual = {"enabled": True, "stages": 3, "epochs_per_stage": None, "lr_decay": 1.0}
+        self.schedule = {"schedule": "constant", "warmup_fraction": 0.0}
+        self.early_stopping = {"enabled": False, "patience": 5}
+        self.sources: list[ArrayDataset] | None = None
+        self.source_test: ArrayDataset | None = None
+        self.target: ArrayDataset | None = None
+        self.target_labeled: ArrayDataset | None = None
+        self.target_test: ArrayDataset | None = None
+        self.target_bound: float | None = None
+        self.source_model = None
+        self.adapted_model = None
+        self.runs: list[dict[str, Any]] = []
+        self.last_evaluation: dict[str, Any] | None = None
+
+    # ------------------------------------------------------------------ domains
+    def set_source_domain(self, data, *, test: ArrayDataset | None = None) -> None:
+        """Labelled source data: one ``ArrayDataset`` or a list of them (multi-source)."""
+        sources = list(data) if isinstance(data, (list, tuple)) else [data]
+        if not sources:
+            raise DataError("data: expected an ArrayDataset or a non-empty list of them, got an empty list")
+        for i, d in enumerate(sources):
+            if not isinstance(d, ArrayDataset):
+                raise DataError(f"data[{i}]: expected an ArrayDataset of labelled source examples, got {describe(d)}")
+            if d.example_shape != sources[0].example_shape:
+                raise DataError(f"data[{i}]: expected example shape {sources[0].example_shape} like the first source, "
+                                f"got {d.example_shape}")
+        self._check_optional("test", test, sources[0].example_shape)
+        self.sources, self.source_test = sources, test
+
+    def set_target_domain(self, data: ArrayDataset, *, labeled: ArrayDataset | None = None,
+                          test: ArrayDataset | None = None, target_trained_accuracy: float | None = None) -> None:
+        """Target examples (labels unused), optional labelled ones, a labelled test set, and the bound.
+
+        ``target_trained_accuracy``: a model trained on the target's test accuracy (the upper
+        bound), for the share of the gap closed in ``evaluate_adaptation``.
+        """
+        if not isinstance(data, ArrayDataset):
+            raise DataError(f"data: expected an ArrayDataset of target examples, got {describe(data)}")
+        if self.sources is not None and data.example_shape != self.sources[0].example_shape:
+            raise DataError(f"data: expected target example shape {self.sources[0].example_shape} like the source, "
+                            f"got {data.example_shape}")
+        self._check_optional("labeled", labeled, data.example_shape)
+        self._check_optional("test", test, data.example_shape)
+        bound = None if target_trained_accuracy is None else check_fraction(
+            "target_trained_accuracy", target_trained_accuracy, high_open=False)
+        self.target, self.target_labeled, self.target_test, self.target_bound = data, labeled, test, bound
+
+    @staticmethod
+    def _check_optional(name: str, data, shape) -> None:
+        if data is None:
+            return
+        if not isinstance(data, ArrayDataset):
+            raise DataError(f"{name}: expected a labelled ArrayDataset or None, got {describe(data)}")
+        if data.example_shape != shape:
+            raise DataError(f"{name}: expected example shape {shape}, got {data.example_shape}")
+
+    # ------------------------------------------------------------------ settings
+    def set_gradual_unfreezing(self, enabled: bool = True, *, stages: int = 3, epochs_per_stage: int | None = None,
+                               lr_decay: float = 1.0) -> None:
+        """Fine-tuning thaws layer groups top-down over ``stages`` (``lr_decay``: per-group rate factor)."""
+        self.gradual = {"enabled": check_bool("enabled", enabled), "stages": check_positive("stages", stages),
+                        "epochs_per_stage": None if epochs_per_stage is None
+                        else check_positive("epochs_per_stage", epochs_per_stage),
+                        "lr_decay": check_fraction("lr_decay", lr_decay, low_open=True, high_open=False)}
+
+    def set_learning_rate_scheduling(self, schedule: str = "cosine", *, warmup_fraction: float = 0.0) -> None:
+        """A schedule name from ``SCHEDULES`` (``cosine``, ``warmup_cosine``, ``one_cycle`` ...)."""
+        SCHEDULES.get(schedule, argument="schedule")
+        self.schedule = {"schedule": schedule, "warmup_fraction": check_fraction("warmup_fraction", warmup_fraction)}
+
+    def set_early_stopping(self, patience: int = 5, *, enabled: bool = True) -> None:
+        """Stop on target validation accuracy (needs labelled target examples when adapting)."""
+        self.early_stopping = {"enabled": check_bool("enabled", enabled), "patience": check_positive("patience", patience)}
+
+    # ------------------------------------------------------------------ adapt
+    def _config(self, train_size: int):
+        from ml_adv.training.config import TrainConfig
+
+        return TrainConfig(epochs=self.epochs, batch_size=min(self.batch_size, train_size),
+                           learning_rate=self.learning_rate, seed=self.seed, **self.schedule,
+                           early_stopping=self.early_stopping["enabled"], patience=self.early_stopping["patience"])
+
+    def _request(self, model) -> AdaptRequest:
+        method = self.adaptation_method
+        labeled, val = self.target_labeled, None
+        if method in NEEDS_TARGET_LABELS and labeled is None:
+            raise DataError(f"target labels: {method!r} trains on labelled target examples; pass "
+                            "set_target_domain(data, labeled=<a few labelled target examples>), got none")
+        if method in NEEDS_TARGET_LABELS and self.early_stopping["enabled"]:
+            labeled, val = labeled.split((1 - VALIDATION_FRACTION, VALIDATION_FRACTION), seed=self.seed)
+        elif method == "domain_adversarial":
+            val = labeled
+        if self.early_stopping["enabled"] and val is None:
+            raise DataError("set_early_stopping: early stopping watches target validation accuracy; pass "
+                            "set_target_domain(data, labeled=...), got no labelled target examples")
+        if method == "domain_adversarial" and any(model.num_classes < s.num_classes for s in self.sources):
+            raise DataError(f"model: {model.num_classes} outputs, but the source labels need more")
+        train_size = min(len(d) for d in (self.sources if method == "domain_adversarial" else [labeled]))
+        return AdaptRequest(
+            spec=model.spec, params=model.params, sources=self.sources, target=self.target, labeled=labeled, val=val,
+            config=self._config(train_size), domain_weight=self.domain_weight,
+            discriminator_hidden=self.discriminator_hidden, gradual=self.gradual["enabled"],
+            stages=self.gradual["stages"], epochs_per_stage=self.gradual["epochs_per_stage"],
+            lr_decay=self.gradual["lr_decay"], head_epochs=self.head_epochs, finetune_epochs=self.finetune_epochs,
+            progress=self.progress)
+
+    def adapt_model(self, model):
+        """Adapt ``model`` (a source-trained ``TrainedModel``); returns the adapted ``TrainedModel``."""
+        from ml_adv.training.trained_model import TrainedModel
+
+        if self.sources is None or self.target is None:
+            raise NotFittedError("adapt_model: set the domains first with set_source_domain(...) and "
+                                 f"set_target_domain(...); got source {'set' if self.sources else 'unset'}, "
+                                 f"target {'set' if self.target is not None else 'unset'}")
+        if not isinstance(model, TrainedModel):
+            raise ConfigError(f"model: expected a TrainedModel (e.g. AdvancedCustomModelTrainer(...).train(...).model), "
+                              f"got {describe(model)}")
+        model.spec.validate_inputs(self.target.x[:1], argument="target.x")
+        request = self._request(model)
+        outcome = ADAPTATION_METHODS.get(self.adaptation_method)(request)
+        adapted = TrainedModel(model.spec, outcome.variables, mixed_precision=model.mixed_precision,
+                               metrics={"adaptation_method": self.adaptation_method})
+        self.source_model, self.adapted_model = model, adapted
+        self.runs.append({"method": self.adaptation_method, "config": request.config.to_dict(),
+                          "source_model_id": model.model_id, "adapted_model_id": adapted.model_id,
+                          "history": outcome.history})
+        return adapted
+
+    # ------------------------------------------------------------------ evaluate
+    def evaluate_adaptation(self, model=None) -> dict[str, Any]:
+        """Source and target accuracy, transfer ratio, gain over the unadapted model, gap closed.
+
+        Target figures need ``set_target_domain(..., test=...)``; the gap closed also needs
+        ``target_trained_accuracy``. Missing figures are ``None``.
+        """
+        model = model if model is not None else self.adapted_model
+        if model is None or self.sources is None:
+            raise NotFittedError("evaluate_adaptation: adapt a model first (adapt_model) or pass one, "
+                                 "with the domains set")
+        source_eval = self.source_test if self.source_test is not None else self.sources[0]
+        source_acc = model.evaluate(source_eval)["accuracy"]
+        target_acc = model.evaluate(self.target_test)["accuracy"] if self.target_test is not None else None
+        unadapted = (self.source_model.evaluate(self.target_test)["accuracy"]
+                     if self.target_test is not None and self.source_model is not None else None)
+        out = {"method": self.adaptation_method, "source_accuracy": source_acc, "target_accuracy": target_acc,
+               "transfer_ratio": None if target_acc is None or source_acc == 0 else target_acc / source_acc,
+               "unadapted_target_accuracy": unadapted,
+               "gain_over_unadapted": None if unadapted is None or target_acc is None else target_acc - unadapted,
+               "target_trained_accuracy": self.target_bound, "gap_closed": None}
+        if out["gain_over_unadapted"] is not None and self.target_bound is not None and self.target_bound > unadapted:
+            out["gap_closed"] = out["gain_over_unadapted"] / (self.target_bound - unadapted)
+        self.last_evaluation = out
+        return out
+
+    def get_domain_similarity(self, model=None, *, max_examples: int = 1000) -> float:
+        """``1 - MMD^2 / 2`` in [0, 1] between source and target features of ``model``
+        (default: the adapted model, else the source model); 1 means indistinguishable."""
+        return self._similarity(model, max_examples)["mmd_similarity"]
+
+    def _similarity(self, model, max_examples: int) -> dict[str, float]:
+        from ml_adv.domain_adaptation.similarity import domain_similarity_report
+
+        model = model or self.adapted_model or self.source_model
+        if model is None or self.sources is None or self.target is None:
+            raise NotFittedError("get_domain_similarity: set both domains and pass a model (or adapt one first)")
+        return domain_similarity_report(model, self.sources[0], self.target, max_examples=max_examples, seed=self.seed)
+
+    def get_domain_adaptation_metrics(self) -> dict[str, Any]:
+        """The method, every run's config and per-epoch history, the last evaluation and similarities."""
+        out: dict[str, Any] = {"adaptation_method": self.adaptation_method, "runs": list(self.runs),
+                               "evaluation": self.last_evaluation}
+        if self.adapted_model is not None:
+            out["similarity_adapted"] = self._similarity(self.adapted_model, 500)
+            out["similarity_unadapted"] = self._similarity(self.source_model, 500)
+        return out
+
+    def __repr__(self) -> str:
+        return f"AdvancedDomainAdaptation(adaptation_method={self.adaptation_method!r}, runs={len(self.runs)})"
+
+
+__all__ = ["AdvancedDomainAdaptation"]

@@ -1,0 +1,113 @@
+import numpy as np
+import pytest
+
+from ml_adv.data.builtin import load_dataset
+from ml_adv.errors import ConfigError, DataError, NotFittedError
+
+
+@pytest.fixture(scope="module")
+def domains():
+    source = load_dataset("digits_m_source", split="train")
+    target = load_dataset("digits_m", split="train")
+    target_test = load_dataset("digits_m", split="test").subset(np.arange(120))
+    # Disjoint rows: the target sample is not the source's digits in another domain.
+    return source.subset(np.arange(256)), target.subset(np.arange(256, 512)), target_test
+
+
+@pytest.fixture(scope="module")
+def source_model(domains):
+    from ml_adv import make_spec
+    from ml_adv.training.config import TrainConfig
+    from ml_adv.training.loop import fit
+    from ml_adv.training.trained_model import TrainedModel
+
+    source = domains[0]
+    spec = make_spec("mlp", input_shape=source.example_shape, input_kind="image", num_classes=10, size="tiny")
+    result = fit(spec, source, TrainConfig(epochs=3, batch_size=32), progress=False)
+    return TrainedModel(spec, result.state.variables())
+
+
+def test_both_import_paths_and_bad_settings():
+    from ml_adv import AdvancedDomainAdaptation as A
+    from ml_adv.domain_adaptation import AdvancedDomainAdaptation as B
+
+    assert A is B
+    with pytest.raises(ConfigError, match="adaptation_method: unknown name 'magic'"):
+        A(adaptation_method="magic")
+    da = A()
+    with pytest.raises(ConfigError, match="schedule"):
+        da.set_learning_rate_scheduling("zigzag")
+    with pytest.raises(ConfigError, match="patience"):
+        da.set_early_stopping(patience=0)
+
+
+def test_bad_input_fails_before_training(domains, source_model):
+    from ml_adv import AdvancedDomainAdaptation
+
+    source, target, _ = domains
+    da = AdvancedDomainAdaptation("fine_tuning")
+    with pytest.raises(NotFittedError, match="set the domains first"):
+        da.adapt_model(source_model)
+    da.set_source_domain(source)
+    flat = load_dataset("digits_flat", split="train").subset(np.arange(64))
+    with pytest.raises(DataError, match="target example shape"):
+        da.set_target_domain(flat)
+    da.set_target_domain(target)
+    with pytest.raises(DataError, match="labelled target examples"):
+        da.adapt_model(source_model)
+    with pytest.raises(ConfigError, match="TrainedModel"):
+        da.adapt_model("model.ckpt")
+
+
+def test_domain_adversarial_end_to_end(domains, source_model):
+    from ml_adv import AdvancedDomainAdaptation
+
+    source, target, target_test = domains
+    da = AdvancedDomainAdaptation(adaptation_method="domain_adversarial", epochs=2, batch_size=32)
+    da.set_source_domain(source)
+    da.set_target_domain(target, test=target_test, target_trained_accuracy=0.95)
+    adapted = da.adapt_model(source_model)
+    assert adapted.predict(target_test).shape == (120,)
+    ev = da.evaluate_adaptation(adapted)
+    assert ev["target_accuracy"] == pytest.approx(adapted.evaluate(target_test)["accuracy"])
+    assert ev["transfer_ratio"] == pytest.approx(ev["target_accuracy"] / ev["source_accuracy"])
+    assert ev["gain_over_unadapted"] == pytest.approx(ev["target_accuracy"] - ev["unadapted_target_accuracy"])
+    assert ev["gap_closed"] == pytest.approx(ev["gain_over_unadapted"] / (0.95 - ev["unadapted_target_accuracy"]))
+    sim = da.get_domain_similarity()
+    assert isinstance(sim, float) and 0.0 <= sim <= 1.0
+    metrics = da.get_domain_adaptation_metrics()
+    assert metrics["evaluation"] == ev and len(metrics["runs"][0]["history"]) == 2
+    assert "train_domain_loss" in metrics["runs"][0]["history"][0]
+    assert 0.0 <= metrics["similarity_unadapted"]["mmd_similarity"] <= 1.0
+
+
+def test_fine_tuning_with_gradual_unfreezing_schedule_and_early_stopping(domains, source_model):
+    from ml_adv import AdvancedDomainAdaptation
+
+    source, target, target_test = domains
+    labeled = target.subset(np.arange(100))
+    da = AdvancedDomainAdaptation("fine_tuning", epochs=2, batch_size=16)
+    da.set_gradual_unfreezing(stages=2, epochs_per_stage=1)
+    da.set_learning_rate_scheduling("cosine")
+    da.set_early_stopping(patience=1)
+    da.set_source_domain(source)
+    da.set_target_domain(target, labeled=labeled, test=target_test)
+    adapted = da.adapt_model(source_model)
+    history = da.get_domain_adaptation_metrics()["runs"][0]["history"]
+    assert [h["stage"] for h in history] == [1, 2] and all("val_accuracy" in h for h in history)
+    assert da.runs[0]["config"]["schedule"] == "cosine" and da.runs[0]["config"]["early_stopping"]
+    ev = da.evaluate_adaptation(adapted)
+    assert ev["gap_closed"] is None and ev["target_accuracy"] is not None
+
+
+def test_transfer_learning_keeps_the_encoder(domains, source_model):
+    from ml_adv import AdvancedDomainAdaptation
+
+    source, target, _ = domains
+    da = AdvancedDomainAdaptation("transfer_learning", epochs=1, batch_size=16)
+    da.set_source_domain(source)
+    da.set_target_domain(target, labeled=target.subset(np.arange(64)))
+    adapted = da.adapt_model(source_model)
+    np.testing.assert_array_equal(adapted.params["encoder"]["dense_0"]["kernel"],
+                                  source_model.params["encoder"]["dense_0"]["kernel"])
+    assert not np.allclose(adapted.params["head"]["kernel"], source_model.params["head"]["kernel"])
