@@ -2,7 +2,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ml_adv.domain_adaptation.grl import grl_schedule, gradient_reversal
+from ml_adv.domain_adaptation.grl import gradient_reversal, grl_schedule
 
 
 def test_forward_is_identity_and_backward_is_minus_lambda_g():
@@ -15,7 +15,7 @@ def test_forward_is_identity_and_backward_is_minus_lambda_g():
     # The upstream gradient 2wx passes back through the GRL as -lam * 2wx.
     np.testing.assert_allclose(reversed_, -0.3 * plain, rtol=1e-6)
     # lambda gets no gradient: it is a fixed coupling, not a parameter.
-    assert float(jax.grad(lambda l: jnp.sum(gradient_reversal(x, l)))(lam)) == 0.0
+    assert float(jax.grad(lambda s: jnp.sum(gradient_reversal(x, s)))(lam)) == 0.0
 
 
 def test_grl_inside_a_chain_reverses_only_what_lies_before_it():

@@ -32,7 +32,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from ml_adv.errors import ConfigError, check_non_negative, check_positive, describe
-from ml_adv.training.optim import ParamGroup, optimizer_hyperparams, set_group_scales, set_hyperparams
+from ml_adv.training.optim import (
+    ParamGroup,
+    optimizer_hyperparams,
+    set_group_scales,
+    set_hyperparams,
+)
 
 _BOTTOM = re.compile(r"embed|input")
 _INDEXED = re.compile(r"^(.*?)_(\d+)$")

@@ -22,7 +22,7 @@ DEFAULT_GAMMA = 10.0
 
 
 @jax.custom_vjp
-def gradient_reversal(x: Float[Array, "..."], lam: Float[Array, ""]) -> Float[Array, "..."]:
+def gradient_reversal(x: Float[Array, ...], lam: Float[Array, ""]) -> Float[Array, ...]:
     """Identity forward; backward multiplies the gradient by ``-lam``.
 
     Example:
