@@ -25,6 +25,7 @@ COMMANDS: dict[str, str] = {
     "hpo": "ml_adv.hpo.command",
     "active-learn": "ml_adv.active_learning.command",
     "ensemble": "ml_adv.ensembles.command",
+    "adapt": "ml_adv.domain_adaptation.command",
 }
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
