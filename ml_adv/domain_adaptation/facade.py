@@ -33,7 +33,7 @@ from ml_adv.errors import (
     check_seed,
     describe,
 )
-from ml_adv.training.optim import SCHEDULES
+from ml_adv.training.optim import OPTIMIZERS, SCHEDULES
 
 VALIDATION_FRACTION = 0.2
 
@@ -44,7 +44,7 @@ class AdvancedDomainAdaptation:
     Args:
         adaptation_method: ``"domain_adversarial"`` (DANN), ``"fine_tuning"`` or
             ``"transfer_learning"`` (``ADAPTATION_METHODS``).
-        epochs, batch_size, learning_rate, seed: the adaptation run's training settings.
+        epochs, batch_size, learning_rate, optimizer, seed: the adaptation run's training settings.
         domain_weight: DANN's domain-loss weight.
         discriminator_hidden: DANN's discriminator widths.
         head_epochs, finetune_epochs: transfer learning's frozen-encoder and full stages.
@@ -52,7 +52,7 @@ class AdvancedDomainAdaptation:
     """
 
     def __init__(self, adaptation_method: str = "domain_adversarial", *, epochs: int = 10, batch_size: int = 64,
-                 learning_rate: float = 1e-3, seed: int = 0, domain_weight: float = 1.0,
+                 learning_rate: float = 1e-3, optimizer: str = "adam", seed: int = 0, domain_weight: float = 1.0,
                  discriminator_hidden: tuple[int, ...] = (64,), head_epochs: int | None = None,
                  finetune_epochs: int = 0, progress: bool = False):
         ADAPTATION_METHODS.get(adaptation_method, argument="adaptation_method")
@@ -61,6 +61,8 @@ class AdvancedDomainAdaptation:
         self.batch_size = check_positive("batch_size", batch_size)
         self.learning_rate = check_positive("learning_rate", learning_rate, kind=float)
         self.seed = check_seed("seed", seed)
+        OPTIMIZERS.get(optimizer, argument="optimizer")
+        self.optimizer = optimizer
         self.domain_weight = check_non_negative("domain_weight", domain_weight)
         self.discriminator_hidden = tuple(check_positive("discriminator_hidden", h) for h in discriminator_hidden)
         self.head_epochs = None if head_epochs is None else check_positive("head_epochs", head_epochs)
@@ -145,7 +147,7 @@ class AdvancedDomainAdaptation:
         from ml_adv.training.config import TrainConfig
 
         return TrainConfig(epochs=self.epochs, batch_size=min(self.batch_size, train_size),
-                           learning_rate=self.learning_rate, seed=self.seed, **self.schedule,
+                           learning_rate=self.learning_rate, optimizer=self.optimizer, seed=self.seed, **self.schedule,
                            early_stopping=self.early_stopping["enabled"], patience=self.early_stopping["patience"])
 
     def _request(self, model) -> AdaptRequest:
