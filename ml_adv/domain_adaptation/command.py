@@ -96,7 +96,8 @@ def run(args: argparse.Namespace) -> int:
     source_model = TrainedModel(spec, fit(spec, source, config, progress=False).state.variables())
     adapted = da.adapt_model(source_model)
     evaluation = da.evaluate_adaptation(adapted)
-    similarity = {"before": da._similarity(source_model, 500), "after": da._similarity(adapted, 500)}
+    similarity = {"before": da.similarity_report(source_model, max_examples=500),
+                  "after": da.similarity_report(adapted, max_examples=500)}
     history = da.runs[-1]["history"]
     rd.rewrite_metrics(history)
     panels = {name: (features_of(m, source_test, max_examples=400), features_of(m, target_test, max_examples=400))

@@ -199,7 +199,7 @@ def check_domains(spec, sources: Sequence[ArrayDataset], target: ArrayDataset) -
             raise DataError(f"{argument}: expected example shape {sources[0].example_shape} like the source, "
                             f"got {data.example_shape}")
         if spec is not None:
-            spec.validate_inputs(data.x[:1], argument=f"{argument}.x")
+            spec.validate_inputs(data.x, argument=f"{argument}.x")  # every row: token ids are range-checked
             if i < len(sources) and data.num_classes > spec.num_classes:
                 raise DataError(f"{argument}.y: the model has {spec.num_classes} outputs, "
                                 f"got labels needing {data.num_classes}")

@@ -225,9 +225,10 @@ class AdvancedDomainAdaptation:
     def get_domain_similarity(self, model=None, *, max_examples: int = 1000) -> float:
         """``1 - MMD^2 / 2`` in [0, 1] between source and target features of ``model``
         (default: the adapted model, else the source model); 1 means indistinguishable."""
-        return self._similarity(model, max_examples)["mmd_similarity"]
+        return self.similarity_report(model, max_examples=max_examples)["mmd_similarity"]
 
-    def _similarity(self, model, max_examples: int) -> dict[str, float]:
+    def similarity_report(self, model=None, *, max_examples: int = 1000) -> dict[str, float]:
+        """Every similarity measure (``similarity.domain_similarity_report``) on ``model``'s features."""
         from ml_adv.domain_adaptation.similarity import domain_similarity_report
 
         model = model or self.adapted_model or self.source_model
@@ -240,8 +241,8 @@ class AdvancedDomainAdaptation:
         out: dict[str, Any] = {"adaptation_method": self.adaptation_method, "runs": list(self.runs),
                                "evaluation": self.last_evaluation}
         if self.adapted_model is not None:
-            out["similarity_adapted"] = self._similarity(self.adapted_model, 500)
-            out["similarity_unadapted"] = self._similarity(self.source_model, 500)
+            out["similarity_adapted"] = self.similarity_report(self.adapted_model, max_examples=500)
+            out["similarity_unadapted"] = self.similarity_report(self.source_model, max_examples=500)
         return out
 
     def __repr__(self) -> str:
