@@ -14,8 +14,32 @@ source-only -> train-on-target gap each method closes (per seed, then averaged).
 No target test label is used for any choice: settings are fixed in ``SETTINGS``.
 
     python experiments/domain_adaptation.py [--seeds 0 1 2 3 4]
+    python experiments/domain_adaptation.py --bert small --seeds 0   # the BERT worked example only
+
+``--bert SIZE`` runs the transfer worked example instead: BERT masked-token pretraining on
+the digits token view's train split (labels unused), then a new head on the frozen
+encoder followed by full fine-tuning, against the same BERT trained from scratch for the
+same number of epochs, each with 10 and 50 labelled examples per class.
 
 Writes ``runs/domain_adaptation/report.json``.
+
+Measured (seeds 0-4, CPU, about 30 s per seed):
+
+| method | target test accuracy (mean +- std) | share of gap closed |
+|---|---|---|
+| source-only | 0.427 +- 0.020 | 0.00 |
+| DANN | 0.452 +- 0.027 | 0.05 |
+| fine-tuning, 10 labels per class | 0.513 +- 0.018 | 0.16 |
+| transfer, frozen encoder + new head | 0.283 +- 0.028 | -0.28 |
+| train-on-target | 0.953 +- 0.005 | 1.00 |
+
+DANN falls well short of the issue's goal (>= 50% of the gap; the paper's MNIST -> MNIST-M
+closes ~56%). It does align the features (MMD similarity 0.930 -> 0.980) and the gain is
+the adversarial term's: the same 30 epochs with domain weight 0 move the target accuracy
+0.401 -> 0.407 and 0.426 -> 0.429 (seeds 0, 1), with weight 1 to 0.465 and 0.490. The
+discriminator still separates the domains ~70% of the time at the end; neither a cosine
+rate, training from scratch, domain weight 0.1 nor 60 epochs changed the picture on seed 0
+(0.42-0.47). Frozen source features carry little target information (transfer 0.28).
 """
 
 from __future__ import annotations
@@ -85,13 +109,61 @@ def run_seed(seed: int, data) -> dict[str, float]:
     return out
 
 
+BERT = {"pretrain_epochs": 20, "head_epochs": 10, "finetune_epochs": 20, "batch_size": 32, "learning_rate": 1e-3,
+        "labels_per_class": (10, 50)}
+
+
+def bert_transfer(seed: int, size: str) -> dict[str, float]:
+    """Pretrained-encoder transfer vs from-scratch training at equal epochs (digits tokens)."""
+    import dataclasses
+
+    from ml_adv import load_dataset, make_spec
+    from ml_adv.domain_adaptation.command import labelled_sample
+    from ml_adv.domain_adaptation.finetune import transfer
+    from ml_adv.training.config import TrainConfig
+    from ml_adv.training.loop import fit
+    from ml_adv.training.pretraining import pretrain_masked_lm
+    from ml_adv.training.trained_model import TrainedModel
+
+    train, test = load_dataset("digits_tokens", split="train"), load_dataset("digits_tokens", split="test")
+    spec = make_spec("bert", input_shape=train.example_shape, input_kind="tokens", num_classes=10, size=size)
+    b = BERT
+    pre = pretrain_masked_lm(spec, train, TrainConfig(epochs=b["pretrain_epochs"], batch_size=b["batch_size"],
+                                                      learning_rate=b["learning_rate"], seed=seed))
+    out = {"mlm_accuracy": pre.history[-1]["mlm_accuracy"]}
+    for per_class in b["labels_per_class"]:
+        labeled = labelled_sample(train, per_class, seed)
+        cfg = TrainConfig(epochs=1, batch_size=min(b["batch_size"], len(labeled)), learning_rate=b["learning_rate"],
+                          seed=seed)
+        r = transfer(spec, pre.variables["params"], labeled, cfg, head_epochs=b["head_epochs"],
+                     finetune_epochs=b["finetune_epochs"])
+        out[f"transfer_{per_class}_per_class"] = TrainedModel(spec, {"params": r.state.params}).evaluate(test)["accuracy"]
+        scratch = fit(spec, labeled, dataclasses.replace(cfg, epochs=b["head_epochs"] + b["finetune_epochs"]),
+                      progress=False)
+        out[f"scratch_{per_class}_per_class"] = TrainedModel(spec, scratch.state.variables()).evaluate(test)["accuracy"]
+    return out
+
+
 def main() -> None:
     from ml_adv.data.builtin import load_dataset
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--out", default="runs/domain_adaptation")
+    parser.add_argument("--bert", metavar="SIZE", help="run the BERT transfer worked example with this size")
     args = parser.parse_args()
+    if args.bert:
+        rows = []
+        for seed in args.seeds:
+            started = time.perf_counter()
+            rows.append(bert_transfer(seed, args.bert))
+            print(f"seed {seed} ({time.perf_counter() - started:.0f} s): "
+                  + ", ".join(f"{k} {v:.4f}" for k, v in rows[-1].items()), flush=True)
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / f"bert_{args.bert}.json").write_text(json.dumps({"settings": BERT, "seeds": args.seeds, "rows": rows},
+                                                               indent=2))
+        return
     data = (load_dataset("digits_m_source", split="train"), load_dataset("digits_m_source", split="test"),
             load_dataset("digits_m", split="train"), load_dataset("digits_m", split="test"))
     per_seed = []
