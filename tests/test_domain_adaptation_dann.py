@@ -99,6 +99,9 @@ def test_fit_dann_one_compiled_epoch_lambda_ramps_and_counter_counts(domains, mo
     wrapped = result.module.apply({"params": result.fit.state.params, **result.fit.state.model_state},
                                   jnp.asarray(target.x[:5]))
     np.testing.assert_allclose(logits, wrapped, rtol=1e-6)
+    # Another run of the same structure (new seed) reuses the compiled epoch.
+    again = fit_dann(spec, source, target, TrainConfig(epochs=3, batch_size=32, seed=4))
+    assert len(traces) == 1 and again.fit.compile_seconds < result.fit.compile_seconds
 
 
 def test_init_params_start_from_the_source_model(domains):

@@ -28,6 +28,7 @@ feeds ``gradient_reversal`` as an array, so the whole run is one compiled epoch.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -38,7 +39,7 @@ import optax
 
 from ml_adv.data.dataset import ArrayDataset
 from ml_adv.domain_adaptation.grl import DEFAULT_GAMMA, gradient_reversal, grl_schedule
-from ml_adv.errors import ConfigError, DataError, check_positive, describe
+from ml_adv.errors import ConfigError, DataError, check_non_negative, check_positive, describe
 from ml_adv.training.objectives import Objective, accuracy, cast_floats
 
 PROGRESS = "dann_progress"
@@ -166,6 +167,14 @@ def dann_objective(module: DANNModel, *, streams: Sequence[str], total_steps: in
     return objective
 
 
+@functools.lru_cache(maxsize=32)
+def _cached_objective(module, streams, total_steps, domain_weight, gamma, mixed_precision) -> Objective:
+    # The same objective object for the same structure: fit's program cache then reuses the
+    # compiled epoch across runs that differ only in data, seed or starting parameters.
+    return dann_objective(module, streams=streams, total_steps=total_steps, domain_weight=domain_weight, gamma=gamma,
+                          compute_dtype=jnp.bfloat16 if mixed_precision else None)
+
+
 def check_adaptable(base: nn.Module, example_x) -> None:
     """ConfigError unless ``base`` has ``features(x, train)`` and a ``head`` (checked abstractly)."""
     if not callable(getattr(type(base), "features", None)):
@@ -245,12 +254,13 @@ def fit_dann(model, sources: Sequence[ArrayDataset] | ArrayDataset, target: Arra
     check_domains(spec, sources, target)
     check_adaptable(base, sources[0].x[:1])
     hidden = tuple(int(check_positive("discriminator_hidden", h)) for h in discriminator_hidden)
+    domain_weight = check_non_negative("domain_weight", domain_weight)
+    gamma = check_positive("gamma", gamma, kind=float)
     names = stream_names(len(sources))
     module = DANNModel(base, num_domains=len(names), discriminator_hidden=hidden)
     steps_per_epoch = len(sources[0]) // config.batch_size
-    objective = dann_objective(module, streams=names, total_steps=total_updates(config, steps_per_epoch),
-                               domain_weight=domain_weight, gamma=gamma,
-                               compute_dtype=jnp.bfloat16 if config.mixed_precision else None)
+    objective = _cached_objective(module, names, total_updates(config, steps_per_epoch), float(domain_weight),
+                                  float(gamma), bool(config.mixed_precision))
     full = None
     if init_params is not None:
         init_key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 1)
