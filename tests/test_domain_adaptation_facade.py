@@ -111,3 +111,10 @@ def test_transfer_learning_keeps_the_encoder(domains, source_model):
     np.testing.assert_array_equal(adapted.params["encoder"]["dense_0"]["kernel"],
                                   source_model.params["encoder"]["dense_0"]["kernel"])
     assert not np.allclose(adapted.params["head"]["kernel"], source_model.params["head"]["kernel"])
+    # The adapted model joins an ensemble with the source model like any TrainedModel.
+    from ml_adv import AdvancedModelEnsemble
+
+    ensemble = AdvancedModelEnsemble("averaging")
+    assert ensemble.add_model(source_model) and ensemble.add_model(adapted)
+    want = (source_model.predict_proba(target.x[:20]) + adapted.predict_proba(target.x[:20])) / 2
+    np.testing.assert_allclose(ensemble.predict_proba(target.x[:20]), want, atol=1e-5)
