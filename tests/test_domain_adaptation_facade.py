@@ -81,23 +81,35 @@ def test_domain_adversarial_end_to_end(domains, source_model):
     assert 0.0 <= metrics["similarity_unadapted"]["mmd_similarity"] <= 1.0
 
 
-def test_fine_tuning_with_gradual_unfreezing_schedule_and_early_stopping(domains, source_model):
+def test_fine_tuning_with_gradual_unfreezing_schedule_early_stopping_and_resume(domains, source_model, tmp_path):
     from ml_adv import AdvancedDomainAdaptation
 
     source, target, target_test = domains
     labeled = target.subset(np.arange(100))
-    da = AdvancedDomainAdaptation("fine_tuning", epochs=2, batch_size=16)
-    da.set_gradual_unfreezing(stages=2, epochs_per_stage=1)
-    da.set_learning_rate_scheduling("cosine")
-    da.set_early_stopping(patience=1)
-    da.set_source_domain(source)
-    da.set_target_domain(target, labeled=labeled, test=target_test)
-    adapted = da.adapt_model(source_model)
+
+    def make():
+        da = AdvancedDomainAdaptation("fine_tuning", epochs=2, batch_size=16)
+        da.set_gradual_unfreezing(stages=2, epochs_per_stage=1)
+        da.set_learning_rate_scheduling("cosine")
+        da.set_early_stopping(patience=1)
+        da.set_source_domain(source)
+        da.set_target_domain(target, labeled=labeled, test=target_test)
+        return da
+
+    da = make()
+    adapted = da.adapt_model(source_model, run_dir=tmp_path / "ft")
     history = da.get_domain_adaptation_metrics()["runs"][0]["history"]
     assert [h["stage"] for h in history] == [1, 2] and all("val_accuracy" in h for h in history)
     assert da.runs[0]["config"]["schedule"] == "cosine" and da.runs[0]["config"]["early_stopping"]
+    assert (tmp_path / "ft" / "stage_2" / "metrics.jsonl").exists()
     ev = da.evaluate_adaptation(adapted)
     assert ev["gap_closed"] is None and ev["target_accuracy"] is not None
+    # The same call again resumes each stage from its checkpoint: nothing retrains.
+    again = make()
+    resumed = again.adapt_model(source_model, run_dir=tmp_path / "ft")
+    np.testing.assert_array_equal(resumed.params["encoder"]["dense_0"]["kernel"],
+                                  adapted.params["encoder"]["dense_0"]["kernel"])
+    assert again.runs[0]["history"] == history
 
 
 def test_transfer_learning_keeps_the_encoder(domains, source_model):

@@ -150,7 +150,7 @@ class AdvancedDomainAdaptation:
                            learning_rate=self.learning_rate, optimizer=self.optimizer, seed=self.seed, **self.schedule,
                            early_stopping=self.early_stopping["enabled"], patience=self.early_stopping["patience"])
 
-    def _request(self, model) -> AdaptRequest:
+    def _request(self, model, run_dir) -> AdaptRequest:
         method = self.adaptation_method
         labeled, val = self.target_labeled, None
         if method in NEEDS_TARGET_LABELS and labeled is None:
@@ -172,10 +172,14 @@ class AdvancedDomainAdaptation:
             discriminator_hidden=self.discriminator_hidden, gradual=self.gradual["enabled"],
             stages=self.gradual["stages"], epochs_per_stage=self.gradual["epochs_per_stage"],
             lr_decay=self.gradual["lr_decay"], head_epochs=self.head_epochs, finetune_epochs=self.finetune_epochs,
-            progress=self.progress)
+            progress=self.progress, run_dir=run_dir)
 
-    def adapt_model(self, model):
-        """Adapt ``model`` (a source-trained ``TrainedModel``); returns the adapted ``TrainedModel``."""
+    def adapt_model(self, model, *, run_dir=None):
+        """Adapt ``model`` (a source-trained ``TrainedModel``); returns the adapted ``TrainedModel``.
+
+        With ``run_dir`` the run checkpoints there (staged methods: ``stage_<i>/``), and the
+        same call again resumes from the last checkpoint instead of starting over.
+        """
         from ml_adv.training.trained_model import TrainedModel
 
         if self.sources is None or self.target is None:
@@ -186,7 +190,7 @@ class AdvancedDomainAdaptation:
             raise ConfigError(f"model: expected a TrainedModel (e.g. AdvancedCustomModelTrainer(...).train(...).model), "
                               f"got {describe(model)}")
         model.spec.validate_inputs(self.target.x[:1], argument="target.x")
-        request = self._request(model)
+        request = self._request(model, run_dir)
         outcome = ADAPTATION_METHODS.get(self.adaptation_method)(request)
         adapted = TrainedModel(model.spec, outcome.variables, mixed_precision=model.mixed_precision,
                                metrics={"adaptation_method": self.adaptation_method})

@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -114,8 +115,13 @@ def _restart_optimizer(state, config, scales):
 
 
 def run_stages(spec, init_params: Any, train, config, *, groups: Sequence[str], thawed: Sequence[int],
-               epochs: Sequence[int], val=None, lr_decay: float = 1.0, key=None, progress=False) -> FineTuneResult:
-    """Train ``spec`` from ``init_params``, stage ``i`` updating ``groups[:thawed[i]]`` for ``epochs[i]``."""
+               epochs: Sequence[int], val=None, lr_decay: float = 1.0, key=None, progress=False,
+               run_dir=None) -> FineTuneResult:
+    """Train ``spec`` from ``init_params``, stage ``i`` updating ``groups[:thawed[i]]`` for ``epochs[i]``.
+
+    With ``run_dir``, stage ``i`` checkpoints into ``run_dir/stage_<i>`` and a rerun resumes
+    each stage from its checkpoint (a finished stage restores without training).
+    """
     from ml_adv.training import host
     from ml_adv.training.loop import fit
     from ml_adv.training.setup import init_run, run_key
@@ -137,7 +143,8 @@ def run_stages(spec, init_params: Any, train, config, *, groups: Sequence[str], 
             state = init_run(spec, cfg, example_x=train.x[:1], steps_per_epoch=len(train) // cfg.batch_size,
                              key=stage_key, init_params=init_params).state
         state = _restart_optimizer(state, cfg, unfreeze_scales(state.params, groups, n, lr_decay=lr_decay))
-        result = fit(spec, train, cfg, val=val, init_state=state, key=stage_key, progress=progress)
+        stage_dir = None if run_dir is None else Path(run_dir) / f"stage_{i + 1}"
+        result = fit(spec, train, cfg, val=val, init_state=state, key=stage_key, progress=progress, run_dir=stage_dir)
         state = result.state
         histories.append(result.history)
         thawed_names.append(groups[:n])
@@ -146,12 +153,13 @@ def run_stages(spec, init_params: Any, train, config, *, groups: Sequence[str], 
 
 def finetune_gradual(spec, init_params: Any, train, config, *, stages: int = 3, epochs_per_stage: int = 2,
                      val=None, groups: Sequence[str] | None = None, lr_decay: float = 1.0, key=None,
-                     progress=False) -> FineTuneResult:
+                     progress=False, run_dir=None) -> FineTuneResult:
     """Gradual unfreezing: ``stages`` stages from head-only to all groups (``thaw_order``)."""
     groups = list(groups) if groups is not None else thaw_order(init_params)
     plan = stage_plan(len(groups), min(stages, len(groups)))
     return run_stages(spec, init_params, train, config, groups=groups, thawed=plan,
-                      epochs=[epochs_per_stage] * len(plan), val=val, lr_decay=lr_decay, key=key, progress=progress)
+                      epochs=[epochs_per_stage] * len(plan), val=val, lr_decay=lr_decay, key=key, progress=progress,
+                      run_dir=run_dir)
 
 
 def new_head_params(spec, params: Any, *, seed: int = 0) -> Any:
@@ -164,7 +172,7 @@ def new_head_params(spec, params: Any, *, seed: int = 0) -> Any:
 
 
 def transfer(spec, pretrained_params: Any, train, config, *, head_epochs: int = 3, finetune_epochs: int = 0,
-             val=None, lr_decay: float = 1.0, key=None, progress=False) -> FineTuneResult:
+             val=None, lr_decay: float = 1.0, key=None, progress=False, run_dir=None) -> FineTuneResult:
     """Frozen pretrained encoder + a new head (``head_epochs``), then optional full fine-tuning."""
     params = new_head_params(spec, pretrained_params, seed=config.seed)
     groups = thaw_order(params)
@@ -173,4 +181,4 @@ def transfer(spec, pretrained_params: Any, train, config, *, head_epochs: int = 
         thawed.append(len(groups))
         epochs.append(finetune_epochs)
     return run_stages(spec, params, train, config, groups=groups, thawed=thawed, epochs=epochs, val=val,
-                      lr_decay=lr_decay, key=key, progress=progress)
+                      lr_decay=lr_decay, key=key, progress=progress, run_dir=run_dir)
