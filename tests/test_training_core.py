@@ -372,3 +372,14 @@ def test_a_masked_pool_equals_training_on_the_subset_and_grows_without_recompili
     assert built == [] and grown.history[-1]["step"] == pooled.history[-1]["step"] + 2 * (int(mask.sum()) // 32)
     with pytest.raises(DataError, match="example_mask"):
         fit(spec, small_digits, cfg, example_mask=np.ones(3, bool), progress=False)
+
+
+def test_tied_validation_accuracy_breaks_on_validation_loss():
+    from ml_adv.training.host import EarlyStopping
+
+    tracker = EarlyStopping(1, "max", 0.0, 3, True)
+    assert tracker.update(0.9, 1, tiebreak=0.5)[0]
+    assert not tracker.update(0.9, 2, tiebreak=0.6)[0]  # tied, worse loss: not the best
+    assert tracker.update(0.9, 3, tiebreak=0.4)[0]      # tied, lower loss: the new best epoch
+    assert int(tracker.best_epoch[0]) == 3 and int(tracker.bad_epochs[0]) == 0
+    assert not tracker.update(0.8, 4, tiebreak=0.1)[0]

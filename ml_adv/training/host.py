@@ -107,6 +107,10 @@ class EarlyStopping:
 
     ``update(values, epoch)`` returns the members whose value improved; ``stopped`` is
     True for members out of patience (only when early stopping is enabled).
+
+    Ties: an epoch that equals the best monitored value exactly (common for accuracy on a
+    small validation split) counts as better when its ``tiebreak`` value (validation loss,
+    lower is better) is lower, so the best epoch is not simply the first of the tied ones.
     """
 
     members: int
@@ -117,23 +121,30 @@ class EarlyStopping:
     best_value: np.ndarray = None
     best_epoch: np.ndarray = None
     bad_epochs: np.ndarray = None
+    best_tiebreak: np.ndarray = None
 
     def __post_init__(self):
         if self.best_value is None:
             self.best_value = np.full(self.members, np.nan)
             self.best_epoch = np.zeros(self.members, int)
             self.bad_epochs = np.zeros(self.members, int)
+        if self.best_tiebreak is None:
+            self.best_tiebreak = np.full(self.members, np.inf)
 
-    def update(self, values, epoch: int, running=None) -> np.ndarray:
+    def update(self, values, epoch: int, running=None, tiebreak=None) -> np.ndarray:
         values = np.broadcast_to(np.asarray(values, float), (self.members,))
         running = np.ones(self.members, bool) if running is None else np.asarray(running, bool)
+        tiebreak = np.full(self.members, np.inf) if tiebreak is None else np.broadcast_to(
+            np.asarray(tiebreak, float), (self.members,))
         first = np.isnan(self.best_value)
         if self.mode == "max":
             better = values > self.best_value + self.min_delta
         else:
             better = values < self.best_value - self.min_delta
-        improved = running & np.isfinite(values) & (first | better)
+        tied_but_lower_loss = (values == self.best_value) & (tiebreak < self.best_tiebreak)
+        improved = running & np.isfinite(values) & (first | better | tied_but_lower_loss)
         self.best_value = np.where(improved, values, self.best_value)
+        self.best_tiebreak = np.where(improved, tiebreak, self.best_tiebreak)
         self.best_epoch = np.where(improved, epoch, self.best_epoch)
         self.bad_epochs = np.where(improved, 0, self.bad_epochs + running.astype(int))
         return improved
@@ -144,13 +155,21 @@ class EarlyStopping:
 
     def to_meta(self) -> dict[str, Any]:
         return {"best_value": [None if np.isnan(v) else float(v) for v in self.best_value],
-                "best_epoch": self.best_epoch.tolist(), "bad_epochs": self.bad_epochs.tolist()}
+                "best_epoch": self.best_epoch.tolist(), "bad_epochs": self.bad_epochs.tolist(),
+                "best_tiebreak": [None if not np.isfinite(v) else float(v) for v in self.best_tiebreak]}
 
     def load_meta(self, meta: dict[str, Any]) -> None:
         as_list = lambda v: v if isinstance(v, list) else [v]  # noqa: E731  (single runs store scalars)
         self.best_value = np.array([np.nan if v is None else v for v in as_list(meta["best_value"])], float)
         self.best_epoch = np.array(as_list(meta["best_epoch"]), int)
         self.bad_epochs = np.array(as_list(meta["bad_epochs"]), int)
+        ties = meta.get("best_tiebreak", [None] * self.members)
+        self.best_tiebreak = np.array([np.inf if v is None else v for v in as_list(ties)], float)
+
+
+def tiebreak_for(monitor: str) -> str | None:
+    """The metric that breaks exact ties of ``monitor`` (validation loss for validation accuracy)."""
+    return "val_loss" if monitor == "val_accuracy" else None
 
 
 def monitor_for(config, has_val: bool) -> tuple[str, str]:

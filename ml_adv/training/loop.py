@@ -36,6 +36,7 @@ from ml_adv.training.host import (
     monitor_for,
     progress_bar,
     summarize,
+    tiebreak_for,
 )
 from ml_adv.training.inputs import (  # noqa: F401  (re-exported: loop was their home)
     check_example_mask,
@@ -293,7 +294,8 @@ class _SingleRun:
         if val is not None:
             record.update(evaluate(self.state, val, self.config))
         self.history.append(record)
-        is_best = bool(self.tracker.update(record[self.monitor], epoch + 1)[0])
+        tie = tiebreak_for(self.monitor)
+        is_best = bool(self.tracker.update(record[self.monitor], epoch + 1, tiebreak=record.get(tie) if tie else None)[0])
         config = self.config
         if is_best and self.checkpointer is None and config.early_stopping and config.restore_best:
             self.best_in_memory = jax.tree.map(np.array, (self.state.params, self.state.model_state))

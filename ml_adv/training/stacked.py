@@ -37,7 +37,14 @@ from ml_adv.data.dataset import ArrayDataset
 from ml_adv.errors import CheckpointError, ConfigError, DataError, TrainingDivergedError, describe
 from ml_adv.training import parallel
 from ml_adv.training.config import TrainConfig
-from ml_adv.training.host import EarlyStopping, EpochRunner, monitor_for, progress_bar, summarize
+from ml_adv.training.host import (
+    EarlyStopping,
+    EpochRunner,
+    monitor_for,
+    progress_bar,
+    summarize,
+    tiebreak_for,
+)
 from ml_adv.training.inputs import check_model, validate_fit_inputs
 from ml_adv.training.loop import device_data
 from ml_adv.training.sampling import StackedPlan
@@ -382,7 +389,9 @@ class _StackedLoop:
         records = self._records(epoch, summary, evaluate, time.perf_counter() - t0)
         values = np.array([r.get(self.monitor, np.nan) for r in records])
         live = running & ~self.failed
-        improved = self.tracker.update(values, epoch + 1, running=live)
+        tie = tiebreak_for(self.monitor)
+        ties = np.array([r.get(tie, np.inf) for r in records]) if tie else None
+        improved = self.tracker.update(values, epoch + 1, running=live, tiebreak=ties)
         self.best = _keep_best(self.best, {"params": self.state.params, "model_state": self.state.model_state},
                                jnp.asarray(improved))
         self.stopped = self.stopped | (self.tracker.stopped & live)
