@@ -28,6 +28,13 @@ def test_adapt_command_writes_metrics_plot_report_and_model(tmp_path, capsys):
     test = load_dataset("digits_m", split="test")
     model = TrainedModel.load(run_dir / "model")
     assert model.evaluate(test)["accuracy"] == pytest.approx(ev["target_accuracy"], abs=1e-6)
+    # --fresh removes everything the run wrote, the nested source/ and adaptation/ runs included.
+    assert (run_dir / "source" / "checkpoints").exists() and (run_dir / "adaptation" / "checkpoints").exists()
+    from ml_adv.rundir import RunDirectory
+
+    RunDirectory.clean(run_dir)
+    assert not (run_dir / "source").exists() and not (run_dir / "adaptation").exists()
+    assert not (run_dir / "report.json").exists()
 
 
 def test_adapt_command_rejects_bad_input_cleanly(tmp_path, capsys):

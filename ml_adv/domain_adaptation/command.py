@@ -9,7 +9,8 @@ unlabelled target train split; fine-tuning / transfer on --labels-per-class labe
 target examples); evaluate both on the source and target test splits. Writes
 config.json, metrics.jsonl (one line per adaptation epoch), plots/embedding.png (PCA of
 source and target features before and after adaptation), report.json and the adapted
-model under model/. Each run trains afresh: --fresh clears a previous run's files.
+model under model/. The source-only run checkpoints into source/ and the adaptation into
+adaptation/: running the same command again resumes both; --fresh starts over.
 """
 
 from __future__ import annotations
@@ -93,8 +94,10 @@ def run(args: argparse.Namespace) -> int:
     print(f"ml-adv: {args.arch} ({args.size}) {args.source} -> {args.target} by {args.method} -> {rd.path}/", flush=True)
     started = time.perf_counter()
 
-    source_model = TrainedModel(spec, fit(spec, source, config, progress=False).state.variables())
-    adapted = da.adapt_model(source_model)
+    # Recorded trees, so --fresh removes the nested runs' checkpoints too.
+    trained = fit(spec, source, config, progress=False, run_dir=rd.tree_for("source"))
+    source_model = TrainedModel(spec, trained.state.variables())
+    adapted = da.adapt_model(source_model, run_dir=rd.tree_for("adaptation"))
     evaluation = da.evaluate_adaptation(adapted)
     similarity = {"before": da.similarity_report(source_model, max_examples=500),
                   "after": da.similarity_report(adapted, max_examples=500)}
