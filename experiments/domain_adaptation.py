@@ -40,6 +40,14 @@ the adversarial term's: the same 30 epochs with domain weight 0 move the target 
 discriminator still separates the domains ~70% of the time at the end; neither a cosine
 rate, training from scratch, domain weight 0.1 nor 60 epochs changed the picture on seed 0
 (0.42-0.47). Frozen source features carry little target information (transfer 0.28).
+
+BERT worked example (``--bert small --seeds 0``, one seed, 381 s on CPU; masked-token
+accuracy after pretraining 0.62), digits token test accuracy at equal epochs (30):
+
+| labels per class | pretrained encoder: new head, then full fine-tune | from scratch |
+|---|---|---|
+| 10 | 0.641 | 0.354 |
+| 50 | 0.900 | 0.685 |
 """
 
 from __future__ import annotations
