@@ -308,15 +308,13 @@ class AdvancedCustomModelTrainer:
     def _last_good_model(self, spec, config, run_dir: Path, model_id: str) -> TrainedModel | None:
         """The weights of the last checkpoint written before training diverged (None if there is none)."""
         from ml_adv.checkpointing import RunCheckpointer
-        from ml_adv.training.optim import build_optimizer
-        from ml_adv.training.state import create_train_state
+        from ml_adv.training.setup import init_run
 
         ckpt = RunCheckpointer(run_dir / "checkpoints")
         try:
-            module, example = spec.build(), spec.example_input()
-            tx = build_optimizer(config, 1)
-            target = jax.eval_shape(lambda: create_train_state(
-                module, example, tx, init_key=jax.random.PRNGKey(0), rng=jax.random.PRNGKey(0)).checkpoint_items())
+            # The run's own set-up, traced only for its shapes: the target always matches what fit saved.
+            target = jax.eval_shape(lambda: init_run(spec, config, example_x=spec.example_input(),
+                                                     steps_per_epoch=1).state.checkpoint_items())
             # Newest intact checkpoint first: a damaged latest one falls back to best.
             for which in ("latest", "best"):
                 if ckpt.latest_step(which) is None:
