@@ -9,6 +9,7 @@ from ml_adv.cli import main
 from ml_adv.training.trained_model import TrainedModel
 
 
+@pytest.mark.slow
 def test_adapt_command_writes_metrics_plot_report_and_model(tmp_path, capsys):
     run_dir = tmp_path / "adapt"
     argv = ["adapt", "--method", "domain_adversarial", "--source", "digits_m_source", "--target", "digits_m",
