@@ -59,6 +59,25 @@ def summary(text: str | None) -> str:
     return plain(text).splitlines()[0].rstrip(".") if plain(text) else ""
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def comma_names(text: str) -> tuple[str, ...]:
+    """argparse type: one or more comma-separated names."""
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected one or more comma-separated names, got {text!r}")
+    return names
+
+
 def choices_help(what: str, names: list[str]) -> str:
     """Help text listing the valid names of a registry."""
     return f"{what}; one of: {', '.join(names)}"

@@ -20,24 +20,11 @@ import argparse
 import time
 from pathlib import Path
 
+from ml_adv.cli import comma_names, positive_int
+
 TARGETS = (0.9, 0.95)
 
 
-def _names(text: str) -> tuple[str, ...]:
-    names = tuple(n.strip() for n in text.split(",") if n.strip())
-    if not names:
-        raise argparse.ArgumentTypeError(f"expected one or more comma-separated names, got {text!r}")
-    return names
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -45,14 +32,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ml_adv.cli import add_run_arguments, choices_help
 
     loop = parser.add_argument_group("active learning")
-    loop.add_argument("--strategies", type=_names, default=("random", "entropy", "bald", "coreset"), metavar="NAMES",
+    loop.add_argument("--strategies", type=comma_names, default=("random", "entropy", "bald", "coreset"), metavar="NAMES",
                       help=choices_help("comma-separated sampling strategies", STRATEGIES.names()))
-    loop.add_argument("--rounds", type=_positive_int, default=10, help="select/label/update rounds per loop")
-    loop.add_argument("--query-size", type=_positive_int, default=20, help="samples labelled per round")
-    loop.add_argument("--initial", type=_positive_int, default=20, help="random initial labelled samples")
-    loop.add_argument("--seeds", type=_positive_int, default=3, help="loops per strategy (seeds 0..N-1)")
-    loop.add_argument("--mc-samples", type=_positive_int, default=10, help="MC-dropout samples for BALD")
-    loop.add_argument("--members", type=_positive_int, default=1,
+    loop.add_argument("--rounds", type=positive_int, default=10, help="select/label/update rounds per loop")
+    loop.add_argument("--query-size", type=positive_int, default=20, help="samples labelled per round")
+    loop.add_argument("--initial", type=positive_int, default=20, help="random initial labelled samples")
+    loop.add_argument("--seeds", type=positive_int, default=3, help="loops per strategy (seeds 0..N-1)")
+    loop.add_argument("--mc-samples", type=positive_int, default=10, help="MC-dropout samples for BALD")
+    loop.add_argument("--members", type=positive_int, default=1,
                       help="train a committee of this many stacked members (BALD from members, not MC dropout); "
                            "a committee retrains from scratch each round, so raise --min-steps (e.g. 500)")
 
@@ -60,9 +47,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--data", default="digits", metavar="NAME", help="built-in dataset or local TFDS name")
     model.add_argument("--arch", default="mlp", metavar="NAME", help="architecture (mlp, cnn, lstm, ...)")
     model.add_argument("--size", default="small", metavar="NAME", help="model size variant (tiny, small, ...)")
-    model.add_argument("--epochs", type=_positive_int, default=30, help="epochs of the first training")
-    model.add_argument("--update-epochs", type=_positive_int, default=5, help="epochs of each warm-started update")
-    model.add_argument("--min-steps", type=_positive_int, default=100, help="at least this many steps per round")
+    model.add_argument("--epochs", type=positive_int, default=30, help="epochs of the first training")
+    model.add_argument("--update-epochs", type=positive_int, default=5, help="epochs of each warm-started update")
+    model.add_argument("--min-steps", type=positive_int, default=100, help="at least this many steps per round")
     model.add_argument("--lr", type=float, default=2e-3, help="learning rate")
     add_run_arguments(parser.add_argument_group("run directory"), None, "runs/active-learn-<data>")
 

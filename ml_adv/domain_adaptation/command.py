@@ -19,15 +19,7 @@ import argparse
 import time
 from pathlib import Path
 
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
+from ml_adv.cli import positive_int
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -45,9 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model = parser.add_argument_group("model and training")
     model.add_argument("--arch", default="cnn", metavar="NAME", help="architecture (mlp, cnn, ...)")
     model.add_argument("--size", default="small", metavar="NAME", help="model size variant (tiny, small, ...)")
-    model.add_argument("--source-epochs", type=_positive_int, default=10, help="epochs of source-only training")
-    model.add_argument("--epochs", type=_positive_int, default=10, help="adaptation epochs")
-    model.add_argument("--batch-size", type=_positive_int, default=64, help="examples per step (per stream)")
+    model.add_argument("--source-epochs", type=positive_int, default=10, help="epochs of source-only training")
+    model.add_argument("--epochs", type=positive_int, default=10, help="adaptation epochs")
+    model.add_argument("--batch-size", type=positive_int, default=64, help="examples per step (per stream)")
     model.add_argument("--lr", type=float, default=1e-3, help="learning rate")
     model.add_argument("--seed", type=int, default=0, help="seeds training and the labelled target sample")
     add_run_arguments(parser.add_argument_group("run directory"), None, "runs/adapt-<method>-<target>")

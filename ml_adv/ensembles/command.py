@@ -21,15 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
+from ml_adv.cli import positive_int
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ml_adv.ensembles.combine import COMBINATION_RULES
 
     ens = parser.add_argument_group("ensemble")
-    ens.add_argument("--members", type=_positive_int, default=5, help="K members trained as one program")
+    ens.add_argument("--members", type=positive_int, default=5, help="K members trained as one program")
     ens.add_argument("--method", default="averaging", metavar="NAME",
                      help=choices_help("combination method", COMBINATION_RULES.names()))
     ens.add_argument("--folds", type=int, default=0,
@@ -48,8 +40,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--size", default="small", metavar="NAME", help="model size variant (tiny, small, ...)")
     model.add_argument("--data", default="digits", metavar="NAME", help="built-in dataset or local TFDS name")
     model.add_argument("--validation-split", type=float, default=0.15, help="held-out fraction of the training split")
-    model.add_argument("--epochs", type=_positive_int, default=10, help="epochs per member")
-    model.add_argument("--batch-size", type=_positive_int, default=32, help="examples per step")
+    model.add_argument("--epochs", type=positive_int, default=10, help="epochs per member")
+    model.add_argument("--batch-size", type=positive_int, default=32, help="examples per step")
     model.add_argument("--lr", type=float, default=2e-3, help="learning rate")
     model.add_argument("--seed", type=int, default=0, help="seeds members, folds and the validation split")
     add_run_arguments(parser.add_argument_group("run directory"), None, "runs/ensemble-<arch>-<data>")

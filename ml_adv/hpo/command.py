@@ -23,24 +23,8 @@ import json
 import time
 from pathlib import Path
 
+from ml_adv.cli import comma_names, positive_int
 from ml_adv.errors import ConfigError
-
-
-def _names(text: str) -> tuple[str, ...]:
-    names = tuple(n.strip() for n in text.split(",") if n.strip())
-    if not names:
-        raise argparse.ArgumentTypeError(f"expected one or more comma-separated names, got {text!r}")
-    return names
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -51,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     search = parser.add_argument_group("search")
     search.add_argument("--method", default="bayesian", metavar="NAME",
                         help=choices_help("search method (or any nevergrad optimizer name)", SEARCH_METHODS.names()))
-    search.add_argument("--trials", type=_positive_int, default=30, help="number of trials (max_trials)")
+    search.add_argument("--trials", type=positive_int, default=30, help="number of trials (max_trials)")
     search.add_argument("--space", default=None, metavar="JSON",
                         help="search space as JSON or a path to a JSON file, e.g. "
                              "'{\"learning_rate\": [\"log\", 1e-4, 1e-2], \"batch_size\": [16, 32]}' "
@@ -59,21 +43,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "architecture/size when several are given)")
     search.add_argument("--pruner", default="none", choices=["none", *PRUNERS.names()],
                         help="stop unpromising trials on their per-epoch validation accuracy")
-    search.add_argument("--grid-points", type=_positive_int, default=3, help="values per float axis (grid_search)")
-    search.add_argument("--workers", type=_positive_int, default=1,
+    search.add_argument("--grid-points", type=positive_int, default=3, help="values per float axis (grid_search)")
+    search.add_argument("--workers", type=positive_int, default=1,
                         help="run this many trials at once in a process pool")
-    search.add_argument("--stacked", type=_positive_int, default=None, metavar="P",
+    search.add_argument("--stacked", type=positive_int, default=None, metavar="P",
                         help="ask P configurations at a time and train them as one stacked program "
                              "(configurations that differ only in learning rate / label smoothing share it)")
     search.add_argument("--seed", type=int, default=0, help="seeds the searcher and every trial's training")
 
     model = parser.add_argument_group("model and data")
-    model.add_argument("--arch", type=_names, default=("cnn",), metavar="NAMES",
+    model.add_argument("--arch", type=comma_names, default=("cnn",), metavar="NAMES",
                        help="architecture, or a comma-separated list to choose among (mlp,cnn)")
-    model.add_argument("--size", type=_names, default=("tiny",), metavar="NAMES",
+    model.add_argument("--size", type=comma_names, default=("tiny",), metavar="NAMES",
                        help="model size variant, or a comma-separated list to choose among (tiny,small)")
     model.add_argument("--data", default="digits", metavar="NAME", help="built-in dataset or local TFDS name")
-    model.add_argument("--epochs", type=_positive_int, default=5, help="training epochs per trial")
+    model.add_argument("--epochs", type=positive_int, default=5, help="training epochs per trial")
     model.add_argument("--validation-split", type=float, default=0.2, metavar="FRACTION",
                        help="fraction of the training split each trial is scored on")
     add_run_arguments(parser.add_argument_group("run directory"), None, "runs/hpo-<arch>-<data>-<method>")
