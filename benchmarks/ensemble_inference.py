@@ -30,7 +30,7 @@ STACKED, VMAPPED, SEPARATE, TORCH_FUNC = "ml_adv stacked", "ml_adv vmapped", "se
 
 
 def _digits(n: int, kind: str) -> np.ndarray:
-    from ml_adv.data.builtin import load_dataset
+    from ml_adv.data.catalog import load_dataset
 
     x = load_dataset("digits_flat" if kind == "features" else "digits", split="train").x
     return np.tile(x, (-(-n // len(x)),) + (1,) * (x.ndim - 1))[:n].astype(np.float32)

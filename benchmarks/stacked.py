@@ -29,7 +29,7 @@ STACKED, LOOP, SEQUENTIAL, TORCH_FUNC = "ml_adv stacked", "per-member loop", "se
 
 
 def _data(n: int) -> tuple[np.ndarray, np.ndarray]:
-    from ml_adv.data.builtin import load_dataset
+    from ml_adv.data.catalog import load_dataset
 
     digits = load_dataset("digits_flat", split="train")
     reps = -(-n // len(digits))
@@ -123,7 +123,7 @@ def _members_row(ctx: Context, width: int) -> list[dict]:
 
 def _population_row(ctx: Context) -> list[dict]:
     """P learning rates: one ``fit_stacked`` call against P ``fit`` calls (compiles included, as a user sees)."""
-    from ml_adv.data.builtin import load_dataset
+    from ml_adv.data.catalog import load_dataset
     from ml_adv.training import TrainConfig, fit
     from ml_adv.training.stacked import fit_stacked
 

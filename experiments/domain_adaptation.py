@@ -153,7 +153,7 @@ def bert_transfer(seed: int, size: str) -> dict[str, float]:
 
 
 def main() -> None:
-    from ml_adv.data.builtin import load_dataset
+    from ml_adv.data.catalog import load_dataset
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])

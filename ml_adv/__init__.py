@@ -30,7 +30,7 @@ _EXPORTS = {
     "Study": "ml_adv.hpo.study",
     # functional core
     "ArrayDataset": "ml_adv.data.dataset",
-    "load_dataset": "ml_adv.data.builtin",
+    "load_dataset": "ml_adv.data.catalog",
     "load_digits": "ml_adv.data.builtin",
     "load_digits_m": "ml_adv.data.builtin",
     "load_tfds": "ml_adv.data.tfds_loader",
@@ -66,7 +66,8 @@ def __dir__():
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from ml_adv.active_learning.facade import AdvancedActiveLearning
     from ml_adv.checkpointing import RunCheckpointer
-    from ml_adv.data.builtin import load_dataset, load_digits, load_digits_m
+    from ml_adv.data.builtin import load_digits, load_digits_m
+    from ml_adv.data.catalog import load_dataset
     from ml_adv.data.dataset import ArrayDataset
     from ml_adv.data.tfds_loader import load_tfds
     from ml_adv.domain_adaptation.facade import AdvancedDomainAdaptation

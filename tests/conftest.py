@@ -14,7 +14,7 @@ jax.config.update("jax_numpy_rank_promotion", "raise")
 @pytest.fixture(scope="session")
 def digits_images():
     """(train, test) splits of the real digits images."""
-    from ml_adv.data.builtin import load_dataset
+    from ml_adv.data.catalog import load_dataset
 
     return load_dataset("digits", split="train"), load_dataset("digits", split="test")
 

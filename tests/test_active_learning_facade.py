@@ -216,7 +216,7 @@ CRASHING_SCRIPT = """
 import os, signal, sys
 import numpy as np
 from ml_adv.active_learning import facade
-from ml_adv.data.builtin import load_dataset
+from ml_adv.data.catalog import load_dataset
 
 def killed_while_training(*args, **kwargs):
     os.kill(os.getpid(), signal.SIGKILL)

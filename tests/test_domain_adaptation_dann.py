@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from ml_adv import make_spec
-from ml_adv.data.builtin import load_dataset
+from ml_adv.data.catalog import load_dataset
 from ml_adv.domain_adaptation import dann as dann_mod
 from ml_adv.domain_adaptation.dann import (
     PROGRESS,

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from ml_adv.data.builtin import load_dataset
+from ml_adv.data.catalog import load_dataset
 from ml_adv.errors import ConfigError, DataError, NotFittedError
 
 

@@ -42,7 +42,7 @@ def test_architecture_reaches_stated_accuracy_on_digits(arch, tmp_path):
 @pytest.mark.slow
 def test_digits_m_shift_is_learnable_and_real(tmp_path):
     """Train-on-target CNN accuracy on digits_m stays >= 90%; source-only is far lower (a real domain gap)."""
-    from ml_adv.data.builtin import load_dataset
+    from ml_adv.data.catalog import load_dataset
     from ml_adv.models import AdvancedModelArchitecture
     from ml_adv.training import TrainConfig, fit
     from ml_adv.training.trained_model import TrainedModel

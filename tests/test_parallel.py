@@ -12,7 +12,7 @@ SCRIPT = textwrap.dedent(
     """
     import json, jax, numpy as np, flax.linen as nn
     jax.config.update("jax_numpy_rank_promotion", "raise")
-    from ml_adv.data.builtin import load_dataset
+    from ml_adv.data.catalog import load_dataset
     from ml_adv.training import TrainConfig, fit
 
     class Net(nn.Module):

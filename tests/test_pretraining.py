@@ -24,7 +24,7 @@ def test_mask_tokens_follows_the_bert_rule():
 
 @pytest.mark.slow
 def test_pretraining_learns_and_transfers(tmp_path):
-    from ml_adv.data.builtin import load_dataset
+    from ml_adv.data.catalog import load_dataset
     from ml_adv.models import AdvancedModelArchitecture
 
     train = load_dataset("digits_tokens", split="train")

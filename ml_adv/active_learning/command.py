@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     from ml_adv.active_learning.simulate import simulate_loop, summarise_curves
     from ml_adv.active_learning.strategies import resolve_strategy
     from ml_adv.cli import fresh_run_directory
-    from ml_adv.data.builtin import load_dataset
+    from ml_adv.data.catalog import load_dataset
     from ml_adv.training.config import TrainConfig
 
     for name in args.strategies:

@@ -265,13 +265,3 @@ def _builtin_split(ds: ArrayDataset, split: str) -> ArrayDataset:
     train, test = ds.train_test_split(BUILTIN_TEST_FRACTION, seed=BUILTIN_SPLIT_SEED)
     part = train if split == "train" else test
     return dataclasses.replace(part, name=f"{ds.name}:{split}", info=dict(ds.info, split=split))
-
-
-def __getattr__(name: str):
-    # ``load_dataset`` moved to ml_adv.data.catalog (which imports this module and the TFDS
-    # loader, so neither imports the other); the old import path keeps working.
-    if name == "load_dataset":
-        from ml_adv.data.catalog import load_dataset
-
-        return load_dataset
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     """Check, train source-only, adapt, evaluate, plot, report."""
     from ml_adv import AdvancedDomainAdaptation, make_spec
     from ml_adv.cli import fresh_run_directory
-    from ml_adv.data.builtin import load_dataset
+    from ml_adv.data.catalog import load_dataset
     from ml_adv.domain_adaptation.plots import plot_domain_embeddings
     from ml_adv.domain_adaptation.similarity import features_of
     from ml_adv.training.config import TrainConfig

@@ -48,7 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _load(args):
-    from ml_adv.data.builtin import load_dataset
+    from ml_adv.data.catalog import load_dataset
     from ml_adv.training.training_data import DIGITS_VIEW_FOR
 
     name = DIGITS_VIEW_FOR.get(args.arch, "digits") if args.data == "digits" else args.data

@@ -25,6 +25,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from ml_adv.tokens import MASK_ID, NUM_SPECIAL
 from ml_adv.training.losses import masked_lm_loss
 
 Objective = Callable[[Any, Any, Any, jax.Array, dict], tuple[jax.Array, dict]]
@@ -77,13 +78,25 @@ def supervised_objective(apply_fn, loss_fn, *, compute_dtype=None) -> Objective:
     return objective
 
 
+def mask_tokens(tokens: jax.Array, key: jax.Array, *, vocab_size: int, mask_rate: float = 0.15,
+                mask_id: int = MASK_ID, num_special: int = NUM_SPECIAL) -> tuple[jax.Array, jax.Array]:
+    """BERT corruption: returns ``(corrupted_tokens, target_mask)``; special tokens are never chosen."""
+    choose_key, kind_key, random_key = jax.random.split(key, 3)
+    candidates = tokens >= num_special
+    chosen = jax.random.bernoulli(choose_key, mask_rate, tokens.shape) & candidates
+    kind = jax.random.uniform(kind_key, tokens.shape)
+    random_tokens = jax.random.randint(random_key, tokens.shape, num_special, vocab_size)
+    corrupted = jnp.where(chosen & (kind < 0.8), mask_id, tokens)
+    corrupted = jnp.where(chosen & (kind >= 0.8) & (kind < 0.9), random_tokens, corrupted)
+    return corrupted, chosen
+
+
 def masked_lm_objective(apply_fn, *, vocab_size: int, mask_rate: float, compute_dtype=None) -> Objective:
     """BERT masked-token prediction on ``batch['x']`` token ids (labels unused).
 
     The corruption (``pretraining.mask_tokens``) is drawn from ``key`` inside the step.
     """
     from ml_adv.models.bert import BERT
-    from ml_adv.training.pretraining import mask_tokens
 
     def objective(params, model_state, batch, key, hparams):
         mask_key, dropout_key = jax.random.split(key)

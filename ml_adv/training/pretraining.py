@@ -15,35 +15,20 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 
 from ml_adv.data.dataset import ArrayDataset
 from ml_adv.errors import ConfigError, DataError
-from ml_adv.tokens import MASK_ID, NUM_SPECIAL
 from ml_adv.training.config import TrainConfig
 from ml_adv.training.host import EpochRunner, summarize
-from ml_adv.training.objectives import masked_lm_objective
+from ml_adv.training.objectives import mask_tokens, masked_lm_objective  # noqa: F401  (mask_tokens re-exported)
 from ml_adv.training.sampling import EpochPlan
 from ml_adv.training.setup import init_run
 
 
-def mask_tokens(tokens: jax.Array, key: jax.Array, *, vocab_size: int, mask_rate: float = 0.15,
-                mask_id: int = MASK_ID, num_special: int = NUM_SPECIAL) -> tuple[jax.Array, jax.Array]:
-    """BERT corruption: returns ``(corrupted_tokens, target_mask)``; special tokens are never chosen."""
-    choose_key, kind_key, random_key = jax.random.split(key, 3)
-    candidates = tokens >= num_special
-    chosen = jax.random.bernoulli(choose_key, mask_rate, tokens.shape) & candidates
-    kind = jax.random.uniform(kind_key, tokens.shape)
-    random_tokens = jax.random.randint(random_key, tokens.shape, num_special, vocab_size)
-    corrupted = jnp.where(chosen & (kind < 0.8), mask_id, tokens)
-    corrupted = jnp.where(chosen & (kind >= 0.8) & (kind < 0.9), random_tokens, corrupted)
-    return corrupted, chosen
-
-
 def make_mlm_train_step(spec, *, mask_rate: float, mixed_precision: bool = False):
     """Pure ``train_step(state, batch, key)`` for the masked-LM objective (labels ``y`` unused)."""
-    from ml_adv.training.objectives import masked_lm_objective
+    from ml_adv.training.objectives import masked_lm_objective  # noqa: F401  (mask_tokens re-exported)
     from ml_adv.training.steps import guard_for_architecture, make_train_step
 
     objective = masked_lm_objective(spec.build().apply, vocab_size=spec.config.vocab_size, mask_rate=mask_rate,
