@@ -118,7 +118,7 @@ def run_population_study(study):
     from ml_adv.hpo.journal import TrialJournal
     from ml_adv.hpo.methods import make_searcher
     from ml_adv.hpo.report import write_study_outputs
-    from ml_adv.hpo.study import StudyResult
+    from ml_adv.hpo.result import StudyResult
 
     check_stackable(study.objective)
     options = dict(study.method_options)
