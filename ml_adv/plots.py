@@ -20,6 +20,16 @@ def _pyplot():
     return plt
 
 
+def save_figure(fig, path: str | Path, *, title: str = "") -> str:
+    """Title (optional), tight layout, write a 100-dpi PNG, close: the end of every plot here."""
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    _pyplot().close(fig)
+    return str(path)
+
+
 def plot_learning_curves(history: Sequence[dict[str, Any]], path: str | Path, *, title: str = "") -> str:
     """Loss and accuracy per epoch (train and validation) side by side; returns the PNG path."""
     plt = _pyplot()
@@ -38,9 +48,4 @@ def plot_learning_curves(history: Sequence[dict[str, Any]], path: str | Path, *,
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.3)
         ax.legend()
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return str(path)
+    return save_figure(fig, path, title=title)

@@ -17,7 +17,7 @@ def plot_strategy_curves(summary: dict[str, dict[str, Any]], path: str | Path, *
             (``simulate.summarise_curves``).
         targets: accuracies drawn as dotted horizontal lines (e.g. 0.9, 0.95).
     """
-    from ml_adv.plots import _pyplot
+    from ml_adv.plots import _pyplot, save_figure
 
     plt = _pyplot()
     path = Path(path)
@@ -32,7 +32,4 @@ def plot_strategy_curves(summary: dict[str, dict[str, Any]], path: str | Path, *
     ax.set(xlabel="labels used", ylabel="test accuracy", title=title or "active learning: accuracy vs labels")
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return str(path)
+    return save_figure(fig, path)

@@ -22,7 +22,7 @@ def pca_2d(panels: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict[str, tuple[
 def plot_domain_embeddings(panels: dict[str, tuple[np.ndarray, np.ndarray]], path: str | Path, *,
                            title: str = "", subtitles: dict[str, str] | None = None) -> str:
     """One scatter per panel (``{label: (source_features, target_features)}``), PCA to 2-D."""
-    from ml_adv.plots import _pyplot
+    from ml_adv.plots import _pyplot, save_figure
 
     plt = _pyplot()
     path = Path(path)
@@ -36,9 +36,4 @@ def plot_domain_embeddings(panels: dict[str, tuple[np.ndarray, np.ndarray]], pat
                xlabel="PC 1", ylabel="PC 2")
         ax.legend(loc="best", markerscale=3)
         ax.grid(alpha=0.3)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return str(path)
+    return save_figure(fig, path, title=title)

@@ -14,7 +14,7 @@ def plot_reliability(curves: dict[str, dict[str, Any]], path: str | Path, *, tit
     Bars show accuracy per confidence bin, the dashed diagonal is perfect calibration and
     the gap between bar top and diagonal is what ECE averages. Returns the PNG path.
     """
-    from ml_adv.plots import _pyplot
+    from ml_adv.plots import _pyplot, save_figure
 
     plt = _pyplot()
     path = Path(path)
@@ -33,9 +33,4 @@ def plot_reliability(curves: dict[str, dict[str, Any]], path: str | Path, *, tit
                title=f"{label}\nECE {float(rb['ece']):.4f}")
         ax.grid(alpha=0.3)
         ax.legend(loc="lower right")
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return str(path)
+    return save_figure(fig, path, title=title)

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from ml_adv.plots import _pyplot
+from ml_adv.plots import _pyplot, save_figure
 
 
 def plot_best_so_far(trials: Sequence[dict[str, Any]], path: str | Path, *, title: str = "") -> str:
@@ -43,10 +43,7 @@ def plot_best_so_far(trials: Sequence[dict[str, Any]], path: str | Path, *, titl
     ax.legend(loc="lower right")
     if title:
         ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return str(path)
+    return save_figure(fig, path)
 
 
 def plot_parallel_coordinates(trials: Sequence[dict[str, Any]], space, path: str | Path, *, title: str = "") -> str:
@@ -80,10 +77,7 @@ def plot_parallel_coordinates(trials: Sequence[dict[str, Any]], space, path: str
     ax.grid(axis="x", alpha=0.5)
     if title:
         ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return str(path)
+    return save_figure(fig, path)
 
 
 def _normalise(param, values: list) -> np.ndarray:
