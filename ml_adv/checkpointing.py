@@ -19,6 +19,7 @@ Nothing is pickled and no code is loaded from a checkpoint.
 
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
 from typing import Any
@@ -70,6 +71,9 @@ class RunCheckpointer:
     def save(self, step: int, state: Any, meta: dict[str, Any], *, is_best: bool = False) -> None:
         """Save ``state`` (array pytree) and ``meta`` (JSON) as checkpoint ``step``."""
         host_state = _host_copy(state)
+        # A copy for the same reason: the write is asynchronous, and the caller goes on appending
+        # to the histories inside ``meta``; a later epoch's record must not leak into this step.
+        meta = copy.deepcopy(meta)
         for manager in (self._latest, self._best) if is_best else (self._latest,):
             manager.save(
                 int(step),
