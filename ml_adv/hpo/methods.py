@@ -26,6 +26,10 @@ Registered methods (``SEARCH_METHODS``):
   ``random_search`` is an alias.
 * ``population``: configurations trained as one stacked, vmapped population with
   successive halving (``ml_adv.hpo.population``).
+* ``pbt``: population based training (Jaderberg et al. 2017): ``max_trials`` members
+  train as one stacked program; every ``ready`` epochs the bottom ``fraction`` copies
+  the weights and optimizer state of the top ``fraction`` and perturbs their
+  hyper-parameters, without recompiling (``ml_adv.hpo.pbt``).
 * any other name of ``nevergrad.optimizers.registry`` (``CMA``, ``NGOpt``, ``PSO`` ...).
 """
 
@@ -150,6 +154,8 @@ class MethodEntry:
     make: Callable[..., Any]
     description: str
     population: bool = False  # trains its trials as one stacked population (needs fit_stacked)
+    run: Callable[[Any], Any] | None = None  # study -> StudyResult, for methods that own the whole study
+    check: Callable[[Any], Any] | None = None  # study -> None, raises before anything compiles
 
 
 SEARCH_METHODS: Registry[MethodEntry] = Registry("optimization_method")
@@ -216,11 +222,28 @@ for _name, _make, _doc in (
     ("grid_search", _grid, "grid in lexicographic (or seeded shuffled) order, capped by max_trials"),
 ):
     SEARCH_METHODS.register(_name, MethodEntry(_name, _make, _doc))
-# The population method trains configurations as one vmapped program; its runner is
-# ml_adv.hpo.population (the searcher proposes the initial population at random).
+
+
+def _lazy(module: str, name: str):
+    """``module.name`` imported on first call (``import ml_adv.hpo`` stays light, no import circle)."""
+    def call(*args, **kwargs):
+        import importlib
+
+        return getattr(importlib.import_module(module), name)(*args, **kwargs)
+
+    return call
+
+
+# The population methods train configurations as one vmapped program and own their study
+# loop (the searcher proposes the initial population at random).
 SEARCH_METHODS.register("population", MethodEntry(
     "population", _nevergrad(_registry_entry("RandomSearch")),
-    "stacked population with successive halving (one compiled program)", population=True))
+    "stacked population with successive halving (one compiled program)", population=True,
+    run=_lazy("ml_adv.hpo.population", "run_population_study")))
+SEARCH_METHODS.register("pbt", MethodEntry(
+    "pbt", _nevergrad(_registry_entry("RandomSearch")),
+    "population based training: exploit/explore every `ready` epochs inside one compiled stacked program",
+    population=True, run=_lazy("ml_adv.hpo.pbt", "run_pbt_study"), check=_lazy("ml_adv.hpo.pbt", "check_study")))
 
 # The trainer's optimization_method names: "none" plus every registered method.
 OPTIMIZATION_METHODS = ("none", *SEARCH_METHODS.names())

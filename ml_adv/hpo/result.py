@@ -20,6 +20,7 @@ class StudyResult:
     replay_mismatches: int
     wall_seconds: float
     run_dir: str | None = None
+    details: dict[str, Any] = dataclasses.field(default_factory=dict)  # method-specific, e.g. PBT's lineage
 
     @property
     def history(self) -> list[float | None]:
@@ -37,4 +38,5 @@ class StudyResult:
                 "best_trial": self.best_trial, "trials": len(self.trials), "ok": statuses.count("ok"),
                 "failed": statuses.count("failed"), "pruned": statuses.count("pruned"),
                 "resumed_trials": self.resumed_trials, "replay_mismatches": self.replay_mismatches,
-                "wall_seconds": round(self.wall_seconds, 3), "best_so_far": self.history, "run_dir": self.run_dir}
+                "wall_seconds": round(self.wall_seconds, 3), "best_so_far": self.history, "run_dir": self.run_dir,
+                **self.details}

@@ -52,7 +52,8 @@ class Study:
             executor's worker count, else 1).
         pruner: None, ``"median"``, ``"successive_halving"`` or a pruner object.
         method_options: extra options of the method (``grid_points``, ``grid_order``;
-            ``reduction_factor`` for ``population``).
+            ``reduction_factor`` for ``population``; ``ready``, ``fraction``,
+            ``resample_probability``, ``perturb_factors`` for ``pbt``).
         stacked: train each batch of asked configurations as stacked populations
             (``ml_adv.hpo.population.stacked_trials``: one compiled program per group of
             configurations differing only in traced hyper-parameters).
@@ -93,6 +94,8 @@ class Study:
             if self.pruner is not None or self.executor is not None:
                 raise ConfigError("stacked: population training runs in this process without a pruner; "
                                   f"got pruner={self.pruner!r}, executor={self.executor!r}")
+        if self.entry.check is not None:
+            self.entry.check(self)
         if not self.entry.population:
             # Build the searcher once now so that bad method options fail before anything trains.
             make_searcher(method, space, self.max_trials, seed=seed, num_workers=self.trials_per_batch,
@@ -109,10 +112,8 @@ class Study:
 
     def run(self) -> StudyResult:
         """Run (or resume) the study until ``max_trials`` trials finished or the grid is exhausted."""
-        if self.entry.population:
-            from ml_adv.hpo.population import run_population_study
-
-            return run_population_study(self)
+        if self.entry.run is not None:
+            return self.entry.run(self)
         started = time.perf_counter()
         searcher = make_searcher(self.method, self.space, self.max_trials, seed=self.seed,
                                  num_workers=self.trials_per_batch, **self.method_options)
