@@ -20,7 +20,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from ml_adv.hpo.pbt import RECORD, PBTOptions, exploit, interval_bounds, next_generation, set_member_values
+from ml_adv.hpo.pbt import RECORD, PBTOptions, exploit, interval_bounds, next_generation, rank, set_member_values
 
 
 class Lineage:
@@ -60,7 +60,7 @@ class PBTRun:
         self.epochs = int(study.objective.base_config.epochs)
         self.bounds = interval_bounds(self.epochs, options.ready)
         self.journal = self.checkpointer = None
-        self.state = None
+        self.state = self.model = None
 
     # -------------------------------------------------------------- set-up
     def initial_configs(self) -> list[dict[str, Any]]:
@@ -95,7 +95,7 @@ class PBTRun:
         shared_key = jax.random.split(setup.shuffle_key[0], 2)[1]
         self.plan = StackedPlan(len(train), config.batch_size, setup.shuffle_key, shared_key)
         self.runner = EpochRunner(setup.train_step, stacked=True)
-        self.data, self.val, self.config = device_data(train), val, config
+        self.data, self.val, self.config, self.spec = device_data(train), val, config, spec
         self.state = setup.state
 
     def open_checkpoints(self, records: list[dict[str, Any]]) -> None:
@@ -147,6 +147,8 @@ class PBTRun:
                   "failed": failed.tolist(), "sources": None if sources is None else sources.tolist(),
                   "next_configs": next_configs, "stopped": not last and sources is None,
                   "seconds": round(time.perf_counter() - started, 4)}
+        if last:  # the best member's weights, saved before the record that says the study is done
+            self.keep_best_model(scores, val_loss)
         if sources is not None:
             self.state = set_member_values(exploit(self.state, sources), next_configs)
             if self.checkpointer is not None:  # the state the next interval starts from, before its record
@@ -155,6 +157,19 @@ class PBTRun:
         if self.journal is not None:
             self.journal.append_record(RECORD, record)
         return record
+
+    def keep_best_model(self, scores, val_loss) -> None:
+        from ml_adv.training.stacked import unstack_tree
+        from ml_adv.training.trained_model import TrainedModel
+
+        best = int(rank(scores, val_loss)[0])
+        if not np.isfinite(scores[best]):
+            return
+        variables = {"params": self.state.params, **self.state.model_state}
+        self.model = TrainedModel(self.spec, unstack_tree(variables, best), mixed_precision=self.config.mixed_precision)
+        self.model.metrics = {"val_accuracy": float(scores[best]), "val_loss": float(val_loss[best]), "member": best}
+        if self.study.run_dir is not None:
+            self.model.save(self.study.run_dir.model_dir, overwrite=True)
 
     # -------------------------------------------------------------- the study
     def run(self, on_interval=None):
@@ -198,8 +213,15 @@ class PBTRun:
         for trial in trials:
             if self.journal is not None and trial["trial"] not in resumed:
                 self.journal.append(trial)
-        ok = [t for t in trials if t["status"] == "ok"]
-        best = max(ok, key=lambda t: (t["score"], -(t["metrics"].get("val_loss") or 0.0)), default=None)
+        last = records[-1]
+        first = int(rank([np.nan if v is None else v for v in last["scores"]],
+                         [np.nan if v is None else v for v in last["val_loss"]])[0])
+        best = trials[first] if trials[first]["status"] == "ok" else None
+        if best is not None and self.model is None and self.study.run_dir is not None \
+                and self.study.run_dir.model_dir.exists():  # a finished study started again
+            from ml_adv.training.trained_model import TrainedModel
+
+            self.model = TrainedModel.load(self.study.run_dir.model_dir)
         details = {"pbt": {"options": _options(self.options), "epochs": self.epochs,
                            "intervals": [{k: r[k] for k in ("interval", "epochs", "scores", "sources")}
                                          for r in records],
@@ -208,7 +230,7 @@ class PBTRun:
                              best["score"] if best else None, best["trial"] if best else None, trials,
                              len(resumed), 0, wall,
                              str(self.study.run_dir.path) if self.study.run_dir is not None else None,
-                             details=details)
+                             details=details, model=self.model)
         self.study.trials = trials
         if self.study.run_dir is not None:
             write_study_outputs(self.study.run_dir, result, self.study.header())

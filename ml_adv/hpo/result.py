@@ -21,6 +21,7 @@ class StudyResult:
     wall_seconds: float
     run_dir: str | None = None
     details: dict[str, Any] = dataclasses.field(default_factory=dict)  # method-specific, e.g. PBT's lineage
+    model: Any = None  # the best trained model, for methods that keep one (pbt: its best member's weights)
 
     @property
     def history(self) -> list[float | None]:
