@@ -30,6 +30,18 @@ def test_ece_and_metrics_by_hand():
     np.testing.assert_allclose(per_member["accuracy"], [0.5, 0.5])
 
 
+def test_ece_is_the_standard_15_bin_top_label_ece():
+    """Against a plain loop: 15 equal-width bins (lo, hi] over the top-class probability (Guo et al., 2017)."""
+    rng = np.random.default_rng(3)
+    probs = np.asarray(jax.nn.softmax(3 * rng.normal(size=(500, 10)).astype(np.float32), axis=-1))
+    labels = rng.integers(0, 10, 500)
+    conf, hit = probs.max(-1), probs.argmax(-1) == labels
+    edges = np.linspace(0, 1, 16)
+    ref = sum(abs(hit[m].mean() - conf[m].mean()) * m.mean()
+              for m in ((conf > lo) & (conf <= hi) for lo, hi in zip(edges[:-1], edges[1:])) if m.any())
+    assert np.isclose(float(expected_calibration_error(probs, labels)), ref, atol=1e-5)
+
+
 def test_temperature_scaling_fixes_overconfidence():
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 4, 400)

@@ -1,77 +1,33 @@
 """AdvancedModelEnsemble (ml_adv.ensembles.facade, views, persistence) on real digits models.
 
-Four tiny members are trained once for the module (3 epochs on 600 digits): a CNN on
-images and an LSTM on row sequences with ``fit`` (one jitted call per step, which compiles
-faster than a scanned epoch), and two MLPs on flat features as a deep ensemble
-(``AdvancedModelEnsemble.train``: one stacked program). They are combined through their
-own input views of the same examples. Validation and test halves have the same size, so every compiled
-ensemble function is reused between them.
+Four tiny members, trained once per session (``ensembles_fixtures``): a CNN on images and
+an LSTM on row sequences with ``fit``, and the two MLPs of the shared deep ensemble
+(``AdvancedModelEnsemble.train``: one stacked program) on flat features. They are
+combined through their own input views of the same examples. Validation and test halves
+have the same size, so every compiled ensemble function is reused between them.
 """
 
-import dataclasses
 import math
 
 import jax
 import numpy as np
 import pytest
+from ensembles_fixtures import heterogeneous_members, split_views
 
-from ml_adv import TrainConfig, TrainedModel, fit, load_dataset, make_spec
-from ml_adv.ensembles.facade import AdvancedModelEnsemble as FacadeClass
+from ml_adv import TrainedModel, make_spec
 from ml_adv.errors import CheckpointError, ConfigError, DataError, NotFittedError, ShapeError
 from ml_adv.model_ensemble import AdvancedModelEnsemble
 
-VIEWS = {"cnn": "digits", "mlp": "digits_flat", "lstm": "digits_sequence"}
-
-
-CONFIG = TrainConfig(epochs=3, batch_size=32, learning_rate=1e-2)
-
-
-def _data_and_spec(arch):
-    train = load_dataset(VIEWS[arch], split="train").subset(np.arange(600))
-    return train, make_spec(arch, input_shape=train.example_shape, input_kind=train.input_kind, num_classes=10,
-                            size="tiny")
-
-
-def _train(arch):
-    train, spec = _data_and_spec(arch)
-    result = fit(spec, train, dataclasses.replace(CONFIG, scan_epochs=False), progress=False)
-    return TrainedModel(spec, result.state.variables(), model_id=f"{arch}0")
-
 
 @pytest.fixture(scope="module")
-def deep():
-    train, spec = _data_and_spec("mlp")
-    return AdvancedModelEnsemble.train(spec, train, CONFIG, members=2)
-
-
-@pytest.fixture(scope="module")
-def members(deep):
-    mlp0, mlp1 = (TrainedModel(m.spec, m.variables, model_id=f"mlp{i}", metrics=m.metrics)
-                  for i, m in enumerate(deep.models))
-    return [_train("cnn"), mlp0, mlp1, _train("lstm")]
+def members():
+    return list(heterogeneous_members())
 
 
 @pytest.fixture(scope="module")
 def views():
     """(val, test): dicts of ArrayDataset views keyed by input kind, same examples in each."""
-    out = []
-    for idx in (np.arange(0, 358, 2), np.arange(1, 358, 2)):
-        out.append({ds.input_kind: ds for ds in (load_dataset(v, split="test").subset(idx) for v in VIEWS.values())})
-    return tuple(out)
-
-
-def test_deep_ensemble_end_to_end(deep, views):
-    """Two MLPs trained as one stacked program by ``AdvancedModelEnsemble.train``."""
-    _, test = views
-    assert FacadeClass is AdvancedModelEnsemble  # the seed import path re-exports the facade
-    stats = deep.get_ensemble_statistics()
-    assert len(deep) == 2 and stats["stacked_groups"] == [deep.model_ids]  # one vmapped forward pass
-    assert stats["training"]["failed"] == [False, False] and stats["combination_method"] == "averaging"
-    perf = deep.get_ensemble_performance(test["features"])
-    nlls = [m["nll"] for m in perf["members"].values()]
-    assert nlls[0] != nlls[1]  # different initialisations and orders: different members
-    assert perf["ensemble"]["nll"] <= np.mean(nlls) and perf["ensemble"]["accuracy"] > 0.5
-    assert all(m.metrics["epoch"] == 3 for m in deep.models)  # per-member history from the stacked core
+    return split_views()
 
 
 def _ensemble(members, method="weighted", weights=(0.4, 0.2, 0.2, 0.2)):
@@ -120,7 +76,7 @@ def test_heterogeneous_ensemble_end_to_end(members, views):
     np.testing.assert_allclose(averaging.predict_proba(_x(test)), member_probs.mean(0), atol=1e-5)
 
 
-def test_learned_weights_stacking_and_calibration(members, views):
+def test_learned_weights_stacking_calibration_and_persistence(members, views, tmp_path):
     val, test = views
     ensemble = _ensemble(members, weights=(1, 1, 1, 1))
     uniform_nll = ensemble.get_ensemble_performance(val)["ensemble"]["nll"]
@@ -140,11 +96,26 @@ def test_learned_weights_stacking_and_calibration(members, views):
     assert stacked["folds"] == 5 and 0 < stacked["out_of_fold"]["accuracy"] <= 1
     assert stacking.get_ensemble_performance(test)["ensemble"]["accuracy"] > 0.5
 
+    # The fitted stacking ensemble, calibrated, saves and loads as one orbax pytree + JSON.
+    stacking.calibrate(val)
+    path = stacking.save(tmp_path / "ens")
+    loaded = AdvancedModelEnsemble.load(path)
+    assert loaded.model_ids == stacking.model_ids and loaded.combination_method == "stacking"
+    np.testing.assert_allclose(loaded.predict_proba(_x(test)), stacking.predict_proba(_x(test)), atol=1e-6)
+    assert loaded.get_ensemble_statistics()["calibration"] == stacking.get_ensemble_statistics()["calibration"]
+    with pytest.raises(CheckpointError, match="new or empty directory"):
+        stacking.save(path)
+    members[0].save(tmp_path / "single")
+    with pytest.raises(CheckpointError, match="expected an ensemble saved by"):
+        AdvancedModelEnsemble.load(tmp_path / "single")
+    assert not list(tmp_path.rglob("*.pkl"))
+
 
 def test_pruning_and_diversity_rules_through_the_facade(members, views):
     val, _ = views
     ensemble = _ensemble(members, weights=(1, 1, 1, 1))
-    ensemble.add_model(TrainedModel(members[1].spec, members[1].variables, model_id="mlp0-copy"))
+    # mlp1 replaced by a copy of mlp0 (four members, so the programs compiled above are reused).
+    ensemble.update_model("mlp1", TrainedModel(members[1].spec, members[1].variables, model_id="mlp0-copy"))
     before = ensemble.model_ids
     result = ensemble.optimize_diversity(val)
     assert "mlp0-copy" not in result["selected"] or "mlp0" not in result["selected"]  # never both copies
@@ -178,7 +149,8 @@ def test_bad_input_leaves_the_ensemble_unchanged(members, views):
     ensemble = _ensemble(members[:2], weights=(1.0, 2.0))
     state = (ensemble.model_ids, ensemble.get_ensemble_statistics()["weights"])
     three = make_spec("mlp", input_shape=(64,), input_kind="features", num_classes=3, size="tiny")
-    other = TrainedModel(three, dict(three.build().init(jax.random.PRNGKey(0), three.example_input(), train=False)))
+    shapes = jax.eval_shape(lambda: three.build().init(jax.random.PRNGKey(0), three.example_input(), train=False))
+    other = TrainedModel(three, jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), dict(shapes)))
     for call, error, match in [
         (lambda: ensemble.add_model(other), ConfigError, "10 classes.*got 3"),
         (lambda: ensemble.add_model(members[2], weight=-1.0), ConfigError, "weight: expected a finite number >= 0"),
@@ -217,21 +189,3 @@ def test_members_can_be_updated_and_removed(members, views):
     assert ensemble.update_model_weights(weights={"mlp0": 3.0}) is True
     assert ensemble.get_ensemble_statistics()["weights"] == pytest.approx({"mlp0": 0.6, "lstm0": 0.4})
     assert ensemble.predict(_x(test)).shape == (179,)
-
-
-def test_save_and_load_round_trip(members, views, tmp_path):
-    val, test = views
-    ensemble = _ensemble(members, "stacking")
-    ensemble.update_model_weights(val)
-    ensemble.calibrate(val)
-    path = ensemble.save(tmp_path / "ens")
-    loaded = AdvancedModelEnsemble.load(path)
-    assert loaded.model_ids == ensemble.model_ids and loaded.combination_method == "stacking"
-    np.testing.assert_allclose(loaded.predict_proba(_x(test)), ensemble.predict_proba(_x(test)), atol=1e-6)
-    assert loaded.get_ensemble_statistics()["calibration"] == ensemble.get_ensemble_statistics()["calibration"]
-    with pytest.raises(CheckpointError, match="new or empty directory"):
-        ensemble.save(path)
-    members[0].save(tmp_path / "single")
-    with pytest.raises(CheckpointError, match="expected an ensemble saved by"):
-        AdvancedModelEnsemble.load(tmp_path / "single")
-    assert not list(tmp_path.rglob("*.pkl"))

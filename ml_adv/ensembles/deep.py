@@ -11,12 +11,14 @@ member i on fold i, in one jitted, vmapped function.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ml_adv.ensembles import persistence
 from ml_adv.ensembles.combine import safe_log
 from ml_adv.ensembles.folds import stratified_fold_ids, training_masks
 from ml_adv.ensembles.metrics import probability_metrics
@@ -35,10 +37,12 @@ def stacked_core():
 
 
 def train_members(spec, data, config, *, members: int, key=None, val=None, member_hparams=None,
-                  bootstrap: bool = False, example_masks=None, run_dir=None, progress=None) -> tuple[list, Any]:
+                  bootstrap: bool = False, example_masks=None, run_dir=None, progress=None,
+                  model_ids=None) -> tuple[list, Any]:
     """Train ``members`` models of ``spec`` as one program; ``(trained models, StackedFitResult)``.
 
-    Members the core reports as failed (diverged) are left out of the returned list.
+    Member i gets ``model_ids[i]`` (default: the core's fresh ids). Members the core
+    reports as failed (diverged) are left out of the returned list.
     """
     fit_stacked = stacked_core()
     result = fit_stacked(
@@ -46,7 +50,12 @@ def train_members(spec, data, config, *, members: int, key=None, val=None, membe
         bootstrap=bootstrap, example_masks=example_masks, run_dir=run_dir, progress=progress,
     )
     failed = np.asarray(result.failed, bool)
-    return [result.member(i) for i in range(members) if not failed[i]], result
+    trained = []
+    for i in range(members):
+        if not failed[i]:
+            model = result.member(i)
+            trained.append(model if model_ids is None else dataclasses.replace(model, model_id=model_ids[i]))
+    return trained, result
 
 
 def train_ensemble(spec, data, config, *, members: int | None, folds: int | None, seed: int,
@@ -57,6 +66,9 @@ def train_ensemble(spec, data, config, *, members: int | None, folds: int | None
 
     Returns ``(trained models, training report, fold ids [N] or None)``. With ``folds``,
     member i trains on the examples outside fold i (stratified folds seeded with ``seed``).
+    With a ``run_dir``, the members' ids and weights are recorded there before training
+    (``persistence.run_record``), so a killed run resumes as the same members; the report
+    holds the trained members' ``weights``.
     """
     from ml_adv.data.dataset import ArrayDataset
     from ml_adv.training.config import TrainConfig
@@ -78,12 +90,16 @@ def train_ensemble(spec, data, config, *, members: int | None, folds: int | None
     fold_ids = stratified_fold_ids(data.y, folds, seed) if folds is not None else None
     masks = training_masks(fold_ids, folds) if folds is not None else None
     stacked_core()  # fail before anything else if the core is missing
-    trained, result = train_members(spec, data, config, members=members, example_masks=masks, **fit_kwargs)
+    run_dir = fit_kwargs.get("run_dir")
+    record = persistence.run_record(run_dir, members=members, folds=folds) if run_dir is not None else None
+    trained, result = train_members(spec, data, config, members=members, example_masks=masks,
+                                    model_ids=record["model_ids"] if record else None, **fit_kwargs)
     failed = np.asarray(result.failed, bool)
     if folds is not None and failed.any():
         raise NotFittedError(f"cross-validation: fold models {np.flatnonzero(failed).tolist()} diverged; no CV score")
+    weights = record["weights"] if record else [1.0] * members
     report = {"members": members, "trained": [m.model_id for m in trained], "failed": failed.tolist(),
-              "resumed_from": result.resumed_from}
+              "weights": [w for w, f in zip(weights, failed) if not f], "resumed_from": result.resumed_from}
     return trained, report, fold_ids
 
 

@@ -158,7 +158,8 @@ class AdvancedModelEnsemble:
                                self._temperature_array())
 
     def _temperature_array(self):
-        return None if self._temperature is None else jnp.float32(self._temperature)
+        # 0 stands for "not calibrated" (see combined_output): one compiled program for both.
+        return jnp.float32(0.0 if self._temperature is None else self._temperature)
 
     def predict_proba(self, x, *, batch_size: int = DEFAULT_CHUNK) -> np.ndarray:
         """Ensemble class probabilities ``[N, C]`` (voting: the weighted vote shares)."""
@@ -354,7 +355,10 @@ class AdvancedModelEnsemble:
         """Train members of ``spec`` on ``data`` as one stacked program and add them.
 
         With cross-validation on, ``members`` is the number of folds and member i trains
-        without fold i; the report holds the CV score (mean +- std over folds).
+        without fold i; the report holds the CV score (mean +- std over folds). With
+        ``run_dir``, training checkpoints every epoch and the members' ids and weights are
+        recorded there: the same call after a kill resumes from the last checkpoint and adds
+        the same members (ids, weights, parameters bit for bit) as an uninterrupted run.
         """
         classes = getattr(spec, "num_classes", getattr(data, "num_classes", None))  # a name: the data's classes
         if self._members and classes != self._members[0].spec.num_classes:
@@ -364,8 +368,8 @@ class AdvancedModelEnsemble:
         trained, report, fold_ids = deep.train_ensemble(
             spec, data, config, members=members, folds=cv["folds"] if cv["enabled"] else None, seed=self.seed,
             key=key, val=val, member_hparams=member_hparams, bootstrap=bootstrap, run_dir=run_dir, progress=progress)
-        for model in trained:
-            self.add_model(model, 1.0)
+        for model, weight in zip(trained, report["weights"]):
+            self.add_model(model, weight)
         if fold_ids is not None:
             probs = self.member_probabilities(data)[len(self) - len(trained):]
             report["cross_validation"] = deep.cross_validation_scores(probs, data.y, fold_ids)

@@ -134,24 +134,35 @@ def combined_output(rule, probs: jax.Array, weights: jax.Array, meta: Any | None
     The rule combines (stacking: the meta-learner); a fitted temperature then rescales
     the combined log-probabilities; ``rule.predict`` (voting's tie rule) decides the class
     when the rule has one, else the argmax. ``rule`` (a frozen ``CombinationRule``) is static.
+    ``temperature``: None or a scalar; a scalar <= 0 also means "not calibrated", so the
+    facade compiles one program for before and after calibration, not two.
     """
     from ml_adv.ensembles.calibration import apply_temperature
     from ml_adv.ensembles.stacking import meta_proba_jit
 
     combined = meta_proba_jit(meta, probs) if rule.needs_meta_learner else rule.proba(probs, weights)
     if temperature is not None:
-        combined = apply_temperature(combined, temperature)
+        t = jnp.asarray(temperature, jnp.float32)
+        combined = jax.lax.cond(t > 0, lambda c: apply_temperature(c, jnp.maximum(t, 1e-6)), lambda c: c, combined)
     classes = rule.predict(probs, weights) if rule.predict is not None else jnp.argmax(combined, axis=-1)
     return combined, classes.astype(jnp.int32)
 
 
-@partial(jax.jit, static_argnums=0)
 def evaluate_ensemble(rule, probs, weights, labels, meta, temperature) -> dict[str, Any]:
-    """Ensemble and per-member metrics plus diversity, as one compiled program."""
+    """Ensemble and per-member metrics plus diversity.
+
+    Two compiled programs: the rule's combination (one per rule), then the scores, which
+    do not depend on the rule and so compile once for every rule.
+    """
+    combined, classes = combined_output(rule, probs, weights, meta, temperature)
+    return _scores(combined, classes, probs, weights, labels)
+
+
+@jax.jit
+def _scores(combined, classes, probs, weights, labels) -> dict[str, Any]:
     from ml_adv.ensembles.diversity import diversity_report
     from ml_adv.ensembles.metrics import member_metrics, probability_metrics
 
-    combined, classes = combined_output(rule, probs, weights, meta, temperature)
     return {
         "ensemble": probability_metrics(combined, labels, classes),
         "members": member_metrics(probs, labels),

@@ -11,6 +11,7 @@ facade's settings and reports. Restores go into an abstract target built with
 from __future__ import annotations
 
 import json
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,8 @@ from ml_adv.checkpointing import load_meta, load_pytree, save_pytree
 from ml_adv.errors import CheckpointError
 
 FORMAT = "ml_adv.AdvancedModelEnsemble/1"
+RUN_FORMAT = "ml_adv.AdvancedModelEnsemble.run/1"
+RUN_RECORD = "ensemble_run.json"
 
 
 def _jsonable(obj: Any) -> Any:
@@ -82,3 +85,34 @@ def load_ensemble(path: str | Path) -> tuple[list, np.ndarray, Any, float | None
     ]
     temperature = float(tree["temperature"]) if meta["calibrated"] else None
     return members, np.asarray(tree["weights"]), tree.get("meta_learner"), temperature, dict(meta["settings"])
+
+
+def run_record(run_dir: str | Path, *, members: int, folds: int | None) -> dict[str, Any]:
+    """The facade's record of a deep-ensemble run in ``run_dir``: its members' ids and weights.
+
+    Written before training starts, next to the stacked core's checkpoints: a run killed
+    mid-training and started again with the same ``run_dir`` resumes training from the
+    last checkpoint (the core) and comes back as the same members, with the same ids and
+    weights (this record). A record of another run (other member or fold count) is an error.
+    """
+    from ml_adv.rundir import RunDirectory
+
+    rd = RunDirectory(run_dir)
+    path = rd.path_for(RUN_RECORD)
+    if path.exists():
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise CheckpointError(f"run_dir: cannot read the ensemble record {path}: {exc}") from exc
+        if record.get("format") != RUN_FORMAT:
+            raise CheckpointError(f"run_dir: expected an ensemble record ({RUN_FORMAT}) in {path}, "
+                                  f"got {record.get('format')!r}")
+        if (record["members"], record["folds"]) != (members, folds):
+            raise CheckpointError(f"run_dir: {run_dir} holds an ensemble run with members={record['members']}, "
+                                  f"folds={record['folds']}; got members={members}, folds={folds} "
+                                  "(use another run directory, or --fresh on the command line)")
+        return record
+    record = {"format": RUN_FORMAT, "members": members, "folds": folds,
+              "model_ids": [uuid.uuid4().hex[:12] for _ in range(members)], "weights": [1.0] * members}
+    rd.write_json(RUN_RECORD, record)
+    return record
