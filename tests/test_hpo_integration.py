@@ -23,7 +23,7 @@ def test_trainer_searches_then_trains_the_best_configuration(tmp_path, digits_su
     trainer = AdvancedCustomModelTrainer("mlp", optimization_method="random", size="tiny", run_root=tmp_path)
     result = asyncio.run(trainer.train_custom_model({
         "data": train, "test_data": test, "epochs": 1, "batch_size": 32, "run_name": "searched",
-        "max_trials": 2, "search_space": {"learning_rate": ["log", 1e-3, 3e-2], "dropout": ["float", 0.0, 0.3]},
+        "max_trials": 2, "search_space": {"learning_rate": ["log", 1e-3, 3e-2], "dropout": [0.2]},
     }))
     assert result.success
     hpo = result.metrics["hpo"]
@@ -32,7 +32,7 @@ def test_trainer_searches_then_trains_the_best_configuration(tmp_path, digits_su
     best = hpo["best_config"]
     record = trainer.get_model_registry()[result.model_id]
     assert record["train_config"]["learning_rate"] == best["learning_rate"]
-    assert record["spec"]["config"]["dropout"] == best["dropout"]
+    assert record["spec"]["config"]["dropout"] == best["dropout"] == 0.2  # a model field reaches the spec
     # the final model is the best trial retrained on the same split with the same seed (CPU: bitwise)
     assert result.metrics["val_accuracy"] == pytest.approx(hpo["best_score"], abs=1e-6)
     assert "test_accuracy" in result.metrics

@@ -114,8 +114,7 @@ def test_pbt_trains_one_program_records_its_lineage_and_resumes_exactly(tmp_path
     kwargs = dict(method="pbt", max_trials=4, seed=0, progress=False, method_options=OPTIONS)
     counts = []
     with CompileCounter() as compiles:
-        full = run_pbt_study(Study(objective, SPACE, run_dir=tmp_path / "full", **kwargs),
-                             on_interval=lambda record: counts.append(compiles.count))
+        full = run_pbt_study(Study(objective, SPACE, **kwargs), on_interval=lambda record: counts.append(compiles.count))
     assert len(counts) == 3 and counts[1] == counts[0]  # the second interval (train, exploit, explore) compiles nothing
     assert [t["status"] for t in full.trials] == ["ok"] * 4 and full.best_score == max(t["score"] for t in full.trials)
     intervals = full.summary()["pbt"]["intervals"]
@@ -132,17 +131,17 @@ def test_pbt_trains_one_program_records_its_lineage_and_resumes_exactly(tmp_path
         assert [s["epochs"] for s in segments] == [[0, 1], [1, 2], [2, 3]]
         assert segments[-1]["config"] == t["config"] and segments[-1]["trained_by"] == t["trial"]
         assert len(t["intermediate"]) == 3 and t["score"] == t["intermediate"][-1]
-    journal = TrialJournal(tmp_path / "full" / "trials.jsonl")
-    assert len(journal.read_records("interval")) == 3 and len(journal.read()[1]) == 4
-    assert json.loads((tmp_path / "full" / "report.json").read_text())["pbt"]["best_schedule"]
-
-    # killed after the first interval was journaled; the same study started again goes on from there
+    # killed after the second interval's checkpoint, before its record: the same study started
+    # again goes on from the first interval's state
     def kill(record):
-        raise KeyboardInterrupt
+        if record["interval"] == 1:
+            raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
         run_pbt_study(Study(objective, SPACE, run_dir=tmp_path / "killed", **kwargs), on_interval=kill)
-    assert len(TrialJournal(tmp_path / "killed" / "trials.jsonl").read_records("interval")) == 1
+    path = tmp_path / "killed" / "trials.jsonl"
+    path.write_text("".join(path.read_text().splitlines(keepends=True)[:-1]))  # its last record never made it
+    assert len(TrialJournal(path).read_records("interval")) == 1
     resumed = Study(objective, SPACE, run_dir=tmp_path / "killed", **kwargs).run()
     strip = lambda trials: [{k: v for k, v in t.items() if k not in ("seconds", "finished_at")} for t in trials]  # noqa: E731
     assert strip(resumed.trials) == strip(full.trials)  # same seed, same scores, lineage and schedules
@@ -153,4 +152,12 @@ def test_pbt_trains_one_program_records_its_lineage_and_resumes_exactly(tmp_path
         np.testing.assert_array_equal(a, b)
     _, val = objective.views["*"]
     assert full.model.evaluate(val)["accuracy"] == pytest.approx(full.best_score, abs=1e-6)
+    journal = TrialJournal(tmp_path / "killed" / "trials.jsonl")
+    assert len(journal.read_records("interval")) == 3 and len(journal.read()[1]) == 4
+    report = json.loads((tmp_path / "killed" / "report.json").read_text())
+    assert report["pbt"]["best_schedule"] == full.trials[full.best_trial]["schedule"]
     assert (tmp_path / "killed" / "model").is_dir()
+    with CompileCounter() as compiles:  # started once more: replays the journal, trains nothing
+        again = Study(objective, SPACE, run_dir=tmp_path / "killed", **kwargs).run()
+    assert strip(again.trials) == strip(full.trials) and again.resumed_trials == 4
+    assert again.model.metrics["member"] == full.best_trial and compiles.count == 0

@@ -3,11 +3,12 @@
 * ``space``: declared search spaces (log/linear floats, ints, categorical choices,
   including the architecture and its size), converted to nevergrad and to grids;
 * ``methods``: the registry of search methods (bayesian, genetic, grid_search, random,
-  population, any nevergrad optimizer name), all ask/tell;
+  population, pbt, any nevergrad optimizer name), all ask/tell;
 * ``study``: the loop, the append-only trial journal, replay on resume, executors;
 * ``objective``: training a candidate with ``fit`` on a validation split of the training data;
 * ``pruning``: median and successive-halving pruners;
 * ``population``: configurations trained as one stacked program;
+* ``pbt``: population based training (exploit/explore) inside one stacked program;
 * ``facade``: ``AdvancedHyperparameterOptimizer`` (SEED API);
 * ``integration``: the trainer's ``optimization_method`` (search, then train the best).
 """

@@ -7,6 +7,7 @@ Examples:
   ml-adv hpo --arch cnn --method random --trials 16 --workers 2
   ml-adv hpo --arch mlp --method genetic --trials 32 --stacked 8 --space '{"learning_rate": ["log", 1e-4, 3e-2]}'
   ml-adv hpo --arch mlp --method population --trials 27
+  ml-adv hpo --arch mlp --method pbt --trials 8 --epochs 12 --ready 2 --fraction 0.25
 
 Each trial trains on the training split minus a validation part (--validation-split)
 and is scored on that part; the test split is never used. Writes trials.jsonl (one
@@ -49,6 +50,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     search.add_argument("--stacked", type=positive_int, default=None, metavar="P",
                         help="ask P configurations at a time and train them as one stacked program "
                              "(configurations that differ only in learning rate / label smoothing share it)")
+    search.add_argument("--ready", type=positive_int, default=None, metavar="EPOCHS",
+                        help="pbt: epochs between two exploit/explore steps (default 2)")
+    search.add_argument("--fraction", type=float, default=None,
+                        help="pbt: the bottom fraction copies members of the top fraction, in (0, 0.5] (default 0.25)")
     search.add_argument("--seed", type=int, default=0, help="seeds the searcher and every trial's training")
 
     model = parser.add_argument_group("model and data")
@@ -94,6 +99,8 @@ def run(args: argparse.Namespace) -> int:
     population = resolve_method(args.method).population
     space = _space(args.space) or default_space(args.arch, args.size, max_batch_size=smallest, population=population)
     options = {"grid_points": args.grid_points} if args.method == "grid_search" else {}
+    if args.method == "pbt":
+        options = {k: v for k, v in (("ready", args.ready), ("fraction", args.fraction)) if v is not None}
     # Trials run in spawned processes: forking a process that already runs JAX threads is unsafe.
     executor = ProcessPoolExecutor(args.workers, mp_context=get_context("spawn")) if args.workers > 1 else None
     try:
@@ -119,6 +126,9 @@ def run(args: argparse.Namespace) -> int:
             ("best trial", "-" if result.best_trial is None else str(result.best_trial)),
             ("best config", json.dumps(result.best_config)),
             ("wall time", f"{time.perf_counter() - started:.1f} s"), ("run directory", str(run_dir))]
+    if "pbt" in summary:  # the schedule is PBT's answer: report.json holds it, with every copy
+        copies = sum(len(t["lineage"]) for t in result.trials)
+        rows.insert(-2, ("exploit copies", f"{copies} over {len(summary['pbt']['intervals'])} intervals"))
     width = max(len(k) for k, _ in rows)
     print("\n| " + "metric".ljust(width) + " | value |")
     print("|" + "-" * (width + 2) + "|-------|")

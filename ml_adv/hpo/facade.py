@@ -62,7 +62,7 @@ class AdvancedHyperparameterOptimizer:
 
     Args:
         optimization_method: "bayesian", "genetic", "grid_search", "random", "population",
-            or any nevergrad optimizer name (see ``ml_adv.hpo.methods``).
+            "pbt", or any nevergrad optimizer name (see ``ml_adv.hpo.methods``).
         max_trials: the number of configurations trained (grid search may stop earlier).
         search_space: a ``SearchSpace`` or its dict declaration (default: ``default_space``).
         seed: seeds the searcher.
@@ -73,7 +73,9 @@ class AdvancedHyperparameterOptimizer:
         run_dir: resumable study directory (``trials.jsonl``, best config, plots, report).
         stacked: train each batch of ``trials_per_batch`` asked configurations as one stacked
             population (batched asks: ask P, train them together, tell P).
-        **method_options: e.g. ``grid_points``, ``grid_order`` for grid search.
+        **method_options: e.g. ``grid_points``, ``grid_order`` for grid search; ``ready``,
+            ``fraction``, ``resample_probability``, ``perturb_factors`` for ``pbt``
+            (``max_trials`` is then the population size; ``result.model`` is its best member).
     """
 
     def __init__(self, optimization_method: str = "bayesian", max_trials: int = 50, *, search_space=None,

@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -151,7 +152,9 @@ class PBTRun:
             self.keep_best_model(scores, val_loss)
         if sources is not None:
             self.state = set_member_values(exploit(self.state, sources), next_configs)
-            if self.checkpointer is not None:  # the state the next interval starts from, before its record
+            # The state the next interval starts from, saved before its record. A checkpoint already
+            # there was written by a run killed before its record: the same state (same seed), kept.
+            if self.checkpointer is not None and not Path(self.checkpointer.path("latest", end)).exists():
                 self.checkpointer.save(end, self.state.checkpoint_items(), {"interval": k, "members": self.members})
                 self.checkpointer.wait()
         if self.journal is not None:
