@@ -131,16 +131,15 @@ def sh_member_epochs(trials: int, epochs: int, eta: int = 3) -> int:
 
 def pbt_compare(args) -> None:
     """PBT vs successive halving vs random search at P x epochs member-epochs, on digits."""
+    import ml_adv.hpo.pbt_loop  # noqa: F401  imports before the clock starts: walls are compile + train
+    import ml_adv.hpo.population  # noqa: F401
+    import ml_adv.training.stacked  # noqa: F401
     from ml_adv.data import load_dataset
     from ml_adv.hpo.objective import TrainingObjective
     from ml_adv.hpo.study import Study
     from ml_adv.training.config import TrainConfig
     from ml_adv.training.loop import fit
     from ml_adv.training.trained_model import TrainedModel
-
-    import ml_adv.hpo.pbt_loop  # noqa: F401  imports before the clock starts: walls are compile + train
-    import ml_adv.hpo.population  # noqa: F401
-    import ml_adv.training.stacked  # noqa: F401
 
     view = "digits" if args.pbt_arch == "cnn" else "digits_flat"
     train, test = load_dataset(view, split="train"), load_dataset(view, split="test")

@@ -33,4 +33,6 @@ def test_hpo_command_rejects_bad_input_before_training(tmp_path, capsys):
     assert "low > 0" in capsys.readouterr().err
     assert main([*base, "--space", '{"learning_rate": ["log", 1e-3, 1e-2']) == 2
     assert "--space" in capsys.readouterr().err
+    assert main([*base, "--method", "pbt", "--fraction", "0.7"]) == 2  # PBT's options, checked up front
+    assert "fraction" in capsys.readouterr().err
     assert not (tmp_path / "x" / "trials.jsonl").exists()

@@ -11,7 +11,15 @@ from ml_adv.data import load_dataset
 from ml_adv.errors import ConfigError
 from ml_adv.hpo import TrainingObjective
 from ml_adv.hpo.journal import TrialJournal
-from ml_adv.hpo.pbt import PBTOptions, exploit, explore, next_generation, run_pbt_study, select, set_member_values
+from ml_adv.hpo.pbt import (
+    PBTOptions,
+    exploit,
+    explore,
+    next_generation,
+    run_pbt_study,
+    select,
+    set_member_values,
+)
 from ml_adv.hpo.space import Categorical, Float, SearchSpace
 from ml_adv.hpo.study import Study
 from ml_adv.training.config import TrainConfig

@@ -21,7 +21,15 @@ from typing import Any
 import jax
 import numpy as np
 
-from ml_adv.hpo.pbt import RECORD, PBTOptions, exploit, interval_bounds, next_generation, rank, set_member_values
+from ml_adv.hpo.pbt import (
+    RECORD,
+    PBTOptions,
+    exploit,
+    interval_bounds,
+    next_generation,
+    rank,
+    set_member_values,
+)
 
 
 class Lineage:
