@@ -2,9 +2,18 @@
 
 ``jax_numpy_rank_promotion="raise"`` catches accidental broadcasting bugs in
 library code (the Optax / Levanter convention).
+
+Autotuning (``ml_adv.autotune``) is off for the suite: measuring every layer shape the
+tests trace would add minutes to a fresh machine's run, and the static defaults keep
+results independent of machine load. ``tests/test_autotune.py`` turns it on in a
+temporary cache directory.
 """
 
-import jax
+import os
+
+os.environ.setdefault("ML_ADV_AUTOTUNE", "0")
+
+import jax  # noqa: E402
 import numpy as np
 import pytest
 

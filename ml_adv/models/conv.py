@@ -34,6 +34,16 @@ tried, and the in-scan behaviour of XLA's own weight-gradient conv) are in
 ``benchmarks/README.md`` ("Conv lowerings"); ``benchmarks/conv_bench.py`` re-measures them
 on the machine at hand.
 
+Which CPU lowering, by measurement (``ml_adv.autotune``): the thresholds above were
+measured on one 2-core AMD EPYC, and the best lowering differs between machines. So with
+``impl="auto"`` on a CPU, the first trace of each layer shape times the candidates on this
+machine and caches the winner per CPU model: for a differentiated layer the weight-gradient
+method ("row" or, with stride 1, "conv") with the forward form ("direct" multiply-adds for
+<= 8 input channels, or XLA's conv), timed together as a training step runs them; for
+prediction the forward form alone. With autotuning off (``ML_ADV_AUTOTUNE=0``) the static
+rules above decide. XLA's own conv gradient is never a CPU candidate: inside a
+``lax.scan`` it runs 50-150x slower than either method here.
+
 Backend selection: the rewrite only pays on CPU. ``impl="auto"`` goes through
 ``lax.platform_dependent(cpu=..., default=...)``, so the branch is chosen when
 the program is lowered for its platform (no trace-time ``default_backend()``
@@ -62,6 +72,7 @@ import numpy as np
 from flax.linen.dtypes import promote_dtype
 from jax import lax
 
+from ml_adv import autotune
 from ml_adv.errors import ConfigError, ShapeError, check_positive, describe
 
 __all__ = ["IMPLS", "Conv", "conv2d", "resolve_padding"]
@@ -78,6 +89,8 @@ _WGRAD_CONV_MAX_POSITIONS = 2048
 # with a bias + ReLU epilogue XLA:CPU's conv ran Cin = 1 and 3 at 26-28 GFLOP/s
 # (direct: 69-108) but Cin = 4 at 82 (direct: 59) and Cin = 8 at 126 (direct: 40).
 _DIRECT_FWD_MAX_CHANNELS = 3
+# With autotuning on, the multiply-add forward is measured against XLA's up to this width.
+_DIRECT_FWD_CANDIDATE_CHANNELS = 8
 
 Pads = tuple[tuple[int, int], tuple[int, int]]
 
@@ -266,21 +279,23 @@ def _conv_direct(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], pads
     return y.astype(x.dtype)
 
 
-def _conv_cpu_forward(x, kernel, strides, pads):
-    if kernel.shape[2] <= _DIRECT_FWD_MAX_CHANNELS:
+def _conv_cpu_forward(x, kernel, strides, pads, forward: str = "auto"):
+    if forward == "auto":
+        forward = "direct" if kernel.shape[2] <= _DIRECT_FWD_MAX_CHANNELS else "xla"
+    if forward == "direct":
         return _conv_direct(x, kernel, strides, pads)
     return _conv_xla(x, kernel, strides, pads)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))
 def _conv_matmul_grad(
-    x: jax.Array, kernel: jax.Array, strides: tuple[int, int], pads: Pads, method: str
+    x: jax.Array, kernel: jax.Array, strides: tuple[int, int], pads: Pads, method: str, forward: str = "auto"
 ) -> jax.Array:
-    return _conv_cpu_forward(x, kernel, strides, pads)
+    return _conv_cpu_forward(x, kernel, strides, pads, forward)
 
 
-def _conv_matmul_grad_fwd(x, kernel, strides, pads, method):
-    return _conv_cpu_forward(x, kernel, strides, pads), (x, kernel)
+def _conv_matmul_grad_fwd(x, kernel, strides, pads, method, forward="auto"):
+    return _conv_cpu_forward(x, kernel, strides, pads, forward), (x, kernel)
 
 
 def _input_grad(dy: jax.Array, kernel: jax.Array, x_shape, strides, pads: Pads) -> jax.Array:
@@ -311,7 +326,7 @@ def _input_grad(dy: jax.Array, kernel: jax.Array, x_shape, strides, pads: Pads) 
     return dx
 
 
-def _conv_matmul_grad_bwd(strides, pads, method, residuals, dy):
+def _conv_matmul_grad_bwd(strides, pads, method, forward, residuals, dy):
     x, kernel = residuals
     dx = _input_grad(dy, kernel, x.shape, strides, pads)
     dw = _weight_grad(x, dy, kernel.shape, strides, pads, method)
@@ -384,13 +399,90 @@ def conv2d(
         return _conv_xla(x_, k_, strides, pads)
 
     def matmul(x_, k_):
-        return _conv_matmul_grad(x_, k_, strides, pads, _wgrad)
+        return _conv_matmul_grad(x_, k_, strides, pads, _wgrad, "auto")
 
     if impl == "xla":
         return xla(x, kernel)
     if impl == "matmul_grad":
         return matmul(x, kernel)
+    if _wgrad == "auto":  # on CPU, the lowering autotune measured fastest for this shape
+        return lax.platform_dependent(x, kernel, cpu=lambda x_, k_: _conv_measured(x_, k_, strides, pads), default=xla)
     return lax.platform_dependent(x, kernel, cpu=matmul, default=xla)
+
+
+def _static_training_choice(x_shape, kernel_shape, strides: tuple[int, int], pads: Pads) -> str:
+    """``"<wgrad method>/<forward>"`` by the measured-on-EPYC rules (autotuning off)."""
+    n, (ho, wo) = x_shape[0], [_out_size(x_shape[1 + a], kernel_shape[a], *pads[a], strides[a]) for a in range(2)]
+    small = strides == (1, 1) and n * ho * wo <= _WGRAD_CONV_MAX_POSITIONS
+    return f"{'conv' if small else 'row'}/{_static_forward(kernel_shape)}"
+
+
+def _static_forward(kernel_shape) -> str:
+    return "direct" if kernel_shape[2] <= _DIRECT_FWD_MAX_CHANNELS else "xla"
+
+
+def _forward_forms(kernel_shape) -> tuple[str, ...]:
+    # The multiply-add forward is a candidate only for thin inputs (it is kh*kw*Cin passes).
+    return ("direct", "xla") if kernel_shape[2] <= _DIRECT_FWD_CANDIDATE_CHANNELS else ("xla",)
+
+
+def _signature(x, kernel, strides, pads) -> dict[str, Any]:
+    return {"x": x.shape, "kernel": kernel.shape, "strides": strides, "pads": pads, "dtype": str(x.dtype)}
+
+
+def _examples(x, kernel) -> list[jax.ShapeDtypeStruct]:
+    return [jax.ShapeDtypeStruct(x.shape, x.dtype), jax.ShapeDtypeStruct(kernel.shape, kernel.dtype)]
+
+
+def _measured_training(x, kernel, strides: tuple[int, int], pads: Pads) -> tuple[str, str]:
+    """(weight-gradient method, forward form) of a differentiated layer, timed as a training
+    step runs it: forward, input gradient and weight gradient. XLA's own conv gradient is not
+    a candidate: inside a ``lax.scan`` it falls to a generic loop (50-150x slower here)."""
+    methods = ("row", "conv") if strides == (1, 1) else ("row",)
+    candidates = {}
+    for method in methods:
+        for forward in _forward_forms(kernel.shape):
+            conv = functools.partial(_conv_matmul_grad, strides=strides, pads=pads, method=method, forward=forward)
+            candidates[f"{method}/{forward}"] = _training_pass(conv)
+    choice = autotune.choose("conv2d_training", _signature(x, kernel, strides, pads), candidates,
+                             _examples(x, kernel), default=_static_training_choice(x.shape, kernel.shape, strides, pads))
+    method, forward = choice.split("/")
+    return method, forward
+
+
+def _measured_forward(x, kernel, strides: tuple[int, int], pads: Pads) -> str:
+    """The forward form of a layer that is not differentiated (prediction), timed alone."""
+    candidates = {f: functools.partial(_conv_cpu_forward, strides=strides, pads=pads, forward=f)
+                  for f in _forward_forms(kernel.shape)}
+    return autotune.choose("conv2d_forward", _signature(x, kernel, strides, pads), candidates,
+                           _examples(x, kernel), default=_static_forward(kernel.shape))
+
+
+def _training_pass(conv: Callable) -> Callable:
+    """What a training step runs of one layer: the forward pass and both gradients."""
+    return jax.grad(lambda x, k: 0.5 * jnp.sum(jnp.square(conv(x, k).astype(jnp.float32))), argnums=(0, 1))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _conv_measured(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], pads: Pads) -> jax.Array:
+    """The CPU conv with measured lowerings: the forward form alone when not differentiated,
+    the (forward, weight-gradient) pair timed together when it is. The backward asks for
+    the same cached decision the forward rule made."""
+    return _conv_cpu_forward(x, kernel, strides, pads, _measured_forward(x, kernel, strides, pads))
+
+
+def _conv_measured_fwd(x, kernel, strides, pads):
+    _, forward = _measured_training(x, kernel, strides, pads)
+    return _conv_cpu_forward(x, kernel, strides, pads, forward), (x, kernel)
+
+
+def _conv_measured_bwd(strides, pads, residuals, dy):
+    x, kernel = residuals
+    method, _ = _measured_training(x, kernel, strides, pads)
+    return _conv_matmul_grad_bwd(strides, pads, method, "auto", residuals, dy)
+
+
+_conv_measured.defvjp(_conv_measured_fwd, _conv_measured_bwd)
 
 
 class Conv(nn.Module):

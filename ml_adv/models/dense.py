@@ -16,6 +16,9 @@ forward pass or the parameters. On CPU its ``custom_vjp`` computes the kernel gr
 as a standard-form matmul from an explicitly transposed operand, whichever is narrower:
 ``x^T @ dy`` when the layer widens (``K <= N``), ``(dy^T @ x)^T`` when it narrows.
 ``lax.optimization_barrier`` keeps XLA from folding the transposes back into the dot.
+Which of the three forms (XLA's folded dot, transpose ``x``, transpose ``dy``) runs is
+measured per (rows, K, N, dtype) on the machine at hand by ``ml_adv.autotune`` and cached
+per CPU model; with autotuning off, the narrower operand is transposed as described.
 The input gradient and every other backend use plain autodiff: the branch is chosen
 when the program is lowered, through ``lax.platform_dependent``. Only the dense-layer
 layout is rewritten: the lhs contracts its trailing axes and the kernel its leading axes,
@@ -37,6 +40,8 @@ from typing import Any
 
 import jax
 from jax import lax
+
+from ml_adv import autotune
 
 __all__ = ["dense_dot_general"]
 
@@ -86,11 +91,27 @@ def _dense_matmul_bwd(n_contract, preferred, residuals, dy):
         # [n, k] output transpose back into the dot (which sends it to Eigen again).
         return lax.optimization_barrier(lax.optimization_barrier(dy_flat.T) @ x_flat).T
 
-    # Transpose the narrower operand. For a wide input (the MLP's second layer reads the
-    # [B*L, 4D] activation) XLA fused the recomputed GELU into the x transpose, ~35 ms a
-    # layer; dy is 4x smaller and comes straight from the layer above.
-    cpu = materialised if k <= n else materialised_dy
-    dk = lax.platform_dependent(x_flat, dy_flat, cpu=cpu, default=folded)
+    forms = {"xla": folded, "transpose_x": materialised, "transpose_dy": materialised_dy}
+
+    def measured(x_flat, dy_flat):  # the CPU branch: the form autotune measured fastest
+        def in_context(form):
+            # In a network x is an activation's output, and XLA may fuse that elementwise op
+            # into the x transpose (the transformer MLP's GELU: ~35 ms a layer), so the
+            # candidates are timed with one in front, as they run.
+            return lambda x_, dy_: form(jax.nn.gelu(x_), dy_)
+
+        choice = autotune.choose(
+            "dense_weight_grad",
+            {"rows": x_flat.shape[0], "k": k, "n": n, "dtype": str(x_flat.dtype)},
+            {name: in_context(form) for name, form in forms.items()},
+            [jax.ShapeDtypeStruct(x_flat.shape, x_flat.dtype), jax.ShapeDtypeStruct(dy_flat.shape, dy_flat.dtype)],
+            # Without measuring: transpose the narrower operand (dy is 4x smaller than the
+            # transformer MLP's wide input and comes straight from the layer above).
+            default="transpose_x" if k <= n else "transpose_dy",
+        )
+        return forms[choice](x_flat, dy_flat)
+
+    dk = lax.platform_dependent(x_flat, dy_flat, cpu=measured, default=folded)
     return dx, dk.reshape(kernel.shape).astype(kernel.dtype)
 
 

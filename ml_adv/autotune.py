@@ -1,0 +1,241 @@
+"""Pick a lowering by measuring it, once per (operation, shape, dtype) and CPU model.
+
+Why this exists: the CPU fast paths (the conv weight gradient as matmuls or as a
+batch-as-channels conv, the dense weight gradient from a transposed operand) were chosen
+by measurements on one machine class, and the best lowering differs between machines
+(Intel Xeon, AMD EPYC with and without AVX-512). Like cuDNN's benchmark mode, the first
+time a layer is traced on a CPU this module compiles each candidate lowering for that exact
+shape and dtype, times it inside a ``lax.scan`` (how training runs it), keeps the fastest,
+and writes the choice to a JSON cache named after the CPU model, so later runs and
+processes reuse it without measuring.
+
+* Cache: ``$ML_ADV_AUTOTUNE_CACHE`` if set, else ``$XDG_CACHE_HOME/ml_adv/autotune``
+  (``~/.cache/ml_adv/autotune``), one ``<cpu-model>-<hash>.json`` per CPU model, SIMD
+  flags and jaxlib version. Delete the file to measure again.
+* Opt-out: ``ML_ADV_AUTOTUNE=0`` (or ``off``/``false``), or ``configure(enabled=False)``:
+  every decision takes its measured-on-EPYC static default and nothing is timed.
+* Only on a CPU default backend: elsewhere the CPU branches are lowered away anyway
+  (``lax.platform_dependent``) and the static default is returned without measuring.
+
+Same machine and cache, same choice, so a resumed run traces the same program. Every
+candidate computes the same function (each layer's tests check every lowering against
+XLA's autodiff), so a choice changes speed and float rounding, never the model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import hashlib
+import json
+import logging
+import os
+import platform
+import re
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ml_adv.errors import ConfigError, describe
+
+__all__ = ["cache_path", "choose", "configure", "cpu_signature", "enabled", "measurements"]
+
+ENV_SWITCH = "ML_ADV_AUTOTUNE"
+ENV_CACHE = "ML_ADV_AUTOTUNE_CACHE"
+_OFF = {"0", "off", "false", "no"}
+# Timing: a scan of this many applications per call, best of this many calls (after one
+# warm-up). The minimum is the estimate least disturbed by other processes on the machine.
+SCAN_LENGTH = 4
+REPEATS = 5
+# A candidate this many times slower than the best so far is dropped after one timed call.
+GIVE_UP_FACTOR = 3.0
+# ... or already after its warm-up call when that is this many times the give-up time
+# (the first call of any program pays page faults, so it only rules out gross losers).
+FIRST_CALL_FACTOR = 5.0
+
+_log = logging.getLogger(__name__)
+_lock = threading.Lock()
+_settings: dict[str, Any] = {"enabled": None, "cache_dir": None}
+_memory: dict[str, dict[str, Any]] = {}  # this process's view of the cache file
+_measure_count = 0  # measurements taken by this process (tests count them)
+
+
+def configure(*, enabled: bool | None = None, cache_dir: str | os.PathLike | None = None) -> None:
+    """Override the environment for this process: ``enabled`` and the cache directory.
+
+    ``None`` leaves a setting to the environment (``ML_ADV_AUTOTUNE``, ``ML_ADV_AUTOTUNE_CACHE``).
+    """
+    if enabled is not None and not isinstance(enabled, bool):
+        raise ConfigError(f"enabled: expected True, False or None, got {describe(enabled)}")
+    with _lock:
+        _settings["enabled"] = enabled
+        _settings["cache_dir"] = None if cache_dir is None else Path(cache_dir)
+        _memory.clear()
+
+
+def enabled() -> bool:
+    """Whether decisions are measured (else every ``choose`` returns its default)."""
+    if _settings["enabled"] is not None:
+        return _settings["enabled"]
+    return os.environ.get(ENV_SWITCH, "1").strip().lower() not in _OFF
+
+
+def _cpu_model_and_flags() -> tuple[str, list[str]]:
+    model, flags = platform.processor() or platform.machine(), []
+    with contextlib.suppress(OSError):
+        text = Path("/proc/cpuinfo").read_text()
+        if m := re.search(r"^model name\s*:\s*(.+)$", text, re.M):
+            model = m.group(1).strip()
+        if m := re.search(r"^(?:flags|Features)\s*:\s*(.+)$", text, re.M):
+            flags = m.group(1).split()
+    return model, flags
+
+
+def cpu_signature() -> str:
+    """``<cpu-model>-<hash>``: the CPU model, its SIMD flags and the jaxlib version.
+
+    The SIMD flags matter as much as the model name (the same "AMD EPYC" comes with and
+    without AVX-512), and a new jaxlib may lower differently, so all three key the cache.
+    """
+    import jaxlib
+
+    model, flags = _cpu_model_and_flags()
+    simd = sorted(f for f in flags if f.startswith(("avx", "amx", "sse4", "fma", "asimd", "sve")))
+    digest = hashlib.sha256(json.dumps([model, simd, jaxlib.__version__]).encode()).hexdigest()[:10]
+    slug = re.sub(r"[^a-z0-9]+", "-", model.lower()).strip("-")[:40] or "cpu"
+    return f"{slug}-{digest}"
+
+
+def cache_path() -> Path:
+    """The JSON file holding this CPU's decisions (it may not exist yet)."""
+    directory = _settings["cache_dir"]
+    if directory is None:
+        env = os.environ.get(ENV_CACHE)
+        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ml_adv" / "autotune"
+        directory = Path(env) if env else base
+    return Path(directory) / f"{cpu_signature()}.json"
+
+
+def measurements() -> int:
+    """How many decisions this process has measured (not read from the cache)."""
+    return _measure_count
+
+
+def _read_cache(path: Path) -> dict[str, dict[str, Any]]:
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as err:
+        _log.warning("autotune cache %s is unreadable (%s); measuring again", path, err)
+        return {}
+    entries = data.get("entries") if isinstance(data, dict) else None
+    return entries if isinstance(entries, dict) else {}
+
+
+def _write_cache(path: Path, key: str, entry: dict[str, Any]) -> None:
+    """Merge one decision into the cache file atomically (another process may write too)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        entries = _read_cache(path)
+        entries[key] = entry
+        model, _ = _cpu_model_and_flags()
+        payload = {"cpu": model, "signature": path.stem, "entries": entries}
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".autotune-", suffix=".json")
+        with os.fdopen(fd, "w") as f:
+            json.dump(payload, f, indent=1, sort_keys=True)
+        os.replace(tmp, path)
+    except OSError as err:  # a read-only home must not stop training
+        _log.warning("autotune: could not write %s (%s); the choice is kept for this process only", path, err)
+
+
+def _time_candidate(fn: Callable, example: Sequence[jax.ShapeDtypeStruct], give_up_after: float) -> float:
+    """Best-of-``REPEATS`` seconds per application of ``fn`` inside a scan, on random inputs.
+
+    A candidate whose first timed call is already ``give_up_after`` seconds per application
+    is not timed again: losers can be 100x slower (XLA's conv gradient in a loop), and
+    repeating them would make the first compile take minutes.
+    """
+
+    def program(*args):
+        def body(carry, _):
+            # Feeding the carry into the inputs keeps XLA from hoisting the work out of the loop.
+            shifted = [a + carry.astype(a.dtype) for a in args]
+            out = fn(*shifted)
+            total = sum(jnp.sum(leaf.astype(jnp.float32)) for leaf in jax.tree.leaves(out))
+            return carry + 0.0 * total, None
+
+        return jax.lax.scan(body, jnp.float32(0), None, length=SCAN_LENGTH)[0]
+
+    rng = np.random.default_rng(0)
+    inputs = [rng.standard_normal(s.shape).astype(s.dtype) for s in example]
+    compiled = jax.jit(program).lower(*example).compile()
+    start = time.perf_counter()
+    jax.block_until_ready(compiled(*inputs))  # warm-up: page faults and cold caches
+    first = (time.perf_counter() - start) / SCAN_LENGTH
+    if first > FIRST_CALL_FACTOR * give_up_after:
+        return first
+    best = float("inf")
+    for attempt in range(REPEATS):
+        start = time.perf_counter()
+        jax.block_until_ready(compiled(*inputs))
+        best = min(best, time.perf_counter() - start)
+        if attempt >= 1 and best / SCAN_LENGTH > give_up_after:  # two calls: one can be preempted
+            break
+    return best / SCAN_LENGTH
+
+
+def choose(
+    operation: str,
+    signature: Mapping[str, Any],
+    candidates: Mapping[str, Callable],
+    example: Sequence[jax.ShapeDtypeStruct],
+    *,
+    default: str,
+) -> str:
+    """The fastest of ``candidates`` for this operation and shape on this CPU (cached).
+
+    Args:
+        operation: a stable name, e.g. ``"conv2d"``.
+        signature: what identifies the case (shapes, strides, dtype): JSON-able values.
+        candidates: ``{name: fn(*example_arrays) -> pytree}``, every one the same function.
+        example: the shapes and dtypes ``fn`` is timed on.
+        default: the name returned without measuring (opt-out, non-CPU backend).
+    """
+    if default not in candidates:
+        raise ConfigError(f"default: expected one of {sorted(candidates)}, got {describe(default)}")
+    if len(candidates) == 1 or not enabled() or jax.default_backend() != "cpu":
+        return default
+    key = operation + json.dumps(dict(signature), sort_keys=True, default=str)
+    with _lock:
+        path = cache_path()
+        if not _memory:
+            _memory.update(_read_cache(path))
+        entry = _memory.get(key)
+        if entry is not None and entry.get("choice") in candidates:
+            return entry["choice"]
+        # Measured outside any trace: jit on concrete inputs runs eagerly even mid-trace.
+        seconds: dict[str, float] = {}
+        with jax.ensure_compile_time_eval():
+            for name in [default, *(n for n in candidates if n != default)]:
+                give_up = GIVE_UP_FACTOR * min(seconds.values(), default=float("inf"))
+                seconds[name] = _time_candidate(candidates[name], example, give_up)
+        choice = min(seconds, key=seconds.get)
+        entry = {
+            "choice": choice,
+            "us": {name: round(s * 1e6, 2) for name, s in seconds.items()},
+            "measured": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        }
+        global _measure_count
+        _measure_count += 1
+        _memory[key] = entry
+        _write_cache(path, key, entry)
+    _log.info("autotune %s %s: %s (%s us)", operation, dict(signature), choice, entry["us"])
+    return choice

@@ -1,0 +1,153 @@
+"""ml_adv.autotune: decisions by measurement, cached per CPU model, with an opt-out."""
+
+import json
+import logging
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+from ml_adv import autotune
+from ml_adv.errors import ConfigError
+from ml_adv.models.conv import conv2d
+from ml_adv.models.dense import dense_dot_general
+
+EXAMPLE = [jax.ShapeDtypeStruct((64, 64), jnp.float32)]
+
+
+def fast(a):
+    return a @ a
+
+
+def slow(a):  # the same value as ``fast`` after 300 more matmuls' worth of work (~1 ms)
+    return jax.lax.fori_loop(0, 300, lambda _, out: out + 0.0 * (out @ a), a @ a)
+
+
+@pytest.fixture
+def tuned(tmp_path):
+    """Autotuning on, caching into a fresh directory; restored afterwards."""
+    autotune.configure(enabled=True, cache_dir=tmp_path)
+    yield tmp_path
+    autotune.configure(enabled=None, cache_dir=None)
+
+
+@pytest.fixture
+def tuned_briefly(tuned, monkeypatch):
+    """``tuned`` with short timings: the layer tests check the plumbing, not the choice."""
+    monkeypatch.setattr(autotune, "REPEATS", 2)
+    monkeypatch.setattr(autotune, "SCAN_LENGTH", 2)
+    return tuned
+
+
+def entries(directory):
+    (path,) = directory.glob("*.json")
+    return json.loads(path.read_text())["entries"]
+
+
+def test_the_faster_candidate_wins_and_is_cached(tuned):
+    before = autotune.measurements()
+    choice = autotune.choose("square", {"n": 64}, {"slow": slow, "fast": fast}, EXAMPLE, default="slow")
+    assert choice == "fast"
+    assert autotune.measurements() == before + 1
+    (entry,) = entries(tuned).values()
+    assert entry["choice"] == "fast" and entry["us"]["slow"] > entry["us"]["fast"]
+    # Same process: from memory. A new process (memory cleared): from the file. No re-measuring.
+    assert autotune.choose("square", {"n": 64}, {"slow": slow, "fast": fast}, EXAMPLE, default="slow") == "fast"
+    autotune.configure(enabled=True, cache_dir=tuned)
+    assert autotune.choose("square", {"n": 64}, {"slow": slow, "fast": fast}, EXAMPLE, default="slow") == "fast"
+    assert autotune.measurements() == before + 1
+    # Another shape is another decision.
+    autotune.choose("square", {"n": 32}, {"slow": slow, "fast": fast},
+                    [jax.ShapeDtypeStruct((32, 32), jnp.float32)], default="slow")
+    assert autotune.measurements() == before + 2 and len(entries(tuned)) == 2
+
+
+def test_opt_out_takes_the_default_without_measuring(tmp_path, monkeypatch):
+    monkeypatch.setenv(autotune.ENV_SWITCH, "off")
+    autotune.configure(enabled=None, cache_dir=tmp_path)
+    try:
+        before = autotune.measurements()
+        assert autotune.choose("square", {"n": 64}, {"slow": slow, "fast": fast}, EXAMPLE, default="slow") == "slow"
+        assert autotune.measurements() == before and not list(tmp_path.iterdir())
+    finally:
+        autotune.configure(enabled=None, cache_dir=None)
+
+
+def test_cache_location_follows_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv(autotune.ENV_CACHE, str(tmp_path / "here"))
+    autotune.configure(enabled=None, cache_dir=None)
+    assert autotune.cache_path().parent == tmp_path / "here"
+    assert autotune.cache_path().name == autotune.cpu_signature() + ".json"
+    assert autotune.cpu_signature() == autotune.cpu_signature()
+
+
+def test_a_corrupt_cache_is_measured_again_and_rewritten(tuned, caplog):
+    autotune.cache_path().write_text("{not json")
+    autotune.configure(enabled=True, cache_dir=tuned)
+    with caplog.at_level(logging.WARNING, logger="ml_adv.autotune"):
+        assert autotune.choose("square", {"n": 64}, {"slow": slow, "fast": fast}, EXAMPLE, default="slow") == "fast"
+    assert "unreadable" in caplog.text
+    assert len(entries(tuned)) == 1
+
+
+def test_an_unwritable_cache_still_decides(tmp_path, caplog):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    autotune.configure(enabled=True, cache_dir=blocker / "sub")  # a directory under a file
+    try:
+        with caplog.at_level(logging.WARNING, logger="ml_adv.autotune"):
+            assert autotune.choose("square", {"n": 64}, {"slow": slow, "fast": fast}, EXAMPLE, default="slow") == "fast"
+        assert "could not write" in caplog.text
+    finally:
+        autotune.configure(enabled=None, cache_dir=None)
+
+
+def test_bad_arguments_fail_fast(tuned):
+    with pytest.raises(ConfigError, match="default"):
+        autotune.choose("square", {}, {"fast": fast}, EXAMPLE, default="missing")
+    with pytest.raises(ConfigError, match="enabled"):
+        autotune.configure(enabled="yes")
+
+
+def _conv_reference(x, k):
+    return lax.conv_general_dilated(x, k, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+def test_conv_layers_use_measured_lowerings_with_xla_values(tuned_briefly):
+    tuned = tuned_briefly
+    # 9 input channels: XLA's forward is the only candidate (the multiply-add form is one for
+    # <= 8), so only the training decision is measured, between the two gradient methods.
+    x = jax.random.normal(jax.random.PRNGKey(0), (2, 4, 4, 9))
+    k = jax.random.normal(jax.random.PRNGKey(1), (2, 2, 9, 3)) * 0.3
+
+    def loss(conv):
+        return lambda x, k: jnp.sum(conv(x, k) ** 2)
+
+    grads = jax.jit(jax.grad(loss(conv2d), argnums=(0, 1)))(x, k)
+    expected = jax.grad(loss(_conv_reference), argnums=(0, 1))(x, k)
+    for got, want in zip(grads, expected):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(jax.jit(conv2d)(x, k), _conv_reference(x, k), rtol=1e-5, atol=1e-5)
+    operations = {key.split("{")[0] for key in entries(tuned)}
+    assert operations == {"conv2d_training"}
+    (entry,) = entries(tuned).values()
+    assert set(entry["us"]) == {"row/xla", "conv/xla"}
+
+
+def test_dense_weight_gradient_is_measured_with_autodiff_values(tuned_briefly):
+    tuned = tuned_briefly
+    x = jax.random.normal(jax.random.PRNGKey(2), (4, 16, 32))
+    w = jax.random.normal(jax.random.PRNGKey(3), (32, 8))
+    dims = (((2,), (0,)), ((), ()))
+
+    def loss(dot):
+        return lambda x, w: jnp.sum(jnp.tanh(dot(x, w, dims)))
+
+    got = jax.jit(jax.grad(loss(dense_dot_general), argnums=(0, 1)))(x, w)
+    want = jax.grad(loss(lax.dot_general), argnums=(0, 1))(x, w)
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+    (key,) = entries(tuned)
+    assert key.startswith("dense_weight_grad") and '"rows": 64' in key
