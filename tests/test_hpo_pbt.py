@@ -164,7 +164,7 @@ def test_pbt_trains_one_program_records_its_lineage_and_resumes_exactly(tmp_path
     assert len(journal.read_records("interval")) == 3 and len(journal.read()[1]) == 4
     report = json.loads((tmp_path / "killed" / "report.json").read_text())
     assert report["pbt"]["best_schedule"] == full.trials[full.best_trial]["schedule"]
-    assert (tmp_path / "killed" / "model").is_dir()
+    assert (tmp_path / "killed" / "model").is_dir() and (tmp_path / "killed" / "plots" / "pbt_lineage.png").is_file()
     with CompileCounter() as compiles:  # started once more: replays the journal, trains nothing
         again = Study(objective, SPACE, run_dir=tmp_path / "killed", **kwargs).run()
     assert strip(again.trials) == strip(full.trials) and again.resumed_trials == 4

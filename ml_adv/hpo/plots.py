@@ -92,3 +92,41 @@ def _normalise(param, values: list) -> np.ndarray:
     if param.log:
         v, lo, hi = np.log(v), math.log(lo), math.log(hi)
     return (v - lo) / (hi - lo)
+
+
+def plot_pbt_lineage(intervals: Sequence[dict[str, Any]], schedule: Sequence[dict[str, Any]] | None, space,
+                     path: str | Path, *, title: str = "") -> str:
+    """PBT: each member's validation score after every interval, a dashed line for each copy
+    (source's score -> the recipient's next score); and the best member's schedule per parameter."""
+    plt = _pyplot()
+    from ml_adv.hpo.space import Categorical
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    numeric = [p for p in space.params if not isinstance(p, Categorical)]
+    fig, axes = plt.subplots(1, 1 + len(numeric), figsize=(6 + 3.5 * len(numeric), 4))
+    ax = axes[0]
+    ends = [r["epochs"][1] for r in intervals]
+    members = len(intervals[0]["scores"]) if intervals else 0
+    for i in range(members):
+        ys = [np.nan if r["scores"][i] is None else r["scores"][i] for r in intervals]
+        ax.plot(ends, ys, marker="o", markersize=3, alpha=0.8, label=f"member {i}" if members <= 8 else None)
+    for k, r in enumerate(intervals[:-1]):
+        for i, j in enumerate(r["sources"] or []):
+            nxt = intervals[k + 1]["scores"][i]
+            if i != j and r["scores"][j] is not None and nxt is not None:
+                ax.plot([ends[k], ends[k + 1]], [r["scores"][j], nxt], "k--", linewidth=0.8, alpha=0.5)
+    ax.set(xlabel="epoch", ylabel="validation accuracy", title="members (dashed: copies)")
+    ax.grid(alpha=0.3)
+    if 1 < members <= 8:
+        ax.legend(fontsize=7, loc="lower right")
+    for ax, p in zip(axes[1:], numeric):
+        if schedule:
+            xs = [s["epochs"][0] for s in schedule] + [schedule[-1]["epochs"][1]]
+            ys = [s["config"][p.name] for s in schedule]
+            ax.step(xs, ys + ys[-1:], where="post")
+        ax.set(xlabel="epoch", ylabel=p.name, title=f"best member's {p.name}", ylim=(p.low, p.high))
+        if p.log:
+            ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+    return save_figure(fig, path, title=title)

@@ -2,7 +2,7 @@
 
 ``best_config.json`` (the best configuration and its score), ``report.json`` (the study
 header, summary and per-trial table), ``plots/best_so_far.png`` and
-``plots/parallel_coordinates.png``; all through ``RunDirectory`` so ``--fresh``
+``plots/parallel_coordinates.png`` (and ``plots/pbt_lineage.png`` for PBT); all through ``RunDirectory`` so ``--fresh``
 removes exactly these.
 """
 
@@ -33,5 +33,11 @@ def write_study_outputs(run_dir, result, header: dict[str, Any], space=None) -> 
         "parallel_coordinates": plot_parallel_coordinates(result.trials, space, run_dir.plot_path("parallel_coordinates"),
                                                           title=title),
     }
+    if "pbt" in result.details:  # lineage and the best member's schedule
+        from ml_adv.hpo.plots import plot_pbt_lineage
+
+        pbt = result.details["pbt"]
+        paths["pbt_lineage"] = plot_pbt_lineage(pbt["intervals"], pbt["best_schedule"], space,
+                                                run_dir.plot_path("pbt_lineage"), title=title)
     paths["report"] = str(run_dir.write_report({**study_report(result, header), "artifacts": paths}))
     return paths
