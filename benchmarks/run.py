@@ -29,7 +29,7 @@ from pathlib import Path
 
 # Modules whose import registers benchmarks (harness.register). Add later suites here.
 BENCHMARK_MODULES = ("benchmarks.throughput", "benchmarks.mfu", "benchmarks.startup", "benchmarks.stacked",
-                     "benchmarks.hpo", "benchmarks.ensemble_inference")
+                     "benchmarks.hpo", "benchmarks.ensemble_inference", "benchmarks.kcenter")
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 

@@ -1,10 +1,16 @@
-"""Selection invariants, k-center greedy against a brute-force reference, and no near-duplicates."""
+"""Selection invariants, k-center greedy against a brute-force reference, no near-duplicates, pruning and bf16."""
 
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ml_adv.active_learning.selection import k_center_greedy, min_sq_distances, top_k
+from ml_adv.active_learning.kcenter import pruned_greedy
+from ml_adv.active_learning.selection import (
+    k_center_greedy,
+    min_sq_distances,
+    nearest_centres,
+    top_k,
+)
 from ml_adv.errors import ConfigError, DataError
 
 
@@ -83,7 +89,7 @@ def test_weighted_k_center_matches_brute_force(pool):
 
 def test_k_center_returns_covering_radii_decreasing(pool):
     features, available, centres = pool
-    _, radii = k_center_greedy(features, available, 10, centres=centres, return_radii=True)
+    _, radii = k_center_greedy(features, available, 12, centres=centres, return_radii=True)
     radii = np.asarray(radii)
     assert np.all(np.diff(radii) <= 1e-6)  # each pick is farther than anything later
 
@@ -120,3 +126,38 @@ def test_selection_errors(pool):
         k_center_greedy(features, available, 2, weights=np.ones(3, np.float32))
     with pytest.raises(DataError, match="features"):
         k_center_greedy(features[:, 0], available, 2)
+    with pytest.raises(ConfigError, match="precision"):
+        k_center_greedy(features, available, 2, precision="float16")
+
+
+@pytest.mark.parametrize("with_centres", [False, True])
+def test_pruned_picks_equal_plain_and_reference(pool, with_centres):
+    features, available, centres = pool
+    c = centres if with_centres else None
+    weights = np.random.default_rng(2).random(60).astype(np.float32)
+    for w in (None, weights):
+        plain, r_plain = k_center_greedy(features, available, 12, centres=c, weights=w, return_radii=True)
+        pruned, r_pruned = k_center_greedy(features, available, 12, centres=c, weights=w, return_radii=True,
+                                           prune=True)
+        np.testing.assert_array_equal(np.asarray(pruned), np.asarray(plain))
+        np.testing.assert_array_equal(np.asarray(pruned), brute_force_k_center(features, available, 12, c, w))
+        np.testing.assert_allclose(np.asarray(r_pruned), np.asarray(r_plain), rtol=1e-6)
+    if with_centres:  # the skipping really happens: some picks read less than half the pool
+        d, a = nearest_centres(jnp.asarray(features), jnp.asarray(centres))
+        live = np.asarray(pruned_greedy(jnp.asarray(features), jnp.asarray(available), d, a, jnp.asarray(centres),
+                                        jnp.ones(60), 12)[2])
+        assert live.min() < 30 and live.max() <= 60, live
+
+
+def test_bf16_pool_picks_are_near_identical(pool):
+    features, available, centres = pool
+    f32 = np.asarray(k_center_greedy(features, available, 12, centres=centres))
+    bf16 = np.asarray(k_center_greedy(features, available, 12, centres=centres, precision="bfloat16"))
+    assert available[bf16].all() and len(set(bf16.tolist())) == 12
+    assert len(set(f32.tolist()) & set(bf16.tolist())) >= 10
+
+    def radius(picks):  # covering radius of the centres + picks over the pool, float64
+        chosen = np.concatenate([centres, features[picks]]).astype(np.float64)
+        return np.sqrt(((features[:, None, :] - chosen[None]) ** 2).sum(-1).min(1).max())
+
+    assert radius(bf16) <= 1.05 * radius(f32)

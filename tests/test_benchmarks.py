@@ -115,3 +115,15 @@ def test_selection_and_flop_formula():
     # REFERENCE.md transformer: ~2.6 GFLOP per sequence for forward + backward
     per_seq = mfu.workload_flops("transformer/medium") / WORKLOADS["transformer/medium"].batch
     assert 2.55e9 < per_seq < 2.7e9
+
+
+def test_kcenter_row_on_a_tiny_pool():
+    from benchmarks import kcenter
+
+    # the pruned / bf16 variants and the scikit-activeml peer are tested elsewhere or too slow to import
+    ctx = harness.Context(quick=True, rounds=1, quiet_budget_s=0.0)
+    (row,) = kcenter.selection_row(ctx, "kcenter/tiny", "tiny", kcenter.random_pool(256, 8), 12, peer=False,
+                                   variants=False)
+    harness.validate_row(row)
+    assert set(row["contenders"]) == {"stream floor", "ml_adv"} and "ml_adv/stream floor" in row["ratios"]
+    assert row["extra"]["ours_over_floor"] > 0 and row["extra"]["floor_bytes"] == 256 * 8 * 4 * 12

@@ -34,7 +34,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Bool, Float, Int
 
-from ml_adv.errors import ConfigError, DataError, check_positive, describe
+from ml_adv.active_learning.kcenter import pruned_greedy
+from ml_adv.errors import ConfigError, DataError, check_positive, describe, unknown_name
 
 
 def check_request(n: int, available) -> None:
@@ -56,14 +57,17 @@ def top_k(scores: Float[Array, " N"], available: Bool[Array, " N"], n: int) -> I
 
 
 @partial(jax.jit, static_argnames=("chunk",))
-def min_sq_distances(
+def nearest_centres(
     points: Float[Array, "N F"], centres: Float[Array, "M F"], *, chunk: int = 256
-) -> Float[Array, " N"]:
-    """``min_j |points_i - centres_j|^2``, scanning ``chunk`` centres at a time (``M >= 1``).
+) -> tuple[Float[Array, " N"], Int[Array, " N"]]:
+    """``(min_j |points_i - centres_j|^2, argmin_j)``, scanning ``chunk`` centres at a time (``M >= 1``).
 
     Memory stays at ``[N, chunk]``; the centre list is padded with copies of its first
-    row, which cannot change a minimum.
+    row, which cannot change a minimum (ties keep the lowest index). Either array may be
+    bfloat16; distances are float32.
     """
+    points = points.astype(jnp.float32)
+    centres = centres.astype(jnp.float32)
     m = centres.shape[0]
     chunk = min(chunk, m)
     pad = (-m) % chunk
@@ -71,12 +75,25 @@ def min_sq_distances(
         centres = jnp.concatenate([centres, jnp.broadcast_to(centres[:1], (pad, centres.shape[1]))])
     blocks = centres.reshape(-1, chunk, centres.shape[1])
 
-    def body(best, block):
+    def body(carry, xs):
+        best, arg = carry
+        block, offset = xs
         diff = points[:, None, :] - block[None, :, :]
-        return jnp.minimum(best, jnp.min(jnp.sum(diff * diff, axis=-1), axis=1)), None
+        d = jnp.sum(diff * diff, axis=-1)
+        closer = jnp.min(d, axis=1) < best
+        arg = jnp.where(closer, offset + jnp.argmin(d, axis=1).astype(jnp.int32), arg)
+        return (jnp.minimum(best, jnp.min(d, axis=1)), arg), None
 
-    init = jnp.full((points.shape[0],), jnp.inf, points.dtype)
-    return jax.lax.scan(body, init, blocks)[0]
+    init = (jnp.full((points.shape[0],), jnp.inf, jnp.float32), jnp.zeros((points.shape[0],), jnp.int32))
+    offsets = jnp.arange(blocks.shape[0], dtype=jnp.int32) * chunk
+    return jax.lax.scan(body, init, (blocks, offsets))[0]
+
+
+def min_sq_distances(
+    points: Float[Array, "N F"], centres: Float[Array, "M F"], *, chunk: int = 256
+) -> Float[Array, " N"]:
+    """``min_j |points_i - centres_j|^2`` (``nearest_centres`` without the argmin)."""
+    return nearest_centres(points, centres, chunk=chunk)[0]
 
 
 @partial(jax.jit, static_argnames=("n",))
@@ -88,13 +105,17 @@ def _greedy(features, available, min_dist, weights, n: int):
         gap = jnp.where(jnp.isinf(min_dist), weights, min_dist * weights)
         score = jnp.where(available, gap, -jnp.inf)
         j = jnp.argmax(score)
-        diff = features - features[j][None, :]
+        # a bfloat16 pool is widened as it is read: half the bytes, float32 arithmetic
+        diff = features.astype(jnp.float32) - features[j].astype(jnp.float32)[None, :]
         min_dist = jnp.minimum(min_dist, jnp.sum(diff * diff, axis=-1))
         return min_dist, available.at[j].set(False), picks.at[i].set(j), radii.at[i].set(score[j])
 
-    init = (min_dist, available, jnp.zeros((n,), jnp.int32), jnp.zeros((n,), features.dtype))
+    init = (min_dist, available, jnp.zeros((n,), jnp.int32), jnp.zeros((n,), jnp.float32))
     _, _, picks, radii = jax.lax.fori_loop(0, n, body, init)
     return picks, radii
+
+
+POOL_PRECISIONS = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 def k_center_greedy(
@@ -106,6 +127,8 @@ def k_center_greedy(
     weights: Float[Array, " N"] | None = None,
     weight_floor: float = 1e-3,
     return_radii: bool = False,
+    precision: str = "float32",
+    prune: bool = False,
 ):
     """Greedy k-center (core-set) picks from the available rows of ``features``.
 
@@ -118,11 +141,19 @@ def k_center_greedy(
         weights: optional ``[N]`` non-negative uncertainty: the hybrid rule
             ``argmax u_i * min_dist_i``; rescaled to ``[weight_floor, 1]``.
         return_radii: also return each pick's (weighted) squared distance at pick time.
+        precision: ``"float32"``, or ``"bfloat16"`` to store the pool (and centres) in half
+            the bytes; arithmetic stays float32. Picks are near-identical, not identical
+            (README "Active learning" reports how near).
+        prune: skip points whose distance provably cannot change (``kcenter.py``): the same
+            picks, less traffic on clustered embeddings, more work on unclustered ones.
 
     Returns:
         ``[n]`` int32 pool indices in pick order (and ``[n]`` radii).
     """
-    features = jnp.asarray(features, jnp.float32)
+    if precision not in POOL_PRECISIONS:
+        raise unknown_name("precision", precision, list(POOL_PRECISIONS))
+    dtype = POOL_PRECISIONS[precision]
+    features = jnp.asarray(features, jnp.float32).astype(dtype)
     available = jnp.asarray(available, bool)
     if features.ndim != 2 or available.shape != (features.shape[0],):
         raise DataError(
@@ -134,9 +165,12 @@ def k_center_greedy(
         centres = jnp.asarray(centres, jnp.float32)
         if centres.ndim != 2 or centres.shape[1] != features.shape[1]:
             raise DataError(f"centres: expected [M, {features.shape[1]}] embeddings, got {describe(centres)}")
-        min_dist = min_sq_distances(features, centres)
+        centres = centres.astype(dtype)
+        min_dist, assign = nearest_centres(features, centres)
     else:
+        centres = jnp.zeros((0, features.shape[1]), dtype)
         min_dist = jnp.full((features.shape[0],), jnp.inf, jnp.float32)
+        assign = jnp.full((features.shape[0],), -1, jnp.int32)
     if weights is None:
         w = jnp.ones_like(min_dist)
     else:
@@ -144,7 +178,10 @@ def k_center_greedy(
         if w.shape != min_dist.shape:
             raise DataError(f"weights: expected [{features.shape[0]}] scores, got {describe(weights)}")
         w = _rescale(w, available, weight_floor)
-    picks, radii = _greedy(features, available, min_dist, w, n)
+    if prune:
+        picks, radii, _ = pruned_greedy(features, available, min_dist, assign, centres, w, n)
+    else:
+        picks, radii = _greedy(features, available, min_dist, w, n)
     return (picks, radii) if return_radii else picks
 
 
