@@ -164,6 +164,12 @@ def _out_size(size: int, k: int, lo: int, hi: int, s: int) -> int:
 # --------------------------------------------------------------------------- kernels
 
 
+def _accumulation_dtype(dtype) -> Any:
+    """float32 for float32 and narrower floats, float64 for float64. Spelled out rather than
+    ``promote_types(dtype, float32)``, which strict dtype promotion refuses for bfloat16."""
+    return jnp.float64 if jnp.dtype(dtype) == jnp.float64 else jnp.float32
+
+
 def _conv_xla(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], pads: Pads) -> jax.Array:
     return lax.conv_general_dilated(x, kernel, strides, pads, dimension_numbers=_DIMENSION_NUMBERS)
 
@@ -205,7 +211,7 @@ def _weight_grad(
         if strides != (1, 1):
             raise ConfigError(f"wgrad method 'conv': expected strides (1, 1), got {strides}")
         return _weight_grad_conv(x, dy, pads)
-    acc = jnp.promote_types(dy.dtype, jnp.float32)
+    acc = _accumulation_dtype(dy.dtype)
     xt = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0))).transpose(3, 0, 1, 2)
     dy2 = dy.reshape(n * ho * wo, cout)
 
@@ -241,7 +247,7 @@ def _weight_grad_conv(x: jax.Array, dy: jax.Array, pads: Pads) -> jax.Array:
         (1, 1),
         "VALID",
         dimension_numbers=_DIMENSION_NUMBERS,
-        preferred_element_type=jnp.promote_types(dy.dtype, jnp.float32),
+        preferred_element_type=_accumulation_dtype(dy.dtype),
     )  # (Cin, kh, kw, Cout)
     return dw.transpose(1, 2, 0, 3).astype(x.dtype)
 
@@ -266,7 +272,7 @@ def _conv_direct(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], pads
     kh, kw, cin, cout = kernel.shape
     n, h, w, _ = x.shape
     out_hw = tuple(_out_size((h, w)[a], kernel.shape[a], *pads[a], strides[a]) for a in range(2))
-    acc = jnp.promote_types(x.dtype, jnp.float32)
+    acc = _accumulation_dtype(x.dtype)
     xp = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0))).astype(acc)
     k = kernel.astype(acc)
     y = None
