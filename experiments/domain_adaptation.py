@@ -63,8 +63,11 @@ SETTINGS = {
     # The DANN paper's optimizer (SGD, momentum 0.9, lr 0.01), its lambda ramp and weight 1.
     "dann": {"epochs": 30, "batch_size": 64, "learning_rate": 1e-2, "optimizer": "momentum",
              "discriminator_hidden": (256,), "domain_weight": 1.0},
-    "fine_tuning": {"epochs": 15, "batch_size": 32, "learning_rate": 1e-3, "stages": 3, "epochs_per_stage": 5},
-    "transfer": {"epochs": 30, "batch_size": 32, "learning_rate": 1e-3},
+    # 100 labelled examples at batch 32 are 3 steps an epoch: budgets are counted in steps.
+    # 3 stages x 50 epochs = 450 steps (5 epochs a stage, 45 steps, stopped far from
+    # convergence: training accuracy < 1; 100 a stage adds nothing over 50).
+    "fine_tuning": {"epochs": 150, "batch_size": 32, "learning_rate": 1e-3, "stages": 3, "epochs_per_stage": 50},
+    "transfer": {"epochs": 150, "batch_size": 32, "learning_rate": 1e-3},  # 450 head-only steps
     "labels_per_class": 10,
 }
 
@@ -99,6 +102,8 @@ def run_seed(seed: int, data) -> dict[str, float]:
     out["dann"] = da.evaluate_adaptation(da.adapt_model(source_model))["target_accuracy"]
     out["similarity_source_only"] = da.get_domain_similarity(source_model)
     out["similarity_dann"] = da.get_domain_similarity()
+    da.domain_weight = 0.0  # control: the same run without the adversarial term
+    out["dann_domain_weight_0"] = da.evaluate_adaptation(da.adapt_model(source_model))["target_accuracy"]
 
     f = SETTINGS["fine_tuning"]
     ft = AdvancedDomainAdaptation("fine_tuning", epochs=f["epochs"], batch_size=f["batch_size"],
@@ -107,6 +112,8 @@ def run_seed(seed: int, data) -> dict[str, float]:
     ft.set_source_domain(source, test=source_test)
     ft.set_target_domain(target, labeled=labeled, test=target_test, target_trained_accuracy=bound)
     out["fine_tuning_10_per_class"] = ft.evaluate_adaptation(ft.adapt_model(source_model))["target_accuracy"]
+    ft.set_gradual_unfreezing(False)  # the same 450 steps with every layer trainable from the start
+    out["fine_tuning_all_layers"] = ft.evaluate_adaptation(ft.adapt_model(source_model))["target_accuracy"]
 
     t = SETTINGS["transfer"]
     tr = AdvancedDomainAdaptation("transfer_learning", epochs=t["epochs"], batch_size=t["batch_size"],
@@ -114,6 +121,87 @@ def run_seed(seed: int, data) -> dict[str, float]:
     tr.set_source_domain(source, test=source_test)
     tr.set_target_domain(target, labeled=labeled, test=target_test, target_trained_accuracy=bound)
     out["transfer_frozen_encoder"] = tr.evaluate_adaptation(tr.adapt_model(source_model))["target_accuracy"]
+    return out
+
+
+def grl_check(seed: int, data) -> dict[str, float]:
+    """On the experiment's CNN: the domain term's gradient over the encoder is ``-lambda`` times
+    the gradient without reversal, the discriminator's is the plain one, the head gets none."""
+    import jax
+    import jax.numpy as jnp
+
+    from ml_adv import make_spec
+    from ml_adv.domain_adaptation.dann import PROGRESS, DANNModel, dann_objective, domain_loss
+
+    source, _, target, _ = data
+    spec = make_spec("cnn", input_shape=source.example_shape, input_kind="image", num_classes=10, size="small")
+    module = DANNModel(spec.build(), discriminator_hidden=SETTINGS["dann"]["discriminator_hidden"])
+    variables = module.init({"params": jax.random.PRNGKey(seed), "dropout": jax.random.PRNGKey(seed)},
+                            jnp.asarray(source.x[:2]), train=False)
+    params, state = variables["params"], {PROGRESS: {"step": jnp.int32(300)}}
+    batch = {name: {"x": jnp.asarray(d.x[:64]), "y": jnp.asarray(d.y[:64])} for name, d in (("source", source),
+                                                                                            ("target", target))}
+    key = jax.random.PRNGKey(seed + 1)
+
+    def total(weight):
+        objective = dann_objective(module, streams=("source", "target"), total_steps=660, domain_weight=weight)
+        return jax.grad(lambda p: objective(p, state, batch, key, {})[0])(params)
+
+    reversed_ = jax.tree.map(lambda a, b: a - b, total(1.0), total(0.0))  # the domain term's share
+    ids = jnp.concatenate([jnp.zeros(64, jnp.int32), jnp.ones(64, jnp.int32)])
+    x = jnp.concatenate([batch["source"]["x"], batch["target"]["x"]])
+
+    def plain_loss(p):  # same features (same dropout key), no reversal layer
+        v = {"params": p, **state}
+        f = module.apply(v, x, True, method=DANNModel.features, rngs={"dropout": jax.random.split(key)[1]})
+        return domain_loss(module.apply(v, f, method=lambda m, f: m.discriminator(f)), ids)
+
+    plain = jax.grad(plain_loss)(params)
+    ratio = lambda a, b: float(jnp.vdot(a, b) / jnp.vdot(b, b))  # noqa: E731
+    enc, disc = reversed_["base"]["encoder"], plain["base"]["encoder"]
+    return {"lambda": float(2 / (1 + jnp.exp(-10 * 300 / 660)) - 1),
+            "conv_0_ratio": ratio(enc["conv_0"]["kernel"], disc["conv_0"]["kernel"]),
+            "dense_0_ratio": ratio(enc["dense_0"]["kernel"], disc["dense_0"]["kernel"]),
+            "discriminator_ratio": ratio(reversed_["discriminator"]["Dense_0"]["kernel"],
+                                         plain["discriminator"]["Dense_0"]["kernel"]),
+            "head_gradient_norm": float(jnp.linalg.norm(reversed_["base"]["head"]["kernel"]))}
+
+
+def diagnose(seed: int, data) -> dict[str, object]:
+    """How much target class information the features hold: a linear probe fitted on the target
+    test features with their labels (5-fold CV), next to the model's own head, and the head's
+    prediction histogram, for source-only, DANN and train-on-target models."""
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import cross_val_score
+
+    from ml_adv import AdvancedDomainAdaptation, make_spec
+    from ml_adv.domain_adaptation.similarity import features_of
+    from ml_adv.training.config import TrainConfig
+    from ml_adv.training.loop import fit
+    from ml_adv.training.trained_model import TrainedModel
+
+    source, source_test, target, target_test = data
+    spec = make_spec("cnn", input_shape=source.example_shape, input_kind="image", num_classes=10, size="small")
+    cfg = TrainConfig(seed=seed, **SETTINGS["source"])
+    models = {"source_only": TrainedModel(spec, fit(spec, source, cfg, progress=False).state.variables())}
+    d = SETTINGS["dann"]
+    da = AdvancedDomainAdaptation("domain_adversarial", epochs=d["epochs"], batch_size=d["batch_size"],
+                                  learning_rate=d["learning_rate"], optimizer=d["optimizer"], seed=seed,
+                                  discriminator_hidden=d["discriminator_hidden"], domain_weight=d["domain_weight"])
+    da.set_source_domain(source)
+    da.set_target_domain(target)
+    models["dann"] = da.adapt_model(models["source_only"])
+    models["train_on_target"] = TrainedModel(spec, fit(spec, target, cfg, progress=False).state.variables())
+    out: dict[str, object] = {"dann_last_epoch": {k: da.runs[-1]["history"][-1][k] for k in
+                                                  ("train_domain_accuracy", "train_grl_lambda", "train_accuracy")}}
+    for name, model in models.items():
+        f = features_of(model, target_test, max_examples=len(target_test))
+        f = (f - f.mean(0)) / (f.std(0) + 1e-6)
+        probe = cross_val_score(LogisticRegression(max_iter=2000, C=0.1), f, target_test.y, cv=5).mean()
+        pred = np.asarray(model.predict(target_test))
+        out[name] = {"head_accuracy": float(np.mean(pred == target_test.y)), "target_probe_accuracy": float(probe),
+                     "predicted_class_counts": np.bincount(pred, minlength=10).tolist()}
     return out
 
 
@@ -159,6 +247,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--out", default="runs/domain_adaptation")
     parser.add_argument("--bert", metavar="SIZE", help="run the BERT transfer worked example with this size")
+    parser.add_argument("--diagnose", action="store_true",
+                        help="check the gradient reversal on the CNN and probe target class information in the features")
     args = parser.parse_args()
     if args.bert:
         rows = []
@@ -174,13 +264,23 @@ def main() -> None:
         return
     data = (load_dataset("digits_m_source", split="train"), load_dataset("digits_m_source", split="test"),
             load_dataset("digits_m", split="train"), load_dataset("digits_m", split="test"))
+    if args.diagnose:
+        rows = []
+        for seed in args.seeds:
+            rows.append({"seed": seed, "gradient_reversal": grl_check(seed, data), **diagnose(seed, data)})
+            print(json.dumps(rows[-1]), flush=True)
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "diagnose.json").write_text(json.dumps({"settings": SETTINGS, "rows": rows}, indent=2))
+        return
     per_seed = []
     for seed in args.seeds:
         started = time.perf_counter()
         per_seed.append(run_seed(seed, data))
         print(f"seed {seed} ({time.perf_counter() - started:.0f} s): "
               + ", ".join(f"{k} {v:.4f}" for k, v in per_seed[-1].items()), flush=True)
-    methods = ["source_only", "dann", "fine_tuning_10_per_class", "transfer_frozen_encoder", "train_on_target"]
+    methods = ["source_only", "dann", "dann_domain_weight_0", "fine_tuning_10_per_class", "fine_tuning_all_layers",
+               "transfer_frozen_encoder", "train_on_target"]
     rows = []
     for m in methods:
         accs = [r[m] for r in per_seed]

@@ -79,7 +79,18 @@ def test_every_builtin_architecture_traces_a_dann_step(arch, shape, kind):
     assert grads["discriminator"]["Dense_1"]["kernel"].shape[-1] == 3
 
 
-def test_fit_dann_one_compiled_epoch_lambda_ramps_and_counter_counts(domains, monkeypatch):
+class _Interrupted(Exception):
+    pass
+
+
+def _interrupt_after(epochs):
+    def callback(record):
+        if record["epoch"] == epochs:
+            raise _Interrupted  # like a kill between epochs: the run's checkpoints stay behind
+    return callback
+
+
+def test_fit_dann_one_compiled_epoch_lambda_ramps_counter_counts_and_resumes_bitwise(domains, monkeypatch, tmp_path):
     source, target = domains
     traces = []
     real = dann_mod.grl_schedule
@@ -99,20 +110,29 @@ def test_fit_dann_one_compiled_epoch_lambda_ramps_and_counter_counts(domains, mo
     wrapped = result.module.apply({"params": result.fit.state.params, **result.fit.state.model_state},
                                   jnp.asarray(target.x[:5]))
     np.testing.assert_allclose(logits, wrapped, rtol=1e-6)
-    # Another run of the same structure (new seed) reuses the compiled epoch.
-    again = fit_dann(spec, source, target, TrainConfig(epochs=3, batch_size=32, seed=4))
-    assert len(traces) == 1 and again.fit.compile_seconds < result.fit.compile_seconds
+    # The same run interrupted after epoch 1 and resumed from its run directory matches the
+    # uninterrupted one bit for bit (parameters, discriminator, optimizer step, lambda counter);
+    # both reuse the compiled epoch.
+    with pytest.raises(_Interrupted):
+        fit_dann(spec, source, target, config, run_dir=tmp_path / "dann", epoch_callback=_interrupt_after(1))
+    resumed = fit_dann(spec, source, target, config, run_dir=tmp_path / "dann")
+    assert resumed.fit.resumed_from == 1 and [h["epoch"] for h in resumed.fit.history] == [1, 2, 3]
+    for a, b in zip(jax.tree.leaves((resumed.fit.state.params, resumed.fit.state.model_state)),
+                    jax.tree.leaves((result.fit.state.params, result.fit.state.model_state)), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert int(resumed.fit.state.step) == 18
+    assert len(traces) == 1 and resumed.fit.compile_seconds < result.fit.compile_seconds
 
 
 def test_init_params_start_from_the_source_model(domains):
     source, target = domains
     spec = make_spec("mlp", input_shape=source.example_shape, input_kind="image", num_classes=10, size="tiny")
     base_params = spec.build().init(jax.random.PRNGKey(7), jnp.asarray(source.x[:1]), train=False)["params"]
-    config = TrainConfig(epochs=1, batch_size=32, learning_rate=1e-9)
-    result = fit_dann(spec, [source, source], target, config, init_params=base_params)
-    # A vanishing learning rate: the base model is the one passed in; three domains.
+    # The run structure of the test above (its compiled epoch is reused; the rate is traced).
+    config = TrainConfig(epochs=3, batch_size=32, learning_rate=1e-9)
+    result = fit_dann(spec, source, target, config, init_params=base_params)
+    # A vanishing learning rate: the base model is the one passed in.
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), result.variables["params"], base_params)
-    assert result.module.num_domains == 3
 
 
 def test_bad_input_fails_before_compiling(domains):

@@ -64,7 +64,8 @@ def test_domain_adversarial_end_to_end(domains, source_model):
 
     source, target, target_test = domains
     da = AdvancedDomainAdaptation(adaptation_method="domain_adversarial", epochs=2, batch_size=32)
-    da.set_source_domain(source)
+    # Two source domains: three streams per step and a 3-way domain discriminator.
+    da.set_source_domain([source.subset(np.arange(128)), source.subset(np.arange(128, 256))])
     da.set_target_domain(target, test=target_test, target_trained_accuracy=0.95)
     adapted = da.adapt_model(source_model)
     assert adapted.predict(target_test).shape == (120,)
