@@ -20,6 +20,9 @@ Two ways to use it:
   be one a user could reproduce with ``fit``; the cost is at most ``R`` times the first
   rung. Each finished rung is journaled, so a killed study resumes at the next rung.
 
+The third way, the ``pbt`` method (population based training: exploit/explore between
+epochs of one stacked program that is never restarted), lives in ``ml_adv.hpo.pbt``.
+
 Member i of a population is not bitwise the run ``fit`` would make for the same
 configuration (its key is the i-th of the population's split keys); the study reports
 the population's own scores.
