@@ -14,6 +14,13 @@ next epoch can then reuse the device buffers while orbax writes in the
 background. A process killed mid-write leaves only an orbax temporary folder,
 which the manager ignores: the previous checkpoint stays the latest.
 
+Why uncompressed: orbax compresses every array with zstd by default. Trained
+float weights and Adam moments do not compress (a few percent), yet zstd cost
+about half the CPU time of a save and of a restore (``benchmarks/README.md``,
+"Checkpoints"). Arrays are written as uncompressed zarr chunks inside orbax's
+OCDBT store; older compressed checkpoints still restore (each array's zarr
+metadata names its codec).
+
 Nothing is pickled and no code is loaded from a checkpoint.
 """
 
@@ -40,6 +47,27 @@ def abstract_like(tree: Any) -> Any:
     return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
 
 
+def _array_handler() -> ocp.PyTreeCheckpointHandler:
+    """Orbax's pytree handler (OCDBT, zarr v2) with compression off: see the module docstring."""
+    return ocp.PyTreeCheckpointHandler(use_compression=False)
+
+
+def _save_args(tree: Any) -> ocp.args.PyTreeSave:
+    return ocp.args.PyTreeSave(tree)
+
+
+def _restore_args(target: Any) -> ocp.args.PyTreeRestore:
+    """Restore into ``target``'s structure, shapes and dtypes (what ``StandardRestore`` did).
+
+    A leaf with a sharding comes back as a ``jax.Array`` placed like it; one without
+    (NumPy arrays, ``jax.eval_shape`` output) as a NumPy array.
+    """
+    abstract = abstract_like(target)
+    shardings = jax.tree.map(lambda a: getattr(a, "sharding", None), abstract)
+    restore_args = ocp.checkpoint_utils.construct_restore_args(abstract, shardings)
+    return ocp.args.PyTreeRestore(abstract, restore_args=restore_args)
+
+
 class RunCheckpointer:
     """Latest and best checkpoints of one run directory.
 
@@ -56,11 +84,13 @@ class RunCheckpointer:
         except OSError as exc:
             raise CheckpointError(f"checkpoint directory: cannot create {self.directory}: {exc}") from exc
         options = dict(create=True, enable_async_checkpointing=asynchronous, cleanup_tmp_directories=True)
-        self._latest = ocp.CheckpointManager(
-            self.directory / "latest", options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, **options)
-        )
-        self._best = ocp.CheckpointManager(
-            self.directory / "best", options=ocp.CheckpointManagerOptions(max_to_keep=1, **options)
+        self._latest, self._best = (
+            ocp.CheckpointManager(
+                self.directory / which,
+                options=ocp.CheckpointManagerOptions(max_to_keep=keep, **options),
+                item_handlers={"state": _array_handler(), "meta": ocp.JsonCheckpointHandler()},
+            )
+            for which, keep in (("latest", max_to_keep), ("best", 1))
         )
 
     def _manager(self, which: str) -> ocp.CheckpointManager:
@@ -77,7 +107,7 @@ class RunCheckpointer:
         for manager in (self._latest, self._best) if is_best else (self._latest,):
             manager.save(
                 int(step),
-                args=ocp.args.Composite(state=ocp.args.StandardSave(host_state), meta=ocp.args.JsonSave(meta)),
+                args=ocp.args.Composite(state=_save_args(host_state), meta=ocp.args.JsonSave(meta)),
             )
 
     def latest_step(self, which: str = "latest") -> int | None:
@@ -96,9 +126,7 @@ class RunCheckpointer:
         try:
             restored = manager.restore(
                 step,
-                args=ocp.args.Composite(
-                    state=ocp.args.StandardRestore(abstract_like(target)), meta=ocp.args.JsonRestore()
-                ),
+                args=ocp.args.Composite(state=_restore_args(target), meta=ocp.args.JsonRestore()),
             )
         except Exception as exc:  # orbax raises many types; give one clear error
             raise CheckpointError(
@@ -146,16 +174,17 @@ class RunCheckpointer:
         self.close()
 
 
+def _composite() -> ocp.CompositeCheckpointHandler:
+    return ocp.CompositeCheckpointHandler(tree=_array_handler(), meta=ocp.JsonCheckpointHandler())
+
+
 def save_pytree(path: str | os.PathLike, tree: Any, meta: dict[str, Any]) -> None:
     """Save one pytree plus JSON metadata to ``path`` (used by ``TrainedModel.save``)."""
     path = Path(path).absolute()
     if path.exists() and any(path.iterdir()):
         raise CheckpointError(f"path: expected a new or empty directory, got existing non-empty {path}")
-    with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as ckptr:
-        ckptr.save(
-            path,
-            args=ocp.args.Composite(tree=ocp.args.StandardSave(_host_copy(tree)), meta=ocp.args.JsonSave(meta)),
-        )
+    with ocp.Checkpointer(_composite()) as ckptr:
+        ckptr.save(path, args=ocp.args.Composite(tree=_save_args(_host_copy(tree)), meta=ocp.args.JsonSave(meta)))
 
 
 def load_meta(path: str | os.PathLike) -> dict[str, Any]:
@@ -163,7 +192,7 @@ def load_meta(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path).absolute()
     if not path.exists():
         raise CheckpointError(f"path: no saved model at {path}")
-    with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as ckptr:
+    with ocp.Checkpointer(_composite()) as ckptr:
         return dict(ckptr.restore(path, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"])
 
 
@@ -171,8 +200,8 @@ def load_pytree(path: str | os.PathLike, target: Any) -> Any:
     """Restore the pytree saved by ``save_pytree`` into the abstract structure of ``target``."""
     path = Path(path).absolute()
     try:
-        with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as ckptr:
-            out = ckptr.restore(path, args=ocp.args.Composite(tree=ocp.args.StandardRestore(abstract_like(target))))
+        with ocp.Checkpointer(_composite()) as ckptr:
+            out = ckptr.restore(path, args=ocp.args.Composite(tree=_restore_args(target)))
     except Exception as exc:
         raise CheckpointError(f"path: cannot restore a model from {path}: {exc}") from exc
     return out["tree"]
