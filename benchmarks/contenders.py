@@ -9,6 +9,10 @@
 * ``plain Flax`` : ``peers/flax_plain.py``: ``TrainState`` + ``@jax.jit`` step per batch,
   batches gathered on the host with NumPy fancy indexing (the Flax-examples loop).
 * ``PyTorch`` : ``peers/torch_models.py`` in eager mode, batches gathered by tensor indexing.
+* ``PyTorch compile`` : the same model through ``torch.compile`` (inductor, default mode),
+  compiled by one explicit step before timing (its time is the row's compile figure). On a
+  2-core CPU the compile takes tens of seconds per model, so it runs in full mode only
+  unless ``--torch-compile on``.
 
 Every contender trains the same model (parameter counts asserted equal) on the same host
 arrays (one epoch of data) with the same batch, optimizer and dtype, reshuffling every epoch;
@@ -28,6 +32,7 @@ import optax
 from benchmarks.workloads import Workload
 
 ML_ADV, ML_ADV_STEP, FLAX, TORCH = "ml_adv", "ml_adv step", "plain Flax", "PyTorch"
+TORCH_COMPILE = "PyTorch compile"
 
 
 @dataclasses.dataclass
@@ -122,7 +127,9 @@ def flax_contender(wl: Workload, x: np.ndarray, y: np.ndarray, epochs: int, bf16
     return Contender(FLAX, run, params)
 
 
-def torch_contender(torch, wl: Workload, x: np.ndarray, y: np.ndarray, epochs: int) -> Contender:
+def torch_contender(torch, wl: Workload, x: np.ndarray, y: np.ndarray, epochs: int, *, compiled: bool = False) -> Contender:
+    """PyTorch eager, or with ``compiled`` the model through ``torch.compile`` (one explicit
+    warm-up step compiles it; that time is the contender's ``compile_s``)."""
     from benchmarks.peers import torch_models
 
     spec = wl.spec()
@@ -133,19 +140,31 @@ def torch_contender(torch, wl: Workload, x: np.ndarray, y: np.ndarray, epochs: i
         opt = torch.optim.AdamW(trainable, lr=1e-3, weight_decay=wl.weight_decay)
     else:
         opt = torch.optim.Adam(trainable, lr=1e-3)
+    forward = torch.compile(model) if compiled else model
     xt = torch_models.to_torch_layout(spec, x)
     yt = torch.from_numpy(y.astype(np.int64))
     gen = torch.Generator().manual_seed(1)
     loss_fn = torch.nn.functional.cross_entropy
     steps = len(x) // wl.batch
 
+    def step(idx):
+        opt.zero_grad(set_to_none=True)
+        loss = loss_fn(forward(xt[idx]), yt[idx])
+        loss.backward()
+        opt.step()
+        return loss
+
+    compile_s = None
+    if compiled:
+        t0 = time.perf_counter()
+        step(torch.arange(wl.batch)).item()
+        compile_s = time.perf_counter() - t0
+
     def run():
         for _ in range(epochs):
             for idx in torch.randperm(len(x), generator=gen)[: steps * wl.batch].reshape(steps, wl.batch):
-                opt.zero_grad(set_to_none=True)
-                loss = loss_fn(model(xt[idx]), yt[idx])
-                loss.backward()
-                opt.step()
+                loss = step(idx)
         return loss.item()
 
-    return Contender(TORCH, run, torch_models.count_trainable(model))
+    name = TORCH_COMPILE if compiled else TORCH
+    return Contender(name, run, torch_models.count_trainable(model), compile_s)

@@ -171,6 +171,7 @@ class Context:
         device, dtype: ``"cpu"``/``"gpu"`` and ``"f32"``/``"bf16"``.
         steps_scale: multiplies every workload's steps per round (GPU steps are faster).
         torch: the ``torch`` module, or None when PyTorch is skipped or missing.
+        torch_compile: add the ``torch.compile`` contender to the train-step rows.
         foreign_limit, quiet_budget_s: see ``time_rounds`` (the budget is per row).
         results: rows produced so far in this run, by name (benchmarks may reuse them).
     """
@@ -182,6 +183,7 @@ class Context:
     steps_scale: float = 1.0
     steps: int | None = None
     torch: Any = None
+    torch_compile: bool = False
     foreign_limit: float = 0.3
     quiet_budget_s: float = 30.0
     results: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)

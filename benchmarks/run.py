@@ -50,6 +50,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--device", choices=("cpu", "gpu"), default=None, help="default: JAX's backend")
     ap.add_argument("--dtype", choices=("f32", "bf16"), default=None, help="default: f32 on CPU, bf16 on GPU")
     ap.add_argument("--no-torch", action="store_true", help="skip the PyTorch peer")
+    ap.add_argument("--torch-compile", choices=("auto", "on", "off"), default="auto",
+                    help="the torch.compile contender in train-step rows (auto: full mode only; "
+                         "inductor compiles take tens of seconds per model on a small CPU)")
     ap.add_argument("--foreign-limit", type=float, default=0.3,
                     help="cores used by other processes above which a round counts as contended")
     ap.add_argument("--quiet-budget", type=float, default=None,
@@ -105,7 +108,10 @@ def main(argv: list[str] | None = None) -> dict:
     chosen = select(args.only, quick=args.quick)
     rounds = args.rounds or (3 if args.quick else 7)
     ctx = Context(quick=args.quick, rounds=rounds, device=device, dtype=dtype, steps_scale=args.steps_scale,
-                  steps=args.steps, torch=torch, foreign_limit=args.foreign_limit,
+                  steps=args.steps, torch=torch,
+                  torch_compile=torch is not None and (args.torch_compile == "on"
+                                                      or (args.torch_compile == "auto" and not args.quick)),
+                  foreign_limit=args.foreign_limit,
                   quiet_budget_s=args.quiet_budget if args.quiet_budget is not None else (5.0 if args.quick else 30.0))  # fmt: skip
     env = envmod.collect(torch)
     settings = {

@@ -11,8 +11,8 @@ data and model:
 * ``torch.func``: PyTorch ``stack_module_state`` + ``vmap(grad(functional_call))`` with Adam
   on the stacked tensors.
 
-``stacked/population-lr``: P=16 learning rates of the digits MLP, one stacked program
-against 16 sequential ``fit`` calls (each compiles: the library path a user would take).
+``stacked/population-lr`` and ``-cnn``: P=16 learning rates of the digits MLP / tiny CNN,
+one stacked program against 16 sequential ``fit`` calls (the library path a user would take).
 Work is member-steps per second.
 """
 
@@ -121,15 +121,19 @@ def _members_row(ctx: Context, width: int) -> list[dict]:
                      extra={"members": K, "batch": BATCH, "steps": STEPS, "optimizer": "adam"})]
 
 
-def _population_row(ctx: Context) -> list[dict]:
+def _population_row(ctx: Context, arch: str) -> list[dict]:
     """P learning rates: one ``fit_stacked`` call against P ``fit`` calls (compiles included, as a user sees)."""
+    from ml_adv import make_spec
     from ml_adv.data.catalog import load_dataset
     from ml_adv.training import TrainConfig, fit
     from ml_adv.training.stacked import fit_stacked
 
     p = 16
-    train = load_dataset("digits_flat", split="train")
-    spec = _spec(64)
+    if arch == "mlp":
+        train, spec = load_dataset("digits_flat", split="train"), _spec(64)
+    else:
+        train = load_dataset("digits", split="train")
+        spec = make_spec("cnn", input_shape=train.example_shape, input_kind="image", num_classes=10, size="tiny")
     config = TrainConfig(batch_size=32, epochs=3)
     rates = np.geomspace(1e-4, 3e-2, p)
 
@@ -142,12 +146,15 @@ def _population_row(ctx: Context) -> list[dict]:
 
     timing = ctx.time({"ml_adv population": population, "sequential fit": sequential})
     steps = p * 3 * (len(train) // 32)
-    return [make_row("stacked/population-lr", "stacked", f"P={p} learning rates, digits MLP, 3 epochs", timing,
+    name = "stacked/population-lr" if arch == "mlp" else f"stacked/population-lr-{arch}"
+    model = "digits MLP 64-64-64-10" if arch == "mlp" else "digits CNN (tiny)"
+    return [make_row(name, "stacked", f"P={p} learning rates, {model}, 3 epochs", timing,
                      rounds=ctx.rounds, work_per_round=steps, unit="member-steps/s", subject="ml_adv population",
                      peers=("sequential fit",), extra={"members": p, "note": "compiles included on both sides"})]
 
 
 register("stacked/mlp-w32", group="stacked")(lambda ctx: _members_row(ctx, 32))
 register("stacked/mlp-w128", group="stacked")(lambda ctx: _members_row(ctx, 128))
-register("stacked/population-lr", group="stacked", quick=False)(_population_row)
+register("stacked/population-lr", group="stacked", quick=False)(lambda ctx: _population_row(ctx, "mlp"))
+register("stacked/population-lr-cnn", group="stacked", quick=False)(lambda ctx: _population_row(ctx, "cnn"))
 

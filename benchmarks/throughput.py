@@ -18,6 +18,7 @@ from benchmarks.contenders import (
     ML_ADV,
     ML_ADV_STEP,
     TORCH,
+    TORCH_COMPILE,
     flax_contender,
     ml_adv_contenders,
     torch_contender,
@@ -55,6 +56,8 @@ def build_contenders(ctx: Context, wl: Workload, epoch_steps: int, epochs: int) 
     out.append(flax_contender(wl, x, y, epochs, bf16))
     if ctx.torch is not None:
         out.append(torch_contender(ctx.torch, wl, x, y, epochs))
+        if ctx.torch_compile:
+            out.append(torch_contender(ctx.torch, wl, x, y, epochs, compiled=True))
     counts = {c.name: c.params for c in out}
     if len(set(counts.values())) != 1:
         raise ParamCountMismatch(f"{wl.name}: parameter counts differ between contenders: {counts}")
@@ -68,7 +71,7 @@ def run_workload(ctx: Context, wl: Workload) -> list[dict]:
     contenders = build_contenders(ctx, wl, epoch_steps, epochs)
     timing = ctx.time({c.name: c.run_round for c in contenders})
     names = [c.name for c in contenders]
-    peers = tuple(n for n in (TORCH, FLAX) if n in names)
+    peers = tuple(n for n in (TORCH, FLAX, TORCH_COMPILE) if n in names)
     config = {
         "description": wl.description, "batch": wl.batch, "steps_per_round": steps, "epochs_per_round": epochs,
         "input_shape": list(wl.input_shape), "input_kind": wl.input_kind,
@@ -91,6 +94,7 @@ def run_workload(ctx: Context, wl: Workload) -> list[dict]:
         if c.get("first_round_s") is not None
     }  # fmt: skip
     values = {"ml_adv epoch AOT compile": contenders[0].compile_s}
+    values.update({f"{c.name} first step (compile)": c.compile_s for c in contenders if c.name == TORCH_COMPILE})
     values.update({f"{n} first-round excess": v for n, v in overhead.items()})
     compile_row = simple_row(
         f"compile/{wl.name}", "compile", f"{wl.arch} {wl.size}", values, unit="s", higher_is_better=False,

@@ -27,8 +27,13 @@ page-faults each execution's scratch buffer afresh (596 MB and ~130 ms for the m
 transformer, ~58 MB and ~13 ms for the medium CNN and LSTM: ``benchmarks/README.md``),
 which a scanned epoch pays once per epoch and a per-step loop once per step. A real epoch is
 hundreds of steps (MNIST at batch 128: 469), so the medium rows run the longest epochs the
-time budget allows: 16 steps for the CNN and LSTM (8 in ``--quick``; 4-step epochs cost them
-14% and 8% per step), 4 for the encoders, whose steps take ~0.3 s (2 in ``--quick``).
+time budget allows: 16 steps for the CNN and LSTM (4-step epochs cost them 14% and 8% per
+step), 4 for the encoders, whose steps take ~0.3 s.
+
+``--quick`` runs the same epochs as the full mode (fewer rounds and rows, not shorter
+rounds), so a quick row's per-step ratio predicts the full row's. Until 2026-11-30 it ran
+half-length epochs (the encoders 2 steps), which charged the per-execution cost above to
+half as many steps and understated the scanned core in quick rows.
 """
 
 from __future__ import annotations
@@ -105,26 +110,26 @@ WORKLOADS: dict[str, Workload] = {
     w.name: w
     for w in [
         # ---- digits shapes, ml_adv "small" configs
-        Workload("mlp", "digits", "small", 64, (64,), "features", 32, 2000, 800,
+        Workload("mlp", "digits", "small", 64, (64,), "features", 32, 2000, 2000,
                  description="64-128-64-10, batch 32"),
-        Workload("cnn", "digits", "small", 8, (8, 8, 1), "image", 32, 300, 150,
+        Workload("cnn", "digits", "small", 8, (8, 8, 1), "image", 32, 300, 300,
                  description="8x8x1 conv32-pool-conv64-pool-dense128, batch 32"),
-        Workload("lstm", "digits", "small", 8, (8, 8), "sequence", 32, 400, 200,
+        Workload("lstm", "digits", "small", 8, (8, 8), "sequence", 32, 400, 400,
                  description="8 steps x 8, hidden 64, batch 32"),
-        Workload("transformer", "digits", "small", 21, (65,), "tokens", 32, 12, 6, **_ENCODER,
+        Workload("transformer", "digits", "small", 21, (65,), "tokens", 32, 12, 12, **_ENCODER,
                  description="65 tokens (vocab 21), d64 2 layers 4 heads ffn 128, batch 32"),
-        Workload("bert", "digits", "small", 21, (65,), "tokens", 32, 6, 3, **_ENCODER,
+        Workload("bert", "digits", "small", 21, (65,), "tokens", 32, 6, 6, **_ENCODER,
                  description="65 tokens (vocab 21), d128 2 layers 2 heads ffn 512, batch 32"),
         # ---- medium: the REFERENCE.md shapes
-        Workload("mlp", "medium", "base", 784, (784,), "features", 128, 200, 80,
+        Workload("mlp", "medium", "base", 784, (784,), "features", 128, 200, 200,
                  description="784-512-256-10, batch 128"),
-        Workload("cnn", "medium", "base", 28, (28, 28, 1), "image", 128, 16, 8,
+        Workload("cnn", "medium", "base", 28, (28, 28, 1), "image", 128, 16, 16,
                  description="28x28x1 conv32-pool-conv64-pool-dense128, batch 128"),
-        Workload("lstm", "medium", "base", 128, (64, 128), "sequence", 64, 16, 8,
+        Workload("lstm", "medium", "base", 128, (64, 128), "sequence", 64, 16, 16,
                  description="64 steps x 128, hidden 256, batch 64"),
-        Workload("transformer", "medium", "base", 1000, (128,), "tokens", 32, 4, 2, **_ENCODER,
+        Workload("transformer", "medium", "base", 1000, (128,), "tokens", 32, 4, 4, **_ENCODER,
                  description="128 tokens (vocab 1000), d256 4 layers 4 heads ffn 1024, batch 32"),
-        Workload("bert", "medium", "small", 1000, (128,), "tokens", 32, 4, 2, **_ENCODER,
+        Workload("bert", "medium", "small", 1000, (128,), "tokens", 32, 4, 4, **_ENCODER,
                  overrides=(("hidden_size", 256), ("intermediate_size", 1024), *_MEDIUM_ENCODER),
                  description="128 tokens (vocab 1000), d256 4 layers 4 heads ffn 1024, batch 32"),
         # ---- tiny: smoke tests and CPU dry runs of the GPU path
