@@ -243,7 +243,7 @@ SEARCH_METHODS.register("population", MethodEntry(
 SEARCH_METHODS.register("pbt", MethodEntry(
     "pbt", _nevergrad(_registry_entry("RandomSearch")),
     "population based training: exploit/explore every `ready` epochs inside one compiled stacked program",
-    population=True, run=_lazy("ml_adv.hpo.pbt", "run_pbt_study"), check=_lazy("ml_adv.hpo.pbt", "check_study")))
+    population=True, run=_lazy("ml_adv.hpo.pbt_loop", "run_pbt_study"), check=_lazy("ml_adv.hpo.pbt", "check_study")))
 
 # The trainer's optimization_method names: "none" plus every registered method.
 OPTIMIZATION_METHODS = ("none", *SEARCH_METHODS.names())

@@ -213,11 +213,3 @@ def next_generation(scores, tiebreak, configs: list[dict[str, Any]], space: Sear
 def interval_bounds(epochs: int, ready: int) -> list[tuple[int, int]]:
     """``[(start, end))`` epochs of each interval; the last one may be shorter."""
     return [(s, min(s + ready, epochs)) for s in range(0, epochs, ready)]
-
-
-def run_pbt_study(study, *, on_interval=None):
-    """Run (or resume) PBT for ``study`` (method ``pbt``); ``on_interval(record)`` is called after
-    each interval is journaled (progress hooks, tests)."""
-    from ml_adv.hpo.pbt_loop import PBTRun
-
-    return PBTRun(study, check_study(study)).run(on_interval)

@@ -24,6 +24,7 @@ import numpy as np
 from ml_adv.hpo.pbt import (
     RECORD,
     PBTOptions,
+    check_study,
     exploit,
     interval_bounds,
     next_generation,
@@ -277,3 +278,9 @@ def _progress(enabled: bool | None, total: int, initial: int):
 
     return tqdm(total=total, initial=initial, desc="pbt epochs", unit="epoch",
                 disable=None if enabled is None else not enabled)
+
+
+def run_pbt_study(study, *, on_interval=None):
+    """Run (or resume) PBT for ``study`` (method ``pbt``); ``on_interval(record)`` is called after
+    each interval is journaled (progress hooks, tests)."""
+    return PBTRun(study, check_study(study)).run(on_interval)
