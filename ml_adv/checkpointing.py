@@ -56,16 +56,30 @@ def _save_args(tree: Any) -> ocp.args.PyTreeSave:
     return ocp.args.PyTreeSave(tree)
 
 
-def _restore_args(target: Any) -> ocp.args.PyTreeRestore:
-    """Restore into ``target``'s structure, shapes and dtypes (what ``StandardRestore`` did).
+def _restore_args(abstract: Any) -> ocp.args.PyTreeRestore:
+    """Read every array of ``abstract``'s structure into host memory, cast to its dtype.
+
+    Why NumPy first: orbax's ``jax.Array`` read path took twice as long as reading NumPy
+    arrays and placing them with one ``device_put`` (``benchmarks/README.md``, "Checkpoints").
+    """
+    args = jax.tree.map(lambda a: ocp.RestoreArgs(restore_type=np.ndarray, dtype=a.dtype), abstract)
+    return ocp.args.PyTreeRestore(abstract, restore_args=args)
+
+
+def _placed(restored: Any, abstract: Any) -> Any:
+    """Check shapes and place each leaf like ``abstract`` (what ``StandardRestore`` did).
 
     A leaf with a sharding comes back as a ``jax.Array`` placed like it; one without
     (NumPy arrays, ``jax.eval_shape`` output) as a NumPy array.
     """
-    abstract = abstract_like(target)
-    shardings = jax.tree.map(lambda a: getattr(a, "sharding", None), abstract)
-    restore_args = ocp.checkpoint_utils.construct_restore_args(abstract, shardings)
-    return ocp.args.PyTreeRestore(abstract, restore_args=restore_args)
+
+    def place(value: np.ndarray, spec: Any) -> Any:
+        if value.shape != spec.shape:
+            raise CheckpointError(f"array shape: expected {spec.shape}, got {value.shape} in the checkpoint")
+        sharding = getattr(spec, "sharding", None)
+        return value if sharding is None else jax.device_put(value, sharding)
+
+    return jax.tree.map(place, restored, abstract)
 
 
 class RunCheckpointer:
@@ -123,17 +137,19 @@ class RunCheckpointer:
         step = manager.latest_step() if step is None else step
         if step is None:
             raise CheckpointError(f"checkpoint: no {which!r} checkpoint found in {self.directory}")
+        abstract = abstract_like(target)
         try:
             restored = manager.restore(
                 step,
-                args=ocp.args.Composite(state=_restore_args(target), meta=ocp.args.JsonRestore()),
+                args=ocp.args.Composite(state=_restore_args(abstract), meta=ocp.args.JsonRestore()),
             )
+            state = _placed(restored["state"], abstract)
         except Exception as exc:  # orbax raises many types; give one clear error
             raise CheckpointError(
                 f"checkpoint: cannot restore step {step} from {self.directory / which} into the current "
                 f"model/optimizer (did the architecture or optimizer change?): {exc}"
             ) from exc
-        return restored["state"], dict(restored["meta"])
+        return state, dict(restored["meta"])
 
     def restore_newest_intact(self, target: Any, *, which: str = "latest") -> tuple[Any, dict[str, Any]]:
         """Restore the newest checkpoint that reads back whole, warning about each damaged one.
@@ -200,8 +216,9 @@ def load_pytree(path: str | os.PathLike, target: Any) -> Any:
     """Restore the pytree saved by ``save_pytree`` into the abstract structure of ``target``."""
     path = Path(path).absolute()
     try:
+        abstract = abstract_like(target)
         with ocp.Checkpointer(_composite()) as ckptr:
-            out = ckptr.restore(path, args=ocp.args.Composite(tree=_restore_args(target)))
+            out = ckptr.restore(path, args=ocp.args.Composite(tree=_restore_args(abstract)))
+        return _placed(out["tree"], abstract)
     except Exception as exc:
         raise CheckpointError(f"path: cannot restore a model from {path}: {exc}") from exc
-    return out["tree"]

@@ -59,6 +59,20 @@ def test_save_pytree_refuses_to_overwrite(tmp_path):
         save_pytree(tmp_path / "m", {"a": jnp.ones(2)}, {})
 
 
+def test_checkpoints_written_compressed_by_earlier_versions_still_restore(tmp_path):
+    """Arrays were zstd-compressed (orbax's default, StandardSave) before compression was turned off."""
+    import orbax.checkpoint as ocp
+
+    tree = {"w": np.arange(12.0, dtype=np.float32).reshape(3, 4), "b": np.ones(5, jnp.bfloat16)}
+    with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as ckptr:
+        ckptr.save(tmp_path / "old", args=ocp.args.Composite(
+            tree=ocp.args.StandardSave(tree), meta=ocp.args.JsonSave({"format": "old"})))  # fmt: skip
+    assert load_meta(tmp_path / "old") == {"format": "old"}
+    restored = load_pytree(tmp_path / "old", jax.tree.map(jnp.zeros_like, tree))
+    assert _tree_equal(restored, tree) and restored["b"].dtype == jnp.bfloat16
+    assert isinstance(restored["w"], jax.Array)
+
+
 def test_resumed_fit_matches_uninterrupted(small_digits, digits_images, tmp_path):
     _, test = digits_images
     cfg = TrainConfig(epochs=6, batch_size=32, learning_rate=3e-3, seed=2)
