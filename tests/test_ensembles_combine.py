@@ -71,7 +71,7 @@ C, N = 3, 5
 
 @st.composite
 def ensembles(draw):
-    k = draw(st.integers(1, 4))
+    k = draw(st.sampled_from([2, 3]))  # one member: test_one_member_is_that_member; two shapes, two compiles
     logits = draw(st.lists(st.floats(-5, 5, allow_nan=False, width=32), min_size=k * N * C, max_size=k * N * C))
     weights = draw(st.lists(st.floats(0.05, 10), min_size=k, max_size=k))
     probs = np.asarray(jax.nn.softmax(np.asarray(logits, np.float32).reshape(k, N, C), axis=-1))

@@ -27,21 +27,6 @@ from ml_adv.ensembles.persistence import RUN_RECORD, run_record
 from ml_adv.errors import CheckpointError, ConfigError, DataError
 from ml_adv.model_ensemble import AdvancedModelEnsemble
 
-
-def test_deep_ensemble_end_to_end():
-    """Three MLPs trained as one stacked program by ``AdvancedModelEnsemble.train``."""
-    deep, (_, test) = deep_ensemble(), split_views()
-    assert FacadeClass is AdvancedModelEnsemble  # the seed import path re-exports the facade
-    stats = deep.get_ensemble_statistics()
-    assert len(deep) == 3 and stats["stacked_groups"] == [deep.model_ids]  # one vmapped forward pass
-    assert stats["training"]["failed"] == [False] * 3 and stats["combination_method"] == "averaging"
-    perf = deep.get_ensemble_performance(test["features"])
-    nlls = [m["nll"] for m in perf["members"].values()]
-    assert len(set(nlls)) == 3  # different initialisations and orders: different members
-    assert perf["ensemble"]["nll"] <= np.mean(nlls) and perf["ensemble"]["accuracy"] > 0.5
-    assert all(m.metrics["epoch"] == 2 for m in deep.models)  # per-member history from the stacked core
-
-
 # The child trains exactly the shared deep ensemble, with a run directory. After epoch PARK
 # is logged and its checkpoint is on disk, it parks (sleeps) so that the kill lands at a
 # known point; the parent then kills it with SIGKILL.
@@ -80,7 +65,9 @@ def test_deep_ensemble_resumes_after_sigkill(tmp_path):
     run_dir = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(run_dir), "1", str(Path(__file__).parent)],
                             env=dict(os.environ, JAX_PLATFORMS="cpu"))
-    straight = deep_ensemble()  # the uninterrupted run (no run_dir), trained meanwhile if not yet
+    # The uninterrupted run (no run_dir). This test runs first in the module, so the shared
+    # ensemble trains here, on the other core, while the child runs.
+    straight = deep_ensemble()
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None and not (run_dir / "parked").exists():
         time.sleep(0.05)
@@ -108,6 +95,20 @@ def test_deep_ensemble_resumes_after_sigkill(tmp_path):
     # A run directory of another ensemble run is refused, before training.
     with pytest.raises(CheckpointError, match="members=3, folds=None; got members=2"):
         AdvancedModelEnsemble.train(spec, train, config, members=2, run_dir=run_dir)
+
+
+def test_deep_ensemble_end_to_end():
+    """Three MLPs trained as one stacked program by ``AdvancedModelEnsemble.train``."""
+    deep, (_, test) = deep_ensemble(), split_views()
+    assert FacadeClass is AdvancedModelEnsemble  # the seed import path re-exports the facade
+    stats = deep.get_ensemble_statistics()
+    assert len(deep) == 3 and stats["stacked_groups"] == [deep.model_ids]  # one vmapped forward pass
+    assert stats["training"]["failed"] == [False] * 3 and stats["combination_method"] == "averaging"
+    perf = deep.get_ensemble_performance(test["features"])
+    nlls = [m["nll"] for m in perf["members"].values()]
+    assert len(set(nlls)) == 3  # different initialisations and orders: different members
+    assert perf["ensemble"]["nll"] <= np.mean(nlls) and perf["ensemble"]["accuracy"] > 0.5
+    assert all(m.metrics["epoch"] == 2 for m in deep.models)  # per-member history from the stacked core
 
 
 def test_run_record_is_written_once_and_checked(tmp_path):

@@ -33,16 +33,16 @@ def test_meta_learner_learns_what_averaging_cannot():
 
 
 def test_out_of_fold_rows_come_from_the_model_that_did_not_see_them():
-    probs, labels = _permuted_members(n=60)
-    folds = stratified_fold_ids(labels, 3, seed=0)
-    meta, oof = stacking.fit_stacking(probs, labels, folds, 3)
+    probs, labels = _permuted_members()  # the shapes and fold count above: one compiled fit_stacking
+    folds = stratified_fold_ids(labels, 4, seed=0)
+    meta, oof = stacking.fit_stacking(jnp.asarray(probs), jnp.asarray(labels), jnp.asarray(folds), 4)
     oof = np.asarray(oof)
     # Looped reference for fold 1: fit on the other folds only, predict fold 1; and on all rows.
     features = stacking.stack_features(jnp.asarray(probs))
     fit = jax.jit(stacking.fit_masked, static_argnums=(3, 4))
     ref = fit(features, jnp.asarray(labels), jnp.asarray((folds != 1).astype(np.float32)), 4, stacking.META_L2)
     np.testing.assert_allclose(oof[folds == 1], np.asarray(stacking.meta_proba(ref, probs))[folds == 1], atol=1e-4)
-    full = fit(features, jnp.asarray(labels), jnp.ones(60, jnp.float32), 4, stacking.META_L2)
+    full = fit(features, jnp.asarray(labels), jnp.ones(len(labels), jnp.float32), 4, stacking.META_L2)
     np.testing.assert_allclose(meta["kernel"], full["kernel"], atol=1e-4)
 
 
