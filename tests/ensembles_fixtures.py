@@ -20,15 +20,19 @@ import numpy as np
 from ml_adv import AdvancedModelEnsemble, TrainConfig, TrainedModel, fit, load_dataset, make_spec
 
 VIEWS = {"cnn": "digits", "mlp": "digits_flat", "lstm": "digits_sequence"}
+# One conv layer and no hidden dense layer: half the compile time of the tiny CNN, and after
+# 2 epochs on 480 digits a better model (0.87 test accuracy against 0.45).
+OVERRIDES = {"cnn": {"conv_features": (4,), "dense_features": ()}}
 TRAIN_EXAMPLES = 480
 CONFIG = TrainConfig(epochs=2, batch_size=32, learning_rate=1e-2)
 DEEP_MEMBERS = 3  # as many as the command test's folds: the stacked initialiser compiles once
 
 
 def data_and_spec(arch: str):
-    """(first TRAIN_EXAMPLES digits in ``arch``'s view, its tiny spec)."""
+    """(first TRAIN_EXAMPLES digits in ``arch``'s view, its tiny spec with ``OVERRIDES``)."""
     train = load_dataset(VIEWS[arch], split="train").subset(np.arange(TRAIN_EXAMPLES))
-    spec = make_spec(arch, input_shape=train.example_shape, input_kind=train.input_kind, num_classes=10, size="tiny")
+    spec = make_spec(arch, input_shape=train.example_shape, input_kind=train.input_kind, num_classes=10, size="tiny",
+                     **OVERRIDES.get(arch, {}))
     return train, spec
 
 
