@@ -45,7 +45,7 @@ import numpy as np
 
 from ml_adv.errors import ConfigError, describe
 
-__all__ = ["cache_path", "choose", "configure", "cpu_signature", "enabled", "measurements"]
+__all__ = ["active", "cache_path", "choose", "configure", "cpu_signature", "enabled", "lookup", "measurements", "record"]
 
 ENV_SWITCH = "ML_ADV_AUTOTUNE"
 ENV_CACHE = "ML_ADV_AUTOTUNE_CACHE"
@@ -211,31 +211,67 @@ def choose(
     """
     if default not in candidates:
         raise ConfigError(f"default: expected one of {sorted(candidates)}, got {describe(default)}")
-    if len(candidates) == 1 or not enabled() or jax.default_backend() != "cpu":
+    if len(candidates) == 1 or not active():
         return default
-    key = operation + json.dumps(dict(signature), sort_keys=True, default=str)
     with _lock:
-        path = cache_path()
-        if not _memory:
-            _memory.update(_read_cache(path))
-        entry = _memory.get(key)
-        if entry is not None and entry.get("choice") in candidates:
-            return entry["choice"]
-        # Measured outside any trace: jit on concrete inputs runs eagerly even mid-trace.
+        cached = _lookup_locked(operation, signature, candidates)
+        if cached is not None:
+            return cached
         seconds: dict[str, float] = {}
+        # Measured outside any trace: jit on concrete inputs runs eagerly even mid-trace.
         with jax.ensure_compile_time_eval():
             for name in [default, *(n for n in candidates if n != default)]:
                 give_up = GIVE_UP_FACTOR * min(seconds.values(), default=float("inf"))
                 seconds[name] = _time_candidate(candidates[name], example, give_up)
-        choice = min(seconds, key=seconds.get)
-        entry = {
-            "choice": choice,
-            "us": {name: round(s * 1e6, 2) for name, s in seconds.items()},
-            "measured": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        }
-        global _measure_count
-        _measure_count += 1
-        _memory[key] = entry
-        _write_cache(path, key, entry)
+        return _record_locked(operation, signature, seconds)
+
+
+def active() -> bool:
+    """Whether decisions are measured here: enabled and on a CPU default backend."""
+    return enabled() and jax.default_backend() == "cpu"
+
+
+def _key(operation: str, signature: Mapping[str, Any]) -> str:
+    return operation + json.dumps(dict(signature), sort_keys=True, default=str)
+
+
+def _lookup_locked(operation, signature, names) -> str | None:
+    if not _memory:
+        _memory.update(_read_cache(cache_path()))
+    entry = _memory.get(_key(operation, signature))
+    return entry["choice"] if entry is not None and entry.get("choice") in names else None
+
+
+def _record_locked(operation, signature, seconds: Mapping[str, float]) -> str:
+    global _measure_count
+    choice = min(seconds, key=seconds.get)
+    entry = {
+        "choice": choice,
+        "us": {name: round(s * 1e6, 2) for name, s in seconds.items()},
+        "measured": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+    _measure_count += 1
+    _memory[_key(operation, signature)] = entry
+    _write_cache(cache_path(), _key(operation, signature), entry)
     _log.info("autotune %s %s: %s (%s us)", operation, dict(signature), choice, entry["us"])
     return choice
+
+
+def lookup(operation: str, signature: Mapping[str, Any], names: Sequence[str]) -> str | None:
+    """The cached choice among ``names`` for this case, or None (not measured yet, or inactive).
+
+    For decisions that are measured by running the real thing (``record``), e.g. the layout
+    of a stacked epoch, which is timed on the first epoch itself rather than on random inputs.
+    """
+    if not active():
+        return None
+    with _lock:
+        return _lookup_locked(operation, signature, names)
+
+
+def record(operation: str, signature: Mapping[str, Any], seconds: Mapping[str, float]) -> str:
+    """Cache the fastest of ``seconds`` (``{name: seconds}``) for this case and return its name."""
+    if not seconds:
+        raise ConfigError("seconds: expected at least one timed candidate, got none")
+    with _lock:
+        return _record_locked(operation, signature, seconds)

@@ -9,36 +9,50 @@ host-side means.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import time
 from collections import OrderedDict
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
+from ml_adv import autotune
 from ml_adv.errors import ConfigError
 from ml_adv.training.steps import make_epoch_fn, make_step_fn, run_epoch_stepwise
 
 
 @dataclasses.dataclass
 class EpochRunner:
-    """Runs one epoch: compiles the scanned program at the first call (timed), or steps one by one."""
+    """Runs one epoch: compiles the scanned program at the first call (timed), or steps one by one.
+
+    A stacked run's members train either vmapped (``"vmap"``: batched matmuls) or as one scan
+    per member inside the same program (``"scan"``: the single-run matmuls). With
+    ``members_as="auto"`` and autotuning active (``ml_adv.autotune``), the first epoch of a
+    program not seen before on this CPU is timed in both layouts on copies of the state
+    (``_time_layouts``), and the choice is cached, keyed by the program's fingerprint, so
+    later runs compile only the chosen layout. Otherwise ``"vmap"``. The time spent
+    measuring is counted in ``compile_seconds``.
+    """
 
     train_step: Any
     scan: bool = True
     stacked: bool = False
     member_batches: bool = False
     spmd_axis_name: str | None = None
+    members_as: str = "auto"
     compile_seconds: float = 0.0
     train_seconds: float = 0.0
+    layout: str | None = None
     _program: Any = None
 
     def __call__(self, state, data, order, active=None):
         t0 = time.perf_counter()
         if self.scan:
             if self._program is None:
-                self._program = self._compiled(state, data, order, active)
-                self.compile_seconds = time.perf_counter() - t0
+                self._choose_layout(state, data, order, active)
+                self.compile_seconds = time.perf_counter() - t0  # measuring a layout counts here
                 t0 = time.perf_counter()
             state, metrics = self._program(state, data, order, active)
         else:
@@ -51,23 +65,66 @@ class EpochRunner:
         self.train_seconds += time.perf_counter() - t0
         return state, metrics
 
+    def _choose_layout(self, state, data, order, active):
+        """Compile the epoch in the layout this CPU runs fastest (measured once, then cached)."""
+        args = (state, data, order, active)
+        measurable = (self.stacked and self.spmd_axis_name is None and self.members_as == "auto"
+                      and autotune.active())
+        if not measurable:
+            self.layout = "vmap" if self.members_as == "auto" else self.members_as
+            self._program = self._compiled(self.layout, *args)
+            return None
+        lowered = self._epoch_fn("vmap").lower(*args)
+        signature = {"program": hashlib.sha256(lowered.as_text().encode()).hexdigest()[:20]}
+        self.layout = autotune.lookup(_LAYOUT_DECISION, signature, MEMBER_LAYOUTS)
+        if self.layout is not None:
+            self._program = self._compiled(self.layout, *args)
+            return None
+        programs = {name: self._compiled(name, *args) for name in MEMBER_LAYOUTS}
+        self.layout = autotune.record(_LAYOUT_DECISION, signature, _time_layouts(programs, state, data, order, active))
+        self._program = programs[self.layout]
+        return None
 
-    def _compiled(self, *args):
+    def _epoch_fn(self, layout: str):
+        return make_epoch_fn(self.train_step, stacked=self.stacked, member_batches=self.member_batches,
+                             spmd_axis_name=self.spmd_axis_name, members_as=layout)
+
+    def _compiled(self, layout: str, *args):
         """The compiled epoch for these argument shapes; reused across runs with the same step."""
         leaves, treedef = jax.tree.flatten(args)
-        key = (self.train_step, self.stacked, self.member_batches, self.spmd_axis_name, treedef,
+        key = (self.train_step, self.stacked, self.member_batches, self.spmd_axis_name, layout, treedef,
                tuple((np.shape(a), np.asarray(a).dtype if not hasattr(a, "dtype") else a.dtype,
                       getattr(a, "sharding", None)) for a in leaves))
         if key in _EPOCH_PROGRAMS:
             _EPOCH_PROGRAMS.move_to_end(key)
             return _EPOCH_PROGRAMS[key]
-        fn = make_epoch_fn(self.train_step, stacked=self.stacked, member_batches=self.member_batches,
-                           spmd_axis_name=self.spmd_axis_name)
-        program = fn.lower(*args).compile()
+        program = self._epoch_fn(layout).lower(*args).compile()
         _EPOCH_PROGRAMS[key] = program
         while len(_EPOCH_PROGRAMS) > _EPOCH_PROGRAMS_SIZE:
             _EPOCH_PROGRAMS.popitem(last=False)
         return program
+
+
+MEMBER_LAYOUTS = ("vmap", "scan")
+_LAYOUT_DECISION = "stacked_epoch_layout"
+# Measuring runs each layout twice (a warm-up, whose first execution pays one-time costs, then
+# the timed run) on copies of the first epoch's state. Epochs longer than this are not
+# measured: there the batched matmuls are large and vmap is kept (recorded as the choice).
+LAYOUT_MEASURE_LIMIT_S = 2.0
+
+
+def _time_layouts(programs, state, data, order, active) -> dict[str, float]:
+    """Seconds of one epoch in each layout, on copies of ``state`` (the caller's state is untouched)."""
+    seconds: dict[str, float] = {}
+    for name in MEMBER_LAYOUTS:
+        for _ in range(2):
+            spare = jax.block_until_ready(jax.tree.map(jnp.copy, state))
+            start = time.perf_counter()
+            jax.block_until_ready(programs[name](spare, data, order, active))
+            seconds[name] = min(seconds.get(name, float("inf")), time.perf_counter() - start)
+            if seconds[name] > LAYOUT_MEASURE_LIMIT_S:
+                return {"vmap": seconds.get("vmap", seconds[name])}
+    return seconds
 
 
 # Compiled epochs by (step, argument shapes): see setup._PROGRAM_CACHE for why.

@@ -184,7 +184,14 @@ def make_epoch_fn(train_step, *, stacked: bool = False, member_batches: bool = F
     instead of ``vmap``: the same results with unbatched matmuls. On XLA:CPU it measured
     slower (K=8 MLPs 64-W-W-10, 100 steps: W=32 64 vs 32 ms, W=128 248 vs 156 ms), so
     ``vmap`` is the default; it is kept for accelerators and machines where it wins.
+    ``members_as="scan"`` runs each member's whole epoch as its own scan, one member after
+    another in the same program: each member runs exactly the single-run program (no batched
+    matmuls), with one dispatch for all. ``EpochRunner`` picks between it and ``vmap`` by
+    measurement (``ml_adv.autotune``): vmapped small matmuls win for narrow models, and can
+    lose to unbatched ones for wider ones (W=128 above).
     """
+    if stacked and members_as == "scan":
+        return jax.jit(_member_scans(train_step, member_batches, unroll), donate_argnums=0)
 
     def run_epoch(state: TrainState, data: Batch, order, active=None):
         def one_step(state, idx, act):
@@ -218,6 +225,36 @@ def make_epoch_fn(train_step, *, stacked: bool = False, member_batches: bool = F
         return jax.lax.scan(body, state, (order, active), unroll=unroll)
 
     return jax.jit(run_epoch, donate_argnums=0)
+
+
+def _member_scans(train_step, member_batches: bool, unroll: int) -> Callable:
+    """``run_epoch`` for ``members_as="scan"``: a ``lax.map`` over members of per-member scans.
+
+    Takes and returns the vmap layout (state ``[K, ...]``, ``order``/``active`` ``[steps, K, ...]``,
+    metrics ``[steps, K]``), so the two layouts are interchangeable.
+    """
+
+    def run_epoch(state: TrainState, data: Batch, order, active=None):
+        members = state.step.shape[0]
+        steps = jax.tree.leaves(order)[0].shape[0]
+        active = jnp.ones((steps, members), bool) if active is None else active
+
+        def one_member(member_state, member_order, member_active):
+            def body(s, xs):
+                idx, act = xs
+                return train_step(s, gather_batch(data, idx), s.step_key(), act)
+
+            return jax.lax.scan(body, member_state, (member_order, member_active), unroll=unroll)
+
+        by_member = jnp.swapaxes(active, 0, 1)
+        if member_batches:
+            orders = jax.tree.map(lambda o: jnp.swapaxes(o, 0, 1), order)
+            state, metrics = jax.lax.map(lambda a: one_member(*a), (state, orders, by_member))
+        else:
+            state, metrics = jax.lax.map(lambda a: one_member(a[0], order, a[1]), (state, by_member))
+        return state, jax.tree.map(lambda m: jnp.swapaxes(m, 0, 1), metrics)
+
+    return run_epoch
 
 
 @dataclasses.dataclass
