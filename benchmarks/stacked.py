@@ -5,6 +5,8 @@
 data and model:
 
 * ``ml_adv stacked``: ``init_run(members=K)`` + the scanned, vmapped epoch (``fit_stacked``'s program);
+* ``ml_adv member scans``: the same members as one program of per-member scans
+  (``members_as="scan"``), the layout ``fit_stacked`` switches to where it measures faster;
 * ``per-member loop``: one jitted step per member per batch from Python (how most
   ensemble libraries train);
 * ``sequential scans``: K scanned single runs one after another (``fit``'s program, K times);
@@ -26,6 +28,7 @@ from benchmarks.harness import Context, make_row, register
 
 K, BATCH, STEPS = 8, 64, 100
 STACKED, LOOP, SEQUENTIAL, TORCH_FUNC = "ml_adv stacked", "per-member loop", "sequential scans", "torch.func"
+MEMBER_SCANS = "ml_adv member scans"
 
 
 def _data(n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -54,15 +57,21 @@ def _ml_adv_contenders(width: int, x, y) -> dict:
     order = epoch_order(jax.random.PRNGKey(0), len(x), BATCH)
     stacked = init_run(spec, config, example_x=x[:1], steps_per_epoch=STEPS, members=K)
     stacked_epoch = make_epoch_fn(stacked.train_step, stacked=True).lower(stacked.state, data, order).compile()
+    scans_epoch = make_epoch_fn(stacked.train_step, stacked=True, members_as="scan").lower(
+        stacked.state, data, order).compile()
     single = init_run(spec, config, example_x=x[:1], steps_per_epoch=STEPS)
     single_epoch = make_epoch_fn(single.train_step).lower(single.state, data, order).compile()
     step = jax.jit(single.train_step, donate_argnums=0)
-    holder = {"stacked": stacked.state, "singles": [jax.tree.map(jnp.copy, single.state) for _ in range(K)],
+    holder = {"stacked": stacked.state, "scans": jax.tree.map(jnp.copy, stacked.state), "singles": [jax.tree.map(jnp.copy, single.state) for _ in range(K)],
               "loop": [jax.tree.map(jnp.copy, single.state) for _ in range(K)]}
     batches = [{"x": data["x"][idx], "y": data["y"][idx]} for idx in order]
 
     def run_stacked():
         holder["stacked"], m = stacked_epoch(holder["stacked"], data, order)
+        return jax.block_until_ready(m)
+
+    def run_member_scans():
+        holder["scans"], m = scans_epoch(holder["scans"], data, order)
         return jax.block_until_ready(m)
 
     def run_sequential():
@@ -77,7 +86,7 @@ def _ml_adv_contenders(width: int, x, y) -> dict:
                 holder["loop"][i], m = step(s, batch, s.step_key())
         return jax.block_until_ready(m)
 
-    return {STACKED: run_stacked, SEQUENTIAL: run_sequential, LOOP: run_loop}
+    return {STACKED: run_stacked, MEMBER_SCANS: run_member_scans, SEQUENTIAL: run_sequential, LOOP: run_loop}
 
 
 def _torch_contender(torch, width: int, x, y):
@@ -115,7 +124,7 @@ def _members_row(ctx: Context, width: int) -> list[dict]:
     if ctx.torch is not None:
         fns[TORCH_FUNC] = _torch_contender(ctx.torch, width, x, y)
     timing = ctx.time(fns)
-    peers = tuple(n for n in (LOOP, SEQUENTIAL, TORCH_FUNC) if n in fns)
+    peers = tuple(n for n in (LOOP, SEQUENTIAL, TORCH_FUNC, MEMBER_SCANS) if n in fns)
     return [make_row(f"stacked/mlp-w{width}", "stacked", f"K={K} MLP 64-{width}-{width}-10", timing,
                      rounds=ctx.rounds, work_per_round=K * STEPS, unit="member-steps/s", subject=STACKED, peers=peers,
                      extra={"members": K, "batch": BATCH, "steps": STEPS, "optimizer": "adam"})]
