@@ -26,6 +26,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import jax
@@ -128,10 +129,13 @@ def checkpoint(ctx: Context) -> list[dict]:
     tmp = Path(tempfile.mkdtemp(prefix="ml_adv_bench_ckpt_"))
     ckpt = RunCheckpointer(tmp / "orbax", max_to_keep=1)
     counter = {"step": 0}
+    blocking_s: list[float] = []  # how long ``save`` holds up the training loop (the rest is async)
 
     def ours_save():
         counter["step"] += 1
+        t0 = time.perf_counter()
         ckpt.save(counter["step"], items, {"epoch": counter["step"]})
+        blocking_s.append(time.perf_counter() - t0)
         ckpt.wait()
 
     def ours_restore():
@@ -169,6 +173,7 @@ def checkpoint(ctx: Context) -> list[dict]:
         rows.append(make_row(
             f"startup/checkpoint-{op}", "checkpoint", f"{op} {mb:.0f} MB train state", sub,
             rounds=ctx.rounds, work_per_round=mb, unit="MB/s", subject=ours, peers=peers,
+            contender_extra={"ml_adv save": {"blocking_s": blocking_s[1:]}} if op == "save" else None,
             extra={"megabytes": mb, "arrays": len(leaves), "orbax_disk_mb": disk_mb,
                    "state": f"transformer d256 x4 layers, vocab {vocab}: params + AdamW moments after one update",
                    "orbax": "OCDBT, zarr v2, compression off, async save from host copies"},
