@@ -10,20 +10,21 @@ streams the whole pool, so the selection is memory-bound. Contenders, on the sam
 * ``ml_adv``: ``k_center_greedy`` (float32, the default path);
 * ``ml_adv pruned``: ``k_center_greedy(prune=True)`` (triangle-inequality skipping);
 * ``ml_adv bf16``: ``k_center_greedy(precision="bfloat16")`` (half the bytes);
-* ``scikit-activeml``: ``skactiveml.pool.CoreSet`` (1.0.1, the ``bench`` extra), timed on
-  fewer rounds (it is 5-10x slower).
+* ``scikit-activeml``: ``skactiveml.pool.CoreSet`` (1.0.1, the ``bench`` extra), one
+  round (it is 5-10x slower and compiles nothing).
 
 ``kcenter/digits``: the same selection on clustered embeddings: the 128-d penultimate
 features of an MLP (64-256-128-10) trained for a few epochs on digits, evaluated on
 100,000 augmented digits (random 1-pixel shifts, contrast and noise; 20,000 in
-``--quick``). No peer here; the row says whether pruning pays on real model features.
+``--quick``; not in ``--quick`` runs, as it trains first). No peer here; the row says
+whether pruning pays on real model features.
 
 ``extra`` of each row holds the pick comparisons: whether ``ml_adv``'s picks equal the
 peer's and the pruned path's, and for bf16 the overlap of the pick sets and the ratio of
 the covering radius (max over the pool of the distance to the nearest centre, in float64)
-to the float32 picks' radius. Rows are times per 1,000 picks (seconds, lower is better);
+to the float32 picks' radius. Values are seconds for all the picks (lower is better);
 ``ratios`` are "times faster" as everywhere (``ml_adv/stream floor`` < 1 means slower than
-the floor; the issue's target is >= 1/1.1).
+the floor; the issue's target is >= 1/1.1); ``extra`` also has ``ours_over_floor``.
 """
 
 from __future__ import annotations

@@ -20,6 +20,11 @@ round never recompiles the selection for a shrinking pool.
   Uncertainty ``u`` is rescaled to ``[floor, 1]`` so a pool of confident points still
   falls back to pure k-center instead of to index order.
 
+Two options for large pools: ``precision="bfloat16"`` stores the pool in half the bytes
+(picks near-identical, not identical), and ``prune=True`` skips points whose distance
+provably cannot change (``kcenter.py``; identical picks). ``benchmarks/kcenter.py``
+measures both against the streaming floor and scikit-activeml.
+
 Distances are squared Euclidean in float32, computed as ``sum((f - c)^2)`` rather than
 ``|f|^2 + |c|^2 - 2 f.c``: the expanded form cancels catastrophically for near-duplicate
 points, which is exactly where the no-duplicate guarantee is decided.
@@ -143,7 +148,7 @@ def k_center_greedy(
         return_radii: also return each pick's (weighted) squared distance at pick time.
         precision: ``"float32"``, or ``"bfloat16"`` to store the pool (and centres) in half
             the bytes; arithmetic stays float32. Picks are near-identical, not identical
-            (README "Active learning" reports how near).
+            (README "Active learning" reports how near); not faster on XLA:CPU.
         prune: skip points whose distance provably cannot change (``kcenter.py``): the same
             picks, less traffic on clustered embeddings, more work on unclustered ones.
 
