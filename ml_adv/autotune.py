@@ -17,7 +17,9 @@ processes reuse it without measuring.
 * Only on a CPU default backend: elsewhere the CPU branches are lowered away anyway
   (``lax.platform_dependent``) and the static default is returned without measuring.
 
-Same machine and cache, same choice, so a resumed run traces the same program. Every
+Same machine and cache, same choice, so a resumed run traces the same program: every
+decision is made while tracing, before the first epoch and so before any checkpoint, and
+the first process to record a case wins (``_write_cache``), so concurrent first runs agree. Every
 candidate computes the same function (each layer's tests check every lowering against
 XLA's autodiff), so a choice changes speed and float rounding, never the model.
 """
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import fcntl
 import hashlib
 import json
 import logging
@@ -140,20 +143,32 @@ def _read_cache(path: Path) -> dict[str, dict[str, Any]]:
     return entries if isinstance(entries, dict) else {}
 
 
-def _write_cache(path: Path, key: str, entry: dict[str, Any]) -> None:
-    """Merge one decision into the cache file atomically (another process may write too)."""
+def _write_cache(path: Path, key: str, entry: dict[str, Any]) -> dict[str, Any]:
+    """Merge one decision into the cache file and return the entry that holds for ``key``.
+
+    First writer wins: if another process recorded this case meanwhile, its entry is kept
+    and returned, so every process on the machine (a killed run and its resumption
+    included) lowers the same program. The read-modify-write holds an exclusive lock on a
+    side file and replaces the cache atomically.
+    """
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        entries = _read_cache(path)
-        entries[key] = entry
-        model, _ = _cpu_model_and_flags()
-        payload = {"cpu": model, "signature": path.stem, "entries": entries}
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".autotune-", suffix=".json")
-        with os.fdopen(fd, "w") as f:
-            json.dump(payload, f, indent=1, sort_keys=True)
-        os.replace(tmp, path)
+        with open(path.with_name(path.name + ".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            entries = _read_cache(path)
+            existing = entries.get(key)
+            if isinstance(existing, dict) and existing.get("choice") is not None:
+                return existing
+            entries[key] = entry
+            model, _ = _cpu_model_and_flags()
+            payload = {"cpu": model, "signature": path.stem, "entries": entries}
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".autotune-", suffix=".json")
+            with os.fdopen(fd, "w") as f:
+                json.dump(payload, f, indent=1, sort_keys=True)
+            os.replace(tmp, path)
     except OSError as err:  # a read-only home must not stop training
         _log.warning("autotune: could not write %s (%s); the choice is kept for this process only", path, err)
+    return entry
 
 
 def _time_candidate(fn: Callable, example: Sequence[jax.ShapeDtypeStruct], give_up_after: float) -> float:
@@ -251,10 +266,10 @@ def _record_locked(operation, signature, seconds: Mapping[str, float]) -> str:
         "measured": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
     _measure_count += 1
+    entry = _write_cache(cache_path(), _key(operation, signature), entry)
     _memory[_key(operation, signature)] = entry
-    _write_cache(cache_path(), _key(operation, signature), entry)
-    _log.info("autotune %s %s: %s (%s us)", operation, dict(signature), choice, entry["us"])
-    return choice
+    _log.info("autotune %s %s: %s (%s us)", operation, dict(signature), entry["choice"], entry["us"])
+    return entry["choice"]
 
 
 def lookup(operation: str, signature: Mapping[str, Any], names: Sequence[str]) -> str | None:
