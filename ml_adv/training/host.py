@@ -74,27 +74,35 @@ class EpochRunner:
             self.layout = "vmap" if self.members_as == "auto" else self.members_as
             self._program = self._compiled(self.layout, *args)
             return None
-        lowered = self._epoch_fn("vmap").lower(*args)
-        signature = {"program": hashlib.sha256(lowered.as_text().encode()).hexdigest()[:20]}
-        self.layout = autotune.lookup(_LAYOUT_DECISION, signature, MEMBER_LAYOUTS)
-        if self.layout is not None:
-            self._program = self._compiled(self.layout, *args)
-            return None
-        programs = {name: self._compiled(name, *args) for name in MEMBER_LAYOUTS}
-        self.layout = autotune.record(_LAYOUT_DECISION, signature, _time_layouts(programs, state, data, order, active))
-        self._program = programs[self.layout]
+        known = self._program_key("?", *args)
+        self.layout = _LAYOUTS_SEEN.get(known)  # this process decided it already: no lowering
+        if self.layout is None:
+            lowered = self._epoch_fn("vmap").lower(*args)
+            signature = {"program": hashlib.sha256(lowered.as_text().encode()).hexdigest()[:20]}
+            self.layout = autotune.lookup(_LAYOUT_DECISION, signature, MEMBER_LAYOUTS)
+            if self.layout is None:
+                programs = {name: self._compiled(name, *args) for name in MEMBER_LAYOUTS}
+                self.layout = autotune.record(_LAYOUT_DECISION, signature,
+                                              _time_layouts(programs, state, data, order, active))
+            _LAYOUTS_SEEN[known] = self.layout
+            while len(_LAYOUTS_SEEN) > _EPOCH_PROGRAMS_SIZE:
+                _LAYOUTS_SEEN.popitem(last=False)
+        self._program = self._compiled(self.layout, *args)
         return None
 
     def _epoch_fn(self, layout: str):
         return make_epoch_fn(self.train_step, stacked=self.stacked, member_batches=self.member_batches,
                              spmd_axis_name=self.spmd_axis_name, members_as=layout)
 
+    def _program_key(self, layout: str, *args) -> tuple:
+        leaves, treedef = jax.tree.flatten(args)
+        return (self.train_step, self.stacked, self.member_batches, self.spmd_axis_name, layout, treedef,
+                tuple((np.shape(a), np.asarray(a).dtype if not hasattr(a, "dtype") else a.dtype,
+                       getattr(a, "sharding", None)) for a in leaves))
+
     def _compiled(self, layout: str, *args):
         """The compiled epoch for these argument shapes; reused across runs with the same step."""
-        leaves, treedef = jax.tree.flatten(args)
-        key = (self.train_step, self.stacked, self.member_batches, self.spmd_axis_name, layout, treedef,
-               tuple((np.shape(a), np.asarray(a).dtype if not hasattr(a, "dtype") else a.dtype,
-                      getattr(a, "sharding", None)) for a in leaves))
+        key = self._program_key(layout, *args)
         if key in _EPOCH_PROGRAMS:
             _EPOCH_PROGRAMS.move_to_end(key)
             return _EPOCH_PROGRAMS[key]
@@ -106,6 +114,7 @@ class EpochRunner:
 
 
 MEMBER_LAYOUTS = ("vmap", "scan")
+_LAYOUTS_SEEN: OrderedDict = OrderedDict()  # program key -> layout decided in this process (bounded)
 _LAYOUT_DECISION = "stacked_epoch_layout"
 # Measuring runs each layout twice (a warm-up, whose first execution pays one-time costs, then
 # the timed run) on copies of the first epoch's state. Epochs longer than this are not
