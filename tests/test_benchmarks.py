@@ -19,7 +19,7 @@ from benchmarks.peers import flax_plain  # noqa: E402
 from benchmarks.workloads import WORKLOADS  # noqa: E402
 
 run.load_benchmarks()
-TINY = ["--rounds", "2", "--steps", "2", "--quiet-budget", "0"]
+TINY = ["--rounds", "2", "--steps", "2", "--quiet-budget", "0", "--torch-compile", "off"]  # inductor: ~15 s a model
 
 
 def _flax_params(wl) -> int:

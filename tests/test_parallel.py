@@ -52,10 +52,28 @@ SCRIPT = textwrap.dedent(
 )
 
 
-@pytest.mark.slow
-def test_sharded_training_matches_single_device():
+@pytest.fixture(scope="module")
+def launched():
+    """Both 8-device scripts, started together: each is mostly a single-threaded import and
+    compile, so on two cores they overlap (one after the other took ~24 s of the suite)."""
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
-    out = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=600)
+    procs = {name: subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True)
+             for name, script in (("sharded", SCRIPT), ("stacked", STACKED_SCRIPT))}
+    yield procs
+    for proc in procs.values():
+        if proc.poll() is None:
+            proc.kill()
+
+
+def finished(proc):
+    stdout, stderr = proc.communicate(timeout=600)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+
+
+@pytest.mark.slow
+def test_sharded_training_matches_single_device(launched):
+    out = finished(launched["sharded"])
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["num_devices_used"] == 8  # params replicated over all 8 devices
@@ -89,9 +107,8 @@ STACKED_SCRIPT = textwrap.dedent(
 
 
 @pytest.mark.slow
-def test_stacked_members_and_batch_shard_over_a_2d_mesh():
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
-    out = subprocess.run([sys.executable, "-c", STACKED_SCRIPT], env=env, capture_output=True, text=True, timeout=600)
+def test_stacked_members_and_batch_shard_over_a_2d_mesh(launched):
+    out = finished(launched["stacked"])
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["mesh"] == {"members": 4, "data": 2} and result["devices"] == 8
