@@ -81,12 +81,16 @@ class EpochRunner:
             signature = {"program": hashlib.sha256(lowered.as_text().encode()).hexdigest()[:20]}
             self.layout = autotune.lookup(_LAYOUT_DECISION, signature, MEMBER_LAYOUTS)
             if self.layout is None:
-                programs = {name: self._compiled(name, *args) for name in MEMBER_LAYOUTS}
+                programs = {name: self._compiled(name, *args, lowered=lowered if name == "vmap" else None)
+                            for name in MEMBER_LAYOUTS}
                 self.layout = autotune.record(_LAYOUT_DECISION, signature,
                                               _time_layouts(programs, state, data, order, active))
             _LAYOUTS_SEEN[known] = self.layout
             while len(_LAYOUTS_SEEN) > _EPOCH_PROGRAMS_SIZE:
                 _LAYOUTS_SEEN.popitem(last=False)
+            if self.layout == "vmap":  # compile the program already lowered for the fingerprint
+                self._program = self._compiled("vmap", *args, lowered=lowered)
+                return None
         self._program = self._compiled(self.layout, *args)
         return None
 
@@ -100,13 +104,14 @@ class EpochRunner:
                 tuple((np.shape(a), np.asarray(a).dtype if not hasattr(a, "dtype") else a.dtype,
                        getattr(a, "sharding", None)) for a in leaves))
 
-    def _compiled(self, layout: str, *args):
-        """The compiled epoch for these argument shapes; reused across runs with the same step."""
+    def _compiled(self, layout: str, *args, lowered=None):
+        """The compiled epoch for these argument shapes; reused across runs with the same step.
+        ``lowered``: this layout's program already lowered (it is compiled instead of lowering again)."""
         key = self._program_key(layout, *args)
         if key in _EPOCH_PROGRAMS:
             _EPOCH_PROGRAMS.move_to_end(key)
             return _EPOCH_PROGRAMS[key]
-        program = self._epoch_fn(layout).lower(*args).compile()
+        program = (lowered if lowered is not None else self._epoch_fn(layout).lower(*args)).compile()
         _EPOCH_PROGRAMS[key] = program
         while len(_EPOCH_PROGRAMS) > _EPOCH_PROGRAMS_SIZE:
             _EPOCH_PROGRAMS.popitem(last=False)
