@@ -57,6 +57,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="cores used by other processes above which a round counts as contended")
     ap.add_argument("--quiet-budget", type=float, default=None,
                     help="seconds per row to wait for other processes to go quiet (default 30, quick 5)")
+    ap.add_argument("--cpu-devices", default="auto",
+                    help="split the CPU into this many JAX devices ('auto': one per usable core, "
+                         "as the ml-adv CLI does; 1: XLA's default single device)")
     ap.add_argument("--list", action="store_true", help="list the benchmarks and exit")
     return ap.parse_args(argv)
 
@@ -98,6 +101,9 @@ def main(argv: list[str] | None = None) -> dict:
         for b in BENCHMARKS.values():
             print(f"{b.name:32s} group={b.group:11s} quick={b.quick} default={b.default}")
         return {}
+    from ml_adv.training.parallel import use_cpu_cores
+
+    cpu_devices = use_cpu_cores(args.cpu_devices)  # before JAX's backend starts
     import jax
 
     device = args.device or ("gpu" if jax.default_backend() == "gpu" else "cpu")
@@ -118,7 +124,7 @@ def main(argv: list[str] | None = None) -> dict:
         "command": " ".join(["python -m benchmarks.run", *(argv if argv is not None else sys.argv[1:])]),
         "quick": args.quick, "only": args.only, "rounds": rounds, "device": device, "dtype": dtype,
         "steps": args.steps, "steps_scale": args.steps_scale, "foreign_limit": args.foreign_limit,
-        "quiet_budget_s": ctx.quiet_budget_s,
+        "quiet_budget_s": ctx.quiet_budget_s, "cpu_devices": cpu_devices,
         "torch": torch_note, "benchmarks": [b.name for b in chosen],
     }  # fmt: skip
     print(f"{env['cpu_model']} ({env['cores']} cores, AVX-512: {env['has_avx512']}), "

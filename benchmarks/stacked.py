@@ -4,7 +4,10 @@
 100 Adam steps on real digits features (tiled), in one round. Contenders, all on the same
 data and model:
 
-* ``ml_adv stacked``: ``init_run(members=K)`` + the scanned, vmapped epoch (``fit_stacked``'s program);
+* ``ml_adv stacked``: ``init_run(members=K)`` + the scanned, vmapped epoch, placed as ``fit_stacked``
+  places it: with several devices (``ml_adv.use_cpu_cores``, on by default in the harness) the
+  members are split over them and the devices run concurrently;
+* ``ml_adv stacked, one device``: the same program on one device (only with several devices);
 * ``ml_adv member scans``: the same members as one program of per-member scans
   (``members_as="scan"``), the layout ``fit_stacked`` switches to where it measures faster;
 * ``per-member loop``: one jitted step per member per batch from Python (how most
@@ -29,6 +32,7 @@ from benchmarks.harness import Context, make_row, register
 K, BATCH, STEPS = 8, 64, 100
 STACKED, LOOP, SEQUENTIAL, TORCH_FUNC = "ml_adv stacked", "per-member loop", "sequential scans", "torch.func"
 MEMBER_SCANS = "ml_adv member scans"
+ONE_DEVICE = "ml_adv stacked, one device"
 
 
 def _data(n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -47,7 +51,7 @@ def _spec(width: int):
 
 
 def _ml_adv_contenders(width: int, x, y) -> dict:
-    from ml_adv.training import TrainConfig
+    from ml_adv.training import TrainConfig, parallel
     from ml_adv.training.setup import init_run
     from ml_adv.training.steps import epoch_order, make_epoch_fn
 
@@ -56,18 +60,30 @@ def _ml_adv_contenders(width: int, x, y) -> dict:
     data = {"x": jnp.asarray(x), "y": jnp.asarray(y)}
     order = epoch_order(jax.random.PRNGKey(0), len(x), BATCH)
     stacked = init_run(spec, config, example_x=x[:1], steps_per_epoch=STEPS, members=K)
-    stacked_epoch = make_epoch_fn(stacked.train_step, stacked=True).lower(stacked.state, data, order).compile()
+    one_device_epoch = make_epoch_fn(stacked.train_step, stacked=True).lower(stacked.state, data, order).compile()
     scans_epoch = make_epoch_fn(stacked.train_step, stacked=True, members_as="scan").lower(
         stacked.state, data, order).compile()
     single = init_run(spec, config, example_x=x[:1], steps_per_epoch=STEPS)
     single_epoch = make_epoch_fn(single.train_step).lower(single.state, data, order).compile()
     step = jax.jit(single.train_step, donate_argnums=0)
-    holder = {"stacked": stacked.state, "scans": jax.tree.map(jnp.copy, stacked.state), "singles": [jax.tree.map(jnp.copy, single.state) for _ in range(K)],
+    mesh = parallel.member_mesh(K)
+    if mesh is None:  # one device: fit_stacked's program is the one-device vmap
+        spread_state, spread_data, spread_order, stacked_epoch = stacked.state, data, order, one_device_epoch
+    else:  # fit_stacked's placement: members split over the devices, data replicated
+        spread_state = jax.device_put(jax.tree.map(jnp.copy, stacked.state), parallel.member_sharded(mesh))
+        spread_data, spread_order = jax.device_put((data, order), parallel.replicated(mesh))
+        stacked_epoch = make_epoch_fn(stacked.train_step, stacked=True, spmd_axis_name=parallel.MEMBER_AXIS).lower(
+            spread_state, spread_data, spread_order).compile()
+    holder = {"stacked": spread_state, "one_device": jax.tree.map(jnp.copy, stacked.state), "scans": jax.tree.map(jnp.copy, stacked.state), "singles": [jax.tree.map(jnp.copy, single.state) for _ in range(K)],
               "loop": [jax.tree.map(jnp.copy, single.state) for _ in range(K)]}
     batches = [{"x": data["x"][idx], "y": data["y"][idx]} for idx in order]
 
     def run_stacked():
-        holder["stacked"], m = stacked_epoch(holder["stacked"], data, order)
+        holder["stacked"], m = stacked_epoch(holder["stacked"], spread_data, spread_order)
+        return jax.block_until_ready(m)
+
+    def run_one_device():
+        holder["one_device"], m = one_device_epoch(holder["one_device"], data, order)
         return jax.block_until_ready(m)
 
     def run_member_scans():
@@ -86,7 +102,10 @@ def _ml_adv_contenders(width: int, x, y) -> dict:
                 holder["loop"][i], m = step(s, batch, s.step_key())
         return jax.block_until_ready(m)
 
-    return {STACKED: run_stacked, MEMBER_SCANS: run_member_scans, SEQUENTIAL: run_sequential, LOOP: run_loop}
+    fns = {STACKED: run_stacked, MEMBER_SCANS: run_member_scans, SEQUENTIAL: run_sequential, LOOP: run_loop}
+    if mesh is not None:
+        fns[ONE_DEVICE] = run_one_device
+    return fns
 
 
 def _torch_contender(torch, width: int, x, y):
@@ -124,10 +143,11 @@ def _members_row(ctx: Context, width: int) -> list[dict]:
     if ctx.torch is not None:
         fns[TORCH_FUNC] = _torch_contender(ctx.torch, width, x, y)
     timing = ctx.time(fns)
-    peers = tuple(n for n in (LOOP, SEQUENTIAL, TORCH_FUNC, MEMBER_SCANS) if n in fns)
+    peers = tuple(n for n in (LOOP, SEQUENTIAL, TORCH_FUNC, MEMBER_SCANS, ONE_DEVICE) if n in fns)
     return [make_row(f"stacked/mlp-w{width}", "stacked", f"K={K} MLP 64-{width}-{width}-10", timing,
                      rounds=ctx.rounds, work_per_round=K * STEPS, unit="member-steps/s", subject=STACKED, peers=peers,
-                     extra={"members": K, "batch": BATCH, "steps": STEPS, "optimizer": "adam"})]
+                     extra={"members": K, "batch": BATCH, "steps": STEPS, "optimizer": "adam",
+                            "devices": jax.device_count()})]
 
 
 def _population_row(ctx: Context, arch: str) -> list[dict]:
@@ -159,7 +179,8 @@ def _population_row(ctx: Context, arch: str) -> list[dict]:
     model = "digits MLP 64-64-64-10" if arch == "mlp" else "digits CNN (tiny)"
     return [make_row(name, "stacked", f"P={p} learning rates, {model}, 3 epochs", timing,
                      rounds=ctx.rounds, work_per_round=steps, unit="member-steps/s", subject="ml_adv population",
-                     peers=("sequential fit",), extra={"members": p, "note": "compiles included on both sides"})]
+                     peers=("sequential fit",), extra={"members": p, "devices": jax.device_count(),
+                            "note": "compiles included on both sides"})]
 
 
 register("stacked/mlp-w32", group="stacked")(lambda ctx: _members_row(ctx, 32))

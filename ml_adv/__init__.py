@@ -12,6 +12,7 @@ Example:
 from __future__ import annotations
 
 import importlib
+import os
 from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
@@ -44,9 +45,14 @@ _EXPORTS = {
     "RunCheckpointer": "ml_adv.checkpointing",
     "RunDirectory": "ml_adv.rundir",
     "errors": "ml_adv.errors",
+    "use_cpu_cores": "ml_adv.training.parallel",
 }
 
 __all__ = sorted(_EXPORTS)
+
+if os.environ.get("ML_ADV_CPU_DEVICES"):
+    # One JAX device per core, set before JAX's backend starts (see ``use_cpu_cores``).
+    importlib.import_module("ml_adv.training.parallel").use_cpu_cores(os.environ["ML_ADV_CPU_DEVICES"])
 
 
 def __getattr__(name: str):
@@ -85,5 +91,6 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         TrainingResult,
     )
     from ml_adv.training.loop import FitResult, fit
+    from ml_adv.training.parallel import use_cpu_cores
     from ml_adv.training.state import TrainState
     from ml_adv.training.trained_model import TrainedModel

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import re
 import sys
 from pathlib import Path
@@ -159,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser(argv).parse_args(argv)
     run: Any = args._run
+    _split_cpu_into_cores()
     try:
         return int(run(args))
     except MlAdvError as exc:
@@ -167,6 +169,20 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"\nml-adv {args.command}: interrupted; run the same command again to resume", file=sys.stderr)
         return EXIT_INTERRUPTED
+
+
+def _split_cpu_into_cores() -> None:
+    """One JAX device per core, so that stacked members (ensembles, populations, CV folds)
+    run concurrently (``ml_adv.use_cpu_cores``; ``ML_ADV_CPU_DEVICES=1`` opts out). When
+    ``main`` is called in a process where JAX already runs, its devices stay as they are."""
+    from ml_adv.errors import ConfigError
+    from ml_adv.training.parallel import CPU_DEVICES_ENV, use_cpu_cores
+
+    try:
+        use_cpu_cores(os.environ.get(CPU_DEVICES_ENV) or "auto")
+    except ConfigError as exc:
+        if not isinstance(exc.__cause__, RuntimeError):  # a bad ML_ADV_CPU_DEVICES value
+            raise
 
 
 # An error line stays readable: a wrapped library message (orbax, tensorstore) can run to kilobytes.

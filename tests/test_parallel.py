@@ -54,12 +54,16 @@ SCRIPT = textwrap.dedent(
 
 @pytest.fixture(scope="module")
 def launched():
-    """Both 8-device scripts, started together: each is mostly a single-threaded import and
+    """The 8-device scripts (and the core-split one), started together: each is mostly a single-threaded import and
     compile, so on two cores they overlap (one after the other took ~24 s of the suite)."""
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
     procs = {name: subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE,
                                     stderr=subprocess.PIPE, text=True)
              for name, script in (("sharded", SCRIPT), ("stacked", STACKED_SCRIPT))}
+    cores_env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    procs["cores"] = subprocess.Popen([sys.executable, "-c", CORES_SCRIPT], stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True,
+                                      env=dict(cores_env, ML_ADV_CPU_DEVICES="2", JAX_PLATFORMS="cpu"))
     yield procs
     for proc in procs.values():
         if proc.poll() is None:
@@ -95,13 +99,18 @@ STACKED_SCRIPT = textwrap.dedent(
     spec = make_spec("mlp", input_shape=train.example_shape, input_kind="image", num_classes=10, size="tiny")
     cfg = TrainConfig(epochs=2, batch_size=32, learning_rate=3e-3)
     hp = {"learning_rate": [1e-3, 2e-3, 3e-3, 4e-3]}
-    single = fit_stacked(spec, train, cfg, members=4, member_hparams=hp, progress=False)
+    single = fit_stacked(spec, train, cfg.replace(spread_members=False), members=4, member_hparams=hp, progress=False)
     sharded = fit_stacked(spec, train, cfg.replace(data_parallel=True), members=4, member_hparams=hp, progress=False)
-    leaf = jax.tree.leaves(sharded.state.params)[0]
-    diffs = [float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
-             for a, b in zip(jax.tree.leaves(single.state.params), jax.tree.leaves(sharded.state.params))]
-    print(json.dumps({"max_abs_diff": max(diffs), "devices": len(leaf.sharding.device_set),
-                      "mesh": dict(leaf.sharding.mesh.shape), "spec": str(leaf.sharding.spec)}))
+    spread = fit_stacked(spec, train, cfg, members=4, member_hparams=hp, progress=False)  # the default
+    def max_diff(a, b):
+        return max(float(np.max(np.abs(np.asarray(u) - np.asarray(v))))
+                   for u, v in zip(jax.tree.leaves(a.state.params), jax.tree.leaves(b.state.params)))
+    leaf, spread_leaf = jax.tree.leaves(sharded.state.params)[0], jax.tree.leaves(spread.state.params)[0]
+    print(json.dumps({"max_abs_diff": max_diff(single, sharded), "devices": len(leaf.sharding.device_set),
+                      "mesh": dict(leaf.sharding.mesh.shape), "spec": str(leaf.sharding.spec),
+                      "single_devices": len(jax.tree.leaves(single.state.params)[0].sharding.device_set),
+                      "spread_diff": max_diff(single, spread), "spread_mesh": dict(spread_leaf.sharding.mesh.shape),
+                      "spread_devices": len(spread_leaf.sharding.device_set)}))
     """
 )
 
@@ -114,3 +123,65 @@ def test_stacked_members_and_batch_shard_over_a_2d_mesh(launched):
     assert result["mesh"] == {"members": 4, "data": 2} and result["devices"] == 8
     assert "members" in result["spec"]
     assert result["max_abs_diff"] < 1e-5
+    # By default (spread_members) the members alone are split, over 4 of the 8 devices, and
+    # nothing crosses devices, so the result is the single-device one.
+    assert result["single_devices"] == 1
+    assert result["spread_mesh"] == {"members": 4, "data": 1} and result["spread_devices"] == 4
+    assert result["spread_diff"] < 1e-6, result
+
+
+CORES_SCRIPT = textwrap.dedent(
+    """
+    import json, jax, numpy as np
+    import ml_adv  # ML_ADV_CPU_DEVICES=2 splits the CPU before JAX's backend starts
+    from ml_adv.errors import ConfigError
+    from ml_adv.training.parallel import use_cpu_cores
+    devices = jax.device_count()
+    assert use_cpu_cores(2) == 2  # asking again for the same split is harmless
+    try:
+        use_cpu_cores(3)
+        late = "no error"
+    except ConfigError as exc:
+        late = str(exc)
+    # A stacked run measures the member-split layout against the one-device ones and caches it.
+    import tempfile
+    from ml_adv import autotune, load_dataset, make_spec
+    from ml_adv.training import TrainConfig
+    from ml_adv.training.stacked import fit_stacked
+    cache = tempfile.mkdtemp()
+    autotune.configure(enabled=True, cache_dir=cache)
+    train = load_dataset("digits_flat", split="train").subset(np.arange(256))
+    spec = make_spec("mlp", input_shape=(64,), input_kind="features", num_classes=10, hidden_sizes=(16,), dropout=0.0)
+    fit_stacked(spec, train, TrainConfig(epochs=1, batch_size=32), members=2, progress=False)
+    entries = json.load(open(autotune.cache_path()))["entries"]
+    layout = [v for k, v in entries.items() if k.startswith("stacked_epoch_layout")]
+    print(json.dumps({"devices": devices, "late": late, "layout": layout}))
+    """
+)
+
+
+@pytest.mark.slow
+def test_cpu_split_into_core_devices_at_import(launched):
+    out = finished(launched["cores"])
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["devices"] == 2
+    assert "use_cpu_cores" in result["late"] and "before any JAX computation" in result["late"]
+    [layout] = result["layout"]
+    assert set(layout["us"]) == {"vmap", "scan", "spread"} and layout["choice"] in layout["us"], layout
+
+
+def test_use_cpu_cores_rejects_bad_counts_and_late_calls():
+    from ml_adv.errors import ConfigError
+    from ml_adv.training.parallel import member_mesh, use_cpu_cores
+
+    for bad in (0, -2, "two", 1.5, True):
+        with pytest.raises(ConfigError, match="expected 'auto' or a positive integer"):
+            use_cpu_cores(bad)
+    assert use_cpu_cores(1) == 1  # the suite's single device: nothing to change
+    import jax
+
+    if jax.device_count() == 1:
+        with pytest.raises(ConfigError, match="before any JAX computation"):
+            use_cpu_cores(4)
+        assert member_mesh(8) is None

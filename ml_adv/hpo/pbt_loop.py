@@ -91,6 +91,7 @@ class PBTRun:
 
     def build(self, configs: list[dict[str, Any]]):
         """The stacked state, epoch runner, plan and data (compiles nothing yet)."""
+        from ml_adv.training import parallel
         from ml_adv.training.host import EpochRunner
         from ml_adv.training.loop import device_data
         from ml_adv.training.sampling import StackedPlan
@@ -104,7 +105,10 @@ class PBTRun:
                          members=self.members, member_hparams=hparams, freeze_on_nonfinite=True)
         shared_key = jax.random.split(setup.shuffle_key[0], 2)[1]
         self.plan = StackedPlan(len(train), config.batch_size, setup.shuffle_key, shared_key)
-        self.runner = EpochRunner(setup.train_step, stacked=True)
+        # As in fit_stacked: with several devices, splitting the members is a measured layout;
+        # the runner places the state each epoch, so exploit's gather never forces a recompile.
+        self.runner = EpochRunner(setup.train_step, stacked=True, member_mesh=(
+            parallel.member_mesh(self.members) if config.spread_members else None))
         self.data, self.val, self.config, self.spec = device_data(train), val, config, spec
         self.state = setup.state
 

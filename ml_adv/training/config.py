@@ -64,6 +64,8 @@ class TrainConfig:
         augment: optional pure function ``(batch, key) -> batch`` applied to each
             training batch inside the compiled step.
         data_parallel: shard each batch over all devices (``jax.sharding`` mesh).
+        spread_members: stacked runs place their members on different devices when there
+            are several (no communication between them); see ``ml_adv.use_cpu_cores``.
         scan_epochs: compile a whole epoch as one ``lax.scan`` (fast for in-memory data);
             when False, one jitted call per step.
         eval_batch_size: batch size used for evaluation and prediction.
@@ -93,6 +95,7 @@ class TrainConfig:
     nan_policy: str = "raise"
     augment: Callable | None = None
     data_parallel: bool = False
+    spread_members: bool = True
     scan_epochs: bool = True
     eval_batch_size: int = 256
     seed: int = 0
@@ -108,7 +111,8 @@ class TrainConfig:
         object.__setattr__(self, "seed", check_seed("seed", self.seed))
         for name in ("weight_decay", "label_smoothing", "warmup_fraction", "min_delta"):
             object.__setattr__(self, name, check_non_negative(name, getattr(self, name), kind=float))
-        for name in ("mixed_precision", "early_stopping", "restore_best", "data_parallel", "scan_epochs"):
+        for name in ("mixed_precision", "early_stopping", "restore_best", "data_parallel", "spread_members",
+                     "scan_epochs"):
             object.__setattr__(self, name, check_bool(name, getattr(self, name)))
         if self.label_smoothing >= 1:
             raise ConfigError(f"label_smoothing: expected a value in [0, 1), got {self.label_smoothing}")

@@ -27,13 +27,16 @@ from ml_adv.training.steps import make_epoch_fn, make_step_fn, run_epoch_stepwis
 class EpochRunner:
     """Runs one epoch: compiles the scanned program at the first call (timed), or steps one by one.
 
-    A stacked run's members train either vmapped (``"vmap"``: batched matmuls) or as one scan
-    per member inside the same program (``"scan"``: the single-run matmuls). With
-    ``members_as="auto"`` and autotuning active (``ml_adv.autotune``), the first epoch of a
-    program not seen before on this CPU is timed in both layouts on copies of the state
-    (``_time_layouts``), and the choice is cached, keyed by the program's fingerprint, so
-    later runs compile only the chosen layout. Otherwise ``"vmap"``. The time spent
-    measuring is counted in ``compile_seconds``.
+    A stacked run's members train either vmapped (``"vmap"``: batched matmuls), as one scan
+    per member inside the same program (``"scan"``: the single-run matmuls), or, given a
+    ``member_mesh`` (several devices, e.g. a CPU split per core by ``use_cpu_cores``),
+    vmapped with the members split over the devices (``"spread"``: the devices run
+    concurrently; the runner places state and data). With ``members_as="auto"`` and
+    autotuning active (``ml_adv.autotune``), the first epoch of a program not seen before on
+    this CPU is timed in each layout on copies of the state (``_time_layouts``), and the
+    choice is cached, keyed by the program's fingerprint and the device count, so later runs
+    compile only the chosen layout. Otherwise ``"spread"`` where a mesh is given, else
+    ``"vmap"``. The time spent measuring is counted in ``compile_seconds``.
     """
 
     train_step: Any
@@ -42,6 +45,7 @@ class EpochRunner:
     member_batches: bool = False
     spmd_axis_name: str | None = None
     members_as: str = "auto"
+    member_mesh: Any = None
     compile_seconds: float = 0.0
     train_seconds: float = 0.0
     layout: str | None = None
@@ -54,7 +58,7 @@ class EpochRunner:
                 self._choose_layout(state, data, order, active)
                 self.compile_seconds = time.perf_counter() - t0  # measuring a layout counts here
                 t0 = time.perf_counter()
-            state, metrics = self._program(state, data, order, active)
+            state, metrics = self._program(*self._placed(self.layout, (state, data, order, active)))
         else:
             if self.stacked or active is not None:
                 raise ConfigError("scan_epochs: stacked and multi-pool runs need scan_epochs=True, got False")
@@ -68,35 +72,52 @@ class EpochRunner:
     def _choose_layout(self, state, data, order, active):
         """Compile the epoch in the layout this CPU runs fastest (measured once, then cached)."""
         args = (state, data, order, active)
+        spreadable = self.stacked and self.spmd_axis_name is None and self.member_mesh is not None
+        layouts = MEMBER_LAYOUTS + (("spread",) if spreadable else ())
         measurable = (self.stacked and self.spmd_axis_name is None and self.members_as == "auto"
                       and autotune.active())
         if not measurable:
-            self.layout = "vmap" if self.members_as == "auto" else self.members_as
-            self._program = self._compiled(self.layout, *args)
+            self.layout = self.members_as if self.members_as != "auto" else "spread" if spreadable else "vmap"
+            self._program = self._compiled(self.layout, *self._placed(self.layout, args))
             return None
-        known = self._program_key("?", *args)
+        known = self._program_key("?", *args) + (layouts,)
         self.layout = _LAYOUTS_SEEN.get(known)  # this process decided it already: no lowering
         if self.layout is None:
             lowered = self._epoch_fn("vmap").lower(*args)
-            signature = {"program": hashlib.sha256(lowered.as_text().encode()).hexdigest()[:20]}
-            self.layout = autotune.lookup(_LAYOUT_DECISION, signature, MEMBER_LAYOUTS)
+            signature = {"program": hashlib.sha256(lowered.as_text().encode()).hexdigest()[:20],
+                         "devices": self.member_mesh.devices.size if spreadable else 1}
+            self.layout = autotune.lookup(_LAYOUT_DECISION, signature, layouts)
             if self.layout is None:
-                programs = {name: self._compiled(name, *args, lowered=lowered if name == "vmap" else None)
-                            for name in MEMBER_LAYOUTS}
-                self.layout = autotune.record(_LAYOUT_DECISION, signature,
-                                              _time_layouts(programs, state, data, order, active))
+                programs = {name: self._compiled(name, *self._placed(name, args),
+                                                 lowered=lowered if name == "vmap" else None)
+                            for name in layouts}
+                self.layout = autotune.record(_LAYOUT_DECISION, signature, _time_layouts(programs, self._placed, args))
             _LAYOUTS_SEEN[known] = self.layout
             while len(_LAYOUTS_SEEN) > _EPOCH_PROGRAMS_SIZE:
                 _LAYOUTS_SEEN.popitem(last=False)
             if self.layout == "vmap":  # compile the program already lowered for the fingerprint
                 self._program = self._compiled("vmap", *args, lowered=lowered)
                 return None
-        self._program = self._compiled(self.layout, *args)
+        self._program = self._compiled(self.layout, *self._placed(self.layout, args))
         return None
 
+    def _placed(self, layout: str, args: tuple) -> tuple:
+        """The epoch's arguments where ``layout`` runs them: for ``"spread"`` the state split
+        over the member mesh and the rest replicated (a no-op once they are there)."""
+        if layout != "spread":
+            return args
+        from ml_adv.training import parallel
+
+        state, *rest = args
+        return (jax.device_put(state, parallel.member_sharded(self.member_mesh)),
+                *jax.device_put(tuple(rest), parallel.replicated(self.member_mesh)))
+
     def _epoch_fn(self, layout: str):
+        from ml_adv.training.parallel import MEMBER_AXIS
+
+        spmd_axis_name = MEMBER_AXIS if layout == "spread" else self.spmd_axis_name
         return make_epoch_fn(self.train_step, stacked=self.stacked, member_batches=self.member_batches,
-                             spmd_axis_name=self.spmd_axis_name, members_as=layout)
+                             spmd_axis_name=spmd_axis_name, members_as="vmap" if layout == "spread" else layout)
 
     def _program_key(self, layout: str, *args) -> tuple:
         leaves, treedef = jax.tree.flatten(args)
@@ -127,14 +148,16 @@ _LAYOUT_DECISION = "stacked_epoch_layout"
 LAYOUT_MEASURE_LIMIT_S = 2.0
 
 
-def _time_layouts(programs, state, data, order, active) -> dict[str, float]:
-    """Seconds of one epoch in each layout, on copies of ``state`` (the caller's state is untouched)."""
+def _time_layouts(programs, placed, args) -> dict[str, float]:
+    """Seconds of one epoch in each layout, on copies of the state (the caller's state is
+    untouched); ``placed(layout, args)`` puts the arguments where that layout runs them."""
     seconds: dict[str, float] = {}
-    for name in MEMBER_LAYOUTS:
+    state, *rest = args
+    for name in programs:
         for _ in range(2):
-            spare = jax.block_until_ready(jax.tree.map(jnp.copy, state))
+            spare = jax.block_until_ready(placed(name, (jax.tree.map(jnp.copy, state), *rest)))
             start = time.perf_counter()
-            jax.block_until_ready(programs[name](spare, data, order, active))
+            jax.block_until_ready(programs[name](*spare))
             seconds[name] = min(seconds.get(name, float("inf")), time.perf_counter() - start)
             if seconds[name] > LAYOUT_MEASURE_LIMIT_S:
                 return {"vmap": seconds.get("vmap", seconds[name])}

@@ -268,8 +268,11 @@ def fit_stacked(
     if mesh is not None:
         data = jax.device_put(data, parallel.replicated(mesh))
         loop.state = jax.device_put(loop.state, parallel.member_sharded(mesh))
+    # Without data parallelism, splitting the members over several devices is one of the
+    # layouts the runner measures (``"spread"``); it places state and data itself.
+    spread = parallel.member_mesh(members) if config.spread_members and mesh is None else None
     runner = EpochRunner(setup.train_step, stacked=True, member_batches=plan.member_batches,
-                         spmd_axis_name=parallel.MEMBER_AXIS if mesh is not None else None)
+                         spmd_axis_name=parallel.MEMBER_AXIS if mesh is not None else None, member_mesh=spread)
     evaluate = _evaluator(setup, config, val, train, masks if cv_validation else None)
     loop.run(runner, data, evaluate, progress)
     state = loop.finish()
