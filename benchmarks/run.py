@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> dict:
         return {}
     from ml_adv.training.parallel import use_cpu_cores
 
-    cpu_devices = use_cpu_cores(args.cpu_devices)  # before JAX's backend starts
+    cpu_devices = use_cpu_cores(args.cpu_devices, strict=False)  # before JAX's backend starts
     import jax
 
     device = args.device or ("gpu" if jax.default_backend() == "gpu" else "cpu")

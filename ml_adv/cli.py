@@ -160,8 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser(argv).parse_args(argv)
     run: Any = args._run
-    _split_cpu_into_cores()
     try:
+        _split_cpu_into_cores()
         return int(run(args))
     except MlAdvError as exc:
         print(f"ml-adv {args.command}: error: {_one_line(exc)}", file=sys.stderr)
@@ -175,14 +175,9 @@ def _split_cpu_into_cores() -> None:
     """One JAX device per core, so that stacked members (ensembles, populations, CV folds)
     run concurrently (``ml_adv.use_cpu_cores``; ``ML_ADV_CPU_DEVICES=1`` opts out). When
     ``main`` is called in a process where JAX already runs, its devices stay as they are."""
-    from ml_adv.errors import ConfigError
     from ml_adv.training.parallel import CPU_DEVICES_ENV, use_cpu_cores
 
-    try:
-        use_cpu_cores(os.environ.get(CPU_DEVICES_ENV) or "auto")
-    except ConfigError as exc:
-        if not isinstance(exc.__cause__, RuntimeError):  # a bad ML_ADV_CPU_DEVICES value
-            raise
+    use_cpu_cores(os.environ.get(CPU_DEVICES_ENV) or "auto", strict=False)
 
 
 # An error line stays readable: a wrapped library message (orbax, tensorstore) can run to kilobytes.

@@ -33,3 +33,11 @@ def small_digits(digits_images):
     """A 256-example slice of the digits images, for fast training tests."""
     train, _ = digits_images
     return train.subset(np.arange(256))
+
+
+def pytest_xdist_auto_num_workers(config):
+    """``-n auto``: one worker per usable core, at most 4 (more workers mostly duplicate
+    JAX's start-up and the session fixtures)."""
+    from ml_adv.training.parallel import usable_cores
+
+    return max(1, min(4, usable_cores()))

@@ -99,7 +99,7 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
-def use_cpu_cores(count: int | str | None = None) -> int:
+def use_cpu_cores(count: int | str | None = None, *, strict: bool = True) -> int:
     """Split the host CPU into ``count`` JAX devices (default: one per usable core).
 
     XLA:CPU runs one program at a time on one device; small programs (the layers of
@@ -113,6 +113,9 @@ def use_cpu_cores(count: int | str | None = None) -> int:
     does it at ``import ml_adv``; the ``ml-adv`` command line does it by default.
     Returns the device count asked for (1 means: unchanged). An explicit
     ``--xla_force_host_platform_device_count`` in ``XLA_FLAGS`` wins and is left alone.
+    With ``strict=False``, a call after JAX has started keeps its devices and returns
+    their count instead of raising (the command line and the benchmark harness, when
+    their ``main`` runs inside a process that already uses JAX).
     """
     if count is None or count == "auto":
         count = usable_cores()
@@ -131,6 +134,8 @@ def use_cpu_cores(count: int | str | None = None) -> int:
     try:
         jax.config.update("jax_num_cpu_devices", count)
     except RuntimeError as exc:  # XLA's backend already started
+        if not strict:
+            return jax.local_device_count(backend="cpu")
         raise ConfigError(
             "use_cpu_cores: expected to run before any JAX computation (XLA fixes the CPU device count "
             f"when its backend starts), but JAX is already running with {jax.device_count()} device(s)"
