@@ -5,7 +5,7 @@ import json
 import jax
 import numpy as np
 import pytest
-from jax._src import dispatch, monitoring
+from compile_counter import CompileCounter
 
 from ml_adv.data import load_dataset
 from ml_adv.errors import ConfigError
@@ -27,24 +27,6 @@ from ml_adv.training.setup import init_run, state_hyperparams
 
 SPACE = SearchSpace([Float("learning_rate", 1e-3, 3e-2, log=True), Float("label_smoothing", 0.0, 0.2)])
 OPTIONS = {"ready": 1, "fraction": 0.25}
-
-
-class CompileCounter:
-    """Counts XLA backend compilations while installed (jax's own monitoring event)."""
-
-    def __init__(self):
-        self.count = 0
-
-    def __call__(self, event, duration, **kwargs):
-        if event == dispatch.BACKEND_COMPILE_EVENT:
-            self.count += 1
-
-    def __enter__(self):
-        monitoring.register_event_duration_secs_listener(self)
-        return self
-
-    def __exit__(self, *exc):
-        monitoring.unregister_event_duration_listener(self)
 
 
 @pytest.fixture(scope="module")

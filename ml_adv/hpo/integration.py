@@ -12,6 +12,12 @@ Search options ride in ``training_data`` next to the data (removed before traini
 ``max_trials`` (default 10), ``search_epochs`` (epochs per trial; default the
 training's), ``search_seed`` (default 0). The study is resumable in
 ``run_root/<run_name>/hpo/``.
+
+With ``optimization_method="pbt"`` the answer is a schedule, not one configuration: the
+best member's hyper-parameters changed at its exploit/explore steps. The final model
+replays that schedule (``replay_schedule``: segment boundaries stretched from the
+trial epochs to the trainer's) from a fresh initialisation through
+``fit(hparam_schedule=...)``; the report holds the replayed schedule.
 """
 
 from __future__ import annotations
@@ -75,3 +81,24 @@ def search_before_training(trainer, training_data: dict[str, Any]) -> tuple[dict
               "split": {"train": len(plan.train), "validation": len(plan.val)},
               "trial_epochs": base.epochs}
     return final, report
+
+
+def replay_schedule(report: dict[str, Any] | None, epochs: int) -> list[tuple[int, dict[str, float]]] | None:
+    """PBT's best schedule as ``fit(hparam_schedule=...)`` segments over ``epochs`` epochs.
+
+    A segment that started at trial epoch ``s`` of ``E`` starts at ``round(s * epochs / E)``;
+    segments squeezed onto one epoch keep the later values. None for other methods.
+    """
+    schedule = ((report or {}).get("pbt") or {}).get("best_schedule")
+    if not schedule:
+        return None
+    trial_epochs = int(report["trial_epochs"])
+    segments: list[tuple[int, dict[str, float]]] = []
+    for segment in schedule:
+        first = min(epochs - 1, int(round(segment["epochs"][0] * epochs / trial_epochs)))
+        values = {k: float(v) for k, v in segment["config"].items()}
+        if segments and segments[-1][0] >= first:
+            segments[-1] = (segments[-1][0], values)
+        else:
+            segments.append((first, values))
+    return segments

@@ -196,8 +196,15 @@ class AdvancedCustomModelTrainer:
         rd = _open_run_directory(run_dir)
         started = time.perf_counter()
         error, fit_result = None, None
+        schedule = None
+        if hpo is not None:  # PBT's answer is a schedule of hyper-parameters: replay it
+            from ml_adv.hpo.integration import replay_schedule
+
+            schedule = replay_schedule(hpo, config.epochs)
+            if schedule is not None:
+                hpo["replayed_schedule"] = [{"first_epoch": first, "values": values} for first, values in schedule]
         try:
-            fit_result = fit(spec, train, config, val=val, run_dir=run_dir,
+            fit_result = fit(spec, train, config, val=val, run_dir=run_dir, hparam_schedule=schedule,
                              extra_meta={"data": {"train": train.name, "val": val.name, "test": test.name if test else None}})
         except TrainingDivergedError as exc:
             error = str(exc)

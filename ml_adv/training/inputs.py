@@ -107,3 +107,48 @@ def continue_from(state: TrainState, init_state: TrainState | None) -> TrainStat
     if jax.tree.structure(items) != jax.tree.structure(state.checkpoint_items()):
         raise ConfigError("init_state: expected a state of this model and optimizer, got one of another structure")
     return state.with_checkpoint_items(jax.tree.map(lambda a: jnp.array(a, copy=True), items))
+
+
+def check_hparam_schedule(schedule, known, epochs: int) -> list[tuple[int, dict[str, float]]] | None:
+    """``[(first_epoch, {name: value}), ...]`` for ``fit(hparam_schedule=...)``, validated.
+
+    ``known``: the run's traced hyper-parameter names. First epochs are integers in
+    ``[0, epochs)``, strictly increasing; values are finite numbers.
+    """
+    if schedule is None:
+        return None
+    argument = "hparam_schedule"
+    try:
+        segments = [(first, values) for first, values in schedule]
+    except (TypeError, ValueError):
+        raise ConfigError(f"{argument}: expected a list of (first_epoch, {{name: value}}) pairs, "
+                          f"got {describe(schedule)}") from None
+    if not segments:
+        raise ConfigError(f"{argument}: expected at least one (first_epoch, values) pair, got an empty list")
+    out, previous = [], -1
+    for first, values in segments:
+        if isinstance(first, bool) or not isinstance(first, (int, np.integer)) or not previous < first < epochs:
+            raise ConfigError(f"{argument}: expected strictly increasing first epochs in [0, {epochs}), "
+                              f"got {first!r} after {previous}")
+        if not isinstance(values, dict) or not values:
+            raise ConfigError(f"{argument}: expected a non-empty {{name: value}} dict at epoch {first}, "
+                              f"got {describe(values)}")
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise ConfigError(f"{argument}: this run's traced hyper-parameters are {sorted(known)}, "
+                              f"got {unknown} at epoch {first}")
+        for name, value in values.items():
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not np.isfinite(value):
+                raise ConfigError(f"{argument}: expected a finite number for {name!r} at epoch {first}, got {value!r}")
+        out.append((int(first), {k: float(v) for k, v in values.items()}))
+        previous = int(first)
+    return out
+
+
+def scheduled_values(schedule, epoch: int) -> dict[str, float]:
+    """The values in force at ``epoch``: every segment's values up to it, later ones winning."""
+    values: dict[str, float] = {}
+    for first, segment in schedule or ():
+        if first <= epoch:
+            values.update(segment)
+    return values

@@ -40,14 +40,16 @@ from ml_adv.training.host import (
 )
 from ml_adv.training.inputs import (  # noqa: F401  (re-exported: loop was their home)
     check_example_mask,
+    check_hparam_schedule,
     check_init_params,
     check_model,
     continue_from,
+    scheduled_values,
     validate_fit_inputs,
 )
 from ml_adv.training.objectives import Objective
 from ml_adv.training.sampling import EpochPlan
-from ml_adv.training.setup import init_run
+from ml_adv.training.setup import apply_member_hparams, init_run, state_hyperparams
 from ml_adv.training.state import TrainState
 from ml_adv.training.steps import classification_metrics, predict_logits
 
@@ -170,6 +172,7 @@ def fit(
     epoch_callback: Any | None = None,
     example_mask: np.ndarray | None = None,
     init_state: TrainState | None = None,
+    hparam_schedule: Any | None = None,
 ) -> FitResult:
     """Train ``model`` on ``train``; evaluate on ``val`` each epoch; checkpoint into ``run_dir``.
 
@@ -198,6 +201,10 @@ def fit(
             keys): an incremental update that carries the optimizer state over.
         epoch_callback: called with each epoch's metrics record; returning True stops the run
             (hyper-parameter search prunes unpromising trials with it).
+        hparam_schedule: ``[(first_epoch, {name: value}), ...]``: from each first epoch on,
+            these traced hyper-parameters (learning rate, weight decay, label smoothing ...)
+            take these values; nothing recompiles, and a resumed run sets them as the
+            uninterrupted one did (the trainer replays a PBT schedule with it).
 
     Returns:
         A ``FitResult``.
@@ -224,15 +231,18 @@ def fit(
     setup = init_run(model, config, example_x=example, steps_per_epoch=sizes[0] // config.batch_size, key=key,
                      objective=objective, init_params=init_params, mesh=mesh)
     mask = check_example_mask(example_mask, train, config)
+    schedule = check_hparam_schedule(hparam_schedule, state_hyperparams(setup.state), config.epochs)
     run = _SingleRun(setup, config, EpochPlan(sizes, config.batch_size, setup.shuffle_key,
                                               tuple(streams) if streams else None, mask),
-                     EarlyStopping(1, mode, config.min_delta, config.patience, config.early_stopping), monitor)
+                     EarlyStopping(1, mode, config.min_delta, config.patience, config.early_stopping), monitor,
+                     schedule)
     run.state = continue_from(setup.state, init_state)
     if run_dir is not None:
         run.open(Path(run_dir), resume=resume, overwrite=overwrite, extra_meta=extra_meta)
     data = device_data(train, mesh)
     if mesh is not None:
-        run.state = jax.device_put(run.state, parallel.replicated(mesh))
+        run.placement = parallel.replicated(mesh)
+        run.state = jax.device_put(run.state, run.placement)
     try:
         run.train(data, val, progress, epoch_callback)
     finally:
@@ -243,8 +253,10 @@ def fit(
 class _SingleRun:
     """The host loop of one run, as short named steps: open, train (epoch after epoch), close, result."""
 
-    def __init__(self, setup, config: TrainConfig, plan: EpochPlan, tracker: EarlyStopping, monitor: str):
+    def __init__(self, setup, config: TrainConfig, plan: EpochPlan, tracker: EarlyStopping, monitor: str,
+                 schedule: list | None = None):
         self.setup, self.config, self.plan, self.tracker, self.monitor = setup, config, plan, tracker, monitor
+        self.schedule, self.placement = schedule, None
         self.state, self.history, self.start_epoch, self.resumed_from = setup.state, [], 0, None
         self.run_path = self.run_directory = self.checkpointer = self.best_in_memory = None
         self.runner = EpochRunner(setup.train_step, scan=config.scan_epochs)
@@ -284,11 +296,17 @@ class _SingleRun:
         """Run, check, evaluate, track and checkpoint one epoch; returns its record."""
         t0 = time.perf_counter()
         order, active = self.plan.draw(epoch)
+        scheduled = scheduled_values(self.schedule, epoch)
+        if scheduled:  # set every epoch, so a resumed run matches an uninterrupted one
+            self.state = apply_member_hparams(self.state, scheduled)
+            if self.placement is not None:  # the new values where the compiled epoch expects them
+                self.state = jax.device_put(self.state, self.placement)
         self.state, metrics = self.runner(self.state, data, order, active)
         bad_step = first_nonfinite_step(metrics)
         if bad_step is not None and self.config.nan_policy == "raise":
             raise diverged_error(bad_step, epoch, self.plan.steps, self.checkpointer)
         record = _epoch_record(epoch, self.state, metrics, time.perf_counter() - t0)
+        record.update({f"hparam_{name}": value for name, value in scheduled.items()})
         self.nonfinite_total += record["nonfinite_steps"]
         self.steps_run += self.plan.live_steps
         if val is not None:
