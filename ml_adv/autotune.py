@@ -257,9 +257,12 @@ def _lookup_locked(operation, signature, names) -> str | None:
     return entry["choice"] if entry is not None and entry.get("choice") in names else None
 
 
-def _record_locked(operation, signature, seconds: Mapping[str, float]) -> str:
+def _record_locked(operation, signature, seconds: Mapping[str, float], keep: str | None = None,
+                   margin: float = 0.0) -> str:
     global _measure_count
     choice = min(seconds, key=seconds.get)
+    if keep in seconds and seconds[choice] > (1.0 - margin) * seconds[keep]:
+        choice = keep  # not clearly faster: a single timed run each is noisy
     entry = {
         "choice": choice,
         "us": {name: round(s * 1e6, 2) for name, s in seconds.items()},
@@ -284,9 +287,16 @@ def lookup(operation: str, signature: Mapping[str, Any], names: Sequence[str]) -
         return _lookup_locked(operation, signature, names)
 
 
-def record(operation: str, signature: Mapping[str, Any], seconds: Mapping[str, float]) -> str:
-    """Cache the fastest of ``seconds`` (``{name: seconds}``) for this case and return its name."""
+def record(operation: str, signature: Mapping[str, Any], seconds: Mapping[str, float], *,
+           keep: str | None = None, margin: float = 0.0) -> str:
+    """Cache the fastest of ``seconds`` (``{name: seconds}``) for this case and return its name.
+
+    ``keep``/``margin``: another candidate replaces ``keep`` only when it is faster by more
+    than ``margin`` (a fraction), for decisions timed on one run of each candidate.
+    """
     if not seconds:
         raise ConfigError("seconds: expected at least one timed candidate, got none")
+    if not 0.0 <= margin < 1.0:
+        raise ConfigError(f"margin: expected a fraction in [0, 1), got {describe(margin)}")
     with _lock:
-        return _record_locked(operation, signature, seconds)
+        return _record_locked(operation, signature, seconds, keep, margin)

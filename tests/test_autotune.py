@@ -159,3 +159,26 @@ def test_dense_weight_gradient_is_measured_with_autodiff_values(tuned_briefly):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
     (key,) = entries(tuned)
     assert key.startswith("dense_weight_grad") and '"rows": 64' in key
+
+
+def test_the_nonfinite_guard_is_chosen_on_the_runs_own_epochs(tuned_briefly):
+    from ml_adv import load_dataset, make_spec
+    from ml_adv.training import TrainConfig, fit
+    from ml_adv.training.host import GUARD_TRIAL_ROUNDS
+
+    train = load_dataset("digits_flat", split="train").subset(np.arange(256))
+    spec = make_spec("mlp", input_shape=(64,), input_kind="features", num_classes=10, hidden_sizes=(16,), dropout=0.1)
+    config = TrainConfig(epochs=2 * GUARD_TRIAL_ROUNDS, batch_size=32)
+    tried = fit(spec, train, config, progress=False)
+    [entry] = [v for k, v in entries(tuned_briefly).items() if k.startswith("nonfinite_guard")]
+    assert set(entry["us"]) == {"cond", "select"} and entry["choice"] in entry["us"], entry
+    measured = autotune.measurements()
+    cached = fit(spec, train, config, progress=False)
+    assert autotune.measurements() == measured  # the second run reads the decision
+    autotune.configure(enabled=False)
+    static = fit(spec, train, config, progress=False)
+    # The guards give bitwise-identical states: alternating them on real epochs changes no number.
+    losses = [[r["train_loss"] for r in run.history] for run in (tried, cached, static)]
+    assert losses[0] == losses[1] == losses[2]
+    for a, b in zip(jax.tree.leaves(tried.state.params), jax.tree.leaves(static.state.params)):
+        np.testing.assert_array_equal(a, b)

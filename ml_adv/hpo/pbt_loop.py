@@ -107,7 +107,7 @@ class PBTRun:
         self.plan = StackedPlan(len(train), config.batch_size, setup.shuffle_key, shared_key)
         # As in fit_stacked: with several devices, splitting the members is a measured layout;
         # the runner places the state each epoch, so exploit's gather never forces a recompile.
-        self.runner = EpochRunner(setup.train_step, stacked=True, member_mesh=(
+        self.runner = EpochRunner(setup.train_step, stacked=True, guard_steps=setup.guard_steps, member_mesh=(
             parallel.member_mesh(self.members) if config.spread_members else None))
         self.data, self.val, self.config, self.spec = device_data(train), val, config, spec
         self.state = setup.state

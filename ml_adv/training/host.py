@@ -46,19 +46,33 @@ class EpochRunner:
     spmd_axis_name: str | None = None
     members_as: str = "auto"
     member_mesh: Any = None
+    guard_steps: Any = None
     compile_seconds: float = 0.0
     train_seconds: float = 0.0
     layout: str | None = None
+    guard: str | None = None
     _program: Any = None
+    _trial: Any = None
 
     def __call__(self, state, data, order, active=None):
         t0 = time.perf_counter()
         if self.scan:
+            args = (state, data, order, active)
             if self._program is None:
-                self._choose_layout(state, data, order, active)
-                self.compile_seconds = time.perf_counter() - t0  # measuring a layout counts here
-                t0 = time.perf_counter()
-            state, metrics = self._program(*self._placed(self.layout, (state, data, order, active)))
+                self._choose_layout(*args)
+                self._begin_guard_trial(args)
+            program, trial_guard = self._program, None
+            if self._trial is not None:  # this epoch runs the next guard on trial
+                trial_guard = self._trial["order"][self._trial["epochs"] % len(self._trial["order"])]
+                program = self._compiled(self.layout, *self._placed(self.layout, args),
+                                         step=self.guard_steps[trial_guard])
+                self._trial["programs"][trial_guard] = program
+            self.compile_seconds += time.perf_counter() - t0  # measuring a layout counts here
+            t0 = time.perf_counter()
+            state, metrics = program(*self._placed(self.layout, args))
+            if trial_guard is not None:
+                metrics = jax.device_get(metrics)  # waits for the epoch
+                self._guard_timed(trial_guard, time.perf_counter() - t0)
         else:
             if self.stacked or active is not None:
                 raise ConfigError("scan_epochs: stacked and multi-pool runs need scan_epochs=True, got False")
@@ -92,14 +106,64 @@ class EpochRunner:
                                                  lowered=lowered if name == "vmap" else None)
                             for name in layouts}
                 self.layout = autotune.record(_LAYOUT_DECISION, signature, _time_layouts(programs, self._placed, args))
-            _LAYOUTS_SEEN[known] = self.layout
-            while len(_LAYOUTS_SEEN) > _EPOCH_PROGRAMS_SIZE:
-                _LAYOUTS_SEEN.popitem(last=False)
+            _remember(_LAYOUTS_SEEN, known, self.layout)
             if self.layout == "vmap":  # compile the program already lowered for the fingerprint
                 self._program = self._compiled("vmap", *args, lowered=lowered)
                 return None
         self._program = self._compiled(self.layout, *self._placed(self.layout, args))
         return None
+
+    def _begin_guard_trial(self, args: tuple) -> None:
+        """Pick the non-finite guard (``steps.GUARDS``) by measurement, on the run's own epochs.
+
+        Both guards give bitwise-identical states, so nothing is run twice: the first
+        ``GUARD_TRIAL_ROUNDS`` x 2 epochs of a program not seen before on this CPU alternate
+        the guards (the static choice first). A program's first execution is not timed (it
+        pays page faults, often 10-50x an epoch's time); the best of the others decides, and
+        the faster guard (by more than ``GUARD_MARGIN``) is cached, keyed by the program's
+        fingerprint. Shorter runs decide nothing. A cached choice other than the static one
+        compiles that program instead.
+        """
+        steps = self.guard_steps
+        if not steps or len(steps) < 2 or not autotune.active():
+            return
+        default = next((g for g, step in steps.items() if step is self.train_step), None)
+        if default is None:
+            return
+        placed = self._placed(self.layout, args)
+        known = self._program_key(self.layout, *placed) + ("guard",)
+        choice = _GUARDS_SEEN.get(known)
+        if choice is None:
+            lowered = self._epoch_fn(self.layout).lower(*placed)
+            signature = {"program": hashlib.sha256(lowered.as_text().encode()).hexdigest()[:20]}
+            choice = autotune.lookup(_GUARD_DECISION, signature, tuple(steps))
+            if choice is None:
+                self._trial = {"signature": signature, "known": known, "seconds": {}, "programs": {}, "epochs": 0,
+                               "order": [default, *(g for g in steps if g != default)]}
+                return
+            _remember(_GUARDS_SEEN, known, choice)
+        self._use_guard(choice, placed)
+
+    def _guard_timed(self, guard: str, seconds: float) -> None:
+        trial = self._trial
+        trial["epochs"] += 1
+        if trial["epochs"] > len(trial["order"]):  # a program's first execution is not timed
+            trial["seconds"][guard] = min(trial["seconds"].get(guard, float("inf")), seconds)
+        if trial["epochs"] < GUARD_TRIAL_ROUNDS * len(trial["order"]):
+            return
+        self._trial = None
+        choice = autotune.record(_GUARD_DECISION, trial["signature"], trial["seconds"], keep=trial["order"][0],
+                                 margin=GUARD_MARGIN)
+        _remember(_GUARDS_SEEN, trial["known"], choice)
+        self.guard, self.train_step = choice, self.guard_steps[choice]
+        self._program = trial["programs"][choice]
+
+    def _use_guard(self, guard: str, placed: tuple) -> None:
+        """Run ``guard``'s program from now on."""
+        self.guard = guard
+        if self.guard_steps[guard] is not self.train_step:
+            self.train_step = self.guard_steps[guard]
+            self._program = self._compiled(self.layout, *placed)
 
     def _placed(self, layout: str, args: tuple) -> tuple:
         """The epoch's arguments where ``layout`` runs them: for ``"spread"`` the state split
@@ -112,27 +176,30 @@ class EpochRunner:
         return (jax.device_put(state, parallel.member_sharded(self.member_mesh)),
                 *jax.device_put(tuple(rest), parallel.replicated(self.member_mesh)))
 
-    def _epoch_fn(self, layout: str):
+    def _epoch_fn(self, layout: str, step=None):
         from ml_adv.training.parallel import MEMBER_AXIS
 
         spmd_axis_name = MEMBER_AXIS if layout == "spread" else self.spmd_axis_name
-        return make_epoch_fn(self.train_step, stacked=self.stacked, member_batches=self.member_batches,
-                             spmd_axis_name=spmd_axis_name, members_as="vmap" if layout == "spread" else layout)
+        return make_epoch_fn(self.train_step if step is None else step, stacked=self.stacked,
+                             member_batches=self.member_batches, spmd_axis_name=spmd_axis_name,
+                             members_as="vmap" if layout == "spread" else layout)
 
-    def _program_key(self, layout: str, *args) -> tuple:
+    def _program_key(self, layout: str, *args, step=None) -> tuple:
         leaves, treedef = jax.tree.flatten(args)
-        return (self.train_step, self.stacked, self.member_batches, self.spmd_axis_name, layout, treedef,
+        step = self.train_step if step is None else step
+        return (step, self.stacked, self.member_batches, self.spmd_axis_name, layout, treedef,
                 tuple((np.shape(a), np.asarray(a).dtype if not hasattr(a, "dtype") else a.dtype,
                        getattr(a, "sharding", None)) for a in leaves))
 
-    def _compiled(self, layout: str, *args, lowered=None):
+    def _compiled(self, layout: str, *args, lowered=None, step=None):
         """The compiled epoch for these argument shapes; reused across runs with the same step.
-        ``lowered``: this layout's program already lowered (it is compiled instead of lowering again)."""
-        key = self._program_key(layout, *args)
+        ``lowered``: this layout's program already lowered (it is compiled instead of lowering again);
+        ``step``: another train step than the runner's (a guard on trial)."""
+        key = self._program_key(layout, *args, step=step)
         if key in _EPOCH_PROGRAMS:
             _EPOCH_PROGRAMS.move_to_end(key)
             return _EPOCH_PROGRAMS[key]
-        program = (lowered if lowered is not None else self._epoch_fn(layout).lower(*args)).compile()
+        program = (lowered if lowered is not None else self._epoch_fn(layout, step).lower(*args)).compile()
         _EPOCH_PROGRAMS[key] = program
         while len(_EPOCH_PROGRAMS) > _EPOCH_PROGRAMS_SIZE:
             _EPOCH_PROGRAMS.popitem(last=False)
@@ -140,12 +207,25 @@ class EpochRunner:
 
 
 MEMBER_LAYOUTS = ("vmap", "scan")
+_GUARDS_SEEN: OrderedDict = OrderedDict()  # program key -> guard decided in this process (bounded)
+_GUARD_DECISION = "nonfinite_guard"
+# A guard replaces the static choice only when its epoch ran this much faster: each is timed
+# on one real epoch (its first execution), so small differences are noise.
+GUARD_MARGIN = 0.05
+GUARD_TRIAL_ROUNDS = 3  # epochs per guard on trial: one warm-up and two timed
 _LAYOUTS_SEEN: OrderedDict = OrderedDict()  # program key -> layout decided in this process (bounded)
 _LAYOUT_DECISION = "stacked_epoch_layout"
 # Measuring runs each layout twice (a warm-up, whose first execution pays one-time costs, then
 # the timed run) on copies of the first epoch's state. Epochs longer than this are not
 # measured: there the batched matmuls are large and vmap is kept (recorded as the choice).
 LAYOUT_MEASURE_LIMIT_S = 2.0
+
+
+def _remember(seen: OrderedDict, key, choice: str) -> None:
+    """Keep an in-process decision (bounded like the compiled programs)."""
+    seen[key] = choice
+    while len(seen) > _EPOCH_PROGRAMS_SIZE:
+        seen.popitem(last=False)
 
 
 def _time_layouts(programs, placed, args) -> dict[str, float]:

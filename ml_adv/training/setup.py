@@ -32,7 +32,7 @@ from ml_adv.training.optim import (
     set_hyperparams,
 )
 from ml_adv.training.state import TrainState, create_train_state
-from ml_adv.training.steps import guard_for_architecture, make_train_step
+from ml_adv.training.steps import GUARDS, guard_for_architecture, make_train_step
 
 
 @dataclasses.dataclass
@@ -46,6 +46,8 @@ class RunSetup:
         train_step: the pure step ``(state, batch, key, active=None) -> (state, metrics)``.
         shuffle_key: the run's shuffling key (``[K, 2]`` member keys when stacked).
         members: K for a stacked run, else None.
+        guard_steps: ``{guard: step}``, the step built with each non-finite guard form
+            (``train_step`` is one of them); the epoch runner may measure them.
     """
 
     module: Any
@@ -56,6 +58,7 @@ class RunSetup:
     train_step: Any
     shuffle_key: jax.Array
     members: int | None = None
+    guard_steps: Any = None
 
 
 def run_key(config: TrainConfig, key: jax.Array | None) -> jax.Array:
@@ -158,8 +161,8 @@ def init_run(
 
     spec = model if isinstance(model, ModelSpec) else None
     hp = check_member_hparams(member_hparams, members, config) if members is not None else {}
-    module, tx, train_step = _program_parts(spec, model, config, total_updates(config, steps_per_epoch),
-                                            objective, mesh, freeze_on_nonfinite)
+    module, tx, train_step, guard_steps = _program_parts(spec, model, config, total_updates(config, steps_per_epoch),
+                                                         objective, mesh, freeze_on_nonfinite)
     root = run_key(config, key)
     obj_hparams = {"label_smoothing": config.label_smoothing}
     example_x = jnp.asarray(example_x)
@@ -192,7 +195,7 @@ def init_run(
         state = state.replace(opt_state=set_hyperparams(state.opt_state, **optimizer_hyperparams(config)))
     if hp:
         state = apply_member_hparams(state, hp)
-    return RunSetup(module, spec, config, tx, state, train_step, shuffle_key, members)
+    return RunSetup(module, spec, config, tx, state, train_step, shuffle_key, members, guard_steps)
 
 
 # Programs of recent runs, by structure: a run that differs only in traced values (learning
@@ -227,18 +230,18 @@ def _program_parts(spec, model, config: TrainConfig, total: int, objective, mesh
         return _PROGRAM_CACHE[key]
     module = spec.build() if spec is not None else model
     tx = build_optimizer(config, total)
-    train_step = make_train_step(
-        objective if objective is not None else default_objective(module, config),
-        augment=config.augment,
-        mesh=mesh,
-        guard=guard_for_architecture(spec.architecture if spec is not None else None),
-        freeze_on_nonfinite=freeze_on_nonfinite,
-    )
+    objective = objective if objective is not None else default_objective(module, config)
+    # One step per guard form (same result, machine-dependent speed): the static choice runs
+    # unless the epoch runner measures another faster (``host.EpochRunner``, autotuning on).
+    guard_steps = {guard: make_train_step(objective, augment=config.augment, mesh=mesh, guard=guard,
+                                          freeze_on_nonfinite=freeze_on_nonfinite)
+                   for guard in GUARDS}
+    train_step = guard_steps[guard_for_architecture(spec.architecture if spec is not None else None)]
     if key is not None:
-        _PROGRAM_CACHE[key] = (module, tx, train_step)
+        _PROGRAM_CACHE[key] = (module, tx, train_step, guard_steps)
         while len(_PROGRAM_CACHE) > _PROGRAM_CACHE_SIZE:
             _PROGRAM_CACHE.popitem(last=False)
-    return module, tx, train_step
+    return module, tx, train_step, guard_steps
 
 
 _STACKED_INITS: OrderedDict = OrderedDict()

@@ -272,7 +272,8 @@ def fit_stacked(
     # layouts the runner measures (``"spread"``); it places state and data itself.
     spread = parallel.member_mesh(members) if config.spread_members and mesh is None else None
     runner = EpochRunner(setup.train_step, stacked=True, member_batches=plan.member_batches,
-                         spmd_axis_name=parallel.MEMBER_AXIS if mesh is not None else None, member_mesh=spread)
+                         spmd_axis_name=parallel.MEMBER_AXIS if mesh is not None else None, member_mesh=spread,
+                         guard_steps=setup.guard_steps)
     evaluate = _evaluator(setup, config, val, train, masks if cv_validation else None)
     loop.run(runner, data, evaluate, progress)
     state = loop.finish()

@@ -22,7 +22,9 @@ runs them at different speeds (scanned epoch, ``benchmarks/README.md``):
   * ``"select"``: the update always runs and ``jnp.where`` keeps the old state. The medium
     LSTM (hidden 256, 64 steps) is faster this way, 33.9 vs 36.7 ms per step: XLA overlaps
     more of its step on the two cores. ``guard_for_architecture`` picks it for LSTMs.
-Both give bitwise-identical states (tested).
+Both give bitwise-identical states (tested). Those are the static choices, measured on AMD
+EPYC; with autotuning on (``ml_adv.autotune``) the epoch runner times both guards on a new
+program's first epochs on the machine at hand and caches the faster (``host.EpochRunner``).
 """
 
 from __future__ import annotations
