@@ -113,6 +113,11 @@ class EpochRunner:
         self._program = self._compiled(self.layout, *self._placed(self.layout, args))
         return None
 
+    @property
+    def deciding(self) -> bool:
+        """Whether the coming epochs still alternate guards on trial (see ``_begin_guard_trial``)."""
+        return self._trial is not None
+
     def _begin_guard_trial(self, args: tuple) -> None:
         """Pick the non-finite guard (``steps.GUARDS``) by measurement, on the run's own epochs.
 
