@@ -60,7 +60,13 @@ def ml_adv_contenders(wl: Workload, x: np.ndarray, y: np.ndarray, epochs: int, b
     from ml_adv.training import TrainConfig
     from ml_adv.training.host import GUARD_TRIAL_ROUNDS, EpochRunner
     from ml_adv.training.setup import init_run
-    from ml_adv.training.steps import GUARDS, epoch_order, make_epoch_fn, make_step_fn, run_epoch_stepwise
+    from ml_adv.training.steps import (
+        GUARDS,
+        epoch_order,
+        make_epoch_fn,
+        make_step_fn,
+        run_epoch_stepwise,
+    )
 
     spec = wl.spec()
     config = TrainConfig(
