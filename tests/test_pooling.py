@@ -44,3 +44,27 @@ def test_bfloat16_jit_and_vmap():
     g = jax.jit(jax.vmap(jax.grad(lambda v: jnp.sum(max_pool(v, 2).astype(jnp.float32)))))(x)
     assert g.dtype == jnp.bfloat16 and g.shape == x.shape
     assert float(g.astype(jnp.float32).sum()) == 4 * 2 * 4 * 4 * 3  # one gradient per window
+
+
+def test_backward_forms_agree_bitwise_and_the_faster_is_measured(tmp_path, monkeypatch):
+    import json
+
+    from ml_adv import autotune
+    from ml_adv.models.pooling import _BACKWARDS, BACKWARD_FORMS
+
+    x = jnp.round(jax.random.normal(jax.random.PRNGKey(3), (2, 7, 9, 3)) * 2) / 2  # many ties, a ragged border
+    cot = jax.random.normal(jax.random.PRNGKey(4), (2, 3, 4, 3))
+    grads = [jax.grad(lambda v, f=form: jnp.sum(_BACKWARDS[f](v, 2) * cot))(x) for form in BACKWARD_FORMS]
+    np.testing.assert_array_equal(grads[0], grads[1])
+    np.testing.assert_array_equal(grads[0], jax.grad(lambda v: jnp.sum(_reference(v, 2) * cot))(x))
+    monkeypatch.setattr(autotune, "REPEATS", 2)
+    monkeypatch.setattr(autotune, "SCAN_LENGTH", 2)
+    autotune.configure(enabled=True, cache_dir=tmp_path)
+    try:
+        measured = jax.grad(lambda v: jnp.sum(max_pool(v, 2) * cot))(x)
+        (path,) = tmp_path.glob("*.json")
+        [entry] = [v for k, v in json.loads(path.read_text())["entries"].items() if k.startswith("max_pool_training")]
+    finally:
+        autotune.configure(enabled=None, cache_dir=None)
+    assert set(entry["us"]) == set(BACKWARD_FORMS) and entry["choice"] in BACKWARD_FORMS
+    np.testing.assert_array_equal(measured, grads[0])

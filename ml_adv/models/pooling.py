@@ -38,31 +38,83 @@ def _window_positions(size: int) -> jax.Array:
     return pos[None, None, :, None, :, None]
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(1,))
 def max_pool(x: jax.Array, size: int) -> jax.Array:
-    """``size x size`` max pooling with stride ``size`` (VALID: a ragged border is dropped), NHWC."""
-    return _windows(x, size).max(axis=(2, 4))
+    """``size x size`` max pooling with stride ``size`` (VALID: a ragged border is dropped), NHWC.
+
+    The backward has two forms with identical gradients (``BACKWARD_FORMS``): ``"index"``
+    keeps the first maximum's position from the forward pass, ``"mask"`` rebuilds it from
+    the input and output in the backward pass. On a CPU the faster for this shape is
+    measured once and cached (``ml_adv.autotune``); ``"index"`` is the static choice
+    (faster on AMD EPYC: 3,176 vs 2,611 samples/s in the 28x28 CNN's scanned epoch).
+    """
+    return _BACKWARDS[_measured_backward(x, size)](x, size)
 
 
-def _max_pool_fwd(x: jax.Array, size: int):
-    windows = _windows(x, size)
-    y = windows.max(axis=(2, 4))
-    is_max = windows == y[:, :, None, :, None, :]
-    first = jnp.where(is_max, _window_positions(size), jnp.int8(size * size)).min(axis=(2, 4))
-    # A zero-size array carries the input's spatial shape (for the ragged border) at no cost.
-    return y, (first, jnp.zeros((x.shape[1], x.shape[2], 0), jnp.int8))
+BACKWARD_FORMS = ("index", "mask")
 
 
-def _max_pool_bwd(size: int, residuals, dy: jax.Array):
-    first, shape_carrier = residuals
+def _first_max(x: jax.Array, y: jax.Array, size: int) -> jax.Array:
+    """Per window, the row-major position of the first element equal to the window's max."""
+    is_max = _windows(x, size) == y[:, :, None, :, None, :]
+    return jnp.where(is_max, _window_positions(size), jnp.int8(size * size)).min(axis=(2, 4))
+
+
+def _scatter_to_first(first: jax.Array, dy: jax.Array, size: int, height: int, width: int) -> jax.Array:
+    """Each output gradient at its window's first maximum, zeros elsewhere (and on a ragged border)."""
     dx = jnp.where(first[:, :, None, :, None, :] == _window_positions(size),
                    dy[:, :, None, :, None, :], jnp.zeros((), dy.dtype))
     n, rows, _, cols, _, c = dx.shape
     dx = dx.reshape(n, rows * size, cols * size, c)
-    height, width = shape_carrier.shape[:2]
     if (height, width) != dx.shape[1:3]:
         dx = jnp.pad(dx, ((0, 0), (0, height - dx.shape[1]), (0, width - dx.shape[2]), (0, 0)))
-    return (dx,)
+    return dx
 
 
-max_pool.defvjp(_max_pool_fwd, _max_pool_bwd)
+@partial(jax.custom_vjp, nondiff_argnums=(1,))
+def _max_pool_index(x: jax.Array, size: int) -> jax.Array:
+    return _windows(x, size).max(axis=(2, 4))
+
+
+def _max_pool_index_fwd(x: jax.Array, size: int):
+    y = _windows(x, size).max(axis=(2, 4))
+    # A zero-size array carries the input's spatial shape (for the ragged border) at no cost.
+    return y, (_first_max(x, y, size), jnp.zeros((x.shape[1], x.shape[2], 0), jnp.int8))
+
+
+def _max_pool_index_bwd(size: int, residuals, dy: jax.Array):
+    first, shape_carrier = residuals
+    return (_scatter_to_first(first, dy, size, *shape_carrier.shape[:2]),)
+
+
+_max_pool_index.defvjp(_max_pool_index_fwd, _max_pool_index_bwd)
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(1,))
+def _max_pool_mask(x: jax.Array, size: int) -> jax.Array:
+    return _windows(x, size).max(axis=(2, 4))
+
+
+def _max_pool_mask_fwd(x: jax.Array, size: int):
+    y = _windows(x, size).max(axis=(2, 4))
+    return y, (x, y)
+
+
+def _max_pool_mask_bwd(size: int, residuals, dy: jax.Array):
+    x, y = residuals
+    return (_scatter_to_first(_first_max(x, y, size), dy, size, x.shape[1], x.shape[2]),)
+
+
+_max_pool_mask.defvjp(_max_pool_mask_fwd, _max_pool_mask_bwd)
+
+_BACKWARDS = {"index": _max_pool_index, "mask": _max_pool_mask}
+
+
+def _measured_backward(x: jax.Array, size: int) -> str:
+    """The faster backward form for this shape on this CPU (cached), or the static one."""
+    from ml_adv import autotune
+
+    candidates = {name: jax.grad(lambda v, f=fn: 0.5 * jnp.sum(jnp.square(f(v, size).astype(jnp.float32))))
+                  for name, fn in _BACKWARDS.items()}
+    signature = {"x": tuple(x.shape), "size": size, "dtype": str(x.dtype)}
+    return autotune.choose("max_pool_training", signature, candidates,
+                           [jax.ShapeDtypeStruct(x.shape, x.dtype)], default="index")
