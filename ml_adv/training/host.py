@@ -126,8 +126,9 @@ class EpochRunner:
         the guards (the static choice first). A program's first execution is not timed (it
         pays page faults, often 10-50x an epoch's time); the best of the others decides, and
         the faster guard (by more than ``GUARD_MARGIN``) is cached, keyed by the program's
-        fingerprint. Shorter runs decide nothing. A cached choice other than the static one
-        compiles that program instead.
+        fingerprint. Runs shorter than that carry the trial over to the next run of the
+        same program in this process (HPO trials, populations). A cached choice other than
+        the static one compiles that program instead.
         """
         steps = self.guard_steps
         if not steps or len(steps) < 2 or not autotune.active():
@@ -138,6 +139,9 @@ class EpochRunner:
         placed = self._placed(self.layout, args)
         known = self._program_key(self.layout, *placed) + ("guard",)
         choice = _GUARDS_SEEN.get(known)
+        if choice is None and known in _GUARD_TRIALS:  # a shorter run of this program began the trial
+            self._trial = _GUARD_TRIALS[known]
+            return
         if choice is None:
             lowered = self._epoch_fn(self.layout).lower(*placed)
             signature = {"program": hashlib.sha256(lowered.as_text().encode()).hexdigest()[:20]}
@@ -145,6 +149,7 @@ class EpochRunner:
             if choice is None:
                 self._trial = {"signature": signature, "known": known, "seconds": {}, "programs": {}, "epochs": 0,
                                "order": [default, *(g for g in steps if g != default)]}
+                _remember(_GUARD_TRIALS, known, self._trial)
                 return
             _remember(_GUARDS_SEEN, known, choice)
         self._use_guard(choice, placed)
@@ -157,6 +162,7 @@ class EpochRunner:
         if trial["epochs"] < GUARD_TRIAL_ROUNDS * len(trial["order"]):
             return
         self._trial = None
+        _GUARD_TRIALS.pop(trial["known"], None)
         choice = autotune.record(_GUARD_DECISION, trial["signature"], trial["seconds"], keep=trial["order"][0],
                                  margin=GUARD_MARGIN)
         _remember(_GUARDS_SEEN, trial["known"], choice)
@@ -213,6 +219,7 @@ class EpochRunner:
 
 MEMBER_LAYOUTS = ("vmap", "scan")
 _GUARDS_SEEN: OrderedDict = OrderedDict()  # program key -> guard decided in this process (bounded)
+_GUARD_TRIALS: OrderedDict = OrderedDict()  # program key -> a guard trial still running (bounded)
 _GUARD_DECISION = "nonfinite_guard"
 # A guard replaces the static choice only when its epoch ran this much faster: each is timed
 # on one real epoch (its first execution), so small differences are noise.
@@ -226,7 +233,7 @@ _LAYOUT_DECISION = "stacked_epoch_layout"
 LAYOUT_MEASURE_LIMIT_S = 2.0
 
 
-def _remember(seen: OrderedDict, key, choice: str) -> None:
+def _remember(seen: OrderedDict, key, choice) -> None:
     """Keep an in-process decision (bounded like the compiled programs)."""
     seen[key] = choice
     while len(seen) > _EPOCH_PROGRAMS_SIZE:
