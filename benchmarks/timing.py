@@ -92,6 +92,13 @@ class Timing:
         return [f is None or f <= self.foreign_limit for f in self.foreign[name]]
 
 
+# A pause before each timed round. PyTorch's OpenMP workers keep spinning for a moment after
+# each parallel region and slow whichever contender runs next: measured 2026-11-30 on 2 cores,
+# a stacked JAX epoch on two core devices took 24.9 ms right after a burst of torch matmuls
+# and 16.7-17.5 ms after a pause of 20-500 ms. XLA's own workers showed no such tail.
+SETTLE_S = 0.05
+
+
 def time_rounds(
     fns: dict[str, Callable[[], Any]],
     *,
@@ -140,6 +147,7 @@ def time_rounds(
             cycle_monitor.start()
             loads: dict[str, float | None] = {}
             for name in names[shift:] + names[:shift]:
+                time.sleep(SETTLE_S)  # the previous contender's spinning workers go idle first
                 round_monitor.start()
                 fns[name]()
                 wall, loads[name] = round_monitor.stop()
