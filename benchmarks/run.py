@@ -57,9 +57,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="cores used by other processes above which a round counts as contended")
     ap.add_argument("--quiet-budget", type=float, default=None,
                     help="seconds per row to wait for other processes to go quiet (default 30, quick 5)")
-    ap.add_argument("--cpu-devices", default="auto",
-                    help="split the CPU into this many JAX devices ('auto': one per usable core, "
-                         "as the ml-adv CLI does; 1: XLA's default single device)")
+    ap.add_argument("--cpu-devices", default=os.environ.get("ML_ADV_CPU_DEVICES") or "auto",
+                    help="split the CPU into this many JAX devices ('auto', the default unless "
+                         "$ML_ADV_CPU_DEVICES says otherwise: one per usable core, as the ml-adv CLI "
+                         "does; 1: XLA's default single device)")
     ap.add_argument("--list", action="store_true", help="list the benchmarks and exit")
     return ap.parse_args(argv)
 
@@ -101,7 +102,7 @@ def main(argv: list[str] | None = None) -> dict:
         for b in BENCHMARKS.values():
             print(f"{b.name:32s} group={b.group:11s} quick={b.quick} default={b.default}")
         return {}
-    from ml_adv.training.parallel import use_cpu_cores
+    from ml_adv.devices import use_cpu_cores
 
     cpu_devices = use_cpu_cores(args.cpu_devices, strict=False)  # before JAX's backend starts
     import jax

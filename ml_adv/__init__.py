@@ -45,14 +45,14 @@ _EXPORTS = {
     "RunCheckpointer": "ml_adv.checkpointing",
     "RunDirectory": "ml_adv.rundir",
     "errors": "ml_adv.errors",
-    "use_cpu_cores": "ml_adv.training.parallel",
+    "use_cpu_cores": "ml_adv.devices",
 }
 
 __all__ = sorted(_EXPORTS)
 
 if os.environ.get("ML_ADV_CPU_DEVICES"):
     # One JAX device per core, set before JAX's backend starts (see ``use_cpu_cores``).
-    importlib.import_module("ml_adv.training.parallel").use_cpu_cores(os.environ["ML_ADV_CPU_DEVICES"])
+    importlib.import_module("ml_adv.devices").use_cpu_cores(os.environ["ML_ADV_CPU_DEVICES"])
 
 
 def __getattr__(name: str):
@@ -76,6 +76,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from ml_adv.data.catalog import load_dataset
     from ml_adv.data.dataset import ArrayDataset
     from ml_adv.data.tfds_loader import load_tfds
+    from ml_adv.devices import use_cpu_cores
     from ml_adv.domain_adaptation.facade import AdvancedDomainAdaptation
     from ml_adv.ensembles.facade import AdvancedModelEnsemble
     from ml_adv.hpo.facade import AdvancedHyperparameterOptimizer
@@ -91,6 +92,5 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         TrainingResult,
     )
     from ml_adv.training.loop import FitResult, fit
-    from ml_adv.training.parallel import use_cpu_cores
     from ml_adv.training.state import TrainState
     from ml_adv.training.trained_model import TrainedModel

@@ -175,7 +175,7 @@ def _split_cpu_into_cores() -> None:
     """One JAX device per core, so that stacked members (ensembles, populations, CV folds)
     run concurrently (``ml_adv.use_cpu_cores``; ``ML_ADV_CPU_DEVICES=1`` opts out). When
     ``main`` is called in a process where JAX already runs, its devices stay as they are."""
-    from ml_adv.training.parallel import CPU_DEVICES_ENV, use_cpu_cores
+    from ml_adv.devices import CPU_DEVICES_ENV, use_cpu_cores
 
     use_cpu_cores(os.environ.get(CPU_DEVICES_ENV) or "auto", strict=False)
 

@@ -12,6 +12,10 @@ temporary cache directory.
 import os
 
 os.environ.setdefault("ML_ADV_AUTOTUNE", "0")
+# One CPU device, as XLA starts by default: the CLI and the benchmark harness split the CPU
+# per core when their main() runs first in a fresh worker, which would change the device
+# count for every later test in that process. tests/test_parallel.py splits it on purpose.
+os.environ.setdefault("ML_ADV_CPU_DEVICES", "1")
 
 import jax  # noqa: E402
 import numpy as np
@@ -38,6 +42,6 @@ def small_digits(digits_images):
 def pytest_xdist_auto_num_workers(config):
     """``-n auto``: one worker per usable core, at most 4 (more workers mostly duplicate
     JAX's start-up and the session fixtures)."""
-    from ml_adv.training.parallel import usable_cores
+    from ml_adv.devices import usable_cores
 
     return max(1, min(4, usable_cores()))

@@ -135,7 +135,7 @@ CORES_SCRIPT = textwrap.dedent(
     import json, jax, numpy as np
     import ml_adv  # ML_ADV_CPU_DEVICES=2 splits the CPU before JAX's backend starts
     from ml_adv.errors import ConfigError
-    from ml_adv.training.parallel import use_cpu_cores
+    from ml_adv.devices import use_cpu_cores
     devices = jax.device_count()
     assert use_cpu_cores(2) == 2  # asking again for the same split is harmless
     try:
@@ -172,8 +172,9 @@ def test_cpu_split_into_core_devices_at_import(launched):
 
 
 def test_use_cpu_cores_rejects_bad_counts_and_late_calls():
+    from ml_adv.devices import use_cpu_cores
     from ml_adv.errors import ConfigError
-    from ml_adv.training.parallel import member_mesh, use_cpu_cores
+    from ml_adv.training.parallel import member_mesh
 
     for bad in (0, -2, "two", 1.5, True):
         with pytest.raises(ConfigError, match="expected 'auto' or a positive integer"):

@@ -9,12 +9,11 @@ cross-device all-reduce of the gradients. The same code runs multi-host after
 
 from __future__ import annotations
 
-import os
-
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from ml_adv.devices import CPU_DEVICES_ENV, usable_cores, use_cpu_cores  # noqa: F401  (re-exported)
 from ml_adv.errors import ConfigError
 
 DATA_AXIS = "data"
@@ -85,59 +84,3 @@ def member_mesh(members: int, devices=None) -> Mesh | None:
     if m < 2:
         return None
     return Mesh(devices[:m].reshape(m, 1), (MEMBER_AXIS, DATA_AXIS))
-
-
-CPU_DEVICES_ENV = "ML_ADV_CPU_DEVICES"
-_FORCE_FLAG = "--xla_force_host_platform_device_count"
-
-
-def usable_cores() -> int:
-    """Cores this process may run on (its CPU affinity, not the machine's total)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
-
-
-def use_cpu_cores(count: int | str | None = None, *, strict: bool = True) -> int:
-    """Split the host CPU into ``count`` JAX devices (default: one per usable core).
-
-    XLA:CPU runs one program at a time on one device; small programs (the layers of
-    stacked ensemble members, populations, CV folds) leave the other cores idle. With
-    one device per core, stacked runs place their members on different devices
-    (``TrainConfig.spread_members``) and those run concurrently. Single runs stay on
-    device 0 and keep the whole intra-op thread pool, so they lose nothing.
-
-    Call it right after ``import jax``, before any JAX computation: XLA fixes the device
-    count when its backend starts. Setting ``ML_ADV_CPU_DEVICES=auto`` (or a number)
-    does it at ``import ml_adv``; the ``ml-adv`` command line does it by default.
-    Returns the device count asked for (1 means: unchanged). An explicit
-    ``--xla_force_host_platform_device_count`` in ``XLA_FLAGS`` wins and is left alone.
-    With ``strict=False``, a call after JAX has started keeps its devices and returns
-    their count instead of raising (the command line and the benchmark harness, when
-    their ``main`` runs inside a process that already uses JAX).
-    """
-    if count is None or count == "auto":
-        count = usable_cores()
-    elif isinstance(count, str):
-        if not count.strip().isdigit():
-            raise ConfigError(f"{CPU_DEVICES_ENV}: expected 'auto' or a positive integer, got {count!r}")
-        count = int(count)
-    if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 1:
-        raise ConfigError(f"count: expected 'auto' or a positive integer, got {count!r}")
-    count = int(count)
-    if _FORCE_FLAG in os.environ.get("XLA_FLAGS", ""):
-        return count
-    current = jax.config.jax_num_cpu_devices  # -1: XLA's default, one device
-    if current == count or (count == 1 and current < 1):
-        return count
-    try:
-        jax.config.update("jax_num_cpu_devices", count)
-    except RuntimeError as exc:  # XLA's backend already started
-        if not strict:
-            return jax.local_device_count(backend="cpu")
-        raise ConfigError(
-            "use_cpu_cores: expected to run before any JAX computation (XLA fixes the CPU device count "
-            f"when its backend starts), but JAX is already running with {jax.device_count()} device(s)"
-        ) from exc
-    return count
