@@ -93,7 +93,8 @@ def test_rounds_alternate_and_ratios_point_the_right_way():
         return fn
 
     timing = harness.time_rounds(
-        {"fast": sleeper("fast", 0.002), "slow": sleeper("slow", 0.006)}, rounds=3, foreign_limit=1e9
+        # 4x apart: a loaded machine oversleeps by a few ms, which must not flip the ratios
+        {"fast": sleeper("fast", 0.005), "slow": sleeper("slow", 0.02)}, rounds=3, foreign_limit=1e9
     )
     assert calls[:2] == ["fast", "slow"]  # warm-up, then rotating cycles
     assert calls[2:4] == ["fast", "slow"] and calls[4:6] == ["slow", "fast"]
