@@ -53,6 +53,7 @@ class EpochRunner:
     guard: str | None = None
     _program: Any = None
     _trial: Any = None
+    _placed_data: Any = None
 
     def __call__(self, state, data, order, active=None):
         t0 = time.perf_counter()
@@ -61,15 +62,14 @@ class EpochRunner:
             if self._program is None:
                 self._choose_layout(*args)
                 self._begin_guard_trial(args)
-            program, trial_guard = self._program, None
+            program, trial_guard, placed = self._program, None, self._placed(self.layout, args)
             if self._trial is not None:  # this epoch runs the next guard on trial
                 trial_guard = self._trial["order"][self._trial["epochs"] % len(self._trial["order"])]
-                program = self._compiled(self.layout, *self._placed(self.layout, args),
-                                         step=self.guard_steps[trial_guard])
+                program = self._compiled(self.layout, *placed, step=self.guard_steps[trial_guard])
                 self._trial["programs"][trial_guard] = program
             self.compile_seconds += time.perf_counter() - t0  # measuring a layout counts here
             t0 = time.perf_counter()
-            state, metrics = program(*self._placed(self.layout, args))
+            state, metrics = program(*placed)
             if trial_guard is not None:
                 metrics = jax.device_get(metrics)  # waits for the epoch
                 self._guard_timed(trial_guard, time.perf_counter() - t0)
@@ -183,8 +183,11 @@ class EpochRunner:
             return args
         from ml_adv.training import parallel
 
-        state, *rest = args
-        return (jax.device_put(state, parallel.member_sharded(self.member_mesh)),
+        state, data, *rest = args
+        if self._placed_data is None or self._placed_data[0] is not data:
+            # The pool is the same object every epoch: copy it to the devices once, not per epoch.
+            self._placed_data = (data, jax.device_put(data, parallel.replicated(self.member_mesh)))
+        return (jax.device_put(state, parallel.member_sharded(self.member_mesh)), self._placed_data[1],
                 *jax.device_put(tuple(rest), parallel.replicated(self.member_mesh)))
 
     def _epoch_fn(self, layout: str, step=None):
