@@ -4,8 +4,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ml_adv.active_learning.kcenter import pruned_greedy
+from ml_adv.active_learning.kcenter import first_argmax, pruned_greedy, row_blocks
 from ml_adv.active_learning.selection import (
+    _greedy,
     k_center_greedy,
     min_sq_distances,
     nearest_centres,
@@ -128,6 +129,12 @@ def test_selection_errors(pool):
         k_center_greedy(features[:, 0], available, 2)
     with pytest.raises(ConfigError, match="precision"):
         k_center_greedy(features, available, 2, precision="float16")
+    bad = features.copy()
+    bad[3, 1] = np.nan
+    with pytest.raises(DataError, match="features: expected finite"):
+        k_center_greedy(bad, available, 2)
+    with pytest.raises(DataError, match="centres: expected finite"):
+        k_center_greedy(features, available, 2, centres=np.full((1, 5), np.inf, np.float32))
 
 
 @pytest.mark.parametrize("with_centres", [False, True])
@@ -161,3 +168,33 @@ def test_bf16_pool_picks_are_near_identical(pool):
         return np.sqrt(((features[:, None, :] - chosen[None]) ** 2).sum(-1).min(1).max())
 
     assert radius(bf16) <= 1.05 * radius(f32)
+
+
+def test_row_blocks_rule():
+    assert row_blocks(400, cores=2) == 1  # too small to split
+    assert row_blocks(100_000, cores=2) == 16  # 16 blocks divide 100,000: a free reshape
+    assert row_blocks(100_000, cores=8) == 32
+    assert row_blocks(99_991, cores=2) == 16  # prime: no divisor near 16, so padded
+    assert row_blocks(4_096, cores=64) == 16  # never below 256 rows a block
+
+
+def test_first_argmax_is_argmax_with_ties():
+    scores = jnp.asarray([0.5, 2.0, -jnp.inf, 2.0, 1.0, jnp.inf, jnp.inf])
+    assert int(first_argmax(scores)) == int(jnp.argmax(scores)) == 5
+    assert int(first_argmax(scores[:5])) == int(jnp.argmax(scores[:5])) == 1
+
+
+@pytest.mark.parametrize("blocks", [3, 7])  # 3 divides 600; 7 pads the pool with zero rows
+def test_blocked_pass_is_bitwise_the_plain_pass(blocks):
+    """Splitting the pool into row blocks (so every core streams a share) changes nothing."""
+    rng = np.random.default_rng(3)
+    features = jnp.asarray(rng.normal(size=(600, 9)).astype(np.float32))
+    available = jnp.asarray(rng.random(600) > 0.1)
+    min_dist, assign = nearest_centres(features, features[:4])
+    weights = jnp.asarray(rng.random(600).astype(np.float32))
+    plain = _greedy(features, available, min_dist, weights, 40, blocks=1)
+    split = _greedy(features, available, min_dist, weights, 40, blocks=blocks)
+    np.testing.assert_array_equal(np.asarray(split[0]), np.asarray(plain[0]))
+    np.testing.assert_array_equal(np.asarray(split[1]), np.asarray(plain[1]))
+    pruned = pruned_greedy(features, available, min_dist, assign, features[:4], weights, 40, blocks=blocks)
+    np.testing.assert_array_equal(np.asarray(pruned[0]), np.asarray(plain[0]))

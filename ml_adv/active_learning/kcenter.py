@@ -22,7 +22,14 @@ last bit, so the radii agree to float32 precision, not bit for bit). On a pool w
 cluster structure (Gaussian noise in 128-d, where every distance is about the same)
 nothing can be pruned and every pick streams the whole pool, plus the per-point test.
 It is an option, ``k_center_greedy(..., prune=True)``, because it compiles 3-4x slower
-than the plain loop; benchmarks/README.md has the measurements.
+than the plain loop, and since the plain pass streams at the machine's rate (next
+paragraph) it no longer pays on a 2-core EPYC; benchmarks/README.md has the measurements.
+
+Both loops share two pieces that keep a pick at one streaming pass on XLA:CPU:
+``row_blocks``/``blocked_pool`` (the distance pass over a ``[B, N/B, F]`` view, which XLA's
+YNNPACK reduction spreads over every core, where ``[N, F]`` ran on one) and
+``first_argmax`` (``argmax`` as a ``max`` and a ``min`` over indices, which vectorise
+where the variadic argmax reduction does not).
 """
 
 from __future__ import annotations
@@ -37,13 +44,72 @@ _MARGIN = 1e-3
 _CHUNKS = 16  # live rows are gathered N/16 at a time
 
 
+# Row blocks for the distance pass. XLA:CPU hands the pass to YNNPACK, which splits a
+# reduction's output over threads along its leading dimensions only: ``[N, F] -> [N]``
+# ran on one core (half the machine's streaming rate on 2 cores), ``[B, N/B, F] -> [B, N/B]``
+# on all of them, with bitwise the same sums (each row's 128-wide sum is unchanged).
+# Measured on a 2-core EPYC, 100 picks from 100,000 x 128: 0.42-0.54 s plain, 0.27-0.32 s
+# for any B from 2 to 98 (benchmarks/README.md "k-center"); B follows the core count.
+MIN_BLOCK_ROWS = 256
+BLOCKS_PER_CORE = 4
+
+
+def row_blocks(rows: int, cores: int | None = None) -> int:
+    """How many row blocks the pool's distance pass is split into (1: not split).
+
+    At least ``BLOCKS_PER_CORE`` per usable core (16 at least) so every core gets work, and
+    blocks of at least ``MIN_BLOCK_ROWS`` rows. A divisor of ``rows`` near that count is
+    preferred, because then the split is a free reshape; otherwise the pool is padded,
+    which copies it once per call.
+    """
+    from ml_adv.devices import usable_cores
+
+    target = max(16, BLOCKS_PER_CORE * (cores or usable_cores()))
+    target = min(target, rows // MIN_BLOCK_ROWS)
+    if target < 2:
+        return 1
+    for count in range(target, 4 * target + 1):
+        if rows % count == 0:
+            return count
+    return target
+
+
+def blocked_pool(features, blocks: int):
+    """``[N, F] -> [blocks, ceil(N / blocks), F]``, zero rows appended when ``blocks`` does not divide N."""
+    rows, width = features.shape
+    per_block = -(-rows // blocks)
+    pad = blocks * per_block - rows
+    if pad:
+        features = jnp.concatenate([features, jnp.zeros((pad, width), features.dtype)])
+    return features.reshape(blocks, per_block, width)
+
+
+def sq_dist(pool, c, rows: int):
+    """``|pool_i - c|^2`` in float32 for the ``rows`` real rows of a (blocked) pool."""
+    diff = pool.astype(jnp.float32) - c.reshape((1,) * (pool.ndim - 1) + c.shape)
+    return jnp.sum(diff * diff, axis=-1).reshape(-1)[:rows]
+
+
+def first_argmax(score):
+    """``jnp.argmax`` for NaN-free scores, as two plain reductions.
+
+    XLA:CPU lowers ``argmax`` to a variadic (value, index) reduction that runs on one core
+    without vectorising: 0.5 ms per pick over 100,000 scores, a quarter of the pass itself.
+    A ``max`` then the lowest index holding it (a ``min`` over indices) is the same pick and
+    vectorises. The scores here are never NaN: ``k_center_greedy`` rejects non-finite
+    features and zeroes non-finite weights.
+    """
+    top = jnp.max(score)
+    index = jnp.arange(score.shape[0], dtype=jnp.int32)
+    return jnp.min(jnp.where(score == top, index, score.shape[0]))
+
+
 def _sq_dist(rows, c):
-    diff = rows.astype(jnp.float32) - c[None, :]
-    return jnp.sum(diff * diff, axis=-1)  # the plain kernel's expression
+    return sq_dist(rows, c, rows.shape[0])
 
 
-@partial(jax.jit, static_argnames=("n",))
-def pruned_greedy(features, available, min_dist, assign, centres, weights, n: int):
+@partial(jax.jit, static_argnames=("n", "blocks"))
+def pruned_greedy(features, available, min_dist, assign, centres, weights, n: int, blocks: int = 1):
     """Greedy k-center picks with triangle-inequality pruning; the plain greedy's picks.
 
     Args:
@@ -54,6 +120,7 @@ def pruned_greedy(features, available, min_dist, assign, centres, weights, n: in
         centres: ``[M, F]`` given centres (``M`` may be 0), same dtype as ``features``.
         weights: ``[N]`` float32 multipliers of ``min_dist`` (ones for plain k-center).
         n: number of picks.
+        blocks: row blocks of the full pass (``row_blocks``).
 
     Returns:
         ``([n] int32 picks, [n] float32 radii, [n] int32 live points per pick)``.
@@ -61,6 +128,8 @@ def pruned_greedy(features, available, min_dist, assign, centres, weights, n: in
     rows, _ = features.shape
     m = centres.shape[0]
     chunk = max(1, -(-rows // _CHUNKS))
+    chunk_blocks = row_blocks(chunk)
+    pool = blocked_pool(features, blocks)
     table = jnp.concatenate([centres, jnp.zeros((n, features.shape[1]), features.dtype)])
 
     def sparse(live, count, c, slot, d2, assign):
@@ -71,7 +140,8 @@ def pruned_greedy(features, available, min_dist, assign, centres, weights, n: in
         def update(k, carry):
             d2, assign = carry
             part = jax.lax.dynamic_slice_in_dim(idx, k * chunk, chunk)
-            new = _sq_dist(features.at[part].get(mode="promise_in_bounds"), c)
+            gathered = features.at[part].get(mode="promise_in_bounds")
+            new = sq_dist(blocked_pool(gathered, chunk_blocks), c, chunk)
             old = d2.at[part].get(mode="promise_in_bounds")
             old_a = assign.at[part].get(mode="promise_in_bounds")
             d2 = d2.at[part].set(jnp.minimum(old, new), mode="promise_in_bounds")
@@ -81,14 +151,14 @@ def pruned_greedy(features, available, min_dist, assign, centres, weights, n: in
         return jax.lax.fori_loop(0, (count + chunk - 1) // chunk, update, (d2, assign))
 
     def full(live, count, c, slot, d2, assign):
-        new = _sq_dist(features, c)
+        new = sq_dist(pool, c, rows)
         return jnp.minimum(d2, new), jnp.where(new < d2, slot, assign)
 
     def pick(i, carry):
         d2, assign, avail, table, picks, radii, counts = carry
         gap = jnp.where(jnp.isinf(d2), weights, d2 * weights)
         score = jnp.where(avail, gap, -jnp.inf)
-        j = jnp.argmax(score)
+        j = first_argmax(score)
         slot = m + i
         table = table.at[slot].set(features[j])
         c = features[j].astype(jnp.float32)

@@ -39,7 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Bool, Float, Int
 
-from ml_adv.active_learning.kcenter import pruned_greedy
+from ml_adv.active_learning.kcenter import blocked_pool, first_argmax, pruned_greedy, row_blocks, sq_dist
 from ml_adv.errors import ConfigError, DataError, check_positive, describe, unknown_name
 
 
@@ -101,18 +101,20 @@ def min_sq_distances(
     return nearest_centres(points, centres, chunk=chunk)[0]
 
 
-@partial(jax.jit, static_argnames=("n",))
-def _greedy(features, available, min_dist, weights, n: int):
+@partial(jax.jit, static_argnames=("n", "blocks"))
+def _greedy(features, available, min_dist, weights, n: int, blocks: int = 1):
+    rows = features.shape[0]
+    pool = blocked_pool(features, blocks)  # the same rows, split so every core streams a share
+
     def body(i, carry):
         min_dist, available, picks, radii = carry
         # Before the first centre every distance is +inf (no centres given): the weights
         # alone decide the first pick; after it every distance is finite.
         gap = jnp.where(jnp.isinf(min_dist), weights, min_dist * weights)
         score = jnp.where(available, gap, -jnp.inf)
-        j = jnp.argmax(score)
+        j = first_argmax(score)
         # a bfloat16 pool is widened as it is read: half the bytes, float32 arithmetic
-        diff = features.astype(jnp.float32) - features[j].astype(jnp.float32)[None, :]
-        min_dist = jnp.minimum(min_dist, jnp.sum(diff * diff, axis=-1))
+        min_dist = jnp.minimum(min_dist, sq_dist(pool, features[j].astype(jnp.float32), rows))
         return min_dist, available.at[j].set(False), picks.at[i].set(j), radii.at[i].set(score[j])
 
     init = (min_dist, available, jnp.zeros((n,), jnp.int32), jnp.zeros((n,), jnp.float32))
@@ -166,10 +168,14 @@ def k_center_greedy(
             f"and mask {describe(available)}"
         )
     check_request(n, available)
+    if not bool(jnp.all(jnp.isfinite(features))):
+        raise DataError(f"features: expected finite embeddings, got NaN or inf in {describe(features)}")
     if centres is not None and np.shape(centres)[0] > 0:
         centres = jnp.asarray(centres, jnp.float32)
         if centres.ndim != 2 or centres.shape[1] != features.shape[1]:
             raise DataError(f"centres: expected [M, {features.shape[1]}] embeddings, got {describe(centres)}")
+        if not bool(jnp.all(jnp.isfinite(centres))):
+            raise DataError(f"centres: expected finite embeddings, got NaN or inf in {describe(centres)}")
         centres = centres.astype(dtype)
         min_dist, assign = nearest_centres(features, centres)
     else:
@@ -183,10 +189,11 @@ def k_center_greedy(
         if w.shape != min_dist.shape:
             raise DataError(f"weights: expected [{features.shape[0]}] scores, got {describe(weights)}")
         w = _rescale(w, available, weight_floor)
+    blocks = row_blocks(features.shape[0])
     if prune:
-        picks, radii, _ = pruned_greedy(features, available, min_dist, assign, centres, w, n)
+        picks, radii, _ = pruned_greedy(features, available, min_dist, assign, centres, w, n, blocks=blocks)
     else:
-        picks, radii = _greedy(features, available, min_dist, w, n)
+        picks, radii = _greedy(features, available, min_dist, w, n, blocks=blocks)
     return (picks, radii) if return_radii else picks
 
 
