@@ -29,7 +29,8 @@ from pathlib import Path
 
 # Modules whose import registers benchmarks (harness.register). Add later suites here.
 BENCHMARK_MODULES = ("benchmarks.throughput", "benchmarks.mfu", "benchmarks.startup", "benchmarks.stacked",
-                     "benchmarks.hpo", "benchmarks.ensemble_inference", "benchmarks.kcenter")
+                     "benchmarks.hpo", "benchmarks.ensemble_inference", "benchmarks.kcenter",
+                     "benchmarks.pool_scoring")
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 

@@ -118,6 +118,15 @@ def test_selection_and_flop_formula():
     assert 2.55e9 < per_seq < 2.7e9
 
 
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="reads Linux /proc")
+def test_pool_scoring_probe_reports_memory():
+    from benchmarks import pool_scoring
+
+    rec = pool_scoring.probe(3000, "stream", chunk=1024)
+    assert rec["finite"] and rec["seconds"] > 0 and rec["rows"] == 3000
+    assert 0 <= rec["growth_mib"] < rec["peak_rss_mib"] and rec["pool_mib"] == 3000 * 64 * 4 / 2**20
+
+
 def test_kcenter_row_on_a_tiny_pool():
     from benchmarks import kcenter
 
