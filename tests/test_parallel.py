@@ -102,6 +102,17 @@ STACKED_SCRIPT = textwrap.dedent(
     single = fit_stacked(spec, train, cfg.replace(spread_members=False), members=4, member_hparams=hp, progress=False)
     sharded = fit_stacked(spec, train, cfg.replace(data_parallel=True), members=4, member_hparams=hp, progress=False)
     spread = fit_stacked(spec, train, cfg, members=4, member_hparams=hp, progress=False)  # the default
+    # The per-member scans split over the devices (the layout the runner may measure fastest),
+    # also with per-member data orders (bootstrap): the order's member axis is split too.
+    import functools
+    from ml_adv.training import stacked as st
+    runner = st.EpochRunner
+    boot = fit_stacked(spec, train, cfg.replace(spread_members=False), members=4, bootstrap=True, progress=False)
+    st.EpochRunner = functools.partial(runner, members_as="spread_scan")
+    spread_scan = fit_stacked(spec, train, cfg, members=4, member_hparams=hp, progress=False)
+    boot_scan = fit_stacked(spec, train, cfg, members=4, bootstrap=True, progress=False)
+    st.EpochRunner = runner
+    scan_leaf = jax.tree.leaves(spread_scan.state.params)[0]
     def max_diff(a, b):
         return max(float(np.max(np.abs(np.asarray(u) - np.asarray(v))))
                    for u, v in zip(jax.tree.leaves(a.state.params), jax.tree.leaves(b.state.params)))
@@ -110,7 +121,9 @@ STACKED_SCRIPT = textwrap.dedent(
                       "mesh": dict(leaf.sharding.mesh.shape), "spec": str(leaf.sharding.spec),
                       "single_devices": len(jax.tree.leaves(single.state.params)[0].sharding.device_set),
                       "spread_diff": max_diff(single, spread), "spread_mesh": dict(spread_leaf.sharding.mesh.shape),
-                      "spread_devices": len(spread_leaf.sharding.device_set)}))
+                      "spread_devices": len(spread_leaf.sharding.device_set),
+                      "spread_scan_diff": max_diff(single, spread_scan), "boot_scan_diff": max_diff(boot, boot_scan),
+                      "spread_scan_devices": len(scan_leaf.sharding.device_set)}))
     """
 )
 
@@ -128,6 +141,8 @@ def test_stacked_members_and_batch_shard_over_a_2d_mesh(launched):
     assert result["single_devices"] == 1
     assert result["spread_mesh"] == {"members": 4, "data": 1} and result["spread_devices"] == 4
     assert result["spread_diff"] < 1e-6, result
+    assert result["spread_scan_devices"] == 4 and result["spread_scan_diff"] < 1e-6, result
+    assert result["boot_scan_diff"] < 1e-6, result
 
 
 CORES_SCRIPT = textwrap.dedent(
@@ -168,7 +183,7 @@ def test_cpu_split_into_core_devices_at_import(launched):
     assert result["devices"] == 2
     assert "use_cpu_cores" in result["late"] and "before any JAX computation" in result["late"]
     [layout] = result["layout"]
-    assert set(layout["us"]) == {"vmap", "scan", "spread"} and layout["choice"] in layout["us"], layout
+    assert set(layout["us"]) == {"vmap", "scan", "spread", "spread_scan"} and layout["choice"] in layout["us"], layout
 
 
 def test_use_cpu_cores_rejects_bad_counts_and_late_calls():

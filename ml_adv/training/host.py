@@ -30,8 +30,9 @@ class EpochRunner:
     A stacked run's members train either vmapped (``"vmap"``: batched matmuls), as one scan
     per member inside the same program (``"scan"``: the single-run matmuls), or, given a
     ``member_mesh`` (several devices, e.g. a CPU split per core by ``use_cpu_cores``),
-    vmapped with the members split over the devices (``"spread"``: the devices run
-    concurrently; the runner places state and data). With ``members_as="auto"`` and
+    with the members split over the devices and the devices running concurrently, vmapped
+    (``"spread"``) or as per-member scans (``"spread_scan"``); the runner places state and
+    data. With ``members_as="auto"`` and
     autotuning active (``ml_adv.autotune``), the first epoch of a program not seen before on
     this CPU is timed in each layout on copies of the state (``_time_layouts``), and the
     choice is cached, keyed by the program's fingerprint and the device count, so later runs
@@ -87,19 +88,23 @@ class EpochRunner:
         """Compile the epoch in the layout this CPU runs fastest (measured once, then cached)."""
         args = (state, data, order, active)
         spreadable = self.stacked and self.spmd_axis_name is None and self.member_mesh is not None
-        layouts = MEMBER_LAYOUTS + (("spread",) if spreadable else ())
+        layouts = MEMBER_LAYOUTS + (SPREAD_LAYOUTS if spreadable else ())
         measurable = (self.stacked and self.spmd_axis_name is None and self.members_as == "auto"
                       and autotune.active())
         if not measurable:
             self.layout = self.members_as if self.members_as != "auto" else "spread" if spreadable else "vmap"
+            if self.layout in SPREAD_LAYOUTS and not spreadable:  # asked for a split without devices
+                self.layout = {"spread": "vmap", "spread_scan": "scan"}[self.layout]
             self._program = self._compiled(self.layout, *self._placed(self.layout, args))
             return None
         known = self._program_key("?", *args) + (layouts,)
         self.layout = _LAYOUTS_SEEN.get(known)  # this process decided it already: no lowering
         if self.layout is None:
             lowered = self._epoch_fn("vmap").lower(*args)
+            # The candidates are part of the case: a decision cached before a layout existed
+            # must not stand in for a measurement that includes it.
             signature = {"program": hashlib.sha256(lowered.as_text().encode()).hexdigest()[:20],
-                         "devices": self.member_mesh.devices.size if spreadable else 1}
+                         "devices": self.member_mesh.devices.size if spreadable else 1, "layouts": list(layouts)}
             self.layout = autotune.lookup(_LAYOUT_DECISION, signature, layouts)
             if self.layout is None:
                 programs = {name: self._compiled(name, *self._placed(name, args),
@@ -179,7 +184,7 @@ class EpochRunner:
     def _placed(self, layout: str, args: tuple) -> tuple:
         """The epoch's arguments where ``layout`` runs them: for ``"spread"`` the state split
         over the member mesh and the rest replicated (a no-op once they are there)."""
-        if layout != "spread":
+        if layout not in SPREAD_LAYOUTS:
             return args
         from ml_adv.training import parallel
 
@@ -193,6 +198,9 @@ class EpochRunner:
     def _epoch_fn(self, layout: str, step=None):
         from ml_adv.training.parallel import MEMBER_AXIS
 
+        if layout == "spread_scan":
+            return _spread_member_scans(self.train_step if step is None else step, self.member_mesh,
+                                        self.member_batches)
         spmd_axis_name = MEMBER_AXIS if layout == "spread" else self.spmd_axis_name
         return make_epoch_fn(self.train_step if step is None else step, stacked=self.stacked,
                              member_batches=self.member_batches, spmd_axis_name=spmd_axis_name,
@@ -221,6 +229,31 @@ class EpochRunner:
 
 
 MEMBER_LAYOUTS = ("vmap", "scan")
+SPREAD_LAYOUTS = ("spread", "spread_scan")
+
+
+def _spread_member_scans(train_step, mesh, member_batches: bool):
+    """The ``"scan"`` layout with the members split over ``mesh``'s devices (``shard_map``):
+    each device runs its own members' single-run scans, one after another, and the devices
+    run concurrently. No collectives: members share nothing."""
+    from jax.sharding import PartitionSpec as P
+
+    from ml_adv.training.parallel import MEMBER_AXIS
+    from ml_adv.training.steps import _member_scans
+
+    local = _member_scans(train_step, member_batches, 1)
+
+    def run_epoch(state, data, order, active=None):
+        steps = jax.tree.leaves(order)[0].shape[0]
+        if active is None:
+            active = jnp.ones((steps, state.step.shape[0]), bool)
+        by_member = P(None, MEMBER_AXIS)
+        spread = jax.shard_map(local, mesh=mesh, check_vma=False,
+                               in_specs=(P(MEMBER_AXIS), P(), by_member if member_batches else P(), by_member),
+                               out_specs=(P(MEMBER_AXIS), by_member))
+        return spread(state, data, order, active)
+
+    return jax.jit(run_epoch, donate_argnums=0)
 _GUARDS_SEEN: OrderedDict = OrderedDict()  # program key -> guard decided in this process (bounded)
 _GUARD_TRIALS: OrderedDict = OrderedDict()  # program key -> a guard trial still running (bounded)
 _GUARD_DECISION = "nonfinite_guard"

@@ -269,7 +269,7 @@ def fit_stacked(
         data = jax.device_put(data, parallel.replicated(mesh))
         loop.state = jax.device_put(loop.state, parallel.member_sharded(mesh))
     # Without data parallelism, splitting the members over several devices is one of the
-    # layouts the runner measures (``"spread"``); it places state and data itself.
+    # layouts the runner measures (``"spread"``, ``"spread_scan"``); it places state and data itself.
     spread = parallel.member_mesh(members) if config.spread_members and mesh is None else None
     runner = EpochRunner(setup.train_step, stacked=True, member_batches=plan.member_batches,
                          spmd_axis_name=parallel.MEMBER_AXIS if mesh is not None else None, member_mesh=spread,
