@@ -55,6 +55,7 @@ class EpochRunner:
     _program: Any = None
     _trial: Any = None
     _placed_data: Any = None
+    _last_placement: Any = None
 
     def __call__(self, state, data, order, active=None):
         t0 = time.perf_counter()
@@ -188,12 +189,20 @@ class EpochRunner:
             return args
         from ml_adv.training import parallel
 
+        last = self._last_placement
+        if last is not None and last[0] == layout and all(a is b for a, b in zip(last[1], args, strict=True)):
+            # The first epoch asks three times (layout, guard, run) for the same arguments:
+            # copying the state to the devices each time cost ~7 ms a run for a digits MLP
+            # population. Nothing runs on a placement before the epoch that donates it.
+            return last[2]
         state, data, *rest = args
         if self._placed_data is None or self._placed_data[0] is not data:
             # The pool is the same object every epoch: copy it to the devices once, not per epoch.
             self._placed_data = (data, jax.device_put(data, parallel.replicated(self.member_mesh)))
-        return (jax.device_put(state, parallel.member_sharded(self.member_mesh)), self._placed_data[1],
-                *jax.device_put(tuple(rest), parallel.replicated(self.member_mesh)))
+        placed = (jax.device_put(state, parallel.member_sharded(self.member_mesh)), self._placed_data[1],
+                  *jax.device_put(tuple(rest), parallel.replicated(self.member_mesh)))
+        self._last_placement = (layout, args, placed)
+        return placed
 
     def _epoch_fn(self, layout: str, step=None):
         from ml_adv.training.parallel import MEMBER_AXIS
