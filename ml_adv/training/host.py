@@ -199,8 +199,8 @@ class EpochRunner:
         if self._placed_data is None or self._placed_data[0] is not data:
             # The pool is the same object every epoch: copy it to the devices once, not per epoch.
             self._placed_data = (data, jax.device_put(data, parallel.replicated(self.member_mesh)))
-        placed = (jax.device_put(state, parallel.member_sharded(self.member_mesh)), self._placed_data[1],
-                  *jax.device_put(tuple(rest), parallel.replicated(self.member_mesh)))
+        placed = (_put(state, parallel.member_sharded(self.member_mesh)), self._placed_data[1],
+                  *_put(tuple(rest), parallel.replicated(self.member_mesh)))
         self._last_placement = (layout, args, placed)
         return placed
 
@@ -239,6 +239,18 @@ class EpochRunner:
 
 MEMBER_LAYOUTS = ("vmap", "scan")
 SPREAD_LAYOUTS = ("spread", "spread_scan")
+
+
+def _put(tree, sharding):
+    """``jax.device_put`` of the leaves not already placed with ``sharding``. The state an
+    epoch returned is placed but for the hyper-parameters set on the host between epochs,
+    and putting a placed leaf again still re-wraps each of its shards (~0.1 ms a leaf)."""
+    leaves, treedef = jax.tree.flatten(tree)
+    todo = [i for i, leaf in enumerate(leaves) if not (isinstance(leaf, jax.Array) and leaf.sharding == sharding)]
+    if todo:
+        for i, moved in zip(todo, jax.device_put([leaves[i] for i in todo], sharding), strict=True):
+            leaves[i] = moved
+    return jax.tree.unflatten(treedef, leaves)
 
 
 def _spread_member_scans(train_step, mesh, member_batches: bool):
