@@ -30,9 +30,9 @@ QUICK_SIZES = (100_000, 400_000)
 CHUNK = 4096
 
 _PROBE = """
-import json, resource, sys, time
+import json, time
 import numpy as np
-import jax, jax.numpy as jnp
+import jax
 from ml_adv import make_spec
 from ml_adv.active_learning.scores import entropy, score_pool
 

@@ -84,8 +84,8 @@ def blocked_pool(features, blocks: int):
     return features.reshape(blocks, per_block, width)
 
 
-def sq_dist(pool, c, rows: int):
-    """``|pool_i - c|^2`` in float32 for the ``rows`` real rows of a (blocked) pool."""
+def sq_dist(pool, c, rows: int | None = None):
+    """``|pool_i - c|^2`` in float32 for the first ``rows`` rows (all by default) of a (blocked) pool."""
     diff = pool.astype(jnp.float32) - c.reshape((1,) * (pool.ndim - 1) + c.shape)
     return jnp.sum(diff * diff, axis=-1).reshape(-1)[:rows]
 
@@ -102,10 +102,6 @@ def first_argmax(score):
     top = jnp.max(score)
     index = jnp.arange(score.shape[0], dtype=jnp.int32)
     return jnp.min(jnp.where(score == top, index, score.shape[0]))
-
-
-def _sq_dist(rows, c):
-    return sq_dist(rows, c, rows.shape[0])
 
 
 @partial(jax.jit, static_argnames=("n", "blocks"))
@@ -162,7 +158,7 @@ def pruned_greedy(features, available, min_dist, assign, centres, weights, n: in
         slot = m + i
         table = table.at[slot].set(features[j])
         c = features[j].astype(jnp.float32)
-        dc2 = _sq_dist(table, c)  # d(a, c)^2 for every slot (unfilled slots are nobody's centre)
+        dc2 = sq_dist(table, c)  # d(a, c)^2 for every slot (unfilled slots are nobody's centre)
         live = jnp.isinf(d2) | (dc2[assign] < (4.0 * (1.0 + _MARGIN)) * d2)
         count = jnp.sum(live, dtype=jnp.int32)
         # gathering costs more per row than streaming: past half the pool, stream it all
