@@ -144,8 +144,10 @@ def selection_row(ctx: Context, name: str, title: str, pool: np.ndarray, picks: 
 
     labelled = np.arange(LABELLED)
     out: dict[str, np.ndarray] = {}
-    # full size: each JAX round is seconds and scikit-activeml's tens of seconds, so fewer rounds
-    rounds = ctx.rounds if ctx.quick else min(ctx.rounds, 2)
+    # full size: a JAX round is 2-3 s, so 5 rounds (alternating, the median taken; 2 rounds
+    # left the ratio at the mercy of one slow round on a shared machine); scikit-activeml's
+    # tens of seconds get one round below
+    rounds = ctx.rounds if ctx.quick else min(ctx.rounds, 5)
     timing = ctx.time(_contenders(pool, labelled, picks, out, variants), rounds=rounds)
     if peer:
         try:

@@ -178,10 +178,16 @@ def test_row_blocks_rule():
     assert row_blocks(4_096, cores=64) == 16  # never below 256 rows a block
 
 
-def test_first_argmax_is_argmax_with_ties():
+@pytest.mark.parametrize("float_index_limit", [2**24, 4])  # float32 indices; int32 past the limit
+def test_first_argmax_is_argmax_with_ties(monkeypatch, float_index_limit):
+    import ml_adv.active_learning.kcenter as kcenter
+
+    monkeypatch.setattr(kcenter, "_EXACT_FLOAT_INDEX", float_index_limit)
     scores = jnp.asarray([0.5, 2.0, -jnp.inf, 2.0, 1.0, jnp.inf, jnp.inf])
     assert int(first_argmax(scores)) == int(jnp.argmax(scores)) == 5
     assert int(first_argmax(scores[:5])) == int(jnp.argmax(scores[:5])) == 1
+    big = jnp.asarray(np.random.default_rng(5).integers(0, 50, 9_000).astype(np.float32))  # many ties
+    assert int(first_argmax(big)) == int(jnp.argmax(big))
 
 
 @pytest.mark.parametrize("blocks", [3, 7])  # 3 divides 600; 7 pads the pool with zero rows
@@ -198,3 +204,23 @@ def test_blocked_pass_is_bitwise_the_plain_pass(blocks):
     np.testing.assert_array_equal(np.asarray(split[1]), np.asarray(plain[1]))
     pruned = pruned_greedy(features, available, min_dist, assign, features[:4], weights, 40, blocks=blocks)
     np.testing.assert_array_equal(np.asarray(pruned[0]), np.asarray(plain[0]))
+
+
+def test_bf16_pool_is_widened_inside_the_pass():
+    """A bfloat16 pool is read as bfloat16 every pick (not hoisted into a float32 copy), same values."""
+    rng = np.random.default_rng(4)
+    narrow = jnp.asarray(rng.normal(size=(600, 9)), jnp.bfloat16)
+    available = jnp.asarray(rng.random(600) > 0.1)
+    min_dist, _ = nearest_centres(narrow, narrow[:4])
+    weights = jnp.asarray(rng.random(600).astype(np.float32))
+    in_loop = _greedy(narrow, available, min_dist, weights, 40, blocks=3)
+    widened = _greedy(narrow.astype(jnp.float32), available, min_dist, weights, 40, blocks=3)
+    np.testing.assert_array_equal(np.asarray(in_loop[0]), np.asarray(widened[0]))
+    np.testing.assert_array_equal(np.asarray(in_loop[1]), np.asarray(widened[1]))
+    _, assign = nearest_centres(narrow, narrow[:4])
+    pruned = pruned_greedy(narrow, available, min_dist, assign, narrow[:4], weights, 40, blocks=3)
+    np.testing.assert_array_equal(np.asarray(pruned[0]), np.asarray(widened[0]))
+    for compiled in (_greedy.lower(narrow, available, min_dist, weights, 40, blocks=3),
+                     pruned_greedy.lower(narrow, available, min_dist, assign, narrow[:4], weights, 40, blocks=3)):
+        entry = compiled.compile().as_text().split("ENTRY", 1)[1]
+        assert "f32[600,9]" not in entry and "f32[3,200,9]" not in entry  # no float32 copy outside the loop

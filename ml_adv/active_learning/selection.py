@@ -20,8 +20,8 @@ round never recompiles the selection for a shrinking pool.
   Uncertainty ``u`` is rescaled to ``[floor, 1]`` so a pool of confident points still
   falls back to pure k-center instead of to index order.
 
-Two options for large pools: ``precision="bfloat16"`` stores the pool in half the bytes
-(picks near-identical, not identical), and ``prune=True`` skips points whose distance
+Two options for large pools: ``precision="bfloat16"`` stores and streams the pool in half
+the bytes (picks near-identical, not identical), and ``prune=True`` skips points whose distance
 provably cannot change (``kcenter.py``; identical picks). ``benchmarks/kcenter.py``
 measures both against the streaming floor and scikit-activeml.
 
@@ -39,7 +39,14 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Bool, Float, Int
 
-from ml_adv.active_learning.kcenter import blocked_pool, first_argmax, pruned_greedy, row_blocks, sq_dist
+from ml_adv.active_learning.kcenter import (
+    blocked_pool,
+    first_argmax,
+    narrow_in_loop,
+    pruned_greedy,
+    row_blocks,
+    sq_dist,
+)
 from ml_adv.errors import ConfigError, DataError, check_positive, describe, unknown_name
 
 
@@ -108,13 +115,14 @@ def _greedy(features, available, min_dist, weights, n: int, blocks: int = 1):
 
     def body(i, carry):
         min_dist, available, picks, radii = carry
+        block = narrow_in_loop(pool, min_dist)
         # Before the first centre every distance is +inf (no centres given): the weights
         # alone decide the first pick; after it every distance is finite.
         gap = jnp.where(jnp.isinf(min_dist), weights, min_dist * weights)
         score = jnp.where(available, gap, -jnp.inf)
         j = first_argmax(score)
-        # float32 arithmetic; XLA:CPU widens a bfloat16 pool once, before the loop
-        min_dist = jnp.minimum(min_dist, sq_dist(pool, features[j].astype(jnp.float32), rows))
+        centre = narrow_in_loop(features, min_dist)[j].astype(jnp.float32)
+        min_dist = jnp.minimum(min_dist, sq_dist(block, centre, rows))
         return min_dist, available.at[j].set(False), picks.at[i].set(j), radii.at[i].set(score[j])
 
     init = (min_dist, available, jnp.zeros((n,), jnp.int32), jnp.zeros((n,), jnp.float32))
@@ -150,10 +158,10 @@ def k_center_greedy(
         return_radii: also return each pick's (weighted) squared distance at pick time.
         precision: ``"float32"``, or ``"bfloat16"`` to store the pool (and centres) in half
             the bytes; arithmetic stays float32. Picks are near-identical, not identical
-            (README "Active learning" reports how near). On XLA:CPU it is neither faster
-            nor smaller while selecting: the compiled loop widens the pool to a float32
-            copy once per call (hoisted out of the pick loop), so it only halves what is
-            stored and transferred before the call; for accelerators, unmeasured.
+            (README "Active learning" reports how near). Each pick streams the bfloat16
+            rows and widens them in registers (``kcenter.narrow_in_loop``), so a pick
+            reads half the bytes: below the float32 streaming floor on XLA:CPU
+            (``benchmarks/kcenter.py``); for accelerators, unmeasured.
         prune: skip points whose distance provably cannot change (``kcenter.py``): the same
             picks, less traffic on clustered embeddings, more work on unclustered ones.
 
