@@ -43,6 +43,7 @@ class Contender:
     run_round: Callable[[], object]
     params: int
     compile_s: float | None = None  # explicit AOT compile time, when the contender has one
+    layout: str | None = None  # ml_adv: fit()'s layout for this program (training.core_split)
 
 
 def _tx(wl: Workload) -> optax.GradientTransformation:
@@ -56,8 +57,11 @@ def ml_adv_contenders(wl: Workload, x: np.ndarray, y: np.ndarray, epochs: int, b
 
     ``x``/``y`` are one epoch of data; a round is ``epochs`` epochs.
     """
+    from ml_adv.data import ArrayDataset
     from ml_adv.models import count_params
-    from ml_adv.training import TrainConfig
+    from ml_adv.training import TrainConfig, core_split, parallel
+    from ml_adv.training.loop import device_data
+    from ml_adv.training.sampling import EpochPlan
     from ml_adv.training.host import GUARD_TRIAL_ROUNDS, EpochRunner
     from ml_adv.training.setup import init_run
     from ml_adv.training.steps import (
@@ -68,20 +72,29 @@ def ml_adv_contenders(wl: Workload, x: np.ndarray, y: np.ndarray, epochs: int, b
         run_epoch_stepwise,
     )
 
+    train = ArrayDataset(x, y)
     spec = wl.spec()
     config = TrainConfig(
         learning_rate=1e-3, batch_size=wl.batch, epochs=1, optimizer=wl.optimizer,
         weight_decay=wl.weight_decay, mixed_precision=bf16,
     )  # fmt: skip
-    data = {"x": jax.device_put(x), "y": jax.device_put(y)}
     params = count_params(spec)
 
-    # The library's one set-up, as in fit().
-    setup = init_run(spec, config, example_x=x[:1], steps_per_epoch=len(x) // wl.batch)
+    # The library's one set-up, as in fit(), with fit()'s default layout: one device, or the
+    # batch over the per-core devices where that measured faster (training.core_split).
+    def make_setup(mesh):
+        return init_run(spec, config, example_x=x[:1], steps_per_epoch=len(x) // wl.batch, mesh=mesh)
+
+    setup = make_setup(None)
+    plan = EpochPlan((len(x),), wl.batch, setup.shuffle_key)
+    mesh, setup = core_split.resolve(config, setup, make_setup, lambda m: device_data(train, m), plan, train,
+                                     x[:1], None)
+    data = device_data(train, mesh)
     train_step, shuffle_key = setup.train_step, setup.shuffle_key
 
     def new_state():  # a copy per contender: each state is donated, they must not share a buffer
-        return jax.tree.map(jax.numpy.copy, setup.state)
+        state = jax.tree.map(jax.numpy.copy, setup.state)
+        return state if mesh is None else jax.device_put(state, parallel.replicated(mesh))
 
     # --- scanned epoch, AOT-compiled as in fit()
     def epoch_indices(epoch):  # the host-drawn permutation is part of the round, as in fit()
@@ -119,7 +132,9 @@ def ml_adv_contenders(wl: Workload, x: np.ndarray, y: np.ndarray, epochs: int, b
             stepwise["epoch"] += 1
         return jax.block_until_ready((stepwise["state"], metrics))
 
-    return [Contender(ML_ADV, run_scan, params, compile_s), Contender(ML_ADV_STEP, run_steps, params)]
+    layout = core_split.SHARDED if mesh is not None else core_split.ONE_DEVICE
+    return [Contender(ML_ADV, run_scan, params, compile_s, layout), Contender(ML_ADV_STEP, run_steps, params,
+                                                                              layout=layout)]
 
 
 def flax_contender(wl: Workload, x: np.ndarray, y: np.ndarray, epochs: int, bf16: bool) -> Contender:

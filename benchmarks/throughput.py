@@ -76,7 +76,7 @@ def run_workload(ctx: Context, wl: Workload) -> list[dict]:
         "description": wl.description, "batch": wl.batch, "steps_per_round": steps, "epochs_per_round": epochs,
         "input_shape": list(wl.input_shape), "input_kind": wl.input_kind,
         "optimizer": wl.optimizer, "weight_decay": wl.weight_decay, "dtype": ctx.dtype,
-        "params": contenders[0].params, "ml_adv_size": wl.ml_adv_size,
+        "params": contenders[0].params, "ml_adv_size": wl.ml_adv_size, "ml_adv_layout": contenders[0].layout,
     }  # fmt: skip
     row = make_row(
         f"throughput/{wl.name}", "throughput", f"{wl.arch} {wl.size}", timing,

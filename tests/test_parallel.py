@@ -170,7 +170,30 @@ CORES_SCRIPT = textwrap.dedent(
     fit_stacked(spec, train, TrainConfig(epochs=1, batch_size=32), members=2, progress=False)
     entries = json.load(open(autotune.cache_path()))["entries"]
     layout = [v for k, v in entries.items() if k.startswith("stacked_epoch_layout")]
-    print(json.dumps({"devices": devices, "late": late, "layout": layout}))
+    # A single run with data_parallel="auto" (the default) times one device against the batch
+    # over both cores, caches the choice, records it in its run directory and keeps it on resume.
+    from ml_adv.training import fit
+    cfg = TrainConfig(epochs=1, batch_size=32)
+    before = autotune.measurements()
+    run_dir = tempfile.mkdtemp()
+    auto = fit(spec, train, cfg, run_dir=run_dir, progress=False)
+    measured = autotune.measurements() - before
+    fit_layout = [v for k, v in json.load(open(autotune.cache_path()))["entries"].items() if k.startswith("fit_layout")]
+    sharded = fit_layout[0]["choice"] == "batch_over_cores"
+    recorded = json.load(open(run_dir + "/config.json"))["train_config"]["data_parallel"]
+    again = fit(spec, train, cfg, progress=False)
+    explicit = fit(spec, train, cfg.replace(data_parallel=sharded), progress=False)
+    same = all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(auto.state.params), jax.tree.leaves(explicit.state.params)))
+    remeasured = autotune.measurements() - before - measured
+    # a run directory written with the other layout keeps it when resumed with "auto"
+    other_dir = tempfile.mkdtemp()
+    fit(spec, train, cfg.replace(data_parallel=not sharded), run_dir=other_dir, progress=False)
+    resumed = fit(spec, train, cfg.replace(epochs=2), run_dir=other_dir, progress=False)
+    resumed_devices = len(jax.tree.leaves(resumed.state.params)[0].sharding.device_set)
+    print(json.dumps({"devices": devices, "late": late, "layout": layout, "fit_layout": fit_layout,
+                      "measured": measured, "recorded": recorded, "sharded": sharded,
+                      "remeasured": remeasured, "same_as_explicit": same,
+                      "resumed_from": resumed.resumed_from, "resumed_devices": resumed_devices}))
     """
 )
 
@@ -184,6 +207,11 @@ def test_cpu_split_into_core_devices_at_import(launched):
     assert "use_cpu_cores" in result["late"] and "before any JAX computation" in result["late"]
     [layout] = result["layout"]
     assert set(layout["us"]) == {"vmap", "scan", "spread", "spread_scan"} and layout["choice"] in layout["us"], layout
+    [fit_layout] = result["fit_layout"]
+    assert set(fit_layout["us"]) == {"one_device", "batch_over_cores"}, fit_layout
+    assert result["measured"] == 1 and result["remeasured"] == 0  # once, then from the cache
+    assert result["recorded"] is result["sharded"] and result["same_as_explicit"]
+    assert result["resumed_from"] == 1 and result["resumed_devices"] == (1 if result["sharded"] else 2)
 
 
 def test_use_cpu_cores_rejects_bad_counts_and_late_calls():

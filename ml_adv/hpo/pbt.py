@@ -118,9 +118,9 @@ def check_study(study) -> PBTOptions:
                           f"exploited), got {options.ready}")
     if study.objective.metric != "val_accuracy":
         raise ConfigError(f"metric: PBT ranks members by 'val_accuracy', got {study.objective.metric!r}")
-    if base.data_parallel or not base.scan_epochs:
+    if base.data_parallel is True or not base.scan_epochs:
         raise ConfigError("base_config: PBT runs one scanned stacked program on one device; expected "
-                          f"data_parallel=False and scan_epochs=True, got {base.data_parallel}, {base.scan_epochs}")
+                          f"data_parallel False or 'auto' and scan_epochs=True, got {base.data_parallel}, {base.scan_epochs}")
     return options
 
 

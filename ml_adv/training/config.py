@@ -25,6 +25,7 @@ from ml_adv.errors import (
 )
 
 NAN_POLICIES = ("raise", "skip")
+DATA_PARALLEL_AUTO = "auto"  # training.core_split decides
 MONITOR_MODES = ("max", "min")
 # Per-epoch metrics a run records; the monitored one must be among them.
 MONITORS = ("val_accuracy", "val_loss", "train_loss", "train_accuracy")
@@ -63,7 +64,11 @@ class TrainConfig:
             update and continues.
         augment: optional pure function ``(batch, key) -> batch`` applied to each
             training batch inside the compiled step.
-        data_parallel: shard each batch over all devices (``jax.sharding`` mesh).
+        data_parallel: shard each batch over all devices (``jax.sharding`` mesh). ``"auto"``
+            (the default): one device, unless the CPU is split into per-core devices
+            (``ml_adv.use_cpu_cores``, on by default in the command line) and sharding
+            measured faster for this program on this CPU (``training.core_split``).
+            Stacked runs treat ``"auto"`` as False (they spread members instead).
         spread_members: stacked runs place their members on different devices when there
             are several (no communication between them); see ``ml_adv.use_cpu_cores``.
         scan_epochs: compile a whole epoch as one ``lax.scan`` (fast for in-memory data);
@@ -94,7 +99,7 @@ class TrainConfig:
     restore_best: bool = True
     nan_policy: str = "raise"
     augment: Callable | None = None
-    data_parallel: bool = False
+    data_parallel: bool | str = "auto"
     spread_members: bool = True
     scan_epochs: bool = True
     eval_batch_size: int = 256
@@ -111,9 +116,14 @@ class TrainConfig:
         object.__setattr__(self, "seed", check_seed("seed", self.seed))
         for name in ("weight_decay", "label_smoothing", "warmup_fraction", "min_delta"):
             object.__setattr__(self, name, check_non_negative(name, getattr(self, name), kind=float))
-        for name in ("mixed_precision", "early_stopping", "restore_best", "data_parallel", "spread_members",
-                     "scan_epochs"):
+        for name in ("mixed_precision", "early_stopping", "restore_best", "spread_members", "scan_epochs"):
             object.__setattr__(self, name, check_bool(name, getattr(self, name)))
+        if not (isinstance(self.data_parallel, str) and self.data_parallel == DATA_PARALLEL_AUTO):
+            try:
+                object.__setattr__(self, "data_parallel", check_bool("data_parallel", self.data_parallel))
+            except ConfigError:
+                raise ConfigError(f"data_parallel: expected True, False or {DATA_PARALLEL_AUTO!r}, "
+                                  f"got {describe(self.data_parallel)}") from None
         if self.label_smoothing >= 1:
             raise ConfigError(f"label_smoothing: expected a value in [0, 1), got {self.label_smoothing}")
         if self.warmup_fraction >= 1:

@@ -27,7 +27,7 @@ import numpy as np
 from ml_adv.checkpointing import RunCheckpointer
 from ml_adv.data.dataset import ArrayDataset
 from ml_adv.errors import CheckpointError, TrainingDivergedError
-from ml_adv.training import parallel
+from ml_adv.training import core_split, parallel
 from ml_adv.training.config import TrainConfig
 from ml_adv.training.host import (
     EarlyStopping,
@@ -222,18 +222,27 @@ def fit(
     validate_fit_inputs(spec, train, val, config)
     monitor, mode = monitor_for(config, val is not None)
     mesh = None
-    if config.data_parallel:
+    if config.data_parallel is True:
         mesh = parallel.data_mesh()
         parallel.check_divisible(config.batch_size, mesh)
     streams = train if isinstance(train, dict) else None
     sizes = tuple(len(d) for d in streams.values()) if streams else (len(train),)
     example = next(iter(streams.values())).x[:1] if streams else train.x[:1]
-    setup = init_run(model, config, example_x=example, steps_per_epoch=sizes[0] // config.batch_size, key=key,
-                     objective=objective, init_params=init_params, mesh=mesh)
+
+    def make_setup(mesh):
+        return init_run(model, config, example_x=example, steps_per_epoch=sizes[0] // config.batch_size, key=key,
+                        objective=objective, init_params=init_params, mesh=mesh)
+
+    setup = make_setup(mesh)
     mask = check_example_mask(example_mask, train, config)
+    plan = EpochPlan(sizes, config.batch_size, setup.shuffle_key, tuple(streams) if streams else None, mask)
+    if config.data_parallel == core_split.AUTO:  # one device or the batch over the cores, as measured
+        recorded = core_split.recorded_layout(run_dir, resume=resume, overwrite=overwrite)
+        mesh, setup = core_split.resolve(config, setup, make_setup, lambda m: device_data(train, m), plan, train,
+                                         example, recorded)
+        config = config.replace(data_parallel=mesh is not None)  # what the run directory records
     schedule = check_hparam_schedule(hparam_schedule, state_hyperparams(setup.state), config.epochs)
-    run = _SingleRun(setup, config, EpochPlan(sizes, config.batch_size, setup.shuffle_key,
-                                              tuple(streams) if streams else None, mask),
+    run = _SingleRun(setup, config, plan,
                      EarlyStopping(1, mode, config.min_delta, config.patience, config.early_stopping), monitor,
                      schedule)
     run.state = continue_from(setup.state, init_state)

@@ -251,7 +251,7 @@ def fit_stacked(
     validate_fit_inputs(spec, train, val, config)
     cv_validation = val is None and masks is not None
     monitor, mode = monitor_for(config, val is not None or cv_validation)
-    mesh = parallel.stacked_mesh(members) if config.data_parallel else None
+    mesh = parallel.stacked_mesh(members) if config.data_parallel is True else None  # "auto": spread members
     steps_guess = (int(masks.sum(1).max()) if masks is not None else len(train)) // config.batch_size
     setup = init_run(model, config, example_x=train.x[:1], steps_per_epoch=steps_guess, key=key, members=members,
                      member_hparams=member_hparams, init_params=init_params, mesh=mesh,

@@ -125,7 +125,8 @@ def add_arguments(parser: argparse.ArgumentParser, defaults: dict[str, Any] | No
 
     hw = parser.add_argument_group("speed and hardware")
     hw.add_argument("--mixed-precision", action="store_true", help="bfloat16 compute, float32 weights")
-    hw.add_argument("--data-parallel", action="store_true", help="shard batches over all devices")
+    hw.add_argument("--data-parallel", action="store_true",
+                    help="shard batches over all devices (default: only where measured faster, see core_split)")
     hw.add_argument("--augment", action="store_true", help="default augmentation for the input kind")
 
     run = parser.add_argument_group("run directory")
@@ -156,7 +157,8 @@ def make_trainer(args: argparse.Namespace, run_dir: Path):
     trainer.set_mixed_precision(bool(args.mixed_precision))
     if args.grad_accum > 1:
         trainer.set_gradient_accumulation(args.grad_accum)
-    trainer.set_distributed_training(bool(args.data_parallel))
+    if args.data_parallel:  # else the default: "auto" (training.core_split)
+        trainer.set_distributed_training(True)
     trainer.set_data_augmentation(bool(args.augment))
     return trainer
 
