@@ -130,11 +130,17 @@ def resolve(config, setup, make_setup, place_data, plan, train, example_x, recor
         return mesh, (make_setup(mesh) if mesh is not None else setup)
     if mesh is None:
         return None, setup
-    sharded = make_setup(mesh)
+    built = {}
+
+    def sharded():  # built only when measured or chosen: a cached "one device" costs no second set-up
+        if "setup" not in built:
+            built["setup"] = make_setup(mesh)
+        return built["setup"]
+
     streams = tuple(train) if isinstance(train, dict) else None
     signature = program_signature(setup, config, example_x, streams)
     choice = choose(signature, {
         ONE_DEVICE: lambda: _trial(setup, None, place_data(None), plan),
-        SHARDED: lambda: _trial(sharded, mesh, place_data(mesh), plan),
+        SHARDED: lambda: _trial(sharded(), mesh, place_data(mesh), plan),
     })
-    return (mesh, sharded) if choice == SHARDED else (None, setup)
+    return (mesh, sharded()) if choice == SHARDED else (None, setup)
