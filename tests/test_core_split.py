@@ -71,3 +71,29 @@ def test_one_device_measures_nothing_and_records_the_layout(tuning, tmp_path):
     assert autotune.measurements() == count  # one device: nothing to choose
     saved = json.loads((tmp_path / "run" / "config.json").read_text())["train_config"]["data_parallel"]
     assert saved is False
+
+
+def test_a_layout_that_cannot_be_built_falls_back_to_one_device(tuning, monkeypatch):
+    import numpy as np
+
+    from ml_adv import load_dataset, make_spec
+    from ml_adv.training import parallel
+    from ml_adv.training.loop import device_data
+    from ml_adv.training.sampling import EpochPlan
+    from ml_adv.training.setup import init_run
+
+    train = load_dataset("digits_flat", split="train").subset(np.arange(64))
+    spec = make_spec("mlp", input_shape=(64,), input_kind="features", num_classes=10, hidden_sizes=(8,), dropout=0.0)
+    config = TrainConfig(epochs=1, batch_size=32)
+    setup = init_run(spec, config, example_x=train.x[:1], steps_per_epoch=2)
+    monkeypatch.setattr(core_split, "candidate_mesh", lambda config: parallel.data_mesh())
+
+    def make_setup(mesh):
+        raise RuntimeError("this model cannot be sharded")
+
+    plan = EpochPlan((len(train),), 32, setup.shuffle_key)
+    mesh, chosen = core_split.resolve(config, setup, make_setup, lambda m: device_data(train, m), plan, train,
+                                      train.x[:1], None)
+    assert mesh is None and chosen is setup
+    entry = next(iter(json.loads(autotune.cache_path().read_text())["entries"].values()))
+    assert entry["choice"] == core_split.ONE_DEVICE and entry["us"][core_split.SHARDED] == float("inf")

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -45,6 +46,8 @@ ONE_DEVICE, SHARDED = "one_device", "batch_over_cores"
 TRIAL_STEPS = 4  # steps per timed call: per-execution costs (scratch-buffer faults) are paid per call, as per epoch
 TRIAL_REPEATS = 3  # alternating timed calls per layout, after one warm-up each; the best counts
 MARGIN = 0.05  # sharding must win by more than this to replace the one-device default
+
+_log = logging.getLogger(__name__)
 
 
 def candidate_mesh(config) -> Any | None:
@@ -139,8 +142,15 @@ def resolve(config, setup, make_setup, place_data, plan, train, example_x, recor
 
     streams = tuple(train) if isinstance(train, dict) else None
     signature = program_signature(setup, config, example_x, streams)
+    def sharded_trial():
+        try:
+            return _trial(sharded(), mesh, place_data(mesh), plan)
+        except Exception as err:  # noqa: BLE001  (a model that cannot be sharded stays on one device)
+            _log.warning("data_parallel='auto': the sharded layout failed to build (%s); using one device", err)
+            return lambda: float("inf")
+
     choice = choose(signature, {
         ONE_DEVICE: lambda: _trial(setup, None, place_data(None), plan),
-        SHARDED: lambda: _trial(sharded(), mesh, place_data(mesh), plan),
+        SHARDED: sharded_trial,
     })
     return (mesh, sharded()) if choice == SHARDED else (None, setup)
