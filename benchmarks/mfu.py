@@ -1,7 +1,7 @@
 """Model FLOP utilisation: the encoder train steps as a fraction of this machine's matmul peak.
 
-Peak: a square matmul measured in the same run (float32 2048x2048 on CPU: ``jnp.dot``, the
-figure MFU is taken against, with NumPy and PyTorch for reference; bfloat16 8192x8192
+Peak: a square matmul measured in the same run (float32 2048x2048 on CPU: ``jnp.dot``, NumPy
+and PyTorch, MFU taken against the fastest of the three; bfloat16 8192x8192
 ``jnp.dot`` under ``--dtype bf16`` / on GPU), 2*n^3 FLOPs per product. On an H100/H200 the
 nominal dense bf16 peak (989 TFLOP/s) is reported too.
 
@@ -95,7 +95,10 @@ def _mfu_row(ctx: Context, arch: str) -> list[dict]:
     name = f"{arch}/medium"
     tput = ctx.need(f"throughput/{name}")
     peak_row = ctx.need("mfu/matmul-peak")
-    peak = peak_row["contenders"]["jnp.dot"]["value"]  # GFLOP/s
+    # The machine's peak is the best any library reached in this run: jnp.dot on device 0
+    # came out below NumPy's in one 2026-12-01 run (131 against 191 GFLOP/s), which made a
+    # step sharded over both cores read as over 100% of "peak".
+    peak = max(c["value"] for c in peak_row["contenders"].values())  # GFLOP/s
     nominal = peak_row["extra"].get("nominal_bf16_tflops")
     flops = workload_flops(name)
     batch = WORKLOADS[name].batch
