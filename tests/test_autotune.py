@@ -157,8 +157,13 @@ def test_dense_weight_gradient_is_measured_with_autodiff_values(tuned_briefly):
     want = jax.grad(loss(lax.dot_general), argnums=(0, 1))(x, w)
     for a, b in zip(got, want):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
-    (key,) = entries(tuned)
+    ((key, entry),) = entries(tuned).items()
     assert key.startswith("dense_weight_grad") and '"rows": 64' in key
+    assert set(entry["us"]) == {"xla", "transpose_dy"}  # narrowing (32 -> 8): x is never transposed
+    widening = jax.random.normal(jax.random.PRNGKey(4), (8, 32))
+    jax.jit(jax.grad(loss(dense_dot_general), argnums=1))(x[..., :8], widening)
+    wide = [v for k, v in entries(tuned).items() if '"k": 8' in k]
+    assert len(wide) == 1 and set(wide[0]["us"]) == {"xla", "transpose_x", "transpose_dy"}
 
 
 def test_the_nonfinite_guard_is_chosen_on_the_runs_own_epochs(tuned_briefly):

@@ -18,7 +18,8 @@ as a standard-form matmul from an explicitly transposed operand, whichever is na
 ``lax.optimization_barrier`` keeps XLA from folding the transposes back into the dot.
 Which of the three forms (XLA's folded dot, transpose ``x``, transpose ``dy``) runs is
 measured per (rows, K, N, dtype) on the machine at hand by ``ml_adv.autotune`` and cached
-per CPU model; with autotuning off, the narrower operand is transposed as described.
+per CPU model (a narrowing layer chooses between the folded dot and transposing ``dy``
+only; see ``measured``); with autotuning off, the narrower operand is transposed as described.
 The input gradient and every other backend use plain autodiff: the branch is chosen
 when the program is lowered, through ``lax.platform_dependent``. Only the dense-layer
 layout is rewritten: the lhs contracts its trailing axes and the kernel its leading axes,
@@ -100,10 +101,17 @@ def _dense_matmul_bwd(n_contract, preferred, residuals, dy):
             # candidates are timed with one in front, as they run.
             return lambda x_, dy_: form(jax.nn.gelu(x_), dy_)
 
+        # A narrowing layer (k > n) never transposes x: x is then the wide output of an
+        # activation, and XLA fuses that activation into the transpose loop, reading its
+        # inputs strided. Alone the form timed fastest for BERT digits' MLP output layer
+        # (2080 x 512 -> 128: 2.8 ms against 3.4 folded), in the model it was the slowest:
+        # 7.5-8.7 ms a layer in the XLA profile; train step 55-57 ms against 48 folded and
+        # 50 with dy transposed (2026-12-01).
+        candidates = forms if k <= n else {name: forms[name] for name in ("xla", "transpose_dy")}
         choice = autotune.choose(
             "dense_weight_grad",
             {"rows": x_flat.shape[0], "k": k, "n": n, "dtype": str(x_flat.dtype)},
-            {name: in_context(form) for name, form in forms.items()},
+            {name: in_context(form) for name, form in candidates.items()},
             [jax.ShapeDtypeStruct(x_flat.shape, x_flat.dtype), jax.ShapeDtypeStruct(dy_flat.shape, dy_flat.dtype)],
             # Without measuring: transpose the narrower operand (dy is 4x smaller than the
             # transformer MLP's wide input and comes straight from the layer above).
