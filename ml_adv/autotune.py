@@ -148,8 +148,9 @@ def _write_cache(path: Path, key: str, entry: dict[str, Any]) -> dict[str, Any]:
 
     First writer wins: if another process recorded this case meanwhile, its entry is kept
     and returned, so every process on the machine (a killed run and its resumption
-    included) lowers the same program. The read-modify-write holds an exclusive lock on a
-    side file and replaces the cache atomically.
+    included) lowers the same program. An entry whose choice is no longer a candidate
+    (the library dropped that form since) is replaced. The read-modify-write holds an
+    exclusive lock on a side file and replaces the cache atomically.
     """
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -157,7 +158,7 @@ def _write_cache(path: Path, key: str, entry: dict[str, Any]) -> dict[str, Any]:
             fcntl.flock(lock, fcntl.LOCK_EX)
             entries = _read_cache(path)
             existing = entries.get(key)
-            if isinstance(existing, dict) and existing.get("choice") is not None:
+            if isinstance(existing, dict) and existing.get("choice") in entry["us"]:
                 return existing
             entries[key] = entry
             model, _ = _cpu_model_and_flags()

@@ -187,3 +187,12 @@ def test_the_nonfinite_guard_is_chosen_on_the_runs_own_epochs(tuned_briefly):
     assert losses[0] == losses[1] == losses[2]
     for a, b in zip(jax.tree.leaves(tried.state.params), jax.tree.leaves(static.state.params)):
         np.testing.assert_array_equal(a, b)
+
+
+def test_a_cached_choice_that_is_no_longer_a_candidate_is_measured_again(tuned):
+    signature = {"n": 3}
+    assert autotune.record("forms", signature, {"a": 1.0, "b": 2.0}) == "a"
+    assert autotune.record("forms", signature, {"a": 2.0, "b": 1.0}) == "a"  # first writer wins
+    assert autotune.lookup("forms", signature, ["b", "c"]) is None  # "a" was dropped from the forms
+    assert autotune.record("forms", signature, {"b": 1.0, "c": 2.0}) == "b"  # so its entry is replaced
+    assert entries(tuned)['forms{"n": 3}']["choice"] == "b"
