@@ -87,8 +87,8 @@ def ml_adv_contenders(wl: Workload, x: np.ndarray, y: np.ndarray, epochs: int, b
 
     setup = make_setup(None)
     plan = EpochPlan((len(x),), wl.batch, setup.shuffle_key)
-    mesh, setup = core_split.resolve(config, setup, make_setup, lambda m: device_data(train, m), plan, train,
-                                     x[:1], None)
+    mesh, setup = core_split.resolve(config, setup, make_setup, lambda m: device_data(train, m), plan,
+                                     plan.streams, x[:1], None)
     data = device_data(train, mesh)
     train_step, shuffle_key = setup.train_step, setup.shuffle_key
 

@@ -92,8 +92,8 @@ def test_a_layout_that_cannot_be_built_falls_back_to_one_device(tuning, monkeypa
         raise RuntimeError("this model cannot be sharded")
 
     plan = EpochPlan((len(train),), 32, setup.shuffle_key)
-    mesh, chosen = core_split.resolve(config, setup, make_setup, lambda m: device_data(train, m), plan, train,
-                                      train.x[:1], None)
+    mesh, chosen = core_split.resolve(config, setup, make_setup, lambda m: device_data(train, m), plan,
+                                      plan.streams, train.x[:1], None)
     assert mesh is None and chosen is setup
     entry = next(iter(json.loads(autotune.cache_path().read_text())["entries"].values()))
     assert entry["choice"] == core_split.ONE_DEVICE and entry["us"][core_split.SHARDED] == float("inf")

@@ -25,6 +25,7 @@ split evenly over the devices, with several processes, and when autotuning is of
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -38,9 +39,9 @@ import jax.numpy as jnp
 
 from ml_adv import autotune
 from ml_adv.training import parallel
+from ml_adv.training.config import DATA_PARALLEL_AUTO as AUTO
 from ml_adv.training.steps import make_epoch_fn
 
-AUTO = "auto"
 OPERATION = "fit_layout"
 ONE_DEVICE, SHARDED = "one_device", "batch_over_cores"
 TRIAL_STEPS = 4  # steps per timed call: per-execution costs (scratch-buffer faults) are paid per call, as per epoch
@@ -122,26 +123,22 @@ def choose(signature: dict[str, Any], layouts: dict[str, Callable[[], Callable[[
     return autotune.record(OPERATION, signature, best, keep=ONE_DEVICE, margin=MARGIN)
 
 
-def resolve(config, setup, make_setup, place_data, plan, train, example_x, recorded: bool | None):
+def resolve(config, setup, make_setup, place_data, plan, streams, example_x, recorded: bool | None):
     """``(mesh or None, setup)`` for ``data_parallel="auto"``; ``setup`` is the one-device run's.
 
-    ``make_setup(mesh)`` builds the sharded run's setup, ``place_data(mesh)`` its device data.
+    ``make_setup(mesh)`` builds the sharded run's setup, ``place_data(mesh)`` its device data;
+    ``streams`` names the data streams (None for one); ``recorded`` is ``recorded_layout``'s answer.
     """
-    mesh = candidate_mesh(config)
     if recorded is not None:
         mesh = parallel.data_mesh() if recorded and jax.device_count() > 1 else None
         return mesh, (make_setup(mesh) if mesh is not None else setup)
+    mesh = candidate_mesh(config)
     if mesh is None:
         return None, setup
-    built = {}
-
-    def sharded():  # built only when measured or chosen: a cached "one device" costs no second set-up
-        if "setup" not in built:
-            built["setup"] = make_setup(mesh)
-        return built["setup"]
-
-    streams = tuple(train) if isinstance(train, dict) else None
+    # built only when measured or chosen: a cached "one device" costs no second set-up
+    sharded = functools.cache(lambda: make_setup(mesh))
     signature = program_signature(setup, config, example_x, streams)
+
     def sharded_trial():
         try:
             return _trial(sharded(), mesh, place_data(mesh), plan)

@@ -28,7 +28,7 @@ from ml_adv.checkpointing import RunCheckpointer
 from ml_adv.data.dataset import ArrayDataset
 from ml_adv.errors import CheckpointError, TrainingDivergedError
 from ml_adv.training import core_split, parallel
-from ml_adv.training.config import TrainConfig
+from ml_adv.training.config import DATA_PARALLEL_AUTO, TrainConfig
 from ml_adv.training.host import (
     EarlyStopping,
     EpochRunner,
@@ -236,10 +236,10 @@ def fit(
     setup = make_setup(mesh)
     mask = check_example_mask(example_mask, train, config)
     plan = EpochPlan(sizes, config.batch_size, setup.shuffle_key, tuple(streams) if streams else None, mask)
-    if config.data_parallel == core_split.AUTO:  # one device or the batch over the cores, as measured
+    if config.data_parallel == DATA_PARALLEL_AUTO:  # one device or the batch over the cores, as measured
         recorded = core_split.recorded_layout(run_dir, resume=resume, overwrite=overwrite)
-        mesh, setup = core_split.resolve(config, setup, make_setup, lambda m: device_data(train, m), plan, train,
-                                         example, recorded)
+        mesh, setup = core_split.resolve(config, setup, make_setup, lambda m: device_data(train, m), plan,
+                                         plan.streams, example, recorded)
         config = config.replace(data_parallel=mesh is not None)  # what the run directory records
     schedule = check_hparam_schedule(hparam_schedule, state_hyperparams(setup.state), config.epochs)
     run = _SingleRun(setup, config, plan,
