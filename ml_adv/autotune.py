@@ -1,7 +1,8 @@
 """Pick a lowering by measuring it, once per (operation, shape, dtype) and CPU model.
 
 Why this exists: the CPU fast paths (the conv weight gradient as matmuls or as a
-batch-as-channels conv, the dense weight gradient from a transposed operand) were chosen
+batch-as-channels conv, the dense weight gradient from a transposed operand, the LSTM layer
+with its weight gradients after the loop) were chosen
 by measurements on one machine class, and the best lowering differs between machines
 (Intel Xeon, AMD EPYC with and without AVX-512). Like cuDNN's benchmark mode, the first
 time a layer is traced on a CPU this module compiles each candidate lowering for that exact

@@ -8,6 +8,11 @@ between layers; the sequence is summarised by ``pooling``:
   * ``"mean"``: the mean of the top layer's outputs over time.
 Then dropout and a ``Dense(num_classes)`` ``head``.
 
+Lowering: each float32 layer runs either as Flax's cell under autodiff or as
+``lstm_layer.lstm_sequence`` (the same maths and parameters, with the weight gradients as
+GEMMs after the backward loop), whichever measured faster for its shape on this CPU
+(``ml_adv.autotune``; Flax's cell without measuring).
+
 Precision: the cell's gate matmuls run in the input dtype (bf16 under mixed precision), while
 the carry (c, h) is kept in float32 (``OptimizedLSTMCell``'s ``param_dtype`` carry): summing
 hundreds of bf16 cell-state updates would drift, and float32 carries cost nothing measurable.
@@ -35,6 +40,7 @@ from ml_adv.models.layers import (
     check_int,
     check_rate,
 )
+from ml_adv.models.lstm_layer import LSTMCellParams, lstm_sequence, measured_lowering
 from ml_adv.models.registry import ArchitectureEntry, register_architecture
 
 NAME = "lstm"
@@ -79,6 +85,18 @@ SIZES: dict[str, dict[str, Any]] = {
 }
 
 
+class FusedLSTM(nn.Module):
+    """One float32 LSTM layer through ``lstm_layer.lstm_sequence``, with ``nn.RNN``'s parameters and outputs."""
+
+    hidden_size: int
+    reverse: bool = False
+
+    @nn.compact
+    def __call__(self, x: jax.Array):
+        w_i, w_h, b = LSTMCellParams(self.hidden_size, name="cell")(x.shape[-1])
+        return lstm_sequence(x, w_i, w_h, b, reverse=self.reverse)
+
+
 class LSTMEncoder(nn.Module):
     """Stacked (bi)LSTM + pooling; returns ``[B, hidden_size * directions]``."""
 
@@ -98,14 +116,17 @@ class LSTMEncoder(nn.Module):
                 directions.append((f"lstm_{i}_reverse", True))
             outputs, finals = [], []
             for name, reverse in directions:
-                rnn = nn.RNN(
-                    nn.OptimizedLSTMCell(cfg.hidden_size, dtype=dtype, parent=None),
-                    return_carry=True,
-                    reverse=reverse,
-                    keep_order=True,
-                    name=name,
-                )
-                (_, last_h), out = rnn(h)
+                if measured_lowering(h.shape, cfg.hidden_size, dtype, reverse=reverse) == "fused":
+                    (_, last_h), out = FusedLSTM(cfg.hidden_size, reverse, name=name)(h)
+                else:
+                    rnn = nn.RNN(
+                        nn.OptimizedLSTMCell(cfg.hidden_size, dtype=dtype, parent=None),
+                        return_carry=True,
+                        reverse=reverse,
+                        keep_order=True,
+                        name=name,
+                    )
+                    (_, last_h), out = rnn(h)
                 outputs.append(out.astype(dtype))
                 finals.append(last_h.astype(dtype))
             h = outputs[0] if len(outputs) == 1 else jnp.concatenate(outputs, axis=-1)
