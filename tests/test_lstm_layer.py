@@ -29,16 +29,22 @@ def _loss(module):
 def test_fused_layer_has_flax_parameters_outputs_and_gradients(reverse):
     flax_rnn = nn.RNN(nn.OptimizedLSTMCell(6), return_carry=True, reverse=reverse, keep_order=True)
     fused = FusedLSTM(6, reverse)
-    want_vars, got_vars = flax_rnn.init(jax.random.PRNGKey(0), X), fused.init(jax.random.PRNGKey(0), X)
+    want_vars, got_vars = jax.jit(flax_rnn.init)(jax.random.PRNGKey(0), X), jax.jit(fused.init)(jax.random.PRNGKey(0), X)
     # Same names, shapes and initial values: a checkpoint does not depend on the lowering.
     assert jax.tree.structure(want_vars) == jax.tree.structure(got_vars)
     for want, got in zip(jax.tree.leaves(want_vars), jax.tree.leaves(got_vars)):
         np.testing.assert_array_equal(got, want)
-    for want, got in zip(jax.tree.leaves(flax_rnn.apply(want_vars, X)), jax.tree.leaves(fused.apply(got_vars, X))):
+    apply = jax.jit(lambda module, v: module.apply(v, X), static_argnums=0)
+    for want, got in zip(jax.tree.leaves(apply(flax_rnn, want_vars)), jax.tree.leaves(apply(fused, got_vars))):
         np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+    # Stacked members (ensembles, populations, CV folds) run the layer under vmap.
+    def stack(variables):
+        return jax.tree.map(lambda a: jnp.stack([a, 2 * a]), variables)
+
     with jax.numpy_dtype_promotion("strict"):
-        got_grads = _loss(fused)(got_vars, X)
-    for want, got in zip(jax.tree.leaves(_loss(flax_rnn)(want_vars, X)), jax.tree.leaves(got_grads)):
+        got_grads = jax.jit(jax.vmap(_loss(fused), in_axes=(0, None)))(stack(got_vars), X)
+    want_grads = jax.jit(jax.vmap(_loss(flax_rnn), in_axes=(0, None)))(stack(want_vars), X)
+    for want, got in zip(jax.tree.leaves(want_grads), jax.tree.leaves(got_grads)):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
@@ -47,18 +53,16 @@ def _bidirectional_two_layer(lowering, monkeypatch):
     spec = make_spec("lstm", input_shape=(5, 4), input_kind="sequence", num_classes=3, size="tiny",
                      num_layers=2, bidirectional=True, pooling="mean", dropout=0.0)
     module = spec.build()
-    variables = module.init(jax.random.PRNGKey(0), X)
+    variables = jax.jit(module.init)(jax.random.PRNGKey(0), X)
     y = jnp.array([0, 2, 1])
 
     def loss(params):
         logits = module.apply({"params": params}, X)
         return -jnp.mean(jax.nn.log_softmax(logits)[jnp.arange(3), y])
 
-    grads = jax.grad(loss)(variables["params"])
-    # Stacked members: the same layer under vmap (ensembles, populations, CV folds).
-    stacked = jax.tree.map(lambda a: jnp.stack([a, 2 * a]), variables["params"])
-    member_grads = jax.vmap(jax.grad(loss))(stacked)
-    return variables, module.apply(variables, X), grads, member_grads
+    # One compiled program for both (op-by-op, every scan would compile on its own).
+    outputs = jax.jit(lambda p: (module.apply({"params": p}, X), jax.grad(loss)(p)))
+    return (variables, *outputs(variables["params"]))
 
 
 def test_the_model_is_the_same_with_either_lowering(monkeypatch):
