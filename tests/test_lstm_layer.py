@@ -20,7 +20,8 @@ def _loss(module):
     def loss(variables, x):
         (c, h), hs = module.apply(variables, x)
         # Every output enters with its own weights, so each cotangent is checked.
-        return jnp.sum(jnp.sin(h)) + jnp.sum(c**2) + jnp.sum(jnp.cos(hs) * jnp.arange(hs.shape[-1], dtype=jnp.float32).reshape(1, 1, -1))
+        per_unit = jnp.arange(hs.shape[-1], dtype=jnp.float32).reshape(1, 1, -1)
+        return jnp.sum(jnp.sin(h)) + jnp.sum(c**2) + jnp.sum(jnp.cos(hs) * per_unit)
 
     return jax.grad(loss, argnums=(0, 1))
 
@@ -29,7 +30,8 @@ def _loss(module):
 def test_fused_layer_has_flax_parameters_outputs_and_gradients(reverse):
     flax_rnn = nn.RNN(nn.OptimizedLSTMCell(6), return_carry=True, reverse=reverse, keep_order=True)
     fused = FusedLSTM(6, reverse)
-    want_vars, got_vars = jax.jit(flax_rnn.init)(jax.random.PRNGKey(0), X), jax.jit(fused.init)(jax.random.PRNGKey(0), X)
+    want_vars = jax.jit(flax_rnn.init)(jax.random.PRNGKey(0), X)
+    got_vars = jax.jit(fused.init)(jax.random.PRNGKey(0), X)
     # Same names, shapes and initial values: a checkpoint does not depend on the lowering.
     assert jax.tree.structure(want_vars) == jax.tree.structure(got_vars)
     for want, got in zip(jax.tree.leaves(want_vars), jax.tree.leaves(got_vars)):
@@ -37,6 +39,7 @@ def test_fused_layer_has_flax_parameters_outputs_and_gradients(reverse):
     apply = jax.jit(lambda module, v: module.apply(v, X), static_argnums=0)
     for want, got in zip(jax.tree.leaves(apply(flax_rnn, want_vars)), jax.tree.leaves(apply(fused, got_vars))):
         np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+
     # Stacked members (ensembles, populations, CV folds) run the layer under vmap.
     def stack(variables):
         return jax.tree.map(lambda a: jnp.stack([a, 2 * a]), variables)

@@ -137,9 +137,9 @@ def lstm_sequence(x, w_i, w_h, b, *, reverse: bool = False):
 def _flax_sequence(x, w_i, w_h, b, reverse: bool = False):
     """The same layer through ``nn.RNN(nn.OptimizedLSTMCell)`` (the autotune reference)."""
     hidden = w_h.shape[0]
-    split = lambda w: jnp.split(w, 4, axis=-1)  # noqa: E731
-    params = {f"i{g}": {"kernel": k} for g, k in zip(GATES, split(w_i))}
-    params |= {f"h{g}": {"kernel": k, "bias": bb} for g, k, bb in zip(GATES, split(w_h), split(b))}
+    gates_i, gates_h, gates_b = (jnp.split(w, 4, axis=-1) for w in (w_i, w_h, b))
+    params = {f"i{g}": {"kernel": k} for g, k in zip(GATES, gates_i)}
+    params |= {f"h{g}": {"kernel": k, "bias": bb} for g, k, bb in zip(GATES, gates_h, gates_b)}
     rnn = nn.RNN(nn.OptimizedLSTMCell(hidden), return_carry=True, reverse=reverse, keep_order=True)
     return rnn.apply({"params": {"cell": params}}, x)
 
