@@ -23,11 +23,20 @@ decision is made while tracing, before the first epoch and so before any checkpo
 the first process to record a case wins (``_write_cache``), so concurrent first runs agree. Every
 candidate computes the same function (each layer's tests check every lowering against
 XLA's autodiff), so a choice changes speed and float rounding, never the model.
+
+Batch split over per-core devices: a train step whose batch is sharded over several
+per-core CPU devices (``fit``'s ``batch_over_cores`` layout) traces its layers inside
+``batch_split(n)``. An operation that opts in (``choose(..., concurrent=n)``) is then timed
+as it runs there: on its per-device share of the batch, on ``n`` devices at once, each
+core busy with its own copy. Timed alone on the whole batch, a form that spreads one matmul
+over both cores can win and then lose in the sharded step, where each core already runs
+its own half (the dense weight gradient: ``models/dense.py``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import datetime
 import fcntl
 import hashlib
@@ -49,7 +58,7 @@ import numpy as np
 
 from ml_adv.errors import ConfigError, describe
 
-__all__ = ["active", "cache_path", "choose", "configure", "cpu_signature", "enabled", "lookup", "measurements", "record"]
+__all__ = ["active", "batch_split", "batch_split_devices", "cache_path", "choose", "configure", "cpu_signature", "enabled", "lookup", "measurements", "record"]
 
 ENV_SWITCH = "ML_ADV_AUTOTUNE"
 ENV_CACHE = "ML_ADV_AUTOTUNE_CACHE"
@@ -68,6 +77,22 @@ _log = logging.getLogger(__name__)
 _lock = threading.Lock()
 _settings: dict[str, Any] = {"enabled": None, "cache_dir": None}
 _memory: dict[str, dict[str, Any]] = {}  # this process's view of the cache file
+_batch_split: contextvars.ContextVar[int] = contextvars.ContextVar("ml_adv_autotune_batch_split", default=1)
+
+
+@contextlib.contextmanager
+def batch_split(devices: int):
+    """Trace inside this when the batch is sharded over ``devices`` concurrent CPU devices."""
+    token = _batch_split.set(max(1, int(devices)))
+    try:
+        yield
+    finally:
+        _batch_split.reset(token)
+
+
+def batch_split_devices() -> int:
+    """Over how many concurrent devices the batch being traced is split (1: not split)."""
+    return _batch_split.get()
 _measure_count = 0  # measurements taken by this process (tests count them)
 
 
@@ -173,12 +198,14 @@ def _write_cache(path: Path, key: str, entry: dict[str, Any]) -> dict[str, Any]:
     return entry
 
 
-def _time_candidate(fn: Callable, example: Sequence[jax.ShapeDtypeStruct], give_up_after: float) -> float:
+def _time_candidate(fn: Callable, example: Sequence[jax.ShapeDtypeStruct], give_up_after: float,
+                    concurrent: int = 1) -> float:
     """Best-of-``REPEATS`` seconds per application of ``fn`` inside a scan, on random inputs.
 
     A candidate whose first timed call is already ``give_up_after`` seconds per application
     is not timed again: losers can be 100x slower (XLA's conv gradient in a loop), and
-    repeating them would make the first compile take minutes.
+    repeating them would make the first compile take minutes. ``concurrent > 1``: the same
+    scan runs on that many CPU devices at once (one SPMD program, ``example`` per device).
     """
 
     def program(*args):
@@ -192,8 +219,12 @@ def _time_candidate(fn: Callable, example: Sequence[jax.ShapeDtypeStruct], give_
         return jax.lax.scan(body, jnp.float32(0), None, length=SCAN_LENGTH)[0]
 
     rng = np.random.default_rng(0)
+    if concurrent > 1:
+        program, example = _on_devices(program, example, concurrent)
     inputs = [rng.standard_normal(s.shape).astype(s.dtype) for s in example]
     compiled = jax.jit(program).lower(*example).compile()
+    if concurrent > 1:
+        inputs = [jax.device_put(a, s.sharding) for a, s in zip(inputs, example)]
     start = time.perf_counter()
     jax.block_until_ready(compiled(*inputs))  # warm-up: page faults and cold caches
     first = (time.perf_counter() - start) / SCAN_LENGTH
@@ -209,6 +240,23 @@ def _time_candidate(fn: Callable, example: Sequence[jax.ShapeDtypeStruct], give_
     return best / SCAN_LENGTH
 
 
+def _on_devices(program: Callable, example: Sequence[jax.ShapeDtypeStruct], devices: int):
+    """``program`` as one SPMD program over ``devices`` CPU devices, ``example`` per device."""
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    mesh = jax.sharding.Mesh(np.array(jax.local_devices(backend="cpu")[:devices]), ("autotune",))
+    spec = PartitionSpec("autotune")
+
+    def per_device(*args):
+        return program(*args)[None]
+
+    spread = jax.shard_map(per_device, mesh=mesh, in_specs=spec, out_specs=spec, check_vma=False)
+    sharding = NamedSharding(mesh, spec)
+    example = [jax.ShapeDtypeStruct((devices * s.shape[0], *s.shape[1:]), s.dtype, sharding=sharding)
+               for s in example]
+    return spread, example
+
+
 def choose(
     operation: str,
     signature: Mapping[str, Any],
@@ -216,6 +264,7 @@ def choose(
     example: Sequence[jax.ShapeDtypeStruct],
     *,
     default: str,
+    concurrent: int = 1,
 ) -> str:
     """The fastest of ``candidates`` for this operation and shape on this CPU (cached).
 
@@ -225,11 +274,15 @@ def choose(
         candidates: ``{name: fn(*example_arrays) -> pytree}``, every one the same function.
         example: the shapes and dtypes ``fn`` is timed on.
         default: the name returned without measuring (opt-out, non-CPU backend).
+        concurrent: time each candidate on this many CPU devices at once, ``example`` on
+            each (for a batch split over per-core devices: ``batch_split_devices()``);
+            the signature should say so. More devices than exist: timed on those there are.
     """
     if default not in candidates:
         raise ConfigError(f"default: expected one of {sorted(candidates)}, got {describe(default)}")
     if len(candidates) == 1 or not active():
         return default
+    concurrent = min(max(1, int(concurrent)), len(jax.local_devices(backend="cpu")))
     with _lock:
         cached = _lookup_locked(operation, signature, candidates)
         if cached is not None:
@@ -239,7 +292,7 @@ def choose(
         with jax.ensure_compile_time_eval():
             for name in [default, *(n for n in candidates if n != default)]:
                 give_up = GIVE_UP_FACTOR * min(seconds.values(), default=float("inf"))
-                seconds[name] = _time_candidate(candidates[name], example, give_up)
+                seconds[name] = _time_candidate(candidates[name], example, give_up, concurrent)
         return _record_locked(operation, signature, seconds)
 
 

@@ -196,3 +196,17 @@ def test_a_cached_choice_that_is_no_longer_a_candidate_is_measured_again(tuned):
     assert autotune.lookup("forms", signature, ["b", "c"]) is None  # "a" was dropped from the forms
     assert autotune.record("forms", signature, {"b": 1.0, "c": 2.0}) == "b"  # so its entry is replaced
     assert entries(tuned)['forms{"n": 3}']["choice"] == "b"
+
+
+def test_batch_split_context_and_concurrent_timing_on_one_device(tuned):
+    assert autotune.batch_split_devices() == 1
+    with autotune.batch_split(2):
+        assert autotune.batch_split_devices() == 2
+        with autotune.batch_split(1):
+            assert autotune.batch_split_devices() == 1
+        assert autotune.batch_split_devices() == 2
+    assert autotune.batch_split_devices() == 1
+    # More concurrent devices than this process has: timed on the one there is.
+    choice = autotune.choose("square", {"n": 64, "devices": 4}, {"slow": slow, "fast": fast}, EXAMPLE,
+                             default="slow", concurrent=4)
+    assert choice == "fast"

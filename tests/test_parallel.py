@@ -190,10 +190,32 @@ CORES_SCRIPT = textwrap.dedent(
     fit(spec, train, cfg.replace(data_parallel=not sharded), run_dir=other_dir, progress=False)
     resumed = fit(spec, train, cfg.replace(epochs=2), run_dir=other_dir, progress=False)
     resumed_devices = len(jax.tree.leaves(resumed.state.params)[0].sharding.device_set)
+    # A train step with its batch over the two cores measures its dense weight gradients on
+    # each core's half of the batch, both cores at once; without the mesh, on the whole batch.
+    import flax.linen as nn
+    from ml_adv.models.dense import dense_dot_general
+    from ml_adv.training import build_optimizer, create_train_state, make_train_step
+    from ml_adv.training.parallel import data_mesh, replicated
+    from ml_adv.training.setup import default_objective
+
+    class Wide(nn.Module):
+        @nn.compact
+        def __call__(self, x, train=False):
+            return nn.Dense(10, dot_general=dense_dot_general)(nn.relu(nn.Dense(48, dot_general=dense_dot_general)(x)))
+
+    mesh = data_mesh()
+    state = create_train_state(Wide(), train.x[:1], build_optimizer(cfg, 10), init_key=jax.random.PRNGKey(0),
+                               rng=jax.random.PRNGKey(1))
+    batch = {"x": train.x[:64], "y": train.y[:64]}
+    for m in (mesh, None):
+        placed = (jax.device_put(state, replicated(m)), jax.device_put(batch, replicated(m))) if m else (state, batch)
+        jax.jit(make_train_step(default_objective(Wide(), cfg), mesh=m)).lower(*placed, jax.random.PRNGKey(0))
+    dense = sorted(k for k in json.load(open(autotune.cache_path()))["entries"] if k.startswith("dense_weight_grad"))
     print(json.dumps({"devices": devices, "late": late, "layout": layout, "fit_layout": fit_layout,
                       "measured": measured, "recorded": recorded, "sharded": sharded,
                       "remeasured": remeasured, "same_as_explicit": same,
-                      "resumed_from": resumed.resumed_from, "resumed_devices": resumed_devices}))
+                      "resumed_from": resumed.resumed_from, "resumed_devices": resumed_devices,
+                      "dense": dense}))
     """
 )
 
@@ -212,6 +234,11 @@ def test_cpu_split_into_core_devices_at_import(launched):
     assert result["measured"] == 1 and result["remeasured"] == 0  # once, then from the cache
     assert result["recorded"] is result["sharded"] and result["same_as_explicit"]
     assert result["resumed_from"] == 1 and result["resumed_devices"] == (1 if result["sharded"] else 2)
+    # both layers, sharded (32 rows per core, timed on both) and on one device (64 rows)
+    assert result["dense"] == sorted(
+        'dense_weight_grad{' + devices + '"dtype": "float32", "k": ' + f'{k}, "n": {n}, "rows": {rows}' + '}'
+        for k, n in ((64, 48), (48, 10)) for devices, rows in (('"devices": 2, ', 32), ("", 64))
+    ), result["dense"]
 
 
 def test_use_cpu_cores_rejects_bad_counts_and_late_calls():

@@ -3,7 +3,8 @@
 Layers:
   * ``ACTIVATIONS``: the activation-name registry used by every config's ``activation`` field.
   * ``EncoderBlock``: one Transformer encoder block, pre-LayerNorm (``transformer``) or
-    post-LayerNorm (``bert``), built on ``nn.MultiHeadDotProductAttention``.
+    post-LayerNorm (``bert``), built on ``nn.MultiHeadDotProductAttention`` (Flax's parameters)
+    with ``models.attention.dot_product_attention`` as its attention function (faster on CPU).
   * ``padding_mask`` / ``masked_mean``: padding handling for token inputs (pad id 0).
 
 Config plumbing (every family's ``make_config`` goes through ``build_config``):
@@ -34,6 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ml_adv.errors import ConfigError, ShapeError, describe
+from ml_adv.models.attention import dot_product_attention
 from ml_adv.models.dense import dense_dot_general
 from ml_adv.registry import Registry
 from ml_adv.tokens import PAD_ID  # token id masked out of attention and pooling
@@ -220,19 +222,6 @@ def masked_mean(x: jax.Array, mask: jax.Array | None) -> jax.Array:
     return total / count
 
 
-def _plain_einsum() -> Callable[..., jax.Array]:
-    return jnp.einsum  # Flax requires both einsum overrides when one is given
-
-
-def _value_dtype_einsum() -> Callable[..., jax.Array]:
-    # With force_fp32_for_softmax Flax leaves the attention weights in float32, which would
-    # silently promote the weights @ values product and the output projection to float32.
-    def einsum(subscripts: str, weights: jax.Array, value: jax.Array) -> jax.Array:
-        return jnp.einsum(subscripts, weights.astype(value.dtype), value)
-
-    return einsum
-
-
 class EncoderBlock(nn.Module):
     """One Transformer encoder block: self-attention and a 2-layer MLP, each residual.
 
@@ -261,8 +250,7 @@ class EncoderBlock(nn.Module):
             dropout_rate=self.attention_dropout,
             deterministic=deterministic,
             force_fp32_for_softmax=True,
-            qk_attn_weights_einsum_cls=_plain_einsum,
-            attn_weights_value_einsum_cls=_value_dtype_einsum,
+            attention_fn=dot_product_attention,
             qkv_dot_general=dense_dot_general,
             out_dot_general=dense_dot_general,
             name="attention",

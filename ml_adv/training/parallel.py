@@ -44,6 +44,17 @@ def check_divisible(batch_size: int, mesh: Mesh, *, argument: str = "batch_size"
         )
 
 
+def data_devices(mesh: Mesh | None) -> int:
+    """How many devices each hold one share of the batch and nothing else (1: unsharded).
+
+    Only a pure data mesh counts: on a mesh with other axes too (members), a device's share
+    is not simply the batch divided by this count.
+    """
+    if mesh is None or DATA_AXIS not in mesh.shape or mesh.devices.size != mesh.shape[DATA_AXIS]:
+        return 1
+    return int(mesh.shape[DATA_AXIS])
+
+
 def constrain_batch(batch, mesh: Mesh | None):
     """Inside jit: ask XLA to shard each batch array along its leading axis."""
     if mesh is None:

@@ -1,0 +1,91 @@
+"""Scaled dot-product attention laid out for XLA:CPU's batched matmul (``attention_fn``).
+
+A drop-in ``attention_fn`` for ``nn.MultiHeadDotProductAttention``: same arguments, same
+maths and the same dropout draws as ``flax.linen.dot_product_attention``, so parameters,
+checkpoints and dropout masks do not change. Two things differ, both for speed:
+
+* **Head-major batched matmuls.** Flax contracts ``'bqhd,bkhd->bhqk'``, whose batch axes
+  (b, h) are not leading in the operands. XLA:CPU lowers that dot through layout copies
+  around a slower kernel. Here q, k and v are transposed once to ``[B, H, L, d]`` and the
+  two products are plain ``[..., L, d] @ [..., d, L]`` matmuls.
+* **Normalisation after the value product.** ``softmax(s) @ v`` is computed as
+  ``(exp(s - max) @ v) / sum(exp(s - max))``: one divide per output element
+  (``[B, H, L, d]``) instead of one per attention weight (``[B, H, L, L]``), and no
+  normalised weight matrix is kept for the backward pass. The values agree with Flax's to
+  float32 rounding (~1e-6). Dropout scales the unnormalised weights, which is the same
+  product because each row is divided by one number.
+
+Measured on the medium transformer's shapes (batch 32, 128 tokens, 4 heads of 64, padding
+mask; 2-core EPYC with AVX-512, float32, ms per call, same process): forward 17.1 -> 8.5,
+forward + backward 48.0 -> 32.0; PyTorch's ``scaled_dot_product_attention`` takes 5.6 / 18-20.
+A hand-written backward (flash-attention style, from the saved weights) was no faster
+than autodiff of this form (33.7 ms), so there is none.
+
+Mixed precision follows the encoder's policy: the scores are taken in the compute dtype,
+the exponentials, their row sums and the final division run in float32 when
+``force_fp32_for_softmax`` is set, and the value product runs in the value dtype.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jax import random
+
+__all__ = ["dot_product_attention"]
+
+
+def _head_major(x: jax.Array) -> jax.Array:
+    """``[..., L, H, d]`` <-> ``[..., H, L, d]`` (its own inverse)."""
+    return jnp.swapaxes(x, -3, -2)
+
+
+def dot_product_attention(
+    query: jax.Array,
+    key: jax.Array,
+    value: jax.Array,
+    bias: jax.Array | None = None,
+    mask: jax.Array | None = None,
+    broadcast_dropout: bool = True,
+    dropout_rng: jax.Array | None = None,
+    dropout_rate: float = 0.0,
+    deterministic: bool = False,
+    dtype=None,
+    precision=None,
+    force_fp32_for_softmax: bool = False,
+) -> jax.Array:
+    """Attention over ``[..., L, H, d]`` query/key/value; returns ``[..., Lq, H, d]``.
+
+    Arguments mean what they mean in ``flax.linen.dot_product_attention``; ``mask`` and
+    ``bias`` broadcast to ``[..., H, Lq, Lk]`` (True keeps a position).
+    """
+    from flax.linen.dtypes import promote_dtype
+
+    query, key, value = promote_dtype(query, key, value, dtype=dtype)
+    dtype = query.dtype
+    depth = query.shape[-1]
+    q = _head_major(query / jnp.sqrt(depth).astype(dtype))
+    k = _head_major(key)
+    v = _head_major(value)
+    scores = jnp.matmul(q, jnp.swapaxes(k, -1, -2), precision=precision)  # [..., H, Lq, Lk]
+    if force_fp32_for_softmax:
+        scores = scores.astype(jnp.float32)
+    if bias is not None:
+        scores = scores + bias.astype(scores.dtype)
+    if mask is not None:
+        # A fully masked row becomes uniform, as in Flax (every score equals the minimum).
+        scores = jnp.where(mask, scores, jnp.finfo(scores.dtype).min)
+    # The shift only guards exp against overflow; softmax does not depend on it, so its
+    # gradient is zero and stop_gradient saves the backward pass an argmax scatter.
+    shifted = scores - jax.lax.stop_gradient(jnp.max(scores, axis=-1, keepdims=True))
+    weights = jnp.exp(shifted)
+    row_sum = jnp.sum(weights, axis=-1, keepdims=True)
+    if not deterministic and dropout_rate > 0.0:
+        # Same draw, shape and scaling as Flax's, applied before the (row-wise) division.
+        keep_prob = 1.0 - dropout_rate
+        shape = (1,) * (key.ndim - 2) + weights.shape[-2:] if broadcast_dropout else weights.shape
+        keep = random.bernoulli(dropout_rng, keep_prob, shape)
+        weights = weights * (keep.astype(weights.dtype) / jnp.asarray(keep_prob, weights.dtype))
+    out = jnp.matmul(weights.astype(v.dtype), v, precision=precision)
+    out = (out.astype(row_sum.dtype) / row_sum).astype(dtype)
+    return _head_major(out)
