@@ -30,7 +30,9 @@ per-core CPU devices (``fit``'s ``batch_over_cores`` layout) traces its layers i
 as it runs there: on its per-device share of the batch, on ``n`` devices at once, each
 core busy with its own copy. Timed alone on the whole batch, a form that spreads one matmul
 over both cores can win and then lose in the sharded step, where each core already runs
-its own half (the dense weight gradient: ``models/dense.py``).
+its own half (the dense weight gradient: ``models/dense.py``). Only the dense weight gradient
+opts in: timed per core, the medium CNN's first convolution tied its two forms (3.35 against
+3.41 ms) and picked the one that ran its sharded step 2.6% slower than the whole-batch choice.
 """
 
 from __future__ import annotations
@@ -90,9 +92,15 @@ def batch_split(devices: int):
         _batch_split.reset(token)
 
 
-def batch_split_devices() -> int:
-    """Over how many concurrent devices the batch being traced is split (1: not split)."""
-    return _batch_split.get()
+def batch_split_devices(batch: int | None = None) -> int:
+    """Over how many concurrent devices the batch being traced is split (1: not split).
+
+    With ``batch``: 1 also when the split does not divide it (then it is not this op's batch).
+    """
+    devices = _batch_split.get()
+    return 1 if batch is not None and batch % devices else devices
+
+
 _measure_count = 0  # measurements taken by this process (tests count them)
 
 
@@ -241,7 +249,8 @@ def _time_candidate(fn: Callable, example: Sequence[jax.ShapeDtypeStruct], give_
 
 
 def _on_devices(program: Callable, example: Sequence[jax.ShapeDtypeStruct], devices: int):
-    """``program`` as one SPMD program over ``devices`` CPU devices, ``example`` per device."""
+    """``program`` as one SPMD program over ``devices`` CPU devices, ``example`` per device
+    (every argument stacked along its leading axis, one share per device)."""
     from jax.sharding import NamedSharding, PartitionSpec
 
     mesh = jax.sharding.Mesh(np.array(jax.local_devices(backend="cpu")[:devices]), ("autotune",))

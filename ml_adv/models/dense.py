@@ -113,10 +113,8 @@ def _dense_matmul_bwd(n_contract, preferred, residuals, dy):
         # whole batch, XLA's folded dot (Eigen, spread over both cores) won by 1-10% on the
         # medium transformer's layers; in the sharded step it cost ~17 ms a layer more than
         # transposing, and the step ran 4-5% slower.
-        devices = autotune.batch_split_devices()
         rows = x_flat.shape[0]
-        if rows % devices:
-            devices = 1
+        devices = autotune.batch_split_devices(rows)
         signature = {"rows": rows // devices, "k": k, "n": n, "dtype": str(x_flat.dtype)}
         if devices > 1:
             signature["devices"] = devices
