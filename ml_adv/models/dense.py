@@ -20,6 +20,8 @@ Which of the three forms (XLA's folded dot, transpose ``x``, transpose ``dy``) r
 measured per (rows, K, N, dtype) on the machine at hand by ``ml_adv.autotune`` and cached
 per CPU model (a narrowing layer chooses between the folded dot and transposing ``dy``
 only; see ``measured``); with autotuning off, the narrower operand is transposed as described.
+When a train step shards its batch over per-core devices (``autotune.batch_split``), the
+forms are timed on one core's rows with every core busy at once, as they run there.
 The input gradient and every other backend use plain autodiff: the branch is chosen
 when the program is lowered, through ``lax.platform_dependent``. Only the dense-layer
 layout is rewritten: the lhs contracts its trailing axes and the kernel its leading axes,
