@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+from flax.linen.dtypes import promote_dtype
 from jax import random
 
 __all__ = ["dot_product_attention"]
@@ -59,8 +60,6 @@ def dot_product_attention(
     Arguments mean what they mean in ``flax.linen.dot_product_attention``; ``mask`` and
     ``bias`` broadcast to ``[..., H, Lq, Lk]`` (True keeps a position).
     """
-    from flax.linen.dtypes import promote_dtype
-
     query, key, value = promote_dtype(query, key, value, dtype=dtype)
     dtype = query.dtype
     depth = query.shape[-1]
@@ -83,7 +82,7 @@ def dot_product_attention(
     if not deterministic and dropout_rate > 0.0:
         # Same draw, shape and scaling as Flax's, applied before the (row-wise) division.
         keep_prob = 1.0 - dropout_rate
-        shape = (1,) * (key.ndim - 2) + weights.shape[-2:] if broadcast_dropout else weights.shape
+        shape = ((1,) * (key.ndim - 2) + weights.shape[-2:]) if broadcast_dropout else weights.shape
         keep = random.bernoulli(dropout_rng, keep_prob, shape)
         weights = weights * (keep.astype(weights.dtype) / jnp.asarray(keep_prob, weights.dtype))
     out = jnp.matmul(weights.astype(v.dtype), v, precision=precision)

@@ -112,7 +112,7 @@ def _dense_matmul_bwd(n_contract, preferred, residuals, dy):
         candidates = forms if k <= n else {name: forms[name] for name in ("xla", "transpose_dy")}
         # With the batch sharded over per-core devices each core computes this on its own
         # rows while the other does the same, so it is timed that way. Timed alone on the
-        # whole batch, XLA's folded dot (Eigen, spread over both cores) won by 1-10% on the
+        # whole batch, XLA's folded dot (Eigen, spread over both cores) won by 1-12% on the
         # medium transformer's layers; in the sharded step it cost ~17 ms a layer more than
         # transposing, and the step ran 4-5% slower.
         rows = x_flat.shape[0]
