@@ -115,17 +115,16 @@ def _dense_matmul_bwd(n_contract, preferred, residuals, dy):
         # whole batch, XLA's folded dot (Eigen, spread over both cores) won by 1-12% on the
         # medium transformer's layers; in the sharded step it cost ~17 ms a layer more than
         # transposing, and the step ran 4-5% slower.
-        rows = x_flat.shape[0]
-        devices = autotune.batch_split_devices(rows)
-        signature = {"rows": rows // devices, "k": k, "n": n, "dtype": str(x_flat.dtype)}
+        devices = autotune.batch_split_devices(x_flat.shape[0])
+        rows = x_flat.shape[0] // devices  # one device's share
+        signature = {"rows": rows, "k": k, "n": n, "dtype": str(x_flat.dtype)}
         if devices > 1:
             signature["devices"] = devices
         choice = autotune.choose(
             "dense_weight_grad",
             signature,
             {name: in_context(form) for name, form in candidates.items()},
-            [jax.ShapeDtypeStruct((rows // devices, k), x_flat.dtype),
-             jax.ShapeDtypeStruct((rows // devices, n), dy_flat.dtype)],
+            [jax.ShapeDtypeStruct((rows, k), x_flat.dtype), jax.ShapeDtypeStruct((rows, n), dy_flat.dtype)],
             # Without measuring: transpose the narrower operand (dy is 4x smaller than the
             # transformer MLP's wide input and comes straight from the layer above).
             default="transpose_x" if k <= n else "transpose_dy",
