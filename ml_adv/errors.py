@@ -57,6 +57,10 @@ class NotFittedError(MlAdvError, RuntimeError):
     """A method needs a trained model or data that has not been provided yet."""
 
 
+class AdaptationWarning(UserWarning):
+    """An adapted model scores below the model it was adapted from on the labelled target data."""
+
+
 def describe(value: Any) -> str:
     """Short, readable description of a given value for error messages."""
     shape = getattr(value, "shape", None)

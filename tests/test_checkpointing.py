@@ -147,3 +147,36 @@ def test_sigkill_mid_run_then_same_command_resumes_bitwise(tmp_path):
     assert _tree_equal(a.variables, b.variables)
     history = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [h["epoch"] for h in history] == list(range(1, epochs + 1))
+
+
+_RECOVER = """
+import sys
+import numpy as np
+from ml_adv.checkpointing import RunCheckpointer
+
+target = {f"w{i:02d}": np.zeros(4, np.float32) for i in range(int(sys.argv[2]))}
+with RunCheckpointer(sys.argv[1]) as ckpt:
+    state, meta = ckpt.restore_newest_intact(target)
+print("restored epoch", meta["epoch"], float(state["w03"][0]))
+"""
+
+
+def test_recovering_past_a_truncated_manifest_prints_only_the_warning(tmp_path):
+    """A damaged latest step is skipped with one warning; orbax's concurrent reads of the damaged
+    step must not leave tracebacks behind (``Event loop is closed``, also at interpreter exit)."""
+    arrays = 32  # one read per array: enough reads in flight to show the failure every time
+    tree = {f"w{i:02d}": np.full(4, i, np.float32) for i in range(arrays)}
+    with RunCheckpointer(tmp_path / "c") as ckpt:
+        ckpt.save(1, tree, {"epoch": 1})
+        ckpt.save(2, jax.tree.map(lambda a: a + 100, tree), {"epoch": 2})
+    manifests = list((tmp_path / "c" / "latest" / "2").rglob("manifest.ocdbt"))
+    assert manifests
+    for path in manifests:
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 3])
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    done = subprocess.run([sys.executable, "-c", _RECOVER, str(tmp_path / "c"), str(arrays)], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "restored epoch 1 3.0" in done.stdout
+    assert "checkpoint step 2" in done.stderr and "is damaged" in done.stderr
+    assert "Traceback" not in done.stderr and "Event loop is closed" not in done.stderr, done.stderr[-3000:]

@@ -3,6 +3,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from compile_counter import CompileCounter
 
 from ml_adv import make_spec
 from ml_adv.data.catalog import load_dataset
@@ -112,16 +113,18 @@ def test_fit_dann_one_compiled_epoch_lambda_ramps_counter_counts_and_resumes_bit
     np.testing.assert_allclose(logits, wrapped, rtol=1e-6)
     # The same run interrupted after epoch 1 and resumed from its run directory matches the
     # uninterrupted one bit for bit (parameters, discriminator, optimizer step, lambda counter);
-    # both reuse the compiled epoch.
-    with pytest.raises(_Interrupted):
-        fit_dann(spec, source, target, config, run_dir=tmp_path / "dann", epoch_callback=_interrupt_after(1))
-    resumed = fit_dann(spec, source, target, config, run_dir=tmp_path / "dann")
+    # both reuse the compiled epoch: checkpointing and restoring compile nothing either.
+    with CompileCounter() as compiles:
+        with pytest.raises(_Interrupted):
+            fit_dann(spec, source, target, config, run_dir=tmp_path / "dann", epoch_callback=_interrupt_after(1))
+        resumed = fit_dann(spec, source, target, config, run_dir=tmp_path / "dann")
+    assert compiles.count == 0
     assert resumed.fit.resumed_from == 1 and [h["epoch"] for h in resumed.fit.history] == [1, 2, 3]
     for a, b in zip(jax.tree.leaves((resumed.fit.state.params, resumed.fit.state.model_state)),
                     jax.tree.leaves((result.fit.state.params, result.fit.state.model_state)), strict=True):
         np.testing.assert_array_equal(a, b)
     assert int(resumed.fit.state.step) == 18
-    assert len(traces) == 1 and resumed.fit.compile_seconds < result.fit.compile_seconds
+    assert len(traces) == 1
 
 
 def test_init_params_start_from_the_source_model(domains):

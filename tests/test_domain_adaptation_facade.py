@@ -61,35 +61,59 @@ def test_bad_input_fails_before_training(domains, source_model):
 
 def test_domain_adversarial_end_to_end(domains, source_model):
     from ml_adv import AdvancedDomainAdaptation
+    from ml_adv.training.config import TrainConfig
 
     source, target, target_test = domains
-    da = AdvancedDomainAdaptation(adaptation_method="domain_adversarial", epochs=2, batch_size=32)
+    da = AdvancedDomainAdaptation(adaptation_method="domain_adversarial", config=TrainConfig(batch_size=32),
+                                  steps=None)
     # Two source domains: three streams per step and a 3-way domain discriminator.
     da.set_source_domain([source.subset(np.arange(128)), source.subset(np.arange(128, 256))])
     da.set_target_domain(target, test=target_test, target_trained_accuracy=0.95)
     adapted = da.adapt_model(source_model)
-    assert adapted.predict(target_test).shape == (120,)
     ev = da.evaluate_adaptation(adapted)
+    # What a user cares about: on this seed and data DANN does not lose target accuracy
+    # against the source-only model (margin: 3 of the 120 test images).
+    assert ev["target_accuracy"] >= ev["unadapted_target_accuracy"] - 3 / 120
     assert ev["target_accuracy"] == pytest.approx(adapted.evaluate(target_test)["accuracy"])
-    assert ev["transfer_ratio"] == pytest.approx(ev["target_accuracy"] / ev["source_accuracy"])
-    assert ev["gain_over_unadapted"] == pytest.approx(ev["target_accuracy"] - ev["unadapted_target_accuracy"])
-    assert ev["gap_closed"] == pytest.approx(ev["gain_over_unadapted"] / (0.95 - ev["unadapted_target_accuracy"]))
-    sim = da.get_domain_similarity()
-    assert isinstance(sim, float) and 0.0 <= sim <= 1.0
+    assert ev["worse_than_unadapted"] is None  # no labelled target examples were given
+    # The similarity is the MMD of the model's features: DANN's are different from the
+    # source-only model's, so the two figures differ (a constant would pass a range check).
+    before, after = da.similarity_report(source_model), da.similarity_report(adapted)
+    assert da.get_domain_similarity() == after["mmd_similarity"] != before["mmd_similarity"]
     metrics = da.get_domain_adaptation_metrics()
-    assert metrics["evaluation"] == ev and len(metrics["runs"][0]["history"]) == 2
+    assert metrics["evaluation"] == ev and len(metrics["runs"][0]["history"]) == da.config.epochs
     assert "train_domain_loss" in metrics["runs"][0]["history"][0]
-    assert 0.0 <= metrics["similarity_unadapted"]["mmd_similarity"] <= 1.0
+
+
+def test_default_run_is_sized_in_steps_and_warns_when_adapting_loses(domains, source_model):
+    from ml_adv import AdvancedDomainAdaptation
+    from ml_adv.training.config import TrainConfig
+
+    source, target, target_test = domains
+    labeled = target.subset(np.arange(40))
+    da = AdvancedDomainAdaptation("fine_tuning", TrainConfig(batch_size=16), steps=60)
+    da.set_gradual_unfreezing(enabled=False)
+    da.set_source_domain(source)
+    da.set_target_domain(target, labeled=labeled, test=target_test)
+    adapted = da.adapt_model(source_model)
+    assert da.runs[0]["config"]["epochs"] == 30  # 60 steps of 2 per epoch (40 examples, batch 16)
+    check = da.runs[0]["labelled_target_accuracy"]
+    assert check["adapted"] == pytest.approx(adapted.evaluate(labeled)["accuracy"])
+    assert check["adapted"] >= check["unadapted"] and da.runs[0]["worse_than_unadapted"] is False
+    # A model that lost accuracy on the labelled target data is reported, loudly.
+    ev = da.evaluate_adaptation(adapted)
+    assert ev["worse_than_unadapted"] is False and ev["labelled_target_accuracy"] == check
 
 
 def test_fine_tuning_with_gradual_unfreezing_schedule_early_stopping_and_resume(domains, source_model, tmp_path):
     from ml_adv import AdvancedDomainAdaptation
+    from ml_adv.training.config import TrainConfig
 
     source, target, target_test = domains
     labeled = target.subset(np.arange(100))
 
     def make():
-        da = AdvancedDomainAdaptation("fine_tuning", epochs=2, batch_size=16)
+        da = AdvancedDomainAdaptation("fine_tuning", TrainConfig(epochs=2, batch_size=16), steps=None)
         da.set_gradual_unfreezing(stages=2, epochs_per_stage=1)
         da.set_learning_rate_scheduling("cosine")
         da.set_early_stopping(patience=1)
@@ -115,12 +139,22 @@ def test_fine_tuning_with_gradual_unfreezing_schedule_early_stopping_and_resume(
 
 def test_transfer_learning_keeps_the_encoder(domains, source_model):
     from ml_adv import AdvancedDomainAdaptation
+    from ml_adv.training.config import TrainConfig
 
     source, target, _ = domains
-    da = AdvancedDomainAdaptation("transfer_learning", epochs=1, batch_size=16)
+    from ml_adv.errors import AdaptationWarning
+
+    # One epoch of 4 steps cannot fit a new head: the run is worse than the model it started
+    # from, and says so (the transfer_learning with default settings, in small).
+    da = AdvancedDomainAdaptation("transfer_learning", TrainConfig(epochs=1, batch_size=16), steps=None,
+                                  head_fraction=1.0)
     da.set_source_domain(source)
     da.set_target_domain(target, labeled=target.subset(np.arange(64)))
-    adapted = da.adapt_model(source_model)
+    with pytest.warns(AdaptationWarning, match="below the unadapted model"):
+        adapted = da.adapt_model(source_model)
+    assert da.runs[0]["worse_than_unadapted"] is True
+    with pytest.warns(AdaptationWarning, match="^evaluate_adaptation: the transfer_learning model scores"):
+        assert da.evaluate_adaptation(adapted)["worse_than_unadapted"] is True
     np.testing.assert_array_equal(adapted.params["encoder"]["dense_0"]["kernel"],
                                   source_model.params["encoder"]["dense_0"]["kernel"])
     assert not np.allclose(adapted.params["head"]["kernel"], source_model.params["head"]["kernel"])

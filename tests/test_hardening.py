@@ -213,7 +213,8 @@ def test_input_kind_follows_the_architecture_not_the_dtype():
     assert tokens.train.input_kind == "tokens" and tokens.input_dim == 10
     images = RNG.integers(0, 256, size=(40, 8, 8, 1), dtype=np.uint8)
     cnn = plan("cnn", x=images, y=np.arange(40) % 2)
-    assert cnn.train.input_kind == "image" and cnn.train.x.dtype == np.float32 and cnn.train.x.max() > 1
+    # uint8 pixels stay uint8 on the host (a quarter of float32's memory); models read x / 255.
+    assert cnn.train.input_kind == "image" and cnn.train.x.dtype == np.uint8
     assert plan("mlp", x=X_INT, y=Y_INT, validation_split=np.float32(0.25)).val.x.shape[0] == 24
     as_bool = plan("mlp", x=X_INT > 4, y=Y_INT > 0)
     assert as_bool.train.x.dtype == np.float32 and as_bool.output_dim == 2
@@ -245,8 +246,9 @@ def test_integer_tabular_features_train_an_mlp(trainer):
     assert report["train_config"]["batch_size"] == 16
 
 
-def test_uint8_images_reach_the_model_as_float32():
-    """Training sees float32 0..255 (checked in the plan above); prediction takes uint8 the same way.
+def test_uint8_images_reach_the_model_scaled_to_unit_range():
+    """A uint8 image is read as ``x / 255`` (tf.image.convert_image_dtype's convention), in
+    training (the plan above keeps uint8) and in prediction alike.
 
     An MLP on images stands in for the CNN: the conversion is the model-independent part, and
     the tiny CNN's first compile costs seconds.
@@ -258,7 +260,10 @@ def test_uint8_images_reach_the_model_as_float32():
     variables = spec.build().init(jax.random.PRNGKey(0), spec.example_input(), train=False)
     model = TrainedModel(spec, dict(variables))
     images = RNG.integers(0, 256, size=(3, 8, 8, 1), dtype=np.uint8)
-    np.testing.assert_allclose(model.logits(images), model.logits(images.astype(np.float32)), rtol=1e-6)
+    np.testing.assert_allclose(model.logits(images), model.logits(images.astype(np.float32) / 255), rtol=1e-5)
+    # ... in mixed precision too, where the scaling happens in bfloat16 before the model
+    mixed = TrainedModel(spec, dict(variables), mixed_precision=True)
+    np.testing.assert_allclose(mixed.logits(images), model.logits(images), rtol=0.05, atol=0.05)
     with pytest.raises(DataError, match=r"^dataset.y: expected class ids in \[0, 2\)"):
         model.evaluate(ArrayDataset(images, np.array([0, 1, 2])))  # evaluation labels checked too
 

@@ -43,6 +43,18 @@ def test_grid_is_lexicographic_with_the_last_parameter_fastest():
         space.grid(points=1)
 
 
+def test_grid_axes_are_the_factors_of_the_grid():
+    """Grid search picks a spread subset from the axes without building the whole grid."""
+    import itertools
+
+    space = SearchSpace([Float("lr", 1e-4, 1e-2, log=True), Categorical("arch", ["mlp", "cnn"]), Int("n", 1, 2)])
+    axes = space.grid_axes(np.int64(3))  # a NumPy integer, as searches produce them
+    assert [len(a) for a in axes] == [3, 2, 2]
+    assert [dict(zip(space.names, c)) for c in itertools.product(*axes)] == space.grid(3)
+    with pytest.raises(ConfigError, match=r"grid_points: expected an integer >= 2, got True"):
+        space.grid_axes(True)
+
+
 def test_nevergrad_parametrization_is_seeded_and_respects_types_and_bounds():
     space = SearchSpace([Float("lr", 1e-4, 1e-1, log=True), Int("n", 2, 5), Float("d", 0.0, 0.5),
                          Categorical("hidden_sizes", [(16,), (32, 16)])])

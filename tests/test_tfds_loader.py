@@ -60,8 +60,8 @@ def test_imdb_text_tokens():
 
 def test_load_dataset_routes_other_names_to_tfds():
     with tfds.testing.mock_data(num_examples=3):
-        ds = load_dataset("mnist", split="test", max_examples=2)
-    assert len(ds) == 2 and ds.info["tfds_name"] == "mnist"
+        ds = load_dataset("kmnist", split="test", max_examples=2)
+    assert len(ds) == 2 and ds.info["tfds_name"] == "kmnist"
 
 
 def test_byte_tokenizer_known_string():
@@ -79,14 +79,63 @@ def test_byte_tokenizer_known_string():
         byte_tokenize(["a"], max_length=0)
 
 
-def test_dataset_not_prepared_is_a_clear_data_error(tmp_path):
+def test_dataset_not_prepared_and_download_off_is_a_clear_data_error(tmp_path):
     with pytest.raises(DataError) as info:
-        load_tfds("mnist", data_dir=str(tmp_path))
+        load_tfds("mnist", data_dir=str(tmp_path), download=False)
     message = str(info.value)
     assert "'mnist'" in message and "not prepared" in message and str(tmp_path) in message
-    assert "downloads nothing" in message and "tfds build mnist" in message
-    assert "array_record" in message
+    assert "downloading is off" in message and "tfds build mnist" in message
+    assert "array_record" in message and "\n" not in message
     assert not any(tmp_path.iterdir())  # nothing was downloaded or written
+
+
+class _TinyBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+    """A TFDS dataset that 'downloads' by generating 18 examples: the download path without a network."""
+
+    VERSION = tfds.core.Version("1.0.0")
+    fail = False
+
+    def _info(self):
+        return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
+            "image": tfds.features.Tensor(shape=(8, 8, 1), dtype=np.uint8),
+            "label": tfds.features.ClassLabel(num_classes=3)}))
+
+    def _split_generators(self, dl_manager):
+        if self.fail:
+            (dl_manager.download_dir / "half-written.tmp").write_text("partial")
+            raise ConnectionError("simulated: Name or service not known")
+        return {"train": self._generate_examples(12), "test": self._generate_examples(6)}
+
+    def _generate_examples(self, n):
+        rng = np.random.default_rng(n)
+        for i in range(n):
+            yield i, {"image": rng.integers(0, 256, (8, 8, 1), dtype=np.uint8), "label": i % 3}
+
+
+class MlAdvTinyImages(_TinyBuilder):
+    pass
+
+
+class MlAdvUnreachableImages(_TinyBuilder):
+    fail = True
+
+
+def test_missing_dataset_is_downloaded_and_prepared_as_array_record(tmp_path):
+    ds = load_tfds("ml_adv_tiny_images", split="test", data_dir=str(tmp_path))
+    assert len(ds) == 6 and ds.x.shape == (6, 8, 8, 1) and ds.num_classes == 3
+    files = [p.name for p in (tmp_path / "ml_adv_tiny_images" / "1.0.0").iterdir()]
+    assert any("array_record" in f for f in files)
+    assert len(load_tfds("ml_adv_tiny_images", split="train", data_dir=str(tmp_path), download=False)) == 12
+
+
+def test_failed_download_leaves_nothing_and_says_so_in_one_line(tmp_path):
+    (tmp_path / "mine.txt").write_text("the user's own file")
+    with pytest.raises(DataError) as info:
+        load_tfds("ml_adv_unreachable_images", data_dir=str(tmp_path))
+    message = str(info.value)
+    assert "downloading it failed" in message and "Name or service not known" in message
+    assert "\n" not in message and "tfds build ml_adv_unreachable_images" in message
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine.txt"]
 
 
 def test_unknown_name():

@@ -8,9 +8,11 @@ compiled training code never sees NaNs, out-of-range labels or ragged inputs.
 Integer features are ambiguous: token ids for a Transformer, counts or
 categories for an MLP, pixel values for a CNN. The dtype alone does not decide:
 pass ``input_kind`` (the trainer passes the one its architecture takes), and
-non-token integer features become float32 with their values unchanged (uint8
-images stay 0..255). Only when nothing says otherwise is a 2-D integer array
-taken for token ids.
+non-token integer features become float32 with their values unchanged. uint8
+arrays are the exception: they are pixel intensities, kept as uint8 (a quarter of
+the memory) and read by the built-in models as ``x / 255``
+(``ml_adv.models.layers.float_input``). Only when nothing says otherwise is a 2-D
+array of non-negative integers taken for token ids (negative values cannot be).
 
 Epoch order lives in one place, ``ml_adv.training.steps.epoch_order``, drawn on
 the host from an explicit key; ``iter_batches`` takes such an order, so there is
@@ -99,6 +101,8 @@ def validate_features(name: str, x: Any, input_kind: str | None = None) -> np.nd
         raise DataError(f"{name}: expected at least one feature per example, got {describe(arr)}")
     if arr.dtype.kind == "b":
         return arr.astype(np.float32)
+    if arr.dtype == np.uint8 and input_kind not in (None, "tokens"):
+        return arr  # pixel intensities stay uint8 (4x less memory); models read them as x / 255
     if arr.dtype.kind in "iu":
         if input_kind in (None, "tokens"):
             if arr.min() < 0 and input_kind == "tokens":
@@ -235,7 +239,8 @@ class ArrayDataset:
             raise DataError(
                 f"{argument}: {input_kind!r} inputs are integer token ids, got {self.input_kind} data of dtype {self.x.dtype}"
             )
-        x = self.x if input_kind == "tokens" else self.x.astype(np.float32)
+        keep = input_kind == "tokens" or self.x.dtype == np.uint8  # uint8 pixels stay uint8
+        x = self.x if keep else self.x.astype(np.float32)
         return dataclasses.replace(self, x=x, input_kind=input_kind)
 
     def with_domain(self, domain_id: int) -> ArrayDataset:
@@ -323,7 +328,7 @@ class ArrayDataset:
 
 def _infer_kind(x: np.ndarray) -> str:
     # Only a fallback: the trainer passes its architecture's kind (see the module docstring).
-    if x.dtype.kind in "iu" and x.ndim == 2:
+    if x.dtype.kind in "iu" and x.ndim == 2 and x.dtype != np.uint8 and (x.size == 0 or x.min() >= 0):
         return "tokens"
     if x.ndim == 2:
         return "features"

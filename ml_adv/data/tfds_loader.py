@@ -5,14 +5,16 @@ numpy, so ``mnist``, ``cifar10``, ``svhn_cropped``, ``imdb_reviews`` ... load
 without TensorFlow. ``tensorflow_datasets`` is imported inside ``load_tfds`` only,
 so ``import ml_adv`` stays fast and works where TFDS is broken or absent.
 
-This library downloads nothing at run time (training machines often have no
-internet and downloads make runs non-reproducible). A dataset must be prepared
-once, in the ArrayRecord format, on a machine with internet::
+A dataset that is not prepared in ``data_dir`` (or ``TFDS_DATA_DIR``) is downloaded and
+prepared there, as tfds users expect: ``builder.download_and_prepare()`` in the
+ArrayRecord format, the one with random access. ``download=False`` (``--no-download`` on
+the command line) refuses instead, for machines that must not touch the network; so
+does a download that fails (no internet), in one line that says how to prepare it on
+another machine::
 
     tfds build mnist --data_dir ~/tensorflow_datasets --file_format array_record
 
-or, from Python, ``tfds.builder("mnist", data_dir=..., file_format="array_record")
-.download_and_prepare()``; then pass ``data_dir`` (or set ``TFDS_DATA_DIR``).
+A failed download removes what it had started writing in ``data_dir``.
 
 Text is turned into token ids by a deterministic byte-level tokenizer (no
 vocabulary file to ship or version): the UTF-8 bytes of the text, byte ``b`` ->
@@ -24,14 +26,16 @@ token view, so BERT-style masking code works on both); ``vocab_size`` 260.
 from __future__ import annotations
 
 import difflib
+import shutil
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ml_adv.data.builtin import available_builtin_datasets
 from ml_adv.data.dataset import ArrayDataset
-from ml_adv.errors import ConfigError, DataError, check_positive
+from ml_adv.errors import ConfigError, DataError, check_bool, check_positive
 from ml_adv.tokens import SPECIAL_TOKENS
 
 BYTE_OFFSET = len(SPECIAL_TOKENS)
@@ -42,7 +46,7 @@ BYTE_VOCAB_SIZE = BYTE_OFFSET + 256
 READ_CHUNK = 1024
 
 _PREPARE_HINT = (
-    "this library downloads nothing at run time; prepare it once on a machine with internet, "
+    "prepare it once on a machine with internet, "
     "in the ArrayRecord format, e.g. `tfds build {name} --data_dir {data_dir} --file_format array_record` "
     "(or tfds.builder({name!r}, data_dir=..., file_format='array_record').download_and_prepare()), "
     "then pass data_dir= or set TFDS_DATA_DIR"
@@ -109,14 +113,38 @@ def _builder(tfds, name: str, data_dir):
         ) from exc
 
 
-def _data_source(builder, name: str, split: str, data_dir):
+def _download_and_prepare(tfds, name: str, data_dir) -> None:
+    """``download_and_prepare`` in the ArrayRecord format; on failure, remove what it started and raise."""
+    builder = tfds.builder(name, data_dir=data_dir, file_format="array_record")
+    root = Path(builder.data_dir_root)
+    watched = [root / builder.name, root / "downloads"]
+    before = {p for w in watched if w.exists() for p in w.rglob("*")} | {w for w in watched if w.exists()}
+    try:
+        builder.download_and_prepare()
+    except Exception as exc:
+        for w in watched:  # deepest first, so a folder is empty by the time it is removed
+            for path in sorted(({w} | set(w.rglob("*"))) if w.exists() else (), key=lambda p: -len(p.parts)):
+                if path not in before:
+                    shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(
+            f"name: TFDS dataset {name!r} is not prepared in data_dir {str(root)!r} and downloading it failed "
+            f"({reason[:200]}); " + _PREPARE_HINT.format(name=name, data_dir=data_dir or "~/tensorflow_datasets")
+        ) from None
+
+
+def _data_source(tfds, builder, name: str, split: str, data_dir, download: bool):
     try:
         return builder.as_data_source(split=split)
     except Exception as exc:
         where = data_dir or str(builder.data_dir)
         if not builder.is_prepared():
+            if download:
+                _download_and_prepare(tfds, name, data_dir)
+                return _builder(tfds, name, data_dir).as_data_source(split=split)
             raise DataError(
-                f"name: TFDS dataset {name!r} is not prepared in data_dir {where!r}; "
+                f"name: TFDS dataset {name!r} is not prepared in data_dir {where!r} and downloading is off "
+                "(download=False); "
                 + _PREPARE_HINT.format(name=name, data_dir=data_dir or "~/tensorflow_datasets")
             ) from exc
         splits = sorted(builder.info.splits)
@@ -150,8 +178,9 @@ def load_tfds(
     label_key: str = "label",
     text_key: str = "text",
     max_length: int = 128,
+    download: bool = True,
 ) -> ArrayDataset:
-    """Load a prepared TFDS dataset into memory as an ``ArrayDataset``.
+    """Load a TFDS dataset into memory as an ``ArrayDataset``, preparing it first if needed.
 
     Args:
         name: TFDS name, optionally with config/version (``"mnist"``, ``"imdb_reviews"``).
@@ -163,10 +192,13 @@ def load_tfds(
         text_key: feature holding text, used when there is no ``image_key`` feature
             -> byte token ids (see module docstring), input_kind 'tokens'.
         max_length: token sequence length, ``[CLS]`` included.
+        download: download and prepare (ArrayRecord) a dataset that is not prepared yet;
+            False raises instead.
 
     Raises:
         ConfigError: unknown dataset name, split or feature key; bad sizes.
-        DataError: the dataset is not prepared locally, or its examples are malformed.
+        DataError: the dataset is not prepared locally and could not (or may not) be
+            downloaded, or its examples are malformed.
 
     Example:
         >>> ds = load_tfds("mnist", split="test", max_examples=1000)  # doctest: +SKIP
@@ -182,7 +214,7 @@ def load_tfds(
     import tensorflow_datasets as tfds
 
     builder = _builder(tfds, name, data_dir)
-    source = _data_source(builder, name, split, data_dir)
+    source = _data_source(tfds, builder, name, split, data_dir, check_bool("download", download))
     features = source.dataset_info.features
     keys = list(features.keys())
     if label_key not in features:

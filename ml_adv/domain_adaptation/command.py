@@ -2,7 +2,7 @@
 
 Examples:
   ml-adv adapt --method domain_adversarial --source digits_m_source --target digits_m
-  ml-adv adapt --method fine_tuning --labels-per-class 10 --arch cnn --size tiny --epochs 5
+  ml-adv adapt --method fine_tuning --labels-per-class 10 --arch cnn --size tiny --steps 300
 
 Steps: train the source-only model on the source's train split; adapt it (DANN on the
 unlabelled target train split; fine-tuning / transfer on --labels-per-class labelled
@@ -38,7 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--arch", default="cnn", metavar="NAME", help="architecture (mlp, cnn, ...)")
     model.add_argument("--size", default="small", metavar="NAME", help="model size variant (tiny, small, ...)")
     model.add_argument("--source-epochs", type=positive_int, default=10, help="epochs of source-only training")
-    model.add_argument("--epochs", type=positive_int, default=10, help="adaptation epochs")
+    model.add_argument("--steps", type=positive_int, default=600,
+                       help="optimizer steps of the adaptation (all stages together)")
     model.add_argument("--batch-size", type=positive_int, default=64, help="examples per step (per stream)")
     model.add_argument("--lr", type=float, default=1e-3, help="learning rate")
     model.add_argument("--seed", type=int, default=0, help="seeds training and the labelled target sample")
@@ -65,13 +66,15 @@ def run(args: argparse.Namespace) -> int:
     from ml_adv.data.catalog import load_dataset
     from ml_adv.domain_adaptation.plots import plot_domain_embeddings
     from ml_adv.domain_adaptation.similarity import features_of
+
+    # Everything is checked before --fresh deletes anything or anything compiles.
     from ml_adv.training.config import TrainConfig
     from ml_adv.training.loop import fit
     from ml_adv.training.trained_model import TrainedModel
 
-    # Everything is checked before --fresh deletes anything or anything compiles.
-    da = AdvancedDomainAdaptation(args.method, epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
-                                  seed=args.seed, domain_weight=args.domain_weight)
+    da = AdvancedDomainAdaptation(args.method, TrainConfig(batch_size=args.batch_size, learning_rate=args.lr,
+                                                           seed=args.seed),
+                                  steps=args.steps, domain_weight=args.domain_weight)
     source, source_test = load_dataset(args.source, split="train"), load_dataset(args.source, split="test")
     target, target_test = load_dataset(args.target, split="train"), load_dataset(args.target, split="test")
     labeled = labelled_sample(target, args.labels_per_class, args.seed)

@@ -48,10 +48,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _load(args):
-    from ml_adv.data.catalog import load_dataset
-    from ml_adv.training.training_data import DIGITS_VIEW_FOR
+    from ml_adv.data.catalog import load_dataset, view_for
 
-    name = DIGITS_VIEW_FOR.get(args.arch, "digits") if args.data == "digits" else args.data
+    name = view_for(args.data, args.arch)
     return load_dataset(name, split="train"), load_dataset(name, split="test")
 
 

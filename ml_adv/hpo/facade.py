@@ -63,7 +63,8 @@ class AdvancedHyperparameterOptimizer:
     Args:
         optimization_method: "bayesian", "genetic", "grid_search", "random", "population",
             "pbt", or any nevergrad optimizer name (see ``ml_adv.hpo.methods``).
-        max_trials: the number of configurations trained (grid search may stop earlier).
+        max_trials: the number of configurations trained (grid search may stop earlier; below
+            the grid size it tries a seeded subset spread over every axis, see ``grid_order``).
         search_space: a ``SearchSpace`` or its dict declaration (default: ``default_space``).
         seed: seeds the searcher.
         executor: a ``concurrent.futures.Executor`` or a ``dask.distributed.Client`` for
@@ -73,7 +74,8 @@ class AdvancedHyperparameterOptimizer:
         run_dir: resumable study directory (``trials.jsonl``, best config, plots, report).
         stacked: train each batch of ``trials_per_batch`` asked configurations as one stacked
             population (batched asks: ask P, train them together, tell P).
-        **method_options: e.g. ``grid_points``, ``grid_order`` for grid search; ``ready``,
+        **method_options: e.g. ``grid_points`` and ``grid_order`` (``"spread"``, the default,
+            ``"lexicographic"`` or ``"shuffled"``) for grid search; ``ready``,
             ``fraction``, ``resample_probability``, ``perturb_factors`` for ``pbt``
             (``max_trials`` is then the population size; ``result.model`` is its best member).
     """

@@ -24,8 +24,6 @@ from ml_adv.errors import ConfigError, DataError, describe
 from ml_adv.hpo.space import Categorical, SearchSpace
 
 MODEL_KEYS = ("architecture", "size")
-DIGITS_VIEW_FOR = {"cnn": "digits", "mlp": "digits_flat", "lstm": "digits_sequence",
-                   "transformer": "digits_tokens", "bert": "digits_tokens"}
 
 
 @functools.cache
@@ -73,13 +71,14 @@ class TrainingObjective:
         all split with the same seed, so every architecture sees the same examples.
         """
         from ml_adv.data import ArrayDataset, load_dataset
+        from ml_adv.data.catalog import view_for
 
         if isinstance(validation_split, bool) or not isinstance(validation_split, (int, float)) \
                 or not 0 < validation_split < 1:
             raise ConfigError(f"validation_split: expected a number in (0, 1), got {describe(validation_split)}")
         fractions = (1 - validation_split, validation_split)
         if isinstance(data, str):
-            names = {a: DIGITS_VIEW_FOR.get(a, "digits") if data == "digits" else data for a in architectures}
+            names = {a: view_for(data, a) for a in architectures}
             views = {a: load_dataset(n, split="train").split(fractions, seed=split_seed) for a, n in names.items()}
         elif isinstance(data, ArrayDataset):
             views = {"*": data.split(fractions, seed=split_seed)}

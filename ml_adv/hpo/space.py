@@ -219,13 +219,16 @@ class SearchSpace:
         Floats get ``points`` values (geometric when ``log``); integers all their values or
         ``points`` of them; categorical parameters all their choices.
         """
-        if isinstance(points, bool) or not isinstance(points, int) or points < 2:
+        return [dict(zip(self.names, combo)) for combo in itertools.product(*self.grid_axes(points))]
+
+    def grid_axes(self, points: int = 3) -> list[list[Any]]:
+        """Each parameter's grid values, in declaration order (the grid is their product)."""
+        if isinstance(points, bool) or not isinstance(points, (int, np.integer)) or points < 2:
             raise ConfigError(f"grid_points: expected an integer >= 2, got {describe(points)}")
-        axes = [p.grid(points) for p in self.params]
-        return [dict(zip(self.names, combo)) for combo in itertools.product(*axes)]
+        return [p.grid(int(points)) for p in self.params]
 
     def grid_size(self, points: int = 3) -> int:
-        return math.prod(len(p.grid(points)) for p in self.params)
+        return math.prod(len(axis) for axis in self.grid_axes(points))
 
     def canonical(self, config: Mapping[str, Any]) -> dict[str, Any]:
         """``config`` with plain Python values of the declared types (for JSON and comparisons)."""

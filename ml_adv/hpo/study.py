@@ -22,6 +22,7 @@ intermediate score (as Optuna does).
 from __future__ import annotations
 
 import concurrent.futures as cf
+import logging
 import math
 import time
 from pathlib import Path
@@ -34,6 +35,8 @@ from ml_adv.hpo.objective import FunctionObjective, run_trial
 from ml_adv.hpo.pruning import resolve_pruner
 from ml_adv.hpo.result import StudyResult
 from ml_adv.hpo.space import SearchSpace
+
+_log = logging.getLogger(__name__)
 
 
 class Study:
@@ -51,7 +54,8 @@ class Study:
         trials_per_batch: configurations asked and evaluated together (default: the
             executor's worker count, else 1).
         pruner: None, ``"median"``, ``"successive_halving"`` or a pruner object.
-        method_options: extra options of the method (``grid_points``, ``grid_order``;
+        method_options: extra options of the method (``grid_points``, ``grid_order``: ``"spread"``,
+            ``"lexicographic"`` or ``"shuffled"``, see ``ml_adv.hpo.methods``;
             ``reduction_factor`` for ``population``; ``ready``, ``fraction``,
             ``resample_probability``, ``perturb_factors`` for ``pbt``).
         stacked: train each batch of asked configurations as stacked populations
@@ -117,6 +121,8 @@ class Study:
         started = time.perf_counter()
         searcher = make_searcher(self.method, self.space, self.max_trials, seed=self.seed,
                                  num_workers=self.trials_per_batch, **self.method_options)
+        if getattr(searcher, "notice", None):  # e.g. a grid cut to max_trials: say which points run
+            _log.warning("%s", searcher.notice)
         journal = TrialJournal(self.run_dir.path_for("trials.jsonl")) if self.run_dir is not None else None
         done = journal.start(self.header()) if journal is not None else []
         self.trials, pending, mismatches = self._replay(searcher, done)

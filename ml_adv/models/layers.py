@@ -64,6 +64,19 @@ ACTIVATIONS.register("leaky_relu", nn.leaky_relu)
 
 
 # --------------------------------------------------------------------------- config checks
+# uint8 inputs are pixel intensities 0..255; the models read them as x / 255 (the
+# convention of tf.image.convert_image_dtype), so images stay uint8 on the host and in
+# device memory and are scaled per batch inside the compiled step.
+UINT8_SCALE = 1.0 / 255.0
+
+
+def float_input(x: jax.Array, dtype=jnp.float32) -> jax.Array:
+    """``x`` as floats for a model's first layer: uint8 scaled to [0, 1], other floats as given."""
+    if x.dtype == jnp.uint8:
+        return x.astype(dtype) * jnp.asarray(UINT8_SCALE, dtype)
+    return x
+
+
 def check_int(owner: str, name: str, value: Any, *, minimum: int = 1) -> None:
     """ConfigError unless ``value`` is an int >= ``minimum`` (bools rejected)."""
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:

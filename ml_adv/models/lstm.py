@@ -39,6 +39,7 @@ from ml_adv.models.layers import (
     check_input_shape,
     check_int,
     check_rate,
+    float_input,
 )
 from ml_adv.models.lstm_layer import LSTMCellParams, lstm_sequence, measured_lowering
 from ml_adv.models.registry import ArchitectureEntry, register_architecture
@@ -105,8 +106,8 @@ class LSTMEncoder(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         cfg = self.config
-        dtype = x.dtype
-        h = x
+        h = float_input(x)
+        dtype = h.dtype
         finals = []
         for i in range(cfg.num_layers):
             if i > 0:

@@ -29,6 +29,7 @@ from ml_adv.models.layers import (
     check_int,
     check_int_tuple,
     check_rate,
+    float_input,
     set_field,
 )
 from ml_adv.models.registry import ArchitectureEntry, register_architecture
@@ -77,7 +78,7 @@ class MLPEncoder(nn.Module):
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         cfg = self.config
         act = ACTIVATIONS.get(cfg.activation)
-        h = x.reshape((x.shape[0], -1))
+        h = float_input(x).reshape((x.shape[0], -1))
         for i, width in enumerate(cfg.hidden_sizes):
             h = act(nn.Dense(width, name=f"dense_{i}")(h))
             h = nn.Dropout(cfg.dropout, deterministic=not train)(h)

@@ -38,6 +38,7 @@ from ml_adv.models.layers import (
     check_input_shape,
     check_int,
     check_rate,
+    float_input,
     masked_mean,
     padding_mask,
     resolve_max_length,
@@ -132,7 +133,7 @@ class TransformerEncoder(nn.Module):
             h = nn.Embed(cfg.vocab_size, cfg.d_model, embedding_init=EMBED_INIT, name="token_embed")(x)
         else:
             valid = None
-            h = nn.Dense(cfg.d_model, name="input_proj")(x)
+            h = nn.Dense(cfg.d_model, name="input_proj")(float_input(x))
         batch, length = h.shape[0], h.shape[1]
         if length > cfg.max_length:
             raise ShapeError(f"x: transformer accepts sequences of length <= {cfg.max_length}, got {length}")

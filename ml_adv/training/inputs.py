@@ -15,6 +15,21 @@ from ml_adv.training.config import TrainConfig
 from ml_adv.training.state import TrainState
 
 
+def as_model_inputs(model_spec, data):
+    """``data`` (a dataset, a dict of streams or None) read as the input kind ``model_spec`` takes.
+
+    Only the ambiguous case changes: integer features that ``ArrayDataset`` took for token
+    ids become numbers for a model that takes no tokens (an MLP on integer tabular data).
+    """
+    if model_spec is None or data is None:
+        return data
+    if isinstance(data, dict):
+        return {name: as_model_inputs(model_spec, d) for name, d in data.items()}
+    if isinstance(data, ArrayDataset) and data.input_kind == "tokens" and model_spec.input_kind != "tokens":
+        return data.with_input_kind(model_spec.input_kind)
+    return data
+
+
 def validate_fit_inputs(model_spec, train, val: ArrayDataset | None, config: TrainConfig) -> None:
     """Every check that can fail on user input, run before anything is compiled.
 

@@ -39,6 +39,7 @@ from ml_adv.training.host import (
     tiebreak_for,
 )
 from ml_adv.training.inputs import (  # noqa: F401  (re-exported: loop was their home)
+    as_model_inputs,
     check_example_mask,
     check_hparam_schedule,
     check_init_params,
@@ -219,6 +220,7 @@ def fit(
 
     config = TrainConfig() if config is None else config
     spec = check_model(model)
+    train, val = as_model_inputs(spec, train), as_model_inputs(spec, val)
     validate_fit_inputs(spec, train, val, config)
     monitor, mode = monitor_for(config, val is not None)
     mesh = None

@@ -25,6 +25,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from ml_adv.models.layers import float_input
 from ml_adv.tokens import MASK_ID, NUM_SPECIAL
 from ml_adv.training.losses import masked_lm_loss
 
@@ -34,8 +35,17 @@ DEFAULT_HPARAMS = {"label_smoothing": 0.0}
 
 
 def cast_floats(tree: Any, dtype) -> Any:
-    """Cast every floating-point leaf of ``tree`` to ``dtype`` (integers, e.g. tokens, untouched)."""
-    return jax.tree.map(lambda a: a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a, tree)
+    """Cast every floating-point leaf of ``tree`` to ``dtype``; uint8 pixels become ``x / 255`` in it.
+
+    Other integers (token ids, labels) are untouched. uint8 leaves are scaled here, not left
+    to the model's ``float_input``, so a mixed-precision model reads them in ``dtype``.
+    """
+    def cast(a):
+        if a.dtype == jnp.uint8:
+            return float_input(a, dtype)
+        return a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a
+
+    return jax.tree.map(cast, tree)
 
 
 def forward(apply_fn, params, model_state, x, *, train: bool, dropout_key=None, compute_dtype=None,

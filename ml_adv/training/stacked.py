@@ -45,7 +45,7 @@ from ml_adv.training.host import (
     summarize,
     tiebreak_for,
 )
-from ml_adv.training.inputs import check_model, validate_fit_inputs
+from ml_adv.training.inputs import as_model_inputs, check_model, validate_fit_inputs
 from ml_adv.training.loop import device_data
 from ml_adv.training.sampling import StackedPlan
 from ml_adv.training.setup import init_run, state_hyperparams
@@ -247,6 +247,7 @@ def fit_stacked(
     """
     config = TrainConfig() if config is None else config
     spec = check_model(model)
+    train, val = as_model_inputs(spec, train), as_model_inputs(spec, val)
     masks = check_stacked_inputs(members, train, config, example_masks, bootstrap)
     validate_fit_inputs(spec, train, val, config)
     cv_validation = val is None and masks is not None

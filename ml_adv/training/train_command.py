@@ -72,7 +72,7 @@ def _non_negative_int(text: str) -> int:
 def add_arguments(parser: argparse.ArgumentParser, defaults: dict[str, Any] | None = None) -> None:
     """The train options; ``defaults`` overrides ``TRAIN_DEFAULTS`` (the quickstart uses it)."""
     from ml_adv.cli import add_run_arguments, choices_help
-    from ml_adv.data.builtin import available_builtin_datasets
+    from ml_adv.data.catalog import available_datasets
     from ml_adv.models import ARCHITECTURES
     from ml_adv.training.config import TrainConfig
     from ml_adv.training.losses import LOSSES
@@ -88,8 +88,13 @@ def add_arguments(parser: argparse.ArgumentParser, defaults: dict[str, Any] | No
     model.add_argument("--size", default=d["size"], choices=sizes, metavar="NAME",
                        help=choices_help("model size variant", sizes))
     model.add_argument("--data", default=d["data"], metavar="NAME",
-                       help=choices_help("dataset: a built-in name or a locally prepared TFDS name "
-                                         "(mnist, cifar10 ...); built-ins", available_builtin_datasets()))
+                       help=choices_help("dataset: a built-in name, a TFDS name (cifar10 ...), or your own "
+                                         ".npz (arrays x, y[, x_test, y_test]) or .csv file; built-ins",
+                                         available_datasets()))
+    model.add_argument("--label-column", default=None, metavar="NAME",
+                       help="the label column of a .csv --data file (default: the last)")
+    model.add_argument("--no-download", action="store_true",
+                       help="never download a missing dataset (MNIST files, TFDS preparation): fail instead")
     model.add_argument("--validation-split", type=_fraction(True), default=0.15, metavar="FRACTION",
                        help="fraction of the training split held out for validation")
 
@@ -134,12 +139,25 @@ def add_arguments(parser: argparse.ArgumentParser, defaults: dict[str, Any] | No
 
 
 def default_run_dir(args: argparse.Namespace) -> Path:
-    return Path(args.run_dir or f"runs/{args.arch}-{args.data}-s{args.seed}")
+    return Path(args.run_dir or f"runs/{args.arch}-{Path(args.data).stem}-s{args.seed}")
+
+
+def data_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """``{"data": name}``, or for a ``.npz``/``.csv`` file its arrays (``ml_adv.data.files``)."""
+    from ml_adv.data.files import is_data_file, load_arrays
+
+    if not is_data_file(args.data):
+        return {"data": args.data, "download": not getattr(args, "no_download", False)}
+    arrays = load_arrays(args.data, label_column=getattr(args, "label_column", None))
+    out: dict[str, Any] = {"data": (arrays["x"], arrays["y"])}
+    if "x_test" in arrays:
+        out["test_data"] = (arrays["x_test"], arrays["y_test"])
+    return out
 
 
 def training_data_from_args(args: argparse.Namespace) -> dict[str, Any]:
     """The trainer's ``training_data`` dict for parsed ``args`` (what the README's commands run)."""
-    return {"data": args.data, "epochs": args.epochs, "batch_size": args.batch_size, "learning_rate": args.lr,
+    return {**data_from_args(args), "epochs": args.epochs, "batch_size": args.batch_size, "learning_rate": args.lr,
             "optimizer": args.optimizer, "schedule": args.schedule, "warmup_fraction": args.warmup_fraction,
             "weight_decay": args.weight_decay, "loss": args.loss, "label_smoothing": args.label_smoothing,
             "grad_clip_norm": args.grad_clip_norm, "seed": args.seed, "early_stopping": args.early_stopping,

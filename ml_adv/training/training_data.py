@@ -9,6 +9,7 @@
         "test_data": ArrayDataset | (x, y),          # optional; a named dataset brings its test split
         "input_dim": 8, "output_dim": 10,            # optional; inferred from the data and checked
         "input_kind": "features",                    # optional; else the architecture's kind
+        "download": True,                            # fetch a missing named dataset (MNIST, TFDS)
         "learning_rate": 1e-3, "batch_size": 32, "epochs": 50,
         ...any other TrainConfig field, "size", "model_overrides", "run_name"
     }
@@ -49,10 +50,8 @@ from ml_adv.errors import (
 from ml_adv.training.augment import default_augmentation
 from ml_adv.training.config import MONITORS, TrainConfig
 
-DIGITS_VIEW_FOR = {"cnn": "digits", "mlp": "digits_flat", "lstm": "digits_sequence",
-                   "transformer": "digits_tokens", "bert": "digits_tokens"}
 DATA_KEYS = ("data", "x", "y", "validation_data", "test_data", "validation_split", "input_dim",
-             "output_dim", "input_kind", "size", "model_overrides", "run_name")
+             "output_dim", "input_kind", "size", "model_overrides", "run_name", "download")
 TRAIN_FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig))
 DEFAULT_VALIDATION_SPLIT = 0.15
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
@@ -142,7 +141,8 @@ def resolve_training_data(
 
     train, test = _load_data(td, architecture, kind)
     if td.get("validation_data") is not None:
-        val = _conform("validation_data", to_dataset("validation_data", td["validation_data"]), train, kind)
+        val = _conform("validation_data", to_dataset("validation_data", td["validation_data"], train.input_kind),
+                       train, kind)
     else:
         train, val = _hold_out(train, td.get("validation_split", DEFAULT_VALIDATION_SPLIT))
 
@@ -200,6 +200,33 @@ def _kind_for(ds: ArrayDataset, architecture: str, explicit: str | None) -> str:
         return ds.input_kind
     by_rank = {1: "features", 2: "sequence"}.get(len(ds.example_shape), "image")
     return by_rank if by_rank in accepted else accepted[0]
+
+
+def array_kind(value: Any, architecture: str, explicit: str | None) -> str | None:
+    """The input kind user arrays are read as: ``explicit``, else what ``architecture`` takes
+    at their rank (an MLP reads 2-D integers as features, a Transformer as token ids).
+
+    None (let ``ArrayDataset`` infer) for anything that is not an ``(x, y)`` pair or mapping.
+    """
+    from ml_adv.models import ARCHITECTURES
+
+    if explicit is not None:
+        return explicit
+    if isinstance(value, dict) and "x" in value:
+        x = value["x"]
+    elif isinstance(value, (tuple, list)) and len(value) == 2:
+        x = value[0]
+    else:
+        return None
+    try:
+        arr = np.asarray(x)
+    except Exception:  # ragged input: ArrayDataset names the problem
+        return None
+    accepted = ARCHITECTURES.get(architecture).input_kinds
+    if "tokens" in accepted and arr.ndim == 2 and arr.dtype.kind in "iu" and arr.dtype != np.uint8:
+        return "tokens"
+    by_rank = {2: "features", 3: "sequence"}.get(arr.ndim, "image")
+    return by_rank if by_rank in accepted else None
 
 
 # Example rank and description per input kind (what the model families take).
@@ -264,7 +291,7 @@ def _input_dim(td, architecture, train, val, test) -> int:
 
 
 def _load_data(td: dict[str, Any], architecture: str, kind: str | None) -> tuple[ArrayDataset, ArrayDataset | None]:
-    from ml_adv.data.catalog import load_dataset
+    from ml_adv.data.catalog import load_dataset, view_for
 
     if "data" in td and ("x" in td or "y" in td):
         raise ConfigError("training_data: give either 'data' or 'x'/'y', got both")
@@ -278,13 +305,15 @@ def _load_data(td: dict[str, Any], architecture: str, kind: str | None) -> tuple
             "or an (x, y) pair) or under 'x' and 'y'; got only " + repr(sorted(td))
         )
     if isinstance(data, str):
-        name = DIGITS_VIEW_FOR.get(architecture, "digits") if data == "digits" else data
-        train = _conform("data", load_dataset(name, split="train"), None, kind, architecture)
-        test = load_dataset(name, split="test") if td.get("test_data") is None else None
+        name = view_for(data, architecture)
+        download = check_bool("download", td.get("download", True))
+        train = _conform("data", load_dataset(name, split="train", download=download), None, kind, architecture)
+        test = load_dataset(name, split="test", download=download) if td.get("test_data") is None else None
     else:
-        train, test = _conform(argument, to_dataset(argument, data), None, kind, architecture), None
+        raw = to_dataset(argument, data, array_kind(data, architecture, kind))
+        train, test = _conform(argument, raw, None, kind, architecture), None
     if td.get("test_data") is not None:
-        test = to_dataset("test_data", td["test_data"])
+        test = to_dataset("test_data", td["test_data"], train.input_kind)
     if test is not None:
         test = _conform("test_data", test, train, kind)
     return train, test
@@ -302,8 +331,13 @@ def _renamed(argument: str, build):
                         else f"{argument}: {text}") from None
 
 
-def to_dataset(argument: str, value: Any) -> ArrayDataset:
-    """An ``ArrayDataset`` from an ArrayDataset, an ``(x, y)`` pair or a ``{'x', 'y'}`` mapping (validated)."""
+def to_dataset(argument: str, value: Any, input_kind: str | None = None) -> ArrayDataset:
+    """An ``ArrayDataset`` from an ArrayDataset, an ``(x, y)`` pair or a ``{'x', 'y'}`` mapping (validated).
+
+    ``input_kind``: how arrays are read (the trainer passes its architecture's choice, so
+    integer tabular features are numbers for an MLP, never token ids); None lets
+    ``ArrayDataset`` infer it.
+    """
     if isinstance(value, ArrayDataset):
         return value
     if isinstance(value, dict) and {"x", "y"} <= set(value):
@@ -312,7 +346,8 @@ def to_dataset(argument: str, value: Any) -> ArrayDataset:
         x, y = value
         if x is None or y is None:
             raise DataError(f"{argument}: expected both features and labels, got {'x' if x is None else 'y'}=None")
-        return _renamed(argument, lambda: ArrayDataset(x, y, name="data" if argument == "x/y" else argument))
+        name = "data" if argument == "x/y" else argument
+        return _renamed(argument, lambda: ArrayDataset(x, y, input_kind=input_kind, name=name))
     raise DataError(f"{argument}: expected an ArrayDataset, a dataset name or an (x, y) pair, got {describe(value)}")
 
 
