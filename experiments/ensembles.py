@@ -35,9 +35,9 @@ GOAL = {"nll": -0.25, "ece": -0.40}
 def run_seed(args, seed: int) -> dict:
     """Test metrics of the single models (each member) and of the ensemble, before and after temperature."""
     from ml_adv import AdvancedModelEnsemble, TrainConfig, load_dataset, make_spec
-    from ml_adv.training.training_data import DIGITS_VIEW_FOR
+    from ml_adv.data.catalog import view_for
 
-    name = DIGITS_VIEW_FOR.get(args.arch, "digits")
+    name = view_for("digits", args.arch)
     full, test = load_dataset(name, split="train"), load_dataset(name, split="test")
     train, val = full.split((0.85, 0.15), seed=seed)
     spec = make_spec(args.arch, input_shape=train.example_shape, input_kind=train.input_kind,

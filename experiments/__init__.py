@@ -1,0 +1,1 @@
+"""Experiments that measure ml_adv against published results (see EXPERIMENTS.md)."""
