@@ -11,12 +11,18 @@ and writes the choice to a JSON cache named after the CPU model, so later runs a
 processes reuse it without measuring.
 
 * Cache: ``$ML_ADV_AUTOTUNE_CACHE`` if set, else ``$XDG_CACHE_HOME/ml_adv/autotune``
-  (``~/.cache/ml_adv/autotune``), one ``<cpu-model>-<hash>.json`` per CPU model, SIMD
-  flags and jaxlib version. Delete the file to measure again.
+  (``~/.cache/ml_adv/autotune``), one ``<device>-<hash>.json`` per CPU model and SIMD flags
+  (or GPU device kind) and jaxlib version. Delete the file to measure again.
 * Opt-out: ``ML_ADV_AUTOTUNE=0`` (or ``off``/``false``), or ``configure(enabled=False)``:
   every decision takes its measured-on-EPYC static default and nothing is timed.
-* Only on a CPU default backend: elsewhere the CPU branches are lowered away anyway
-  (``lax.platform_dependent``) and the static default is returned without measuring.
+* Per backend: each decision says where it is measured (``backends=``, default the CPU
+  only). The CPU fast paths stay on CPUs: the conv and dense weight gradients are CPU
+  branches of ``lax.platform_dependent`` (lowered away elsewhere), the per-core device
+  split and the member layouts need per-core CPU devices. Decisions that are real choices
+  on a GPU too (the LSTM layer's lowering, the max-pool backward, the attention form) are
+  measured there as well, in a cache of their own: the cache file is named after the
+  device (``device_signature``: the CPU model and SIMD flags, or the GPU's device kind),
+  because a choice measured on one says nothing about the other.
 
 Same machine and cache, same choice, so a resumed run traces the same program: every
 decision is made while tracing, before the first epoch and so before any checkpoint, and
@@ -60,11 +66,16 @@ import numpy as np
 
 from ml_adv.errors import ConfigError, describe
 
-__all__ = ["active", "batch_split", "batch_split_devices", "cache_path", "choose", "configure", "cpu_signature", "enabled", "lookup", "measurements", "record"]
+__all__ = ["CPU", "CPU_AND_GPU", "GPU", "active", "batch_split", "batch_split_devices", "cache_path", "choose",
+           "configure", "cpu_signature", "device_signature", "enabled", "lookup", "measurements", "record"]
 
 ENV_SWITCH = "ML_ADV_AUTOTUNE"
 ENV_CACHE = "ML_ADV_AUTOTUNE_CACHE"
 _OFF = {"0", "off", "false", "no"}
+# Where a decision is measured (``backends=``); anywhere else its default is used unmeasured.
+CPU: tuple[str, ...] = ("cpu",)
+GPU: tuple[str, ...] = ("gpu",)
+CPU_AND_GPU: tuple[str, ...] = ("cpu", "gpu")
 # Timing: a scan of this many applications per call, best of this many calls (after one
 # warm-up). The minimum is the estimate least disturbed by other processes on the machine.
 SCAN_LENGTH = 4
@@ -150,14 +161,31 @@ def cpu_signature() -> str:
     return f"{slug}-{digest}"
 
 
+def device_signature() -> str:
+    """The cache's key for the default backend: ``cpu_signature()`` on a CPU, else
+    ``<backend>-<device-kind>-<hash>`` (e.g. ``gpu-nvidia-h200-<hash>``; the hash covers the
+    device kind, the platform version and jaxlib)."""
+    backend = jax.default_backend()
+    if backend == "cpu":
+        return cpu_signature()
+    import jaxlib
+
+    device = jax.devices()[0]
+    kind = getattr(device, "device_kind", backend)
+    version = getattr(device.client, "platform_version", "") if hasattr(device, "client") else ""
+    digest = hashlib.sha256(json.dumps([backend, kind, version, jaxlib.__version__]).encode()).hexdigest()[:10]
+    slug = re.sub(r"[^a-z0-9]+", "-", f"{backend}-{kind}".lower()).strip("-")[:40]
+    return f"{slug}-{digest}"
+
+
 def cache_path() -> Path:
-    """The JSON file holding this CPU's decisions (it may not exist yet)."""
+    """The JSON file holding this device's decisions (it may not exist yet)."""
     directory = _settings["cache_dir"]
     if directory is None:
         env = os.environ.get(ENV_CACHE)
         base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ml_adv" / "autotune"
         directory = Path(env) if env else base
-    return Path(directory) / f"{cpu_signature()}.json"
+    return Path(directory) / f"{device_signature()}.json"
 
 
 def measurements() -> int:
@@ -274,8 +302,9 @@ def choose(
     *,
     default: str,
     concurrent: int = 1,
+    backends: Sequence[str] = CPU,
 ) -> str:
-    """The fastest of ``candidates`` for this operation and shape on this CPU (cached).
+    """The fastest of ``candidates`` for this operation and shape on this device (cached).
 
     Args:
         operation: a stable name, e.g. ``"conv2d"``.
@@ -286,12 +315,14 @@ def choose(
         concurrent: time each candidate on this many CPU devices at once, ``example`` on
             each (for a batch split over per-core devices: ``batch_split_devices()``);
             the signature should say so. More devices than exist: timed on those there are.
+        backends: the backends this decision is measured on (``CPU``, ``GPU``,
+            ``CPU_AND_GPU``); elsewhere ``default`` is returned without measuring.
     """
     if default not in candidates:
         raise ConfigError(f"default: expected one of {sorted(candidates)}, got {describe(default)}")
-    if len(candidates) == 1 or not active():
+    if len(candidates) == 1 or not active(backends):
         return default
-    concurrent = min(max(1, int(concurrent)), len(jax.local_devices(backend="cpu")))
+    concurrent = min(max(1, int(concurrent)), len(jax.local_devices()))
     with _lock:
         cached = _lookup_locked(operation, signature, candidates)
         if cached is not None:
@@ -305,9 +336,10 @@ def choose(
         return _record_locked(operation, signature, seconds)
 
 
-def active() -> bool:
-    """Whether decisions are measured here: enabled and on a CPU default backend."""
-    return enabled() and jax.default_backend() == "cpu"
+def active(backends: Sequence[str] = CPU) -> bool:
+    """Whether a decision measured on ``backends`` is measured here: enabled, and the
+    default backend is one of them (the CPU, unless the decision says otherwise)."""
+    return enabled() and jax.default_backend() in backends
 
 
 def _key(operation: str, signature: Mapping[str, Any]) -> str:
@@ -339,13 +371,14 @@ def _record_locked(operation, signature, seconds: Mapping[str, float], keep: str
     return entry["choice"]
 
 
-def lookup(operation: str, signature: Mapping[str, Any], names: Sequence[str]) -> str | None:
+def lookup(operation: str, signature: Mapping[str, Any], names: Sequence[str],
+           backends: Sequence[str] = CPU) -> str | None:
     """The cached choice among ``names`` for this case, or None (not measured yet, or inactive).
 
     For decisions that are measured by running the real thing (``record``), e.g. the layout
     of a stacked epoch, which is timed on the first epoch itself rather than on random inputs.
     """
-    if not active():
+    if not active(backends):
         return None
     with _lock:
         return _lookup_locked(operation, signature, names)

@@ -1,7 +1,8 @@
 """Shared test setup: strict numerics and small real data.
 
 ``jax_numpy_rank_promotion="raise"`` catches accidental broadcasting bugs in
-library code (the Optax / Levanter convention).
+library code (the Optax / Levanter convention); float32 matmuls run at full precision on
+every backend (below).
 
 Autotuning (``ml_adv.autotune``) is off for the suite: measuring every layer shape the
 tests trace would add minutes to a fresh machine's run, and the static defaults keep
@@ -22,6 +23,12 @@ import numpy as np
 import pytest
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
+# The suite checks maths: every comparison of two forms of one float32 computation (a kernel
+# against XLA's autodiff, the fused LSTM against Flax's cell, padded against unpadded
+# attention, the MMD against numpy) means float32 products. GPUs run float32 matmuls at
+# TF32-like precision by default (~1e-3 relative error), so pin full precision; on a CPU
+# float32 matmuls are already exact to float32 and nothing changes.
+jax.config.update("jax_default_matmul_precision", "float32")
 
 
 @pytest.fixture(scope="session")

@@ -81,9 +81,37 @@ def test_encoder_block_keeps_flax_parameters_and_outputs():
     mask = _mask()
     rngs = {"dropout": jax.random.PRNGKey(9)}  # attention dropout on: the same draws either way
     ours = block.apply(params, x, mask, train=True, rngs=rngs)
-    original, layers.dot_product_attention = layers.dot_product_attention, nn.dot_product_attention
+    original, layers.measured_attention = layers.measured_attention, nn.dot_product_attention
     try:
         flax_out = block.apply(params, x, mask, train=True, rngs=rngs)
     finally:
-        layers.dot_product_attention = original
+        layers.measured_attention = original
     np.testing.assert_allclose(ours, flax_out, rtol=1e-5, atol=1e-5)
+
+
+def test_a_gpu_measures_both_forms_and_runs_the_faster(tmp_path, monkeypatch):
+    """On a (simulated) GPU the encoder's attention_fn times the head-major form against
+    Flax's once per shape and runs the choice; on a CPU it runs the head-major form unmeasured."""
+    import json
+
+    from ml_adv import autotune
+    from ml_adv.models.attention import ATTENTION_FORMS, measured_attention
+
+    q, k, v = _qkv()
+    kwargs = CASES["dropout"]
+    want = nn.dot_product_attention(q, k, v, **kwargs)
+    autotune.configure(enabled=True, cache_dir=tmp_path)
+    try:
+        before = autotune.measurements()
+        np.testing.assert_allclose(measured_attention(q, k, v, **kwargs), want, rtol=1e-5, atol=1e-6)
+        assert autotune.measurements() == before and not list(tmp_path.iterdir())  # CPU: unmeasured
+        monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+        monkeypatch.setattr(autotune, "REPEATS", 2)
+        autotune.configure(enabled=True, cache_dir=tmp_path)
+        np.testing.assert_allclose(measured_attention(q, k, v, **kwargs), want, rtol=1e-5, atol=1e-6)
+        assert autotune.measurements() == before + 1
+        (path,) = tmp_path.glob("gpu-*.json")
+        ((key, entry),) = json.loads(path.read_text())["entries"].items()
+        assert key.startswith("attention") and set(entry["us"]) == set(ATTENTION_FORMS)
+    finally:
+        autotune.configure(enabled=None, cache_dir=None)

@@ -1,4 +1,10 @@
-"""ml_adv.autotune: decisions by measurement, cached per CPU model, with an opt-out."""
+"""ml_adv.autotune: decisions by measurement, cached per device, with an opt-out.
+
+The mechanism's tests use decisions measured on every backend (``ANY``), so they expect the
+same on a CPU and a GPU. The layer tests (conv, dense, the non-finite guard) are about CPU
+fast paths: on a CPU they expect a measurement, on any other backend none (the default
+runs, with the same values).
+"""
 
 import json
 import logging
@@ -15,6 +21,8 @@ from ml_adv.models.conv import conv2d
 from ml_adv.models.dense import dense_dot_general
 
 EXAMPLE = [jax.ShapeDtypeStruct((64, 64), jnp.float32)]
+ANY = autotune.CPU_AND_GPU
+ON_CPU = jax.default_backend() == "cpu"
 
 
 def fast(a):
@@ -48,19 +56,19 @@ def entries(directory):
 
 def test_the_faster_candidate_wins_and_is_cached(tuned):
     before = autotune.measurements()
-    choice = autotune.choose("square", {"n": 64}, {"slow": slow, "fast": fast}, EXAMPLE, default="slow")
+    choice = autotune.choose("square", {"n": 64}, {"slow": slow, "fast": fast}, EXAMPLE, default="slow", backends=ANY)
     assert choice == "fast"
     assert autotune.measurements() == before + 1
     (entry,) = entries(tuned).values()
     assert entry["choice"] == "fast" and entry["us"]["slow"] > entry["us"]["fast"]
     # Same process: from memory. A new process (memory cleared): from the file. No re-measuring.
-    assert autotune.choose("square", {"n": 64}, {"slow": slow, "fast": fast}, EXAMPLE, default="slow") == "fast"
+    assert autotune.choose("square", {"n": 64}, {"slow": slow, "fast": fast}, EXAMPLE, default="slow", backends=ANY) == "fast"
     autotune.configure(enabled=True, cache_dir=tuned)
-    assert autotune.choose("square", {"n": 64}, {"slow": slow, "fast": fast}, EXAMPLE, default="slow") == "fast"
+    assert autotune.choose("square", {"n": 64}, {"slow": slow, "fast": fast}, EXAMPLE, default="slow", backends=ANY) == "fast"
     assert autotune.measurements() == before + 1
     # Another shape is another decision.
     autotune.choose("square", {"n": 32}, {"slow": slow, "fast": fast},
-                    [jax.ShapeDtypeStruct((32, 32), jnp.float32)], default="slow")
+                    [jax.ShapeDtypeStruct((32, 32), jnp.float32)], default="slow", backends=ANY)
     assert autotune.measurements() == before + 2 and len(entries(tuned)) == 2
 
 
@@ -69,7 +77,7 @@ def test_first_writer_wins_across_processes(tuned):
     key = "square" + json.dumps({"n": 64}, sort_keys=True)
     autotune.cache_path().write_text(json.dumps({"entries": {key: {"choice": "slow", "us": {"slow": 1.0}}}}))
     assert autotune.record("square", {"n": 64}, {"slow": 2.0, "fast": 1.0}) == "slow"
-    assert autotune.choose("square", {"n": 64}, {"slow": slow, "fast": fast}, EXAMPLE, default="fast") == "slow"
+    assert autotune.choose("square", {"n": 64}, {"slow": slow, "fast": fast}, EXAMPLE, default="fast", backends=ANY) == "slow"
 
 
 def test_opt_out_takes_the_default_without_measuring(tmp_path, monkeypatch):
@@ -77,7 +85,7 @@ def test_opt_out_takes_the_default_without_measuring(tmp_path, monkeypatch):
     autotune.configure(enabled=None, cache_dir=tmp_path)
     try:
         before = autotune.measurements()
-        assert autotune.choose("square", {"n": 64}, {"slow": slow, "fast": fast}, EXAMPLE, default="slow") == "slow"
+        assert autotune.choose("square", {"n": 64}, {"slow": slow, "fast": fast}, EXAMPLE, default="slow", backends=ANY) == "slow"
         assert autotune.measurements() == before and not list(tmp_path.iterdir())
     finally:
         autotune.configure(enabled=None, cache_dir=None)
@@ -87,15 +95,15 @@ def test_cache_location_follows_the_environment(tmp_path, monkeypatch):
     monkeypatch.setenv(autotune.ENV_CACHE, str(tmp_path / "here"))
     autotune.configure(enabled=None, cache_dir=None)
     assert autotune.cache_path().parent == tmp_path / "here"
-    assert autotune.cache_path().name == autotune.cpu_signature() + ".json"
-    assert autotune.cpu_signature() == autotune.cpu_signature()
+    assert autotune.cache_path().name == autotune.device_signature() + ".json"
+    assert (autotune.device_signature() == autotune.cpu_signature()) == ON_CPU
 
 
 def test_a_corrupt_cache_is_measured_again_and_rewritten(tuned, caplog):
     autotune.cache_path().write_text("{not json")
     autotune.configure(enabled=True, cache_dir=tuned)
     with caplog.at_level(logging.WARNING, logger="ml_adv.autotune"):
-        assert autotune.choose("square", {"n": 64}, {"slow": slow, "fast": fast}, EXAMPLE, default="slow") == "fast"
+        assert autotune.choose("square", {"n": 64}, {"slow": slow, "fast": fast}, EXAMPLE, default="slow", backends=ANY) == "fast"
     assert "unreadable" in caplog.text
     assert len(entries(tuned)) == 1
 
@@ -106,7 +114,7 @@ def test_an_unwritable_cache_still_decides(tmp_path, caplog):
     autotune.configure(enabled=True, cache_dir=blocker / "sub")  # a directory under a file
     try:
         with caplog.at_level(logging.WARNING, logger="ml_adv.autotune"):
-            assert autotune.choose("square", {"n": 64}, {"slow": slow, "fast": fast}, EXAMPLE, default="slow") == "fast"
+            assert autotune.choose("square", {"n": 64}, {"slow": slow, "fast": fast}, EXAMPLE, default="slow", backends=ANY) == "fast"
         assert "could not write" in caplog.text
     finally:
         autotune.configure(enabled=None, cache_dir=None)
@@ -114,7 +122,7 @@ def test_an_unwritable_cache_still_decides(tmp_path, caplog):
 
 def test_bad_arguments_fail_fast(tuned):
     with pytest.raises(ConfigError, match="default"):
-        autotune.choose("square", {}, {"fast": fast}, EXAMPLE, default="missing")
+        autotune.choose("square", {}, {"fast": fast}, EXAMPLE, default="missing", backends=ANY)
     with pytest.raises(ConfigError, match="enabled"):
         autotune.configure(enabled="yes")
 
@@ -138,6 +146,9 @@ def test_conv_layers_use_measured_lowerings_with_xla_values(tuned_briefly):
     for got, want in zip(grads, expected):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(jax.jit(conv2d)(x, k), _conv_reference(x, k), rtol=1e-5, atol=1e-5)
+    if not ON_CPU:  # the native conv runs elsewhere: nothing to decide
+        assert not list(tuned.glob("*.json"))
+        return
     operations = {key.split("{")[0] for key in entries(tuned)}
     assert operations == {"conv2d_training"}
     (entry,) = entries(tuned).values()
@@ -157,6 +168,9 @@ def test_dense_weight_gradient_is_measured_with_autodiff_values(tuned_briefly):
     want = jax.grad(loss(lax.dot_general), argnums=(0, 1))(x, w)
     for a, b in zip(got, want):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+    if not ON_CPU:  # XLA's own dense gradient runs elsewhere: nothing to decide
+        assert not list(tuned.glob("*.json"))
+        return
     ((key, entry),) = entries(tuned).items()
     assert key.startswith("dense_weight_grad") and '"rows": 64' in key
     assert set(entry["us"]) == {"xla", "transpose_dy"}  # narrowing (32 -> 8): x is never transposed
@@ -175,6 +189,9 @@ def test_the_nonfinite_guard_is_chosen_on_the_runs_own_epochs(tuned_briefly):
     spec = make_spec("mlp", input_shape=(64,), input_kind="features", num_classes=10, hidden_sizes=(16,), dropout=0.1)
     config = TrainConfig(epochs=2 * GUARD_TRIAL_ROUNDS, batch_size=32)
     tried = fit(spec, train, config, progress=False)
+    if not ON_CPU:  # a CPU decision: other backends take the architecture's static guard
+        assert not list(tuned_briefly.glob("*.json"))
+        return
     [entry] = [v for k, v in entries(tuned_briefly).items() if k.startswith("nonfinite_guard")]
     assert set(entry["us"]) == {"cond", "select"} and entry["choice"] in entry["us"], entry
     measured = autotune.measurements()
@@ -193,7 +210,7 @@ def test_a_cached_choice_that_is_no_longer_a_candidate_is_measured_again(tuned):
     signature = {"n": 3}
     assert autotune.record("forms", signature, {"a": 1.0, "b": 2.0}) == "a"
     assert autotune.record("forms", signature, {"a": 2.0, "b": 1.0}) == "a"  # first writer wins
-    assert autotune.lookup("forms", signature, ["b", "c"]) is None  # "a" was dropped from the forms
+    assert autotune.lookup("forms", signature, ["b", "c"], backends=ANY) is None  # "a" was dropped from the forms
     assert autotune.record("forms", signature, {"b": 1.0, "c": 2.0}) == "b"  # so its entry is replaced
     assert entries(tuned)['forms{"n": 3}']["choice"] == "b"
 
@@ -208,5 +225,30 @@ def test_batch_split_context_and_concurrent_timing_on_one_device(tuned):
     assert autotune.batch_split_devices() == 1
     # More concurrent devices than this process has: timed on the one there is.
     choice = autotune.choose("square", {"n": 64, "devices": 4}, {"slow": slow, "fast": fast}, EXAMPLE,
-                             default="slow", concurrent=4)
+                             default="slow", concurrent=4, backends=ANY)
     assert choice == "fast"
+
+
+def test_each_decision_is_measured_only_on_its_backends_and_cached_per_device(tuned, monkeypatch):
+    """On a (simulated) GPU: CPU-only decisions take their default unmeasured; decisions
+    measured on GPUs too go into a cache file of the GPU's own."""
+    from ml_adv.models.lstm_layer import measured_lowering
+
+    cpu_file = autotune.cache_path()
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    autotune.configure(enabled=True, cache_dir=tuned)  # forget this process's view of the CPU file
+    gpu_file = autotune.cache_path()
+    assert gpu_file != cpu_file and gpu_file.name.startswith("gpu-")
+    before = autotune.measurements()
+    assert not autotune.active() and autotune.active(autotune.GPU) and autotune.active(ANY)
+    assert autotune.choose("square", {"n": 64}, {"slow": slow, "fast": fast}, EXAMPLE, default="slow") == "slow"
+    assert autotune.measurements() == before and not gpu_file.exists()
+    assert autotune.choose("square", {"n": 64}, {"slow": slow, "fast": fast}, EXAMPLE, default="slow",
+                           backends=autotune.GPU) == "fast"
+    assert autotune.measurements() == before + 1 and gpu_file.exists() and not cpu_file.exists()
+    monkeypatch.setattr(autotune, "REPEATS", 2)
+    assert measured_lowering((2, 3, 4), 8, jnp.float32, reverse=False) in ("fused", "flax")
+    assert any(k.startswith("lstm_layer") for k in entries(tuned))  # measured on the GPU too
+    monkeypatch.setattr(jax, "default_backend", lambda: "tpu")
+    assert autotune.choose("square", {"n": 8}, {"slow": slow, "fast": fast}, EXAMPLE, default="slow",
+                           backends=ANY) == "slow"  # a backend no decision is measured on

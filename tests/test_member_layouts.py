@@ -57,6 +57,9 @@ def test_runner_measures_the_layout_once_and_caches_it(setup, tmp_path):
     try:
         first = EpochRunner(run.train_step, stacked=True)
         state, metrics = first(copy(run.state), data, order)
+        if jax.default_backend() != "cpu":  # a CPU decision: other backends vmap, unmeasured
+            assert first.layout == "vmap" and autotune.measurements() == before
+            return
         assert first.layout in MEMBER_LAYOUTS and autotune.measurements() == before + 1
         assert metrics["loss"].shape == (STEPS, K) and np.isfinite(metrics["loss"]).all()
         second = EpochRunner(run.train_step, stacked=True)

@@ -33,7 +33,7 @@ import jax.numpy as jnp
 from flax.linen.dtypes import promote_dtype
 from jax import random
 
-__all__ = ["dot_product_attention"]
+__all__ = ["ATTENTION_FORMS", "dot_product_attention", "measured_attention"]
 
 
 def _head_major(x: jax.Array) -> jax.Array:
@@ -88,3 +88,44 @@ def dot_product_attention(
     out = jnp.matmul(weights.astype(v.dtype), v, precision=precision)
     out = (out.astype(row_sum.dtype) / row_sum).astype(dtype)
     return _head_major(out)
+
+
+def _flax_attention(*args, **kwargs):
+    import flax.linen as nn
+
+    return nn.dot_product_attention(*args, **kwargs)
+
+
+# The two forms compute the same function with the same dropout draws; which is faster
+# depends on the backend. On a CPU the head-major form was measured faster (module
+# docstring) and is the static choice; a GPU measures both (``measured_attention``).
+ATTENTION_FORMS = {"head_major": dot_product_attention, "flax": _flax_attention}
+
+
+def measured_attention(query, key, value, bias=None, mask=None, broadcast_dropout=True, dropout_rng=None,
+                       dropout_rate=0.0, deterministic=False, dtype=None, precision=None,
+                       force_fp32_for_softmax=False):
+    """``attention_fn`` that runs the form measured fastest for this shape on this device.
+
+    On a CPU: the head-major form, unmeasured (measured once on EPYC, module docstring).
+    On a GPU the two forms are timed once per shape, forward and backward as training runs
+    them (``autotune.GPU``), and the choice is cached in the GPU's own autotune file.
+    """
+    from ml_adv import autotune
+
+    form = "head_major"
+    if autotune.active(autotune.GPU):
+        def training(fn):
+            def loss(q, k, v):
+                out = fn(q, k, v, mask=None, deterministic=True, dtype=dtype, precision=precision,
+                         force_fp32_for_softmax=force_fp32_for_softmax)
+                return jnp.sum(out.astype(jnp.float32) ** 2)
+            return jax.grad(loss, argnums=(0, 1, 2))
+
+        example = [jax.ShapeDtypeStruct(a.shape, a.dtype) for a in (query, key, value)]
+        signature = {"q": tuple(query.shape), "k": tuple(key.shape), "dtype": str(query.dtype)}
+        form = autotune.choose("attention", signature, {name: training(fn) for name, fn in ATTENTION_FORMS.items()},
+                               example, default="head_major", backends=autotune.GPU)
+    return ATTENTION_FORMS[form](query, key, value, bias=bias, mask=mask, broadcast_dropout=broadcast_dropout,
+                                 dropout_rng=dropout_rng, dropout_rate=dropout_rate, deterministic=deterministic,
+                                 dtype=dtype, precision=precision, force_fp32_for_softmax=force_fp32_for_softmax)

@@ -4,7 +4,8 @@ Layers:
   * ``ACTIVATIONS``: the activation-name registry used by every config's ``activation`` field.
   * ``EncoderBlock``: one Transformer encoder block, pre-LayerNorm (``transformer``) or
     post-LayerNorm (``bert``), built on ``nn.MultiHeadDotProductAttention`` (Flax's parameters)
-    with ``models.attention.dot_product_attention`` as its attention function (faster on CPU).
+    with ``models.attention.measured_attention`` as its attention function (the head-major
+    form, faster on CPU; on a GPU the faster of it and Flax's, measured).
   * ``padding_mask`` / ``masked_mean``: padding handling for token inputs (pad id 0).
 
 Config plumbing (every family's ``make_config`` goes through ``build_config``):
@@ -35,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ml_adv.errors import ConfigError, ShapeError, describe
-from ml_adv.models.attention import dot_product_attention
+from ml_adv.models.attention import measured_attention
 from ml_adv.models.dense import dense_dot_general
 from ml_adv.registry import Registry
 from ml_adv.tokens import PAD_ID  # token id masked out of attention and pooling
@@ -263,7 +264,7 @@ class EncoderBlock(nn.Module):
             dropout_rate=self.attention_dropout,
             deterministic=deterministic,
             force_fp32_for_softmax=True,
-            attention_fn=dot_product_attention,
+            attention_fn=measured_attention,
             qkv_dot_general=dense_dot_general,
             out_dot_general=dense_dot_general,
             name="attention",

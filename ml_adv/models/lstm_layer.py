@@ -145,11 +145,13 @@ def _flax_sequence(x, w_i, w_h, b, reverse: bool = False):
 
 
 def measured_lowering(x_shape, hidden: int, dtype, *, reverse: bool) -> str:
-    """``"fused"`` or ``"flax"`` for an LSTM layer of this shape: the faster on this CPU (cached).
+    """``"fused"`` or ``"flax"`` for an LSTM layer of this shape: the faster here (cached).
 
     Timed as training runs it: the gradient with respect to the weights and the input of a
-    loss on every output and the final state. Off CPU, with autotuning off, or for a
-    non-float32 layer: ``"flax"``.
+    loss on every output and the final state. Measured on CPUs and GPUs alike, each in its
+    own cache: the fused layer was written for XLA:CPU and runs on a GPU only where it
+    measured faster there. With autotuning off, on other backends or for a non-float32
+    layer: ``"flax"``, Flax's own cell.
     """
     from ml_adv import autotune
 
@@ -169,4 +171,4 @@ def measured_lowering(x_shape, hidden: int, dtype, *, reverse: bool) -> str:
     signature = {"batch": batch, "steps": steps, "features": features, "hidden": hidden, "reverse": reverse}
     return autotune.choose("lstm_layer", signature,
                            {"flax": training(_flax_sequence), "fused": training(lstm_sequence)},
-                           example, default="flax")
+                           example, default="flax", backends=autotune.CPU_AND_GPU)

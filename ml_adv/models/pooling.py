@@ -110,11 +110,15 @@ _BACKWARDS = {"index": _max_pool_index, "mask": _max_pool_mask}
 
 
 def _measured_backward(x: jax.Array, size: int) -> str:
-    """The faster backward form for this shape on this CPU (cached), or the static one."""
+    """The faster backward form for this shape on this device (cached), or the static one.
+
+    Both forms are plain JAX, so a GPU measures its own choice too (``autotune.CPU_AND_GPU``).
+    """
     from ml_adv import autotune
 
     candidates = {name: jax.grad(lambda v, f=fn: 0.5 * jnp.sum(jnp.square(f(v, size).astype(jnp.float32))))
                   for name, fn in _BACKWARDS.items()}
     signature = {"x": tuple(x.shape), "size": size, "dtype": str(x.dtype)}
     return autotune.choose("max_pool_training", signature, candidates,
-                           [jax.ShapeDtypeStruct(x.shape, x.dtype)], default="index")
+                           [jax.ShapeDtypeStruct(x.shape, x.dtype)], default="index",
+                           backends=autotune.CPU_AND_GPU)
