@@ -383,3 +383,17 @@ def test_tied_validation_accuracy_breaks_on_validation_loss():
     assert tracker.update(0.9, 3, tiebreak=0.4)[0]      # tied, lower loss: the new best epoch
     assert int(tracker.best_epoch[0]) == 3 and int(tracker.bad_epochs[0]) == 0
     assert not tracker.update(0.8, 4, tiebreak=0.1)[0]
+
+
+def test_unrolled_epoch_loop_trains_the_same_model(small_digits):
+    """``scan_unroll`` puts several steps in one loop iteration: a speed knob, not a new model."""
+    from ml_adv import make_spec
+
+    spec = make_spec("mlp", input_shape=small_digits.example_shape, input_kind="image", num_classes=10,
+                     size="tiny")
+    runs = [fit(spec, small_digits, TrainConfig(epochs=2, batch_size=32, scan_unroll=u), progress=False)
+            for u in (1, 4)]
+    for a, b in zip(jax.tree.leaves(runs[0].state.params), jax.tree.leaves(runs[1].state.params)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ConfigError, match="scan_unroll: expected a positive integer"):
+        TrainConfig(scan_unroll=0)

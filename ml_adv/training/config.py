@@ -73,6 +73,10 @@ class TrainConfig:
             are several (no communication between them); see ``ml_adv.use_cpu_cores``.
         scan_epochs: compile a whole epoch as one ``lax.scan`` (fast for in-memory data);
             when False, one jitted call per step.
+        scan_unroll: train steps per iteration of the epoch's loop (``lax.scan``'s ``unroll``).
+            1 on a CPU, where a step is long; on a GPU a small model's step is a few short
+            kernel launches, and unrolling puts several steps in one loop body
+            (``benchmarks/gpu_check.sh`` measures the quickstart both ways).
         eval_batch_size: batch size used for evaluation and prediction.
         seed: seeds initialisation, dropout, augmentation and shuffling.
     """
@@ -102,6 +106,7 @@ class TrainConfig:
     data_parallel: bool | str = "auto"
     spread_members: bool = True
     scan_epochs: bool = True
+    scan_unroll: int = 1
     eval_batch_size: int = 256
     seed: int = 0
 
@@ -111,7 +116,7 @@ class TrainConfig:
 
         # NumPy/JAX scalars (what searches and user loops produce) are stored as Python numbers.
         for name, kind in (("learning_rate", float), ("batch_size", int), ("epochs", int), ("grad_accum_steps", int),
-                           ("patience", int), ("eval_batch_size", int)):
+                           ("patience", int), ("eval_batch_size", int), ("scan_unroll", int)):
             object.__setattr__(self, name, check_positive(name, getattr(self, name), kind=kind))
         object.__setattr__(self, "seed", check_seed("seed", self.seed))
         for name in ("weight_decay", "label_smoothing", "warmup_fraction", "min_delta"):

@@ -47,6 +47,7 @@ class EpochRunner:
     spmd_axis_name: str | None = None
     members_as: str = "auto"
     member_mesh: Any = None
+    unroll: int = 1
     guard_steps: Any = None
     compile_seconds: float = 0.0
     train_seconds: float = 0.0
@@ -214,12 +215,12 @@ class EpochRunner:
         spmd_axis_name = MEMBER_AXIS if layout == "spread" else self.spmd_axis_name
         return make_epoch_fn(self.train_step if step is None else step, stacked=self.stacked,
                              member_batches=self.member_batches, spmd_axis_name=spmd_axis_name,
-                             members_as="vmap" if layout == "spread" else layout)
+                             members_as="vmap" if layout == "spread" else layout, unroll=self.unroll)
 
     def _program_key(self, layout: str, *args, step=None) -> tuple:
         leaves, treedef = jax.tree.flatten(args)
         step = self.train_step if step is None else step
-        return (step, self.stacked, self.member_batches, self.spmd_axis_name, layout, treedef,
+        return (step, self.stacked, self.member_batches, self.spmd_axis_name, layout, self.unroll, treedef,
                 tuple((np.shape(a), np.asarray(a).dtype if not hasattr(a, "dtype") else a.dtype,
                        getattr(a, "sharding", None)) for a in leaves))
 

@@ -270,7 +270,8 @@ class _SingleRun:
         self.schedule, self.placement = schedule, None
         self.state, self.history, self.start_epoch, self.resumed_from = setup.state, [], 0, None
         self.run_path = self.run_directory = self.checkpointer = self.best_in_memory = None
-        self.runner = EpochRunner(setup.train_step, scan=config.scan_epochs, guard_steps=setup.guard_steps)
+        self.runner = EpochRunner(setup.train_step, scan=config.scan_epochs, guard_steps=setup.guard_steps,
+                                  unroll=config.scan_unroll)
         self.stopped_early, self.nonfinite_total, self.steps_run = False, 0, 0
 
     def open(self, run_path: Path, *, resume: bool, overwrite: bool, extra_meta: dict | None) -> None:

@@ -274,7 +274,7 @@ def fit_stacked(
     spread = parallel.member_mesh(members) if config.spread_members and mesh is None else None
     runner = EpochRunner(setup.train_step, stacked=True, member_batches=plan.member_batches,
                          spmd_axis_name=parallel.MEMBER_AXIS if mesh is not None else None, member_mesh=spread,
-                         guard_steps=setup.guard_steps)
+                         guard_steps=setup.guard_steps, unroll=config.scan_unroll)
     evaluate = _evaluator(setup, config, val, train, masks if cv_validation else None)
     loop.run(runner, data, evaluate, progress)
     state = loop.finish()
