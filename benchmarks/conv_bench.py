@@ -1,4 +1,4 @@
-"""Conv training speed on CPU: XLA autodiff vs ml_adv.models.conv vs PyTorch eager.
+"""Conv training speed on CPU: XLA autodiff vs ml_adv.kernels.conv vs PyTorch eager.
 
 Run:  python -m benchmarks.conv_bench [--reps 15] [--inner 5] [--torch-threads N]
       [--json PATH] [--skip-cnn] [--skip-layers]
@@ -47,7 +47,7 @@ import numpy as np
 import optax
 from jax import lax
 
-from ml_adv.models.conv import Conv, conv2d
+from ml_adv.kernels.conv import Conv, conv2d
 
 LAYER_SHAPES = [
     # (name, N, H, W, Cin, Cout)

@@ -19,9 +19,9 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     # product API (SEED.md)
-    "AdvancedCustomModelTrainer": "ml_adv.training.facade",
-    "AdvancedTrainingStrategy": "ml_adv.training.facade",
-    "TrainingResult": "ml_adv.training.facade",
+    "AdvancedCustomModelTrainer": "ml_adv.trainer.facade",
+    "AdvancedTrainingStrategy": "ml_adv.trainer.facade",
+    "TrainingResult": "ml_adv.trainer.facade",
     "AdvancedModelArchitecture": "ml_adv.models.architecture",
     "AdvancedActiveLearning": "ml_adv.active_learning.facade",
     "AdvancedModelEnsemble": "ml_adv.ensembles.facade",
@@ -86,7 +86,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from ml_adv.models.registry import ModelSpec, make_spec
     from ml_adv.rundir import RunDirectory
     from ml_adv.training.config import TrainConfig
-    from ml_adv.training.facade import (
+    from ml_adv.trainer.facade import (
         AdvancedCustomModelTrainer,
         AdvancedTrainingStrategy,
         TrainingResult,

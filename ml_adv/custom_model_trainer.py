@@ -2,7 +2,7 @@
 
 from ml_adv.hpo.facade import AdvancedHyperparameterOptimizer
 from ml_adv.models.architecture import AdvancedModelArchitecture
-from ml_adv.training.facade import (
+from ml_adv.trainer.facade import (
     AdvancedCustomModelTrainer,
     AdvancedTrainingStrategy,
     TrainingResult,

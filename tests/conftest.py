@@ -4,7 +4,7 @@
 library code (the Optax / Levanter convention); float32 matmuls run at full precision on
 every backend (below).
 
-Autotuning (``ml_adv.autotune``) is off for the suite: measuring every layer shape the
+Autotuning (``ml_adv.kernels.autotune``) is off for the suite: measuring every layer shape the
 tests trace would add minutes to a fresh machine's run, and the static defaults keep
 results independent of machine load. ``tests/test_autotune.py`` turns it on in a
 temporary cache directory.

@@ -1,4 +1,4 @@
-"""ml_adv.models.attention: the encoder's attention_fn computes Flax's attention, faster on CPU."""
+"""ml_adv.kernels.attention: the encoder's attention_fn computes Flax's attention, faster on CPU."""
 
 import flax.linen as nn
 import jax
@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ml_adv.models.attention import dot_product_attention
+from ml_adv.kernels.attention import dot_product_attention
 from ml_adv.models.layers import EncoderBlock
 
 B, L, H, D = 3, 7, 2, 4
@@ -94,8 +94,8 @@ def test_a_gpu_measures_both_forms_and_runs_the_faster(tmp_path, monkeypatch):
     Flax's once per shape and runs the choice; on a CPU it runs the head-major form unmeasured."""
     import json
 
-    from ml_adv import autotune
-    from ml_adv.models.attention import ATTENTION_FORMS, measured_attention
+    from ml_adv.kernels import autotune
+    from ml_adv.kernels.attention import ATTENTION_FORMS, measured_attention
 
     q, k, v = _qkv()
     kwargs = CASES["dropout"]

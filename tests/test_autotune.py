@@ -1,4 +1,4 @@
-"""ml_adv.autotune: decisions by measurement, cached per device, with an opt-out.
+"""ml_adv.kernels.autotune: decisions by measurement, cached per device, with an opt-out.
 
 The mechanism's tests use decisions measured on every backend (``ANY``), so they expect the
 same on a CPU and a GPU. The layer tests (conv, dense, the non-finite guard) are about CPU
@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 from jax import lax
 
-from ml_adv import autotune
+from ml_adv.kernels import autotune
 from ml_adv.errors import ConfigError
-from ml_adv.models.conv import conv2d
-from ml_adv.models.dense import dense_dot_general
+from ml_adv.kernels.conv import conv2d
+from ml_adv.kernels.dense import dense_dot_general
 
 EXAMPLE = [jax.ShapeDtypeStruct((64, 64), jnp.float32)]
 ANY = autotune.CPU_AND_GPU
@@ -102,7 +102,7 @@ def test_cache_location_follows_the_environment(tmp_path, monkeypatch):
 def test_a_corrupt_cache_is_measured_again_and_rewritten(tuned, caplog):
     autotune.cache_path().write_text("{not json")
     autotune.configure(enabled=True, cache_dir=tuned)
-    with caplog.at_level(logging.WARNING, logger="ml_adv.autotune"):
+    with caplog.at_level(logging.WARNING, logger="ml_adv.kernels.autotune"):
         assert autotune.choose("square", {"n": 64}, {"slow": slow, "fast": fast}, EXAMPLE, default="slow", backends=ANY) == "fast"
     assert "unreadable" in caplog.text
     assert len(entries(tuned)) == 1
@@ -113,7 +113,7 @@ def test_an_unwritable_cache_still_decides(tmp_path, caplog):
     blocker.write_text("")
     autotune.configure(enabled=True, cache_dir=blocker / "sub")  # a directory under a file
     try:
-        with caplog.at_level(logging.WARNING, logger="ml_adv.autotune"):
+        with caplog.at_level(logging.WARNING, logger="ml_adv.kernels.autotune"):
             assert autotune.choose("square", {"n": 64}, {"slow": slow, "fast": fast}, EXAMPLE, default="slow", backends=ANY) == "fast"
         assert "could not write" in caplog.text
     finally:
@@ -232,7 +232,7 @@ def test_batch_split_context_and_concurrent_timing_on_one_device(tuned):
 def test_each_decision_is_measured_only_on_its_backends_and_cached_per_device(tuned, monkeypatch):
     """On a (simulated) GPU: CPU-only decisions take their default unmeasured; decisions
     measured on GPUs too go into a cache file of the GPU's own."""
-    from ml_adv.models.lstm_layer import measured_lowering
+    from ml_adv.kernels.lstm_layer import measured_lowering
 
     cpu_file = autotune.cache_path()
     monkeypatch.setattr(jax, "default_backend", lambda: "gpu")

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from ml_adv import cli
+from ml_adv.cli import common
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -17,7 +18,7 @@ def test_every_command_is_a_module_with_add_arguments_and_run():
     for name, path in cli.COMMANDS.items():
         module = importlib.import_module(path)
         assert callable(module.add_arguments) and callable(module.run), name
-        assert module.__doc__ and cli.summary(module.__doc__), name
+        assert module.__doc__ and common.summary(module.__doc__), name
 
 
 @pytest.mark.parametrize("command", list(cli.COMMANDS))
@@ -126,7 +127,7 @@ def _readme_commands() -> list[tuple[str, str]]:
 
 def test_readme_accuracy_table_commands_are_the_tested_settings():
     """Each row's command parses to exactly the settings tests/test_e2e_digits.py trains with."""
-    from ml_adv.training.train_command import training_data_from_args
+    from ml_adv.cli.train import training_data_from_args
 
     cases = _e2e_cases()
     rows = _readme_commands()

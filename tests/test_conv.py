@@ -1,4 +1,4 @@
-"""Tests for ml_adv.models.conv: values and gradients equal XLA autodiff; nn.Conv drop-in."""
+"""Tests for ml_adv.kernels.conv: values and gradients equal XLA autodiff; nn.Conv drop-in."""
 
 import jax
 
@@ -11,7 +11,7 @@ import pytest  # noqa: E402
 from jax import lax  # noqa: E402
 
 from ml_adv.errors import ConfigError, ShapeError  # noqa: E402
-from ml_adv.models.conv import Conv, conv2d  # noqa: E402
+from ml_adv.kernels.conv import Conv, conv2d  # noqa: E402
 
 DN = ("NHWC", "HWIO", "NHWC")
 

@@ -10,7 +10,7 @@ import json
 import jax
 import pytest
 
-from ml_adv import autotune
+from ml_adv.kernels import autotune
 from ml_adv.errors import ConfigError
 from ml_adv.training import TrainConfig, core_split
 

@@ -1,4 +1,4 @@
-"""ml_adv.models.dense: the dense-layer dot_general equals lax.dot_general, gradients included."""
+"""ml_adv.kernels.dense: the dense-layer dot_general equals lax.dot_general, gradients included."""
 
 import jax
 
@@ -10,7 +10,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from jax import lax  # noqa: E402
 
-from ml_adv.models.dense import dense_dot_general  # noqa: E402
+from ml_adv.kernels.dense import dense_dot_general  # noqa: E402
 
 # (input shape, module factory): Dense narrow->wide (the materialised-transpose path),
 # wide->narrow (Eigen path), DenseGeneral to heads (attention q/k/v) and from heads (out).

@@ -1,4 +1,4 @@
-"""The ``ml-adv ensemble`` command (ml_adv.ensembles.command), run with 3-fold cross-validation.
+"""The ``ml-adv ensemble`` command (ml_adv.cli.ensemble), run with 3-fold cross-validation.
 
 One real run covers the command, k-fold CV through the stacked core (fold masks, one
 program) and loading the saved ensemble: the CV score in report.json is recomputed by

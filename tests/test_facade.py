@@ -99,7 +99,7 @@ def test_trainer_infers_and_checks_dims(tmp_path, small_digits, monkeypatch):
     def stop_at_fit(spec, *args, **kwargs):  # the design is what is under test, not training
         raise Designed(spec)
 
-    import ml_adv.training.facade as facade
+    import ml_adv.trainer.facade as facade
 
     monkeypatch.setattr(facade, "fit", stop_at_fit)
     with pytest.raises(Designed) as designed:

@@ -29,7 +29,7 @@ from ml_adv.errors import (
     check_positive,
     check_seed,
 )
-from ml_adv.training.facade import AdvancedCustomModelTrainer, AdvancedTrainingStrategy
+from ml_adv.trainer.facade import AdvancedCustomModelTrainer, AdvancedTrainingStrategy
 
 CORE = "wired by the lead in loop/config"
 RNG = np.random.default_rng(0)
@@ -176,7 +176,7 @@ def test_a_batch_larger_than_the_data_names_batch_size(trainer):
 
 
 def test_data_given_in_other_shapes_is_validated_the_same_way(trainer):
-    from ml_adv.training.training_data import to_dataset
+    from ml_adv.trainer.training_data import to_dataset
 
     ds = to_dataset("data", {"x": X_INT, "y": Y_INT})
     assert ds.x.dtype == np.int32 and len(ds) == 96  # kind decided later, by the architecture
@@ -200,7 +200,7 @@ def test_load_dataset_names(trainer):
 # ----------------------------------------------------------- input kinds
 def test_input_kind_follows_the_architecture_not_the_dtype():
     from ml_adv.training.config import TrainConfig
-    from ml_adv.training.training_data import resolve_training_data
+    from ml_adv.trainer.training_data import resolve_training_data
 
     def plan(arch, **td):
         return resolve_training_data(td, architecture=arch, base_config=TrainConfig(), settings={},

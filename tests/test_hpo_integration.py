@@ -9,7 +9,7 @@ from compile_counter import CompileCounter
 
 from ml_adv.data import load_dataset
 from ml_adv.errors import ConfigError
-from ml_adv.training.facade import AdvancedCustomModelTrainer
+from ml_adv.trainer.facade import AdvancedCustomModelTrainer
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ def score(config):
 
 
 def test_registry_holds_the_seed_methods_and_the_trainer_accepts_them():
-    from ml_adv.training.facade import AdvancedCustomModelTrainer
+    from ml_adv.trainer.facade import AdvancedCustomModelTrainer
 
     for name in ("bayesian", "genetic", "grid_search", "random", "population"):
         assert name in SEARCH_METHODS

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ml_adv import autotune, make_spec
+from ml_adv.kernels import autotune, make_spec
 from ml_adv.training import TrainConfig
 from ml_adv.training.host import MEMBER_LAYOUTS, EpochRunner
 from ml_adv.training.setup import init_run

@@ -160,7 +160,7 @@ CORES_SCRIPT = textwrap.dedent(
         late = str(exc)
     # A stacked run measures the member-split layout against the one-device ones and caches it.
     import tempfile
-    from ml_adv import autotune, load_dataset, make_spec
+    from ml_adv.kernels import autotune, load_dataset, make_spec
     from ml_adv.training import TrainConfig
     from ml_adv.training.stacked import fit_stacked
     cache = tempfile.mkdtemp()
@@ -193,7 +193,7 @@ CORES_SCRIPT = textwrap.dedent(
     # A train step with its batch over the two cores measures its dense weight gradients on
     # each core's half of the batch, both cores at once; without the mesh, on the whole batch.
     import flax.linen as nn
-    from ml_adv.models.dense import dense_dot_general
+    from ml_adv.kernels.dense import dense_dot_general
     from ml_adv.training import build_optimizer, create_train_state, make_train_step
     from ml_adv.training.parallel import data_mesh, replicated
     from ml_adv.training.setup import default_objective

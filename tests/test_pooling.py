@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ml_adv.models.pooling import max_pool
+from ml_adv.kernels.pooling import max_pool
 
 
 def _reference(x, size):
@@ -49,8 +49,8 @@ def test_bfloat16_jit_and_vmap():
 def test_backward_forms_agree_bitwise_and_the_faster_is_measured(tmp_path, monkeypatch):
     import json
 
-    from ml_adv import autotune
-    from ml_adv.models.pooling import _BACKWARDS, BACKWARD_FORMS
+    from ml_adv.kernels import autotune
+    from ml_adv.kernels.pooling import _BACKWARDS, BACKWARD_FORMS
 
     x = jnp.round(jax.random.normal(jax.random.PRNGKey(3), (2, 7, 9, 3)) * 2) / 2  # many ties, a ragged border
     cot = jax.random.normal(jax.random.PRNGKey(4), (2, 3, 4, 3))

@@ -25,7 +25,7 @@ import jax
 from jaxtyping import Array, Float
 
 from ml_adv.errors import ConfigError
-from ml_adv.models.conv import Conv
+from ml_adv.kernels.conv import Conv
 from ml_adv.models.layers import (
     ACTIVATIONS,
     build_config,
@@ -38,7 +38,7 @@ from ml_adv.models.layers import (
     float_input,
     set_field,
 )
-from ml_adv.models.pooling import max_pool
+from ml_adv.kernels.pooling import max_pool
 from ml_adv.models.registry import ArchitectureEntry, register_architecture
 
 NAME = "cnn"
@@ -49,7 +49,7 @@ PADDINGS = ("SAME", "VALID")
 def conv_layer(features: int, kernel_size: int, name: str, padding: str = "SAME") -> nn.Module:
     """The one place convolutions are made: a square conv with bias (``SAME`` or ``VALID``).
 
-    ``ml_adv.models.conv.Conv`` is a drop-in for ``nn.Conv`` (same parameter names,
+    ``ml_adv.kernels.conv.Conv`` is a drop-in for ``nn.Conv`` (same parameter names,
     shapes and initialisation) whose weight gradient is computed as matmuls on the
     CPU backend, where XLA's own conv weight gradient is slow; GPU/TPU keep the
     native conv (see conv.py).

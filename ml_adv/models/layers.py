@@ -4,7 +4,7 @@ Layers:
   * ``ACTIVATIONS``: the activation-name registry used by every config's ``activation`` field.
   * ``EncoderBlock``: one Transformer encoder block, pre-LayerNorm (``transformer``) or
     post-LayerNorm (``bert``), built on ``nn.MultiHeadDotProductAttention`` (Flax's parameters)
-    with ``models.attention.measured_attention`` as its attention function (the head-major
+    with ``kernels.attention.measured_attention`` as its attention function (the head-major
     form, faster on CPU; on a GPU the faster of it and Flax's, measured).
   * ``padding_mask`` / ``masked_mean``: padding handling for token inputs (pad id 0).
 
@@ -36,8 +36,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from ml_adv.errors import ConfigError, ShapeError, describe
-from ml_adv.models.attention import measured_attention
-from ml_adv.models.dense import dense_dot_general
+from ml_adv.kernels.attention import measured_attention
+from ml_adv.kernels.dense import dense_dot_general
 from ml_adv.registry import Registry
 from ml_adv.tokens import PAD_ID  # token id masked out of attention and pooling
 

@@ -11,7 +11,7 @@ Then dropout and a ``Dense(num_classes)`` ``head``.
 Lowering: each float32 layer runs either as Flax's cell under autodiff or as
 ``lstm_layer.lstm_sequence`` (the same maths and parameters, with the weight gradients as
 GEMMs after the backward loop), whichever measured faster for its shape on this CPU
-(``ml_adv.autotune``; Flax's cell without measuring).
+(``ml_adv.kernels.autotune``; Flax's cell without measuring).
 
 Precision: the cell's gate matmuls run in the input dtype (bf16 under mixed precision), while
 the carry (c, h) is kept in float32 (``OptimizedLSTMCell``'s ``param_dtype`` carry): summing
@@ -41,7 +41,7 @@ from ml_adv.models.layers import (
     check_rate,
     float_input,
 )
-from ml_adv.models.lstm_layer import LSTMCellParams, lstm_sequence, measured_lowering
+from ml_adv.kernels.lstm_layer import LSTMCellParams, lstm_sequence, measured_lowering
 from ml_adv.models.registry import ArchitectureEntry, register_architecture
 
 NAME = "lstm"

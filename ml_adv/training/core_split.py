@@ -13,7 +13,7 @@ MLP at 0.5-0.9x.
 So the default, ``"auto"``, times both layouts on the run's own first batches before the
 first epoch (a few steps of the real compiled epoch, alternating, best of three after a
 warm-up), once per program and CPU model, and caches the choice with the rest of
-``ml_adv.autotune``'s decisions. The two layouts round differently (a sharded gradient is
+``ml_adv.kernels.autotune``'s decisions. The two layouts round differently (a sharded gradient is
 the mean of per-core means), so the layout is fixed before training: the run directory
 records it, and a resumed run keeps it even if the cache has gone.
 
@@ -37,7 +37,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from ml_adv import autotune
+from ml_adv.kernels import autotune
 from ml_adv.training import parallel
 from ml_adv.training.config import DATA_PARALLEL_AUTO as AUTO
 from ml_adv.training.steps import make_epoch_fn

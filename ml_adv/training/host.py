@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ml_adv import autotune
+from ml_adv.kernels import autotune
 from ml_adv.errors import ConfigError
 from ml_adv.training.steps import make_epoch_fn, make_step_fn, run_epoch_stepwise
 
@@ -33,7 +33,7 @@ class EpochRunner:
     with the members split over the devices and the devices running concurrently, vmapped
     (``"spread"``) or as per-member scans (``"spread_scan"``); the runner places state and
     data. With ``members_as="auto"`` and
-    autotuning active (``ml_adv.autotune``), the first epoch of a program not seen before on
+    autotuning active (``ml_adv.kernels.autotune``), the first epoch of a program not seen before on
     this CPU is timed in each layout on copies of the state (``_time_layouts``), and the
     choice is cached, keyed by the program's fingerprint and the device count, so later runs
     compile only the chosen layout. Otherwise ``"spread"`` where a mesh is given, else

@@ -23,7 +23,7 @@ runs them at different speeds (scanned epoch, ``benchmarks/README.md``):
     LSTM (hidden 256, 64 steps) is faster this way, 33.9 vs 36.7 ms per step: XLA overlaps
     more of its step on the two cores. ``guard_for_architecture`` picks it for LSTMs.
 Both give bitwise-identical states (tested). Those are the static choices, measured on AMD
-EPYC; with autotuning on (``ml_adv.autotune``) the epoch runner times both guards on a new
+EPYC; with autotuning on (``ml_adv.kernels.autotune``) the epoch runner times both guards on a new
 program's first epochs on the machine at hand and caches the faster (``host.EpochRunner``).
 """
 
@@ -40,7 +40,7 @@ import numpy as np
 import optax
 from jax.flatten_util import ravel_pytree
 
-from ml_adv import autotune
+from ml_adv.kernels import autotune
 from ml_adv.errors import ConfigError, describe
 from ml_adv.training.objectives import Objective, cast_floats
 from ml_adv.training.parallel import constrain_batch, data_devices
@@ -192,7 +192,7 @@ def make_epoch_fn(train_step, *, stacked: bool = False, member_batches: bool = F
     ``members_as="scan"`` runs each member's whole epoch as its own scan, one member after
     another in the same program: each member runs exactly the single-run program (no batched
     matmuls), with one dispatch for all. ``EpochRunner`` picks between it and ``vmap`` by
-    measurement (``ml_adv.autotune``): vmapped small matmuls win for narrow models, and can
+    measurement (``ml_adv.kernels.autotune``): vmapped small matmuls win for narrow models, and can
     lose to unbatched ones for wider ones (W=128 above).
     """
     if stacked and members_as == "scan":

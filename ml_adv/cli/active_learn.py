@@ -20,7 +20,7 @@ import argparse
 import time
 from pathlib import Path
 
-from ml_adv.cli import comma_names, positive_int
+from ml_adv.cli.common import comma_names, positive_int
 
 TARGETS = (0.9, 0.95)
 
@@ -29,7 +29,7 @@ TARGETS = (0.9, 0.95)
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ml_adv.active_learning.strategies import STRATEGIES
-    from ml_adv.cli import add_run_arguments, choices_help
+    from ml_adv.cli.common import add_run_arguments, choices_help
 
     loop = parser.add_argument_group("active learning")
     loop.add_argument("--strategies", type=comma_names, default=("random", "entropy", "bald", "coreset"), metavar="NAMES",
@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     from ml_adv.active_learning.plots import plot_strategy_curves
     from ml_adv.active_learning.simulate import simulate_loop, summarise_curves
     from ml_adv.active_learning.strategies import resolve_strategy
-    from ml_adv.cli import fresh_run_directory
+    from ml_adv.cli.common import fresh_run_directory
     from ml_adv.data.catalog import load_dataset
     from ml_adv.training.config import TrainConfig
 

@@ -24,12 +24,12 @@ import json
 import time
 from pathlib import Path
 
-from ml_adv.cli import comma_names, positive_int
+from ml_adv.cli.common import comma_names, positive_int
 from ml_adv.errors import ConfigError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ml_adv.cli import add_run_arguments, choices_help
+    from ml_adv.cli.common import add_run_arguments, choices_help
     from ml_adv.hpo.methods import SEARCH_METHODS
     from ml_adv.hpo.pruning import PRUNERS
 
@@ -85,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     from concurrent.futures import ProcessPoolExecutor
     from multiprocessing import get_context
 
-    from ml_adv.cli import fresh_run_directory
+    from ml_adv.cli.common import fresh_run_directory
     from ml_adv.hpo.facade import AdvancedHyperparameterOptimizer, default_space
     from ml_adv.hpo.methods import resolve_method
     from ml_adv.hpo.objective import TrainingObjective

@@ -111,7 +111,7 @@ def measured_attention(query, key, value, bias=None, mask=None, broadcast_dropou
     On a GPU the two forms are timed once per shape, forward and backward as training runs
     them (``autotune.GPU``), and the choice is cached in the GPU's own autotune file.
     """
-    from ml_adv import autotune
+    from ml_adv.kernels import autotune
 
     form = "head_major"
     if autotune.active(autotune.GPU):

@@ -21,11 +21,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ml_adv.cli import positive_int
+from ml_adv.cli.common import positive_int
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ml_adv.cli import add_run_arguments, choices_help
+    from ml_adv.cli.common import add_run_arguments, choices_help
     from ml_adv.ensembles.combine import COMBINATION_RULES
 
     ens = parser.add_argument_group("ensemble")
@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from ml_adv import AdvancedModelEnsemble, make_spec
-    from ml_adv.cli import fresh_run_directory
+    from ml_adv.cli.common import fresh_run_directory
     from ml_adv.ensembles.calibration import expected_calibration_error, reliability_bins
     from ml_adv.ensembles.combine import resolve_rule
     from ml_adv.ensembles.folds import check_folds

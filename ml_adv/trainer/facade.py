@@ -5,7 +5,7 @@ the registry of trained models and call the functional core (``fit``); no
 numerics live here.
 
 ``training_data`` (the argument of ``train_custom_model``) is a dict of real
-data plus hyper-parameters; ``ml_adv.training.training_data`` documents and
+data plus hyper-parameters; ``ml_adv.trainer.training_data`` documents and
 validates it.
 """
 
@@ -39,7 +39,7 @@ from ml_adv.rundir import RunDirectory, dumps
 from ml_adv.training.config import TrainConfig
 from ml_adv.training.loop import fit
 from ml_adv.training.trained_model import TrainedModel
-from ml_adv.training.training_data import (
+from ml_adv.trainer.training_data import (
     TRAIN_FIELDS,
     normalize_train_fields,
     resolve_training_data,
@@ -105,7 +105,7 @@ class AdvancedCustomModelTrainer:
         optimization_method: "none", or a search method of ``ml_adv.hpo`` ("bayesian", "genetic",
             "grid_search", "random", "population" ...): the search runs first on the validation
             split of the training data, then the best configuration is trained
-            (``ml_adv.hpo.integration``; the study is in ``metrics["hpo"]``).
+            (``ml_adv.trainer.search``; the study is in ``metrics["hpo"]``).
         strategy: default ``AdvancedTrainingStrategy`` (overridden by keys of ``training_data``).
         size: model size variant ("tiny", "small", "base", ...).
         run_root: runs are written to ``run_root/<run_name>/``.
@@ -178,7 +178,7 @@ class AdvancedCustomModelTrainer:
 
         hpo = None
         if self.optimization_method != "none":  # search first (validation split of the training data)
-            from ml_adv.hpo.integration import search_before_training
+            from ml_adv.trainer.search import search_before_training
 
             training_data, hpo = search_before_training(self, training_data)
         plan = resolve_training_data(training_data, architecture=self.architecture_type,
@@ -198,7 +198,7 @@ class AdvancedCustomModelTrainer:
         error, fit_result = None, None
         schedule = None
         if hpo is not None:  # PBT's answer is a schedule of hyper-parameters: replay it
-            from ml_adv.hpo.integration import replay_schedule
+            from ml_adv.trainer.search import replay_schedule
 
             schedule = replay_schedule(hpo, config.epochs)
             if schedule is not None:

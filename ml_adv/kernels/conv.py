@@ -34,7 +34,7 @@ tried, and the in-scan behaviour of XLA's own weight-gradient conv) are in
 ``benchmarks/README.md`` ("Conv lowerings"); ``benchmarks/conv_bench.py`` re-measures them
 on the machine at hand.
 
-Which CPU lowering, by measurement (``ml_adv.autotune``): the thresholds above were
+Which CPU lowering, by measurement (``ml_adv.kernels.autotune``): the thresholds above were
 measured on one 2-core AMD EPYC, and the best lowering differs between machines. So with
 ``impl="auto"`` on a CPU, the first trace of each layer shape times the candidates on this
 machine and caches the winner per CPU model: for a differentiated layer the weight-gradient
@@ -72,7 +72,7 @@ import numpy as np
 from flax.linen.dtypes import promote_dtype
 from jax import lax
 
-from ml_adv import autotune
+from ml_adv.kernels import autotune
 from ml_adv.errors import ConfigError, ShapeError, check_positive, describe
 
 __all__ = ["IMPLS", "Conv", "conv2d", "resolve_padding"]

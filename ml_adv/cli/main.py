@@ -19,14 +19,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ml_adv.cli.common import HelpFormatter, plain, summary
+
 # name -> module with add_arguments(parser) and run(args) -> int. Add a command with one line.
 COMMANDS: dict[str, str] = {
-    "quickstart": "ml_adv.training.quickstart_command",
-    "train": "ml_adv.training.train_command",
-    "hpo": "ml_adv.hpo.command",
-    "active-learn": "ml_adv.active_learning.command",
-    "ensemble": "ml_adv.ensembles.command",
-    "adapt": "ml_adv.domain_adaptation.command",
+    "quickstart": "ml_adv.cli.quickstart",
+    "train": "ml_adv.cli.train",
+    "hpo": "ml_adv.cli.hpo",
+    "active-learn": "ml_adv.cli.active_learn",
+    "ensemble": "ml_adv.cli.ensemble",
+    "adapt": "ml_adv.cli.adapt",
 }
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -38,79 +40,6 @@ Runs write runs/<name>/ (config.json, metrics.jsonl, checkpoints/, plots/, repor
 model/). Re-running the same command after an interruption resumes from the last
 checkpoint; --fresh deletes only what ml_adv wrote there and starts over.
 Run `ml-adv COMMAND --help` for a command's options, defaults and valid names."""
-
-
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Shows every option's default (not for on/off flags) and keeps the description's line breaks."""
-
-    def _get_help_string(self, action: argparse.Action) -> str:
-        if action.nargs == 0:  # store_true / store_false flags: "default: False" says nothing
-            return action.help or ""
-        return super()._get_help_string(action)
-
-
-def plain(text: str | None) -> str:
-    """A docstring as plain terminal text: reStructuredText markup (``x``, :func:`x`) removed."""
-    text = re.sub(r":[a-z]+:`~?([^`]+)`", r"\1", text or "")
-    return text.replace("``", "").strip()
-
-
-def summary(text: str | None) -> str:
-    """First line of a docstring, as plain text."""
-    return plain(text).splitlines()[0].rstrip(".") if plain(text) else ""
-
-
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def comma_names(text: str) -> tuple[str, ...]:
-    """argparse type: one or more comma-separated names."""
-    names = tuple(n.strip() for n in text.split(",") if n.strip())
-    if not names:
-        raise argparse.ArgumentTypeError(f"expected one or more comma-separated names, got {text!r}")
-    return names
-
-
-def choices_help(what: str, names: list[str]) -> str:
-    """Help text listing the valid names of a registry."""
-    return f"{what}; one of: {', '.join(names)}"
-
-
-# ---------------------------------------------------------- run directories
-def add_run_arguments(parser: argparse.ArgumentParser, default_run_dir: str | None, default_hint: str) -> None:
-    """``--run-dir`` and ``--fresh``, shared by every command that writes a run directory."""
-    shown = "%(default)s" if default_run_dir else default_hint + "%(default).0s"
-    parser.add_argument("--run-dir", default=default_run_dir, metavar="PATH",
-                        help=f"run directory (default: {shown}); re-running with the same one resumes")
-    parser.add_argument("--fresh", action="store_true",
-                        help="start over: delete what ml_adv wrote in the run directory (checkpoints, metrics, "
-                             "report, plots, model) and nothing else; refuses a folder ml_adv did not create")
-
-
-def clean_if_fresh(run_dir: str | Path, fresh: bool) -> None:
-    """With ``--fresh``, remove the previous run's artifacts (only ml_adv's own files) and say so."""
-    from ml_adv.rundir import RunDirectory
-
-    if fresh:
-        removed = RunDirectory.clean(run_dir)
-        if removed:
-            print(f"ml-adv: --fresh removed {len(removed)} artifact(s) of the previous run in {run_dir}/", flush=True)
-
-
-def fresh_run_directory(run_dir: str | Path, fresh: bool):
-    """The command's ``RunDirectory``, cleaned first when ``fresh`` (only ml_adv's own files)."""
-    from ml_adv.rundir import RunDirectory
-
-    clean_if_fresh(run_dir, fresh)
-    return RunDirectory(run_dir)
 
 
 # ---------------------------------------------------------- parser and main
@@ -143,7 +72,7 @@ def _source_docstring(module_path: str) -> str:
     import ast
 
     parts = module_path.split(".")
-    base = Path(__file__).resolve().parent.joinpath(*parts[1:]) if parts[0] == "ml_adv" else None
+    base = Path(__file__).resolve().parents[1].joinpath(*parts[1:]) if parts[0] == "ml_adv" else None
     for candidate in ((base.with_suffix(".py"), base / "__init__.py") if base else ()):
         if candidate.is_file():
             try:

@@ -44,7 +44,7 @@ def max_pool(x: jax.Array, size: int) -> jax.Array:
     The backward has two forms with identical gradients (``BACKWARD_FORMS``): ``"index"``
     keeps the first maximum's position from the forward pass, ``"mask"`` rebuilds it from
     the input and output in the backward pass. On a CPU the faster for this shape is
-    measured once and cached (``ml_adv.autotune``); ``"index"`` is the static choice
+    measured once and cached (``ml_adv.kernels.autotune``); ``"index"`` is the static choice
     (faster on AMD EPYC: 3,176 vs 2,611 samples/s in the 28x28 CNN's scanned epoch).
     """
     return _BACKWARDS[_measured_backward(x, size)](x, size)
@@ -114,7 +114,7 @@ def _measured_backward(x: jax.Array, size: int) -> str:
 
     Both forms are plain JAX, so a GPU measures its own choice too (``autotune.CPU_AND_GPU``).
     """
-    from ml_adv import autotune
+    from ml_adv.kernels import autotune
 
     candidates = {name: jax.grad(lambda v, f=fn: 0.5 * jnp.sum(jnp.square(f(v, size).astype(jnp.float32))))
                   for name, fn in _BACKWARDS.items()}

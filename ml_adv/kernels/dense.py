@@ -17,7 +17,7 @@ as a standard-form matmul from an explicitly transposed operand, whichever is na
 ``x^T @ dy`` when the layer widens (``K <= N``), ``(dy^T @ x)^T`` when it narrows.
 ``lax.optimization_barrier`` keeps XLA from folding the transposes back into the dot.
 Which of the three forms (XLA's folded dot, transpose ``x``, transpose ``dy``) runs is
-measured per (rows, K, N, dtype) on the machine at hand by ``ml_adv.autotune`` and cached
+measured per (rows, K, N, dtype) on the machine at hand by ``ml_adv.kernels.autotune`` and cached
 per CPU model (a narrowing layer chooses between the folded dot and transposing ``dy``
 only; see ``measured``); with autotuning off, the narrower operand is transposed as described.
 When a train step shards its batch over per-core devices (``autotune.batch_split``), the
@@ -44,7 +44,7 @@ from typing import Any
 import jax
 from jax import lax
 
-from ml_adv import autotune
+from ml_adv.kernels import autotune
 
 __all__ = ["dense_dot_general"]
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 
-from ml_adv.training import train_command
+from ml_adv.cli import train
 
 QUICKSTART_DEFAULTS = {"arch": "cnn", "data": "digits", "epochs": 40, "batch_size": 32, "lr": 2e-3,
                        "schedule": "warmup_cosine", "run_dir": "runs/quickstart"}
@@ -18,9 +18,9 @@ QUICKSTART_DEFAULTS = {"arch": "cnn", "data": "digits", "epochs": 40, "batch_siz
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The train options with the quickstart's defaults."""
-    train_command.add_arguments(parser, defaults=QUICKSTART_DEFAULTS)
+    train.add_arguments(parser, defaults=QUICKSTART_DEFAULTS)
 
 
 def run(args: argparse.Namespace) -> int:
     """Exactly ``ml-adv train`` with the parsed quickstart options."""
-    return train_command.run(args)
+    return train.run(args)

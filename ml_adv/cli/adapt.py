@@ -19,11 +19,11 @@ import argparse
 import time
 from pathlib import Path
 
-from ml_adv.cli import positive_int
+from ml_adv.cli.common import positive_int
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ml_adv.cli import add_run_arguments, choices_help
+    from ml_adv.cli.common import add_run_arguments, choices_help
     from ml_adv.domain_adaptation.methods import ADAPTATION_METHODS
 
     da = parser.add_argument_group("adaptation")
@@ -62,7 +62,7 @@ def labelled_sample(data, per_class: int, seed: int):
 def run(args: argparse.Namespace) -> int:
     """Check, train source-only, adapt, evaluate, plot, report."""
     from ml_adv import AdvancedDomainAdaptation, make_spec
-    from ml_adv.cli import fresh_run_directory
+    from ml_adv.cli.common import fresh_run_directory
     from ml_adv.data.catalog import load_dataset
     from ml_adv.domain_adaptation.plots import plot_domain_embeddings
     from ml_adv.domain_adaptation.similarity import features_of

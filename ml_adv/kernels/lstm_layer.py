@@ -9,7 +9,7 @@ XLA:CPU runs near its matmul peak. The forward keeps the input projection inside
 hoisting it as one ``[B*T, D] x [D, 4H]`` matmul made the forward 2x slower on XLA:CPU
 (benchmarks/README.md). On a 2-core EPYC the medium LSTM's step (hidden 256, 64 steps,
 batch 64) took 68.5-72.2 ms against 71.0-76.4 with Flax's cell, so which of the two a layer
-uses is measured per shape (``ml_adv.autotune``, operation ``lstm_layer``); Flax's cell is
+uses is measured per shape (``ml_adv.kernels.autotune``, operation ``lstm_layer``); Flax's cell is
 the static choice and the only one off CPU.
 
 The maths is ``nn.OptimizedLSTMCell``'s, on the same parameters (``LSTMCellParams`` declares
@@ -153,7 +153,7 @@ def measured_lowering(x_shape, hidden: int, dtype, *, reverse: bool) -> str:
     measured faster there. With autotuning off, on other backends or for a non-float32
     layer: ``"flax"``, Flax's own cell.
     """
-    from ml_adv import autotune
+    from ml_adv.kernels import autotune
 
     if jnp.dtype(dtype) != jnp.float32:
         return "flax"

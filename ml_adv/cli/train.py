@@ -71,7 +71,7 @@ def _non_negative_int(text: str) -> int:
 
 def add_arguments(parser: argparse.ArgumentParser, defaults: dict[str, Any] | None = None) -> None:
     """The train options; ``defaults`` overrides ``TRAIN_DEFAULTS`` (the quickstart uses it)."""
-    from ml_adv.cli import add_run_arguments, choices_help
+    from ml_adv.cli.common import add_run_arguments, choices_help
     from ml_adv.data.catalog import available_datasets
     from ml_adv.models import ARCHITECTURES
     from ml_adv.training.config import TrainConfig
@@ -168,7 +168,7 @@ def training_data_from_args(args: argparse.Namespace) -> dict[str, Any]:
 
 def make_trainer(args: argparse.Namespace, run_dir: Path):
     """An ``AdvancedCustomModelTrainer`` set up as ``args`` asks."""
-    from ml_adv.training.facade import AdvancedCustomModelTrainer
+    from ml_adv.trainer.facade import AdvancedCustomModelTrainer
 
     trainer = AdvancedCustomModelTrainer(architecture_type=args.arch, size=args.size, run_root=run_dir.parent)
     trainer.set_resource_monitoring(True)
@@ -185,10 +185,10 @@ def run(args: argparse.Namespace) -> int:
     """Validate everything, clean the run directory if ``--fresh``, train, save the model, print a table."""
     import asyncio
 
-    from ml_adv.cli import clean_if_fresh
+    from ml_adv.cli.common import clean_if_fresh
     from ml_adv.rundir import RunDirectory, check_location
-    from ml_adv.training.facade import AdvancedTrainingStrategy
-    from ml_adv.training.training_data import TRAIN_FIELDS
+    from ml_adv.trainer.facade import AdvancedTrainingStrategy
+    from ml_adv.trainer.training_data import TRAIN_FIELDS
 
     run_dir = default_run_dir(args)
     training_data = training_data_from_args(args)

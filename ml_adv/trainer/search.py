@@ -37,7 +37,7 @@ DEFAULT_MAX_TRIALS = 10
 
 def search_before_training(trainer, training_data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """Run the trainer's search; return ``(training_data with the best configuration, study report)``."""
-    from ml_adv.training.training_data import resolve_training_data
+    from ml_adv.trainer.training_data import resolve_training_data
 
     if not isinstance(training_data, dict):
         raise ConfigError(f"training_data: expected a dict with 'data' and hyper-parameters, got {describe(training_data)}")
