@@ -60,8 +60,8 @@ def ml_adv_contenders(wl: Workload, x: np.ndarray, y: np.ndarray, epochs: int, b
     from ml_adv.data import ArrayDataset
     from ml_adv.models import count_params
     from ml_adv.training import TrainConfig, core_split, parallel
-    from ml_adv.training.host import GUARD_TRIAL_ROUNDS, EpochRunner
     from ml_adv.training.loop import device_data
+    from ml_adv.training.runner import GUARD_TRIAL_ROUNDS, EpochRunner
     from ml_adv.training.sampling import EpochPlan
     from ml_adv.training.setup import init_run
     from ml_adv.training.steps import (

@@ -36,6 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks.harness import Context, make_row, register
+from ml_adv.rundir import Run
 
 FULL = (100_000, 128, 1_000)
 QUICK = (20_000, 128, 200)
@@ -66,7 +67,7 @@ def digits_embeddings(rows: int, seed: int = 0, epochs: int = 8) -> np.ndarray:
 
     train = load_dataset("digits_flat", split="train")
     spec = make_spec("mlp", input_shape=(64,), input_kind="features", num_classes=10, hidden_sizes=(256, 128))
-    state = fit(spec, train, TrainConfig(epochs=epochs, batch_size=64, seed=seed), progress=False).state
+    state = fit(spec, train, TrainConfig(epochs=epochs, batch_size=64, seed=seed), run=Run(progress=False)).state
     rng = np.random.default_rng(seed)
     images = load_dataset("digits_flat", split="all").x.reshape(-1, 8, 8)
     base = images[rng.integers(0, len(images), rows)]

@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks.harness import Context, make_row, register
+from ml_adv.rundir import Run
 
 K, BATCH, STEPS = 8, 64, 100
 STACKED, LOOP, SEQUENTIAL, TORCH_FUNC = "ml_adv stacked", "per-member loop", "sequential scans", "torch.func"
@@ -167,11 +168,11 @@ def _population_row(ctx: Context, arch: str) -> list[dict]:
     rates = np.geomspace(1e-4, 3e-2, p)
 
     def population():
-        fit_stacked(spec, train, config, members=p, member_hparams={"learning_rate": rates}, progress=False)
+        fit_stacked(spec, train, config, members=p, member_hparams={"learning_rate": rates}, run=Run(progress=False))
 
     def sequential():
         for r in rates:
-            fit(spec, train, config.replace(learning_rate=float(r)), progress=False)
+            fit(spec, train, config.replace(learning_rate=float(r)), run=Run(progress=False))
 
     timing = ctx.time({"ml_adv population": population, "sequential fit": sequential})
     steps = p * 3 * (len(train) // 32)

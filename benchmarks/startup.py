@@ -34,6 +34,7 @@ import numpy as np
 
 from benchmarks.harness import Context, make_row, register, simple_row
 from benchmarks.workloads import WORKLOADS
+from ml_adv.rundir import Run
 
 HEAVY = ("tensorflow_datasets", "tensorflow", "nevergrad", "matplotlib", "torch", "sklearn")
 IMPORTS = {
@@ -89,7 +90,7 @@ def fit_compile(ctx: Context) -> list[dict]:
     x, y = wl.data(wl.batch * 8)
     ds = ArrayDataset(x, y)
     config = TrainConfig(epochs=1, batch_size=wl.batch, mixed_precision=ctx.dtype == "bf16")
-    samples = [fit(wl.spec(), ds, config, progress=False).compile_seconds for _ in range(1 if ctx.quick else 3)]
+    samples = [fit(wl.spec(), ds, config, run=Run(progress=False)).compile_seconds for _ in range(1 if ctx.quick else 3)]
     return [simple_row(
         "startup/fit-compile", "startup", "fit() first-epoch compile, digits CNN",
         {"fit compile_seconds": float(np.median(samples))}, unit="s", higher_is_better=False,

@@ -69,6 +69,8 @@ import statistics
 import time
 from pathlib import Path
 
+from ml_adv.rundir import Run
+
 SETTINGS = {
     "source": {"epochs": 15, "batch_size": 64, "learning_rate": 1e-3},
     # The DANN paper's optimizer (SGD, momentum 0.9, lr 0.01), its lambda ramp and weight 1.
@@ -99,8 +101,8 @@ def run_seed(seed: int, data) -> dict[str, float]:
     source, source_test, target, target_test = data
     spec = make_spec("cnn", input_shape=source.example_shape, input_kind="image", num_classes=10, size="small")
     cfg = TrainConfig(seed=seed, **SETTINGS["source"])
-    source_model = TrainedModel(spec, fit(spec, source, cfg, progress=False).state.variables())
-    bound = TrainedModel(spec, fit(spec, target, cfg, progress=False).state.variables()).evaluate(target_test)["accuracy"]
+    source_model = TrainedModel(spec, fit(spec, source, cfg, run=Run(progress=False)).state.variables())
+    bound = TrainedModel(spec, fit(spec, target, cfg, run=Run(progress=False)).state.variables()).evaluate(target_test)["accuracy"]
     labeled = labelled_sample(target, SETTINGS["labels_per_class"], seed)
     out = {"source_only": source_model.evaluate(target_test)["accuracy"], "train_on_target": bound}
 
@@ -196,7 +198,7 @@ def diagnose(seed: int, data) -> dict[str, object]:
     source, source_test, target, target_test = data
     spec = make_spec("cnn", input_shape=source.example_shape, input_kind="image", num_classes=10, size="small")
     cfg = TrainConfig(seed=seed, **SETTINGS["source"])
-    models = {"source_only": TrainedModel(spec, fit(spec, source, cfg, progress=False).state.variables())}
+    models = {"source_only": TrainedModel(spec, fit(spec, source, cfg, run=Run(progress=False)).state.variables())}
     d = SETTINGS["dann"]
     da = AdvancedDomainAdaptation("domain_adversarial", epochs=d["epochs"], batch_size=d["batch_size"],
                                   learning_rate=d["learning_rate"], optimizer=d["optimizer"], seed=seed,
@@ -204,7 +206,7 @@ def diagnose(seed: int, data) -> dict[str, object]:
     da.set_source_domain(source)
     da.set_target_domain(target)
     models["dann"] = da.adapt_model(models["source_only"])
-    models["train_on_target"] = TrainedModel(spec, fit(spec, target, cfg, progress=False).state.variables())
+    models["train_on_target"] = TrainedModel(spec, fit(spec, target, cfg, run=Run(progress=False)).state.variables())
     # Background brightness of each target test image: the mean of its four 2x2 corners (the
     # digits rarely reach them). Above ~0.5 the |photo - digit| strokes are darker than the
     # background: the digit's polarity is inverted relative to the source.
@@ -259,7 +261,7 @@ def bert_transfer(seed: int, size: str) -> dict[str, float]:
                      finetune_epochs=b["finetune_epochs"])
         out[f"transfer_{per_class}_per_class"] = TrainedModel(spec, {"params": r.state.params}).evaluate(test)["accuracy"]
         scratch = fit(spec, labeled, dataclasses.replace(cfg, epochs=b["head_epochs"] + b["finetune_epochs"]),
-                      progress=False)
+                      run=Run(progress=False))
         out[f"scratch_{per_class}_per_class"] = TrainedModel(spec, scratch.state.variables()).evaluate(test)["accuracy"]
     return out
 

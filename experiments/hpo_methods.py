@@ -37,6 +37,8 @@ import statistics
 import time
 from pathlib import Path
 
+from ml_adv.rundir import Run
+
 METHODS = ("bayesian", "genetic", "random", "grid_search", "population", "optuna_tpe")
 TASKS = {"digits_cnn": {"arch": "cnn", "epochs": 6}, "breast_cancer": {"arch": "mlp", "epochs": 20}}
 
@@ -111,7 +113,7 @@ def run_one(task: str, method: str, seed: int, trials: int, train, test) -> dict
         found = {"best_config": result.best_config, "best_score": result.best_score}
     wall = time.perf_counter() - started
     spec, config, fit_train, val = objective.build(found["best_config"])
-    final = fit(spec, fit_train, config, val=val, progress=False)
+    final = fit(spec, fit_train, config, val=val, run=Run(progress=False))
     test_accuracy = TrainedModel(spec, final.state.variables()).evaluate(test)["accuracy"]
     return {"task": task, "method": method, "seed": seed, "trials": trials, "wall_seconds": wall,
             "best_val_accuracy": found["best_score"], "test_accuracy": float(test_accuracy),
@@ -164,7 +166,7 @@ def pbt_compare(args) -> None:
                 copies = sum(len(t["lineage"]) for t in result.trials)
             else:
                 spec, config, fit_train, val = objective.build(result.best_config)
-                final = fit(spec, fit_train, config, val=val, progress=False)
+                final = fit(spec, fit_train, config, val=val, run=Run(progress=False))
                 test_accuracy = TrainedModel(spec, final.state.variables()).evaluate(test)["accuracy"]
                 copies = None
             member_epochs = budget if method != "population" else sh_member_epochs(trials, args.epochs)

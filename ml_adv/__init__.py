@@ -85,12 +85,12 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from ml_adv.models.architecture import AdvancedModelArchitecture
     from ml_adv.models.registry import ModelSpec, make_spec
     from ml_adv.rundir import RunDirectory
-    from ml_adv.training.config import TrainConfig
     from ml_adv.trainer.facade import (
         AdvancedCustomModelTrainer,
         AdvancedTrainingStrategy,
         TrainingResult,
     )
+    from ml_adv.training.config import TrainConfig
     from ml_adv.training.loop import FitResult, fit
     from ml_adv.training.state import TrainState
     from ml_adv.training.trained_model import TrainedModel

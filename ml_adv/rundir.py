@@ -32,6 +32,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -39,6 +40,7 @@ import shutil
 import tempfile
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -398,3 +400,76 @@ def _clean(root: Path) -> list[str]:
     if marker.get("created_root") and not any(root.iterdir()):
         root.rmdir()
     return removed
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """How a training run uses its folder: ``fit(run=...)``, ``fit_stacked(run=...)``.
+
+    The entry point (a command, a facade, a user's script) opens the folder once, as a
+    ``RunDirectory``, and passes this down; nothing below it joins paths or opens it again.
+
+    Attributes:
+        directory: the run's folder, or None (nothing written, nothing resumed).
+        resume: go on from the folder's latest checkpoint when it has one.
+        overwrite: delete the folder's checkpoints first and start afresh.
+        meta: extra entries for ``config.json`` (what the caller records with the run).
+        progress: show a progress bar (None: only on a terminal).
+        keep: how many of the latest checkpoints to keep.
+
+    Example:
+        >>> run = Run.at("runs/demo", progress=False)
+        >>> run.directory.path.name
+        'demo'
+    """
+
+    directory: RunDirectory | None = None
+    resume: bool = True
+    overwrite: bool = False
+    meta: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    progress: bool | None = None
+    keep: int = 2
+
+    def __post_init__(self):
+        if self.directory is not None and not isinstance(self.directory, RunDirectory):
+            raise ConfigError(f"directory: expected a RunDirectory or None, got {describe(self.directory)}")
+        for name in ("resume", "overwrite"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name}: expected True or False, got {describe(getattr(self, name))}")
+        if self.progress is not None and not isinstance(self.progress, bool):
+            raise ConfigError(f"progress: expected True, False or None, got {describe(self.progress)}")
+        if not isinstance(self.meta, Mapping):
+            raise ConfigError(f"meta: expected a dict, got {describe(self.meta)}")
+        if isinstance(self.keep, bool) or not isinstance(self.keep, int) or self.keep < 1:
+            raise ConfigError(f"keep: expected a positive integer, got {describe(self.keep)}")
+
+    @classmethod
+    def at(cls, path: RunDirectory | str | os.PathLike | None, **options: Any) -> Run:
+        """A run in the folder ``path``: a ``RunDirectory`` the caller opened, or a path opened
+        now; None: no folder."""
+        if path is None or isinstance(path, RunDirectory):
+            return cls(path, **options)
+        return cls(RunDirectory(path), **options)
+
+    @classmethod
+    def of(cls, run: Run | RunDirectory | str | os.PathLike | None) -> Run:
+        """What ``fit(run=...)`` accepts, as a ``Run``: None, a folder (path or
+        ``RunDirectory``) with the default options, or a ``Run``. The one conversion, at the
+        public entry point."""
+        if isinstance(run, Run):
+            return run
+        if run is None or isinstance(run, (str, os.PathLike)):
+            return cls.at(run)
+        raise ConfigError(f"run: expected a Run, a RunDirectory, a folder path or None, got {describe(run)}")
+
+    def nested(self, name: str, **options: Any) -> Run:
+        """A run in the sub-folder ``name`` of this one (recorded as a tree, so ``--fresh``
+        removes it), or a folder-less run like this one."""
+        fields = {**{f.name: getattr(self, f.name) for f in dataclasses.fields(self)}, **options}
+        if self.directory is not None:
+            fields["directory"] = RunDirectory(self.directory.tree_for(name))
+        return Run(**fields)
+
+
+NO_RUN = Run()  # no folder; a progress bar on a terminal
+QUIET = Run(progress=False)  # no folder, no progress bar: a library's inner runs

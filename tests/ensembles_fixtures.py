@@ -18,6 +18,7 @@ import functools
 import numpy as np
 
 from ml_adv import AdvancedModelEnsemble, TrainConfig, TrainedModel, fit, load_dataset, make_spec
+from ml_adv.rundir import Run
 
 VIEWS = {"cnn": "digits", "mlp": "digits_flat", "lstm": "digits_sequence"}
 # One conv layer and no hidden dense layer: half the compile time of the tiny CNN, and after
@@ -53,7 +54,7 @@ def deep_ensemble() -> AdvancedModelEnsemble:
 def single_model(arch: str) -> TrainedModel:
     """One tiny ``arch`` model trained with ``fit`` (a jitted step, which compiles faster than a scanned epoch)."""
     train, spec = data_and_spec(arch)
-    result = fit(spec, train, dataclasses.replace(CONFIG, scan_epochs=False), progress=False)
+    result = fit(spec, train, dataclasses.replace(CONFIG, scan_epochs=False), run=Run(progress=False))
     return TrainedModel(spec, result.state.variables(), model_id=f"{arch}0")
 
 

@@ -35,7 +35,7 @@ def test_active_learn_writes_report_plot_and_resumes(tmp_path, capsys):
     metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert len(metrics) == 2 and {m["strategy_name"] for m in metrics} == {"hybrid"}
     out = capsys.readouterr().out
-    assert "| hybrid |" in out and "labels to 0.9" in out
+    assert "| hybrid " in out and "labels to 0.9" in out
     # Started again: every loop is restored from its journal, nothing is retrained.
     first = (run_dir / "loops" / "hybrid-s0" / "journal.jsonl").read_text()
     assert cli.main([*TINY, "--run-dir", str(run_dir)]) == 0

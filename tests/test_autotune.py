@@ -15,10 +15,11 @@ import numpy as np
 import pytest
 from jax import lax
 
-from ml_adv.kernels import autotune
 from ml_adv.errors import ConfigError
+from ml_adv.kernels import autotune
 from ml_adv.kernels.conv import conv2d
 from ml_adv.kernels.dense import dense_dot_general
+from ml_adv.rundir import Run
 
 EXAMPLE = [jax.ShapeDtypeStruct((64, 64), jnp.float32)]
 ANY = autotune.CPU_AND_GPU
@@ -183,22 +184,22 @@ def test_dense_weight_gradient_is_measured_with_autodiff_values(tuned_briefly):
 def test_the_nonfinite_guard_is_chosen_on_the_runs_own_epochs(tuned_briefly):
     from ml_adv import load_dataset, make_spec
     from ml_adv.training import TrainConfig, fit
-    from ml_adv.training.host import GUARD_TRIAL_ROUNDS
+    from ml_adv.training.runner import GUARD_TRIAL_ROUNDS
 
     train = load_dataset("digits_flat", split="train").subset(np.arange(256))
     spec = make_spec("mlp", input_shape=(64,), input_kind="features", num_classes=10, hidden_sizes=(16,), dropout=0.1)
     config = TrainConfig(epochs=2 * GUARD_TRIAL_ROUNDS, batch_size=32)
-    tried = fit(spec, train, config, progress=False)
+    tried = fit(spec, train, config, run=Run(progress=False))
     if not ON_CPU:  # a CPU decision: other backends take the architecture's static guard
         assert not list(tuned_briefly.glob("*.json"))
         return
     [entry] = [v for k, v in entries(tuned_briefly).items() if k.startswith("nonfinite_guard")]
     assert set(entry["us"]) == {"cond", "select"} and entry["choice"] in entry["us"], entry
     measured = autotune.measurements()
-    cached = fit(spec, train, config, progress=False)
+    cached = fit(spec, train, config, run=Run(progress=False))
     assert autotune.measurements() == measured  # the second run reads the decision
     autotune.configure(enabled=False)
-    static = fit(spec, train, config, progress=False)
+    static = fit(spec, train, config, run=Run(progress=False))
     # The guards give bitwise-identical states: alternating them on real epochs changes no number.
     losses = [[r["train_loss"] for r in run.history] for run in (tried, cached, static)]
     assert losses[0] == losses[1] == losses[2]

@@ -16,6 +16,7 @@ from test_training_core import TinyNet
 
 from ml_adv.checkpointing import RunCheckpointer, load_meta, load_pytree, save_pytree
 from ml_adv.errors import CheckpointError
+from ml_adv.rundir import Run
 from ml_adv.training import TrainConfig, fit
 
 
@@ -76,9 +77,9 @@ def test_checkpoints_written_compressed_by_earlier_versions_still_restore(tmp_pa
 def test_resumed_fit_matches_uninterrupted(small_digits, digits_images, tmp_path):
     _, test = digits_images
     cfg = TrainConfig(epochs=6, batch_size=32, learning_rate=3e-3, seed=2)
-    full = fit(TinyNet(), small_digits, cfg, val=test, run_dir=tmp_path / "full", progress=False)
-    fit(TinyNet(), small_digits, cfg.replace(epochs=3), val=test, run_dir=tmp_path / "part", progress=False)
-    resumed = fit(TinyNet(), small_digits, cfg, val=test, run_dir=tmp_path / "part", progress=False)
+    full = fit(TinyNet(), small_digits, cfg, val=test, run=Run.at(tmp_path / "full", progress=False))
+    fit(TinyNet(), small_digits, cfg.replace(epochs=3), val=test, run=Run.at(tmp_path / "part", progress=False))
+    resumed = fit(TinyNet(), small_digits, cfg, val=test, run=Run.at(tmp_path / "part", progress=False))
     assert resumed.resumed_from == 3 and len(resumed.history) == 6
     assert _tree_equal(full.state.params, resumed.state.params)
     assert _tree_equal(full.state.opt_state, resumed.state.opt_state)
@@ -89,12 +90,12 @@ def test_resumed_fit_matches_uninterrupted(small_digits, digits_images, tmp_path
 
 def test_resume_refuses_a_different_run(small_digits, tmp_path):
     cfg = TrainConfig(epochs=1, batch_size=32)
-    fit(TinyNet(), small_digits, cfg, run_dir=tmp_path / "r", progress=False)
+    fit(TinyNet(), small_digits, cfg, run=Run.at(tmp_path / "r", progress=False))
     with pytest.raises(CheckpointError, match="seed"):
-        fit(TinyNet(), small_digits, cfg.replace(seed=9), run_dir=tmp_path / "r", progress=False)
+        fit(TinyNet(), small_digits, cfg.replace(seed=9), run=Run.at(tmp_path / "r", progress=False))
     with pytest.raises(CheckpointError, match="already has checkpoints"):
-        fit(TinyNet(), small_digits, cfg, run_dir=tmp_path / "r", resume=False, progress=False)
-    fresh = fit(TinyNet(), small_digits, cfg.replace(seed=9), run_dir=tmp_path / "r", overwrite=True, progress=False)
+        fit(TinyNet(), small_digits, cfg, run=Run.at(tmp_path / "r", resume=False, progress=False))
+    fresh = fit(TinyNet(), small_digits, cfg.replace(seed=9), run=Run.at(tmp_path / "r", overwrite=True, progress=False))
     assert fresh.resumed_from is None
 
 

@@ -10,8 +10,9 @@ import json
 import jax
 import pytest
 
-from ml_adv.kernels import autotune
 from ml_adv.errors import ConfigError
+from ml_adv.kernels import autotune
+from ml_adv.rundir import Run
 from ml_adv.training import TrainConfig, core_split
 
 
@@ -73,7 +74,7 @@ def test_one_device_measures_nothing_and_records_the_layout(tuning, tmp_path):
     train = load_dataset("digits_flat", split="train").subset(np.arange(64))
     spec = make_spec("mlp", input_shape=(64,), input_kind="features", num_classes=10, hidden_sizes=(8,), dropout=0.0)
     count = autotune.measurements()
-    fit(spec, train, TrainConfig(epochs=1, batch_size=32), run_dir=tmp_path / "run", progress=False)
+    fit(spec, train, TrainConfig(epochs=1, batch_size=32), run=Run.at(tmp_path / "run", progress=False))
     assert autotune.measurements() == count  # one device: nothing to choose
     saved = json.loads((tmp_path / "run" / "config.json").read_text())["train_config"]["data_parallel"]
     assert saved is False

@@ -13,9 +13,9 @@ from ml_adv.training.trained_model import TrainedModel
 def test_adapt_command_writes_metrics_plot_report_and_model(tmp_path, capsys):
     run_dir = tmp_path / "adapt"
     argv = ["adapt", "--method", "domain_adversarial", "--source", "digits_m_source", "--target", "digits_m",
-            "--arch", "mlp", "--size", "tiny", "--source-epochs", "1", "--steps", "44", "--run-dir", str(run_dir)]
+            "--arch", "mlp", "--size", "tiny", "--epochs", "1", "--steps", "44", "--run-dir", str(run_dir)]
     assert main(argv) == 0
-    assert "(domain_adversarial); MMD similarity" in capsys.readouterr().out
+    assert "| target test accuracy, domain_adversarial " in capsys.readouterr().out
     report = json.loads((run_dir / "report.json").read_text())
     ev = report["evaluation"]
     assert ev["method"] == "domain_adversarial"

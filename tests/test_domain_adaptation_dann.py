@@ -18,7 +18,9 @@ from ml_adv.domain_adaptation.dann import (
     fit_dann,
 )
 from ml_adv.errors import ConfigError, DataError
+from ml_adv.rundir import Run
 from ml_adv.training.config import TrainConfig
+from ml_adv.training.loop import EpochCallback
 
 
 @pytest.fixture(scope="module")
@@ -116,8 +118,9 @@ def test_fit_dann_one_compiled_epoch_lambda_ramps_counter_counts_and_resumes_bit
     # both reuse the compiled epoch: checkpointing and restoring compile nothing either.
     with CompileCounter() as compiles:
         with pytest.raises(_Interrupted):
-            fit_dann(spec, source, target, config, run_dir=tmp_path / "dann", epoch_callback=_interrupt_after(1))
-        resumed = fit_dann(spec, source, target, config, run_dir=tmp_path / "dann")
+            fit_dann(spec, source, target, config, run=Run.at(tmp_path / "dann"),
+                     hooks=[EpochCallback(_interrupt_after(1))])
+        resumed = fit_dann(spec, source, target, config, run=tmp_path / "dann")
     assert compiles.count == 0
     assert resumed.fit.resumed_from == 1 and [h["epoch"] for h in resumed.fit.history] == [1, 2, 3]
     for a, b in zip(jax.tree.leaves((resumed.fit.state.params, resumed.fit.state.model_state)),

@@ -3,6 +3,7 @@ import pytest
 
 from ml_adv.data.catalog import load_dataset
 from ml_adv.errors import ConfigError, DataError, NotFittedError
+from ml_adv.rundir import Run
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +24,7 @@ def source_model(domains):
 
     source = domains[0]
     spec = make_spec("mlp", input_shape=source.example_shape, input_kind="image", num_classes=10, size="tiny")
-    result = fit(spec, source, TrainConfig(epochs=3, batch_size=32), progress=False)
+    result = fit(spec, source, TrainConfig(epochs=3, batch_size=32), run=Run(progress=False))
     return TrainedModel(spec, result.state.variables())
 
 

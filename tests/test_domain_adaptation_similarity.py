@@ -9,6 +9,7 @@ from ml_adv.domain_adaptation.similarity import (
     proxy_a_distance,
 )
 from ml_adv.errors import DataError
+from ml_adv.rundir import Run
 
 
 def _numpy_mmd2(s, t):
@@ -69,7 +70,7 @@ def test_report_on_a_model_features(small_digits):
     from ml_adv.training.trained_model import TrainedModel
 
     spec = make_spec("mlp", input_shape=small_digits.example_shape, input_kind="image", num_classes=10, size="tiny")
-    result = fit(spec, small_digits, TrainConfig(epochs=1, batch_size=32), progress=False)
+    result = fit(spec, small_digits, TrainConfig(epochs=1, batch_size=32), run=Run(progress=False))
     model = TrainedModel(spec, result.state.variables())
     a, b = small_digits.subset(np.arange(100)), small_digits.subset(np.arange(100, 200))
     report = domain_similarity_report(model, a, b)

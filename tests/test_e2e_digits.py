@@ -15,6 +15,8 @@ runs seed 0 only, to keep the suite short:
 
 import pytest
 
+from ml_adv.rundir import Run
+
 CASES = {
     "cnn": (15, 2e-3, 0.97),
     "mlp": (20, 2e-3, 0.95),
@@ -51,8 +53,8 @@ def test_digits_m_shift_is_learnable_and_real(tmp_path):
     source_train = load_dataset("digits_m_source", split="train")
     spec = AdvancedModelArchitecture("cnn").design_architecture(16, 10, input_shape=target_train.example_shape)
     cfg = TrainConfig(epochs=25, batch_size=64, learning_rate=1e-3, seed=0)
-    on_target = fit(spec, target_train, cfg, progress=False)
-    on_source = fit(spec, source_train, cfg, progress=False)
+    on_target = fit(spec, target_train, cfg, run=Run(progress=False))
+    on_source = fit(spec, source_train, cfg, run=Run(progress=False))
     target_acc = TrainedModel(spec, on_target.state.variables()).evaluate(target_test)["accuracy"]
     transfer_acc = TrainedModel(spec, on_source.state.variables()).evaluate(target_test)["accuracy"]
     print(f"digits_m: train-on-target {target_acc:.4f}, source-only {transfer_acc:.4f}")

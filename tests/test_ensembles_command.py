@@ -21,7 +21,7 @@ def test_ensemble_command_with_cross_validation(tmp_path, capsys):
             "--run-dir", str(run_dir)]
     assert main(argv) == 0
     out = capsys.readouterr().out
-    assert "| ensemble + temperature |" in out and "CV accuracy (3 folds)" in out
+    assert "| ensemble + temperature " in out and "| CV (3 folds) mean +- std |" in out
     report = json.loads((run_dir / "report.json").read_text())
     assert report["training"]["failed"] == [False] * 3 and report["training"]["resumed_from"] is None
     assert set(report["test"]["ensemble"]) == {"accuracy", "nll", "brier", "ece"}

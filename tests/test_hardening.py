@@ -29,6 +29,7 @@ from ml_adv.errors import (
     check_positive,
     check_seed,
 )
+from ml_adv.rundir import Run
 from ml_adv.trainer.facade import AdvancedCustomModelTrainer, AdvancedTrainingStrategy
 
 CORE = "wired by the lead in loop/config"
@@ -199,8 +200,8 @@ def test_load_dataset_names(trainer):
 
 # ----------------------------------------------------------- input kinds
 def test_input_kind_follows_the_architecture_not_the_dtype():
-    from ml_adv.training.config import TrainConfig
     from ml_adv.trainer.training_data import resolve_training_data
+    from ml_adv.training.config import TrainConfig
 
     def plan(arch, **td):
         return resolve_training_data(td, architecture=arch, base_config=TrainConfig(), settings={},
@@ -334,7 +335,7 @@ def test_fit_rejects_a_name_instead_of_a_spec():
     from ml_adv.training.loop import fit
 
     with pytest.raises(MlAdvError, match="^model:"):
-        fit("mlp", _small(), progress=False)
+        fit("mlp", _small(), run=Run(progress=False))
 
 
 
@@ -345,7 +346,7 @@ def test_fit_rejects_init_params_of_another_structure():
 
     spec = make_spec("mlp", input_shape=(4,), input_kind="features", num_classes=2, size="tiny")
     with pytest.raises(MlAdvError, match="^init_params:"):
-        fit(spec, _small(), TrainConfig(epochs=1), init_params={"dense": jnp.zeros(3)}, progress=False)
+        fit(spec, _small(), TrainConfig(epochs=1), init_params={"dense": jnp.zeros(3)}, run=Run(progress=False))
 
 
 def test_fit_checks_validation_labels_against_the_model():
@@ -356,7 +357,7 @@ def test_fit_checks_validation_labels_against_the_model():
     spec = make_spec("mlp", input_shape=(4,), input_kind="features", num_classes=2, size="tiny")
     val = ArrayDataset(np.zeros((8, 4), np.float32), np.arange(8) % 3)
     with pytest.raises(DataError, match="^val.y"):
-        fit(spec, _small(), TrainConfig(epochs=1), val=val, progress=False)
+        fit(spec, _small(), TrainConfig(epochs=1), val=val, run=Run(progress=False))
 
 
 @pytest.fixture(scope="module")
@@ -370,7 +371,7 @@ def finished_run(tmp_path_factory):
     config = TrainConfig(epochs=2, batch_size=16, early_stopping=True, patience=5)
     data = _small()
     run = tmp_path_factory.mktemp("finished") / "run"
-    fit(spec, data, config, val=data, run_dir=run, progress=False)
+    fit(spec, data, config, val=data, run=Run.at(run, progress=False))
     return spec, config, data, run
 
 
@@ -406,7 +407,7 @@ def test_fit_resumes_from_the_newest_intact_checkpoint(finished_run, tmp_path):
     spec, config, data, run = finished_run
     copy, bad_step = _damaged_copy(run, tmp_path, "arrays")
     with pytest.warns(Warning, match=bad_step):
-        result = fit(spec, data, config.replace(epochs=3), val=data, run_dir=copy, progress=False)
+        result = fit(spec, data, config.replace(epochs=3), val=data, run=Run.at(copy, progress=False))
     assert result.resumed_from is not None and len(result.history) == 3
 
 
@@ -434,4 +435,4 @@ def test_fit_checks_every_token_id_before_compiling(monkeypatch):
 
     monkeypatch.setattr(jax, "jit", no_compile)
     with pytest.raises(DataError, match=r"^train.x: expected token ids in \[0, 10\)"):
-        fit(spec, train, TrainConfig(epochs=1, batch_size=8), progress=False)
+        fit(spec, train, TrainConfig(epochs=1, batch_size=8), run=Run(progress=False))

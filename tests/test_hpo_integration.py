@@ -9,7 +9,9 @@ from compile_counter import CompileCounter
 
 from ml_adv.data import load_dataset
 from ml_adv.errors import ConfigError
+from ml_adv.rundir import Run
 from ml_adv.trainer.facade import AdvancedCustomModelTrainer
+from ml_adv.training.loop import EpochCallback
 
 
 @pytest.fixture(scope="module")
@@ -82,10 +84,10 @@ def test_fit_hparam_schedule_changes_values_between_epochs_without_recompiling(d
     train, _ = digits_subset
     spec = make_spec("mlp", input_shape=(64,), input_kind="features", num_classes=10, hidden_sizes=(16,), dropout=0.0)
     config = TrainConfig(epochs=4, batch_size=32, learning_rate=1e-2)
-    constant = fit(spec, train, config, progress=False)
+    constant = fit(spec, train, config, run=Run(progress=False))
     compiles_after_epoch = []
     with CompileCounter() as compiles:
-        scheduled = fit(spec, train, config, progress=False, epoch_callback=lambda r: compiles_after_epoch.append(compiles.count),
+        scheduled = fit(spec, train, config, run=Run(progress=False), hooks=[EpochCallback(lambda r: compiles_after_epoch.append(compiles.count))],
                         hparam_schedule=[(0, {"learning_rate": 1e-2, "label_smoothing": 0.0}),
                                          (2, {"learning_rate": 1e-3, "label_smoothing": 0.1})])
     assert compiles_after_epoch[1:] == [compiles_after_epoch[0]] * 3  # new values at epoch 2 compile nothing
@@ -99,4 +101,4 @@ def test_fit_hparam_schedule_changes_values_between_epochs_without_recompiling(d
                        ([(0, {"learning_rate": float("nan")})], "finite number"),
                        ("lr", "pairs")):
         with pytest.raises(ConfigError, match=match):
-            fit(spec, train, config, progress=False, hparam_schedule=bad)
+            fit(spec, train, config, run=Run(progress=False), hparam_schedule=bad)

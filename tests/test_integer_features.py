@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from ml_adv.data.dataset import ArrayDataset
+from ml_adv.rundir import Run
 
 
 def _integer_table(negative: bool, n: int = 96):
@@ -43,7 +44,7 @@ def test_fit_conforms_integer_data_to_the_model(negative):
     assert data.input_kind == ("features" if negative else "tokens")
     spec = make_spec("mlp", input_shape=(6,), input_kind="features", num_classes=2, size="tiny")
     # ... and fit reads them as the MLP's features either way.
-    result = fit(spec, data, TrainConfig(epochs=1, batch_size=16), progress=False)
+    result = fit(spec, data, TrainConfig(epochs=1, batch_size=16), run=Run(progress=False))
     assert np.isfinite(result.history[-1]["train_loss"])
 
 

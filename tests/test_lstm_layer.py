@@ -8,10 +8,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ml_adv.kernels import autotune, make_spec
+from ml_adv import make_spec
+from ml_adv.kernels import autotune
+from ml_adv.kernels.lstm_layer import LOWERINGS, measured_lowering
 from ml_adv.models import lstm as lstm_module
 from ml_adv.models.lstm import FusedLSTM
-from ml_adv.kernels.lstm_layer import LOWERINGS, measured_lowering
 
 X = jax.random.normal(jax.random.PRNGKey(1), (3, 5, 4))
 

@@ -5,9 +5,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ml_adv.kernels import autotune, make_spec
+from ml_adv import make_spec
+from ml_adv.kernels import autotune
 from ml_adv.training import TrainConfig
-from ml_adv.training.host import MEMBER_LAYOUTS, EpochRunner
+from ml_adv.training.runner import MEMBER_LAYOUTS, EpochRunner
 from ml_adv.training.setup import init_run
 from ml_adv.training.steps import epoch_order, make_epoch_fn
 

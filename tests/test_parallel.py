@@ -14,6 +14,7 @@ SCRIPT = textwrap.dedent(
     jax.config.update("jax_numpy_rank_promotion", "raise")
     from ml_adv.data.catalog import load_dataset
     from ml_adv.training import TrainConfig, fit
+    from ml_adv.rundir import Run
 
     class Net(nn.Module):
         @nn.compact
@@ -26,8 +27,8 @@ SCRIPT = textwrap.dedent(
     train = load_dataset("digits", split="train").subset(np.arange(512))
     test = load_dataset("digits", split="test")
     cfg = TrainConfig(epochs=3, batch_size=64, learning_rate=3e-3, seed=1)
-    single = fit(Net(), train, cfg, val=test, progress=False)
-    sharded = fit(Net(), train, cfg.replace(data_parallel=True), val=test, progress=False)
+    single = fit(Net(), train, cfg, val=test, run=Run(progress=False))
+    sharded = fit(Net(), train, cfg.replace(data_parallel=True), val=test, run=Run(progress=False))
     leaf = jax.tree.leaves(sharded.state.params)[0]
     diffs = [float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
              for a, b in zip(jax.tree.leaves(single.state.params), jax.tree.leaves(sharded.state.params))]
@@ -93,24 +94,25 @@ STACKED_SCRIPT = textwrap.dedent(
     jax.config.update("jax_numpy_rank_promotion", "raise")
     from ml_adv import load_dataset, make_spec
     from ml_adv.training import TrainConfig
+    from ml_adv.rundir import Run
     from ml_adv.training.parallel import MEMBER_AXIS, DATA_AXIS
     from ml_adv.training.stacked import fit_stacked
     train = load_dataset("digits", split="train").subset(np.arange(256))
     spec = make_spec("mlp", input_shape=train.example_shape, input_kind="image", num_classes=10, size="tiny")
     cfg = TrainConfig(epochs=2, batch_size=32, learning_rate=3e-3)
     hp = {"learning_rate": [1e-3, 2e-3, 3e-3, 4e-3]}
-    single = fit_stacked(spec, train, cfg.replace(spread_members=False), members=4, member_hparams=hp, progress=False)
-    sharded = fit_stacked(spec, train, cfg.replace(data_parallel=True), members=4, member_hparams=hp, progress=False)
-    spread = fit_stacked(spec, train, cfg, members=4, member_hparams=hp, progress=False)  # the default
+    single = fit_stacked(spec, train, cfg.replace(spread_members=False), members=4, member_hparams=hp, run=Run(progress=False))
+    sharded = fit_stacked(spec, train, cfg.replace(data_parallel=True), members=4, member_hparams=hp, run=Run(progress=False))
+    spread = fit_stacked(spec, train, cfg, members=4, member_hparams=hp, run=Run(progress=False))  # the default
     # The per-member scans split over the devices (the layout the runner may measure fastest),
     # also with per-member data orders (bootstrap): the order's member axis is split too.
     import functools
     from ml_adv.training import stacked as st
     runner = st.EpochRunner
-    boot = fit_stacked(spec, train, cfg.replace(spread_members=False), members=4, bootstrap=True, progress=False)
+    boot = fit_stacked(spec, train, cfg.replace(spread_members=False), members=4, bootstrap=True, run=Run(progress=False))
     st.EpochRunner = functools.partial(runner, members_as="spread_scan")
-    spread_scan = fit_stacked(spec, train, cfg, members=4, member_hparams=hp, progress=False)
-    boot_scan = fit_stacked(spec, train, cfg, members=4, bootstrap=True, progress=False)
+    spread_scan = fit_stacked(spec, train, cfg, members=4, member_hparams=hp, run=Run(progress=False))
+    boot_scan = fit_stacked(spec, train, cfg, members=4, bootstrap=True, run=Run(progress=False))
     st.EpochRunner = runner
     scan_leaf = jax.tree.leaves(spread_scan.state.params)[0]
     def max_diff(a, b):
@@ -160,14 +162,16 @@ CORES_SCRIPT = textwrap.dedent(
         late = str(exc)
     # A stacked run measures the member-split layout against the one-device ones and caches it.
     import tempfile
-    from ml_adv.kernels import autotune, load_dataset, make_spec
+    from ml_adv import load_dataset, make_spec
+    from ml_adv.kernels import autotune
     from ml_adv.training import TrainConfig
+    from ml_adv.rundir import Run
     from ml_adv.training.stacked import fit_stacked
     cache = tempfile.mkdtemp()
     autotune.configure(enabled=True, cache_dir=cache)
     train = load_dataset("digits_flat", split="train").subset(np.arange(256))
     spec = make_spec("mlp", input_shape=(64,), input_kind="features", num_classes=10, hidden_sizes=(16,), dropout=0.0)
-    fit_stacked(spec, train, TrainConfig(epochs=1, batch_size=32), members=2, progress=False)
+    fit_stacked(spec, train, TrainConfig(epochs=1, batch_size=32), members=2, run=Run(progress=False))
     entries = json.load(open(autotune.cache_path()))["entries"]
     layout = [v for k, v in entries.items() if k.startswith("stacked_epoch_layout")]
     # A single run with data_parallel="auto" (the default) times one device against the batch
@@ -176,19 +180,19 @@ CORES_SCRIPT = textwrap.dedent(
     cfg = TrainConfig(epochs=1, batch_size=32)
     before = autotune.measurements()
     run_dir = tempfile.mkdtemp()
-    auto = fit(spec, train, cfg, run_dir=run_dir, progress=False)
+    auto = fit(spec, train, cfg, run=Run.at(run_dir, progress=False))
     measured = autotune.measurements() - before
     fit_layout = [v for k, v in json.load(open(autotune.cache_path()))["entries"].items() if k.startswith("fit_layout")]
     sharded = fit_layout[0]["choice"] == "batch_over_cores"
     recorded = json.load(open(run_dir + "/config.json"))["train_config"]["data_parallel"]
-    again = fit(spec, train, cfg, progress=False)
-    explicit = fit(spec, train, cfg.replace(data_parallel=sharded), progress=False)
+    again = fit(spec, train, cfg, run=Run(progress=False))
+    explicit = fit(spec, train, cfg.replace(data_parallel=sharded), run=Run(progress=False))
     same = all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(auto.state.params), jax.tree.leaves(explicit.state.params)))
     remeasured = autotune.measurements() - before - measured
     # a run directory written with the other layout keeps it when resumed with "auto"
     other_dir = tempfile.mkdtemp()
-    fit(spec, train, cfg.replace(data_parallel=not sharded), run_dir=other_dir, progress=False)
-    resumed = fit(spec, train, cfg.replace(epochs=2), run_dir=other_dir, progress=False)
+    fit(spec, train, cfg.replace(data_parallel=not sharded), run=Run.at(other_dir, progress=False))
+    resumed = fit(spec, train, cfg.replace(epochs=2), run=Run.at(other_dir, progress=False))
     resumed_devices = len(jax.tree.leaves(resumed.state.params)[0].sharding.device_set)
     # A train step with its batch over the two cores measures its dense weight gradients on
     # each core's half of the batch, both cores at once; without the mesh, on the whole batch.

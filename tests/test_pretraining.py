@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from ml_adv.errors import ConfigError, DataError
+from ml_adv.rundir import Run
 from ml_adv.training import TrainConfig, fit
 from ml_adv.training.pretraining import mask_tokens, pretrain_masked_lm
 
@@ -38,7 +39,7 @@ def test_pretraining_learns_and_transfers(tmp_path):
     print("mlm accuracy", pre.history[-1]["mlm_accuracy"], "majority baseline", majority)
     assert pre.history[-1]["mlm_accuracy"] > majority
     small = train.subset(np.arange(128))
-    result = fit(spec, small, TrainConfig(epochs=1, batch_size=32), init_params=pre.variables["params"], progress=False)
+    result = fit(spec, small, TrainConfig(epochs=1, batch_size=32), init_params=pre.variables["params"], run=Run(progress=False))
     assert result.history and np.isfinite(result.history[-1]["train_loss"])
 
 

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from ml_adv.errors import ConfigError, DataError
+from ml_adv.rundir import Run
 from ml_adv.training import TrainConfig, fit
 from ml_adv.training.setup import member_keys
 from ml_adv.training.stacked import fit_stacked, fold_masks
@@ -36,10 +37,10 @@ def _max_diff(stacked_params, i, single_params):
 def test_stacked_members_equal_single_runs_with_the_same_keys(spec, small_digits, digits_images):
     _, test = digits_images
     key = jax.random.PRNGKey(7)
-    r = fit_stacked(spec, small_digits, CFG, members=3, key=key, val=test, member_orders=True, progress=False)
+    r = fit_stacked(spec, small_digits, CFG, members=3, key=key, val=test, member_orders=True, run=Run(progress=False))
     keys = member_keys(key, 3)
     for i in (0, 2):
-        single = fit(spec, small_digits, CFG, val=test, key=keys[i], progress=False)
+        single = fit(spec, small_digits, CFG, val=test, key=keys[i], run=Run(progress=False))
         assert _max_diff(r.state.params, i, single.state.params) < 1e-5
         assert r.histories[i][-1]["val_accuracy"] == pytest.approx(single.history[-1]["val_accuracy"], abs=1e-6)
     probs = r.model.predict_proba(test.x)
@@ -51,13 +52,13 @@ def test_population_member_equals_a_single_run_with_its_learning_rate(spec, smal
     rates = [1e-3, 3e-3, 1e-2, 3e-2]
     key = jax.random.PRNGKey(1)
     cfg = CFG.replace(optimizer="adamw", weight_decay=1e-4, label_smoothing=0.05)
-    pop = fit_stacked(spec, small_digits, cfg, members=4, key=key, member_orders=True, progress=False,
+    pop = fit_stacked(spec, small_digits, cfg, members=4, key=key, member_orders=True, run=Run(progress=False),
                       member_hparams={"learning_rate": rates, "b1": [0.9, 0.8, 0.9, 0.85],
                                       "label_smoothing": [0.0, 0.05, 0.1, 0.0]})
     np.testing.assert_allclose(pop.hyperparams["learning_rate"], rates, rtol=1e-6)
     keys = member_keys(key, 4)
     single = fit(spec, small_digits, cfg.replace(learning_rate=rates[2], optimizer_options={"b1": 0.9},
-                                                 label_smoothing=0.1), key=keys[2], progress=False)
+                                                 label_smoothing=0.1), key=keys[2], run=Run(progress=False))
     assert _max_diff(pop.state.params, 2, single.state.params) < 1e-5
 
 
@@ -65,12 +66,12 @@ def test_fold_masked_members_equal_separate_runs_on_the_fold_splits(spec, small_
     masks = fold_masks(small_digits.y, 3, seed=0)
     assert masks.shape == (3, len(small_digits)) and (~masks).sum(0).tolist() == [1] * len(small_digits)
     key = jax.random.PRNGKey(3)
-    cv = fit_stacked(spec, small_digits, CFG, members=3, key=key, example_masks=masks, progress=False)
+    cv = fit_stacked(spec, small_digits, CFG, members=3, key=key, example_masks=masks, run=Run(progress=False))
     keys = member_keys(key, 3)
     for i in (1,):
         train_i = small_digits.subset(np.flatnonzero(masks[i]))
         held_out = small_digits.subset(np.flatnonzero(~masks[i]))
-        single = fit(spec, train_i, CFG, val=held_out, key=keys[i], progress=False)
+        single = fit(spec, train_i, CFG, val=held_out, key=keys[i], run=Run(progress=False))
         assert _max_diff(cv.state.params, i, single.state.params) < 1e-5
         # member i is validated on its own held-out fold
         assert cv.histories[i][-1]["val_accuracy"] == pytest.approx(single.history[-1]["val_accuracy"], abs=1e-6)
@@ -80,11 +81,11 @@ def test_fold_masked_members_equal_separate_runs_on_the_fold_splits(spec, small_
 def test_a_diverging_member_is_frozen_and_the_others_go_on(spec, small_digits):
     cfg = CFG.replace(optimizer="sgd", epochs=3)
     key = jax.random.PRNGKey(0)
-    r = fit_stacked(spec, small_digits, cfg, members=3, key=key, member_orders=True, progress=False,
+    r = fit_stacked(spec, small_digits, cfg, members=3, key=key, member_orders=True, run=Run(progress=False),
                     member_hparams={"learning_rate": [0.05, 1e30, 0.05]})
     assert r.failed.tolist() == [False, True, False]
     assert all(np.all(np.isfinite(np.asarray(a)[[0, 2]])) for a in jax.tree.leaves(r.state.params))
-    single = fit(spec, small_digits, cfg.replace(learning_rate=0.05), key=member_keys(key, 3)[0], progress=False)
+    single = fit(spec, small_digits, cfg.replace(learning_rate=0.05), key=member_keys(key, 3)[0], run=Run(progress=False))
     assert _max_diff(r.state.params, 0, single.state.params) < 1e-5
     assert len(r.histories[1]) <= len(r.histories[0]) and r.histories[1][-1]["failed"]
 
@@ -92,7 +93,7 @@ def test_a_diverging_member_is_frozen_and_the_others_go_on(spec, small_digits):
 def test_per_member_early_stopping_masks_updates(spec, small_digits, digits_images):
     _, test = digits_images
     cfg = CFG.replace(epochs=12, early_stopping=True, patience=1, monitor="val_loss", monitor_mode="min")
-    r = fit_stacked(spec, small_digits, cfg, members=2, val=test, progress=False,
+    r = fit_stacked(spec, small_digits, cfg, members=2, val=test, run=Run(progress=False),
                     member_hparams={"learning_rate": [0.3, 1e-3]})
     assert r.stopped_early[0] and len(r.histories[0]) < len(r.histories[1])
     # restore_best: member 0's parameters are its best epoch's
@@ -116,7 +117,7 @@ def test_per_member_early_stopping_masks_updates(spec, small_digits, digits_imag
 )
 def test_bad_stacked_input_fails_before_compiling(spec, small_digits, kwargs, error, fragment):
     with pytest.raises(error, match=fragment):
-        fit_stacked(spec, small_digits, CFG, progress=False, **kwargs)
+        fit_stacked(spec, small_digits, CFG, run=Run(progress=False), **kwargs)
 
 
 def test_fold_count_is_checked(small_digits):
@@ -166,10 +167,10 @@ def test_streams_of_different_lengths_cycle_and_feed_one_objective(small_digits)
     spec = make_spec("mlp", input_shape=small_digits.example_shape, input_kind="image", num_classes=10, size="tiny")
     module = spec.build()
     target = small_digits.subset(np.arange(64))
-    r = fit(spec, {"source": small_digits, "target": target}, CFG, objective=two_stream_objective, progress=False)
+    r = fit(spec, {"source": small_digits, "target": target}, CFG, objective=two_stream_objective, run=Run(progress=False))
     assert seen and seen[0] == (32, 8, 8, 1) and np.isfinite(r.history[-1]["train_loss"])
     with pytest.raises(DataError, match="example shape"):
-        fit(spec, {"source": small_digits, "target": _flat(target)}, CFG, progress=False)
+        fit(spec, {"source": small_digits, "target": _flat(target)}, CFG, run=Run(progress=False))
 
 
 def _flat(data):
@@ -184,7 +185,7 @@ def test_param_groups_freeze_and_rescale_without_recompiling(spec, small_digits)
 
     cfg = CFG.replace(param_groups=(ParamGroup("encoder", trainable=False), ParamGroup("head", lr_scale=0.5)))
     start = spec.build().init(jax.random.PRNGKey(0), small_digits.x[:1])["params"]
-    r = fit(spec, small_digits, cfg, init_params=start, progress=False)
+    r = fit(spec, small_digits, cfg, init_params=start, run=Run(progress=False))
     for a, b in zip(jax.tree.leaves(r.state.params["encoder"]), jax.tree.leaves(start["encoder"])):
         np.testing.assert_array_equal(a, b)
     assert not np.array_equal(r.state.params["head"]["kernel"], start["head"]["kernel"])
@@ -202,11 +203,12 @@ KILL_SCRIPT = textwrap.dedent(
     import sys, jax, numpy as np
     from ml_adv import load_dataset, make_spec
     from ml_adv.training import TrainConfig
+    from ml_adv.rundir import Run
     from ml_adv.training.stacked import fit_stacked
     train = load_dataset("digits", split="train").subset(np.arange(256))
     spec = make_spec("mlp", input_shape=train.example_shape, input_kind="image", num_classes=10, size="tiny")
     cfg = TrainConfig(epochs=int(sys.argv[2]), batch_size=32, learning_rate=3e-3)
-    r = fit_stacked(spec, train, cfg, members=3, member_orders=True, run_dir=sys.argv[1], progress=False,
+    r = fit_stacked(spec, train, cfg, members=3, member_orders=True, run=Run.at(sys.argv[1], progress=False),
                     member_hparams={"learning_rate": [1e-3, 3e-3, 1e-2]})
     """
 )
@@ -230,10 +232,9 @@ def test_stacked_run_resumes_bitwise_after_sigkill(tmp_path, spec, small_digits)
     proc.wait()
     cfg = TrainConfig(epochs=epochs, batch_size=32, learning_rate=3e-3)
     hp = {"learning_rate": [1e-3, 3e-3, 1e-2]}
-    resumed = fit_stacked(spec, small_digits, cfg, members=3, member_orders=True, run_dir=run_dir,
-                          progress=False, member_hparams=hp)
+    resumed = fit_stacked(spec, small_digits, cfg, members=3, member_orders=True, run=Run.at(run_dir, progress=False), member_hparams=hp)
     assert resumed.resumed_from is not None and 3 <= resumed.resumed_from < epochs
-    straight = fit_stacked(spec, small_digits, cfg, members=3, member_orders=True, progress=False, member_hparams=hp)
+    straight = fit_stacked(spec, small_digits, cfg, members=3, member_orders=True, run=Run(progress=False), member_hparams=hp)
     for a, b in zip(jax.tree.leaves(resumed.state.params), jax.tree.leaves(straight.state.params)):
         np.testing.assert_array_equal(a, b)
     assert [len(h) for h in resumed.histories] == [epochs] * 3

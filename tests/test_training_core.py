@@ -9,6 +9,7 @@ import pytest
 
 from ml_adv.data.dataset import ArrayDataset
 from ml_adv.errors import ConfigError, DataError, ShapeError, TrainingDivergedError
+from ml_adv.rundir import Run
 from ml_adv.training import (
     LOSSES,
     TrainConfig,
@@ -237,13 +238,13 @@ def test_augmentation_is_a_function_of_the_key(small_digits):
 def test_fit_is_deterministic_and_learns(small_digits, digits_images):
     _, test = digits_images
     cfg = TrainConfig(epochs=10, batch_size=32, learning_rate=5e-3, seed=5)
-    r1 = fit(TinyNet(), small_digits, cfg, val=test, progress=False)
-    r2 = fit(TinyNet(), small_digits, cfg, val=test, progress=False)
+    r1 = fit(TinyNet(), small_digits, cfg, val=test, run=Run(progress=False))
+    r2 = fit(TinyNet(), small_digits, cfg, val=test, run=Run(progress=False))
     for a, b in zip(jax.tree.leaves(r1.state.params), jax.tree.leaves(r2.state.params)):
         np.testing.assert_array_equal(a, b)
     assert r1.history[-1]["val_accuracy"] > 0.7
     assert r1.history[-1]["train_loss"] < r1.history[0]["train_loss"]
-    r3 = fit(TinyNet(), small_digits, cfg.replace(seed=6), val=test, progress=False)
+    r3 = fit(TinyNet(), small_digits, cfg.replace(seed=6), val=test, run=Run(progress=False))
     assert not np.array_equal(jax.tree.leaves(r1.state.params)[0], jax.tree.leaves(r3.state.params)[0])
 
 
@@ -251,7 +252,7 @@ def test_early_stopping_stops_and_restores_best(small_digits, digits_images):
     _, test = digits_images
     cfg = TrainConfig(epochs=60, batch_size=64, learning_rate=0.05, early_stopping=True, patience=2,
                       monitor="val_loss", monitor_mode="min")
-    r = fit(TinyNet(), small_digits, cfg, val=test, progress=False)
+    r = fit(TinyNet(), small_digits, cfg, val=test, run=Run(progress=False))
     assert r.stopped_early and len(r.history) < 60
     assert r.best_epoch == len(r.history) - 2
     best_loss = min(h["val_loss"] for h in r.history)
@@ -263,7 +264,7 @@ def test_early_stopping_stops_and_restores_best(small_digits, digits_images):
 
 def test_early_stopping_needs_validation_data(small_digits):
     with pytest.raises(ConfigError, match="early_stopping"):
-        fit(TinyNet(), small_digits, TrainConfig(early_stopping=True), progress=False)
+        fit(TinyNet(), small_digits, TrainConfig(early_stopping=True), run=Run(progress=False))
 
 
 def test_nan_loss_raises_and_keeps_last_good_checkpoint(small_digits, tmp_path):
@@ -272,7 +273,7 @@ def test_nan_loss_raises_and_keeps_last_good_checkpoint(small_digits, tmp_path):
     exploding = lambda step: jnp.where(step < 20, 0.05, 1e30)  # noqa: E731
     cfg = TrainConfig(epochs=10, batch_size=32, optimizer="sgd", schedule=exploding)
     with pytest.raises(TrainingDivergedError) as info:
-        fit(TinyNet(), small_digits, cfg, run_dir=tmp_path / "run", progress=False)
+        fit(TinyNet(), small_digits, cfg, run=Run.at(tmp_path / "run", progress=False))
     err = info.value
     assert "NaN" in str(err) and 16 <= err.step < 24
     assert err.last_good_checkpoint is not None and err.last_good_checkpoint.endswith("2")
@@ -294,11 +295,11 @@ def test_nan_policy_skip_continues(small_digits):
         return jnp.where(labels == 9, jnp.nan, base)
 
     cfg = TrainConfig(epochs=2, batch_size=32, loss=nan_on_label_9, nan_policy="skip")
-    r = fit(TinyNet(), poisoned, cfg, progress=False)
+    r = fit(TinyNet(), poisoned, cfg, run=Run(progress=False))
     assert r.nonfinite_steps > 0
     assert all(np.all(np.isfinite(a)) for a in jax.tree.leaves(r.state.params))
     with pytest.raises(TrainingDivergedError):
-        fit(TinyNet(), poisoned, cfg.replace(nan_policy="raise"), progress=False)
+        fit(TinyNet(), poisoned, cfg.replace(nan_policy="raise"), run=Run(progress=False))
 
 
 def test_fit_per_step_path_matches_the_scanned_epochs(small_digits):
@@ -310,8 +311,8 @@ def test_fit_per_step_path_matches_the_scanned_epochs(small_digits):
         return jnp.where(labels[0] == 9, jnp.nan, base)
 
     cfg = TrainConfig(epochs=3, batch_size=32, loss=nan_when_batch_starts_with_9, nan_policy="skip", seed=2)
-    scanned = fit(TinyNet(), small_digits, cfg, progress=False)
-    stepwise = fit(TinyNet(), small_digits, cfg.replace(scan_epochs=False), progress=False)
+    scanned = fit(TinyNet(), small_digits, cfg, run=Run(progress=False))
+    stepwise = fit(TinyNet(), small_digits, cfg.replace(scan_epochs=False), run=Run(progress=False))
     for a, b in zip(jax.tree.leaves(scanned.state.params), jax.tree.leaves(stepwise.state.params)):
         np.testing.assert_array_equal(a, b)
     assert 0 < stepwise.nonfinite_steps == scanned.nonfinite_steps < 3 * 8
@@ -322,18 +323,18 @@ def test_fit_per_step_path_matches_the_scanned_epochs(small_digits):
 
 def test_fit_rejects_bad_inputs_before_compiling(small_digits):
     with pytest.raises(ConfigError, match="batch_size"):
-        fit(TinyNet(), small_digits, TrainConfig(batch_size=10_000), progress=False)
+        fit(TinyNet(), small_digits, TrainConfig(batch_size=10_000), run=Run(progress=False))
     with pytest.raises(DataError, match="train"):
-        fit(TinyNet(), (small_digits.x, small_digits.y), TrainConfig(), progress=False)
+        fit(TinyNet(), (small_digits.x, small_digits.y), TrainConfig(), run=Run(progress=False))
     with pytest.raises(DataError, match="val.x"):
-        fit(TinyNet(), small_digits, TrainConfig(), val=ArrayDataset(np.zeros((4, 3)), np.zeros(4, int)), progress=False)
+        fit(TinyNet(), small_digits, TrainConfig(), val=ArrayDataset(np.zeros((4, 3)), np.zeros(4, int)), run=Run(progress=False))
     assert ShapeError  # imported for the spec-level checks in test_facade
 
 
 def test_a_new_learning_rate_never_recompiles(small_digits, monkeypatch):
     """Trials that differ only in traced values (rates, decay, smoothing, seed) share one program."""
     from ml_adv import make_spec
-    from ml_adv.training import host
+    from ml_adv.training import runner as host
 
     built = []
     real = host.make_epoch_fn
@@ -342,25 +343,25 @@ def test_a_new_learning_rate_never_recompiles(small_digits, monkeypatch):
                      size="tiny", hidden_sizes=(24,))
     base = TrainConfig(epochs=1, batch_size=32, schedule="warmup_cosine", optimizer="adamw")
     runs = [fit(spec, small_digits, base.replace(learning_rate=lr, weight_decay=wd, label_smoothing=ls, seed=s),
-                progress=False) for lr, wd, ls, s in ((1e-3, 0.0, 0.0, 0), (5e-3, 1e-2, 0.1, 1), (1e-3, 0.0, 0.0, 0))]
+                run=Run(progress=False)) for lr, wd, ls, s in ((1e-3, 0.0, 0.0, 0), (5e-3, 1e-2, 0.1, 1), (1e-3, 0.0, 0.0, 0))]
     assert len(built) == 1
     assert runs[0].history[-1]["train_loss"] == runs[2].history[-1]["train_loss"]
     assert runs[0].history[-1]["train_loss"] != runs[1].history[-1]["train_loss"]
-    fit(spec, small_digits, base.replace(optimizer="sgd"), progress=False)  # a new structure compiles
+    fit(spec, small_digits, base.replace(optimizer="sgd"), run=Run(progress=False))  # a new structure compiles
     assert len(built) == 2
 
 
 def test_a_masked_pool_equals_training_on_the_subset_and_grows_without_recompiling(small_digits, monkeypatch):
     from ml_adv import make_spec
-    from ml_adv.training import host
+    from ml_adv.training import runner as host
 
     spec = make_spec("mlp", input_shape=small_digits.example_shape, input_kind="image", num_classes=10,
                      size="tiny", hidden_sizes=(20,))
     cfg = TrainConfig(epochs=2, batch_size=32)
     mask = np.zeros(len(small_digits), bool)
     mask[::3] = True
-    pooled = fit(spec, small_digits, cfg, example_mask=mask, progress=False)
-    subset = fit(spec, small_digits.subset(np.flatnonzero(mask)), cfg, progress=False)
+    pooled = fit(spec, small_digits, cfg, example_mask=mask, run=Run(progress=False))
+    subset = fit(spec, small_digits.subset(np.flatnonzero(mask)), cfg, run=Run(progress=False))
     for a, b in zip(jax.tree.leaves(pooled.state.params), jax.tree.leaves(subset.state.params)):
         np.testing.assert_allclose(a, b, atol=1e-6)
     assert pooled.history[-1]["step"] == subset.history[-1]["step"]
@@ -368,14 +369,14 @@ def test_a_masked_pool_equals_training_on_the_subset_and_grows_without_recompili
     real = host.make_epoch_fn
     monkeypatch.setattr(host, "make_epoch_fn", lambda *a, **k: built.append(1) or real(*a, **k))
     mask[1::3] = True  # the labelled set grows: same pool, same program, optimizer state carried over
-    grown = fit(spec, small_digits, cfg, example_mask=mask, init_state=pooled.state, progress=False)
+    grown = fit(spec, small_digits, cfg, example_mask=mask, init_state=pooled.state, run=Run(progress=False))
     assert built == [] and grown.history[-1]["step"] == pooled.history[-1]["step"] + 2 * (int(mask.sum()) // 32)
     with pytest.raises(DataError, match="example_mask"):
-        fit(spec, small_digits, cfg, example_mask=np.ones(3, bool), progress=False)
+        fit(spec, small_digits, cfg, example_mask=np.ones(3, bool), run=Run(progress=False))
 
 
 def test_tied_validation_accuracy_breaks_on_validation_loss():
-    from ml_adv.training.host import EarlyStopping
+    from ml_adv.training.tracking import EarlyStopping
 
     tracker = EarlyStopping(1, "max", 0.0, 3, True)
     assert tracker.update(0.9, 1, tiebreak=0.5)[0]
@@ -391,7 +392,7 @@ def test_unrolled_epoch_loop_trains_the_same_model(small_digits):
 
     spec = make_spec("mlp", input_shape=small_digits.example_shape, input_kind="image", num_classes=10,
                      size="tiny")
-    runs = [fit(spec, small_digits, TrainConfig(epochs=2, batch_size=32, scan_unroll=u), progress=False)
+    runs = [fit(spec, small_digits, TrainConfig(epochs=2, batch_size=32, scan_unroll=u), run=Run(progress=False))
             for u in (1, 4)]
     for a, b in zip(jax.tree.leaves(runs[0].state.params), jax.tree.leaves(runs[1].state.params)):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)

@@ -107,9 +107,9 @@ class AdvancedActiveLearning:
         self.seed = seed
         self.run_dir = None
         if run_dir is not None:
-            from ml_adv.rundir import RunDirectory
+            from ml_adv.rundir import Run
 
-            rd = run_dir if isinstance(run_dir, RunDirectory) else RunDirectory(run_dir)
+            rd = Run.at(run_dir).directory
             # Recorded so that `--fresh` / RunDirectory.clean removes exactly these.
             rd.path_for(JOURNAL), rd.tree_for("data"), rd.tree_for("models")
             self.run_dir = rd.path

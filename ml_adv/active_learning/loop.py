@@ -28,6 +28,7 @@ from ml_adv.active_learning.strategies import Strategy
 from ml_adv.checkpointing import load_meta, load_pytree, save_pytree
 from ml_adv.data.dataset import ArrayDataset
 from ml_adv.errors import ConfigError, check_positive, describe
+from ml_adv.rundir import Run
 from ml_adv.training.config import TrainConfig
 from ml_adv.training.stacked import StackedModel, stacked_logits, unstack_tree
 from ml_adv.training.steps import classification_metrics, predict_logits
@@ -146,10 +147,10 @@ def train_round(spec, pool: ArrayDataset, mask: np.ndarray, config: ActiveLearni
         from ml_adv.training.stacked import fit_stacked
 
         masks = np.broadcast_to(mask, (config.members, mask.shape[0])).copy()
-        result = fit_stacked(spec, pool, cfg, members=config.members, example_masks=masks, progress=False)
+        result = fit_stacked(spec, pool, cfg, members=config.members, example_masks=masks, run=Run(progress=False))
         model, history = result.model, result.histories[0]
     else:
-        result = fit(spec, pool, cfg, progress=False, example_mask=mask,
+        result = fit(spec, pool, cfg, run=Run(progress=False), example_mask=mask,
                      init_params=init_variables["params"] if warm else None)
         model, history = TrainedModel(spec, result.state.variables(), mixed_precision=cfg.mixed_precision), result.history
     facts = {"epochs": len(history), "warm_start": warm, "compile_seconds": round(result.compile_seconds, 3),

@@ -18,18 +18,20 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
-from ml_adv.cli.common import comma_names, positive_int
+from ml_adv.cli.common import (
+    add_model_arguments,
+    add_run_arguments,
+    choices_help,
+    comma_names,
+    positive_int,
+)
 
 TARGETS = (0.9, 0.95)
 
 
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ml_adv.active_learning.strategies import STRATEGIES
-    from ml_adv.cli.common import add_run_arguments, choices_help
 
     loop = parser.add_argument_group("active learning")
     loop.add_argument("--strategies", type=comma_names, default=("random", "entropy", "bald", "coreset"), metavar="NAMES",
@@ -37,20 +39,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     loop.add_argument("--rounds", type=positive_int, default=10, help="select/label/update rounds per loop")
     loop.add_argument("--query-size", type=positive_int, default=20, help="samples labelled per round")
     loop.add_argument("--initial", type=positive_int, default=20, help="random initial labelled samples")
-    loop.add_argument("--seeds", type=positive_int, default=3, help="loops per strategy (seeds 0..N-1)")
+    loop.add_argument("--seeds", type=positive_int, default=3,
+                      help="loops per strategy (seeds --seed .. --seed + N - 1)")
     loop.add_argument("--mc-samples", type=positive_int, default=10, help="MC-dropout samples for BALD")
     loop.add_argument("--members", type=positive_int, default=1,
                       help="train a committee of this many stacked members (BALD from members, not MC dropout); "
                            "a committee retrains from scratch each round, so raise --min-steps (e.g. 500)")
-
-    model = parser.add_argument_group("model and data")
-    model.add_argument("--data", default="digits", metavar="NAME", help="built-in dataset or local TFDS name")
-    model.add_argument("--arch", default="mlp", metavar="NAME", help="architecture (mlp, cnn, lstm, ...)")
-    model.add_argument("--size", default="small", metavar="NAME", help="model size variant (tiny, small, ...)")
-    model.add_argument("--epochs", type=positive_int, default=30, help="epochs of the first training")
-    model.add_argument("--update-epochs", type=positive_int, default=5, help="epochs of each warm-started update")
-    model.add_argument("--min-steps", type=positive_int, default=100, help="at least this many steps per round")
-    model.add_argument("--lr", type=float, default=2e-3, help="learning rate")
+    loop.add_argument("--update-epochs", type=positive_int, default=5, help="epochs of each warm-started update")
+    loop.add_argument("--min-steps", type=positive_int, default=100, help="at least this many steps per round")
+    # An MLP by default: a round retrains in well under a second, so strategies compare quickly.
+    add_model_arguments(parser, arch="mlp", epochs=30)
     add_run_arguments(parser.add_argument_group("run directory"), None, "runs/active-learn-<data>")
 
 
@@ -60,26 +58,26 @@ def run(args: argparse.Namespace) -> int:
     from ml_adv.active_learning.plots import plot_strategy_curves
     from ml_adv.active_learning.simulate import simulate_loop, summarise_curves
     from ml_adv.active_learning.strategies import resolve_strategy
-    from ml_adv.cli.common import fresh_run_directory
+    from ml_adv.cli.common import open_run, settings
     from ml_adv.data.catalog import load_dataset
     from ml_adv.training.config import TrainConfig
 
     for name in args.strategies:
         resolve_strategy(name)  # unknown names fail before anything is deleted or trained
-    config = ActiveLearningConfig(train=TrainConfig(epochs=args.epochs, learning_rate=args.lr),
+    config = ActiveLearningConfig(train=TrainConfig(epochs=args.epochs, batch_size=args.batch_size,
+                                                    learning_rate=args.lr, seed=args.seed),
                                   update_epochs=args.update_epochs, min_steps=args.min_steps,
                                   mc_samples=args.mc_samples, members=args.members)
-    train, test = load_dataset(args.data, split="train"), load_dataset(args.data, split="test")
-    rd = fresh_run_directory(Path(args.run_dir or f"runs/active-learn-{args.data}"), args.fresh)
-    settings = {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(args).items() if k not in ("fresh",)}
-    rd.write_config({"command": "active-learn", **settings})
+    download = not args.no_download
+    train, test = (load_dataset(args.data, split=s, download=download) for s in ("train", "test"))
+    rd = open_run(args, f"active-learn-{args.data}")
     print(f"ml-adv: active learning on {args.data}: {', '.join(args.strategies)} x {args.seeds} seed(s), "
           f"{args.initial} + {args.rounds} x {args.query_size} labels -> {rd.path}/", flush=True)
     started = time.perf_counter()
     curves: dict[str, list] = {}
     records = []
     for name in args.strategies:
-        for seed in range(args.seeds):
+        for seed in range(args.seed, args.seed + args.seeds):
             t0 = time.perf_counter()
             curve = simulate_loop(name, train, test, rounds=args.rounds, query_size=args.query_size,
                                   initial=args.initial, seed=seed, architecture=args.arch, size=args.size,
@@ -93,17 +91,17 @@ def run(args: argparse.Namespace) -> int:
     plot = plot_strategy_curves(summary, rd.plot_path("learning_curve"), targets=TARGETS,
                                 title=f"{args.data}: {args.arch}/{args.size}, {args.seeds} seed(s)")
     rd.write_report({"command": "active-learn", "data": args.data, "strategies": summary,
-                     "settings": settings, "wall_seconds": round(time.perf_counter() - started, 1), "plot": plot})
+                     "settings": settings(args), "wall_seconds": round(time.perf_counter() - started, 1), "plot": plot})
     _print_table(summary)
     return 0
 
 
 def _print_table(summary) -> None:
-    head = ["strategy", "final acc (mean +- std)"] + [f"labels to {t:g}" for t in TARGETS]
-    print("\n| " + " | ".join(head) + " |")
-    print("|" + "|".join("---" for _ in head) + "|")
+    from ml_adv.cli.common import print_table
+
+    rows = []
     for name, s in summary.items():
         reach = [s["labels_to_reach"][f"{t:g}"] for t in TARGETS]
-        cells = [f"{r['mean']:.0f}" if r["mean"] is not None else f"not reached ({r['reached']})" for r in reach]
-        print(f"| {name} | {s['final_mean']:.4f} +- {s['std'][-1]:.4f} | " + " | ".join(cells) + " |")
-    print()
+        rows.append((name, f"{s['final_mean']:.4f} +- {s['std'][-1]:.4f}",
+                     *(f"{r['mean']:.0f}" if r["mean"] is not None else f"not reached ({r['reached']})" for r in reach)))
+    print_table(rows, header=("strategy", "final acc (mean +- std)", *(f"labels to {t:g}" for t in TARGETS)))

@@ -19,11 +19,10 @@ import argparse
 import time
 from pathlib import Path
 
-from ml_adv.cli.common import positive_int
+from ml_adv.cli.common import add_model_arguments, add_run_arguments, choices_help, positive_int
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ml_adv.cli.common import add_run_arguments, choices_help
     from ml_adv.domain_adaptation.methods import ADAPTATION_METHODS
 
     da = parser.add_argument_group("adaptation")
@@ -34,15 +33,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     da.add_argument("--labels-per-class", type=int, default=10,
                     help="labelled target examples per class (fine_tuning / transfer_learning)")
     da.add_argument("--domain-weight", type=float, default=1.0, help="DANN's domain-loss weight")
-    model = parser.add_argument_group("model and training")
-    model.add_argument("--arch", default="cnn", metavar="NAME", help="architecture (mlp, cnn, ...)")
-    model.add_argument("--size", default="small", metavar="NAME", help="model size variant (tiny, small, ...)")
-    model.add_argument("--source-epochs", type=positive_int, default=10, help="epochs of source-only training")
-    model.add_argument("--steps", type=positive_int, default=600,
-                       help="optimizer steps of the adaptation (all stages together)")
-    model.add_argument("--batch-size", type=positive_int, default=64, help="examples per step (per stream)")
-    model.add_argument("--lr", type=float, default=1e-3, help="learning rate")
-    model.add_argument("--seed", type=int, default=0, help="seeds training and the labelled target sample")
+    da.add_argument("--steps", type=positive_int, default=600,
+                    help="optimizer steps of the adaptation (all stages together)")
+    # --epochs is the source-only training's; --data is unused here (--source/--target name the domains).
+    add_model_arguments(parser, epochs=10)
     add_run_arguments(parser.add_argument_group("run directory"), None, "runs/adapt-<method>-<target>")
 
 
@@ -61,11 +55,13 @@ def labelled_sample(data, per_class: int, seed: int):
 
 def run(args: argparse.Namespace) -> int:
     """Check, train source-only, adapt, evaluate, plot, report."""
-    from ml_adv import AdvancedDomainAdaptation, make_spec
-    from ml_adv.cli.common import fresh_run_directory
+    from ml_adv.cli.common import fmt, open_run, print_table
     from ml_adv.data.catalog import load_dataset
+    from ml_adv.domain_adaptation.facade import AdvancedDomainAdaptation
     from ml_adv.domain_adaptation.plots import plot_domain_embeddings
     from ml_adv.domain_adaptation.similarity import features_of
+    from ml_adv.models.registry import make_spec
+    from ml_adv.rundir import Run
 
     # Everything is checked before --fresh deletes anything or anything compiles.
     from ml_adv.training.config import TrainConfig
@@ -75,22 +71,21 @@ def run(args: argparse.Namespace) -> int:
     da = AdvancedDomainAdaptation(args.method, TrainConfig(batch_size=args.batch_size, learning_rate=args.lr,
                                                            seed=args.seed),
                                   steps=args.steps, domain_weight=args.domain_weight)
-    source, source_test = load_dataset(args.source, split="train"), load_dataset(args.source, split="test")
-    target, target_test = load_dataset(args.target, split="train"), load_dataset(args.target, split="test")
+    download = not args.no_download
+    source, source_test = (load_dataset(args.source, split=s, download=download) for s in ("train", "test"))
+    target, target_test = (load_dataset(args.target, split=s, download=download) for s in ("train", "test"))
     labeled = labelled_sample(target, args.labels_per_class, args.seed)
     spec = make_spec(args.arch, input_shape=source.example_shape, input_kind=source.input_kind,
                      num_classes=source.num_classes, size=args.size)
     da.set_source_domain(source, test=source_test)
     da.set_target_domain(target, labeled=labeled if args.method != "domain_adversarial" else None, test=target_test)
-    config = TrainConfig(epochs=args.source_epochs, batch_size=args.batch_size, learning_rate=args.lr, seed=args.seed)
-    rd = fresh_run_directory(Path(args.run_dir or f"runs/adapt-{args.method}-{args.target}"), args.fresh)
-    settings = {k: v for k, v in vars(args).items() if k not in ("fresh", "command") and not k.startswith("_")}
-    rd.write_config({"command": "adapt", **settings, "spec": spec.to_dict(), "source_config": config.to_dict()})
+    config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr, seed=args.seed)
+    rd = open_run(args, f"adapt-{args.method}-{args.target}", spec=spec.to_dict(), source_config=config.to_dict())
     print(f"ml-adv: {args.arch} ({args.size}) {args.source} -> {args.target} by {args.method} -> {rd.path}/", flush=True)
     started = time.perf_counter()
 
     # Recorded trees, so --fresh removes the nested runs' checkpoints too.
-    trained = fit(spec, source, config, progress=False, run_dir=rd.tree_for("source"))
+    trained = fit(spec, source, config, run=Run(rd, progress=False).nested("source"))
     source_model = TrainedModel(spec, trained.state.variables())
     adapted = da.adapt_model(source_model, run_dir=rd.tree_for("adaptation"))
     evaluation = da.evaluate_adaptation(adapted)
@@ -108,9 +103,12 @@ def run(args: argparse.Namespace) -> int:
     report = {"evaluation": evaluation, "similarity": similarity, "plot": plot, "model": saved,
               "seconds": round(time.perf_counter() - started, 2)}
     rd.write_report(report)
-    print(f"  source accuracy {evaluation['source_accuracy']:.4f}, target accuracy "
-          f"{evaluation['unadapted_target_accuracy']:.4f} (source-only) -> {evaluation['target_accuracy']:.4f} "
-          f"({args.method}); MMD similarity {similarity['before']['mmd_similarity']:.3f} -> "
-          f"{similarity['after']['mmd_similarity']:.3f}")
-    print(f"  wrote {rd.path}/report.json, metrics.jsonl, {Path(plot).relative_to(rd.path)}, model/")
+    print_table([("source test accuracy", fmt(evaluation["source_accuracy"])),
+                 ("target test accuracy, source-only", fmt(evaluation["unadapted_target_accuracy"])),
+                 (f"target test accuracy, {args.method}", fmt(evaluation["target_accuracy"])),
+                 ("MMD similarity before -> after", f"{similarity['before']['mmd_similarity']:.3f} -> "
+                                                    f"{similarity['after']['mmd_similarity']:.3f}"),
+                 ("worse than source-only on labelled target", fmt(evaluation.get("worse_than_unadapted"), "{}")),
+                 ("run directory", f"{rd.path}/ (report.json, metrics.jsonl, "
+                                   f"{Path(plot).relative_to(rd.path)}, model/)")])
     return 0

@@ -1,14 +1,25 @@
-"""What every ``ml-adv`` command shares: help formatting, argument types, the run folder.
+"""What every ``ml-adv`` command shares: arguments with one set of defaults, the run folder,
+the results table, help formatting and argument types.
 
-A command module is ``add_arguments(parser)`` and ``run(args) -> int``; the parts all of them
-need live here, with one set of defaults.
+A command module is ``add_arguments(parser)`` and ``run(args) -> int``: it declares the
+options that are its own, takes the shared ones from ``add_model_arguments`` and
+``add_run_arguments``, opens its run folder once with ``open_run`` (validated, cleaned with
+``--fresh``, ``config.json`` written) and passes that ``RunDirectory`` down to whatever it
+calls; it ends with ``print_table``.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import re
 from pathlib import Path
+from typing import Any
+
+# The shared options' defaults, one place for every command. A command overrides one only
+# where its meaning differs (``--epochs`` of a search is per trial) and says so in its help.
+DEFAULTS: dict[str, Any] = {"arch": "cnn", "size": "small", "data": "digits", "epochs": 20, "batch_size": 32,
+                            "lr": 1e-3, "seed": 0}
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -82,3 +93,111 @@ def fresh_run_directory(run_dir: str | Path, fresh: bool):
 
     clean_if_fresh(run_dir, fresh)
     return RunDirectory(run_dir)
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer in [0, 2**63) (seeds)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
+    if not 0 <= value < 2**63:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer below 2**63, got {text!r}")
+    return value
+
+
+def fraction(low_open: bool):
+    """argparse type: a number in ``(0, 1)`` (``low_open``) or ``[0, 1)``."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not ((0 < value < 1) if low_open else (0 <= value < 1)):
+            raise argparse.ArgumentTypeError(f"expected a number in {'(0, 1)' if low_open else '[0, 1)'}, got {text!r}")
+        return value
+
+    parse.__name__ = "fraction"
+    return parse
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def add_model_arguments(parser: argparse.ArgumentParser, *, several: bool = False, **defaults: Any) -> None:
+    """``--arch --size --data --no-download --epochs --batch-size --lr --seed`` with ``DEFAULTS``.
+
+    ``defaults`` overrides a default for this command (e.g. the quickstart's 40 epochs);
+    ``several``: ``--arch``/``--size`` take comma-separated lists (a search chooses among them).
+    """
+    from ml_adv.data.catalog import available_datasets
+    from ml_adv.models import ARCHITECTURES
+
+    unknown = set(defaults) - set(DEFAULTS)
+    if unknown:
+        raise ValueError(f"defaults: unknown shared options {sorted(unknown)}")
+    d = {**DEFAULTS, **defaults}
+    sizes = sorted({s for name in ARCHITECTURES.names() for s in ARCHITECTURES.get(name).sizes})
+    group = parser.add_argument_group("model and data")
+    kind, many = (comma_names, " (or a comma-separated list to choose among)") if several else (str, "")
+    arch, size = ((d[k],) if several and isinstance(d[k], str) else d[k] for k in ("arch", "size"))
+    group.add_argument("--arch", type=kind, default=arch, metavar="NAMES" if several else "NAME",
+                       help=choices_help("architecture" + many, ARCHITECTURES.names()))
+    group.add_argument("--size", type=kind, default=size, metavar="NAMES" if several else "NAME",
+                       help=choices_help("model size variant" + many, sizes))
+    group.add_argument("--data", default=d["data"], metavar="NAME",
+                       help=choices_help("dataset: a built-in name, a TFDS name (cifar10 ...), or (ml-adv train) "
+                                         "your own .npz / .csv file; built-ins", available_datasets()))
+    group.add_argument("--no-download", action="store_true",
+                       help="never download a missing dataset (MNIST files, TFDS preparation): fail instead")
+    train = parser.add_argument_group("training")
+    train.add_argument("--epochs", type=positive_int, default=d["epochs"], help="maximum passes over the data")
+    train.add_argument("--batch-size", type=positive_int, default=d["batch_size"], help="examples per step")
+    train.add_argument("--lr", type=positive_float, default=d["lr"], help="peak learning rate")
+    train.add_argument("--seed", type=non_negative_int, default=d["seed"],
+                       help="seeds initialisation, dropout, shuffling and every random choice of the command")
+
+
+def settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The parsed options as JSON-ready settings (what config.json and report.json record)."""
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(args).items()
+            if k not in ("fresh", "command") and not k.startswith("_")}
+
+
+def open_run(args: argparse.Namespace, default: str, **record: Any):
+    """The command's one ``RunDirectory``: ``--run-dir`` or ``runs/<default>``, checked, cleaned
+    with ``--fresh`` (only ml_adv's own files), with ``config.json`` holding the command, its
+    settings and ``record``. Call it after every other check, so a mistake deletes nothing."""
+    from ml_adv.rundir import check_location
+
+    path = Path(args.run_dir or Path("runs") / default)
+    check_location(path, "--run-dir")
+    rd = fresh_run_directory(path, args.fresh)
+    rd.write_config({"command": args.command, **settings(args), **record})
+    return rd
+
+
+def print_table(rows: list[tuple[Any, ...]], header: tuple[str, ...] = ("metric", "value")) -> None:
+    """A markdown table on stdout: the last thing every command prints."""
+    cells = [[str(c) for c in row] for row in rows]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(header)]
+    print("\n| " + " | ".join(h.ljust(w) for h, w in zip(header, widths)) + " |")
+    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    for row in cells:
+        print("| " + " | ".join(c.ljust(w) for c, w in zip(row, widths)) + " |")
+    print()
+
+
+def fmt(value: Any, pattern: str = "{:.4f}") -> str:
+    """A number for a table cell; ``-`` for a missing or non-finite one."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "-"
+    return pattern.format(value)

@@ -18,14 +18,12 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 from typing import Any
 
-from ml_adv.cli.common import positive_int
+from ml_adv.cli.common import add_model_arguments, add_run_arguments, choices_help, positive_int
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ml_adv.cli.common import add_run_arguments, choices_help
     from ml_adv.ensembles.combine import COMBINATION_RULES
 
     ens = parser.add_argument_group("ensemble")
@@ -35,35 +33,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     ens.add_argument("--folds", type=int, default=0,
                      help="k-fold cross-validation: k fold models (member i leaves out fold i); 0: off")
     ens.add_argument("--no-calibration", action="store_true", help="skip temperature scaling")
-    model = parser.add_argument_group("model and data")
-    model.add_argument("--arch", default="cnn", metavar="NAME", help="architecture (mlp, cnn, lstm, transformer, bert)")
-    model.add_argument("--size", default="small", metavar="NAME", help="model size variant (tiny, small, ...)")
-    model.add_argument("--data", default="digits", metavar="NAME", help="built-in dataset or local TFDS name")
-    model.add_argument("--validation-split", type=float, default=0.15, help="held-out fraction of the training split")
-    model.add_argument("--epochs", type=positive_int, default=10, help="epochs per member")
-    model.add_argument("--batch-size", type=positive_int, default=32, help="examples per step")
-    model.add_argument("--lr", type=float, default=2e-3, help="learning rate")
-    model.add_argument("--seed", type=int, default=0, help="seeds members, folds and the validation split")
+    ens.add_argument("--validation-split", type=float, default=0.15, help="held-out fraction of the training split")
+    add_model_arguments(parser, epochs=10)
     add_run_arguments(parser.add_argument_group("run directory"), None, "runs/ensemble-<arch>-<data>")
 
 
 def _load(args):
     from ml_adv.data.catalog import load_dataset, view_for
 
-    name = view_for(args.data, args.arch)
-    return load_dataset(name, split="train"), load_dataset(name, split="test")
+    name, download = view_for(args.data, args.arch), not args.no_download
+    return load_dataset(name, split="train", download=download), load_dataset(name, split="test", download=download)
 
 
 def run(args: argparse.Namespace) -> int:
     """Validate, clean with --fresh, train (or resume), weight, calibrate, evaluate, plot, report."""
     import numpy as np
 
-    from ml_adv import AdvancedModelEnsemble, make_spec
-    from ml_adv.cli.common import fresh_run_directory
+    from ml_adv.cli.common import open_run, settings
     from ml_adv.ensembles.calibration import expected_calibration_error, reliability_bins
     from ml_adv.ensembles.combine import resolve_rule
+    from ml_adv.ensembles.facade import AdvancedModelEnsemble
     from ml_adv.ensembles.folds import check_folds
     from ml_adv.ensembles.plots import plot_reliability
+    from ml_adv.models.registry import make_spec
     from ml_adv.training.config import TrainConfig
 
     # Everything is checked before --fresh deletes anything or anything compiles.
@@ -75,9 +67,7 @@ def run(args: argparse.Namespace) -> int:
     train, val = full.split((1 - args.validation_split, args.validation_split), seed=args.seed)
     spec = make_spec(args.arch, input_shape=train.example_shape, input_kind=train.input_kind,
                      num_classes=train.num_classes, size=args.size)
-    rd = fresh_run_directory(Path(args.run_dir or f"runs/ensemble-{args.arch}-{args.data}"), args.fresh)
-    settings = {k: v for k, v in vars(args).items() if k not in ("fresh", "command") and not k.startswith("_")}
-    rd.write_config({"command": "ensemble", **settings, "spec": spec.to_dict(), "train_config": config.to_dict()})
+    rd = open_run(args, f"ensemble-{args.arch}-{args.data}", spec=spec.to_dict(), train_config=config.to_dict())
     _ = rd.checkpoint_dir  # records checkpoints/ so that --fresh removes the stacked run's checkpoints
     print(f"ml-adv: {args.folds or args.members} x {args.arch} ({args.size}) on {args.data!r} as one program "
           f"-> {rd.path}/", flush=True)
@@ -87,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     if args.folds:
         ensemble.set_cross_validation(args.folds)
     training = ensemble.fit(spec, train, config, members=None if args.folds else args.members,
-                            val=None if args.folds else val, run_dir=rd.path)
+                            val=None if args.folds else val, run_dir=rd)
     if rule.uses_weights or rule.needs_meta_learner:
         ensemble.update_model_weights(val)
     before = ensemble.get_ensemble_performance(test)
@@ -112,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
         rd.remove("ensemble")
     saved = ensemble.save(rd.tree_for("ensemble"))
     summary = _summary(before, after)
-    rd.write_report({"command": "ensemble", "settings": settings, "training": training, "test": summary,
+    rd.write_report({"command": "ensemble", "settings": settings(args), "training": training, "test": summary,
                      "calibration": calibration, "diversity": before["diversity"], "weights": before["weights"],
                      "plot": plot, "ensemble_dir": saved, "wall_seconds": round(time.perf_counter() - started, 1)})
     _print_table(summary, training)
@@ -133,18 +123,16 @@ def _summary(before: dict[str, Any], after: dict[str, Any] | None) -> dict[str, 
 
 
 def _print_table(summary: dict[str, Any], training: dict[str, Any]) -> None:
-    rows = [("member mean +- std", {m: f"{summary['member_mean'][m]:.4f} +- {summary['member_std'][m]:.4f}"
-                                    for m in summary["member_mean"]}),
-            ("ensemble", {m: f"{v:.4f}" for m, v in summary["ensemble"].items()})]
-    if "ensemble_calibrated" in summary:
-        rows.append(("ensemble + temperature", {m: f"{v:.4f}" for m, v in summary["ensemble_calibrated"].items()}))
+    from ml_adv.cli.common import print_table
+
     metrics = ("accuracy", "nll", "brier", "ece")
-    print("\n| test | " + " | ".join(metrics) + " |")
-    print("|---|" + "---|" * len(metrics))
-    for label, values in rows:
-        print(f"| {label} | " + " | ".join(values[m] for m in metrics) + " |")
+    rows = [("member mean +- std", *(f"{summary['member_mean'][m]:.4f} +- {summary['member_std'][m]:.4f}"
+                                     for m in metrics)),
+            ("ensemble", *(f"{summary['ensemble'][m]:.4f}" for m in metrics))]
+    if "ensemble_calibrated" in summary:
+        rows.append(("ensemble + temperature", *(f"{summary['ensemble_calibrated'][m]:.4f}" for m in metrics)))
     cv = training.get("cross_validation")
     if cv:
-        print(f"\nCV accuracy ({cv['folds']} folds): {cv['mean']['accuracy']:.4f} +- {cv['std']['accuracy']:.4f}; "
-              f"NLL {cv['mean']['nll']:.4f} +- {cv['std']['nll']:.4f}")
-    print()
+        rows.append((f"CV ({cv['folds']} folds) mean +- std",
+                     *(f"{cv['mean'][m]:.4f} +- {cv['std'][m]:.4f}" if m in cv["mean"] else "-" for m in metrics)))
+    print_table(rows, header=("test", *metrics))

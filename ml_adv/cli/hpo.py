@@ -24,12 +24,11 @@ import json
 import time
 from pathlib import Path
 
-from ml_adv.cli.common import comma_names, positive_int
+from ml_adv.cli.common import add_model_arguments, add_run_arguments, choices_help, positive_int
 from ml_adv.errors import ConfigError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ml_adv.cli.common import add_run_arguments, choices_help
     from ml_adv.hpo.methods import SEARCH_METHODS
     from ml_adv.hpo.pruning import PRUNERS
 
@@ -54,17 +53,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="pbt: epochs between two exploit/explore steps (default 2)")
     search.add_argument("--fraction", type=float, default=None,
                         help="pbt: the bottom fraction copies members of the top fraction, in (0, 0.5] (default 0.25)")
-    search.add_argument("--seed", type=int, default=0, help="seeds the searcher and every trial's training")
-
-    model = parser.add_argument_group("model and data")
-    model.add_argument("--arch", type=comma_names, default=("cnn",), metavar="NAMES",
-                       help="architecture, or a comma-separated list to choose among (mlp,cnn)")
-    model.add_argument("--size", type=comma_names, default=("tiny",), metavar="NAMES",
-                       help="model size variant, or a comma-separated list to choose among (tiny,small)")
-    model.add_argument("--data", default="digits", metavar="NAME", help="built-in dataset or local TFDS name")
-    model.add_argument("--epochs", type=positive_int, default=5, help="training epochs per trial")
-    model.add_argument("--validation-split", type=float, default=0.2, metavar="FRACTION",
-                       help="fraction of the training split each trial is scored on")
+    search.add_argument("--validation-split", type=float, default=0.2, metavar="FRACTION",
+                        help="fraction of the training split each trial is scored on")
+    # --epochs, --batch-size and --lr are each trial's (a search's space may override the last two);
+    # trials are short and small, so 5 epochs of the tiny size unless asked otherwise.
+    add_model_arguments(parser, several=True, size="tiny", epochs=5)
     add_run_arguments(parser.add_argument_group("run directory"), None, "runs/hpo-<arch>-<data>-<method>")
 
 
@@ -85,16 +78,16 @@ def run(args: argparse.Namespace) -> int:
     from concurrent.futures import ProcessPoolExecutor
     from multiprocessing import get_context
 
-    from ml_adv.cli.common import fresh_run_directory
+    from ml_adv.cli.common import open_run, print_table
     from ml_adv.hpo.facade import AdvancedHyperparameterOptimizer, default_space
     from ml_adv.hpo.methods import resolve_method
     from ml_adv.hpo.objective import TrainingObjective
     from ml_adv.training.config import TrainConfig
 
-    run_dir = Path(args.run_dir or f"runs/hpo-{'-'.join(args.arch)}-{args.data}-{args.method}")
-    base = TrainConfig(epochs=args.epochs, seed=args.seed)
+    base = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr, seed=args.seed)
     objective = TrainingObjective.from_data(args.data, architectures=args.arch, validation_split=args.validation_split,
-                                            base_config=base, size=args.size[0], split_seed=args.seed)
+                                            base_config=base, size=args.size[0], split_seed=args.seed,
+                                            download=not args.no_download)
     smallest = min(len(t) for t, _ in objective.views.values())
     population = resolve_method(args.method).population
     space = _space(args.space) or default_space(args.arch, args.size, max_batch_size=smallest, population=population)
@@ -109,9 +102,9 @@ def run(args: argparse.Namespace) -> int:
                                                     stacked=args.stacked is not None, trials_per_batch=args.stacked,
                                                     **options)
         optimizer.study(objective)  # validates the space against the data before --fresh deletes anything
-        optimizer.run_dir = fresh_run_directory(run_dir, args.fresh)
+        optimizer.run_dir = rd = open_run(args, f"hpo-{'-'.join(args.arch)}-{args.data}-{args.method}")
         print(f"ml-adv: {args.method} search over {space.names} ({args.trials} trials, {args.epochs} epochs each) "
-              f"-> {run_dir}/", flush=True)
+              f"-> {rd.path}/", flush=True)
         started = time.perf_counter()
         result = optimizer.optimize(objective, search_space=space)
     finally:
@@ -125,14 +118,9 @@ def run(args: argparse.Namespace) -> int:
             ("best val accuracy", "-" if result.best_score is None else f"{result.best_score:.4f}"),
             ("best trial", "-" if result.best_trial is None else str(result.best_trial)),
             ("best config", json.dumps(result.best_config)),
-            ("wall time", f"{time.perf_counter() - started:.1f} s"), ("run directory", str(run_dir))]
+            ("wall time", f"{time.perf_counter() - started:.1f} s"), ("run directory", str(rd.path))]
     if "pbt" in summary:  # the schedule is PBT's answer: report.json holds it, with every copy
         copies = sum(len(t["lineage"]) for t in result.trials)
         rows.insert(-2, ("exploit copies", f"{copies} over {len(summary['pbt']['intervals'])} intervals"))
-    width = max(len(k) for k, _ in rows)
-    print("\n| " + "metric".ljust(width) + " | value |")
-    print("|" + "-" * (width + 2) + "|-------|")
-    for key, value in rows:
-        print(f"| {key.ljust(width)} | {value} |")
-    print()
+    print_table(rows)
     return 0 if result.best_config is not None else 1

@@ -216,60 +216,65 @@ def load_tfds(
     builder = _builder(tfds, name, data_dir)
     source = _data_source(tfds, builder, name, split, data_dir, check_bool("download", download))
     features = source.dataset_info.features
+    kind = _kind(features, name, label_key, image_key, text_key)
+    n = len(source) if max_examples is None else min(len(source), max_examples)
+    if n == 0:
+        raise DataError(f"split: {name!r} split {split!r} has no examples")
+    x, y = _read_all(source, n, kind, name, label_key, image_key if kind == "image" else text_key, max_length)
+    label_feature = features[label_key]
+    return ArrayDataset(x, y, num_classes=_num_classes(label_feature), input_kind=kind, name=name,
+                        info=_info(name, split, kind, label_feature, max_length))
+
+
+def _kind(features, name: str, label_key: str, image_key: str, text_key: str) -> str:
+    """``"image"`` or ``"tokens"``: what the dataset's features hold (ConfigError naming a missing key)."""
     keys = list(features.keys())
     if label_key not in features:
         raise ConfigError(f"label_key: dataset {name!r} has features {keys}, got {label_key!r}")
     if image_key in features:
-        kind = "image"
-    elif text_key in features:
-        kind = "tokens"
-    else:
-        raise ConfigError(
-            f"image_key/text_key: dataset {name!r} has features {keys}, "
-            f"got image_key={image_key!r} and text_key={text_key!r}"
-        )
+        return "image"
+    if text_key in features:
+        return "tokens"
+    raise ConfigError(f"image_key/text_key: dataset {name!r} has features {keys}, "
+                      f"got image_key={image_key!r} and text_key={text_key!r}")
 
-    n = len(source) if max_examples is None else min(len(source), max_examples)
-    if n == 0:
-        raise DataError(f"split: {name!r} split {split!r} has no examples")
+
+def _read_all(source, n: int, kind: str, name: str, label_key: str, key: str, max_length: int):
+    """``(x, y)``: the first ``n`` examples, read in chunks; images as float32 in [0, 1]."""
     x: np.ndarray | None = None
     y = np.empty(n, np.int64)
     for start in range(0, n, READ_CHUNK):
         stop = min(start + READ_CHUNK, n)
         records = _read(source, start, stop)
         y[start:stop] = [int(np.asarray(r[label_key])) for r in records]
-        if kind == "image":
-            try:
-                chunk = np.stack([np.asarray(r[image_key]) for r in records])
-            except ValueError as exc:
-                raise DataError(
-                    f"image_key: expected images of one shape in {name!r}, got varying shapes ({exc})"
-                ) from exc
-            if x is None:
-                x = np.empty((n, *chunk.shape[1:]), np.float32)
-            elif chunk.shape[1:] != x.shape[1:]:
-                raise DataError(
-                    f"image_key: expected images of shape {x.shape[1:]} in {name!r}, got {chunk.shape[1:]}"
-                )
-            scale = np.float32(255.0) if chunk.dtype == np.uint8 else np.float32(1.0)
-            x[start:stop] = chunk.astype(np.float32) / scale
-        else:
+        if kind == "tokens":
             if x is None:
                 x = np.empty((n, max_length), np.int32)
-            x[start:stop] = byte_tokenize([r[text_key] for r in records], max_length)
+            x[start:stop] = byte_tokenize([r[key] for r in records], max_length)
+            continue
+        chunk = _image_chunk(records, key, name)
+        if x is None:
+            x = np.empty((n, *chunk.shape[1:]), np.float32)
+        elif chunk.shape[1:] != x.shape[1:]:
+            raise DataError(f"image_key: expected images of shape {x.shape[1:]} in {name!r}, got {chunk.shape[1:]}")
+        scale = np.float32(255.0) if chunk.dtype == np.uint8 else np.float32(1.0)
+        x[start:stop] = chunk.astype(np.float32) / scale
+    return x, y
 
-    label_feature = features[label_key]
+
+def _image_chunk(records, key: str, name: str) -> np.ndarray:
+    try:
+        return np.stack([np.asarray(r[key]) for r in records])
+    except ValueError as exc:
+        raise DataError(f"image_key: expected images of one shape in {name!r}, got varying shapes ({exc})") from exc
+
+
+def _info(name: str, split: str, kind: str, label_feature, max_length: int) -> dict:
     info: dict = {"source": "tfds", "tfds_name": name, "split": split}
     names = getattr(label_feature, "names", None)
     if names:
         info["label_names"] = list(names)
     if kind == "tokens":
-        info.update(
-            vocab_size=BYTE_VOCAB_SIZE,
-            special_tokens=dict(SPECIAL_TOKENS),
-            max_length=int(max_length),
-            tokenizer="utf-8 bytes, id = 4 + byte",
-        )
-    return ArrayDataset(
-        x, y, num_classes=_num_classes(label_feature), input_kind=kind, name=name, info=info
-    )
+        info.update(vocab_size=BYTE_VOCAB_SIZE, special_tokens=dict(SPECIAL_TOKENS), max_length=int(max_length),
+                    tokenizer="utf-8 bytes, id = 4 + byte")
+    return info

@@ -40,6 +40,8 @@ import optax
 from ml_adv.data.dataset import ArrayDataset
 from ml_adv.domain_adaptation.grl import DEFAULT_GAMMA, gradient_reversal, grl_schedule
 from ml_adv.errors import ConfigError, DataError, check_non_negative, check_positive, describe
+from ml_adv.rundir import QUIET, Run
+from ml_adv.training.loop import Hook
 from ml_adv.training.objectives import Objective, accuracy, cast_floats
 
 PROGRESS = "dann_progress"
@@ -235,7 +237,7 @@ def base_variables(params: Any, model_state: dict[str, Any]) -> dict[str, Any]:
 def fit_dann(model, sources: Sequence[ArrayDataset] | ArrayDataset, target: ArrayDataset, config, *,
              init_params: Any | None = None, val: ArrayDataset | None = None, domain_weight: float = 1.0,
              gamma: float = DEFAULT_GAMMA, discriminator_hidden: Sequence[int] = DEFAULT_DISCRIMINATOR_HIDDEN,
-             run_dir=None, progress: bool | None = False, key=None, epoch_callback=None) -> DANNResult:
+             run: Run = QUIET, key=None, hooks: Sequence[Hook] = ()) -> DANNResult:
     """Train ``model`` (a ``ModelSpec`` or Linen module) with DANN through ``ml_adv.fit``.
 
     Args:
@@ -243,9 +245,10 @@ def fit_dann(model, sources: Sequence[ArrayDataset] | ArrayDataset, target: Arra
         target: target examples (labels unused).
         init_params: the base model's parameters to start from (e.g. a source-trained model).
         val: labelled target examples held out for per-epoch validation / early stopping.
-        run_dir: checkpoint there; the same call again resumes from the latest checkpoint
-            (the lambda schedule's step counter is in the checkpointed model state).
-        epoch_callback: ``fit``'s per-epoch hook (returning True stops the run).
+        run: the run folder and its options (``fit``'s ``run``): the same call again resumes
+            from the latest checkpoint (the lambda schedule's step counter is in the
+            checkpointed model state).
+        hooks: ``fit``'s per-epoch hooks (``EpochCallback`` stops the run).
     """
     from ml_adv.models.registry import ModelSpec
     from ml_adv.training.loop import fit
@@ -271,5 +274,5 @@ def fit_dann(model, sources: Sequence[ArrayDataset] | ArrayDataset, target: Arra
                                 train=False)["params"])
         full["base"] = init_params
     result = fit(module, dict(zip(names, [*sources, target])), config, val=val, objective=objective,
-                 init_params=full, run_dir=run_dir, progress=progress, key=key, epoch_callback=epoch_callback)
+                 init_params=full, run=run, hooks=hooks, key=key)
     return DANNResult(result, module, base_variables(result.state.params, result.state.model_state))

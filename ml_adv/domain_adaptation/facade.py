@@ -39,6 +39,7 @@ from ml_adv.errors import (
     check_positive,
     describe,
 )
+from ml_adv.rundir import Run
 
 VALIDATION_FRACTION = 0.2
 DEFAULT_STEPS = 600
@@ -192,7 +193,7 @@ class AdvancedDomainAdaptation:
             stages=self.gradual["stages"], epochs_per_stage=self.gradual["epochs_per_stage"],
             lr_decay=self.gradual["lr_decay"], head_epochs=head_epochs,
             finetune_epochs=max(0, config.epochs - head_epochs) if self.head_fraction < 1 else 0,
-            progress=self.progress, run_dir=run_dir)
+            run=Run.at(run_dir, progress=self.progress))
 
     def adapt_model(self, model, *, run_dir=None):
         """Adapt ``model`` (a source-trained ``TrainedModel``); returns the adapted ``TrainedModel``.

@@ -25,7 +25,6 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import jax
@@ -33,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ml_adv.errors import ConfigError, check_non_negative, check_positive, describe
+from ml_adv.rundir import QUIET, Run
 from ml_adv.training.optim import (
     ParamGroup,
     optimizer_hyperparams,
@@ -115,15 +115,15 @@ def _restart_optimizer(state, config, scales):
 
 
 def run_stages(spec, init_params: Any, train, config, *, groups: Sequence[str], thawed: Sequence[int],
-               epochs: Sequence[int], val=None, lr_decay: float = 1.0, key=None, progress=False,
-               run_dir=None) -> FineTuneResult:
+               epochs: Sequence[int], val=None, lr_decay: float = 1.0, key=None,
+               run: Run = QUIET) -> FineTuneResult:
     """Train ``spec`` from ``init_params``, stage ``i`` updating ``groups[:thawed[i]]`` for ``epochs[i]``.
 
-    With ``run_dir``, stage ``i`` checkpoints into ``run_dir/stage_<i>`` and a rerun resumes
+    With a run folder, stage ``i`` checkpoints into its ``stage_<i>/`` and a rerun resumes
     each stage from its checkpoint (a finished stage restores without training).
     """
-    from ml_adv.training import host
     from ml_adv.training.loop import fit
+    from ml_adv.training.runner import PROGRAMS
     from ml_adv.training.setup import init_run, run_key
 
     if len(thawed) != len(epochs) or not thawed:
@@ -135,7 +135,7 @@ def run_stages(spec, init_params: Any, train, config, *, groups: Sequence[str], 
     base = dataclasses.replace(config, param_groups=tuple(ParamGroup(g) for g in groups))
     root = run_key(config, key)
     state, histories, thawed_names = None, [], []
-    before = len(host._EPOCH_PROGRAMS)
+    before = PROGRAMS.count("epochs")
     for i, (n, e) in enumerate(zip(thawed, epochs)):
         cfg = dataclasses.replace(base, epochs=int(e))
         stage_key = jax.random.fold_in(root, i)  # a fresh shuffle per stage
@@ -143,23 +143,21 @@ def run_stages(spec, init_params: Any, train, config, *, groups: Sequence[str], 
             state = init_run(spec, cfg, example_x=train.x[:1], steps_per_epoch=len(train) // cfg.batch_size,
                              key=stage_key, init_params=init_params).state
         state = _restart_optimizer(state, cfg, unfreeze_scales(state.params, groups, n, lr_decay=lr_decay))
-        stage_dir = None if run_dir is None else Path(run_dir) / f"stage_{i + 1}"
-        result = fit(spec, train, cfg, val=val, init_state=state, key=stage_key, progress=progress, run_dir=stage_dir)
+        result = fit(spec, train, cfg, val=val, init_state=state, key=stage_key, run=run.nested(f"stage_{i + 1}"))
         state = result.state
         histories.append(result.history)
         thawed_names.append(groups[:n])
-    return FineTuneResult(state, histories, thawed_names, len(host._EPOCH_PROGRAMS) - before)
+    return FineTuneResult(state, histories, thawed_names, PROGRAMS.count("epochs") - before)
 
 
 def finetune_gradual(spec, init_params: Any, train, config, *, stages: int = 3, epochs_per_stage: int = 2,
                      val=None, groups: Sequence[str] | None = None, lr_decay: float = 1.0, key=None,
-                     progress=False, run_dir=None) -> FineTuneResult:
+                     run: Run = QUIET) -> FineTuneResult:
     """Gradual unfreezing: ``stages`` stages from head-only to all groups (``thaw_order``)."""
     groups = list(groups) if groups is not None else thaw_order(init_params)
     plan = stage_plan(len(groups), min(stages, len(groups)))
     return run_stages(spec, init_params, train, config, groups=groups, thawed=plan,
-                      epochs=[epochs_per_stage] * len(plan), val=val, lr_decay=lr_decay, key=key, progress=progress,
-                      run_dir=run_dir)
+                      epochs=[epochs_per_stage] * len(plan), val=val, lr_decay=lr_decay, key=key, run=run)
 
 
 def new_head_params(spec, params: Any, *, seed: int = 0) -> Any:
@@ -172,7 +170,7 @@ def new_head_params(spec, params: Any, *, seed: int = 0) -> Any:
 
 
 def transfer(spec, pretrained_params: Any, train, config, *, head_epochs: int = 3, finetune_epochs: int = 0,
-             val=None, lr_decay: float = 1.0, key=None, progress=False, run_dir=None) -> FineTuneResult:
+             val=None, lr_decay: float = 1.0, key=None, run: Run = QUIET) -> FineTuneResult:
     """Frozen pretrained encoder + a new head (``head_epochs``), then optional full fine-tuning."""
     params = new_head_params(spec, pretrained_params, seed=config.seed)
     groups = thaw_order(params)
@@ -181,4 +179,4 @@ def transfer(spec, pretrained_params: Any, train, config, *, head_epochs: int = 
         thawed.append(len(groups))
         epochs.append(finetune_epochs)
     return run_stages(spec, params, train, config, groups=groups, thawed=thawed, epochs=epochs, val=val,
-                      lr_decay=lr_decay, key=key, progress=progress, run_dir=run_dir)
+                      lr_decay=lr_decay, key=key, run=run)

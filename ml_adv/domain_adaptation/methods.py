@@ -38,8 +38,7 @@ class AdaptRequest:
     lr_decay: float = 1.0
     head_epochs: int | None = None
     finetune_epochs: int = 0
-    progress: bool = False
-    run_dir: Any = None
+    run: Any = None  # a rundir.Run
 
 
 @dataclasses.dataclass
@@ -71,8 +70,7 @@ def domain_adversarial(request: AdaptRequest) -> AdaptOutcome:
 
     result = fit_dann(request.spec, request.sources, request.target, request.config, init_params=request.params,
                       val=request.val, domain_weight=request.domain_weight,
-                      discriminator_hidden=request.discriminator_hidden, progress=request.progress,
-                      run_dir=request.run_dir)
+                      discriminator_hidden=request.discriminator_hidden, run=request.run)
     return AdaptOutcome(result.variables, result.fit.history)
 
 
@@ -86,8 +84,7 @@ def fine_tuning(request: AdaptRequest) -> AdaptOutcome:
     result = finetune_gradual(request.spec, request.params, train, request.config,
                               stages=request.stages if request.gradual else 1,
                               epochs_per_stage=per_stage if request.gradual else request.config.epochs,
-                              groups=groups, val=request.val, lr_decay=request.lr_decay, progress=request.progress,
-                              run_dir=request.run_dir)
+                              groups=groups, val=request.val, lr_decay=request.lr_decay, run=request.run)
     return AdaptOutcome({"params": result.state.params, **result.state.model_state}, _staged_history(result))
 
 
@@ -99,5 +96,5 @@ def transfer_learning(request: AdaptRequest) -> AdaptOutcome:
     result = transfer(request.spec, request.params, train, request.config,
                       head_epochs=request.head_epochs or request.config.epochs,
                       finetune_epochs=request.finetune_epochs, val=request.val, lr_decay=request.lr_decay,
-                      progress=request.progress, run_dir=request.run_dir)
+                      run=request.run)
     return AdaptOutcome({"params": result.state.params, **result.state.model_state}, _staged_history(result))

@@ -23,6 +23,7 @@ from ml_adv.ensembles.combine import safe_log
 from ml_adv.ensembles.folds import stratified_fold_ids, training_masks
 from ml_adv.ensembles.metrics import probability_metrics
 from ml_adv.errors import ConfigError, DataError, NotFittedError, check_positive, describe
+from ml_adv.rundir import NO_RUN, Run
 
 DEFAULT_MEMBERS = 5
 
@@ -37,8 +38,7 @@ def stacked_core():
 
 
 def train_members(spec, data, config, *, members: int, key=None, val=None, member_hparams=None,
-                  bootstrap: bool = False, example_masks=None, run_dir=None, progress=None,
-                  model_ids=None) -> tuple[list, Any]:
+                  bootstrap: bool = False, example_masks=None, run: Run = NO_RUN, model_ids=None) -> tuple[list, Any]:
     """Train ``members`` models of ``spec`` as one program; ``(trained models, StackedFitResult)``.
 
     Member i gets ``model_ids[i]`` (default: the core's fresh ids). Members the core
@@ -47,7 +47,7 @@ def train_members(spec, data, config, *, members: int, key=None, val=None, membe
     fit_stacked = stacked_core()
     result = fit_stacked(
         spec, data, config, members=members, key=key, val=val, member_hparams=member_hparams,
-        bootstrap=bootstrap, example_masks=example_masks, run_dir=run_dir, progress=progress,
+        bootstrap=bootstrap, example_masks=example_masks, run=run,
     )
     failed = np.asarray(result.failed, bool)
     trained = []
@@ -66,7 +66,7 @@ def train_ensemble(spec, data, config, *, members: int | None, folds: int | None
 
     Returns ``(trained models, training report, fold ids [N] or None)``. With ``folds``,
     member i trains on the examples outside fold i (stratified folds seeded with ``seed``).
-    With a ``run_dir``, the members' ids and weights are recorded there before training
+    With a run folder (``run``), the members' ids and weights are recorded there before training
     (``persistence.run_record``), so a killed run resumes as the same members; the report
     holds the trained members' ``weights``.
     """
@@ -90,8 +90,8 @@ def train_ensemble(spec, data, config, *, members: int | None, folds: int | None
     fold_ids = stratified_fold_ids(data.y, folds, seed) if folds is not None else None
     masks = training_masks(fold_ids, folds) if folds is not None else None
     stacked_core()  # fail before anything else if the core is missing
-    run_dir = fit_kwargs.get("run_dir")
-    record = persistence.run_record(run_dir, members=members, folds=folds) if run_dir is not None else None
+    folder = fit_kwargs["run"].directory if "run" in fit_kwargs else None
+    record = persistence.run_record(folder, members=members, folds=folds) if folder is not None else None
     trained, result = train_members(spec, data, config, members=members, example_masks=masks,
                                     model_ids=record["model_ids"] if record else None, **fit_kwargs)
     failed = np.asarray(result.failed, bool)

@@ -38,6 +38,7 @@ from ml_adv.ensembles.stacking import fit_stacking
 from ml_adv.ensembles.views import resolve_views, split_labelled
 from ml_adv.ensembles.weights import check_weight, check_weights, fit_simplex_weights
 from ml_adv.errors import ConfigError, DataError, NotFittedError, check_positive
+from ml_adv.rundir import Run
 
 STACKING_FOLDS = 5
 
@@ -367,7 +368,8 @@ class AdvancedModelEnsemble:
         cv = self.cross_validation_settings
         trained, report, fold_ids = deep.train_ensemble(
             spec, data, config, members=members, folds=cv["folds"] if cv["enabled"] else None, seed=self.seed,
-            key=key, val=val, member_hparams=member_hparams, bootstrap=bootstrap, run_dir=run_dir, progress=progress)
+            key=key, val=val, member_hparams=member_hparams, bootstrap=bootstrap,
+            run=Run.at(run_dir, progress=progress))
         for model, weight in zip(trained, report["weights"]):
             self.add_model(model, weight)
         if fold_ids is not None:

@@ -87,17 +87,14 @@ def load_ensemble(path: str | Path) -> tuple[list, np.ndarray, Any, float | None
     return members, np.asarray(tree["weights"]), tree.get("meta_learner"), temperature, dict(meta["settings"])
 
 
-def run_record(run_dir: str | Path, *, members: int, folds: int | None) -> dict[str, Any]:
-    """The facade's record of a deep-ensemble run in ``run_dir``: its members' ids and weights.
+def run_record(rd, *, members: int, folds: int | None) -> dict[str, Any]:
+    """The facade's record of a deep-ensemble run in the ``RunDirectory`` ``rd``: its members' ids and weights.
 
     Written before training starts, next to the stacked core's checkpoints: a run killed
     mid-training and started again with the same ``run_dir`` resumes training from the
     last checkpoint (the core) and comes back as the same members, with the same ids and
     weights (this record). A record of another run (other member or fold count) is an error.
     """
-    from ml_adv.rundir import RunDirectory
-
-    rd = RunDirectory(run_dir)
     path = rd.path_for(RUN_RECORD)
     if path.exists():
         try:
@@ -108,7 +105,7 @@ def run_record(run_dir: str | Path, *, members: int, folds: int | None) -> dict[
             raise CheckpointError(f"run_dir: expected an ensemble record ({RUN_FORMAT}) in {path}, "
                                   f"got {record.get('format')!r}")
         if (record["members"], record["folds"]) != (members, folds):
-            raise CheckpointError(f"run_dir: {run_dir} holds an ensemble run with members={record['members']}, "
+            raise CheckpointError(f"run_dir: {rd.path} holds an ensemble run with members={record['members']}, "
                                   f"folds={record['folds']}; got members={members}, folds={folds} "
                                   "(use another run directory, or --fresh on the command line)")
         return record

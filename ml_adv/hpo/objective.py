@@ -64,11 +64,13 @@ class TrainingObjective:
 
     @classmethod
     def from_data(cls, data, *, architectures: tuple[str, ...] = ("cnn",),
-                  validation_split: float = 0.2, split_seed: int = 0, **kwargs: Any) -> TrainingObjective:
-        """Carve ``(train, val)`` from the training split of ``data`` (a built-in name or a dataset).
+                  validation_split: float = 0.2, split_seed: int = 0, download: bool = True,
+                  **kwargs: Any) -> TrainingObjective:
+        """Carve ``(train, val)`` from the training split of ``data`` (a dataset name or a dataset).
 
-        For the built-in ``digits``, each architecture gets its view (images, rows, tokens),
-        all split with the same seed, so every architecture sees the same examples.
+        A name with views (``digits``, ``mnist``, ``fashion_mnist``) gives each architecture
+        its view (images, rows, patches, tokens), all split with the same seed, so every
+        architecture sees the same examples. ``download``: fetch a missing named dataset.
         """
         from ml_adv.data import ArrayDataset, load_dataset
         from ml_adv.data.catalog import view_for
@@ -79,7 +81,8 @@ class TrainingObjective:
         fractions = (1 - validation_split, validation_split)
         if isinstance(data, str):
             names = {a: view_for(data, a) for a in architectures}
-            views = {a: load_dataset(n, split="train").split(fractions, seed=split_seed) for a, n in names.items()}
+            views = {a: load_dataset(n, split="train", download=download).split(fractions, seed=split_seed)
+                     for a, n in names.items()}
         elif isinstance(data, ArrayDataset):
             views = {"*": data.split(fractions, seed=split_seed)}
         else:
@@ -148,10 +151,12 @@ class TrainingObjective:
         return spec, train_config, train, val
 
     def __call__(self, config: Mapping[str, Any], epoch_callback: Callable | None = None) -> dict[str, Any]:
-        from ml_adv.training.loop import fit
+        from ml_adv.rundir import Run
+        from ml_adv.training.loop import EpochCallback, fit
 
         spec, train_config, train, val = self.build(config)
-        result = fit(spec, train, train_config, val=val, progress=False, epoch_callback=epoch_callback)
+        hooks = [EpochCallback(epoch_callback)] if epoch_callback is not None else []
+        result = fit(spec, train, train_config, val=val, run=Run(progress=False), hooks=hooks)
         if not result.history:
             raise ConfigError("trial: training ran no epoch")
         restored = train_config.early_stopping and train_config.restore_best and result.best_epoch

@@ -68,6 +68,7 @@ def stacked_trials(objective, configs: Sequence[dict[str, Any]]) -> list[dict[st
     Outcomes have ``run_trial``'s shape; a member whose loss turned non-finite is a failed
     trial, an exception fails its whole group, and other groups go on.
     """
+    from ml_adv.rundir import QUIET
     from ml_adv.training.stacked import fit_stacked
 
     varying = member_fields(objective)
@@ -79,7 +80,7 @@ def stacked_trials(objective, configs: Sequence[dict[str, Any]]) -> list[dict[st
             spec, train_config, train, val = objective.build(first)
             hparams = {name: [float(configs[i][name]) for i in members] for name in varying if name in first}
             result = fit_stacked(spec, train, train_config, members=len(members), val=val,
-                                 member_hparams=hparams or None, progress=False)
+                                 member_hparams=hparams or None, run=QUIET)
             seconds = round((time.perf_counter() - started) / len(members), 4)  # the group's time, shared
             for j, i in enumerate(members):
                 outcomes[i] = _member_outcome(result, j, train_config, objective.metric, seconds)

@@ -25,7 +25,6 @@ import concurrent.futures as cf
 import logging
 import math
 import time
-from pathlib import Path
 from typing import Any
 
 from ml_adv.errors import ConfigError, check_positive, describe
@@ -270,9 +269,9 @@ def _workers(executor) -> int:
 
 
 def _run_directory(run_dir):
-    from ml_adv.rundir import RunDirectory
+    from ml_adv.rundir import Run
 
-    return run_dir if isinstance(run_dir, RunDirectory) else RunDirectory(Path(run_dir))
+    return Run.at(run_dir).directory
 
 
 def _progress(enabled: bool | None, *, total: int, initial: int):

@@ -72,8 +72,8 @@ import numpy as np
 from flax.linen.dtypes import promote_dtype
 from jax import lax
 
-from ml_adv.kernels import autotune
 from ml_adv.errors import ConfigError, ShapeError, check_positive, describe
+from ml_adv.kernels import autotune
 
 __all__ = ["IMPLS", "Conv", "conv2d", "resolve_padding"]
 

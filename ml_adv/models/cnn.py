@@ -26,6 +26,7 @@ from jaxtyping import Array, Float
 
 from ml_adv.errors import ConfigError
 from ml_adv.kernels.conv import Conv
+from ml_adv.kernels.pooling import max_pool
 from ml_adv.models.layers import (
     ACTIVATIONS,
     build_config,
@@ -38,7 +39,6 @@ from ml_adv.models.layers import (
     float_input,
     set_field,
 )
-from ml_adv.kernels.pooling import max_pool
 from ml_adv.models.registry import ArchitectureEntry, register_architecture
 
 NAME = "cnn"

@@ -32,6 +32,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
+from ml_adv.kernels.lstm_layer import LSTMCellParams, lstm_sequence, measured_lowering
 from ml_adv.models.layers import (
     build_config,
     check_bool,
@@ -41,7 +42,6 @@ from ml_adv.models.layers import (
     check_rate,
     float_input,
 )
-from ml_adv.kernels.lstm_layer import LSTMCellParams, lstm_sequence, measured_lowering
 from ml_adv.models.registry import ArchitectureEntry, register_architecture
 
 NAME = "lstm"

@@ -35,15 +35,15 @@ from ml_adv.errors import (
     unknown_name,
 )
 from ml_adv.hpo.methods import OPTIMIZATION_METHODS  # "none" plus ml_adv.hpo's search methods
-from ml_adv.rundir import RunDirectory, dumps
-from ml_adv.training.config import TrainConfig
-from ml_adv.training.loop import fit
-from ml_adv.training.trained_model import TrainedModel
+from ml_adv.rundir import Run, RunDirectory, dumps
 from ml_adv.trainer.training_data import (
     TRAIN_FIELDS,
     normalize_train_fields,
     resolve_training_data,
 )
+from ml_adv.training.config import TrainConfig
+from ml_adv.training.loop import fit
+from ml_adv.training.trained_model import TrainedModel
 
 
 class AdvancedTrainingStrategy:
@@ -168,14 +168,16 @@ class AdvancedCustomModelTrainer:
         self._resource_monitoring = check_bool("enabled", enabled)
 
     # ------------------------------------------------------------------ training
-    async def train_custom_model(self, training_data: dict[str, Any]) -> TrainingResult:
+    async def train_custom_model(self, training_data: dict[str, Any], *, run_dir=None) -> TrainingResult:
         """Train a model off the event loop (in a worker thread) and return a ``TrainingResult``."""
-        return await asyncio.to_thread(self.train, training_data)
+        return await asyncio.to_thread(self.train, training_data, run_dir=run_dir)
 
-    def train(self, training_data: dict[str, Any]) -> TrainingResult:
-        """Synchronous ``train_custom_model``. Bad input raises ``ml_adv.errors`` before compiling."""
-        from ml_adv.models import AdvancedModelArchitecture
+    def train(self, training_data: dict[str, Any], *, run_dir=None) -> TrainingResult:
+        """Synchronous ``train_custom_model``. Bad input raises ``ml_adv.errors`` before compiling.
 
+        ``run_dir``: the run's folder (a path, or a ``RunDirectory`` the caller opened, as the
+        command line does); default ``run_root/<run_name>``.
+        """
         hpo = None
         if self.optimization_method != "none":  # search first (validation split of the training data)
             from ml_adv.trainer.search import search_before_training
@@ -184,43 +186,52 @@ class AdvancedCustomModelTrainer:
         plan = resolve_training_data(training_data, architecture=self.architecture_type,
                                      base_config=self.strategy.config, settings=self._overrides,
                                      augment=self._augment_fn, default_size=self.size)
-        train, val, test, config = plan.train, plan.val, plan.test, plan.config
-        spec = AdvancedModelArchitecture(self.architecture_type, size=plan.size, **plan.model_overrides).design_architecture(
-            plan.input_dim, plan.output_dim, input_shape=train.example_shape, input_kind=train.input_kind
-        )
-        _check_against_model(spec, val, test)
-        train.check_batch_size(config.batch_size)  # before a run directory is made
-        model_id = uuid.uuid4().hex[:12]
-        run_name = plan.run_name or _readable_run_name(self.architecture_type, train.name)
-        run_dir = self.run_root / run_name
-        rd = _open_run_directory(run_dir)
+        spec = self._spec(plan)
+        rd = _open_run_directory(run_dir if run_dir is not None else
+                                 self.run_root / (plan.run_name or _readable_run_name(self.architecture_type,
+                                                                                      plan.train.name)))
         started = time.perf_counter()
-        error, fit_result = None, None
-        schedule = None
-        if hpo is not None:  # PBT's answer is a schedule of hyper-parameters: replay it
-            from ml_adv.trainer.search import replay_schedule
+        fit_result, error = self._fit(spec, plan, rd, _replayed(hpo, plan.config.epochs))
+        record, model, history = self._record(spec, plan, rd, fit_result, error, hpo,
+                                              time.perf_counter() - started)
+        if fit_result is not None:
+            _write_run_outputs(rd, record, history)
+        return TrainingResult(error is None, model, record["model_id"], record["metrics"], history, str(rd.path), error)
 
-            schedule = replay_schedule(hpo, config.epochs)
-            if schedule is not None:
-                hpo["replayed_schedule"] = [{"first_epoch": first, "values": values} for first, values in schedule]
+    def _spec(self, plan):
+        """The model of ``plan``'s data, checked against its validation and test splits."""
+        from ml_adv.models import AdvancedModelArchitecture
+
+        train = plan.train
+        spec = AdvancedModelArchitecture(self.architecture_type, size=plan.size, **plan.model_overrides
+                                         ).design_architecture(plan.input_dim, plan.output_dim,
+                                                               input_shape=train.example_shape,
+                                                               input_kind=train.input_kind)
+        _check_against_model(spec, plan.val, plan.test)
+        train.check_batch_size(plan.config.batch_size)  # before a run directory is made
+        return spec
+
+    def _fit(self, spec, plan, rd, schedule):
+        """``(FitResult or None, error)``: a diverged run is reported, not raised."""
+        train, val, test = plan.train, plan.val, plan.test
+        meta = {"data": {"train": train.name, "val": val.name, "test": test.name if test else None}}
         try:
-            fit_result = fit(spec, train, config, val=val, run_dir=run_dir, hparam_schedule=schedule,
-                             extra_meta={"data": {"train": train.name, "val": val.name, "test": test.name if test else None}})
+            return fit(spec, train, plan.config, val=val, run=Run(rd, meta=meta), hparam_schedule=schedule), None
         except TrainingDivergedError as exc:
-            error = str(exc)
+            return None, str(exc)
         except MlAdvError:
             _discard_if_unused(rd)  # bad input found by fit: leave no empty run behind
             raise
-        wall = time.perf_counter() - started
 
+    def _record(self, spec, plan, rd, fit_result, error, hpo, wall: float):
+        """The run's record (also kept in the registry and history), its model and its history."""
+        config, model_id = plan.config, uuid.uuid4().hex[:12]
         if fit_result is not None:
             model = TrainedModel(spec, fit_result.state.variables(), model_id, mixed_precision=config.mixed_precision)
-            metrics = self._metrics(fit_result, model, val, test, wall)
-            history = fit_result.history
+            metrics, history = self._metrics(fit_result, model, plan.val, plan.test, wall), fit_result.history
         else:
-            model = self._last_good_model(spec, config, run_dir, model_id)
-            metrics = {"wall_seconds": wall}
-            history = rd.read_jsonl("metrics.jsonl")
+            model = self._last_good_model(spec, config, rd.path, model_id)
+            metrics, history = {"wall_seconds": wall}, rd.read_jsonl("metrics.jsonl")
         if hpo is not None:
             metrics["hpo"] = hpo
         if self._resource_monitoring:
@@ -228,16 +239,14 @@ class AdvancedCustomModelTrainer:
         if model is not None:
             model.metrics = metrics
         record = {"model_id": model_id, "architecture": self.architecture_type, "spec": spec.to_dict(),
-                  "train_config": config.to_dict(), "run_dir": str(run_dir), "success": error is None,
+                  "train_config": config.to_dict(), "run_dir": str(rd.path), "success": error is None,
                   "metrics": metrics, "error": error, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
         with self._lock:
             self._registry[model_id] = record
             if model is not None:
                 self._models[model_id] = model
             self._history.append(record)
-        if fit_result is not None:
-            _write_run_outputs(rd, record, history)
-        return TrainingResult(error is None, model, model_id, metrics, history, str(run_dir), error)
+        return record, model, history
 
     # ------------------------------------------------------------------ queries
     def get_model_registry(self) -> dict[str, Any]:
@@ -386,13 +395,22 @@ def _readable_run_name(architecture: str, data_name: str) -> str:
     return f"{architecture}-{data}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
 
 
-def _open_run_directory(run_dir: Path) -> RunDirectory:
-    """The run's ``RunDirectory``, with the files ``fit`` writes recorded up front.
+def _replayed(hpo: dict[str, Any] | None, epochs: int) -> list | None:
+    """PBT's answer is a schedule of hyper-parameters: the segments the final model replays."""
+    if hpo is None:
+        return None
+    from ml_adv.trainer.search import replay_schedule
 
-    Recording them here (idempotent) keeps ``--fresh`` complete even if ``fit`` writes
-    some of them without going through the run directory.
-    """
-    rd = RunDirectory(run_dir)
+    schedule = replay_schedule(hpo, epochs)
+    if schedule is not None:
+        hpo["replayed_schedule"] = [{"first_epoch": first, "values": values} for first, values in schedule]
+    return schedule
+
+
+def _open_run_directory(run_dir) -> RunDirectory:
+    """The run's ``RunDirectory`` (the caller's, or opened here), with the files ``fit`` writes
+    recorded up front, so ``--fresh`` is complete whatever happens while they are written."""
+    rd = run_dir if isinstance(run_dir, RunDirectory) else RunDirectory(run_dir)
     for name in ("config.json", "metrics.jsonl"):
         rd.path_for(name)
     _ = rd.checkpoint_dir

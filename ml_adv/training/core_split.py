@@ -31,7 +31,6 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import jax
@@ -61,12 +60,15 @@ def candidate_mesh(config) -> Any | None:
     return parallel.data_mesh()
 
 
-def recorded_layout(run_dir: str | Path | None, *, resume: bool, overwrite: bool) -> bool | None:
-    """The layout a run directory's earlier run used (``config.json``), so a resumed run keeps it."""
-    if run_dir is None or not resume or overwrite:
+def recorded_layout(run) -> bool | None:
+    """The layout the run folder's earlier run used (``config.json``), so a resumed run keeps it.
+
+    ``run``: the ``rundir.Run`` being opened; None when it starts afresh or has no folder.
+    """
+    if run.directory is None or not run.resume or run.overwrite:
         return None
     try:
-        saved = json.loads((Path(run_dir) / "config.json").read_text())["train_config"]["data_parallel"]
+        saved = json.loads(run.directory.path_for("config.json").read_text())["train_config"]["data_parallel"]
     except (OSError, ValueError, KeyError, TypeError):
         return None
     return saved if isinstance(saved, bool) else None

@@ -1,15 +1,24 @@
-"""``fit``: the training loop around the compiled epoch.
+"""The one training loop: K members (or one unstacked run) epoch after epoch, with hooks.
 
-The host loop is deliberately thin: it places data once, calls one compiled
-program per epoch, evaluates, tracks early stopping, writes ``metrics.jsonl``
-and checkpoints, and resumes from the last checkpoint of ``run_dir``. All
-numerics are in ``steps.py``.
+``fit`` is the single-run case (``TrainingLoop(members=None)``: a state without a member
+axis) and ``fit_stacked`` the K-member case (a leading member axis, the step vmapped inside
+the same scanned epoch); PBT is a hook of the K-member loop. The loop is a sequence of short
+named steps, the same for all of them:
 
-Determinism: initialisation, dropout and shuffling keys are all derived from
-``TrainConfig.seed`` (shuffling by a NumPy permutation seeded with
-``fold_in(shuffle_key, epoch)``, per-step randomness by ``fold_in(state.rng, step)``),
-so a run resumed from epoch k's checkpoint replays exactly the computation of the
-uninterrupted run and ends with bitwise-identical parameters on the same backend.
+* ``open``: the run folder's checkpoints: restore the newest intact one (or the epoch a
+  hook asks for), write ``config.json``, rewrite ``metrics.jsonl`` up to the restored epoch;
+* ``run``: per epoch: hooks' ``on_epoch_start`` -> the compiled epoch (``runner.EpochRunner``)
+  -> non-finite check (a single run raises or skips, per ``nan_policy``; a member is frozen)
+  -> records (train means, validation metrics) -> early stopping and best epoch -> hooks'
+  ``on_epoch_end`` (which may replace the state or stop) -> checkpoint and metrics line
+  -> hooks' ``after_save``;
+* ``finish``: restore each member's best epoch where early stopping asks, close.
+
+Determinism: initialisation, dropout and shuffling keys all derive from
+``TrainConfig.seed`` (orders from ``fold_in(shuffle_key, epoch)``, per-step randomness from
+``fold_in(state.rng, step)``), so a run resumed from epoch k's checkpoint replays exactly the
+computation of the uninterrupted run and ends with bitwise-identical parameters on the same
+backend. All numerics are in ``steps.py``.
 """
 
 from __future__ import annotations
@@ -17,7 +26,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from pathlib import Path
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -26,35 +35,418 @@ import numpy as np
 
 from ml_adv.checkpointing import RunCheckpointer
 from ml_adv.data.dataset import ArrayDataset
-from ml_adv.errors import CheckpointError, TrainingDivergedError
+from ml_adv.errors import CheckpointError, ConfigError, TrainingDivergedError, describe
+from ml_adv.rundir import NO_RUN, Run
 from ml_adv.training import core_split, parallel
 from ml_adv.training.config import DATA_PARALLEL_AUTO, TrainConfig
-from ml_adv.training.host import (
-    EarlyStopping,
-    EpochRunner,
-    first_nonfinite_step,
-    monitor_for,
-    progress_bar,
-    summarize,
-    tiebreak_for,
-)
-from ml_adv.training.inputs import (  # noqa: F401  (re-exported: loop was their home)
+from ml_adv.training.inputs import (
     as_model_inputs,
     check_example_mask,
     check_hparam_schedule,
-    check_init_params,
     check_model,
     continue_from,
     scheduled_values,
     validate_fit_inputs,
 )
 from ml_adv.training.objectives import Objective
+from ml_adv.training.runner import EpochRunner
 from ml_adv.training.sampling import EpochPlan
 from ml_adv.training.setup import apply_member_hparams, init_run, state_hyperparams
 from ml_adv.training.state import TrainState
 from ml_adv.training.steps import classification_metrics, predict_logits
+from ml_adv.training.tracking import (
+    EarlyStopping,
+    first_nonfinite_step,
+    monitor_for,
+    progress_bar,
+    summarize,
+    tiebreak_for,
+)
+
+STOP = "stop"  # what ``on_epoch_end`` returns to end the run after this epoch
 
 
+class Hook:
+    """Something the loop calls around each epoch; override what you need.
+
+    * ``on_open(loop)``: after the run folder is opened (``loop.start_epoch`` is where the run
+      goes on); may call ``loop.restore(epoch)`` to go on from an earlier checkpoint.
+    * ``on_epoch_start(loop, epoch)``: before the epoch runs; may set ``loop.state``; returns
+      fields added to this epoch's records, or None.
+    * ``on_epoch_end(loop, epoch, records)``: after the epoch is recorded; returns a new state,
+      ``STOP`` to end the run, or None.
+    * ``after_save(loop, epoch)``: after the epoch's checkpoint is written (journals, user
+      callbacks); returns ``STOP`` to end the run, or None.
+    """
+
+    def on_open(self, loop: TrainingLoop) -> None:
+        return None
+
+    def on_epoch_start(self, loop: TrainingLoop, epoch: int) -> dict[str, Any] | None:
+        return None
+
+    def on_epoch_end(self, loop: TrainingLoop, epoch: int, records: list[dict[str, Any]]):
+        return None
+
+    def after_save(self, loop: TrainingLoop, epoch: int):
+        return None
+
+
+class EpochCallback(Hook):
+    """``fn(record) -> bool``: called with each epoch's record (member 0's) once the epoch is
+    checkpointed; True stops the run (hyper-parameter search prunes trials with it)."""
+
+    def __init__(self, fn: Callable[[dict[str, Any]], Any]):
+        if not callable(fn):
+            raise ConfigError(f"epoch_callback: expected a callable (record) -> bool, got {describe(fn)}")
+        self.fn = fn
+
+    def after_save(self, loop, epoch):
+        return STOP if self.fn(dict(loop.histories[0][-1])) else None
+
+
+class HparamSchedule(Hook):
+    """``[(first_epoch, {name: value}), ...]``: from each first epoch on, these traced
+    hyper-parameters take these values. Set at every epoch, so a resumed run sets what the
+    uninterrupted one did; nothing recompiles (the values are arrays in the state)."""
+
+    def __init__(self, segments: list[tuple[int, dict[str, float]]]):
+        self.segments = segments
+
+    def on_epoch_start(self, loop, epoch):
+        values = scheduled_values(self.segments, epoch)
+        if values:
+            loop.state = loop.place(apply_member_hparams(loop.state, values))
+        return {f"hparam_{name}": value for name, value in values.items()}
+
+
+# ------------------------------------------------------------------ keeping the best epoch
+class BestInCheckpoints:
+    """A single run's best epoch: the checkpointer's ``best`` slot (or a host copy without a
+    run folder), restored at the end when early stopping asks for it."""
+
+    def __init__(self, loop: TrainingLoop):
+        self.loop, self.in_memory = loop, None
+
+    def items(self, state) -> dict[str, Any]:
+        return state.checkpoint_items()
+
+    def restore_items(self, items) -> TrainState:
+        return self.loop.state.with_checkpoint_items(items)
+
+    def update(self, improved: np.ndarray) -> None:
+        loop = self.loop
+        if improved[0] and loop.checkpointer is None and loop.keeps_best:
+            self.in_memory = jax.tree.map(np.array, (loop.state.params, loop.state.model_state))
+
+    def final(self, state: TrainState) -> TrainState:
+        loop = self.loop
+        best = int(loop.tracker.best_epoch[0])
+        if not (loop.keeps_best and best and loop.histories[0] and best != len(loop.histories[0])):
+            return state
+        if loop.checkpointer is None:
+            if self.in_memory is None:
+                return state
+            params, model_state = jax.tree.map(jnp.asarray, self.in_memory)
+            return state.replace(params=params, model_state=model_state)
+        loop.checkpointer.wait()
+        items, _ = loop.checkpointer.restore(state.checkpoint_items(), which="best")
+        return state.replace(params=items["params"], model_state=items["model_state"])
+
+
+class BestInState:
+    """K members' best epochs: a parameter tree kept beside the state (and in its checkpoint),
+    each member's slot replaced when that member improves."""
+
+    def __init__(self, loop: TrainingLoop):
+        self.loop = loop
+        self.tree = jax.tree.map(jnp.copy, {"params": loop.state.params, "model_state": loop.state.model_state})
+
+    def items(self, state) -> dict[str, Any]:
+        return {"state": state.checkpoint_items(), "best": self.tree}
+
+    def restore_items(self, items) -> TrainState:
+        self.tree = items["best"]
+        return self.loop.state.with_checkpoint_items(items["state"])
+
+    def update(self, improved: np.ndarray) -> None:
+        state = self.loop.state
+        self.tree = _keep_where(self.tree, {"params": state.params, "model_state": state.model_state},
+                                jnp.asarray(improved))
+
+    def final(self, state: TrainState) -> TrainState:
+        if not self.loop.keeps_best:
+            return state
+        restore = jnp.asarray(self.loop.tracker.best_epoch > 0)
+        kept = _keep_where({"params": state.params, "model_state": state.model_state}, self.tree, restore)
+        return state.replace(params=kept["params"], model_state=kept["model_state"])
+
+
+@jax.jit
+def _keep_where(kept, current, take):
+    """Per member, ``current`` where ``take`` else ``kept`` (leading member axis)."""
+    def pick(a, b):
+        return jnp.where(take.reshape((-1,) + (1,) * (b.ndim - 1)), b, a)
+
+    return jax.tree.map(pick, kept, current)
+
+
+# ------------------------------------------------------------------ the loop
+class TrainingLoop:
+    """The host loop of one run of ``members`` stacked models (None: one unstacked model).
+
+    Args:
+        setup: the run's ``setup.RunSetup`` (state, steps, keys).
+        config: its ``TrainConfig``.
+        plan: an ``EpochPlan`` (single) or ``StackedPlan`` (K members): each epoch's orders.
+        runner: the ``EpochRunner`` compiling and running the epoch.
+        members: K, or None for a single run.
+        monitor, mode: the metric early stopping and the best epoch follow.
+        evaluate: ``state -> {"val_loss": ..., "val_accuracy": ...}`` (scalars, or ``[K]``), or None.
+        hooks: ``Hook`` objects, called in order.
+        run: the run folder and how to use it (``rundir.Run``).
+    """
+
+    def __init__(self, setup, config: TrainConfig, plan, runner: EpochRunner, *, members: int | None,
+                 monitor: str, mode: str, evaluate=None, hooks: Sequence[Hook] = (), run: Run = NO_RUN):
+        self.setup, self.config, self.plan, self.runner = setup, config, plan, runner
+        self.stacked, self.k = members is not None, members or 1
+        self.monitor, self.evaluate, self.hooks, self.run_options = monitor, evaluate, list(hooks), run
+        self.tracker = EarlyStopping(self.k, mode, config.min_delta, config.patience, config.early_stopping)
+        self.keeps_best = config.early_stopping and config.restore_best
+        self.state, self.placement = setup.state, None
+        self.histories: list[list[dict[str, Any]]] = [[] for _ in range(self.k)]
+        self.failed, self.stopped = np.zeros(self.k, bool), np.zeros(self.k, bool)
+        self.start_epoch, self.resumed_from, self.steps_run, self.nonfinite_total = 0, None, 0, 0
+        self.stopped_by_hook, self.improved = False, np.zeros(self.k, bool)
+        self.checkpointer = None
+        self.directory = run.directory
+        self.best = BestInState(self) if self.stacked else BestInCheckpoints(self)
+
+    # -------------------------------------------------------------- state placement
+    def place(self, state: TrainState) -> TrainState:
+        """``state`` where the compiled epoch expects it (a mesh placement), else as it is."""
+        return state if self.placement is None else jax.device_put(state, self.placement)
+
+    # -------------------------------------------------------------- the run folder
+    def open(self, extra_config: dict[str, Any] | None = None) -> None:
+        """Open the run folder's checkpoints, go on from the newest intact one, write config.json."""
+        run = self.run_options
+        if self.directory is not None:
+            if run.overwrite:
+                for tree in ("checkpoints/latest", "checkpoints/best"):
+                    self.directory.remove(tree)
+            self.checkpointer = RunCheckpointer(self.directory.checkpoint_dir, max_to_keep=run.keep)
+            if self.checkpointer.latest_step() is not None:
+                if not run.resume:
+                    self.checkpointer.close()
+                    raise CheckpointError(f"run_dir: {self.directory.path} already has checkpoints; pass "
+                                          "resume=True to continue or overwrite=True to restart")
+                items, meta = self.checkpointer.restore_newest_intact(self.best.items(self.state))
+                self._resume(items, meta)
+        for hook in self.hooks:
+            hook.on_open(self)
+        if self.directory is not None:
+            self.directory.write_config({**self._config_record(), **dict(run.meta), **(extra_config or {})})
+            self.directory.rewrite_metrics([self._metrics_line(e) for e in range(self._epochs_recorded())])
+
+    def restore(self, epoch: int) -> None:
+        """Go on from the checkpoint of ``epoch`` (a hook's choice: it must still be kept), or from
+        the start for ``epoch=0``."""
+        if epoch == 0:
+            self.state, self.histories = self.setup.state, [[] for _ in range(self.k)]
+            self.failed, self.stopped = np.zeros(self.k, bool), np.zeros(self.k, bool)
+            self.tracker = EarlyStopping(self.k, self.tracker.mode, self.config.min_delta, self.config.patience,
+                                         self.config.early_stopping)
+            self.start_epoch, self.resumed_from = 0, None
+            self.best = BestInState(self) if self.stacked else BestInCheckpoints(self)
+            return
+        items, meta = self.checkpointer.restore(self.best.items(self.state), step=epoch)
+        self._resume(items, meta)
+
+    def _resume(self, items, meta: dict[str, Any]) -> None:
+        _check_same_run(meta, self.setup.spec, self.config)
+        if int(meta.get("members") or 1) != self.k or bool(meta.get("members")) != self.stacked:
+            raise CheckpointError(f"run_dir: the checkpoint has {meta.get('members') or 'no stacked'} members, "
+                                  f"got members={self.k if self.stacked else None}")
+        self.state = self.best.restore_items(items)
+        self.histories = [list(h) for h in meta["histories"]] if "histories" in meta else [list(meta["history"])]
+        self.tracker.load_meta(meta)
+        self.failed = np.array(meta.get("failed", [False] * self.k), bool)
+        # A single run's checkpoint holds the tracker only: out of patience means it had stopped.
+        self.stopped = np.array(meta["stopped"], bool) if "stopped" in meta else self.tracker.stopped.copy()
+        self.start_epoch = self.resumed_from = int(meta["epoch"])
+
+    def _config_record(self) -> dict[str, Any]:
+        spec = self.setup.spec
+        record = {"train_config": self.config.to_dict(), "model": spec.to_dict() if spec else repr(self.setup.module)}
+        if self.stacked:
+            record["members"] = self.k
+        return record
+
+    def _epochs_recorded(self) -> int:
+        return max((len(h) for h in self.histories), default=0)
+
+    def _metrics_line(self, e: int) -> dict[str, Any]:
+        if not self.stacked:
+            return self.histories[0][e]
+        return {"epoch": e + 1, "members": [h[e] if e < len(h) else None for h in self.histories]}
+
+    # -------------------------------------------------------------- epochs
+    def run(self, data) -> None:
+        """Epochs from ``start_epoch`` until the last, every member stopped, or a hook says stop."""
+        done = (self.failed | self.stopped).all()
+        epochs = range(self.start_epoch, self.config.epochs) if not done else range(0)
+        bar = progress_bar(epochs, self.run_options.progress, total=self.config.epochs, initial=self.start_epoch,
+                           desc="stacked epochs" if self.stacked else "epochs")
+        try:
+            for epoch in bar:
+                records, stop = self.epoch(data, epoch)
+                if hasattr(bar, "set_postfix") and not self.stacked:
+                    bar.set_postfix({k: f"{records[0][k]:.4f}" for k in ("train_loss", "val_accuracy")
+                                     if k in records[0]})
+                if stop or (self.failed | self.stopped).all():
+                    self.stopped_by_hook = bool(stop)
+                    break
+        finally:
+            if hasattr(bar, "close"):
+                bar.close()
+
+    def epoch(self, data, epoch: int) -> tuple[list[dict[str, Any]], bool]:
+        """One epoch: hooks, the compiled epoch, checks, records, tracking, hooks, checkpoint."""
+        t0 = time.perf_counter()
+        extra: dict[str, Any] = {}
+        for hook in self.hooks:
+            extra.update(hook.on_epoch_start(self, epoch) or {})
+        order, active = self.plan.draw(epoch)
+        running = ~(self.failed | self.stopped)
+        self.state, metrics = self.runner(self.state, data, order, active)
+        self._check_finite(metrics, epoch, running)
+        records = self._records(epoch, metrics, time.perf_counter() - t0, extra)
+        self._track(epoch, records, running)
+        stop = False
+        for hook in self.hooks:
+            outcome = hook.on_epoch_end(self, epoch, records)
+            if isinstance(outcome, TrainState):
+                self.state = outcome
+            stop = stop or outcome == STOP
+        if self.checkpointer is not None:
+            self.save(epoch)
+        for hook in self.hooks:
+            stop = hook.after_save(self, epoch) == STOP or stop
+        return records, stop
+
+    def _check_finite(self, metrics, epoch: int, running: np.ndarray) -> None:
+        """A single run raises at its first non-finite step (``nan_policy="raise"``); a member
+        is frozen, and the run raises only when every member has diverged."""
+        if not self.stacked:
+            bad_step = first_nonfinite_step(metrics)
+            if bad_step is not None and self.config.nan_policy == "raise":
+                raise self._diverged(bad_step, epoch)
+            return
+        self.failed = np.asarray(jax.device_get(self.state.frozen)) & running | self.failed
+        if self.config.nan_policy == "raise" and self.failed.all():
+            raise TrainingDivergedError(
+                f"loss: every one of the {self.k} members turned NaN/inf by epoch {epoch + 1}; "
+                "lower the learning rates or enable grad_clip_norm")
+
+    def _diverged(self, epoch_step: int, epoch: int) -> TrainingDivergedError:
+        step = epoch * self.plan.steps + epoch_step
+        where = None
+        if self.checkpointer is not None:
+            self.checkpointer.wait()
+            where = self.checkpointer.path()
+        return TrainingDivergedError(
+            f"loss: expected finite values, got NaN/inf at step {step} (epoch {epoch + 1}); "
+            "training stopped, the last good checkpoint is kept" + (f" at {where}" if where else "")
+            + ". Lower the learning rate, enable grad_clip_norm, or set nan_policy='skip'.",
+            step=step, last_good_checkpoint=where)
+
+    def _records(self, epoch: int, metrics, seconds: float, extra: dict[str, Any]) -> list[dict[str, Any]]:
+        """One record per member: epoch, step, train means, validation metrics, ``extra``."""
+        summary = {k: np.atleast_1d(v) for k, v in summarize(metrics, axis=0).items()}
+        val = {k: np.atleast_1d(v) for k, v in (self.evaluate(self.state) if self.evaluate else {}).items()}
+        steps = np.atleast_1d(np.asarray(jax.device_get(self.state.step)))
+        self.steps_run += self.plan.live_steps if not self.stacked else self.plan.steps
+        records = []
+        for i in range(self.k):
+            record = {"epoch": epoch + 1, "step": int(steps[i])}
+            for name, value in summary.items():
+                if name != "steps" or self.stacked:
+                    record[name] = int(value[i]) if name in ("nonfinite_steps", "steps") else float(value[i])
+            if self.stacked:
+                record.update({name: float(value[i]) for name, value in val.items()})
+                record["failed"] = bool(self.failed[i])
+                record["epoch_seconds"] = round(seconds, 4)
+            else:  # a single run's record keeps its long-standing field order
+                record["epoch_seconds"] = round(seconds, 4)
+                record.update(extra)
+                record.update({name: float(value[i]) for name, value in val.items()})
+            records.append(record)
+        self.nonfinite_total += int(summary["nonfinite_steps"][0]) if not self.stacked else 0
+        return records
+
+    def _track(self, epoch: int, records: list[dict[str, Any]], running: np.ndarray) -> None:
+        """Early stopping, the best epoch, histories and the members frozen from now on."""
+        live = running & ~self.failed
+        values = np.array([r.get(self.monitor, np.nan) for r in records])
+        tie = tiebreak_for(self.monitor)
+        ties = np.array([r.get(tie, np.inf) for r in records]) if tie else None
+        self.improved = self.tracker.update(values, epoch + 1, running=live, tiebreak=ties)
+        self.best.update(self.improved)
+        self.stopped = self.stopped | (self.tracker.stopped & live)
+        for i, record in enumerate(records):
+            if running[i]:
+                self.histories[i].append(record)
+        if self.stacked:  # frozen members skip every later step: early-stopped and failed alike
+            self.state = self.state.replace(frozen=jnp.asarray(self.failed | self.stopped))
+
+    def save(self, epoch: int) -> None:
+        """The epoch's checkpoint (with everything a resumed run needs) and its metrics line."""
+        meta = {"epoch": epoch + 1, **self.tracker.to_meta(), "train_config": self.config.to_dict(),
+                "model": self.setup.spec.to_dict() if self.setup.spec else None}
+        if self.stacked:
+            meta.update(members=self.k, histories=self.histories, failed=self.failed.tolist(),
+                        stopped=self.stopped.tolist())
+            self.checkpointer.save(epoch + 1, self.best.items(self.state), meta)
+        else:
+            meta["history"] = self.histories[0]
+            meta.update({k: v[0] for k, v in self.tracker.to_meta().items()})
+            self.checkpointer.save(epoch + 1, self.best.items(self.state), meta, is_best=bool(self.improved[0]))
+        self.directory.append_metrics(self._metrics_line(epoch))
+
+    def finish(self) -> TrainState:
+        """The final state: each member's best epoch restored where early stopping asks."""
+        self.state = self.best.final(self.state)
+        return self.state
+
+    def close(self) -> None:
+        """Close the checkpoints (waits for the last asynchronous save)."""
+        if self.checkpointer is not None:
+            self.checkpointer.close()
+
+    @property
+    def steps_per_second(self) -> float:
+        seconds = self.runner.train_seconds
+        return self.steps_run / seconds if seconds > 0 else float("nan")
+
+
+def _check_same_run(meta: dict[str, Any], spec, config: TrainConfig) -> None:
+    if spec is not None and meta.get("model") not in (None, json.loads(json.dumps(spec.to_dict()))):
+        raise CheckpointError(
+            "run_dir: the checkpoint was written by a different model "
+            f"({meta['model'].get('architecture')}); use another run_dir or overwrite=True"
+        )
+    saved = meta.get("train_config", {})
+    for key in ("seed", "batch_size", "learning_rate", "optimizer", "schedule", "grad_accum_steps"):
+        if key in saved and saved[key] != config.to_dict()[key]:
+            raise CheckpointError(
+                f"run_dir: cannot resume: {key} was {saved[key]!r} in the checkpoint, got {config.to_dict()[key]!r}; "
+                "use another run_dir or overwrite=True"
+            )
+
+
+# ------------------------------------------------------------------ fit: the K = 1 case
 @dataclasses.dataclass
 class FitResult:
     """What ``fit`` returns.
@@ -63,7 +455,7 @@ class FitResult:
         state: the final ``TrainState`` (best-epoch params when early stopping restored them).
         history: one dict of metrics per epoch.
         best_epoch, best_value: the best epoch (1-based) by ``config.monitor`` and its value.
-        stopped_early: whether early stopping ended the run.
+        stopped_early: whether early stopping (or a hook) ended the run.
         resumed_from: the epoch a resumed run continued from (``None`` for a fresh run).
         compile_seconds: time to compile the epoch program (first call).
         steps_per_second: optimizer micro-steps per second, compilation excluded.
@@ -100,82 +492,22 @@ def evaluate(state: TrainState, val: ArrayDataset, config: TrainConfig) -> dict[
     return {f"val_{k}": v for k, v in classification_metrics(logits, val.y).items()}
 
 
-def diverged_error(epoch_step: int, epoch: int, steps_per_epoch: int, checkpointer) -> TrainingDivergedError:
-    step = epoch * steps_per_epoch + epoch_step
-    if checkpointer is not None:
-        checkpointer.wait()
-    where = checkpointer.path() if checkpointer is not None else None
-    return TrainingDivergedError(
-        f"loss: expected finite values, got NaN/inf at step {step} (epoch {epoch + 1}); "
-        "training stopped, the last good checkpoint is kept"
-        + (f" at {where}" if where else "")
-        + ". Lower the learning rate, enable grad_clip_norm, or set nan_policy='skip'.",
-        step=step,
-        last_good_checkpoint=where,
-    )
-
-
-@dataclasses.dataclass
-class _Resume:
-    state: TrainState
-    history: list
-    start_epoch: int
-    resumed_from: int | None
-
-
-def open_checkpoints(run_path: Path, state: TrainState, spec, config: TrainConfig, tracker: EarlyStopping, *,
-                     resume: bool, overwrite: bool, extra_meta: dict | None, model_repr: str):
-    """Open the run directory's checkpoints, restore the latest if any, write config.json.
-
-    Returns ``(run_directory, checkpointer, restored)``. Every file goes through
-    ``RunDirectory``, which records it so ``--fresh`` removes exactly what the run wrote.
-    """
-    from ml_adv.rundir import RunDirectory
-
-    rd = RunDirectory(run_path)
-    ckpt_dir = rd.checkpoint_dir
-    if overwrite:
-        for tree in ("checkpoints/latest", "checkpoints/best"):
-            rd.remove(tree)
-    checkpointer = RunCheckpointer(ckpt_dir)
-    restored = _Resume(state, [], 0, None)
-    if checkpointer.latest_step() is not None:
-        if not resume:
-            checkpointer.close()
-            raise CheckpointError(
-                f"run_dir: {run_path} already has checkpoints; pass resume=True to continue or overwrite=True to restart"
-            )
-        items, meta = checkpointer.restore_newest_intact(state.checkpoint_items())
-        _check_same_run(meta, spec, config)
-        tracker.load_meta(meta)
-        restored = _Resume(state.with_checkpoint_items(items), list(meta["history"]), int(meta["epoch"]), int(meta["epoch"]))
-    record = {"train_config": config.to_dict(), "model": spec.to_dict() if spec else model_repr}
-    record.update(extra_meta or {})
-    rd.write_config(record)
-    rd.rewrite_metrics(restored.history)
-    return rd, checkpointer, restored
-
-
 def fit(
     model,
     train,
     config: TrainConfig | None = None,
     *,
     val: ArrayDataset | None = None,
-    run_dir: str | Path | None = None,
-    resume: bool = True,
-    overwrite: bool = False,
-    progress: bool | None = None,
+    run: Run | Any = None,
     init_params: Any | None = None,
-    extra_meta: dict[str, Any] | None = None,
+    init_state: TrainState | None = None,
     key: jax.Array | None = None,
     objective: Objective | None = None,
-    epoch_callback: Any | None = None,
     example_mask: np.ndarray | None = None,
-    init_state: TrainState | None = None,
+    hooks: Sequence[Hook] = (),
     hparam_schedule: Any | None = None,
 ) -> FitResult:
-    """Train ``model`` on ``train``; evaluate on ``val`` each epoch; checkpoint into ``run_dir``.
+    """Train ``model`` on ``train``; evaluate on ``val`` each epoch; checkpoint into the run folder.
 
     Args:
         model: a ``ModelSpec`` (validated against the data) or any Linen module
@@ -183,14 +515,16 @@ def fit(
         train: an ``ArrayDataset``, or a dict of named streams ``{name: ArrayDataset}``
             (e.g. ``{"source": s, "target": t}``) for an objective that reads several: the
             first sets the epoch length and the others cycle with their own permutations.
-        val: an ``ArrayDataset`` evaluated after each epoch.
         config: the ``TrainConfig`` (default: ``TrainConfig()``).
-        run_dir: when given, writes ``config.json``, ``metrics.jsonl`` and
-            ``checkpoints/`` there, and resumes from its latest checkpoint.
-        resume: continue from ``run_dir``'s latest checkpoint if there is one.
-        overwrite: delete existing checkpoints in ``run_dir`` and start afresh.
-        progress: show a tqdm bar (default: only on a terminal).
+        val: an ``ArrayDataset`` evaluated after each epoch.
+        run: the run folder and how to use it: a ``rundir.Run`` (``Run.at("runs/x",
+            resume=True, overwrite=False, meta={...}, progress=None)``), or just the folder
+            (a path or ``RunDirectory``). It gets ``config.json``, ``metrics.jsonl`` and
+            ``checkpoints/``, and the run goes on from its latest checkpoint. None: nothing
+            written; a progress bar on a terminal.
         init_params: start from these parameters (fine-tuning / transfer) instead of a fresh init.
+        init_state: continue from this ``TrainState`` (parameters, optimizer state, step,
+            keys): an incremental update that carries the optimizer state over.
         key: the run's root key (default ``PRNGKey(config.seed)``); member i of
             ``fit_stacked(..., key=k)`` equals ``fit(..., key=setup.member_keys(k, K)[i])``.
         objective: ``(params, model_state, batch, key, hparams) -> (loss, aux)``
@@ -198,35 +532,31 @@ def fit(
         example_mask: ``[N]`` bool: train only on these rows of ``train``, a fixed-capacity
             pool. Epochs keep ``N // batch_size`` steps (the padded ones are skipped), so a
             growing labelled set (active learning) never recompiles.
-        init_state: continue from this ``TrainState`` (parameters, optimizer state, step,
-            keys): an incremental update that carries the optimizer state over.
-        epoch_callback: called with each epoch's metrics record; returning True stops the run
-            (hyper-parameter search prunes unpromising trials with it).
-        hparam_schedule: ``[(first_epoch, {name: value}), ...]``: from each first epoch on,
-            these traced hyper-parameters (learning rate, weight decay, label smoothing ...)
-            take these values; nothing recompiles, and a resumed run sets them as the
-            uninterrupted one did (the trainer replays a PBT schedule with it).
+        hooks: ``Hook`` objects called around every epoch (``EpochCallback(fn)`` stops a run
+            when ``fn(record)`` says so; PBT is a hook of ``fit_stacked``).
+        hparam_schedule: ``[(first_epoch, {name: value}), ...]`` (``HparamSchedule``): from
+            each first epoch on, these traced hyper-parameters take these values; nothing
+            recompiles (the trainer replays a PBT schedule with it).
 
     Returns:
         A ``FitResult``.
 
     Example:
         >>> from ml_adv.data.builtin import load_digits
-        >>> from ml_adv.models import AdvancedModelArchitecture
+        >>> from ml_adv.models import make_spec
         >>> train, test = load_digits().split((0.8, 0.2))
-        >>> spec = AdvancedModelArchitecture("cnn").design_architecture(8, 10, input_shape=train.example_shape)
-        >>> result = fit(spec, train, TrainConfig(epochs=5), val=test)
+        >>> spec = make_spec("mlp", input_shape=train.example_shape, input_kind="image", num_classes=10,
+        ...                  size="tiny")
+        >>> result = fit(spec, train, TrainConfig(epochs=2), val=test, run=Run(progress=False))
+        >>> len(result.history)
+        2
     """
-
     config = TrainConfig() if config is None else config
     spec = check_model(model)
     train, val = as_model_inputs(spec, train), as_model_inputs(spec, val)
     validate_fit_inputs(spec, train, val, config)
+    run = Run.of(run)
     monitor, mode = monitor_for(config, val is not None)
-    mesh = None
-    if config.data_parallel is True:
-        mesh = parallel.data_mesh()
-        parallel.check_divisible(config.batch_size, mesh)
     streams = train if isinstance(train, dict) else None
     sizes = tuple(len(d) for d in streams.values()) if streams else (len(train),)
     example = next(iter(streams.values())).x[:1] if streams else train.x[:1]
@@ -235,165 +565,45 @@ def fit(
         return init_run(model, config, example_x=example, steps_per_epoch=sizes[0] // config.batch_size, key=key,
                         objective=objective, init_params=init_params, mesh=mesh)
 
+    mesh, config, setup, plan = _layout(config, make_setup, train, streams, sizes, example, example_mask, run)
+    schedule = check_hparam_schedule(hparam_schedule, state_hyperparams(setup.state), config.epochs)
+    all_hooks = [HparamSchedule(schedule)] if schedule else []
+    runner = EpochRunner(setup.train_step, scan=config.scan_epochs, guard_steps=setup.guard_steps,
+                         unroll=config.scan_unroll)
+    loop = TrainingLoop(setup, config, plan, runner, members=None, monitor=monitor, mode=mode,
+                        evaluate=(lambda state: evaluate(state, val, config)) if val is not None else None,
+                        hooks=[*all_hooks, *hooks], run=run)
+    loop.state = continue_from(setup.state, init_state)
+    try:
+        loop.open()
+        data = device_data(train, mesh)
+        if mesh is not None:
+            loop.placement = parallel.replicated(mesh)
+            loop.state = loop.place(loop.state)
+        loop.run(data)
+        state = loop.finish()
+    finally:
+        loop.close()
+    return FitResult(state=state, history=loop.histories[0], best_epoch=int(loop.tracker.best_epoch[0]),
+                     best_value=float(loop.tracker.best_value[0]),
+                     stopped_early=bool(loop.stopped[0] or loop.stopped_by_hook), resumed_from=loop.resumed_from,
+                     compile_seconds=runner.compile_seconds, steps_per_second=loop.steps_per_second,
+                     nonfinite_steps=loop.nonfinite_total,
+                     run_dir=str(run.directory.path) if run.directory is not None else None)
+
+
+def _layout(config, make_setup, train, streams, sizes, example, example_mask, run: Run):
+    """``(mesh, config, setup, plan)``: data parallelism as configured (``"auto"``: measured)."""
+    mesh = None
+    if config.data_parallel is True:
+        mesh = parallel.data_mesh()
+        parallel.check_divisible(config.batch_size, mesh)
     setup = make_setup(mesh)
     mask = check_example_mask(example_mask, train, config)
     plan = EpochPlan(sizes, config.batch_size, setup.shuffle_key, tuple(streams) if streams else None, mask)
     if config.data_parallel == DATA_PARALLEL_AUTO:  # one device or the batch over the cores, as measured
-        recorded = core_split.recorded_layout(run_dir, resume=resume, overwrite=overwrite)
+        recorded = core_split.recorded_layout(run)
         mesh, setup = core_split.resolve(config, setup, make_setup, lambda m: device_data(train, m), plan,
                                          plan.streams, example, recorded)
-        config = config.replace(data_parallel=mesh is not None)  # what the run directory records
-    schedule = check_hparam_schedule(hparam_schedule, state_hyperparams(setup.state), config.epochs)
-    run = _SingleRun(setup, config, plan,
-                     EarlyStopping(1, mode, config.min_delta, config.patience, config.early_stopping), monitor,
-                     schedule)
-    run.state = continue_from(setup.state, init_state)
-    if run_dir is not None:
-        run.open(Path(run_dir), resume=resume, overwrite=overwrite, extra_meta=extra_meta)
-    data = device_data(train, mesh)
-    if mesh is not None:
-        run.placement = parallel.replicated(mesh)
-        run.state = jax.device_put(run.state, run.placement)
-    try:
-        run.train(data, val, progress, epoch_callback)
-    finally:
-        run.close()
-    return run.result()
-
-
-class _SingleRun:
-    """The host loop of one run, as short named steps: open, train (epoch after epoch), close, result."""
-
-    def __init__(self, setup, config: TrainConfig, plan: EpochPlan, tracker: EarlyStopping, monitor: str,
-                 schedule: list | None = None):
-        self.setup, self.config, self.plan, self.tracker, self.monitor = setup, config, plan, tracker, monitor
-        self.schedule, self.placement = schedule, None
-        self.state, self.history, self.start_epoch, self.resumed_from = setup.state, [], 0, None
-        self.run_path = self.run_directory = self.checkpointer = self.best_in_memory = None
-        self.runner = EpochRunner(setup.train_step, scan=config.scan_epochs, guard_steps=setup.guard_steps,
-                                  unroll=config.scan_unroll)
-        self.stopped_early, self.nonfinite_total, self.steps_run = False, 0, 0
-
-    def open(self, run_path: Path, *, resume: bool, overwrite: bool, extra_meta: dict | None) -> None:
-        """Open the run directory and continue from its latest checkpoint, if any."""
-        self.run_path = run_path
-        self.run_directory, self.checkpointer, restored = open_checkpoints(
-            run_path, self.state, self.setup.spec, self.config, self.tracker, resume=resume, overwrite=overwrite,
-            extra_meta=extra_meta, model_repr=repr(self.setup.module))
-        self.state, self.history = restored.state, restored.history
-        self.start_epoch, self.resumed_from = restored.start_epoch, restored.resumed_from
-
-    def train(self, data, val, progress, epoch_callback) -> None:
-        """Epochs until the last one, early stopping, or the callback asks to stop; best epoch restored."""
-        self.stopped_early = bool(self.tracker.stopped[0])
-        epochs = range(self.start_epoch, self.config.epochs) if not self.stopped_early else range(0)
-        bar = progress_bar(epochs, progress, total=self.config.epochs, initial=self.start_epoch)
-        try:
-            for epoch in bar:
-                record = self.epoch(data, val, epoch)
-                if hasattr(bar, "set_postfix"):
-                    bar.set_postfix({k: f"{record[k]:.4f}" for k in ("train_loss", "val_accuracy") if k in record})
-                if self.tracker.stopped[0] or (epoch_callback is not None and epoch_callback(dict(record))):
-                    self.stopped_early = True
-                    break
-        finally:
-            if hasattr(bar, "close"):
-                bar.close()
-        best_epoch = int(self.tracker.best_epoch[0])
-        config = self.config
-        if config.early_stopping and config.restore_best and best_epoch and self.history and best_epoch != len(self.history):
-            self.state = _restore_best(self.state, self.checkpointer, best_epoch, self.best_in_memory)
-
-    def epoch(self, data, val, epoch: int) -> dict[str, Any]:
-        """Run, check, evaluate, track and checkpoint one epoch; returns its record."""
-        t0 = time.perf_counter()
-        order, active = self.plan.draw(epoch)
-        scheduled = scheduled_values(self.schedule, epoch)
-        if scheduled:  # set every epoch, so a resumed run matches an uninterrupted one
-            self.state = apply_member_hparams(self.state, scheduled)
-            if self.placement is not None:  # the new values where the compiled epoch expects them
-                self.state = jax.device_put(self.state, self.placement)
-        self.state, metrics = self.runner(self.state, data, order, active)
-        bad_step = first_nonfinite_step(metrics)
-        if bad_step is not None and self.config.nan_policy == "raise":
-            raise diverged_error(bad_step, epoch, self.plan.steps, self.checkpointer)
-        record = _epoch_record(epoch, self.state, metrics, time.perf_counter() - t0)
-        record.update({f"hparam_{name}": value for name, value in scheduled.items()})
-        self.nonfinite_total += record["nonfinite_steps"]
-        self.steps_run += self.plan.live_steps
-        if val is not None:
-            record.update(evaluate(self.state, val, self.config))
-        self.history.append(record)
-        tie = tiebreak_for(self.monitor)
-        is_best = bool(self.tracker.update(record[self.monitor], epoch + 1, tiebreak=record.get(tie) if tie else None)[0])
-        config = self.config
-        if is_best and self.checkpointer is None and config.early_stopping and config.restore_best:
-            self.best_in_memory = jax.tree.map(np.array, (self.state.params, self.state.model_state))
-        if self.checkpointer is not None:
-            _save_epoch(self.checkpointer, self.run_directory, epoch, self.state, self.history, self.tracker,
-                        self.setup.spec, config, is_best)
-        return record
-
-    def close(self) -> None:
-        if self.checkpointer is not None:
-            self.checkpointer.close()
-
-    def result(self) -> FitResult:
-        runner = self.runner
-        return FitResult(
-            state=self.state,
-            history=self.history,
-            best_epoch=int(self.tracker.best_epoch[0]),
-            best_value=float(self.tracker.best_value[0]),
-            stopped_early=self.stopped_early,
-            resumed_from=self.resumed_from,
-            compile_seconds=runner.compile_seconds,
-            steps_per_second=self.steps_run / runner.train_seconds if runner.train_seconds > 0 else float("nan"),
-            nonfinite_steps=self.nonfinite_total,
-            run_dir=str(self.run_path) if self.run_path else None,
-        )
-
-
-def _epoch_record(epoch: int, state: TrainState, metrics, seconds: float) -> dict[str, Any]:
-    summary = summarize(metrics)
-    record = {"epoch": epoch + 1, "step": int(state.step)}
-    for name, value in summary.items():
-        if name != "steps":
-            record[name] = int(value) if name == "nonfinite_steps" else float(value)
-    record["epoch_seconds"] = round(seconds, 4)
-    return record
-
-
-def _save_epoch(checkpointer, run_directory, epoch, state, history, tracker, spec, config, is_best) -> None:
-    meta = {"epoch": epoch + 1, "history": history, **{k: v[0] for k, v in tracker.to_meta().items()},
-            "model": spec.to_dict() if spec else None, "train_config": config.to_dict()}
-    checkpointer.save(epoch + 1, state.checkpoint_items(), meta, is_best=is_best)
-    run_directory.append_metrics(history[-1])
-
-
-def _restore_best(state: TrainState, checkpointer: RunCheckpointer | None, best_epoch: int, in_memory) -> TrainState:
-    if checkpointer is None:
-        if in_memory is None:
-            return state
-        params, model_state = jax.tree.map(jnp.asarray, in_memory)
-        return state.replace(params=params, model_state=model_state)
-    checkpointer.wait()
-    items, _ = checkpointer.restore(state.checkpoint_items(), which="best")
-    return state.replace(params=items["params"], model_state=items["model_state"])
-
-
-def _check_same_run(meta: dict[str, Any], spec, config: TrainConfig) -> None:
-    if spec is not None and meta.get("model") not in (None, json.loads(json.dumps(spec.to_dict()))):
-        raise CheckpointError(
-            "run_dir: the checkpoint was written by a different model "
-            f"({meta['model'].get('architecture')}); use another run_dir or overwrite=True"
-        )
-    saved = meta.get("train_config", {})
-    for key in ("seed", "batch_size", "learning_rate", "optimizer", "schedule", "grad_accum_steps"):
-        if key in saved and saved[key] != config.to_dict()[key]:
-            raise CheckpointError(
-                f"run_dir: cannot resume: {key} was {saved[key]!r} in the checkpoint, got {config.to_dict()[key]!r}; "
-                "use another run_dir or overwrite=True"
-            )
-
-
+        config = config.replace(data_parallel=mesh is not None)  # what the run folder records
+    return mesh, config, setup, plan

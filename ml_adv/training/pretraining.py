@@ -19,11 +19,10 @@ import jax.numpy as jnp
 
 from ml_adv.data.dataset import ArrayDataset
 from ml_adv.errors import ConfigError, DataError
+from ml_adv.rundir import Run
 from ml_adv.training.config import TrainConfig
-from ml_adv.training.host import EpochRunner, summarize
+from ml_adv.training.loop import fit
 from ml_adv.training.objectives import mask_tokens, masked_lm_objective  # noqa: F401  (mask_tokens re-exported)
-from ml_adv.training.sampling import EpochPlan
-from ml_adv.training.setup import init_run
 
 
 def make_mlm_train_step(spec, *, mask_rate: float, mixed_precision: bool = False):
@@ -65,15 +64,7 @@ def pretrain_masked_lm(spec, data: ArrayDataset, config: TrainConfig | None = No
     data.check_batch_size(config.batch_size)
     objective = masked_lm_objective(spec.build().apply, vocab_size=spec.config.vocab_size, mask_rate=mask_rate,
                                     compute_dtype=jnp.bfloat16 if config.mixed_precision else None)
-    setup = init_run(spec, config, example_x=data.x[:1], steps_per_epoch=len(data) // config.batch_size,
-                     objective=objective)
-    plan = EpochPlan((len(data),), config.batch_size, setup.shuffle_key)
-    runner = EpochRunner(setup.train_step, scan=True)
-    arrays = {"x": jnp.asarray(data.x), "y": jnp.asarray(data.y)}
-    state, history = setup.state, []
-    for epoch in range(config.epochs):
-        state, metrics = runner(state, arrays, plan.draw(epoch)[0])
-        summary = summarize(metrics)
-        history.append({"epoch": epoch + 1, "mlm_loss": float(summary["train_loss"]),
-                        "mlm_accuracy": float(summary["train_accuracy"])})
-    return PretrainResult(state.variables(), history)
+    result = fit(spec, data, config, objective=objective, run=Run(progress=False))
+    history = [{"epoch": r["epoch"], "mlm_loss": r["train_loss"], "mlm_accuracy": r["train_accuracy"]}
+               for r in result.history]
+    return PretrainResult(result.state.variables(), history)

@@ -13,7 +13,6 @@ the same way, so member i of a stacked run is exactly the single run with
 from __future__ import annotations
 
 import dataclasses
-from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 
@@ -31,6 +30,7 @@ from ml_adv.training.optim import (
     optimizer_hyperparams,
     set_hyperparams,
 )
+from ml_adv.training.runner import PROGRAMS
 from ml_adv.training.state import TrainState, create_train_state
 from ml_adv.training.steps import GUARDS, guard_for_architecture, make_train_step
 
@@ -198,12 +198,10 @@ def init_run(
     return RunSetup(module, spec, config, tx, state, train_step, shuffle_key, members, guard_steps)
 
 
-# Programs of recent runs, by structure: a run that differs only in traced values (learning
-# rate, weight decay, betas, label smoothing, seed, data of the same shapes) reuses the
-# optimizer and train step objects, and so hits the compiled-epoch cache in host.EpochRunner:
-# trials run one after another compile once. Bounded, like jax's own caches.
-_PROGRAM_CACHE: OrderedDict = OrderedDict()
-_PROGRAM_CACHE_SIZE = 32
+# Programs of recent runs, by structure (``runner.PROGRAMS``, map "parts"): a run that differs
+# only in traced values (learning rate, weight decay, betas, label smoothing, seed, data of the
+# same shapes) reuses the optimizer and train step objects, and so hits the compiled-epoch
+# cache of ``runner.EpochRunner``: trials run one after another compile once.
 
 
 def _structure_key(config: TrainConfig, total: int) -> tuple:
@@ -225,39 +223,32 @@ def _program_parts(spec, model, config: TrainConfig, total: int, objective, mesh
         hash(key)
     except TypeError:  # an unhashable custom module or callable: build afresh
         key = None
-    if key is not None and key in _PROGRAM_CACHE:
-        _PROGRAM_CACHE.move_to_end(key)
-        return _PROGRAM_CACHE[key]
+    cached = PROGRAMS.get("parts", key) if key is not None else None
+    if cached is not None:
+        return cached
     module = spec.build() if spec is not None else model
     tx = build_optimizer(config, total)
     objective = objective if objective is not None else default_objective(module, config)
     # One step per guard form (same result, machine-dependent speed): the static choice runs
-    # unless the epoch runner measures another faster (``host.EpochRunner``, autotuning on).
+    # unless the epoch runner measures another faster (``runner.EpochRunner``, autotuning on).
     guard_steps = {guard: make_train_step(objective, augment=config.augment, mesh=mesh, guard=guard,
                                           freeze_on_nonfinite=freeze_on_nonfinite)
                    for guard in GUARDS}
     train_step = guard_steps[guard_for_architecture(spec.architecture if spec is not None else None)]
     if key is not None:
-        _PROGRAM_CACHE[key] = (module, tx, train_step, guard_steps)
-        while len(_PROGRAM_CACHE) > _PROGRAM_CACHE_SIZE:
-            _PROGRAM_CACHE.popitem(last=False)
+        PROGRAMS.put("parts", key, (module, tx, train_step, guard_steps))
     return module, tx, train_step, guard_steps
-
-
-_STACKED_INITS: OrderedDict = OrderedDict()
 
 
 def _stacked_init(module, tx, create):
     """One jitted, vmapped initialiser per (module, optimizer): a population's next batch
     of members (same structure, new keys and values) initialises without recompiling."""
     key = (id(module), id(tx))
-    if key not in _STACKED_INITS:
+    entry = PROGRAMS.get("stacked_inits", key)
+    if entry is None:
         # The module and tx are kept in the value so their ids stay theirs while cached.
-        _STACKED_INITS[key] = (module, tx, jax.jit(jax.vmap(create, in_axes=(0, None, None, None))))
-        while len(_STACKED_INITS) > _PROGRAM_CACHE_SIZE:
-            _STACKED_INITS.popitem(last=False)
-    _STACKED_INITS.move_to_end(key)
-    return _STACKED_INITS[key][2]
+        entry = PROGRAMS.put("stacked_inits", key, (module, tx, jax.jit(jax.vmap(create, in_axes=(0, None, None, None)))))
+    return entry[2]
 
 
 def apply_member_hparams(state: TrainState, values: Mapping[str, np.ndarray]) -> TrainState:

@@ -24,33 +24,26 @@ output features), which is most of the speed-up for small models.
 from __future__ import annotations
 
 import dataclasses
-import time
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ml_adv.checkpointing import RunCheckpointer
 from ml_adv.data.dataset import ArrayDataset
-from ml_adv.errors import CheckpointError, ConfigError, DataError, TrainingDivergedError, describe
+from ml_adv.errors import ConfigError, DataError, describe
+from ml_adv.rundir import Run
 from ml_adv.training import parallel
 from ml_adv.training.config import TrainConfig
-from ml_adv.training.host import (
-    EarlyStopping,
-    EpochRunner,
-    monitor_for,
-    progress_bar,
-    summarize,
-    tiebreak_for,
-)
 from ml_adv.training.inputs import as_model_inputs, check_model, validate_fit_inputs
-from ml_adv.training.loop import device_data
+from ml_adv.training.loop import Hook, TrainingLoop, device_data
+from ml_adv.training.runner import EpochRunner
 from ml_adv.training.sampling import StackedPlan
 from ml_adv.training.setup import init_run, state_hyperparams
 from ml_adv.training.state import TrainState
 from ml_adv.training.steps import predict_logits
+from ml_adv.training.tracking import monitor_for
 
 
 def stack_trees(trees: list[Any]) -> Any:
@@ -200,11 +193,6 @@ def member_metrics(logits: np.ndarray, labels: np.ndarray, weights: np.ndarray |
     return {"loss": np.asarray((nll * w).sum(axis=1) / total), "accuracy": np.asarray((correct * w).sum(axis=1) / total)}
 
 
-@jax.jit
-def _keep_best(best, current, improved):
-    return jax.tree.map(lambda b, c: jnp.where(improved.reshape((-1,) + (1,) * (c.ndim - 1)), c, b), best, current)
-
-
 def fit_stacked(
     model,
     train: ArrayDataset,
@@ -218,10 +206,8 @@ def fit_stacked(
     bootstrap: bool = False,
     example_masks: np.ndarray | None = None,
     init_params: Any | None = None,
-    run_dir: str | Path | None = None,
-    resume: bool = True,
-    overwrite: bool = False,
-    progress: bool | None = None,
+    run: Run | Any = None,
+    hooks: Sequence[Hook] = (),
 ) -> StackedFitResult:
     """Train ``members`` models of one spec as one compiled program.
 
@@ -239,7 +225,9 @@ def fit_stacked(
         bootstrap: bagging: each member trains on its own bootstrap sample.
         example_masks: ``[K, N]`` bool: member i trains on its True rows only (``fold_masks``).
         init_params: start every member from these params.
-        run_dir: checkpoint every epoch into ``run_dir/checkpoints`` and resume from it.
+        run: the run folder and how to use it (as ``fit``'s): checkpoints every epoch and
+            resumes from the latest.
+        hooks: ``loop.Hook`` objects called around every epoch (PBT is one).
 
     Example:
         >>> result = fit_stacked(spec, train, TrainConfig(epochs=10), members=8, val=test)
@@ -250,6 +238,7 @@ def fit_stacked(
     train, val = as_model_inputs(spec, train), as_model_inputs(spec, val)
     masks = check_stacked_inputs(members, train, config, example_masks, bootstrap)
     validate_fit_inputs(spec, train, val, config)
+    run = Run.of(run)
     cv_validation = val is None and masks is not None
     monitor, mode = monitor_for(config, val is not None or cv_validation)
     mesh = parallel.stacked_mesh(members) if config.data_parallel is True else None  # "auto": spread members
@@ -260,39 +249,43 @@ def fit_stacked(
     shared_key = jax.random.split(setup.shuffle_key[0], 2)[1]
     plan = StackedPlan(len(train), config.batch_size, setup.shuffle_key, shared_key, member_orders=member_orders,
                        bootstrap=bootstrap, masks=masks)
-    tracker = EarlyStopping(members, mode, config.min_delta, config.patience, config.early_stopping)
-    loop = _StackedLoop(setup, config, tracker, plan, monitor)
-    loop.open(run_dir, resume=resume, overwrite=overwrite, spec=spec)
-    if loop.run_directory is not None:
-        loop.write_run_files()
-    data = device_data(train)
-    if mesh is not None:
-        data = jax.device_put(data, parallel.replicated(mesh))
-        loop.state = jax.device_put(loop.state, parallel.member_sharded(mesh))
-    # Without data parallelism, splitting the members over several devices is one of the
-    # layouts the runner measures (``"spread"``, ``"spread_scan"``); it places state and data itself.
-    spread = parallel.member_mesh(members) if config.spread_members and mesh is None else None
-    runner = EpochRunner(setup.train_step, stacked=True, member_batches=plan.member_batches,
-                         spmd_axis_name=parallel.MEMBER_AXIS if mesh is not None else None, member_mesh=spread,
-                         guard_steps=setup.guard_steps, unroll=config.scan_unroll)
-    evaluate = _evaluator(setup, config, val, train, masks if cv_validation else None)
-    loop.run(runner, data, evaluate, progress)
-    state = loop.finish()
+    runner = stacked_runner(setup, config, plan, mesh)
+    loop = TrainingLoop(setup, config, plan, runner, members=members, monitor=monitor, mode=mode,
+                        evaluate=_evaluator(setup, config, val, train, masks if cv_validation else None),
+                        hooks=hooks, run=run)
+    try:
+        loop.open()
+        data = device_data(train)
+        if mesh is not None:
+            data = jax.device_put(data, parallel.replicated(mesh))
+            loop.state = jax.device_put(loop.state, parallel.member_sharded(mesh))
+        loop.run(data)
+        state = loop.finish()
+    finally:
+        loop.close()
+    return _result(loop, state, spec)
+
+
+def _result(loop: TrainingLoop, state: TrainState, spec) -> StackedFitResult:
     variables = {"params": state.params, **state.model_state}
+    folder = loop.run_options.directory
     return StackedFitResult(
-        state=state,
-        histories=loop.histories,
-        best_epochs=tracker.best_epoch.copy(),
-        best_values=tracker.best_value.copy(),
-        failed=loop.failed.copy(),
-        stopped_early=loop.stopped.copy(),
-        hyperparams=state_hyperparams(state),
-        compile_seconds=runner.compile_seconds,
-        steps_per_second=loop.steps_run / runner.train_seconds if runner.train_seconds > 0 else float("nan"),
-        resumed_from=loop.resumed_from,
-        model=StackedModel(spec, variables, config.mixed_precision) if spec is not None else None,
-        run_dir=str(run_dir) if run_dir is not None else None,
-    )
+        state=state, histories=loop.histories, best_epochs=loop.tracker.best_epoch.copy(),
+        best_values=loop.tracker.best_value.copy(), failed=loop.failed.copy(), stopped_early=loop.stopped.copy(),
+        hyperparams=state_hyperparams(state), compile_seconds=loop.runner.compile_seconds,
+        steps_per_second=loop.steps_per_second, resumed_from=loop.resumed_from,
+        model=StackedModel(spec, variables, loop.config.mixed_precision) if spec is not None else None,
+        run_dir=str(folder.path) if folder is not None else None)
+
+
+def stacked_runner(setup, config: TrainConfig, plan: StackedPlan, mesh=None) -> EpochRunner:
+    """The runner of a K-member epoch. Without data parallelism, splitting the members over
+    several devices is one of the layouts it measures (``"spread"``, ``"spread_scan"``)."""
+    members = setup.members
+    spread = parallel.member_mesh(members) if config.spread_members and mesh is None else None
+    return EpochRunner(setup.train_step, stacked=True, member_batches=plan.member_batches,
+                       spmd_axis_name=parallel.MEMBER_AXIS if mesh is not None else None, member_mesh=spread,
+                       guard_steps=setup.guard_steps, unroll=config.scan_unroll)
 
 
 def _evaluator(setup, config: TrainConfig, val, train, cv_masks):
@@ -308,134 +301,3 @@ def _evaluator(setup, config: TrainConfig, val, train, cv_masks):
         return {f"val_{k}": v for k, v in member_metrics(logits, data.y, weights).items()}
 
     return evaluate
-
-
-class _StackedLoop:
-    """The host loop of a stacked run, as short named steps (open, run, epoch, save, finish)."""
-
-    def __init__(self, setup, config: TrainConfig, tracker: EarlyStopping, plan: StackedPlan, monitor: str):
-        self.setup, self.config, self.tracker, self.plan, self.monitor = setup, config, tracker, plan, monitor
-        k = setup.members
-        self.state = setup.state
-        self.best = jax.tree.map(jnp.copy, {"params": self.state.params, "model_state": self.state.model_state})
-        self.histories: list[list[dict[str, Any]]] = [[] for _ in range(k)]
-        self.failed = np.zeros(k, bool)
-        self.stopped = np.zeros(k, bool)
-        self.start_epoch, self.resumed_from, self.steps_run = 0, None, 0
-        self.checkpointer = None
-        self.run_directory = None
-
-    def items(self) -> dict[str, Any]:
-        return {"state": self.state.checkpoint_items(), "best": self.best}
-
-    def open(self, run_dir, *, resume: bool, overwrite: bool, spec) -> None:
-        if run_dir is None:
-            return
-        from ml_adv.rundir import RunDirectory
-        from ml_adv.training.loop import _check_same_run
-
-        self.run_directory = RunDirectory(run_dir)
-        ckpt_dir = self.run_directory.checkpoint_dir
-        if overwrite:
-            self.run_directory.remove("checkpoints/latest")
-        self.checkpointer = RunCheckpointer(ckpt_dir)
-        if self.checkpointer.latest_step() is None:
-            return
-        if not resume:
-            self.checkpointer.close()
-            raise CheckpointError(f"run_dir: {run_dir} already has checkpoints; pass resume=True or overwrite=True")
-        items, meta = self.checkpointer.restore_newest_intact(self.items())
-        _check_same_run(meta, spec, self.config)
-        if int(meta.get("members", -1)) != self.setup.members:
-            raise CheckpointError(f"run_dir: the checkpoint has {meta.get('members')} members, got members={self.setup.members}")
-        self.state = self.state.with_checkpoint_items(items["state"])
-        self.best = items["best"]
-        self.histories = [list(h) for h in meta["histories"]]
-        self.failed, self.stopped = np.array(meta["failed"], bool), np.array(meta["stopped"], bool)
-        self.tracker.load_meta(meta)
-        self.start_epoch = self.resumed_from = int(meta["epoch"])
-
-    def write_run_files(self) -> None:
-        """config.json and metrics.jsonl (one line per epoch, members as lists)."""
-        self.run_directory.write_config({"train_config": self.config.to_dict(), "members": self.setup.members,
-                                         "model": self.setup.spec.to_dict() if self.setup.spec else None})
-        epochs = max((len(h) for h in self.histories), default=0)
-        self.run_directory.rewrite_metrics([self._epoch_line(e) for e in range(epochs)])
-
-    def _epoch_line(self, e: int) -> dict[str, Any]:
-        rows = [h[e] if e < len(h) else None for h in self.histories]
-        return {"epoch": e + 1, "members": rows}
-
-    def run(self, runner, data, evaluate, progress) -> None:
-        epochs = range(self.start_epoch, self.config.epochs)
-        bar = progress_bar(epochs, progress, total=self.config.epochs, initial=self.start_epoch, desc="stacked epochs")
-        try:
-            for epoch in bar:
-                if (self.failed | self.stopped).all():
-                    break
-                self.epoch(runner, data, evaluate, epoch)
-        finally:
-            if hasattr(bar, "close"):
-                bar.close()
-
-    def epoch(self, runner, data, evaluate, epoch: int) -> None:
-        t0 = time.perf_counter()
-        order, active = self.plan.draw(epoch)
-        running = ~(self.failed | self.stopped)
-        self.state, metrics = runner(self.state, data, order, active)
-        summary = summarize(metrics, axis=0)
-        self.steps_run += self.plan.steps
-        self.failed = np.asarray(jax.device_get(self.state.frozen)) & running | self.failed
-        if self.config.nan_policy == "raise" and self.failed.all():
-            raise TrainingDivergedError(
-                f"loss: every one of the {len(self.failed)} members turned NaN/inf by epoch {epoch + 1}; "
-                "lower the learning rates or enable grad_clip_norm"
-            )
-        records = self._records(epoch, summary, evaluate, time.perf_counter() - t0)
-        values = np.array([r.get(self.monitor, np.nan) for r in records])
-        live = running & ~self.failed
-        tie = tiebreak_for(self.monitor)
-        ties = np.array([r.get(tie, np.inf) for r in records]) if tie else None
-        improved = self.tracker.update(values, epoch + 1, running=live, tiebreak=ties)
-        self.best = _keep_best(self.best, {"params": self.state.params, "model_state": self.state.model_state},
-                               jnp.asarray(improved))
-        self.stopped = self.stopped | (self.tracker.stopped & live)
-        for i, record in enumerate(records):
-            if running[i]:
-                self.histories[i].append(record)
-        # Frozen members skip every later step: early-stopped and failed alike.
-        self.state = self.state.replace(frozen=jnp.asarray(self.failed | self.stopped))
-        if self.checkpointer is not None:
-            self.save(epoch)
-
-    def _records(self, epoch, summary, evaluate, seconds) -> list[dict[str, Any]]:
-        val = evaluate(self.state) if evaluate is not None else {}
-        steps = np.asarray(jax.device_get(self.state.step))
-        records = []
-        for i in range(len(self.failed)):
-            record = {"epoch": epoch + 1, "step": int(steps[i])}
-            for name, value in {**summary, **val}.items():
-                v = value[i]
-                record[name] = int(v) if name in ("nonfinite_steps", "steps") else float(v)
-            record["failed"] = bool(self.failed[i])
-            record["epoch_seconds"] = round(seconds, 4)
-            records.append(record)
-        return records
-
-    def save(self, epoch: int) -> None:
-        meta = {"epoch": epoch + 1, "members": self.setup.members, "histories": self.histories,
-                "failed": self.failed.tolist(), "stopped": self.stopped.tolist(), **self.tracker.to_meta(),
-                "model": self.setup.spec.to_dict() if self.setup.spec else None,
-                "train_config": self.config.to_dict()}
-        self.checkpointer.save(epoch + 1, self.items(), meta)
-        self.run_directory.append_metrics(self._epoch_line(epoch))
-
-    def finish(self) -> TrainState:
-        if self.checkpointer is not None:
-            self.checkpointer.close()
-        state = self.state
-        if self.config.early_stopping and self.config.restore_best:
-            restore = jnp.asarray(self.tracker.best_epoch > 0)
-            kept = _keep_best({"params": state.params, "model_state": state.model_state}, self.best, restore)
-            state = state.replace(params=kept["params"], model_state=kept["model_state"])
-        return state

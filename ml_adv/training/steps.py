@@ -24,7 +24,7 @@ runs them at different speeds (scanned epoch, ``benchmarks/README.md``):
     more of its step on the two cores. ``guard_for_architecture`` picks it for LSTMs.
 Both give bitwise-identical states (tested). Those are the static choices, measured on AMD
 EPYC; with autotuning on (``ml_adv.kernels.autotune``) the epoch runner times both guards on a new
-program's first epochs on the machine at hand and caches the faster (``host.EpochRunner``).
+program's first epochs on the machine at hand and caches the faster (``runner.EpochRunner``).
 """
 
 from __future__ import annotations
@@ -40,8 +40,8 @@ import numpy as np
 import optax
 from jax.flatten_util import ravel_pytree
 
-from ml_adv.kernels import autotune
 from ml_adv.errors import ConfigError, describe
+from ml_adv.kernels import autotune
 from ml_adv.training.objectives import Objective, cast_floats
 from ml_adv.training.parallel import constrain_batch, data_devices
 from ml_adv.training.state import TrainState

@@ -1,9 +1,16 @@
-"""Short host-side pieces shared by every training loop (single, stacked, pretraining, adaptation).
+"""``EpochRunner``: runs one compiled epoch; ``PROGRAMS``: every compiled program of the process.
 
-Each is one named step of an epoch: run the compiled epoch, summarise its metrics,
-track early stopping, check for divergence, show progress. The loops in ``loop.py``
-and ``stacked.py`` are sequences of these calls; nothing here touches numerics beyond
-host-side means.
+The runner compiles the scanned epoch at its first call (the time is ``compile_seconds``),
+or steps one jitted call at a time, and makes the two decisions that are measured on the
+run's own epochs: the member layout of a stacked run and the non-finite guard
+(``ml_adv.kernels.autotune``).
+
+``PROGRAMS`` (a ``ProgramCache``) holds, in bounded maps, what one run leaves for the next:
+compiled epochs, the optimizer and train-step objects of a program structure
+(``setup.init_run``), vmapped initialisers and the per-process layout and guard decisions.
+Runs that differ only in traced values (hyper-parameter trials, population batches, active
+learning rounds, seeds) then compile once. ``PROGRAMS.clear()`` forgets all of it (tests,
+long notebooks).
 """
 
 from __future__ import annotations
@@ -18,9 +25,64 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ml_adv.kernels import autotune
 from ml_adv.errors import ConfigError
+from ml_adv.kernels import autotune
 from ml_adv.training.steps import make_epoch_fn, make_step_fn, run_epoch_stepwise
+
+PROGRAM_CACHE_SIZE = 32
+
+
+class ProgramCache:
+    """Named, bounded (least recently used) maps of compiled programs and decisions.
+
+    Maps: ``epochs`` (compiled epochs by step and argument shapes), ``parts`` (module,
+    optimizer and train steps by program structure), ``stacked_inits`` (vmapped
+    initialisers), ``layouts`` and ``guards`` (in-process decisions), ``guard_trials``
+    (guard trials still running). One object rather than a module-level dict each, so that
+    what the process keeps is visible and can be cleared at once.
+    """
+
+    NAMES = ("epochs", "parts", "stacked_inits", "layouts", "guards", "guard_trials")
+
+    def __init__(self, size: int = PROGRAM_CACHE_SIZE):
+        self.size = size
+        self._maps: dict[str, OrderedDict] = {name: OrderedDict() for name in self.NAMES}
+
+    def get(self, name: str, key, default=None):
+        """The entry for ``key`` (marked recently used), or ``default``."""
+        entries = self._maps[name]
+        if key not in entries:
+            return default
+        entries.move_to_end(key)
+        return entries[key]
+
+    def put(self, name: str, key, value):
+        """Keep ``value`` under ``key``, dropping the least recently used entries past ``size``."""
+        entries = self._maps[name]
+        entries[key] = value
+        entries.move_to_end(key)
+        while len(entries) > self.size:
+            entries.popitem(last=False)
+        return value
+
+    def pop(self, name: str, key) -> None:
+        self._maps[name].pop(key, None)
+
+    def __contains__(self, item: tuple[str, object]) -> bool:
+        name, key = item
+        return key in self._maps[name]
+
+    def count(self, name: str) -> int:
+        """How many entries ``name`` holds (e.g. compiled epochs, for tests)."""
+        return len(self._maps[name])
+
+    def clear(self) -> None:
+        """Forget every compiled program and decision of this process."""
+        for entries in self._maps.values():
+            entries.clear()
+
+
+PROGRAMS = ProgramCache()
 
 
 @dataclasses.dataclass
@@ -101,7 +163,7 @@ class EpochRunner:
             self._program = self._compiled(self.layout, *self._placed(self.layout, args))
             return None
         known = self._program_key("?", *args) + (layouts,)
-        self.layout = _LAYOUTS_SEEN.get(known)  # this process decided it already: no lowering
+        self.layout = PROGRAMS.get("layouts", known)  # this process decided it already: no lowering
         if self.layout is None:
             lowered = self._epoch_fn("vmap").lower(*args)
             # The candidates are part of the case: a decision cached before a layout existed
@@ -114,7 +176,7 @@ class EpochRunner:
                                                  lowered=lowered if name == "vmap" else None)
                             for name in layouts}
                 self.layout = autotune.record(_LAYOUT_DECISION, signature, _time_layouts(programs, self._placed, args))
-            _remember(_LAYOUTS_SEEN, known, self.layout)
+            PROGRAMS.put("layouts", known, self.layout)
             if self.layout == "vmap":  # compile the program already lowered for the fingerprint
                 self._program = self._compiled("vmap", *args, lowered=lowered)
                 return None
@@ -146,9 +208,9 @@ class EpochRunner:
             return
         placed = self._placed(self.layout, args)
         known = self._program_key(self.layout, *placed) + ("guard",)
-        choice = _GUARDS_SEEN.get(known)
-        if choice is None and known in _GUARD_TRIALS:  # a shorter run of this program began the trial
-            self._trial = _GUARD_TRIALS[known]
+        choice = PROGRAMS.get("guards", known)
+        if choice is None and ("guard_trials", known) in PROGRAMS:  # a shorter run of this program began it
+            self._trial = PROGRAMS.get("guard_trials", known)
             return
         if choice is None:
             lowered = self._epoch_fn(self.layout).lower(*placed)
@@ -157,9 +219,9 @@ class EpochRunner:
             if choice is None:
                 self._trial = {"signature": signature, "known": known, "seconds": {}, "programs": {}, "epochs": 0,
                                "order": [default, *(g for g in steps if g != default)]}
-                _remember(_GUARD_TRIALS, known, self._trial)
+                PROGRAMS.put("guard_trials", known, self._trial)
                 return
-            _remember(_GUARDS_SEEN, known, choice)
+            PROGRAMS.put("guards", known, choice)
         self._use_guard(choice, placed)
 
     def _guard_timed(self, guard: str, seconds: float) -> None:
@@ -170,10 +232,10 @@ class EpochRunner:
         if trial["epochs"] < GUARD_TRIAL_ROUNDS * len(trial["order"]):
             return
         self._trial = None
-        _GUARD_TRIALS.pop(trial["known"], None)
+        PROGRAMS.pop("guard_trials", trial["known"])
         choice = autotune.record(_GUARD_DECISION, trial["signature"], trial["seconds"], keep=trial["order"][0],
                                  margin=GUARD_MARGIN)
-        _remember(_GUARDS_SEEN, trial["known"], choice)
+        PROGRAMS.put("guards", trial["known"], choice)
         self.guard, self.train_step = choice, self.guard_steps[choice]
         self._program = trial["programs"][choice]
 
@@ -229,13 +291,10 @@ class EpochRunner:
         ``lowered``: this layout's program already lowered (it is compiled instead of lowering again);
         ``step``: another train step than the runner's (a guard on trial)."""
         key = self._program_key(layout, *args, step=step)
-        if key in _EPOCH_PROGRAMS:
-            _EPOCH_PROGRAMS.move_to_end(key)
-            return _EPOCH_PROGRAMS[key]
-        program = (lowered if lowered is not None else self._epoch_fn(layout, step).lower(*args)).compile()
-        _EPOCH_PROGRAMS[key] = program
-        while len(_EPOCH_PROGRAMS) > _EPOCH_PROGRAMS_SIZE:
-            _EPOCH_PROGRAMS.popitem(last=False)
+        program = PROGRAMS.get("epochs", key)
+        if program is None:
+            program = (lowered if lowered is not None else self._epoch_fn(layout, step).lower(*args)).compile()
+            PROGRAMS.put("epochs", key, program)
         return program
 
 
@@ -277,26 +336,16 @@ def _spread_member_scans(train_step, mesh, member_batches: bool):
         return spread(state, data, order, active)
 
     return jax.jit(run_epoch, donate_argnums=0)
-_GUARDS_SEEN: OrderedDict = OrderedDict()  # program key -> guard decided in this process (bounded)
-_GUARD_TRIALS: OrderedDict = OrderedDict()  # program key -> a guard trial still running (bounded)
 _GUARD_DECISION = "nonfinite_guard"
 # A guard replaces the static choice only when its epoch ran this much faster: each is timed
 # on one real epoch (its first execution), so small differences are noise.
 GUARD_MARGIN = 0.05
 GUARD_TRIAL_ROUNDS = 3  # epochs per guard on trial: one warm-up and two timed
-_LAYOUTS_SEEN: OrderedDict = OrderedDict()  # program key -> layout decided in this process (bounded)
 _LAYOUT_DECISION = "stacked_epoch_layout"
 # Measuring runs each layout twice (a warm-up, whose first execution pays one-time costs, then
 # the timed run) on copies of the first epoch's state. Epochs longer than this are not
 # measured: there the batched matmuls are large and vmap is kept (recorded as the choice).
 LAYOUT_MEASURE_LIMIT_S = 2.0
-
-
-def _remember(seen: OrderedDict, key, choice) -> None:
-    """Keep an in-process decision (bounded like the compiled programs)."""
-    seen[key] = choice
-    while len(seen) > _EPOCH_PROGRAMS_SIZE:
-        seen.popitem(last=False)
 
 
 def _time_layouts(programs, placed, args) -> dict[str, float]:
@@ -313,125 +362,3 @@ def _time_layouts(programs, placed, args) -> dict[str, float]:
             if seconds[name] > LAYOUT_MEASURE_LIMIT_S:
                 return {"vmap": seconds.get("vmap", seconds[name])}
     return seconds
-
-
-# Compiled epochs by (step, argument shapes): see setup._PROGRAM_CACHE for why.
-_EPOCH_PROGRAMS: OrderedDict = OrderedDict()
-_EPOCH_PROGRAMS_SIZE = 32
-
-
-def summarize(metrics: dict[str, np.ndarray], axis: int = 0) -> dict[str, np.ndarray]:
-    """Per-epoch means over the steps that ran and were finite (``[K]`` arrays when stacked).
-
-    ``train_<name>`` for each objective metric, plus ``grad_norm``, ``nonfinite_steps``
-    and ``steps`` (live steps).
-    """
-    live = metrics["live"] > 0
-    good = live & (metrics["nonfinite"] == 0)
-    count = good.sum(axis=axis)
-    out = {}
-    for name, values in metrics.items():
-        if name in ("nonfinite", "live"):
-            continue
-        total = np.where(good, values, 0.0).sum(axis=axis)
-        mean = np.where(count > 0, total / np.maximum(count, 1), np.nan)
-        out[name if name == "grad_norm" else f"train_{name}"] = mean
-    out["nonfinite_steps"] = (live & (metrics["nonfinite"] > 0)).sum(axis=axis)
-    out["steps"] = live.sum(axis=axis)
-    return out
-
-
-def first_nonfinite_step(metrics: dict[str, np.ndarray]) -> int | None:
-    bad = np.asarray(metrics["nonfinite"]) > 0
-    return int(np.argmax(bad)) if bad.any() else None
-
-
-@dataclasses.dataclass
-class EarlyStopping:
-    """Best value, best epoch and patience counter for K members (K=1 for one run).
-
-    ``update(values, epoch)`` returns the members whose value improved; ``stopped`` is
-    True for members out of patience (only when early stopping is enabled).
-
-    Ties: an epoch that equals the best monitored value exactly (common for accuracy on a
-    small validation split) counts as better when its ``tiebreak`` value (validation loss,
-    lower is better) is lower, so the best epoch is not simply the first of the tied ones.
-    """
-
-    members: int
-    mode: str
-    min_delta: float
-    patience: int
-    enabled: bool
-    best_value: np.ndarray = None
-    best_epoch: np.ndarray = None
-    bad_epochs: np.ndarray = None
-    best_tiebreak: np.ndarray = None
-
-    def __post_init__(self):
-        if self.best_value is None:
-            self.best_value = np.full(self.members, np.nan)
-            self.best_epoch = np.zeros(self.members, int)
-            self.bad_epochs = np.zeros(self.members, int)
-        if self.best_tiebreak is None:
-            self.best_tiebreak = np.full(self.members, np.inf)
-
-    def update(self, values, epoch: int, running=None, tiebreak=None) -> np.ndarray:
-        values = np.broadcast_to(np.asarray(values, float), (self.members,))
-        running = np.ones(self.members, bool) if running is None else np.asarray(running, bool)
-        tiebreak = np.full(self.members, np.inf) if tiebreak is None else np.broadcast_to(
-            np.asarray(tiebreak, float), (self.members,))
-        first = np.isnan(self.best_value)
-        if self.mode == "max":
-            better = values > self.best_value + self.min_delta
-        else:
-            better = values < self.best_value - self.min_delta
-        tied_but_lower_loss = (values == self.best_value) & (tiebreak < self.best_tiebreak)
-        improved = running & np.isfinite(values) & (first | better | tied_but_lower_loss)
-        self.best_value = np.where(improved, values, self.best_value)
-        self.best_tiebreak = np.where(improved, tiebreak, self.best_tiebreak)
-        self.best_epoch = np.where(improved, epoch, self.best_epoch)
-        self.bad_epochs = np.where(improved, 0, self.bad_epochs + running.astype(int))
-        return improved
-
-    @property
-    def stopped(self) -> np.ndarray:
-        return (self.bad_epochs >= self.patience) if self.enabled else np.zeros(self.members, bool)
-
-    def to_meta(self) -> dict[str, Any]:
-        return {"best_value": [None if np.isnan(v) else float(v) for v in self.best_value],
-                "best_epoch": self.best_epoch.tolist(), "bad_epochs": self.bad_epochs.tolist(),
-                "best_tiebreak": [None if not np.isfinite(v) else float(v) for v in self.best_tiebreak]}
-
-    def load_meta(self, meta: dict[str, Any]) -> None:
-        as_list = lambda v: v if isinstance(v, list) else [v]  # noqa: E731  (single runs store scalars)
-        self.best_value = np.array([np.nan if v is None else v for v in as_list(meta["best_value"])], float)
-        self.best_epoch = np.array(as_list(meta["best_epoch"]), int)
-        self.bad_epochs = np.array(as_list(meta["bad_epochs"]), int)
-        ties = meta.get("best_tiebreak", [None] * self.members)
-        self.best_tiebreak = np.array([np.inf if v is None else v for v in as_list(ties)], float)
-
-
-def tiebreak_for(monitor: str) -> str | None:
-    """The metric that breaks exact ties of ``monitor`` (validation loss for validation accuracy)."""
-    return "val_loss" if monitor == "val_accuracy" else None
-
-
-def monitor_for(config, has_val: bool) -> tuple[str, str]:
-    """The metric early stopping and best-epoch tracking follow (``train_loss`` without val data)."""
-    if config.monitor.startswith("val_") and not has_val:
-        if config.early_stopping:
-            raise ConfigError(f"early_stopping: monitoring {config.monitor!r} needs validation data, got val=None")
-        return "train_loss", "min"
-    return config.monitor, config.monitor_mode
-
-
-def progress_bar(iterable, enabled: bool | None, *, total: int, initial: int, desc: str = "epochs"):
-    """A tqdm bar (default: only on a terminal), or the iterable itself."""
-    if enabled is False:
-        return iterable
-    from tqdm.auto import tqdm
-
-    # disable=None: tqdm turns itself off when stderr is not a terminal (CI, logs).
-    return tqdm(iterable, total=total, initial=initial, desc=desc, unit="epoch",
-                disable=None if enabled is None else not enabled, leave=False)
