@@ -7,6 +7,8 @@ until they are used.
 Example:
     >>> from ml_adv import AdvancedCustomModelTrainer
     >>> trainer = AdvancedCustomModelTrainer(architecture_type="cnn")
+    >>> trainer.architecture_type
+    'cnn'
 """
 
 from __future__ import annotations

@@ -25,8 +25,9 @@ removes a tree wholesale; everything beside it stays.
 
 Example:
     >>> rd = RunDirectory("runs/demo")
-    >>> rd.write_config({"lr": 1e-3}); rd.append_metrics({"epoch": 1, "loss": 0.5})
-    >>> RunDirectory.clean("runs/demo")     # removes only what ml_adv wrote
+    >>> _ = rd.write_config({"lr": 1e-3}); _ = rd.append_metrics({"epoch": 1, "loss": 0.5})
+    >>> sorted(RunDirectory.clean("runs/demo"))     # removes only what ml_adv wrote
+    ['config.json', 'metrics.jsonl']
 """
 
 from __future__ import annotations

@@ -54,11 +54,11 @@ def test_library_errors_are_one_clean_line(tmp_path, monkeypatch, capsys):
     code = cli.main(["train", "--arch", "mlp", "--size", "tiny", "--run-dir", "."])
     err = capsys.readouterr().err
     assert code == 2
-    assert err.startswith("ml-adv train: error: run_dir:") and "Traceback" not in err
+    assert err.startswith("ml-adv train: error: --run-dir:") and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
     (tmp_path / "a_file").write_text("x")
     assert cli.main(["train", "--arch", "mlp", "--run-dir", "a_file", "--fresh"]) == 2
-    assert "run_dir: expected a folder, got the file 'a_file'" in capsys.readouterr().err
+    assert "--run-dir: expected a folder, got the file 'a_file'" in capsys.readouterr().err
 
 
 def test_bad_option_values_are_usage_errors(capsys):

@@ -13,7 +13,7 @@ from ml_adv.training.trained_model import TrainedModel
 def test_adapt_command_writes_metrics_plot_report_and_model(tmp_path, capsys):
     run_dir = tmp_path / "adapt"
     argv = ["adapt", "--method", "domain_adversarial", "--source", "digits_m_source", "--target", "digits_m",
-            "--arch", "mlp", "--size", "tiny", "--epochs", "1", "--steps", "44", "--run-dir", str(run_dir)]
+            "--arch", "mlp", "--size", "tiny", "--epochs", "1", "--steps", "88", "--run-dir", str(run_dir)]
     assert main(argv) == 0
     assert "| target test accuracy, domain_adversarial " in capsys.readouterr().out
     report = json.loads((run_dir / "report.json").read_text())
@@ -22,7 +22,7 @@ def test_adapt_command_writes_metrics_plot_report_and_model(tmp_path, capsys):
     assert ev["transfer_ratio"] == pytest.approx(ev["target_accuracy"] / ev["source_accuracy"])
     assert set(report["similarity"]["after"]) == {"mmd2", "mmd_similarity", "coral_distance", "proxy_a_distance"}
     lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    # 44 steps of the 1,437-image source split at batch 64 (22 steps an epoch): 2 epochs.
+    # 88 steps of the 1,437-image source split at batch 32 (44 steps an epoch): 2 epochs.
     assert [r["epoch"] for r in lines] == [1, 2] and "train_domain_loss" in lines[0]
     assert (run_dir / "plots" / "embedding.png").stat().st_size > 0
     from ml_adv import load_dataset

@@ -7,12 +7,16 @@ and each round's model is an orbax checkpoint, so a process killed at any point 
 started again with the same ``run_dir`` (and the same script) continues where it was.
 
 Example:
-    >>> al = AdvancedActiveLearning(sampling_strategy="uncertainty", validation_data=(x_val, y_val))
-    >>> al.add_labeled_data(x_seed, y_seed)
-    >>> al.add_unlabeled_data(x_pool)
+    >>> from ml_adv.data import load_dataset
+    >>> pool, val = load_dataset("digits_flat", split="train"), load_dataset("digits_flat", split="test")
+    >>> al = AdvancedActiveLearning(sampling_strategy="uncertainty", size="tiny", validation_data=val)
+    >>> al.add_labeled_data(pool.x[:20], pool.y[:20])
+    >>> al.add_unlabeled_data(pool.x[20:200])
     >>> samples, indices = al.select_samples(n_samples=10)
-    >>> al.update_model(oracle(indices))            # labels for exactly those samples, in order
-    >>> al.get_learning_curve()[-1]                 # {'round': 1, 'labels': ..., 'val_accuracy': ...}
+    >>> al.update_model(pool.y[20:200][indices])      # labels for exactly those samples, in order
+    True
+    >>> al.get_learning_curve()[-1]["labels"]
+    30
 """
 
 from __future__ import annotations

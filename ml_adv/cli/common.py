@@ -95,6 +95,20 @@ def fresh_run_directory(run_dir: str | Path, fresh: bool):
     return RunDirectory(run_dir)
 
 
+def names_among(valid: list[str], several: bool):
+    """argparse type: one of ``valid`` (or, with ``several``, a comma-separated list of them)."""
+    def parse(text: str):
+        names = comma_names(text) if several else (text,)
+        wrong = [n for n in names if n not in valid]
+        if wrong:
+            raise argparse.ArgumentTypeError(f"invalid choice: {', '.join(map(repr, wrong))} (choose from "
+                                             f"{', '.join(valid)})")
+        return names if several else text
+
+    parse.__name__ = "name"
+    return parse
+
+
 def non_negative_int(text: str) -> int:
     """argparse type: an integer in [0, 2**63) (seeds)."""
     try:
@@ -147,11 +161,12 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, several: bool = Fals
     d = {**DEFAULTS, **defaults}
     sizes = sorted({s for name in ARCHITECTURES.names() for s in ARCHITECTURES.get(name).sizes})
     group = parser.add_argument_group("model and data")
-    kind, many = (comma_names, " (or a comma-separated list to choose among)") if several else (str, "")
+    many = " (or a comma-separated list to choose among)" if several else ""
     arch, size = ((d[k],) if several and isinstance(d[k], str) else d[k] for k in ("arch", "size"))
-    group.add_argument("--arch", type=kind, default=arch, metavar="NAMES" if several else "NAME",
+    group.add_argument("--arch", type=names_among(ARCHITECTURES.names(), several), default=arch,
+                       metavar="NAMES" if several else "NAME",
                        help=choices_help("architecture" + many, ARCHITECTURES.names()))
-    group.add_argument("--size", type=kind, default=size, metavar="NAMES" if several else "NAME",
+    group.add_argument("--size", type=names_among(sizes, several), default=size, metavar="NAMES" if several else "NAME",
                        help=choices_help("model size variant" + many, sizes))
     group.add_argument("--data", default=d["data"], metavar="NAME",
                        help=choices_help("dataset: a built-in name, a TFDS name (cifar10 ...), or (ml-adv train) "

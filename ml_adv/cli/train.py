@@ -139,14 +139,16 @@ def run(args: argparse.Namespace) -> int:
     # Every option is checked before --fresh deletes anything or anything compiles.
     AdvancedTrainingStrategy(**{k: v for k, v in training_data.items() if k in TRAIN_FIELDS})
     trainer = make_trainer(args)
+    trainer.check(training_data)  # the data fits the model: nothing is written before that holds
     rd = open_run(args, run_name(args))
     print(f"ml-adv: training {args.arch} ({args.size}) on {args.data!r} -> {rd.path}/", flush=True)
     started = time.perf_counter()
     result = trainer.train(training_data, run_dir=rd)
     wall = time.perf_counter() - started
     if result.model is not None:
+        model_dir = rd.model_dir  # recorded first, so the previous model can be replaced
         rd.remove("model")
-        result.model.save(rd.model_dir)
+        result.model.save(model_dir)
     _print_table(args, result, wall)
     print(f"ml-adv: the run is in {rd.path}/ (report.json, metrics.jsonl, plots/, checkpoints/"
           f"{', model/' if result.model is not None else ''}); the same command resumes it, --fresh starts over")

@@ -46,6 +46,8 @@ def load_dataset(name: str, *, split: str = "train", download: bool = True, **kw
     Example:
         >>> train = load_dataset("digits_sequence", split="train")
         >>> test = load_dataset("digits_sequence", split="test")
+        >>> train.example_shape, len(train) + len(test)
+        ((8, 8), 1797)
     """
     if not isinstance(name, str) or not name:
         raise ConfigError(f"name: expected a dataset name such as 'digits', got {name!r}")

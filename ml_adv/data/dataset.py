@@ -150,6 +150,8 @@ class ArrayDataset:
     Example:
         >>> ds = ArrayDataset(np.zeros((4, 3)), np.array([0, 1, 0, 1]))
         >>> train, test = ds.split((0.5, 0.5), seed=0)
+        >>> len(train), len(test)
+        (2, 2)
     """
 
     x: np.ndarray

@@ -230,7 +230,7 @@ def load_mnist(name: str = "mnist", *, view: str = "image", split: str = "train"
 
     Example:
         >>> test = load_mnist("mnist", split="test", view="flat")  # doctest: +SKIP
-        >>> test.x.shape, test.x.dtype
+        >>> test.x.shape, test.x.dtype  # doctest: +SKIP
         ((10000, 784), dtype('uint8'))
     """
     if name not in IDX_DATASETS:

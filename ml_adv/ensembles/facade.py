@@ -47,9 +47,16 @@ class AdvancedModelEnsemble:
     """Combine trained models: ``"voting"``, ``"weighted"``, ``"averaging"`` or ``"stacking"``.
 
     Example:
+        >>> from ml_adv.data import load_dataset
+        >>> from ml_adv.training import TrainConfig
+        >>> images, flat = (load_dataset(n).subset(range(256)) for n in ("digits", "digits_flat"))
+        >>> cnn_model = AdvancedModelEnsemble.train("cnn", images, TrainConfig(epochs=1), members=1).models[0]
+        >>> mlp_model = AdvancedModelEnsemble.train("mlp", flat, TrainConfig(epochs=1), members=1).models[0]
         >>> ensemble = AdvancedModelEnsemble(combination_method="weighted")
-        >>> ensemble.add_model(cnn_model, weight=0.5); ensemble.add_model(mlp_model, weight=0.5)
-        >>> ensemble.predict({"image": test_images.x, "features": test_flat.x})
+        >>> ensemble.add_model(cnn_model, weight=0.5) and ensemble.add_model(mlp_model, weight=0.5)
+        True
+        >>> ensemble.predict({"image": images.x[:4], "features": flat.x[:4]}).shape
+        (4,)
     """
 
     def __init__(self, combination_method: Any = "weighted", *, seed: int = 0):
@@ -386,7 +393,12 @@ class AdvancedModelEnsemble:
 
         ``spec`` is a ``ModelSpec`` or an architecture name; ``cross_validation=k`` trains the
         k fold models instead. Example:
-            >>> ensemble = AdvancedModelEnsemble.train("cnn", load_dataset("digits"), TrainConfig(epochs=10))
+            >>> from ml_adv.data import load_dataset
+            >>> from ml_adv.training import TrainConfig
+            >>> ensemble = AdvancedModelEnsemble.train("mlp", load_dataset("digits_flat").subset(range(256)),
+            ...                                        TrainConfig(epochs=1), members=3)
+            >>> len(ensemble)
+            3
         """
         ensemble = cls(combination_method, seed=seed)
         if cross_validation is not None:

@@ -5,9 +5,12 @@ builds the objective from real data, runs the study and keeps its result. No num
 live here.
 
 Example:
-    >>> optimizer = AdvancedHyperparameterOptimizer(optimization_method="bayesian", max_trials=20)
-    >>> result = optimizer.optimize("digits", architectures=("mlp", "cnn"))
-    >>> result.best_config, result.best_score
+    >>> from ml_adv.training import TrainConfig
+    >>> optimizer = AdvancedHyperparameterOptimizer(optimization_method="random", max_trials=2, progress=False)
+    >>> result = optimizer.optimize("digits", architectures=("mlp",), sizes=("tiny",),
+    ...                             base_config=TrainConfig(epochs=1))
+    >>> len(result.trials), 0 <= result.best_score <= 1
+    (2, True)
 """
 
 from __future__ import annotations

@@ -256,7 +256,8 @@ class SearchSpace:
         ``["logint", low, high]``, or a list of choices (``{"choices": [...]}`` also works).
 
         Example:
-            >>> SearchSpace.from_dict({"learning_rate": ["log", 1e-4, 1e-2], "batch_size": [16, 32, 64]})
+            >>> SearchSpace.from_dict({"learning_rate": ["log", 1e-4, 1e-2], "batch_size": [16, 32, 64]}).names
+            ['learning_rate', 'batch_size']
         """
         if isinstance(spec, Mapping):
             return cls([_param_from_short(name, decl) for name, decl in spec.items()])

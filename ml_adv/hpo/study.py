@@ -63,9 +63,11 @@ class Study:
         progress: tqdm bar over trials (default: only on a terminal).
 
     Example:
+        >>> from ml_adv.hpo.space import Float
         >>> study = Study(lambda c: -(c["x"] - 1) ** 2, SearchSpace([Float("x", -3, 3)]),
-        ...               method="bayesian", max_trials=10)
-        >>> study.run().best_config
+        ...               method="random", max_trials=10, progress=False)
+        >>> abs(study.run().best_config["x"] - 1) < 1.5
+        True
     """
 
     def __init__(self, objective, space: SearchSpace, *, method: str = "bayesian", max_trials: int = 20,

@@ -111,9 +111,12 @@ class AdvancedCustomModelTrainer:
         run_root: runs are written to ``run_root/<run_name>/``.
 
     Example:
-        >>> trainer = AdvancedCustomModelTrainer(architecture_type="cnn")
-        >>> result = asyncio.run(trainer.train_custom_model({"data": "digits", "epochs": 20}))
-        >>> result.model.predict(test_images)
+        >>> from ml_adv.data import load_dataset
+        >>> trainer = AdvancedCustomModelTrainer(architecture_type="cnn", size="tiny")
+        >>> result = asyncio.run(trainer.train_custom_model({"data": "digits", "epochs": 2}))
+        >>> test_images = load_dataset("digits", split="test")
+        >>> result.model.predict(test_images).shape
+        (359,)
     """
 
     def __init__(self, architecture_type: str = "cnn", optimization_method: str = "none", *,
@@ -197,6 +200,13 @@ class AdvancedCustomModelTrainer:
         if fit_result is not None:
             _write_run_outputs(rd, record, history)
         return TrainingResult(error is None, model, record["model_id"], record["metrics"], history, str(rd.path), error)
+
+    def check(self, training_data: dict[str, Any]) -> None:
+        """Check ``training_data`` against this trainer's model (data, shapes, settings) without
+        training or writing anything: what ``train`` would reject, raised now."""
+        self._spec(resolve_training_data(training_data, architecture=self.architecture_type,
+                                         base_config=self.strategy.config, settings=self._overrides,
+                                         augment=self._augment_fn, default_size=self.size))
 
     def _spec(self, plan):
         """The model of ``plan``'s data, checked against its validation and test splits."""

@@ -48,10 +48,14 @@ def pretrain_masked_lm(spec, data: ArrayDataset, config: TrainConfig | None = No
     """Pretrain a BERT ``spec`` on the token ids of ``data`` with the masked-LM objective.
 
     Example:
-        >>> tokens = load_dataset("digits_tokens", split="all")
-        >>> spec = AdvancedModelArchitecture("bert").design_architecture(21, 10, input_shape=(65,), input_kind="tokens")
-        >>> pre = pretrain_masked_lm(spec, tokens, TrainConfig(epochs=5))
-        >>> fit(spec, train, TrainConfig(), init_params=pre.variables["params"])
+        >>> from ml_adv.data import load_dataset
+        >>> from ml_adv.models import AdvancedModelArchitecture
+        >>> tokens = load_dataset("digits_tokens", split="train").subset(range(128))
+        >>> spec = AdvancedModelArchitecture("bert", size="tiny").design_architecture(
+        ...     21, 10, input_shape=(65,), input_kind="tokens")
+        >>> pre = pretrain_masked_lm(spec, tokens, TrainConfig(epochs=1))
+        >>> tuned = fit(spec, tokens, TrainConfig(epochs=1), init_params=pre.variables["params"],
+        ...             run=Run(progress=False))
     """
     config = TrainConfig() if config is None else config
     if spec.architecture != "bert":

@@ -230,8 +230,13 @@ def fit_stacked(
         hooks: ``loop.Hook`` objects called around every epoch (PBT is one).
 
     Example:
-        >>> result = fit_stacked(spec, train, TrainConfig(epochs=10), members=8, val=test)
-        >>> result.model.predict_proba(test.x).mean(0)   # the deep-ensemble average
+        >>> from ml_adv.data import load_dataset
+        >>> from ml_adv.models import make_spec
+        >>> train, test = (load_dataset("digits_flat", split=s).subset(range(128)) for s in ("train", "test"))
+        >>> spec = make_spec("mlp", input_shape=(64,), input_kind="features", num_classes=10, size="tiny")
+        >>> result = fit_stacked(spec, train, TrainConfig(epochs=2), members=4, val=test, run=Run(progress=False))
+        >>> result.model.predict_proba(test.x).mean(0).shape   # the deep-ensemble average
+        (128, 10)
     """
     config = TrainConfig() if config is None else config
     spec = check_model(model)
