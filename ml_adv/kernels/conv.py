@@ -62,6 +62,7 @@ library's CNNs use: same parameter names, shapes, dtypes and initialisation.
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -543,7 +544,7 @@ class Conv(nn.Module):
         resolve_padding(self.padding, x.shape[1:3], kernel_size, strides)
 
         kernel_shape = kernel_size + (x.shape[-1], self.features)
-        kernel = self.param("kernel", self.kernel_init, kernel_shape, self.param_dtype)
+        kernel = self.param("kernel", _drawn_as_matrix(self.kernel_init), kernel_shape, self.param_dtype)
         bias = (
             self.param("bias", self.bias_init, (self.features,), self.param_dtype)
             if self.use_bias
@@ -554,3 +555,20 @@ class Conv(nn.Module):
         if bias is not None:
             y = y + bias.reshape((1, 1, 1, -1))
         return y.reshape(batch_shape + y.shape[1:])
+
+
+def _drawn_as_matrix(init: Callable[..., jax.Array]) -> Callable[..., jax.Array]:
+    """The default kernel initialiser, drawn as a ``[kh * kw * cin, cout]`` matrix and reshaped.
+
+    Why: XLA:CPU compiled the 4-D draw 2-15x more slowly than the same draw as a matrix
+    (e.g. (3, 3, 8, 16): 9.4 against 0.56 s), and every new conv shape of every run paid it.
+    For the default (LeCun normal: its fan-in is ``kh * kw * cin`` in both layouts) the
+    values are bit for bit the same (tested); another initialiser is used as it is.
+    """
+    if init is not nn.linear.default_kernel_init:
+        return init
+
+    def init_as_matrix(key, shape, dtype=jnp.float32):
+        return init(key, (math.prod(shape[:-1]), shape[-1]), dtype).reshape(shape)
+
+    return init_as_matrix
