@@ -8,7 +8,12 @@
   one jitted, donated call per batch, data on device).
 * ``plain Flax`` : ``peers/flax_plain.py``: ``TrainState`` + ``@jax.jit`` step per batch,
   batches gathered on the host with NumPy fancy indexing (the Flax-examples loop).
-* ``PyTorch`` : ``peers/torch_models.py`` in eager mode, batches gathered by tensor indexing.
+* ``PyTorch`` : ``peers/torch_models.py`` in eager mode on ``device`` ("cpu" or "cuda"): the
+  epoch's data moved there once, each step's batch gathered there by tensor indexing (a
+  permutation drawn on the device), the round ending with ``loss.item()`` (which waits for the
+  device). ``bf16``: ``torch.autocast(device_type, bfloat16)`` around the forward pass and the
+  loss, float32 weights and optimizer state (the mixed precision ml_adv's ``bf16`` rows use);
+  on a CPU too, so a CPU dry run exercises the same code.
 * ``PyTorch compile`` : the same model through ``torch.compile`` (inductor, default mode),
   compiled by one explicit step before timing (its time is the row's compile figure). On a
   2-core CPU the compile takes tens of seconds per model, so it runs in full mode only
@@ -21,6 +26,7 @@ one timed round is ``epochs`` epochs for all of them.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from collections.abc import Callable
@@ -52,8 +58,9 @@ def _tx(wl: Workload) -> optax.GradientTransformation:
     return optax.adam(1e-3)
 
 
-def ml_adv_contenders(wl: Workload, x: np.ndarray, y: np.ndarray, epochs: int, bf16: bool) -> list[Contender]:
-    """The scanned-epoch and per-step contenders, each with its own donated state.
+def ml_adv_contenders(wl: Workload, x: np.ndarray, y: np.ndarray, epochs: int, bf16: bool, *,
+                      step: bool = True) -> list[Contender]:
+    """The scanned-epoch and (with ``step``) per-step contenders, each with its own donated state.
 
     ``x``/``y`` are one epoch of data; a round is ``epochs`` epochs.
     """
@@ -122,8 +129,8 @@ def ml_adv_contenders(wl: Workload, x: np.ndarray, y: np.ndarray, epochs: int, b
             scan["epoch"] += 1
         return jax.block_until_ready((scan["state"], metrics))
 
-    # --- one jitted, donated call per step
-    stepwise = {"state": new_state(), "epoch": 0, "fn": make_step_fn(train_step)}
+    # --- one jitted, donated call per step (its state only when that contender is wanted)
+    stepwise = {"state": new_state() if step else None, "epoch": 0, "fn": make_step_fn(train_step)}
 
     def run_steps():
         for _ in range(epochs):
@@ -133,8 +140,10 @@ def ml_adv_contenders(wl: Workload, x: np.ndarray, y: np.ndarray, epochs: int, b
         return jax.block_until_ready((stepwise["state"], metrics))
 
     layout = core_split.SHARDED if mesh is not None else core_split.ONE_DEVICE
-    return [Contender(ML_ADV, run_scan, params, compile_s, layout), Contender(ML_ADV_STEP, run_steps, params,
-                                                                              layout=layout)]
+    out = [Contender(ML_ADV, run_scan, params, compile_s, layout)]
+    if step:
+        out.append(Contender(ML_ADV_STEP, run_steps, params, layout=layout))
+    return out
 
 
 def flax_contender(wl: Workload, x: np.ndarray, y: np.ndarray, epochs: int, bf16: bool) -> Contender:
@@ -160,29 +169,62 @@ def flax_contender(wl: Workload, x: np.ndarray, y: np.ndarray, epochs: int, bf16
     return Contender(FLAX, run, params)
 
 
-def torch_contender(torch, wl: Workload, x: np.ndarray, y: np.ndarray, epochs: int, *, compiled: bool = False) -> Contender:
+def set_torch_tf32(torch) -> dict[str, str]:
+    """TF32 matmuls and convolutions for float32 CUDA work (the float32 rows' "TF32" precision).
+
+    torch >= 2.9 has ``fp32_precision`` and refuses a mix of it with the legacy
+    ``allow_tf32`` flags, so the new API is used where it exists (``"tf32"`` there is what
+    ``allow_tf32 = True`` means). Also turns on ``cudnn.benchmark``, as PyTorch training
+    scripts do: cuDNN picks its fastest convolution per shape, as ml_adv's autotune does.
+    """
+    backends = torch.backends
+    torch.backends.cudnn.benchmark = True
+    if hasattr(backends.cuda.matmul, "fp32_precision"):
+        backends.cuda.matmul.fp32_precision = "tf32"
+        backends.cudnn.conv.fp32_precision = "tf32"
+        return {"api": "fp32_precision", "matmul": backends.cuda.matmul.fp32_precision,
+                "cudnn_conv": backends.cudnn.conv.fp32_precision, "cudnn_benchmark": "True"}
+    backends.cuda.matmul.allow_tf32 = True
+    backends.cudnn.allow_tf32 = True
+    return {"api": "allow_tf32", "matmul": str(backends.cuda.matmul.allow_tf32),
+            "cudnn": str(backends.cudnn.allow_tf32), "cudnn_benchmark": "True"}
+
+
+def _torch_optimizer(torch, wl: Workload, params):
+    if wl.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=1e-3, weight_decay=wl.weight_decay)
+    return torch.optim.Adam(params, lr=1e-3)
+
+
+def torch_contender(torch, wl: Workload, x: np.ndarray, y: np.ndarray, epochs: int, *,
+                    compiled: bool = False, device: str = "cpu", bf16: bool = False) -> Contender:
     """PyTorch eager, or with ``compiled`` the model through ``torch.compile`` (one explicit
-    warm-up step compiles it; that time is the contender's ``compile_s``)."""
+    warm-up step compiles it; that time is the contender's ``compile_s``), on ``device``,
+    in float32 or (``bf16``) under ``torch.autocast``. See the module docstring."""
     from benchmarks.peers import torch_models
 
     spec = wl.spec()
+    dev = torch.device(device)
     torch.manual_seed(0)
-    model = torch_models.build(spec)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    if wl.optimizer == "adamw":
-        opt = torch.optim.AdamW(trainable, lr=1e-3, weight_decay=wl.weight_decay)
-    else:
-        opt = torch.optim.Adam(trainable, lr=1e-3)
+    model = torch_models.build(spec).to(dev)
+    opt = _torch_optimizer(torch, wl, [p for p in model.parameters() if p.requires_grad])
     forward = torch.compile(model) if compiled else model
-    xt = torch_models.to_torch_layout(spec, x)
-    yt = torch.from_numpy(y.astype(np.int64))
-    gen = torch.Generator().manual_seed(1)
+    # One epoch of data on the device, once; each step gathers its batch there.
+    xt = torch_models.to_torch_layout(spec, x).to(dev)
+    yt = torch.from_numpy(y.astype(np.int64)).to(dev)
+    gen = torch.Generator(device=dev).manual_seed(1)
     loss_fn = torch.nn.functional.cross_entropy
     steps = len(x) // wl.batch
 
+    def autocast():
+        if not bf16:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=dev.type, dtype=torch.bfloat16)
+
     def step(idx):
         opt.zero_grad(set_to_none=True)
-        loss = loss_fn(forward(xt[idx]), yt[idx])
+        with autocast():
+            loss = loss_fn(forward(xt[idx]), yt[idx])
         loss.backward()
         opt.step()
         return loss
@@ -190,14 +232,15 @@ def torch_contender(torch, wl: Workload, x: np.ndarray, y: np.ndarray, epochs: i
     compile_s = None
     if compiled:
         t0 = time.perf_counter()
-        step(torch.arange(wl.batch)).item()
+        step(torch.arange(wl.batch, device=dev)).item()
         compile_s = time.perf_counter() - t0
 
     def run():
         for _ in range(epochs):
-            for idx in torch.randperm(len(x), generator=gen)[: steps * wl.batch].reshape(steps, wl.batch):
+            order = torch.randperm(len(x), generator=gen, device=dev)[: steps * wl.batch]
+            for idx in order.reshape(steps, wl.batch):
                 loss = step(idx)
-        return loss.item()
+        return loss.item()  # waits for the device: the round ends when its last step has run
 
     name = TORCH_COMPILE if compiled else TORCH
     return Contender(name, run, torch_models.count_trainable(model), compile_s)

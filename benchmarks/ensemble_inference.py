@@ -88,7 +88,8 @@ def _torch_contender(torch, widths: tuple[int, ...], x: np.ndarray):
 
 def _row(ctx: Context, name: str, title: str, spec, x: np.ndarray, torch_widths: tuple[int, ...] | None):
     fns = _ml_adv_contenders(spec, x)
-    if ctx.torch is not None and torch_widths is not None:
+    cpu_peer = ctx.torch is not None and ctx.torch_device == "cpu"  # this peer runs on a CPU only
+    if cpu_peer and torch_widths is not None:
         fns[TORCH_FUNC] = _torch_contender(ctx.torch, torch_widths, x)
     timing = ctx.time(fns)
     peers = tuple(n for n in (VMAPPED, SEPARATE, TORCH_FUNC) if n in fns)

@@ -171,7 +171,11 @@ class Context:
         device, dtype: ``"cpu"``/``"gpu"`` and ``"f32"``/``"bf16"``.
         steps_scale: multiplies every workload's steps per round (GPU steps are faster).
         torch: the ``torch`` module, or None when PyTorch is skipped or missing.
+        torch_device: where the PyTorch peers run: ``"cpu"``, or ``"cuda"`` in a GPU run
+            (peers that only run on a CPU leave themselves out when it is not ``"cpu"``).
         torch_compile: add the ``torch.compile`` contender to the train-step rows.
+        contenders: the train-step contenders to build and time (None: all of them; the
+            GPU check keeps ``ml_adv`` and the PyTorch peers, for its time budget).
         foreign_limit, quiet_budget_s: see ``time_rounds`` (the budget is per row).
         results: rows produced so far in this run, by name (benchmarks may reuse them).
     """
@@ -183,12 +187,18 @@ class Context:
     steps_scale: float = 1.0
     steps: int | None = None
     torch: Any = None
+    torch_device: str = "cpu"
     torch_compile: bool = False
+    contenders: tuple[str, ...] | None = None
     foreign_limit: float = 0.3
     quiet_budget_s: float = 30.0
     results: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     ran: dict[str, list[str]] = dataclasses.field(default_factory=dict)
     log: Callable[[str], None] = print
+
+    def wants(self, contender: str) -> bool:
+        """Whether the train-step rows build ``contender`` (see ``contenders``)."""
+        return self.contenders is None or contender in self.contenders
 
     def time(self, fns: dict[str, Callable[[], Any]], **kwargs) -> Timing:
         kwargs.setdefault("rounds", self.rounds)

@@ -2,7 +2,9 @@
 
 Peak: a square matmul measured in the same run (float32 2048x2048 on CPU: ``jnp.dot``, NumPy
 and PyTorch, MFU taken against the fastest of the three; bfloat16 8192x8192
-``jnp.dot`` under ``--dtype bf16`` / on GPU), 2*n^3 FLOPs per product. On an H100/H200 the
+``jnp.dot`` and ``torch.matmul`` on CUDA under ``--dtype bf16`` / on GPU), 2*n^3 FLOPs per
+product. ``benchmarks/gpu_check.py`` reuses ``matmul_peak`` and ``mfu_row`` for the medium and
+large encoders. On an H100/H200 the
 nominal dense bf16 peak (989 TFLOP/s) is reported too.
 
 Train-step FLOPs are counted analytically, forward + backward = 3 x forward (the backward
@@ -56,6 +58,22 @@ def workload_flops(name: str) -> int:
     raise ValueError(f"no FLOP formula for {name!r}")
 
 
+def _torch_matmul(torch, device: str, dtype: str, a, b, reps: int):
+    """``reps`` products on ``device`` (waiting for the device at the end)."""
+    dev = torch.device(device)
+    tdtype = torch.bfloat16 if dtype == "bf16" else torch.float32
+    at = torch.from_numpy(np.asarray(a, np.float32)).to(dev, tdtype)
+    bt = torch.from_numpy(np.asarray(b, np.float32)).to(dev, tdtype)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+
+    def run():
+        out = [at @ bt for _ in range(reps)]
+        sync()
+        return out
+
+    return run
+
+
 def _matmul_fns(ctx: Context, n: int, reps: int) -> dict:
     dtype = jnp.bfloat16 if ctx.dtype == "bf16" else jnp.float32
     a = jax.random.normal(jax.random.key(0), (n, n), dtype)
@@ -65,17 +83,16 @@ def _matmul_fns(ctx: Context, n: int, reps: int) -> dict:
     if ctx.dtype == "f32" and ctx.device == "cpu":
         an, bn = np.array(a), np.array(b)  # writable host copies
         fns["numpy"] = lambda: [an @ bn for _ in range(reps)]
-        if ctx.torch is not None:
-            at, bt = ctx.torch.from_numpy(an), ctx.torch.from_numpy(bn)
-            fns["torch"] = lambda: [at @ bt for _ in range(reps)]
+    if ctx.torch is not None:  # the PyTorch peers' device and dtype (CUDA in a GPU run)
+        fns["torch"] = _torch_matmul(ctx.torch, ctx.torch_device, ctx.dtype, a, b, reps)
     return fns
 
 
-@register("mfu/matmul-peak", group="mfu-peak")
-def matmul_peak(ctx: Context) -> list[dict]:
+def matmul_peak(ctx: Context, *, n: int | None = None, reps: int | None = None) -> list[dict]:
+    """The ``mfu/matmul-peak`` row: an ``n``-square matmul in the run's dtype, per library."""
     on_gpu = jax.default_backend() == "gpu"
-    n = 8192 if on_gpu else 2048
-    reps = 20 if on_gpu else (1 if ctx.quick else 2)
+    n = n or (8192 if on_gpu else 2048)
+    reps = reps or (20 if on_gpu else (1 if ctx.quick else 2))
     fns = _matmul_fns(ctx, n, reps)
     ctx.log(f"  matmul peak: {n}x{n} {ctx.dtype}, {reps} products per round")
     timing = ctx.time(fns)
@@ -85,23 +102,24 @@ def matmul_peak(ctx: Context) -> list[dict]:
         "mfu/matmul-peak", "mfu-peak", f"{n}x{n} matmul {ctx.dtype}", timing, rounds=ctx.rounds,
         work_per_round=2 * n**3 * reps / 1e9, unit="GFLOP/s", subject="jnp.dot",
         peers=tuple(k for k in fns if k != "jnp.dot"),
-        extra={"n": n, "dtype": ctx.dtype, "device_kind": kind,
+        extra={"n": n, "dtype": ctx.dtype, "device_kind": kind, "torch_device": ctx.torch_device,
                "nominal_bf16_tflops": nominal if ctx.dtype == "bf16" else None},
     )  # fmt: skip
     return [row]
 
 
-def _mfu_row(ctx: Context, arch: str) -> list[dict]:
-    name = f"{arch}/medium"
-    tput = ctx.need(f"throughput/{name}")
-    peak_row = ctx.need("mfu/matmul-peak")
+register("mfu/matmul-peak", group="mfu-peak")(lambda ctx: matmul_peak(ctx))
+
+
+def mfu_row(ctx: Context, name: str, workload: str, tput: dict, peak_row: dict, title: str) -> dict:
+    """``tput`` (a throughput row of ``workload``) as a percentage of ``peak_row``'s peak."""
     # The machine's peak is the best any library reached in this run: jnp.dot on device 0
     # came out below NumPy's in one 2026-12-01 run (131 against 191 GFLOP/s), which made a
     # step sharded over both cores read as over 100% of "peak".
     peak = max(c["value"] for c in peak_row["contenders"].values())  # GFLOP/s
     nominal = peak_row["extra"].get("nominal_bf16_tflops")
-    flops = workload_flops(name)
-    batch = WORKLOADS[name].batch
+    flops = workload_flops(workload)
+    batch = WORKLOADS[workload].batch
     values, achieved, vs_nominal = {}, {}, {}
     for cname, c in tput["contenders"].items():
         gflops = flops * c["value"] / batch / 1e9  # value is samples/s
@@ -109,13 +127,20 @@ def _mfu_row(ctx: Context, arch: str) -> list[dict]:
         values[cname] = 100.0 * gflops / peak
         if nominal:
             vs_nominal[cname] = 100.0 * gflops / (nominal * 1e3)
-    ratios = {k: v for k, v in tput["ratios"].items()}
-    return [simple_row(
-        f"mfu/{arch}", "mfu", f"{arch} medium train step", values, unit="% of matmul peak",
-        higher_is_better=True, ratios=ratios,
-        extra={"flops_per_step": flops, "peak_gflops": peak, "achieved_gflops": achieved,
-               "percent_of_nominal_peak": vs_nominal or None, "formula": "see benchmarks/mfu.py"},
-    )]  # fmt: skip
+    return simple_row(
+        name, "mfu", title, values, unit="% of matmul peak", higher_is_better=True,
+        ratios=dict(tput["ratios"]),
+        extra={"flops_per_step": flops, "peak_gflops": peak,
+               "peak_dtype": peak_row["extra"].get("dtype"), "achieved_gflops": achieved,
+               "percent_of_nominal_peak": vs_nominal or None, "throughput_row": tput["name"],
+               "workload": workload, "formula": "see benchmarks/mfu.py"},
+    )  # fmt: skip
+
+
+def _mfu_row(ctx: Context, arch: str) -> list[dict]:
+    name = f"{arch}/medium"
+    tput, peak = ctx.need(f"throughput/{name}"), ctx.need("mfu/matmul-peak")
+    return [mfu_row(ctx, f"mfu/{arch}", name, tput, peak, f"{arch} medium train step")]
 
 
 register("mfu/transformer", group="mfu")(lambda ctx: _mfu_row(ctx, "transformer"))

@@ -11,12 +11,17 @@ import json
 from pathlib import Path
 from typing import Any
 
-GROUP_ORDER = ("throughput", "compile", "mfu-peak", "mfu", "startup", "checkpoint")
+GROUP_ORDER = ("throughput", "compile", "mfu-peak", "mfu", "quickstart", "quickstart-steps",
+               "stacked", "hpo", "startup", "checkpoint")
 GROUP_TITLES = {
     "throughput": "Train-step throughput",
     "compile": "Compile / first-round cost",
     "mfu-peak": "Matmul peak",
     "mfu": "Model FLOP utilisation",
+    "quickstart": "Quickstart",
+    "quickstart-steps": "Quickstart train steps",
+    "stacked": "Stacked members and populations",
+    "hpo": "HPO populations",
     "startup": "Start-up",
     "checkpoint": "Checkpoints",
 }
@@ -70,9 +75,24 @@ def markdown(rows: list[dict]) -> str:
     return "\n\n".join(parts)
 
 
-def write_json(path: Path, env: dict, settings: dict, rows: list[dict], wall_s: float) -> None:
+def not_run_table(entries: list[dict]) -> str:
+    """Rows that did not run: ``[{"name", "status", "reason"}]`` (skipped, failed, interrupted)."""
+    if not entries:
+        return ""
+    lines = ["| Not run | status | reason |", "|---|---|---|"]
+    for e in entries:
+        reason = str(e.get("reason", "")).replace("|", "/").replace("\n", " ")
+        lines.append(f"| {e['name']} | {e['status']} | {reason[:200]} |")
+    return "\n".join(lines)
+
+
+def write_json(path: Path, env: dict, settings: dict, rows: list[dict], wall_s: float,
+               extra: dict | None = None) -> None:
+    """The result file, written atomically; ``extra`` adds top-level keys (the GPU check's
+    ``not_run`` list and budget)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    doc = {"schema": 1, "environment": env, "settings": settings, "wall_seconds": wall_s, "rows": rows}
+    doc = {"schema": 1, "environment": env, "settings": settings, "wall_seconds": wall_s,
+           "rows": rows, **(extra or {})}
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(doc, indent=1, default=str))
     tmp.replace(path)

@@ -12,9 +12,11 @@ Examples::
     python -m benchmarks.run --only throughput/cnn mfu --rounds 5
     python -m benchmarks.run --device gpu --dtype bf16 --only throughput/*/medium mfu
 
-``--device gpu`` / ``--dtype bf16`` skip PyTorch (the CPU peer) and measure MFU against a
-bf16 matmul peak; on a machine without a GPU they still run, on the CPU, so the path can be
-exercised anywhere (``--only 'throughput/*/tiny'`` keeps that cheap).
+``--device gpu`` runs the PyTorch peers on CUDA (float32 rows with TF32 allowed, bf16 rows
+under ``torch.autocast``); ``--dtype bf16`` measures MFU against a bf16 matmul peak. On a
+machine without a GPU they still run, JAX and PyTorch on the CPU (autocast with
+``device_type="cpu"``), so the path can be exercised anywhere (``--only 'throughput/*/tiny'``
+keeps that cheap). ``benchmarks/gpu_check.py`` is the budgeted GPU run built on this harness.
 """
 
 from __future__ import annotations
@@ -66,15 +68,31 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
-def _load_torch(args, device: str, dtype: str):
-    if args.no_torch or device != "cpu" or dtype != "f32":
-        return None, "skipped (--no-torch, GPU or bf16 run)"
+def load_torch(no_torch: bool, device: str) -> tuple[object, str, str]:
+    """``(torch or None, torch device, note)``: the PyTorch peer and where it runs.
+
+    A GPU run puts it on CUDA (TF32 allowed for its float32 work: ``contenders.set_torch_tf32``);
+    a GPU run on a machine without one (a dry run) keeps it on the CPU, like JAX; a real GPU
+    run whose torch has no CUDA drops it, since a CPU peer would say nothing there.
+    """
+    if no_torch:
+        return None, "cpu", "skipped (--no-torch)"
     try:
         import torch
     except ImportError:
-        return None, "not installed (pip install -e '.[bench]')"
+        return None, "cpu", "not installed (pip install -e '.[bench]')"
+    import jax
+
     torch.set_num_threads(os.cpu_count() or 1)
-    return torch, f"torch {torch.__version__}, {torch.get_num_threads()} threads"
+    if device == "gpu" and torch.cuda.is_available():
+        from benchmarks.contenders import set_torch_tf32
+
+        tf32 = set_torch_tf32(torch)
+        gpu = torch.cuda.get_device_name(0)
+        return torch, "cuda", f"torch {torch.__version__} on {gpu}, float32 matmuls {tf32}"
+    if device == "gpu" and jax.default_backend() == "gpu":
+        return None, "cpu", f"skipped: torch {torch.__version__} has no CUDA here"
+    return torch, "cpu", f"torch {torch.__version__}, {torch.get_num_threads()} threads"
 
 
 def default_out(env: dict, settings: dict) -> Path:
@@ -112,11 +130,11 @@ def main(argv: list[str] | None = None) -> dict:
     dtype = args.dtype or ("bf16" if device == "gpu" else "f32")
     if device == "gpu" and jax.default_backend() != "gpu":
         print(f"note: --device gpu but JAX's backend is {jax.default_backend()!r}: running the GPU path there")
-    torch, torch_note = _load_torch(args, device, dtype)
+    torch, torch_device, torch_note = load_torch(args.no_torch, device)
     chosen = select(args.only, quick=args.quick)
     rounds = args.rounds or (3 if args.quick else 7)
     ctx = Context(quick=args.quick, rounds=rounds, device=device, dtype=dtype, steps_scale=args.steps_scale,
-                  steps=args.steps, torch=torch,
+                  steps=args.steps, torch=torch, torch_device=torch_device,
                   torch_compile=torch is not None and (args.torch_compile == "on"
                                                       or (args.torch_compile == "auto" and not args.quick)),
                   foreign_limit=args.foreign_limit,
@@ -127,7 +145,7 @@ def main(argv: list[str] | None = None) -> dict:
         "quick": args.quick, "only": args.only, "rounds": rounds, "device": device, "dtype": dtype,
         "steps": args.steps, "steps_scale": args.steps_scale, "foreign_limit": args.foreign_limit,
         "quiet_budget_s": ctx.quiet_budget_s, "cpu_devices": cpu_devices,
-        "torch": torch_note, "benchmarks": [b.name for b in chosen],
+        "torch": torch_note, "torch_device": torch_device, "benchmarks": [b.name for b in chosen],
     }  # fmt: skip
     print(f"{env['cpu_model']} ({env['cores']} cores, AVX-512: {env['has_avx512']}), "
           f"JAX {env['versions']['jax']} on {env['jax_devices'][0]}; PyTorch: {torch_note}")  # fmt: skip

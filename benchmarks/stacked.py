@@ -23,6 +23,8 @@ Work is member-steps per second.
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -30,10 +32,22 @@ import numpy as np
 from benchmarks.harness import Context, make_row, register
 from ml_adv.rundir import Run
 
-K, BATCH, STEPS = 8, 64, 100
 STACKED, LOOP, SEQUENTIAL, TORCH_FUNC = "ml_adv stacked", "per-member loop", "sequential scans", "torch.func"
 MEMBER_SCANS = "ml_adv member scans"
 ONE_DEVICE = "ml_adv stacked, one device"
+
+
+@dataclasses.dataclass(frozen=True)
+class Members:
+    """The members rows' shape: ``k`` members, ``steps`` Adam steps of ``batch`` in one round."""
+
+    k: int = 8
+    batch: int = 64
+    steps: int = 100
+
+
+FULL = Members()
+TINY = Members(k=2, batch=16, steps=10)  # the GPU check's CPU dry run
 
 
 def _data(n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -51,23 +65,23 @@ def _spec(width: int):
                      dropout=0.0)
 
 
-def _ml_adv_contenders(width: int, x, y) -> dict:
+def _ml_adv_contenders(width: int, x, y, shape: Members = FULL) -> dict:
     from ml_adv.training import TrainConfig, parallel
     from ml_adv.training.setup import init_run
     from ml_adv.training.steps import epoch_order, make_epoch_fn
 
-    config = TrainConfig(batch_size=BATCH, learning_rate=1e-3, epochs=1)
+    config = TrainConfig(batch_size=shape.batch, learning_rate=1e-3, epochs=1)
     spec = _spec(width)
     data = {"x": jnp.asarray(x), "y": jnp.asarray(y)}
-    order = epoch_order(jax.random.PRNGKey(0), len(x), BATCH)
-    stacked = init_run(spec, config, example_x=x[:1], steps_per_epoch=STEPS, members=K)
+    order = epoch_order(jax.random.PRNGKey(0), len(x), shape.batch)
+    stacked = init_run(spec, config, example_x=x[:1], steps_per_epoch=shape.steps, members=shape.k)
     one_device_epoch = make_epoch_fn(stacked.train_step, stacked=True).lower(stacked.state, data, order).compile()
     scans_epoch = make_epoch_fn(stacked.train_step, stacked=True, members_as="scan").lower(
         stacked.state, data, order).compile()
-    single = init_run(spec, config, example_x=x[:1], steps_per_epoch=STEPS)
+    single = init_run(spec, config, example_x=x[:1], steps_per_epoch=shape.steps)
     single_epoch = make_epoch_fn(single.train_step).lower(single.state, data, order).compile()
     step = jax.jit(single.train_step, donate_argnums=0)
-    mesh = parallel.member_mesh(K)
+    mesh = parallel.member_mesh(shape.k)
     if mesh is None:  # one device: fit_stacked's program is the one-device vmap
         spread_state, spread_data, spread_order, stacked_epoch = stacked.state, data, order, one_device_epoch
     else:  # fit_stacked's placement: members split over the devices, data replicated
@@ -75,8 +89,10 @@ def _ml_adv_contenders(width: int, x, y) -> dict:
         spread_data, spread_order = jax.device_put((data, order), parallel.replicated(mesh))
         stacked_epoch = make_epoch_fn(stacked.train_step, stacked=True, spmd_axis_name=parallel.MEMBER_AXIS).lower(
             spread_state, spread_data, spread_order).compile()
-    holder = {"stacked": spread_state, "one_device": jax.tree.map(jnp.copy, stacked.state), "scans": jax.tree.map(jnp.copy, stacked.state), "singles": [jax.tree.map(jnp.copy, single.state) for _ in range(K)],
-              "loop": [jax.tree.map(jnp.copy, single.state) for _ in range(K)]}
+    copies = [jax.tree.map(jnp.copy, single.state) for _ in range(2 * shape.k)]
+    holder = {"stacked": spread_state, "one_device": jax.tree.map(jnp.copy, stacked.state),
+              "scans": jax.tree.map(jnp.copy, stacked.state), "singles": copies[:shape.k],
+              "loop": copies[shape.k:]}
     batches = [{"x": data["x"][idx], "y": data["y"][idx]} for idx in order]
 
     def run_stacked():
@@ -92,13 +108,13 @@ def _ml_adv_contenders(width: int, x, y) -> dict:
         return jax.block_until_ready(m)
 
     def run_sequential():
-        for i in range(K):
+        for i in range(shape.k):
             holder["singles"][i], m = single_epoch(holder["singles"][i], data, order)
         return jax.block_until_ready(m)
 
     def run_loop():
         for batch in batches:
-            for i in range(K):
+            for i in range(shape.k):
                 s = holder["loop"][i]
                 holder["loop"][i], m = step(s, batch, s.step_key())
         return jax.block_until_ready(m)
@@ -109,62 +125,72 @@ def _ml_adv_contenders(width: int, x, y) -> dict:
     return fns
 
 
-def _torch_contender(torch, width: int, x, y):
+def _torch_contender(torch, width: int, x, y, m: Members = FULL, device: str = "cpu"):
     from torch import nn
     from torch.func import functional_call, grad, stack_module_state, vmap
 
+    dev = torch.device(device)
     torch.manual_seed(0)
     models = [nn.Sequential(nn.Linear(64, width), nn.ReLU(), nn.Linear(width, width), nn.ReLU(), nn.Linear(width, 10))
-              for _ in range(K)]
+              for _ in range(m.k)]
     params, buffers = stack_module_state(models)
-    base = models[0]
-    params = {k: v.detach().requires_grad_(True) for k, v in params.items()}
+    base = models[0].to(dev)
+    params = {k: v.detach().to(dev).requires_grad_(True) for k, v in params.items()}
     opt = torch.optim.Adam(list(params.values()), lr=1e-3)
 
     def loss_fn(p, b, xb, yb):
         return nn.functional.cross_entropy(functional_call(base, (p, b), (xb,)), yb)
 
     grads_of = vmap(grad(loss_fn), in_dims=(0, 0, None, None))
-    xt, yt = torch.from_numpy(x), torch.from_numpy(y.astype(np.int64))
+    xt, yt = torch.from_numpy(x).to(dev), torch.from_numpy(y.astype(np.int64)).to(dev)
 
     def run():
-        for s in range(STEPS):
-            xb, yb = xt[s * BATCH:(s + 1) * BATCH], yt[s * BATCH:(s + 1) * BATCH]
+        for s in range(m.steps):
+            xb, yb = xt[s * m.batch:(s + 1) * m.batch], yt[s * m.batch:(s + 1) * m.batch]
             grads = grads_of({k: v.detach() for k, v in params.items()}, buffers, xb, yb)
             for k, v in params.items():
                 v.grad = grads[k]
             opt.step()
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
 
     return run
 
 
-def _members_row(ctx: Context, width: int) -> list[dict]:
-    x, y = _data(STEPS * BATCH)
-    fns = _ml_adv_contenders(width, x, y)
+def _members_row(ctx: Context, width: int, m: Members = FULL) -> list[dict]:
+    x, y = _data(m.steps * m.batch)
+    fns = _ml_adv_contenders(width, x, y, m)
     if ctx.torch is not None:
-        fns[TORCH_FUNC] = _torch_contender(ctx.torch, width, x, y)
+        fns[TORCH_FUNC] = _torch_contender(ctx.torch, width, x, y, m, ctx.torch_device)
     timing = ctx.time(fns)
     peers = tuple(n for n in (LOOP, SEQUENTIAL, TORCH_FUNC, MEMBER_SCANS, ONE_DEVICE) if n in fns)
-    return [make_row(f"stacked/mlp-w{width}", "stacked", f"K={K} MLP 64-{width}-{width}-10", timing,
-                     rounds=ctx.rounds, work_per_round=K * STEPS, unit="member-steps/s", subject=STACKED, peers=peers,
-                     extra={"members": K, "batch": BATCH, "steps": STEPS, "optimizer": "adam",
-                            "devices": jax.device_count()})]
+    extra = {"members": m.k, "batch": m.batch, "steps": m.steps, "optimizer": "adam",
+             "devices": jax.device_count(), "torch_device": ctx.torch_device}
+    return [make_row(f"stacked/mlp-w{width}", "stacked", f"K={m.k} MLP 64-{width}-{width}-10",
+                     timing, rounds=ctx.rounds, work_per_round=m.k * m.steps,
+                     unit="member-steps/s", subject=STACKED, peers=peers, extra=extra)]
 
 
-def _population_row(ctx: Context, arch: str) -> list[dict]:
-    """P learning rates: one ``fit_stacked`` call against P ``fit`` calls (compiles included, as a user sees)."""
+def _population_row(ctx: Context, arch: str, p: int = 16, epochs: int = 3,
+                    examples: int | None = None) -> list[dict]:
+    """P learning rates: one ``fit_stacked`` call against P ``fit`` calls (compiles included,
+    as a user sees).
+
+    ``examples`` keeps the first that many training examples (the GPU check's CPU dry run).
+    """
     from ml_adv import make_spec
     from ml_adv.data.catalog import load_dataset
     from ml_adv.training import TrainConfig, fit
     from ml_adv.training.stacked import fit_stacked
 
-    p = 16
     if arch == "mlp":
         train, spec = load_dataset("digits_flat", split="train"), _spec(64)
     else:
         train = load_dataset("digits", split="train")
         spec = make_spec("cnn", input_shape=train.example_shape, input_kind="image", num_classes=10, size="tiny")
-    config = TrainConfig(batch_size=32, epochs=3)
+    if examples is not None:
+        train = train.subset(np.arange(min(examples, len(train))))
+    config = TrainConfig(batch_size=32, epochs=epochs)
     rates = np.geomspace(1e-4, 3e-2, p)
 
     def population():
@@ -175,10 +201,10 @@ def _population_row(ctx: Context, arch: str) -> list[dict]:
             fit(spec, train, config.replace(learning_rate=float(r)), run=Run(progress=False))
 
     timing = ctx.time({"ml_adv population": population, "sequential fit": sequential})
-    steps = p * 3 * (len(train) // 32)
+    steps = p * epochs * (len(train) // 32)
     name = "stacked/population-lr" if arch == "mlp" else f"stacked/population-lr-{arch}"
     model = "digits MLP 64-64-64-10" if arch == "mlp" else "digits CNN (tiny)"
-    return [make_row(name, "stacked", f"P={p} learning rates, {model}, 3 epochs", timing,
+    return [make_row(name, "stacked", f"P={p} learning rates, {model}, {epochs} epochs", timing,
                      rounds=ctx.rounds, work_per_round=steps, unit="member-steps/s", subject="ml_adv population",
                      peers=("sequential fit",), extra={"members": p, "devices": jax.device_count(),
                             "note": "compiles included on both sides"})]

@@ -10,6 +10,11 @@ Sizes:
     batch 128), where the kernels dominate.
   * ``tiny``: ml_adv's "tiny" configs on toy shapes, only for smoke tests and for dry runs of
     the GPU path on a CPU; never in the default or quick selections.
+  * ``large``: a GPU-sized encoder for the Transformer and BERT (12 layers, d_model 1024,
+    16 heads, ffn 4096, 512 tokens of a 32,000-id vocabulary, batch 32; ~150M encoder
+    parameters, ~16 TFLOP per train step), trained in bf16 by ``benchmarks/gpu_check.py``:
+    the medium encoders are far too small to fill a GPU, so their MFU says little there.
+    Never in the default or quick selections (a CPU step would take minutes).
 
 Data is synthetic (uniform features, token ids in ``[1, vocab)`` so no position is padding):
 speed does not depend on the values, and every contender trains on the same host arrays.
@@ -45,7 +50,8 @@ from typing import Any
 import numpy as np
 
 ARCHS = ("mlp", "cnn", "lstm", "transformer", "bert")
-SIZES = ("digits", "medium", "tiny")
+SIZES = ("digits", "medium", "tiny", "large")
+GPU_ONLY_SIZES = ("large",)  # never selected by default: far too big for a CPU step
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,6 +111,8 @@ class Workload:
 
 _ENCODER = dict(optimizer="adamw", weight_decay=0.01)
 _MEDIUM_ENCODER = (("num_heads", 4), ("num_layers", 4), ("max_length", 128))
+_LARGE_ENCODER = (("num_heads", 16), ("num_layers", 12), ("max_length", 512))
+_LARGE_DESCRIPTION = "512 tokens (vocab 32000), d1024 12 layers 16 heads ffn 4096, batch 32"
 
 WORKLOADS: dict[str, Workload] = {
     w.name: w
@@ -132,6 +140,13 @@ WORKLOADS: dict[str, Workload] = {
         Workload("bert", "medium", "small", 1000, (128,), "tokens", 32, 4, 4, **_ENCODER,
                  overrides=(("hidden_size", 256), ("intermediate_size", 1024), *_MEDIUM_ENCODER),
                  description="128 tokens (vocab 1000), d256 4 layers 4 heads ffn 1024, batch 32"),
+        # ---- large: GPU-sized encoders (gpu_check.py, bf16); steps per round sized for a GPU
+        Workload("transformer", "large", "base", 32000, (512,), "tokens", 32, 10, 10, **_ENCODER,
+                 overrides=(("d_model", 1024), ("mlp_dim", 4096), *_LARGE_ENCODER),
+                 description=_LARGE_DESCRIPTION),
+        Workload("bert", "large", "base", 32000, (512,), "tokens", 32, 10, 10, **_ENCODER,
+                 overrides=(("hidden_size", 1024), ("intermediate_size", 4096), *_LARGE_ENCODER),
+                 description=_LARGE_DESCRIPTION),
         # ---- tiny: smoke tests and CPU dry runs of the GPU path
         Workload("mlp", "tiny", "tiny", 16, (16,), "features", 8, 4, 2, description="16-16-10, batch 8"),
         Workload("cnn", "tiny", "tiny", 8, (8, 8, 1), "image", 8, 4, 2, description="8x8x1 conv4-conv8"),

@@ -4,6 +4,7 @@ Fast (tiny workloads, 2 steps per round, 2 rounds). PyTorch parts are skipped wh
 not installed (CI installs ``.[dev]``, not ``.[bench]``).
 """
 
+import importlib.util
 import json
 import sys
 import time
@@ -39,13 +40,15 @@ def test_plain_flax_twin_has_the_same_parameters(name):
 
 @pytest.mark.parametrize("name", sorted(WORKLOADS))
 def test_torch_twin_has_the_same_parameters(name):
-    pytest.importorskip("torch")
+    torch = pytest.importorskip("torch")
     from benchmarks.peers import torch_models
     from ml_adv.models import count_params
 
     wl = WORKLOADS[name]
     spec = wl.spec()
-    assert torch_models.count_trainable(torch_models.build(spec)) == count_params(spec)
+    with torch.device("meta"):  # shapes only: the large encoders have ~185M parameters
+        model = torch_models.build(spec)
+    assert torch_models.count_trainable(model) == count_params(spec)
 
 
 def test_run_writes_rows_in_the_schema(tmp_path):
@@ -76,10 +79,13 @@ def test_torch_row_and_the_gpu_path_on_cpu(tmp_path):
     row = res["rows"][0]
     assert "PyTorch" in row["contenders"] and "ml_adv/PyTorch" in row["ratios"]
     assert "| cnn tiny |" in res["table"]
-    # --device gpu --dtype bf16 runs anywhere (here on the CPU) and drops the CPU peer
+    # --device gpu --dtype bf16 runs anywhere: here JAX and the PyTorch peer (autocast) on the CPU
     res = run.main(["--device", "gpu", "--dtype", "bf16", "--only", "throughput/mlp/tiny",
                     "--out", str(tmp_path / "g.json"), *TINY])  # fmt: skip
-    assert res["settings"]["dtype"] == "bf16" and "PyTorch" not in res["rows"][0]["contenders"]
+    row = res["rows"][0]
+    assert res["settings"]["dtype"] == "bf16" and res["settings"]["torch_device"] == "cpu"
+    assert "PyTorch" in row["contenders"] and row["extra"]["precision"] == "bf16"
+    assert row["extra"]["torch_device"] == "cpu" and "ml_adv/PyTorch" in row["ratios"]
 
 
 def test_rounds_alternate_and_ratios_point_the_right_way():
@@ -111,6 +117,13 @@ def test_selection_and_flop_formula():
     names = [b.name for b in harness.select(["throughput/cnn"], quick=False)]
     assert names == ["throughput/cnn/digits", "throughput/cnn/medium", "throughput/cnn/tiny"]
     assert all(b.default for b in harness.select(None, quick=True))
+    # the GPU-sized encoders are never part of a CPU run's default or quick selection
+    defaults = {b.name for quick in (False, True) for b in harness.select(None, quick=quick)}
+    assert "throughput/transformer/large" in harness.BENCHMARKS
+    assert not any("/large" in n for n in defaults)
+    # 12 layers of d1024 (ffn 4096) over 512 tokens: ~0.5 TFLOP per sequence for forward + backward
+    per_seq = mfu.workload_flops("transformer/large") / WORKLOADS["transformer/large"].batch
+    assert 4.9e11 < per_seq < 5.2e11
     with pytest.raises(ValueError, match="no benchmark matches"):
         harness.select(["nope"], quick=False)
     # REFERENCE.md transformer: ~2.6 GFLOP per sequence for forward + backward
@@ -137,3 +150,99 @@ def test_kcenter_row_on_a_tiny_pool():
     harness.validate_row(row)
     assert set(row["contenders"]) == {"stream floor", "ml_adv"} and "ml_adv/stream floor" in row["ratios"]
     assert row["extra"]["ours_over_floor"] > 0 and row["extra"]["floor_bytes"] == 256 * 8 * 4 * 12
+
+
+# --------------------------------------------------------------------------- the GPU check
+def _check_plan(doc: dict) -> dict:
+    """Every task of the plan ran (its rows are there) or says why not; returns rows by name."""
+    rows = {r["name"]: r for r in doc["rows"]}
+    for r in rows.values():
+        harness.validate_row(r)
+    assert doc["plan"] and {"not_run", "budget", "environment", "settings"} <= set(doc)
+    for e in doc["plan"]:
+        assert e["status"] in ("done", "skipped"), e
+        if e["status"] == "done":
+            assert all(name in rows for name in e["rows"]), e
+        else:
+            assert e["reason"], e
+    not_done = {e["name"] for e in doc["plan"] if e["status"] != "done"}
+    assert {e["name"] for e in doc["not_run"]} == not_done
+    return rows
+
+
+def test_gpu_check_budget_skips_what_does_not_fit_and_writes_after_every_task(tmp_path):
+    from benchmarks import gpu_check as gc
+
+    out = tmp_path / "c.json"
+    settings = {"budget_seconds": 5.0, "started_at": 0.0, "deadline": 5.0}
+    check = gc.Check(out, {}, settings, time.time())
+    row = harness.simple_row("x/a", "g", "a", {"v": 1.0}, unit="s", higher_is_better=False)
+
+    def broken():
+        raise RuntimeError("broken row")
+
+    def sees_the_file():  # the JSON already holds the earlier tasks while this one runs
+        doc = json.loads(out.read_text())
+        assert [r["name"] for r in doc["rows"]] == ["x/a"]
+        assert {e["name"]: e["status"] for e in doc["plan"]}["x/sees"] == "running"
+        return []
+
+    plan = [gc.Task("x/a", "a", lambda: [row]), gc.Task("x/big", "big", lambda: []),
+            gc.Task("x/needs", "c", lambda: [], needs=("x/missing",)),
+            gc.Task("x/off", "c", lambda: [], off="off"), gc.Task("x/broken", "c", broken),
+            gc.Task("x/skip", "c", lambda: []), gc.Task("x/sees", "c", sees_the_file)]
+    budget = gc.Budget(time.time() + 5 + gc.RESERVE_S, {"a": 0.1, "big": 100.0, "c": 0.0})
+    gc.run_plan(check, plan, budget, {"only": [], "skip": ["x/skip"]})
+    doc = json.loads(out.read_text())
+    status = {e["name"]: (e["status"], e.get("reason", "")) for e in doc["plan"]}
+    assert status["x/a"][0] == status["x/sees"][0] == "done"
+    assert [r["name"] for r in doc["rows"]] == ["x/a"]
+    assert status["x/big"][0] == "skipped" and status["x/big"][1].startswith("budget: needs ~")
+    assert status["x/needs"] == ("skipped", "needs x/missing, which did not run")
+    assert status["x/off"] == ("skipped", "off") and status["x/skip"] == ("skipped", "--skip")
+    assert status["x/broken"] == ("failed", "RuntimeError: broken row")
+    assert "traceback" in next(e for e in doc["plan"] if e["name"] == "x/broken")
+
+
+def test_gpu_check_dry_run_on_cpu_times_both_precisions_against_torch(tmp_path):
+    from benchmarks import gpu_check
+
+    out = tmp_path / "gpu.json"
+    only = ["throughput/mlp/*", "mfu/matmul-peak", "mfu/transformer/medium"]
+    res = gpu_check.main(["--budget-seconds", "300", "--out", str(out), "--only", *only])
+    doc = json.loads(out.read_text())
+    rows = _check_plan(doc)
+    status = {e["name"]: e for e in doc["plan"]}
+    assert status["throughput/cnn/medium/bf16"]["reason"] == "not selected (--only)"
+    needs = status["mfu/transformer/medium"]["reason"]
+    assert needs.startswith("needs throughput/transformer/medium/bf16")
+    assert not doc["settings"]["measured_on_gpu"] and "| mlp tiny (as medium) f32 |" in res["table"]
+    has_torch = importlib.util.find_spec("torch") is not None
+    for prec in ("bf16", "f32"):
+        row = rows[f"throughput/mlp/medium/{prec}"]
+        assert row["extra"]["precision"] == prec and row["extra"]["workload"] == "mlp/tiny"
+        assert row["contenders"]["ml_adv"]["value"] > 0
+        if has_torch:  # CI installs .[dev] only
+            assert row["contenders"]["PyTorch"]["value"] > 0 and row["ratios"]["ml_adv/PyTorch"] > 0
+            assert row["extra"]["torch_device"] == "cpu"
+    assert rows["mfu/matmul-peak"]["contenders"]["jnp.dot"]["value"] > 0
+
+
+@pytest.mark.slow
+def test_gpu_check_whole_dry_run_on_cpu(tmp_path):
+    """Every task of the GPU check on CPU stand-ins (~1 minute on a quiet 2-core machine)."""
+    from benchmarks import gpu_check
+
+    out = tmp_path / "gpu.json"
+    gpu_check.main(["--budget-seconds", "500", "--out", str(out)])  # below pytest's 600 s timeout
+    doc = json.loads(out.read_text())
+    rows = _check_plan(doc)
+    for e in doc["plan"]:
+        if e["name"].startswith("torch-compile/"):
+            assert e["status"] == "skipped" and "CPU dry run" in e["reason"]
+    done = {e["name"] for e in doc["plan"] if e["status"] == "done"}
+    assert {"throughput/mlp/medium/bf16", "throughput/mlp/medium/f32"} <= done  # the first tasks
+    if "mfu/transformer/large" in done:
+        assert rows["mfu/transformer/large"]["extra"]["workload"] == "transformer/tiny"
+    if "quickstart/steps" in done:
+        assert "device loop, unroll 1/fit, unroll 1" in rows["quickstart/steps"]["ratios"]

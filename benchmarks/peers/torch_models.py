@@ -12,6 +12,8 @@ Deliberate choices, each so that the parameter count and the maths match ml_adv:
   "same"``, ``MaxPool2d(pool)`` (VALID, like ml_adv's reshape max-pool).
 * LSTM: ``nn.LSTM`` carries two bias vectors (``b_ih`` and ``b_hh``) where Flax's
   ``OptimizedLSTMCell`` has one; ``b_ih`` is zeroed and frozen, so the sum is the one bias.
+  Under ``torch.autocast`` it runs as autocast has it on CUDA; on a CPU, where oneDNN has no
+  bf16 LSTM on most chips, the recurrence stays float32 (the GPU check's dry run only).
 * Transformer (pre-LN) and BERT (post-LN): ``nn.TransformerEncoderLayer`` (what a PyTorch
   user writes; its packed ``in_proj`` has the parameters of Flax's separate q/k/v
   projections), exact GELU, the padding mask (token id 0) passed as
@@ -108,7 +110,13 @@ class LSTM(nn.Module):
         self.head = nn.Linear(cfg.hidden_size * directions, cfg.num_classes)
 
     def forward(self, x):
-        out, (h_n, _) = self.lstm(x)
+        if x.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+            # oneDNN has no bf16 LSTM primitive on CPUs without AVX512-BF16 ("could not create
+            # a primitive descriptor"): a CPU dry run keeps the recurrence in float32.
+            with torch.autocast("cpu", enabled=False):
+                out, (h_n, _) = self.lstm(x.float())
+        else:
+            out, (h_n, _) = self.lstm(x)
         if self.cfg.pooling == "mean":
             pooled = out.mean(dim=1)
         elif self.cfg.bidirectional:  # forward state after the last step, backward after the first
@@ -157,7 +165,7 @@ class Transformer(nn.Module):
             h = torch.cat([self.cls.expand(h.shape[0], -1, -1), h], dim=1)
             if valid is not None:
                 valid = torch.cat([torch.ones_like(valid[:, :1]), valid], dim=1)
-        h = h + self.pos(torch.arange(h.shape[1]))[None]
+        h = h + self.pos(torch.arange(h.shape[1], device=h.device))[None]
         pad = None if valid is None else ~valid
         for block in self.blocks:
             h = block(h, src_key_padding_mask=pad)
@@ -192,7 +200,7 @@ class BERT(nn.Module):
 
     def forward(self, tokens):
         length = tokens.shape[1]
-        h = self.word(tokens) + self.position(torch.arange(length))[None]
+        h = self.word(tokens) + self.position(torch.arange(length, device=tokens.device))[None]
         h = h + self.token_type(torch.zeros_like(tokens))
         h = self.embeddings_ln(h)
         pad = tokens == PAD_ID
@@ -202,7 +210,8 @@ class BERT(nn.Module):
 
 
 def build(spec) -> nn.Module:
-    """The PyTorch twin of ``spec`` (an ml_adv ``ModelSpec``), float32, in train mode."""
+    """The PyTorch twin of ``spec`` (an ml_adv ``ModelSpec``), float32, in train mode, on the
+    default device (move it with ``.to(device)``; positions follow the input's device)."""
     cfg, shape = spec.config, tuple(spec.input_shape)
     if spec.architecture == "mlp":
         model = MLP(cfg, math.prod(shape))

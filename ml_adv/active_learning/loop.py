@@ -46,7 +46,11 @@ class ActiveLearningConfig:
         min_steps: at least this many optimizer steps per round (small labelled sets
             have few steps per epoch; epochs are raised to reach it).
         retrain_every_round: retrain from scratch each round instead of warm-starting.
-        mc_samples: MC-dropout samples for BALD.
+        mc_samples: MC-dropout samples for BALD (and for ``mc_predictive``).
+        mc_predictive: score-based strategies (entropy, margin, least confidence, the
+            hybrid's weights) read the mean predictive distribution of ``mc_samples``
+            MC-dropout passes (a committee's members) instead of one deterministic pass, as
+            Gal et al. (2017) do for max entropy and variation ratios.
         members: K > 1 trains a committee of K members as one stacked program
             (``fit_stacked``); BALD then uses the members instead of MC dropout, the other
             scores the committee's mean prediction, diversity member 0's embeddings. A
@@ -62,10 +66,13 @@ class ActiveLearningConfig:
     mc_samples: int = 10
     members: int = 1
     chunk: int = 4096
+    mc_predictive: bool = False
 
     def __post_init__(self):
         if not isinstance(self.train, TrainConfig):
             raise ConfigError(f"train: expected a TrainConfig, got {describe(self.train)}")
+        if not isinstance(self.mc_predictive, bool):
+            raise ConfigError(f"mc_predictive: expected True or False, got {describe(self.mc_predictive)}")
         for name in ("update_epochs", "min_steps", "mc_samples", "members", "chunk"):
             check_positive(name, getattr(self, name))
 
@@ -107,6 +114,11 @@ class Predictor:
         if self.members > 1:
             return stacked_logits(self.apply_fn, self.variables, x)
         return S.mc_dropout_logits(self.apply_fn, self.variables, x, key, mc_samples)
+
+    def predictive_logits(self, x, key: jax.Array, mc_samples: int) -> jax.Array:
+        """``[n, C]`` log of the mean probability over the posterior samples (``samples``)."""
+        log_p = jax.nn.log_softmax(self.samples(x, key, mc_samples), axis=-1)
+        return jax.nn.logsumexp(log_p, axis=0) - jnp.log(log_p.shape[0])
 
     def features(self, x) -> jax.Array:
         """``[n, F]`` penultimate embeddings (member 0's for a committee)."""
@@ -197,6 +209,9 @@ def choose(strategy: Strategy, predictor: Predictor | None, pool_x: np.ndarray, 
         if strategy.samples:
             def outputs(part, i):
                 return predictor.samples(part, jax.random.fold_in(key, i), config.mc_samples)
+        elif config.mc_predictive:
+            def outputs(part, i):
+                return predictor.predictive_logits(part, jax.random.fold_in(key, i), config.mc_samples)
         else:
             def outputs(part, i):
                 return predictor.logits(part)

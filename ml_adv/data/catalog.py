@@ -17,6 +17,7 @@ from ml_adv.data.builtin import (
 )
 from ml_adv.data.dataset import ArrayDataset
 from ml_adv.data.mnist import IDX_DATASETS, MNIST_VIEWS, load_mnist
+from ml_adv.data.mnist_m import MNIST_M_NAMES, load_mnist_m
 from ml_adv.data.tfds_loader import load_tfds
 from ml_adv.errors import ConfigError
 
@@ -33,7 +34,7 @@ def load_dataset(name: str, *, split: str = "train", download: bool = True, **kw
     Args:
         name: one of ``available_datasets()`` (digits views, ``digits_m``, ``mnist``,
             ``fashion_mnist`` and their ``_flat``/``_sequence``/``_patches``/``_tokens``
-            views) or any TFDS name (``"cifar10"``, ``"imdb_reviews"`` ...).
+            views, ``mnist_m`` and ``mnist_m_source``) or any TFDS name (``"cifar10"``, ``"imdb_reviews"`` ...).
         split: for digits ``"train"`` (80%), ``"test"`` (20%, stratified, fixed seed,
             disjoint from train) or ``"all"``; MNIST and Fashion-MNIST have their
             standard 60,000 / 10,000 ``"train"`` / ``"test"`` (and ``"all"``); for TFDS any
@@ -55,6 +56,9 @@ def load_dataset(name: str, *, split: str = "train", download: bool = True, **kw
         base, view = IDX_NAMES[name]
         _check_kwargs(name, load_mnist, kwargs, skip=("name", "view", "split", "download"))
         return load_mnist(base, view=view, split=split, download=download, **kwargs)
+    if name in MNIST_M_NAMES:  # MNIST-M target / its RGB MNIST source, MNIST's standard split
+        _check_kwargs(name, load_mnist_m, kwargs, skip=("domain", "split", "download"))
+        return load_mnist_m(split, domain=MNIST_M_NAMES[name], download=download, **kwargs)
     if name in BUILTIN_DATASETS:
         if split not in BUILTIN_SPLITS:
             raise ConfigError(
@@ -95,4 +99,4 @@ def _check_kwargs(name: str, loader, kwargs: dict, skip: tuple[str, ...] = ()) -
 
 def available_datasets() -> list[str]:
     """Every name ``load_dataset`` serves without TFDS: the digits views, digits_m, MNIST and Fashion-MNIST."""
-    return sorted([*available_builtin_datasets(), *IDX_NAMES])
+    return sorted([*available_builtin_datasets(), *IDX_NAMES, *MNIST_M_NAMES])

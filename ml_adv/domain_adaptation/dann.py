@@ -252,7 +252,6 @@ def fit_dann(model, sources: Sequence[ArrayDataset] | ArrayDataset, target: Arra
     """
     from ml_adv.models.registry import ModelSpec
     from ml_adv.training.loop import fit
-    from ml_adv.training.setup import total_updates
 
     spec = model if isinstance(model, ModelSpec) else None
     base = spec.build() if spec is not None else model
@@ -265,7 +264,9 @@ def fit_dann(model, sources: Sequence[ArrayDataset] | ArrayDataset, target: Arra
     names = stream_names(len(sources))
     module = DANNModel(base, num_domains=len(names), discriminator_hidden=hidden)
     steps_per_epoch = len(sources[0]) // config.batch_size
-    objective = _cached_objective(module, names, total_updates(config, steps_per_epoch), float(domain_weight),
+    # The counter behind lambda advances once per objective call, i.e. per micro-step under
+    # gradient accumulation: count the run in micro-steps, or lambda reaches 1 too early.
+    objective = _cached_objective(module, names, max(1, config.epochs * steps_per_epoch), float(domain_weight),
                                   float(gamma), bool(config.mixed_precision))
     full = None
     if init_params is not None:

@@ -24,8 +24,19 @@ from ml_adv.data.dataset import ArrayDataset, validate_features, validate_labels
 from ml_adv.errors import DataError, ShapeError, describe
 
 
-def _array(name: str, value) -> np.ndarray:
-    return validate_features(name, value.x if isinstance(value, ArrayDataset) else value)
+def _array(name: str, value, input_kind: str | None = None) -> np.ndarray:
+    """The validated array of one view, read as ``input_kind``.
+
+    The kind matters for integer inputs: uint8 pixels must stay uint8 (the models scale them
+    by 1/255, as in training), where a kind-less read would take them for int32 token ids.
+    """
+    return validate_features(name, value.x if isinstance(value, ArrayDataset) else value, input_kind)
+
+
+def _shared_kind(members) -> str | None:
+    """The kind one array given to every member is read as: theirs if they agree, else None."""
+    kinds = {m.spec.input_kind for m in members}
+    return kinds.pop() if len(kinds) == 1 else None if "tokens" in kinds else sorted(kinds)[0]
 
 
 def resolve_views(members, x) -> tuple[list[str], dict[str, np.ndarray]]:
@@ -42,11 +53,11 @@ def resolve_views(members, x) -> tuple[list[str], dict[str, np.ndarray]]:
                     f"{m.spec.input_kind!r}); expected a key {m.model_id!r} or {m.spec.input_kind!r}, got keys {sorted(map(str, x))}"
                 )
             if key not in views:
-                views[key] = _array(f"x[{key!r}]", x[key])
+                views[key] = _array(f"x[{key!r}]", x[key], m.spec.input_kind)
             m.spec.validate_inputs(views[key], argument=f"x[{key!r}]")
             member_views.append(key)
     else:
-        arr = _array("x", x)
+        arr = _array("x", x, _shared_kind(members))
         misfits = []
         for m in members:
             try:

@@ -95,6 +95,23 @@ SCHEDULES.register(
 )
 SCHEDULES.register("linear", lambda total, warm: optax.linear_schedule(1.0, 0.0, max(total, 1)))
 SCHEDULES.register("one_cycle", lambda total, warm: optax.cosine_onecycle_schedule(max(total, 2), 1.0))
+# Ganin et al. (2016), DANN: mu_p = mu_0 / (1 + alpha p)^beta, p the share of the run done.
+DANN_ALPHA, DANN_BETA = 10.0, 0.75
+
+
+def dann_annealing(total: int, warm: int = 0, *, alpha: float = DANN_ALPHA, beta: float = DANN_BETA) -> optax.Schedule:
+    """``(1 + alpha * step / total) ** -beta``: DANN's learning-rate annealing (unit peak; ``warm`` unused).
+
+    Example:
+        >>> float(dann_annealing(100)(100))  # 11 ** -0.75
+        0.1655...
+    """
+    del warm
+    total = float(max(total, 1))
+    return lambda count: (1.0 + alpha * jnp.minimum(count, total) / total) ** -beta
+
+
+SCHEDULES.register("dann", dann_annealing)
 
 # Hyper-parameters that live in the optimizer state (beside each optimizer's own: b1, b2 ...).
 BASE_HYPERPARAMS = ("learning_rate", "weight_decay")

@@ -1,0 +1,516 @@
+"""Domain adaptation on MNIST (Ganin et al. 2016, "Domain-Adversarial Training of Neural Networks").
+
+    python -m experiments.da_mnist --seeds 0 1 2            # the CPU protocol (results committed)
+    python -m experiments.da_mnist --seeds 0 1 2 --full     # the paper's step budget (a GPU)
+    python -m experiments.da_mnist --quick                  # the test suite's tiny version
+
+Three settings, each one result file per seed:
+
+* ``two_moons``: the paper's toy (section 5.1), where the answer is known: inter-twinning
+  moons, the target rotated by 35 degrees, a shallow network (one hidden layer of 15).
+  Source-only, DANN, and DANN with domain weight 0 (the same code path without the
+  adversarial term). A correct DANN classifies the rotated target moons far better.
+* ``mnist_to_mnistm``: ``load_dataset("mnist_m_source")`` -> ``load_dataset("mnist_m")``
+  (Ganin's construction, ``ml_adv/data/mnist_m.py``), the paper's MNIST network (CNN size
+  ``"dann"``), SGD with momentum 0.9, the learning rate ``0.01 / (1 + 10 p)^0.75``
+  (schedule ``"dann"``) and lambda ``2 / (1 + exp(-10 p)) - 1``, batches of 64 source +
+  64 target images. Source-only, DANN (from scratch, as in the paper) and train-on-target.
+* ``mnist_to_digits``: MNIST -> scikit-learn's UCI digits (8x8 counts of 4x4 blocks),
+  resized into MNIST's frame (``digits_as_mnist``). Source-only, DANN, fine-tuning and
+  transfer with 10 labels per class (``AdvancedDomainAdaptation``), train-on-target.
+
+Every run checkpoints (``runs/da_mnist/<setting>-seed<k>/<method>/``), so a killed seed
+resumes from its last finished epoch, and a finished seed is skipped (``--force`` reruns).
+No target test label is used for any choice; target labels train only the fine-tuning,
+transfer and train-on-target rows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from experiments.common import (
+    RESULTS,
+    done,
+    fmt_mean_std,
+    markdown_table,
+    mean_std,
+    parser,
+    results_root,
+    use_shared_data,
+    write_result,
+)
+
+EXPERIMENT = "domain_adaptation"
+SUMMARY_KEY = "domain_adaptation"
+TITLE = "Domain adaptation (Ganin et al. 2016): MNIST -> MNIST-M and MNIST -> digits"
+COMMAND = "python -m experiments.da_mnist --seeds 0 1 2"
+ROOT = Path(__file__).resolve().parents[1]
+SETTINGS = ("two_moons", "mnist_to_mnistm", "mnist_to_digits")
+METHODS = {
+    "two_moons": ("source_only", "dann", "dann_weight_0"),
+    "mnist_to_mnistm": ("source_only", "dann", "target_only"),
+    "mnist_to_digits": ("source_only", "dann", "fine_tuning", "transfer", "transfer_probe_then_finetune",
+                        "target_only"),
+}
+SUMMARY_METHODS = {"mnist_to_mnistm": METHODS["mnist_to_mnistm"],
+                   "mnist_to_digits": ("source_only", "dann", "fine_tuning", "transfer", "target_only")}
+# Ganin et al. 2016, Table 2 (MNIST -> MNIST-M, target test accuracy).
+PAPER = {"source_only": 0.5225, "dann": 0.7666, "target_only": 0.9596}
+SEED_CLAIM = 0.80  # SEED.md: "Domain Adaptation: >= 80% performance transfer between domains"
+MOONS_ANGLE, MOONS_NOISE, MOONS_GRID = 35.0, 0.1, 41
+
+
+@dataclasses.dataclass(frozen=True)
+class Protocol:
+    """Step budgets and sizes of one protocol (``PROTOCOLS``); every other setting is the paper's."""
+
+    name: str
+    mnistm_epochs: int          # passes over the source train set (937 steps of 64 each)
+    digits_dann_epochs: int     # DANN passes over MNIST (the digits cycle)
+    digits_target_epochs: int   # train-on-target passes over the 1,437 digits (22 steps each)
+    adapt_steps: int            # fine-tuning / transfer optimizer steps
+    moons_epochs: int           # 10 steps each (300 source points, batch 30)
+    batch_size: int = 64        # per domain: a DANN step reads 64 source + 64 target images
+    adapt_batch_size: int = 32
+    labels_per_class: int = 10
+    train_examples: int | None = None   # None: MNIST's 60,000
+    test_examples: int | None = None    # None: the 10,000 test images
+
+
+PROTOCOLS = {
+    # What fits ~3 h of CPU time on the 2-core EPYC (module docstring: timings).
+    "cpu": Protocol("cpu", mnistm_epochs=3, digits_dann_epochs=2,
+                    digits_target_epochs=45, adapt_steps=300, moons_epochs=1000),
+    # The paper states no iteration count: 10 passes (9,370 steps of 64 + 64) exceed the 8,600
+    # steps of 32 + 32 of the best-known re-implementation (pumpikano/tf-dann). For a GPU.
+    "full": Protocol("full", mnistm_epochs=10, digits_dann_epochs=10,
+                     digits_target_epochs=450, adapt_steps=1000, moons_epochs=1000),
+    # The test suite's: the same code path on a tiny slice.
+    "quick": Protocol("quick", mnistm_epochs=1, digits_dann_epochs=1,
+                      digits_target_epochs=1, adapt_steps=4, moons_epochs=3, batch_size=16,
+                      adapt_batch_size=8, labels_per_class=2, train_examples=64, test_examples=32),
+}
+
+
+# ------------------------------------------------------------------ data
+def moons(n: int, seed: int, angle: float = 0.0):
+    """``n`` inter-twinning moons (labels 0/1), rotated by ``angle`` degrees about their centre."""
+    from sklearn.datasets import make_moons
+
+    from ml_adv.data.dataset import ArrayDataset
+
+    x, y = make_moons(n, noise=MOONS_NOISE, random_state=seed)
+    centre = np.array([0.5, 0.25])  # the middle of make_moons' two half-circles
+    t = np.deg2rad(angle)
+    rotation = np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]])
+    x = (x - centre) @ rotation.T + centre
+    return ArrayDataset(x.astype(np.float32), y.astype(np.int32), num_classes=2, input_kind="features",
+                        name=f"moons_{angle:g}")
+
+
+def digits_as_mnist(split: str):
+    """scikit-learn's digits in MNIST's frame, as RGB like the source: ``[N, 28, 28, 3]`` uint8.
+
+    MNIST digits fill a 20x20 box centred in 28x28; the 8x8 digits fill their whole frame.
+    So each digit is linearly resized 8x8 -> 20x20 (``builtin._linear_resize_matrix``, the
+    resize of ``digits_m``) and padded by 4 pixels, 0..1 becomes MNIST's 0..255, and the gray
+    level is copied to three channels as ``mnist_m_source`` does, so the MNIST-M source model
+    serves both settings.
+    """
+    from ml_adv.data.builtin import _linear_resize_matrix
+    from ml_adv.data.catalog import load_dataset
+    from ml_adv.data.dataset import ArrayDataset
+
+    digits = load_dataset("digits", split=split)
+    w = _linear_resize_matrix(8, 20)
+    big = np.einsum("oi,nij,pj->nop", w, digits.x[..., 0].astype(np.float64), w)
+    framed = np.pad(big, ((0, 0), (4, 4), (4, 4)))
+    gray = np.clip(np.rint(framed * 255.0), 0, 255).astype(np.uint8)
+    return ArrayDataset(np.repeat(gray[..., None], 3, axis=-1), digits.y, num_classes=10, input_kind="image",
+                        name=f"digits_28:{split}", info={"from": "digits", "resize": "linear 8x8 -> 20x20, padded"})
+
+
+def _head(data, n: int | None):
+    return data if n is None or n >= len(data) else data.subset(np.arange(n))
+
+
+def mnistm_source(split: str):
+    from ml_adv.data.catalog import load_dataset
+
+    return load_dataset("mnist_m_source", split=split)
+
+
+def mnistm_domains(p: Protocol):
+    """``(source train, source test, target train, target test)``: MNIST as RGB and MNIST-M."""
+    from ml_adv.data.catalog import load_dataset
+
+    return (_head(mnistm_source("train"), p.train_examples), _head(mnistm_source("test"), p.test_examples),
+            _head(load_dataset("mnist_m", split="train"), p.train_examples),
+            _head(load_dataset("mnist_m", split="test"), p.test_examples))
+
+
+def digits_domains(p: Protocol):
+    """``(MNIST train, MNIST test, digits train, digits test)``, all 28x28x3 uint8 (gray as RGB)."""
+
+    return (_head(mnistm_source("train"), p.train_examples), _head(mnistm_source("test"), p.test_examples),
+            _head(digits_as_mnist("train"), p.train_examples), _head(digits_as_mnist("test"), p.test_examples))
+
+
+# ------------------------------------------------------------------ training
+def sgd_config(p: Protocol, epochs: int, seed: int, **changes):
+    """The paper's optimiser: SGD, momentum 0.9, ``0.01 / (1 + 10 p)^0.75`` over the run."""
+    from ml_adv.training.config import TrainConfig
+
+    return TrainConfig(batch_size=p.batch_size, epochs=epochs, optimizer="momentum",
+                       optimizer_options={"momentum": 0.9}, learning_rate=0.01, schedule="dann", seed=seed,
+                       **changes)
+
+
+def cnn(example_shape):
+    from ml_adv import make_spec
+
+    return make_spec("cnn", input_shape=example_shape, input_kind="image", num_classes=10, size="dann")
+
+
+def train_plain(spec, data, config, run_dir):
+    """``fit`` (resuming from ``run_dir``); the trained model and its last epoch's record."""
+    from ml_adv.rundir import Run
+    from ml_adv.training.loop import fit
+    from ml_adv.training.trained_model import TrainedModel
+
+    result = fit(spec, data, config, run=Run.at(run_dir, progress=False))
+    return TrainedModel(spec, result.state.variables()), result.history[-1] if result.history else {}
+
+
+def train_dann(spec, source, target, config, run_dir, **options):
+    """``fit_dann`` from scratch (as the paper trains); the adapted model and its last epoch's record."""
+    from ml_adv.domain_adaptation.dann import fit_dann
+    from ml_adv.rundir import Run
+    from ml_adv.training.trained_model import TrainedModel
+
+    result = fit_dann(spec, source, target, config, run=Run.at(run_dir, progress=False), **options)
+    return TrainedModel(spec, result.variables), result.fit.history[-1] if result.fit.history else {}
+
+
+def _dann_record(last: dict) -> dict[str, float]:
+    keys = ("train_domain_accuracy", "train_domain_loss", "train_label_loss", "train_grl_lambda")
+    return {k: float(last[k]) for k in keys if k in last}
+
+
+def _timed(out: dict, name: str, run, evaluate):
+    """Run ``run()``, store ``evaluate(model)`` under ``name`` and the seconds it took."""
+    started, cpu = time.perf_counter(), time.process_time()
+    model, last = run()
+    out[name] = evaluate(model)
+    out.setdefault("seconds", {})[name] = round(time.perf_counter() - started, 1)
+    # CPU seconds too: on a shared machine the wall clock says more about the neighbours.
+    out.setdefault("cpu_seconds", {})[name] = round(time.process_time() - cpu, 1)
+    return model, last
+
+
+def run_moons(seed: int, p: Protocol, runs: Path) -> dict[str, Any]:
+    """Section 5.1: one hidden layer of 15 (tanh), a logistic domain regressor on it."""
+    from ml_adv import make_spec
+    from ml_adv.training.config import TrainConfig
+
+    runs = runs / "two_moons"
+    source, target = moons(300, 3 * seed, 0.0), moons(300, 3 * seed + 1, MOONS_ANGLE)
+    test = moons(1000, 3 * seed + 2, MOONS_ANGLE)
+    spec = make_spec("mlp", input_shape=(2,), input_kind="features", num_classes=2, size="tiny",
+                     hidden_sizes=(15,), dropout=0.0, activation="tanh")
+    config = TrainConfig(batch_size=30, epochs=p.moons_epochs, optimizer="momentum", learning_rate=0.05, seed=seed)
+    grid = np.stack(np.meshgrid(*[np.linspace(-2.0, 3.0, MOONS_GRID)] * 2), -1).reshape(-1, 2).astype(np.float32)
+    out: dict[str, Any] = {"grid": {"low": -2.0, "high": 3.0, "size": MOONS_GRID}, "grid_predictions": {}}
+    runs_ = {"source_only": lambda: train_plain(spec, source, config, runs / "source_only"),
+             "dann": lambda: train_dann(spec, source, target, config, runs / "dann", discriminator_hidden=()),
+             "dann_weight_0": lambda: train_dann(spec, source, target, config, runs / "dann_weight_0",
+                                                 discriminator_hidden=(), domain_weight=0.0)}
+    for name, run in runs_.items():
+        model, last = _timed(out, name, run, lambda m: m.evaluate(test)["accuracy"])
+        out["grid_predictions"][name] = "".join(map(str, np.asarray(model.predict(grid)).tolist()))
+        if name == "dann":
+            out["dann_last_epoch"] = _dann_record(last)
+    return out
+
+
+def _scorer(out: dict, source_test, target_test):
+    """``evaluate(name)``: a scorer recording source test accuracy and returning target test accuracy."""
+    def evaluate(name):
+        def score(model):
+            out.setdefault("source_accuracy", {})[name] = model.evaluate(source_test)["accuracy"]
+            return model.evaluate(target_test)["accuracy"]
+        return score
+    return evaluate
+
+
+def source_model(seed: int, p: Protocol, runs: Path):
+    """The source-only model on MNIST as RGB: one per seed, shared by both MNIST settings (its
+    checkpoint in ``runs/mnist_source_only`` is restored, not retrained, by the second)."""
+    source = _head(mnistm_source("train"), p.train_examples)
+    return train_plain(cnn(source.example_shape), source, sgd_config(p, p.mnistm_epochs, seed),
+                       runs / "mnist_source_only")
+
+
+def run_mnistm(seed: int, p: Protocol, runs: Path) -> dict[str, Any]:
+    """Source-only, DANN and train-on-target, each ``p.mnistm_epochs`` passes, the paper's optimiser."""
+    source, source_test, target, target_test = mnistm_domains(p)
+    spec, config, runs_ = cnn(source.example_shape), sgd_config(p, p.mnistm_epochs, seed), runs / "mnist_to_mnistm"
+    out: dict[str, Any] = {"steps": p.mnistm_epochs * (len(source) // p.batch_size)}
+    evaluate = _scorer(out, source_test, target_test)
+    _timed(out, "source_only", lambda: source_model(seed, p, runs), evaluate("source_only"))
+    _, last = _timed(out, "dann", lambda: train_dann(spec, source, target, config, runs_ / "dann",
+                                                     discriminator_hidden=(100,)), evaluate("dann"))
+    out["dann_last_epoch"] = _dann_record(last)
+    _timed(out, "target_only", lambda: train_plain(spec, target, config, runs_ / "target_only"),
+           evaluate("target_only"))
+    return out
+
+
+def adapt(method: str, p: Protocol, seed: int, model, domains, labeled, head_fraction: float = 0.5):
+    """``AdvancedDomainAdaptation(method)`` on the labelled target sample, as a user would call it."""
+    from ml_adv import AdvancedDomainAdaptation
+    from ml_adv.training.config import TrainConfig
+
+    source, source_test, target, target_test = domains
+    da = AdvancedDomainAdaptation(method, TrainConfig(batch_size=p.adapt_batch_size, learning_rate=1e-3, seed=seed),
+                                  steps=p.adapt_steps, head_fraction=head_fraction)
+    da.set_source_domain(source, test=source_test)
+    da.set_target_domain(target, labeled=labeled, test=target_test)
+    return da.adapt_model(model), {}
+
+
+def run_digits(seed: int, p: Protocol, runs: Path) -> dict[str, Any]:
+    """MNIST -> digits: source-only, DANN, fine-tuning, transfer (two forms), train-on-target."""
+    from ml_adv.domain_adaptation.command import labelled_sample
+
+    domains = source, source_test, target, target_test = digits_domains(p)
+    spec, runs_ = cnn(source.example_shape), runs / "mnist_to_digits"
+    labeled = labelled_sample(target, p.labels_per_class, seed)
+    out: dict[str, Any] = {"labelled_target_examples": len(labeled)}
+    evaluate = _scorer(out, source_test, target_test)
+    model, _ = _timed(out, "source_only", lambda: source_model(seed, p, runs), evaluate("source_only"))
+    _, last = _timed(out, "dann", lambda: train_dann(spec, source, target, sgd_config(p, p.digits_dann_epochs, seed),
+                                                     runs_ / "dann", discriminator_hidden=(100,)), evaluate("dann"))
+    out["dann_last_epoch"] = _dann_record(last)
+    for name, method, fraction in (("fine_tuning", "fine_tuning", 0.5), ("transfer", "transfer_learning", 1.0),
+                                   ("transfer_probe_then_finetune", "transfer_learning", 0.5)):
+        _timed(out, name, lambda m=method, f=fraction: adapt(m, p, seed, model, domains, labeled, f),
+               evaluate(name))
+    _timed(out, "target_only", lambda: train_plain(spec, target, sgd_config(p, p.digits_target_epochs, seed),
+                                                   runs_ / "target_only"), evaluate("target_only"))
+    return out
+
+
+RUNNERS = {"two_moons": run_moons, "mnist_to_mnistm": run_mnistm, "mnist_to_digits": run_digits}
+
+
+def protocol_record(p: Protocol, setting: str) -> dict[str, Any]:
+    base = {"protocol": p.name, **dataclasses.asdict(p), "optimizer": "SGD momentum 0.9",
+            "learning_rate": "0.01 / (1 + 10 p)^0.75 (schedule 'dann')", "grl_lambda": "2 / (1 + exp(-10 p)) - 1",
+            "network": "CNN size 'dann': conv32 5x5, pool, conv48 5x5, pool | 100-100-10 | domain 100-1"}
+    if setting == "two_moons":
+        base.update(network="MLP 2-15(tanh)-2, logistic domain regressor on the hidden layer",
+                    optimizer="SGD momentum 0.9, constant 0.05, batch 30 + 30", source_points=300,
+                    target_points=300, test_points=1000, angle=MOONS_ANGLE, noise=MOONS_NOISE)
+    return base
+
+
+# ------------------------------------------------------------------ summary
+def _by_setting(records: list[dict]) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {s: [] for s in SETTINGS}
+    for r in records:
+        out.setdefault(r["setting"], []).append(r)
+    return {s: sorted(rs, key=lambda r: r["seed"]) for s, rs in out.items()}
+
+
+def gap_closed(result: dict, method: str, bound: str) -> float | None:
+    """``(method - source_only) / (bound - source_only)`` of one seed; None without a gap."""
+    low, high, value = result.get("source_only"), result.get(bound), result.get(method)
+    if None in (low, high, value) or high <= low:
+        return None
+    return (value - low) / (high - low)
+
+
+def _accuracy_table(records: list[dict], setting: str, paper: dict | None) -> str:
+    bound = "target_only" if setting != "two_moons" else None
+    header = ["method", "target test accuracy (ours)", "share of the gap closed (ours)",
+              "transfer ratio (target / source accuracy)"]
+    if paper:
+        header += ["paper", "paper's share of the gap"]
+    rows = []
+    for m in METHODS[setting]:
+        accs = [r["results"].get(m) for r in records]
+        gaps = [gap_closed(r["results"], m, bound) for r in records] if bound else []
+        ratios = [r["results"][m] / r["results"]["source_accuracy"][m] for r in records
+                  if r["results"].get("source_accuracy", {}).get(m)]
+        row = [m, fmt_mean_std(accs), fmt_mean_std(gaps, "{:.2f}") if bound else "-",
+               fmt_mean_std(ratios, "{:.2f}") if ratios else "-"]
+        if paper:
+            p = paper.get(m)
+            paper_gap = (p - paper["source_only"]) / (paper["target_only"] - paper["source_only"]) if p else None
+            row += ["-" if p is None else f"{p:.4f}", "-" if paper_gap is None else f"{paper_gap:.2f}"]
+        rows.append(row)
+    return markdown_table(header, rows)
+
+
+def _figure_accuracies(by: dict[str, list[dict]], figures: Path) -> str | None:
+    """Target accuracy per method (bars: mean over seeds; dots: seeds); the paper's as ticks."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [s for s in SETTINGS if by.get(s)]
+    if not panels:
+        return None
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.6), squeeze=False)
+    for ax, setting in zip(axes[0], panels):
+        methods = METHODS[setting]
+        for i, m in enumerate(methods):
+            values = [r["results"][m] for r in by[setting] if r["results"].get(m) is not None]
+            if values:
+                ax.bar(i, np.mean(values), color="C0" if m != "dann" else "C3", alpha=0.6)
+                ax.plot([i] * len(values), values, "k.", ms=4)
+            if setting == "mnist_to_mnistm" and m in PAPER:
+                ax.plot([i - 0.4, i + 0.4], [PAPER[m]] * 2, "g-", lw=2, label="paper" if i == 0 else None)
+        ax.set_xticks(range(len(methods)), [m.replace("_", "\n") for m in methods], fontsize=7)
+        ax.set_ylim(0, 1)
+        ax.set_title(setting.replace("_", " "), fontsize=9)
+        ax.set_ylabel("target test accuracy")
+        if setting == "mnist_to_mnistm":
+            ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    path = figures / "da_mnist_accuracy.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return "experiments/results/figures/da_mnist_accuracy.png"
+
+
+def _figure_moons(records: list[dict], figures: Path) -> str | None:
+    """The first seed's decision regions on the target plane, source-only against DANN."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not records:
+        return None
+    r = records[0]["results"]
+    g = r["grid"]
+    test = moons(300, 3 * records[0]["seed"] + 2, MOONS_ANGLE)  # the seed's test draw (first 300 of a new draw)
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3.6))
+    for ax, name in zip(axes, ("source_only", "dann")):
+        z = np.array([int(c) for c in r["grid_predictions"][name]]).reshape(g["size"], g["size"])
+        ax.imshow(z, origin="lower", extent=(g["low"], g["high"], g["low"], g["high"]), cmap="coolwarm", alpha=0.3)
+        ax.scatter(test.x[:, 0], test.x[:, 1], c=test.y, cmap="coolwarm", s=5)
+        ax.set_title(f"{name.replace('_', '-')}: target accuracy {r[name]:.3f}", fontsize=9)
+    fig.suptitle(f"two moons, target rotated {MOONS_ANGLE:g} degrees (seed {records[0]['seed']})", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(figures / "da_mnist_moons.png", dpi=110)
+    plt.close(fig)
+    return "experiments/results/figures/da_mnist_moons.png"
+
+
+def _summary(by: dict[str, list[dict]]) -> dict[str, dict[str, list]]:
+    return {setting: {m: [r["results"].get(m) for r in by.get(setting, [])] for m in methods}
+            for setting, methods in SUMMARY_METHODS.items()}
+
+
+DIFFERENCES = """\
+* **Training steps.** The CPU protocol trains each MNIST model for {mnistm_epochs} passes over the
+  60,000 source images ({steps} SGD steps of 64 + 64 images for DANN); the paper does not state
+  its iteration count for MNIST. `--full` trains 10 passes (9,370 steps), more images than the
+  8,600 steps of 32 + 32 of the best-known re-implementation (pumpikano/tf-dann); it needs a GPU.
+* **MNIST-M's photos.** Ganin et al. crop BSDS500 (200 training photos); offline we crop 6 real
+  colour photos (scikit-image's astronaut, chelsea, coffee, rocket; scikit-learn's china, flower),
+  so the target backgrounds are far less varied. The gray level of the digit is kept (no
+  binarisation); crops are 28x28 at the photos' resolution (`ml_adv/data/mnist_m.py`).
+* **Input scaling.** The built-in models read uint8 as x/255; no per-channel mean subtraction.
+* **Domain loss.** The mean binary cross-entropy over the 128 images of a step (source and
+  target in equal numbers, so balanced), weight 1; the paper's objective sums a source mean and a
+  target mean, i.e. twice ours, with the same lambda schedule.
+* **MNIST -> digits** is not in the paper: a real cross-collection shift of our choosing; the 8x8
+  digits are resized linearly to 20x20 and padded to 28x28 (MNIST's frame), 0..16 -> 0..255.
+  Fine-tuning and transfer (10 labels per class) use Adam 1e-3, batch 32, {adapt_steps} steps,
+  through `AdvancedDomainAdaptation`; "transfer" is a new head on the frozen encoder,
+  "transfer_probe_then_finetune" the facade's default (head first, then every layer).
+* **Two moons.** tanh hidden units (the paper: sigmoid), SGD momentum 0.9 at a constant 0.05,
+  batches of 30 + 30, {moons_steps} steps, DANN's lambda ramp and weight 1 (the paper's toy
+  uses its shallow algorithm with its own settings).
+"""
+
+
+def summarize(records: list[dict], figures: Path) -> tuple[str, dict]:
+    """EXPERIMENTS.md's section and summary.json's part, computed from the records only."""
+    figures.mkdir(parents=True, exist_ok=True)
+    by = _by_setting(records)
+    p = PROTOCOLS.get((records[0]["protocol"].get("protocol") if records else None) or "cpu", PROTOCOLS["cpu"])
+    parts = ["Target test accuracy, mean ± std over seeds; the share of the source-only -> "
+             "train-on-target gap is computed per seed, then averaged. SEED.md claims "
+             f"\"≥ {SEED_CLAIM:.0%} performance transfer between domains\" (target accuracy / source "
+             "accuracy, the transfer-ratio column). Goal (issue 25): DANN closes ≥ 50% of the "
+             "MNIST -> MNIST-M gap (the paper: 52.25 -> 76.66 against 95.96, 56%)."]
+    sections = (("mnist_to_mnistm", "MNIST -> MNIST-M", PAPER), ("mnist_to_digits", "MNIST -> digits", None),
+                ("two_moons", "Two moons (section 5.1), the sanity check", None))
+    for setting, heading, paper in sections:
+        rs = by.get(setting, [])
+        parts.append(f"### {heading}\n\n{len(rs)} seed(s): {[r['seed'] for r in rs]}.\n\n"
+                     + (_accuracy_table(rs, setting, paper) if rs else "No results yet."))
+        if setting == "mnist_to_mnistm" and rs:
+            gaps = [gap_closed(r["results"], "dann", "target_only") for r in rs]
+            mean, _, _ = mean_std(gaps)
+            verdict = "meets" if mean is not None and mean >= 0.5 else "misses"
+            domain = [r["results"].get("dann_last_epoch", {}).get("train_domain_accuracy") for r in rs]
+            parts.append(f"DANN closes {fmt_mean_std(gaps, '{:.2f}')} of the gap: it {verdict} the goal "
+                         f"(≥ 0.50). Domain classifier accuracy in DANN's last epoch: "
+                         f"{fmt_mean_std(domain, '{:.3f}')} (0.5 = domains indistinguishable).")
+    for name, path in (("accuracy", _figure_accuracies(by, figures)), ("moons", _figure_moons(by["two_moons"], figures))):
+        if path:
+            parts.append(f"![{name}]({path})")
+    steps = p.mnistm_epochs * (60000 // p.batch_size)
+    parts.append("Differences from the paper's protocol:\n\n" + DIFFERENCES.format(
+        mnistm_epochs=p.mnistm_epochs, steps=steps, adapt_steps=p.adapt_steps, moons_steps=p.moons_epochs * 10))
+    return "\n\n".join(parts), _summary(by)
+
+
+# ------------------------------------------------------------------ main
+def checkpoints_root(root: Path) -> Path:
+    """Where runs checkpoint: the ignored ``runs/`` beside the committed results, else inside ``--out``."""
+    return ROOT / "runs" / "da_mnist" if root == RESULTS else root / "runs" / "da_mnist"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p_args = parser(__doc__)
+    p_args.add_argument("--full", action="store_true", help="the paper's step budget (for a GPU)")
+    p_args.add_argument("--settings", nargs="+", choices=SETTINGS, default=list(SETTINGS),
+                        help="which settings to run")
+    p_args.set_defaults(seeds=None)
+    args = p_args.parse_args(argv)
+    args.seeds = args.seeds or ([0] if args.quick else [0, 1, 2])  # --quick: one seed unless told
+    use_shared_data()
+    protocol = PROTOCOLS["quick" if args.quick else "full" if args.full else "cpu"]
+    root = results_root(args)
+    for setting in args.settings:
+        for seed in args.seeds:
+            if done(root, EXPERIMENT, setting, seed, args):
+                continue
+            runs = checkpoints_root(root) / f"{protocol.name}-seed{seed}"
+            started = time.perf_counter()
+            results = RUNNERS[setting](seed, protocol, runs)
+            write_result(root, EXPERIMENT, setting, seed, protocol=protocol_record(protocol, setting),
+                         results=results, seconds=time.perf_counter() - started, quick=args.quick)
+            shown = {m: round(results[m], 4) for m in METHODS[setting] if results.get(m) is not None}
+            print(f"{setting} seed {seed}: {shown} ({time.perf_counter() - started:.0f} s)", flush=True)
+    print(f"results in {root / EXPERIMENT}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

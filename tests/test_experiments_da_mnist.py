@@ -1,0 +1,93 @@
+"""experiments/da_mnist.py: the quick protocol end to end on tiny IDX fixtures, then its summary."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import numpy as np
+import pytest
+
+from experiments import da_mnist
+from experiments.common import load_results
+from ml_adv.data import download as D
+from ml_adv.data.idx import write_idx
+from ml_adv.data.mnist import IDX_DATASETS
+
+N_TRAIN, N_TEST = 80, 40
+
+
+def _tiny_mnist(folder):
+    """Four IDX files of a tiny MNIST: a bright square whose place depends on the label."""
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for split, n in (("train", N_TRAIN), ("test", N_TEST)):
+        labels = (np.arange(n) % 10).astype(np.uint8)
+        images = rng.integers(0, 40, (n, 28, 28), dtype=np.uint8)
+        for i, c in enumerate(labels):
+            images[i, 4 + 2 * c: 10 + 2 * c, 6:20] = 255
+        arrays[f"{split}_images"], arrays[f"{split}_labels"] = images, labels
+    folder.mkdir(parents=True)
+    for key, remote in IDX_DATASETS["mnist"].files.items():
+        write_idx(folder / remote.filename, arrays[key])
+
+
+@pytest.fixture
+def tiny_data(tmp_path, monkeypatch):
+    _tiny_mnist(tmp_path / "data" / "mnist")
+    monkeypatch.setenv(D.DATA_DIR_ENV, str(tmp_path / "data"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    return tmp_path
+
+
+def test_quick_run_then_summary(tiny_data):
+    out = tiny_data / "results"
+    assert da_mnist.main(["--quick", "--out", str(out), "--seeds", "0"]) == 0
+    files = sorted(p.name for p in (out / da_mnist.EXPERIMENT).glob("*.json"))
+    assert files == [f"{s}-seed0.json" for s in sorted(da_mnist.SETTINGS)]
+    records = [json.loads((out / da_mnist.EXPERIMENT / f).read_text()) for f in files]
+    assert load_results(da_mnist.EXPERIMENT, out) == []  # quick records never mix with real ones
+    for r in records:
+        assert r["quick"] and r["protocol"]["protocol"] == "quick"
+        for m in da_mnist.METHODS[r["setting"]]:
+            assert 0.0 <= r["results"][m] <= 1.0, (r["setting"], m)
+
+    figures = tiny_data / "figures"
+    body, summary = da_mnist.summarize(records, figures)
+    assert set(summary) == {"mnist_to_mnistm", "mnist_to_digits"}
+    assert set(summary["mnist_to_mnistm"]) == {"source_only", "dann", "target_only"}
+    assert set(summary["mnist_to_digits"]) == {"source_only", "dann", "fine_tuning", "transfer", "target_only"}
+    by = {r["setting"]: r["results"] for r in records}
+    for setting, methods in summary.items():
+        for method, values in methods.items():
+            assert values == [by[setting][method]]  # per-seed lists, straight from the records
+    assert "0.7666" in body and "Differences from the paper" in body
+    png = figures / "da_mnist_accuracy.png"
+    assert png.is_file() and (figures / "da_mnist_moons.png").is_file()
+    assert "experiments/results/figures/da_mnist_accuracy.png" in body
+
+    # The figures follow the records: another DANN accuracy, another picture.
+    before = png.read_bytes()
+    changed = copy.deepcopy(records)
+    for r in changed:
+        if r["setting"] == "mnist_to_mnistm":
+            r["results"]["dann"] = 1.0 - r["results"]["dann"] if r["results"]["dann"] != 0.5 else 0.9
+    _, summary2 = da_mnist.summarize(changed, figures)
+    assert png.read_bytes() != before
+    assert summary2["mnist_to_mnistm"]["dann"] != summary["mnist_to_mnistm"]["dann"]
+
+
+def test_summary_without_records_has_the_shape():
+    body, summary = da_mnist.summarize([], __import__("pathlib").Path(__import__("tempfile").mkdtemp()))
+    assert summary == {"mnist_to_mnistm": {"source_only": [], "dann": [], "target_only": []},
+                       "mnist_to_digits": {"source_only": [], "dann": [], "fine_tuning": [], "transfer": [],
+                                           "target_only": []}}
+    assert "No results yet" in body
+
+
+def test_digits_in_mnist_frame():
+    d = da_mnist.digits_as_mnist("test")
+    assert d.x.shape[1:] == (28, 28, 3) and d.x.dtype == np.uint8  # RGB like the MNIST-M source
+    assert np.array_equal(d.x[..., 0], d.x[..., 2])
+    assert d.x[:, :4].max() == 0 and d.x[:, -4:].max() == 0  # MNIST's 4-pixel margin
+    assert d.x.max() == 255
