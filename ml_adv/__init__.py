@@ -43,6 +43,10 @@ _EXPORTS = {
     "TrainState": "ml_adv.training.state",
     "TrainedModel": "ml_adv.training.trained_model",
     "fit": "ml_adv.training.loop",
+    "fit_stacked": "ml_adv.training.stacked",
+    "StackedFitResult": "ml_adv.training.stacked",
+    "Run": "ml_adv.rundir",
+    "Estimator": "ml_adv.estimator",
     "FitResult": "ml_adv.training.loop",
     "RunCheckpointer": "ml_adv.checkpointing",
     "RunDirectory": "ml_adv.rundir",
@@ -81,12 +85,13 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from ml_adv.devices import use_cpu_cores
     from ml_adv.domain_adaptation.facade import AdvancedDomainAdaptation
     from ml_adv.ensembles.facade import AdvancedModelEnsemble
+    from ml_adv.estimator import Estimator
     from ml_adv.hpo.facade import AdvancedHyperparameterOptimizer
     from ml_adv.hpo.space import SearchSpace
     from ml_adv.hpo.study import Study
     from ml_adv.models.architecture import AdvancedModelArchitecture
     from ml_adv.models.registry import ModelSpec, make_spec
-    from ml_adv.rundir import RunDirectory
+    from ml_adv.rundir import Run, RunDirectory
     from ml_adv.trainer.facade import (
         AdvancedCustomModelTrainer,
         AdvancedTrainingStrategy,
@@ -94,5 +99,6 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     )
     from ml_adv.training.config import TrainConfig
     from ml_adv.training.loop import FitResult, fit
+    from ml_adv.training.stacked import StackedFitResult, fit_stacked
     from ml_adv.training.state import TrainState
     from ml_adv.training.trained_model import TrainedModel

@@ -52,6 +52,7 @@ from ml_adv.errors import (
     check_positive,
     describe,
 )
+from ml_adv.estimator import Estimator
 from ml_adv.training.trained_model import TrainedModel
 
 
@@ -62,7 +63,7 @@ class Selection(NamedTuple):
     indices: np.ndarray
 
 
-class AdvancedActiveLearning:
+class AdvancedActiveLearning(Estimator):
     """Pool-based active learning: select, label, update, repeat.
 
     Args:
@@ -363,6 +364,48 @@ class AdvancedActiveLearning:
         self.store.record_model(entry)
         if self.run_dir is not None and old and old != entry["path"]:
             shutil.rmtree(self.run_dir / old, ignore_errors=True)
+
+    # ------------------------------------------------------------- persistence
+    def _state(self, folder: Path) -> dict[str, Any]:
+        """Every label, the unlabelled pool, the curve, the settings and the model.
+
+        With a ``run_dir`` the run folder's journal is the state (the constructor replays
+        it), so only the settings are written. A pending selection, whose labels were not
+        given yet, is not kept: its rows are back in the pool.
+        """
+        from ml_adv.rundir import json_safe
+
+        if self.run_dir is not None:
+            return {"journal": True}
+        arrays = {}
+        if self.store.num_labelled:
+            arrays["labelled_x"], arrays["labelled_y"] = self.store.labelled()
+        if self.store.pool_size:
+            arrays["pool_x"] = self.store.pool_x[self.store.pool_labels < 0]
+        np.savez(folder / "labels.npz", **arrays)
+        if isinstance(self.model, TrainedModel):
+            save_model(self.model, folder / "model")
+        return json_safe({"journal": False, "curve": self.store.curve, "settings": self.store.settings,
+                          "budget_used": None if self.budget is None else self.budget.used,
+                          "switches": self.switches, "timings": self.timings})
+
+    def _restore_state(self, state: dict[str, Any], folder: Path) -> None:
+        if state["journal"]:
+            return
+        with np.load(folder / "labels.npz", allow_pickle=False) as f:
+            arrays = {k: f[k] for k in f.files}
+        if "labelled_x" in arrays:
+            self.store.add_labeled(arrays["labelled_x"], arrays["labelled_y"].astype(np.int32))
+        if "pool_x" in arrays:
+            self.store.add_unlabeled(arrays["pool_x"])
+        self.store.curve, self.store.settings = state["curve"], state["settings"]
+        self._apply_settings()
+        if self.budget is not None and state["budget_used"] is not None:
+            self.budget.used = float(state["budget_used"])
+        self.switches, self.timings = state["switches"], state["timings"]
+        if (folder / "model").is_dir():
+            model = load_model(folder / "model")
+            self._spec, self.model, self._num_classes = model.spec, model, model.spec.num_classes
 
     def _apply_settings(self) -> None:
         settings = self.store.settings

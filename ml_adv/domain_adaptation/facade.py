@@ -39,13 +39,14 @@ from ml_adv.errors import (
     check_positive,
     describe,
 )
+from ml_adv.estimator import Estimator
 from ml_adv.rundir import Run
 
 VALIDATION_FRACTION = 0.2
 DEFAULT_STEPS = 600
 
 
-class AdvancedDomainAdaptation:
+class AdvancedDomainAdaptation(Estimator):
     """Adapt a source-trained model to a target domain.
 
     Args:
@@ -296,8 +297,25 @@ class AdvancedDomainAdaptation:
             out["similarity_unadapted"] = self.similarity_report(self.source_model, max_examples=500)
         return out
 
-    def __repr__(self) -> str:
-        return f"AdvancedDomainAdaptation(adaptation_method={self.adaptation_method!r}, runs={len(self.runs)})"
+    # ------------------------------------------------------------- persistence
+    def _state(self, folder) -> dict[str, Any]:
+        """Runs, the last evaluation, set_* settings and the two models; the domains are data, set again."""
+        from ml_adv.rundir import json_safe
+
+        for name in ("source_model", "adapted_model"):
+            if getattr(self, name) is not None:
+                getattr(self, name).save(folder / name)
+        return json_safe({"runs": self.runs, "last_evaluation": self.last_evaluation, "gradual": self.gradual,
+                          "target_bound": self.target_bound})
+
+    def _restore_state(self, state: dict[str, Any], folder) -> None:
+        from ml_adv.training.trained_model import TrainedModel
+
+        self.runs, self.last_evaluation = state["runs"], state["last_evaluation"]
+        self.gradual, self.target_bound = state["gradual"], state["target_bound"]
+        for name in ("source_model", "adapted_model"):
+            if (folder / name).is_dir():
+                setattr(self, name, TrainedModel.load(folder / name))
 
 
 __all__ = ["AdvancedDomainAdaptation"]

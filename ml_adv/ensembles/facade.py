@@ -38,12 +38,13 @@ from ml_adv.ensembles.stacking import fit_stacking
 from ml_adv.ensembles.views import resolve_views, split_labelled
 from ml_adv.ensembles.weights import check_weight, check_weights, fit_simplex_weights
 from ml_adv.errors import ConfigError, DataError, NotFittedError, check_positive
+from ml_adv.estimator import Estimator
 from ml_adv.rundir import Run
 
 STACKING_FOLDS = 5
 
 
-class AdvancedModelEnsemble:
+class AdvancedModelEnsemble(Estimator):
     """Combine trained models: ``"voting"``, ``"weighted"``, ``"averaging"`` or ``"stacking"``.
 
     Example:
@@ -409,7 +410,11 @@ class AdvancedModelEnsemble:
 
     # ------------------------------------------------------------- persistence
     def save(self, path: str | Path) -> str:
-        """Write the ensemble (one orbax pytree + JSON) to a new directory; returns its path."""
+        """Write the ensemble (one orbax pytree + JSON) to a new directory; returns its path.
+
+        The ensemble's own format (its members are one stacked pytree), in place of
+        ``Estimator.save``'s: the settings it writes are ``get_params()`` and the set_* ones.
+        """
         self._require_members("save")
         if not isinstance(self.combination_method, str):
             raise ConfigError("save: a custom combination callable cannot be saved; use a registered name")

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ml_adv.errors import ConfigError, NotFittedError, check_positive, describe
+from ml_adv.estimator import Estimator
 from ml_adv.hpo.methods import resolve_method
 from ml_adv.hpo.objective import TrainingObjective
 from ml_adv.hpo.pruning import resolve_pruner
@@ -60,7 +61,7 @@ def as_space(space) -> SearchSpace | None:
     raise ConfigError(f"search_space: expected a SearchSpace or its dict declaration, got {describe(space)}")
 
 
-class AdvancedHyperparameterOptimizer:
+class AdvancedHyperparameterOptimizer(Estimator):
     """Hyper-parameter search and model selection (SEED API).
 
     Args:
@@ -100,6 +101,31 @@ class AdvancedHyperparameterOptimizer:
         self.method_options = method_options
         self.stacked = stacked
         self.result: StudyResult | None = None
+
+    RUNTIME_PARAMS = ("executor",)  # a live resource: given again to load(path, executor=...)
+
+    def _state(self, folder) -> dict[str, Any]:
+        """The last study's trials and best configuration (its model, when it kept one, in ``model/``)."""
+        import dataclasses
+
+        from ml_adv.rundir import json_safe
+
+        if self.result is None:
+            return {"result": None}
+        fields = {f.name: getattr(self.result, f.name) for f in dataclasses.fields(self.result) if f.name != "model"}
+        if self.result.model is not None and hasattr(self.result.model, "save"):
+            self.result.model.save(folder / "model")
+        return {"result": json_safe(fields)}
+
+    def _restore_state(self, state: dict[str, Any], folder) -> None:
+        if state.get("result") is None:
+            return
+        model = None
+        if (folder / "model").is_dir():
+            from ml_adv.training.trained_model import TrainedModel
+
+            model = TrainedModel.load(folder / "model")
+        self.result = StudyResult(**state["result"], model=model)
 
     def study(self, objective, space: SearchSpace | None = None) -> Study:
         """The ``Study`` this optimizer would run for ``objective`` (validated, nothing trained)."""

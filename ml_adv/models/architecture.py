@@ -20,6 +20,7 @@ import jax
 import numpy as np
 
 from ml_adv.errors import ConfigError, ShapeError, describe
+from ml_adv.estimator import Estimator
 from ml_adv.models.layers import check_override_names
 from ml_adv.models.registry import ARCHITECTURES, ModelSpec, make_spec
 
@@ -80,7 +81,7 @@ def _shape_for(architecture: str, input_dim: int, input_shape: tuple | None, inp
     return input_shape
 
 
-class AdvancedModelArchitecture:
+class AdvancedModelArchitecture(Estimator):
     """Designs a model (a ``ModelSpec``) of one architecture family.
 
     Args:
@@ -162,9 +163,11 @@ class AdvancedModelArchitecture:
         )
         return self.spec
 
-    def __repr__(self) -> str:
-        extra = "".join(f", {k}={v!r}" for k, v in self.config_overrides.items())
-        return f"AdvancedModelArchitecture({self.architecture_type!r}, size={self.size!r}{extra})"
+    def _state(self, folder) -> dict[str, Any]:
+        return {"spec": self.spec.to_dict() if self.spec is not None else None}
+
+    def _restore_state(self, state: dict[str, Any], folder) -> None:
+        self.spec = ModelSpec.from_dict(state["spec"]) if state.get("spec") else None
 
 
 def abstract_variables(spec: ModelSpec, batch_size: int = 1) -> Any:

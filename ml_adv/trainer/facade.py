@@ -34,6 +34,7 @@ from ml_adv.errors import (
     describe,
     unknown_name,
 )
+from ml_adv.estimator import Estimator
 from ml_adv.hpo.methods import OPTIMIZATION_METHODS  # "none" plus ml_adv.hpo's search methods
 from ml_adv.rundir import Run, RunDirectory, dumps
 from ml_adv.trainer.training_data import (
@@ -46,7 +47,7 @@ from ml_adv.training.loop import fit
 from ml_adv.training.trained_model import TrainedModel
 
 
-class AdvancedTrainingStrategy:
+class AdvancedTrainingStrategy(Estimator):
     """Training hyper-parameters (SEED API), validated at construction.
 
     Args:
@@ -76,8 +77,6 @@ class AdvancedTrainingStrategy:
     def to_dict(self) -> dict[str, Any]:
         return self.config.to_dict()
 
-    def __repr__(self) -> str:
-        return f"AdvancedTrainingStrategy({self.config})"
 
 
 @dataclasses.dataclass
@@ -97,7 +96,7 @@ class TrainingResult:
     error: str | None = None
 
 
-class AdvancedCustomModelTrainer:
+class AdvancedCustomModelTrainer(Estimator):
     """Trains models of one architecture family and keeps a registry of them (SEED API).
 
     Args:
@@ -257,6 +256,25 @@ class AdvancedCustomModelTrainer:
                 self._models[model_id] = model
             self._history.append(record)
         return record, model, history
+
+    # ------------------------------------------------------------- persistence
+    def _state(self, folder: Path) -> dict[str, Any]:
+        """The registry, the history, the set_* settings and every trained model (``models/<id>``)."""
+        from ml_adv.rundir import json_safe
+
+        with self._lock:
+            for model_id, model in self._models.items():
+                model.save(folder / "models" / model_id)
+            return json_safe({"registry": self._registry, "history": self._history, "overrides": self._overrides,
+                              "resource_monitoring": self._resource_monitoring,
+                              "augment_fn": None if self._augment_fn is None else describe(self._augment_fn)})
+
+    def _restore_state(self, state: dict[str, Any], folder: Path) -> None:
+        self._registry, self._history = state["registry"], state["history"]
+        self._overrides, self._resource_monitoring = state["overrides"], state["resource_monitoring"]
+        for model_id in self._registry:
+            if (folder / "models" / model_id).is_dir():
+                self._models[model_id] = TrainedModel.load(folder / "models" / model_id)
 
     # ------------------------------------------------------------------ queries
     def get_model_registry(self) -> dict[str, Any]:
