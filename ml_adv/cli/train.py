@@ -82,6 +82,9 @@ def add_arguments(parser: argparse.ArgumentParser, defaults: dict[str, Any] | No
     hw.add_argument("--data-parallel", action="store_true",
                     help="shard batches over all devices (default: only where measured faster, see core_split)")
     hw.add_argument("--augment", action="store_true", help="default augmentation for the input kind")
+    hw.add_argument("--scan-unroll", type=positive_int, default=cfg["scan_unroll"], metavar="N",
+                    help="train steps per iteration of the compiled epoch loop (helps launch-bound small "
+                         "models on a GPU)")
     add_run_arguments(parser.add_argument_group("run directory"), d.get("run_dir"), "runs/<arch>-<data>-s<seed>")
 
 
@@ -111,7 +114,7 @@ def training_data_from_args(args: argparse.Namespace) -> dict[str, Any]:
             "grad_clip_norm": args.grad_clip_norm, "seed": args.seed, "early_stopping": args.early_stopping,
             "patience": args.patience, "monitor": args.monitor,
             "monitor_mode": "min" if args.monitor.endswith("loss") else "max",
-            "validation_split": args.validation_split, "size": args.size}
+            "validation_split": args.validation_split, "size": args.size, "scan_unroll": args.scan_unroll}
 
 
 def make_trainer(args: argparse.Namespace):
