@@ -15,11 +15,8 @@ checkpoints and dropout masks do not change. Two things differ, both for speed:
   float32 rounding (~1e-6). Dropout scales the unnormalised weights, which is the same
   product because each row is divided by one number.
 
-Measured on the medium transformer's shapes (batch 32, 128 tokens, 4 heads of 64, padding
-mask; 2-core EPYC with AVX-512, float32, ms per call, same process): forward 17.1 -> 8.5,
-forward + backward 48.0 -> 32.0; PyTorch's ``scaled_dot_product_attention`` takes 5.6 / 18-20.
-A hand-written backward (flash-attention style, from the saved weights) was no faster
-than autodiff of this form (33.7 ms), so there is none.
+The backward is autodiff of this form: a hand-written (flash-attention style) one was no
+faster. Measurements: benchmarks/README.md, 'Kernel and step measurements'.
 
 Mixed precision follows the encoder's policy: the scores are taken in the compute dtype,
 the exponentials, their row sums and the final division run in float32 when
@@ -97,8 +94,8 @@ def _flax_attention(*args, **kwargs):
 
 
 # The two forms compute the same function with the same dropout draws; which is faster
-# depends on the backend. On a CPU the head-major form was measured faster (module
-# docstring) and is the static choice; a GPU measures both (``measured_attention``).
+# depends on the backend. On a CPU the head-major form was measured faster (benchmarks/README.md)
+# and is the static choice; a GPU measures both (``measured_attention``).
 ATTENTION_FORMS = {"head_major": dot_product_attention, "flax": _flax_attention}
 
 
@@ -107,7 +104,7 @@ def measured_attention(query, key, value, bias=None, mask=None, broadcast_dropou
                        force_fp32_for_softmax=False):
     """``attention_fn`` that runs the form measured fastest for this shape on this device.
 
-    On a CPU: the head-major form, unmeasured (measured once on EPYC, module docstring).
+    On a CPU: the head-major form, unmeasured (measured once on EPYC, benchmarks/README.md).
     On a GPU the two forms are timed once per shape, forward and backward as training runs
     them (``autotune.GPU``), and the choice is cached in the GPU's own autotune file.
     """

@@ -1,62 +1,27 @@
 """2-D convolution whose training step is fast on XLA:CPU.
 
-Why this exists: XLA:CPU lowers the *weight gradient* of a convolution (what
-autodiff of ``lax.conv_general_dilated`` produces) to a convolution that
-contracts the batch and spatial axes. On the reference 2-core AVX2 machine that
-conv ran at ~6-8 GFLOP/s against ~57 for the forward, so a plain Flax CNN
-trained at ~0.5x PyTorch eager. The weight gradient is just a sum of matmuls,
-for each kernel offset ``(i, j)``:
+Why: XLA:CPU lowers a conv's *weight gradient* (autodiff of ``lax.conv_general_dilated``) to a
+conv over the batch and spatial axes that runs far below its forward speed, so a plain Flax CNN
+trained slower than PyTorch eager. That gradient is a sum of matmuls, ``dW[i, j] =
+x_shifted(i, j)^T @ dy`` per kernel offset, so on CPU ``conv2d`` is a ``jax.custom_vjp``:
 
-    dW[i, j] = x_shifted(i, j)^T @ dy        (contracting batch and spatial axes)
+* weight gradient: one matmul per kernel row over a channel-major ``(C, N, H, W)`` copy of
+  the padded input (float32 accumulation); with stride 1 and few contracted positions, one
+  forward conv with the batch as channels (``_weight_grad_conv``), which XLA runs well there.
+* input gradient: with stride 1, a forward conv of ``dy`` with the flipped, in/out-swapped
+  kernel (``_input_grad``), the only form XLA:CPU keeps on its fast kernel inside a
+  ``lax.scan``; other strides use XLA's transposed conv (``jax.linear_transpose``).
+* forward: XLA's conv, except for thin (grayscale/RGB) inputs, where XLA's conv is slow and
+  ``kh*kw*Cin`` broadcast multiply-adds fused with the bias and activation are faster.
 
-so on CPU ``conv2d`` is a ``jax.custom_vjp`` that keeps XLA's kernels where
-they are good and replaces the rest:
+The best lowering differs between machines, so with ``impl="auto"`` on a CPU ``autotune`` times
+the candidates per layer shape and caches the winner per CPU model (``ML_ADV_AUTOTUNE=0``: the
+static rules above). The branch is chosen at lowering time (``lax.platform_dependent``), so
+GPU/TPU get XLA's conv with plain autodiff. ``impl="xla"`` / ``"matmul_grad"`` force a path.
 
-* weight gradient: ``kh`` matmuls, one per kernel row. The padded input is
-  transposed once to channel-major ``(C, N, H, W)``; the row's ``kw`` shifted
-  views are stacked into a ``(kw*Cin, N*Ho*Wo)`` lhs and multiplied by ``dy``
-  as ``(N*Ho*Wo, Cout)``. Accumulates in float32 (bfloat16 inputs included).
-  When few positions are contracted (stride 1, ``N*Ho*Wo <= 2048``, e.g. the
-  digits CNN) it is instead one standard-form forward conv with the batch as
-  channels (``_weight_grad_conv``): the digits CNN's scanned step 490 -> 469 us.
-* input gradient: with stride 1, a forward conv of ``dy`` with the flipped,
-  in/out-swapped kernel (``_input_grad``): XLA:CPU runs that standard form on
-  its fast conv kernel inside ``lax.scan`` too, where autodiff's transposed
-  conv fell to a generic loop (the 28x28 CNN's scanned step: 37.4 -> 21.5 ms).
-  Other strides: XLA's transposed conv (``jax.linear_transpose``).
-* forward: ``lax.conv_general_dilated``, except for thin inputs (Cin <= 3:
-  grayscale/RGB first layers), where XLA:CPU's conv is slow (26-28 GFLOP/s) and
-  ``kh*kw*Cin`` broadcast multiply-adds, which XLA fuses with the following
-  bias and activation into one pass, run 2.7-4x faster.
-
-Why these lowerings and not others: the measurements (per-shape GFLOP/s of every variant
-tried, and the in-scan behaviour of XLA's own weight-gradient conv) are in
-``benchmarks/README.md`` ("Conv lowerings"); ``benchmarks/conv_bench.py`` re-measures them
-on the machine at hand.
-
-Which CPU lowering, by measurement (``ml_adv.kernels.autotune``): the thresholds above were
-measured on one 2-core AMD EPYC, and the best lowering differs between machines. So with
-``impl="auto"`` on a CPU, the first trace of each layer shape times the candidates on this
-machine and caches the winner per CPU model: for a differentiated layer the weight-gradient
-method ("row" or, with stride 1, "conv") with the forward form ("direct" multiply-adds for
-<= 8 input channels, or XLA's conv), timed together as a training step runs them; for
-prediction the forward form alone. With autotuning off (``ML_ADV_AUTOTUNE=0``) the static
-rules above decide. XLA's own conv gradient is never a CPU candidate: inside a
-``lax.scan`` it runs 50-150x slower than either method here.
-
-Backend selection: the rewrite only pays on CPU. ``impl="auto"`` goes through
-``lax.platform_dependent(cpu=..., default=...)``, so the branch is chosen when
-the program is lowered for its platform (no trace-time ``default_backend()``
-guess, correct for AOT/export): lowered for GPU/TPU it is XLA's native conv
-with plain autodiff, and the unused branch never reaches the compiler. It
-composes with ``custom_vjp``, ``jit``, ``grad`` and ``vmap`` (tested).
-``impl="xla"`` / ``impl="matmul_grad"`` force one path on every platform.
-
-Supported: NHWC inputs, HWIO kernels, any kernel size, strides >= 1, padding
-``"SAME"``, ``"VALID"``, an int or non-negative ``(low, high)`` pairs. Not
-supported (``ConfigError``): dilation, feature groups, circular/reflect/causal
-or negative padding. ``Conv`` is the drop-in for the 2-D ``nn.Conv`` the
-library's CNNs use: same parameter names, shapes, dtypes and initialisation.
+Supported: NHWC/HWIO, strides >= 1, padding ``"SAME"``, ``"VALID"``, an int or ``(low, high)``
+pairs >= 0; no dilation or feature groups. ``Conv`` is the drop-in for the 2-D ``nn.Conv``.
+Measurements: benchmarks/README.md, 'Kernel and step measurements' and 'Conv lowerings'.
 """
 
 from __future__ import annotations
@@ -83,12 +48,10 @@ _DIMENSION_NUMBERS = ("NHWC", "HWIO", "NHWC")
 _WGRAD_METHODS = ("auto", "row", "offset", "im2col", "conv")  # see _weight_grad
 # "auto" takes the batch-as-channels forward conv ("conv") when the stride is 1 and the
 # gradient contracts at most this many positions (N * Ho * Wo), else the kernel-row matmuls
-# ("row"). Scanned, 2-core EPYC (ms): N*Ho*Wo = 512 (digits CNN conv 2): 0.21 row / 0.13 conv;
-# 2,048: 0.30 / 0.24; 4,096: 0.90 / 2.05; 25,088: 7.8 / 14.3.
+# ("row"). Timings: benchmarks/README.md, 'Kernel and step measurements'.
 _WGRAD_CONV_MAX_POSITIONS = 2048
-# Forward as fused multiply-adds up to this many input channels (_conv_direct):
-# with a bias + ReLU epilogue XLA:CPU's conv ran Cin = 1 and 3 at 26-28 GFLOP/s
-# (direct: 69-108) but Cin = 4 at 82 (direct: 59) and Cin = 8 at 126 (direct: 40).
+# Forward as fused multiply-adds up to this many input channels (_conv_direct); beyond it
+# XLA's conv wins. Timings: benchmarks/README.md, 'Kernel and step measurements'.
 _DIRECT_FWD_MAX_CHANNELS = 3
 # With autotuning on, the multiply-add forward is measured against XLA's up to this width.
 _DIRECT_FWD_CANDIDATE_CHANNELS = 8

@@ -1,38 +1,26 @@
 """``dot_general`` for dense layers whose weight gradient runs on XLA:CPU's fast matmul.
 
-Why this exists: the weight gradient of a dense layer is ``x^T @ dy``, a matmul that
-contracts the leading (batch and sequence) axis of both operands. XLA:CPU sends matmuls
-in that transposed-lhs form to its Eigen fallback, while the standard ``[M, K] @ [K, N]``
-form goes to YNNPACK. Measured here (2-core EPYC with AVX-512, float32, GFLOP/s,
-``x`` ``[4096, K]``, ``dy`` ``[4096, N]``): (K, N) = (1024, 256): Eigen 220, transpose
-``x`` then YNNPACK 333; (256, 1024): 347 vs 406; (256, 256): 280 vs 328. This counts the
-transpose copy. These are the weight gradients of every projection in the transformer
-and BERT blocks.
+Why: a dense layer's weight gradient ``x^T @ dy`` contracts the leading (batch and sequence)
+axis of both operands, and XLA:CPU sends that transposed-lhs form to its slower Eigen
+fallback, while the standard ``[M, K] @ [K, N]`` form goes to YNNPACK. These are the weight
+gradients of every projection in the transformer and BERT blocks.
 
-``dense_dot_general`` has the signature of ``lax.dot_general`` and is passed as
-``dot_general=`` to ``nn.Dense`` / ``nn.DenseGeneral`` and as ``qkv_dot_general`` /
-``out_dot_general`` to ``nn.MultiHeadDotProductAttention``. It changes nothing in the
-forward pass or the parameters. On CPU its ``custom_vjp`` computes the kernel gradient
-as a standard-form matmul from an explicitly transposed operand, whichever is narrower:
-``x^T @ dy`` when the layer widens (``K <= N``), ``(dy^T @ x)^T`` when it narrows.
-``lax.optimization_barrier`` keeps XLA from folding the transposes back into the dot.
-Which of the three forms (XLA's folded dot, transpose ``x``, transpose ``dy``) runs is
-measured per (rows, K, N, dtype) on the machine at hand by ``ml_adv.kernels.autotune`` and cached
-per CPU model (a narrowing layer chooses between the folded dot and transposing ``dy``
-only; see ``measured``); with autotuning off, the narrower operand is transposed as described.
-When a train step shards its batch over per-core devices (``autotune.batch_split``), the
-forms are timed on one core's rows with every core busy at once, as they run there.
-The input gradient and every other backend use plain autodiff: the branch is chosen
-when the program is lowered, through ``lax.platform_dependent``. Only the dense-layer
-layout is rewritten: the lhs contracts its trailing axes and the kernel its leading axes,
-with no batch dimensions. Any other ``dimension_numbers`` fall through to
-``lax.dot_general`` unchanged.
+``dense_dot_general`` has the signature of ``lax.dot_general``: pass it as ``dot_general=`` to
+``nn.Dense`` / ``nn.DenseGeneral``, or as ``qkv_dot_general`` / ``out_dot_general`` to
+``nn.MultiHeadDotProductAttention``; forward pass and parameters are unchanged. On CPU its
+``custom_vjp`` computes the kernel gradient as a standard-form matmul from an explicitly
+transposed operand (``lax.optimization_barrier`` keeps XLA from folding it back): ``x^T @ dy``
+when the layer widens (``K <= N``), ``(dy^T @ x)^T`` when it narrows. Which form runs (XLA's
+folded dot, transpose ``x``, transpose ``dy``; a narrowing layer never transposes ``x``) is
+measured per (rows, K, N, dtype) by ``ml_adv.kernels.autotune`` and cached per CPU model; when a
+train step shards its batch over per-core devices, on one core's rows with every core busy.
+With autotuning off the narrower operand is transposed. The input gradient and other backends
+use plain autodiff (``lax.platform_dependent``). Only the dense layout (lhs contracting its
+trailing axes, kernel its leading ones, no batch dimensions) is rewritten; any other
+``dimension_numbers`` go to ``lax.dot_general`` unchanged.
 
-Used by every projection of ``EncoderBlock`` (scanned epoch, same process, alternating,
-ms per step). Transformer medium (4 layers, d256, seq 128, batch 32): 408 -> 378 with
-the ``K <= N`` layers converted, then 373 -> 357 with the MLP's narrowing layer too.
-BERT medium: 397 -> 366, then 372 -> 362. The digits models change by +-3%. Not used by
-the MLP and CNN: their dense layers measured 3-30% slower with it (``benchmarks/README.md``).
+Used by every projection of ``EncoderBlock``; not by the MLP and CNN, whose dense layers
+measured slower with it. Measurements: benchmarks/README.md, 'Kernel and step measurements'.
 """
 
 from __future__ import annotations
@@ -105,16 +93,12 @@ def _dense_matmul_bwd(n_contract, preferred, residuals, dy):
 
         # A narrowing layer (k > n) never transposes x: x is then the wide output of an
         # activation, and XLA fuses that activation into the transpose loop, reading its
-        # inputs strided. Alone the form timed fastest for BERT digits' MLP output layer
-        # (2080 x 512 -> 128: 2.8 ms against 3.4 folded), in the model it was the slowest:
-        # 7.5-8.7 ms a layer in the XLA profile; train step 55-57 ms against 48 folded and
-        # 50 with dy transposed (2026-12-01).
+        # inputs strided; timed alone the form can win, in the model it lost
+        # (benchmarks/README.md, 'Kernel and step measurements').
         candidates = forms if k <= n else {name: forms[name] for name in ("xla", "transpose_dy")}
         # With the batch sharded over per-core devices each core computes this on its own
-        # rows while the other does the same, so it is timed that way. Timed alone on the
-        # whole batch, XLA's folded dot (Eigen, spread over both cores) won by 1-12% on the
-        # medium transformer's layers; in the sharded step it cost ~17 ms a layer more than
-        # transposing, and the step ran 4-5% slower.
+        # rows while the other does the same, so it is timed that way (timed alone on the
+        # whole batch, the choice was wrong for the sharded step: benchmarks/README.md).
         devices = autotune.batch_split_devices(x_flat.shape[0])
         rows = x_flat.shape[0] // devices  # one device's share
         signature = {"rows": rows, "k": k, "n": n, "dtype": str(x_flat.dtype)}

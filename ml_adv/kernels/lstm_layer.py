@@ -6,11 +6,10 @@ of the ``[D+H, 4H]`` accumulator per time step, on the loop's serial chain. Here
 loop computes only what is serial (the gate gradients and ``dh = dz @ W_h^T``) and stacks the
 gate gradients; the weight gradients are then one GEMM each over all ``T * B`` rows, which
 XLA:CPU runs near its matmul peak. The forward keeps the input projection inside the loop:
-hoisting it as one ``[B*T, D] x [D, 4H]`` matmul made the forward 2x slower on XLA:CPU
-(benchmarks/README.md). On a 2-core EPYC the medium LSTM's step (hidden 256, 64 steps,
-batch 64) took 68.5-72.2 ms against 71.0-76.4 with Flax's cell, so which of the two a layer
-uses is measured per shape (``ml_adv.kernels.autotune``, operation ``lstm_layer``); Flax's cell is
-the static choice and the only one off CPU.
+hoisting it as one ``[B*T, D] x [D, 4H]`` matmul made the forward slower on XLA:CPU. The gain
+over Flax's cell is small and shape-dependent, so which of the two a layer uses is measured per
+shape (``ml_adv.kernels.autotune``, operation ``lstm_layer``); Flax's cell is the static choice
+and the only one off CPU. Measurements: benchmarks/README.md, 'Kernel and step measurements'.
 
 The maths is ``nn.OptimizedLSTMCell``'s, on the same parameters (``LSTMCellParams`` declares
 them under the same names, initialisers and scope, so a model initialises identically with

@@ -1,20 +1,16 @@
 """Non-overlapping max pooling with a cheap backward pass (first-maximum rule).
 
-Why hand-written: ``nn.max_pool``'s gradient lowers to XLA's select-and-scatter,
-which measured ~8x slower on CPU (87 ms vs 10.7 ms per step for the two pools of
-the 28x28 reference CNN, batch 128); the gradient of a plain reshape + max is
-better but still took about a third of that CNN's step (tie counting and
-several passes over a 6-D tensor).
+Why hand-written: ``nn.max_pool``'s gradient lowers to XLA's select-and-scatter, which is
+much slower on CPU; the gradient of a plain reshape + max is better but still a large share
+of a CNN's step (tie counting and several passes over a 6-D tensor).
 
 Here the forward is the reshape + max and also records, per window, the
 position of the first maximum (row-major) as an int8; the backward is a single
 fused ``where`` that drops each output gradient at that position. That is
 exactly select-and-scatter's (and PyTorch's) rule, so gradients equal
-``nn.max_pool``'s, ties included. Measured in the scanned epoch of the 28x28
-CNN (batch 128): 3,496-3,566 samples/s against 3,285-3,355 for the autodiff of
-reshape + max (+6%). Two other formulations were slower there: a backward that
-rebuilds the first-max mask from x and y (2,611 vs 3,176) and max over strided
-slices (2,278 vs 3,281).
+``nn.max_pool``'s, ties included. It beat the autodiff of reshape + max, a backward that
+rebuilds the first-max mask from x and y, and max over strided slices.
+Measurements: benchmarks/README.md, 'Kernel and step measurements'.
 """
 
 from __future__ import annotations

@@ -4,11 +4,9 @@ With the CPU split into one JAX device per core (``ml_adv.use_cpu_cores``; the c
 line and the benchmark harness do this by default) a single run can either stay one
 program on device 0, where XLA's intra-op threads share out each op, or shard every batch
 over the per-core devices (``TrainConfig(data_parallel=True)``), where each core runs the
-whole step on its share. Which is faster depends on the model and the machine. ``fit`` on
-a 2-core AMD EPYC (2026-12-01, median epoch time, two alternating pairs each): sharded ran
-the medium CNN 1.27-1.37x faster, BERT and the transformer (medium) 1.04-1.13x, but the
-medium LSTM at 0.65x (a serial recurrence gains nothing from a half batch) and the medium
-MLP at 0.5-0.9x.
+whole step on its share. Which is faster depends on the model and the machine: sharding
+helps convolutional and attention models and hurts a serial recurrence (an LSTM gains
+nothing from a half batch). Measurements: benchmarks/README.md, 'Kernel and step measurements'.
 
 So the default, ``"auto"``, times both layouts on the run's own first batches before the
 first epoch (a few steps of the real compiled epoch, alternating, best of three after a

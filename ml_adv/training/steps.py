@@ -14,17 +14,14 @@
 Non-finite losses never corrupt the state: the update is dropped inside the step and
 ``metrics['nonfinite']`` records it; the host loop then raises or carries on according to
 ``TrainConfig.nan_policy``. The guard has two equivalent forms (``guard=``), because XLA:CPU
-runs them at different speeds (scanned epoch, ``benchmarks/README.md``):
+runs them at different speeds:
   * ``"cond"``: a ``lax.cond`` runs the optimizer update only when loss and gradient norm
-    are finite. It saves a pass over the state and the cross-core hand-offs of many tiny
-    ops: digits MLP 62 -> 50 us per step, 784-512-256-10 MLP 1.27 -> 1.09 ms, medium
-    transformer 303 -> 281 ms; CNNs and the digits LSTM are unchanged.
-  * ``"select"``: the update always runs and ``jnp.where`` keeps the old state. The medium
-    LSTM (hidden 256, 64 steps) is faster this way, 33.9 vs 36.7 ms per step: XLA overlaps
-    more of its step on the two cores. ``guard_for_architecture`` picks it for LSTMs.
-Both give bitwise-identical states (tested). Those are the static choices, measured on AMD
-EPYC; with autotuning on (``ml_adv.kernels.autotune``) the epoch runner times both guards on a new
-program's first epochs on the machine at hand and caches the faster (``runner.EpochRunner``).
+    are finite, saving a pass over the state and the cross-core hand-offs of many tiny ops.
+  * ``"select"``: the update always runs and ``jnp.where`` keeps the old state; XLA overlaps
+    more of an LSTM's step on the cores this way, so ``guard_for_architecture`` picks it there.
+Both give bitwise-identical states (tested). Those are the static choices; with autotuning on
+the epoch runner times both guards on a new program's first epochs and caches the faster
+(``runner.EpochRunner``). Measurements: benchmarks/README.md, 'Kernel and step measurements'.
 """
 
 from __future__ import annotations
