@@ -58,8 +58,9 @@ def _tx(wl: Workload) -> optax.GradientTransformation:
     return optax.adam(1e-3)
 
 
-def ml_adv_contenders(wl: Workload, x: np.ndarray, y: np.ndarray, epochs: int, bf16: bool, *,
-                      step: bool = True) -> list[Contender]:
+def ml_adv_contenders(
+    wl: Workload, x: np.ndarray, y: np.ndarray, epochs: int, bf16: bool, *, step: bool = True
+) -> list[Contender]:
     """The scanned-epoch and (with ``step``) per-step contenders, each with its own donated state.
 
     ``x``/``y`` are one epoch of data; a round is ``epochs`` epochs.
@@ -90,12 +91,15 @@ def ml_adv_contenders(wl: Workload, x: np.ndarray, y: np.ndarray, epochs: int, b
     # The library's one set-up, as in fit(), with fit()'s default layout: one device, or the
     # batch over the per-core devices where that measured faster (training.core_split).
     def make_setup(mesh):
-        return init_run(spec, config, example_x=x[:1], steps_per_epoch=len(x) // wl.batch, mesh=mesh)
+        return init_run(
+            spec, config, example_x=x[:1], steps_per_epoch=len(x) // wl.batch, mesh=mesh
+        )
 
     setup = make_setup(None)
     plan = EpochPlan((len(x),), wl.batch, setup.shuffle_key)
-    mesh, setup = core_split.resolve(config, setup, make_setup, lambda m: device_data(train, m), plan,
-                                     plan.streams, x[:1], None)
+    mesh, setup = core_split.resolve(
+        config, setup, make_setup, lambda m: device_data(train, m), plan, plan.streams, x[:1], None
+    )
     data = device_data(train, mesh)
     train_step, shuffle_key = setup.train_step, setup.shuffle_key
 
@@ -135,7 +139,9 @@ def ml_adv_contenders(wl: Workload, x: np.ndarray, y: np.ndarray, epochs: int, b
     def run_steps():
         for _ in range(epochs):
             order = epoch_indices(stepwise["epoch"])
-            stepwise["state"], metrics = run_epoch_stepwise(stepwise["fn"], stepwise["state"], data, order)
+            stepwise["state"], metrics = run_epoch_stepwise(
+                stepwise["fn"], stepwise["state"], data, order
+            )
             stepwise["epoch"] += 1
         return jax.block_until_ready((stepwise["state"], metrics))
 
@@ -146,7 +152,9 @@ def ml_adv_contenders(wl: Workload, x: np.ndarray, y: np.ndarray, epochs: int, b
     return out
 
 
-def flax_contender(wl: Workload, x: np.ndarray, y: np.ndarray, epochs: int, bf16: bool) -> Contender:
+def flax_contender(
+    wl: Workload, x: np.ndarray, y: np.ndarray, epochs: int, bf16: bool
+) -> Contender:
     import jax.numpy as jnp
 
     from benchmarks.peers import flax_plain
@@ -182,12 +190,20 @@ def set_torch_tf32(torch) -> dict[str, str]:
     if hasattr(backends.cuda.matmul, "fp32_precision"):
         backends.cuda.matmul.fp32_precision = "tf32"
         backends.cudnn.conv.fp32_precision = "tf32"
-        return {"api": "fp32_precision", "matmul": backends.cuda.matmul.fp32_precision,
-                "cudnn_conv": backends.cudnn.conv.fp32_precision, "cudnn_benchmark": "True"}
+        return {
+            "api": "fp32_precision",
+            "matmul": backends.cuda.matmul.fp32_precision,
+            "cudnn_conv": backends.cudnn.conv.fp32_precision,
+            "cudnn_benchmark": "True",
+        }
     backends.cuda.matmul.allow_tf32 = True
     backends.cudnn.allow_tf32 = True
-    return {"api": "allow_tf32", "matmul": str(backends.cuda.matmul.allow_tf32),
-            "cudnn": str(backends.cudnn.allow_tf32), "cudnn_benchmark": "True"}
+    return {
+        "api": "allow_tf32",
+        "matmul": str(backends.cuda.matmul.allow_tf32),
+        "cudnn": str(backends.cudnn.allow_tf32),
+        "cudnn_benchmark": "True",
+    }
 
 
 def _torch_optimizer(torch, wl: Workload, params):
@@ -196,8 +212,17 @@ def _torch_optimizer(torch, wl: Workload, params):
     return torch.optim.Adam(params, lr=1e-3)
 
 
-def torch_contender(torch, wl: Workload, x: np.ndarray, y: np.ndarray, epochs: int, *,
-                    compiled: bool = False, device: str = "cpu", bf16: bool = False) -> Contender:
+def torch_contender(
+    torch,
+    wl: Workload,
+    x: np.ndarray,
+    y: np.ndarray,
+    epochs: int,
+    *,
+    compiled: bool = False,
+    device: str = "cpu",
+    bf16: bool = False,
+) -> Contender:
     """PyTorch eager, or with ``compiled`` the model through ``torch.compile`` (one explicit
     warm-up step compiles it; that time is the contender's ``compile_s``), on ``device``,
     in float32 or (``bf16``) under ``torch.autocast``. See the module docstring."""

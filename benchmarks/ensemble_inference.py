@@ -26,7 +26,12 @@ import numpy as np
 from benchmarks.harness import Context, make_row, register
 
 K = 8
-STACKED, VMAPPED, SEPARATE, TORCH_FUNC = "ml_adv stacked", "ml_adv vmapped", "separate predict_proba", "torch.func"
+STACKED, VMAPPED, SEPARATE, TORCH_FUNC = (
+    "ml_adv stacked",
+    "ml_adv vmapped",
+    "separate predict_proba",
+    "torch.func",
+)
 
 
 def _digits(n: int, kind: str) -> np.ndarray:
@@ -40,8 +45,14 @@ def _members(spec) -> list:
     from ml_adv import TrainedModel
 
     module = spec.build()
-    return [TrainedModel(spec, dict(module.init(jax.random.PRNGKey(i), spec.example_input(), train=False)),
-                         model_id=f"m{i}") for i in range(K)]
+    return [
+        TrainedModel(
+            spec,
+            dict(module.init(jax.random.PRNGKey(i), spec.example_input(), train=False)),
+            model_id=f"m{i}",
+        )
+        for i in range(K)
+    ]
 
 
 def _ml_adv_contenders(spec, x) -> dict:
@@ -54,7 +65,9 @@ def _ml_adv_contenders(spec, x) -> dict:
         ensemble.add_model(m)
     (group,) = group_members(members)
     return {
-        STACKED: lambda: ensemble.member_probabilities(x),  # host array: the call waits for the result
+        STACKED: lambda: ensemble.member_probabilities(
+            x
+        ),  # host array: the call waits for the result
         VMAPPED: lambda: np.asarray(group_probs(group, x, member_batch=K)),
         SEPARATE: lambda: [m.predict_proba(x) for m in members],
     }
@@ -76,7 +89,10 @@ def _torch_contender(torch, widths: tuple[int, ...], x: np.ndarray):
     models = [mlp().eval() for _ in range(K)]
     params, buffers = stack_module_state(models)
     base = models[0]
-    forward = vmap(lambda p, b, xb: torch.softmax(functional_call(base, (p, b), (xb,)), -1), in_dims=(0, 0, None))
+    forward = vmap(
+        lambda p, b, xb: torch.softmax(functional_call(base, (p, b), (xb,)), -1),
+        in_dims=(0, 0, None),
+    )
     xt = torch.from_numpy(x)
 
     def run():
@@ -86,36 +102,67 @@ def _torch_contender(torch, widths: tuple[int, ...], x: np.ndarray):
     return run
 
 
-def _row(ctx: Context, name: str, title: str, spec, x: np.ndarray, torch_widths: tuple[int, ...] | None):
+def _row(
+    ctx: Context, name: str, title: str, spec, x: np.ndarray, torch_widths: tuple[int, ...] | None
+):
     fns = _ml_adv_contenders(spec, x)
     cpu_peer = ctx.torch is not None and ctx.torch_device == "cpu"  # this peer runs on a CPU only
     if cpu_peer and torch_widths is not None:
         fns[TORCH_FUNC] = _torch_contender(ctx.torch, torch_widths, x)
     timing = ctx.time(fns)
     peers = tuple(n for n in (VMAPPED, SEPARATE, TORCH_FUNC) if n in fns)
-    return [make_row(name, "ensemble", title, timing, rounds=ctx.rounds, work_per_round=K * len(x),
-                     unit="member-samples/s", subject=STACKED, peers=peers,
-                     extra={"members": K, "rows": len(x), "spec": spec.to_dict()})]
+    return [
+        make_row(
+            name,
+            "ensemble",
+            title,
+            timing,
+            rounds=ctx.rounds,
+            work_per_round=K * len(x),
+            unit="member-samples/s",
+            subject=STACKED,
+            peers=peers,
+            extra={"members": K, "rows": len(x), "spec": spec.to_dict()},
+        )
+    ]
 
 
 def _mlp_spec(inputs: int, hidden: tuple[int, ...]):
     from ml_adv import make_spec
 
-    return make_spec("mlp", input_shape=(inputs,), input_kind="features", num_classes=10, hidden_sizes=hidden,
-                     dropout=0.0)
+    return make_spec(
+        "mlp",
+        input_shape=(inputs,),
+        input_kind="features",
+        num_classes=10,
+        hidden_sizes=hidden,
+        dropout=0.0,
+    )
 
 
 @register("ensemble/infer-mlp-digits", group="ensemble")
 def mlp_digits(ctx: Context) -> list[dict]:
-    return _row(ctx, "ensemble/infer-mlp-digits", f"K={K} MLP 64-128-64-10, 2,048 digits rows",
-                _mlp_spec(64, (128, 64)), _digits(2048, "features"), (64, 128, 64, 10))
+    return _row(
+        ctx,
+        "ensemble/infer-mlp-digits",
+        f"K={K} MLP 64-128-64-10, 2,048 digits rows",
+        _mlp_spec(64, (128, 64)),
+        _digits(2048, "features"),
+        (64, 128, 64, 10),
+    )
 
 
 @register("ensemble/infer-mlp-medium", group="ensemble")
 def mlp_medium(ctx: Context) -> list[dict]:
     x = np.random.default_rng(0).random((4096, 784), dtype=np.float32)
-    return _row(ctx, "ensemble/infer-mlp-medium", f"K={K} MLP 784-512-256-10, 4,096 rows",
-                _mlp_spec(784, (512, 256)), x, (784, 512, 256, 10))
+    return _row(
+        ctx,
+        "ensemble/infer-mlp-medium",
+        f"K={K} MLP 784-512-256-10, 4,096 rows",
+        _mlp_spec(784, (512, 256)),
+        x,
+        (784, 512, 256, 10),
+    )
 
 
 @register("ensemble/infer-cnn-digits", group="ensemble")
@@ -123,5 +170,11 @@ def cnn_digits(ctx: Context) -> list[dict]:
     from ml_adv import make_spec
 
     spec = make_spec("cnn", input_shape=(8, 8, 1), input_kind="image", num_classes=10, size="small")
-    return _row(ctx, "ensemble/infer-cnn-digits", f"K={K} digits CNN (small), 2,048 rows", spec,
-                _digits(2048, "image"), None)
+    return _row(
+        ctx,
+        "ensemble/infer-cnn-digits",
+        f"K={K} digits CNN (small), 2,048 rows",
+        spec,
+        _digits(2048, "image"),
+        None,
+    )

@@ -176,10 +176,19 @@ class Check:
 
         with self.lock:
             keys = ("budget_seconds", "started_at", "deadline")
-            extra = {"plan": self.plan, "not_run": self.not_run(),
-                     "budget": {k: self.settings[k] for k in keys}}
-            report.write_json(self.out, self.env, self.settings, list(self.rows.values()),
-                              time.time() - self.started, extra)
+            extra = {
+                "plan": self.plan,
+                "not_run": self.not_run(),
+                "budget": {k: self.settings[k] for k in keys},
+            }
+            report.write_json(
+                self.out,
+                self.env,
+                self.settings,
+                list(self.rows.values()),
+                time.time() - self.started,
+                extra,
+            )
 
     def finish(self, *, deadline_hit: bool = False) -> str:
         """Mark what the deadline cut short, write the JSON, print and return the tables."""
@@ -206,8 +215,15 @@ class Check:
 def run_plan(check: Check, plan: list[Task], budget: Budget, patterns: dict) -> None:
     """Run every task that is selected, fits the budget and has what it needs; record each."""
     with check.lock:
-        check.plan[:] = [{"name": t.name, "kind": t.kind, "status": "pending",
-                          "estimate_s": budget.estimates[t.kind]} for t in plan]
+        check.plan[:] = [
+            {
+                "name": t.name,
+                "kind": t.kind,
+                "status": "pending",
+                "estimate_s": budget.estimates[t.kind],
+            }
+            for t in plan
+        ]
     check.write()
     for task in plan:
         entry = check.entry(task.name)
@@ -227,9 +243,12 @@ def run_plan(check: Check, plan: list[Task], budget: Budget, patterns: dict) -> 
             rows = task.run()
         except Exception as exc:  # noqa: BLE001 - one broken row must not lose the others
             with check.lock:
-                entry.update(status="failed", seconds=time.time() - t0,
-                             reason=f"{type(exc).__name__}: {exc}",
-                             traceback=traceback.format_exc()[-3000:])
+                entry.update(
+                    status="failed",
+                    seconds=time.time() - t0,
+                    reason=f"{type(exc).__name__}: {exc}",
+                    traceback=traceback.format_exc()[-3000:],
+                )
             print(f"         FAILED: {type(exc).__name__}: {exc}", flush=True)
         else:
             seconds = time.time() - t0
@@ -237,8 +256,12 @@ def run_plan(check: Check, plan: list[Task], budget: Budget, patterns: dict) -> 
             with check.lock:
                 for row in rows:
                     check.rows[row["name"]] = row
-                entry.update(status="done", seconds=seconds, rows=[r["name"] for r in rows],
-                             cpu_seconds=time.process_time() - cpu0)
+                entry.update(
+                    status="done",
+                    seconds=seconds,
+                    rows=[r["name"] for r in rows],
+                    cpu_seconds=time.process_time() - cpu0,
+                )
             print(f"         done in {seconds:.1f}s", flush=True)
         check.write()
 
@@ -260,8 +283,9 @@ def _skip_reason(task: Task, check: Check, budget: Budget, patterns: dict) -> st
 
 
 # --------------------------------------------------------------------------- the plan
-def build_plan(sizes: Sizes, ctxs: dict, torch_compile_off: str | None,
-               budget: Budget) -> list[Task]:
+def build_plan(
+    sizes: Sizes, ctxs: dict, torch_compile_off: str | None, budget: Budget
+) -> list[Task]:
     """Every task of the check in priority order (see the module docstring)."""
     from benchmarks import hpo, mfu, quickstart, stacked, throughput
     from benchmarks.workloads import WORKLOADS
@@ -279,8 +303,9 @@ def build_plan(sizes: Sizes, ctxs: dict, torch_compile_off: str | None,
 
         def run():
             kept[name] = {}
-            rows = throughput.run_workload(ctxs[prec], wl, name=name, title=title,
-                                           steps=sizes.steps[wl.name], keep=kept[name])
+            rows = throughput.run_workload(
+                ctxs[prec], wl, name=name, title=title, steps=sizes.steps[wl.name], keep=kept[name]
+            )
             check_rows.update({r["name"]: r for r in rows})
             return rows
 
@@ -296,9 +321,16 @@ def build_plan(sizes: Sizes, ctxs: dict, torch_compile_off: str | None,
         source = f"throughput/{arch}/{slot}/bf16"
 
         def run():
-            return [mfu.mfu_row(ctxs["bf16"], f"mfu/{arch}/{slot}", f"{arch}/{size}",
-                                check_rows[source], check_rows["mfu/matmul-peak"],
-                                f"{arch} {slot} train step, bf16")]
+            return [
+                mfu.mfu_row(
+                    ctxs["bf16"],
+                    f"mfu/{arch}/{slot}",
+                    f"{arch}/{size}",
+                    check_rows[source],
+                    check_rows["mfu/matmul-peak"],
+                    f"{arch} {slot} train step, bf16",
+                )
+            ]
 
         return Task(f"mfu/{arch}/{slot}", "mfu", run, needs=(source, "mfu/matmul-peak"))
 
@@ -311,22 +343,40 @@ def build_plan(sizes: Sizes, ctxs: dict, torch_compile_off: str | None,
     tasks += quickstart_tasks(sizes, ctxs["f32"], quickstart)
     slow = dataclasses.replace(ctxs["f32"], rounds=sizes.slow_rounds)
     pop = sizes.population
+
     def members(width: int) -> Task:
-        return Task(f"stacked/mlp-w{width}", "members",
-                    lambda: stacked._members_row(ctxs["f32"], width, sizes.members))
+        return Task(
+            f"stacked/mlp-w{width}",
+            "members",
+            lambda: stacked._members_row(ctxs["f32"], width, sizes.members),
+        )
 
     tasks += [
-        members(32), members(128),
-        Task("stacked/population-lr", "population",
-             lambda: stacked._population_row(slow, "mlp", **pop)),
-        Task("stacked/population-lr-cnn", "population",
-             lambda: stacked._population_row(slow, "cnn", **pop)),
+        members(32),
+        members(128),
+        Task(
+            "stacked/population-lr",
+            "population",
+            lambda: stacked._population_row(slow, "mlp", **pop),
+        ),
+        Task(
+            "stacked/population-lr-cnn",
+            "population",
+            lambda: stacked._population_row(slow, "cnn", **pop),
+        ),
         Task("hpo/population-mlp", "hpo", lambda: hpo._row(slow, "mlp", **pop)),
         Task("hpo/population-cnn", "hpo", lambda: hpo._row(slow, "cnn", **pop)),
     ]
     tasks += compile_tasks(ctxs, kept, check_rows, torch_compile_off)
-    tasks.append(Task("quickstart/command", "command", lambda: quickstart.command_row(
-        ctxs["f32"], sizes.quickstart, timeout_s=max(5.0, budget.left()))))
+    tasks.append(
+        Task(
+            "quickstart/command",
+            "command",
+            lambda: quickstart.command_row(
+                ctxs["f32"], sizes.quickstart, timeout_s=max(5.0, budget.left())
+            ),
+        )
+    )
     for t in tasks:
         t.off = t.off or sizes.off.get(t.name)
     return tasks
@@ -343,8 +393,11 @@ def quickstart_tasks(sizes: Sizes, ctx, quickstart) -> list[Task]:
         return quickstart.quickstart_args(Path(results["tmp"]) / name, sizes.quickstart)
 
     def unroll(u: int) -> Task:
-        return Task(f"quickstart/unroll-{u}", "quickstart",
-                    lambda: quickstart.unroll_row(ctx, args(f"unroll-{u}"), u, results))
+        return Task(
+            f"quickstart/unroll-{u}",
+            "quickstart",
+            lambda: quickstart.unroll_row(ctx, args(f"unroll-{u}"), u, results),
+        )
 
     def steps():
         fits = {u: r for u, r in results.items() if isinstance(u, int)}
@@ -352,7 +405,8 @@ def quickstart_tasks(sizes: Sizes, ctx, quickstart) -> list[Task]:
 
     first = f"quickstart/unroll-{sizes.unrolls[0]}"
     return [unroll(u) for u in sizes.unrolls] + [
-        Task("quickstart/steps", "quickstart-steps", steps, needs=(first,))]
+        Task("quickstart/steps", "quickstart-steps", steps, needs=(first,))
+    ]
 
 
 def compile_tasks(ctxs: dict, kept: dict, rows: dict, off: str | None) -> list[Task]:
@@ -382,22 +436,46 @@ def precision_label(ctx) -> str:
 
 # --------------------------------------------------------------------------- entry point
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(prog="python -m benchmarks.gpu_check",
-                                 description=__doc__.split("\n")[0])
-    ap.add_argument("--budget-seconds", type=float, default=DEFAULT_BUDGET_S,
-                    help="the whole check's time, counted from --started-at (default 240)")
-    ap.add_argument("--started-at", type=float, default=None,
-                    help="Unix time the budget counts from (gpu_check.sh passes its start)")
-    ap.add_argument("--out", type=Path,
-                    help="the JSON (default: benchmarks/results/<machine>-<date>-gpu-check.json)")
-    ap.add_argument("--only", nargs="+", default=[], metavar="GLOB",
-                    help="run only the tasks matching these (the others are listed as skipped)")
+    ap = argparse.ArgumentParser(
+        prog="python -m benchmarks.gpu_check", description=__doc__.split("\n")[0]
+    )
+    ap.add_argument(
+        "--budget-seconds",
+        type=float,
+        default=DEFAULT_BUDGET_S,
+        help="the whole check's time, counted from --started-at (default 240)",
+    )
+    ap.add_argument(
+        "--started-at",
+        type=float,
+        default=None,
+        help="Unix time the budget counts from (gpu_check.sh passes its start)",
+    )
+    ap.add_argument(
+        "--out",
+        type=Path,
+        help="the JSON (default: benchmarks/results/<machine>-<date>-gpu-check.json)",
+    )
+    ap.add_argument(
+        "--only",
+        nargs="+",
+        default=[],
+        metavar="GLOB",
+        help="run only the tasks matching these (the others are listed as skipped)",
+    )
     ap.add_argument("--skip", nargs="+", default=[], metavar="GLOB", help="skip these tasks")
-    ap.add_argument("--torch-compile", choices=("auto", "on", "off"), default="auto",
-                    help="torch.compile tasks (auto: on a GPU as the budget allows, off on a CPU)")
+    ap.add_argument(
+        "--torch-compile",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="torch.compile tasks (auto: on a GPU as the budget allows, off on a CPU)",
+    )
     ap.add_argument("--no-torch", action="store_true", help="leave the PyTorch peers out")
-    ap.add_argument("--no-autotune", action="store_true",
-                    help="ML_ADV_AUTOTUNE=0: static lowerings and guard (not what fit runs)")
+    ap.add_argument(
+        "--no-autotune",
+        action="store_true",
+        help="ML_ADV_AUTOTUNE=0: static lowerings and guard (not what fit runs)",
+    )
     ap.add_argument("--cpu-devices", default="1", help="CPU dry run: JAX's CPU devices (default 1)")
     ap.add_argument("--list", action="store_true", help="print the plan and exit")
     return ap.parse_args(argv)
@@ -422,9 +500,17 @@ def make_contexts(sizes: Sizes, on_gpu: bool, torch, torch_device: str) -> dict:
 
     # Other processes' CPU load hardly moves GPU timings, and the dry run checks code, not
     # speed: no round counts as contended, so none is repeated.
-    base = Context(quick=True, rounds=sizes.rounds, device="gpu" if on_gpu else "cpu",
-                   torch=torch, torch_device=torch_device, contenders=(ML_ADV, TORCH),
-                   foreign_limit=1e9, quiet_budget_s=0.0, log=lambda s: print(s, flush=True))
+    base = Context(
+        quick=True,
+        rounds=sizes.rounds,
+        device="gpu" if on_gpu else "cpu",
+        torch=torch,
+        torch_device=torch_device,
+        contenders=(ML_ADV, TORCH),
+        foreign_limit=1e9,
+        quiet_budget_s=0.0,
+        log=lambda s: print(s, flush=True),
+    )
     return {p: dataclasses.replace(base, dtype=p) for p in PRECISIONS}
 
 
@@ -442,21 +528,31 @@ def start_jax(args: argparse.Namespace) -> bool:
     elif not on_gpu:  # a dry run measures nothing: autotuning would only cost time
         os.environ.setdefault("ML_ADV_AUTOTUNE", "0")
     if not on_gpu:
-        print("gpu_check: JAX sees no GPU: a CPU dry run with tiny stand-ins "
-              "(checks the code, measures nothing)")
+        print(
+            "gpu_check: JAX sees no GPU: a CPU dry run with tiny stand-ins "
+            "(checks the code, measures nothing)"
+        )
     return on_gpu
 
 
-def run_settings(args, argv, sizes: Sizes, deadline: float, started: float,
-                 torch_facts: dict) -> dict:
+def run_settings(
+    args, argv, sizes: Sizes, deadline: float, started: float, torch_facts: dict
+) -> dict:
     """The settings block of the result file."""
     command = argv if argv is not None else sys.argv[1:]
-    return {"command": " ".join(["python -m benchmarks.gpu_check", *command]),
-            "budget_seconds": args.budget_seconds, "started_at": started, "deadline": deadline,
-            "sizes": sizes.label, "measured_on_gpu": sizes is GPU, "rounds": sizes.rounds,
-            "steps": sizes.steps, **torch_facts,
-            "autotune": os.environ.get("ML_ADV_AUTOTUNE", "on"),
-            "XLA_PYTHON_CLIENT_PREALLOCATE": os.environ.get("XLA_PYTHON_CLIENT_PREALLOCATE")}
+    return {
+        "command": " ".join(["python -m benchmarks.gpu_check", *command]),
+        "budget_seconds": args.budget_seconds,
+        "started_at": started,
+        "deadline": deadline,
+        "sizes": sizes.label,
+        "measured_on_gpu": sizes is GPU,
+        "rounds": sizes.rounds,
+        "steps": sizes.steps,
+        **torch_facts,
+        "autotune": os.environ.get("ML_ADV_AUTOTUNE", "on"),
+        "XLA_PYTHON_CLIENT_PREALLOCATE": os.environ.get("XLA_PYTHON_CLIENT_PREALLOCATE"),
+    }
 
 
 def main(argv: list[str] | None = None, *, watchdog: bool = False) -> dict[str, Any]:
@@ -480,19 +576,28 @@ def main(argv: list[str] | None = None, *, watchdog: bool = False) -> dict[str, 
             print(f"{t.name:48s} {t.kind:20s} ~{sizes.estimates[t.kind]:.0f} s {t.off or ''}")
         return {"plan": [t.name for t in plan]}
     env = envmod.collect(torch)
-    torch_facts = {"torch": torch_note, "torch_device": torch_device,
-                   "torch_compile": compile_off or "on",
-                   "contenders": list(ctxs["bf16"].contenders)}
+    torch_facts = {
+        "torch": torch_note,
+        "torch_device": torch_device,
+        "torch_compile": compile_off or "on",
+        "contenders": list(ctxs["bf16"].contenders),
+    }
     settings = run_settings(args, argv, sizes, deadline, started, torch_facts)
-    print(f"{env['jax_devices'][0]}, JAX {env['versions']['jax']}, Flax {env['versions']['flax']}; "
-          f"PyTorch: {torch_note}; {deadline - time.time():.0f} s of the budget left")
+    print(
+        f"{env['jax_devices'][0]}, JAX {env['versions']['jax']}, Flax {env['versions']['flax']}; "
+        f"PyTorch: {torch_note}; {deadline - time.time():.0f} s of the budget left"
+    )
     check = Check(args.out or default_out(env, on_gpu, bool(args.only)), env, settings, started)
     if watchdog:
         _start_watchdog(check, deadline)
     run_plan(check, plan, budget, {"only": args.only, "skip": args.skip})
     table = check.finish()
-    return {"path": str(check.out), "table": table, "rows": list(check.rows.values()),
-            "plan": check.plan}
+    return {
+        "path": str(check.out),
+        "table": table,
+        "rows": list(check.rows.values()),
+        "plan": check.plan,
+    }
 
 
 def _compile_off(choice: str, on_gpu: bool, torch) -> str | None:
@@ -502,8 +607,10 @@ def _compile_off(choice: str, on_gpu: bool, torch) -> str | None:
     if choice == "off":
         return "--torch-compile off"
     if choice == "auto" and not on_gpu:
-        return ("CPU dry run: inductor compiles take ~15 s a model on a small CPU "
-                "(--torch-compile on to try)")
+        return (
+            "CPU dry run: inductor compiles take ~15 s a model on a small CPU "
+            "(--torch-compile on to try)"
+        )
     return None
 
 

@@ -42,8 +42,18 @@ from typing import Any
 from benchmarks.timing import LoadMonitor, Timing, time_rounds, wait_for_quiet
 
 __all__ = [
-    "BENCHMARKS", "Benchmark", "Context", "LoadMonitor", "Timing", "make_row", "register", "select",
-    "simple_row", "time_rounds", "validate_row", "wait_for_quiet",
+    "BENCHMARKS",
+    "Benchmark",
+    "Context",
+    "LoadMonitor",
+    "Timing",
+    "make_row",
+    "register",
+    "select",
+    "simple_row",
+    "time_rounds",
+    "validate_row",
+    "wait_for_quiet",
 ]
 
 
@@ -86,7 +96,11 @@ def make_row(
     def better(t_subject: float, t_peer: float, peer: str) -> float:
         # how many times better the subject is: rates compare work/time, times compare time*work
         ws, wp = work(subject), work(peer)
-        return (t_peer / t_subject) * (ws / wp) if higher_is_better else (t_peer * wp) / (t_subject * ws)
+        return (
+            (t_peer / t_subject) * (ws / wp)
+            if higher_is_better
+            else (t_peer * wp) / (t_subject * ws)
+        )
 
     contenders: dict[str, dict[str, Any]] = {}
     for cname, ts in timing.times_s.items():
@@ -111,9 +125,18 @@ def make_row(
             continue
         key = f"{subject}/{peer}"
         ratios[key] = better(contenders[subject]["median_s"], contenders[peer]["median_s"], peer)
-        pairs = list(zip(timing.times_s[subject], timing.times_s[peer], timing.clean(subject), timing.clean(peer)))
+        pairs = list(
+            zip(
+                timing.times_s[subject],
+                timing.times_s[peer],
+                timing.clean(subject),
+                timing.clean(peer),
+            )
+        )
         cycle_ratios = [better(a, b, peer) for a, b, ka, kb in pairs if ka and kb]
-        paired[key] = statistics.median(cycle_ratios or [better(a, b, peer) for a, b, _, _ in pairs])
+        paired[key] = statistics.median(
+            cycle_ratios or [better(a, b, peer) for a, b, _, _ in pairs]
+        )
     return {
         "name": name,
         "group": group,
@@ -130,8 +153,15 @@ def make_row(
 
 
 def simple_row(
-    name: str, group: str, title: str, values: dict[str, float], *, unit: str,
-    higher_is_better: bool, ratios: dict[str, float] | None = None, extra: dict[str, Any] | None = None,
+    name: str,
+    group: str,
+    title: str,
+    values: dict[str, float],
+    *,
+    unit: str,
+    higher_is_better: bool,
+    ratios: dict[str, float] | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """A row of derived or single-shot values (no timing rounds), same schema."""
     return {
@@ -142,7 +172,18 @@ def simple_row(
     }  # fmt: skip
 
 
-ROW_KEYS = {"name", "group", "title", "unit", "higher_is_better", "contenders", "ratios", "paired_ratios", "cycles", "extra"}
+ROW_KEYS = {
+    "name",
+    "group",
+    "title",
+    "unit",
+    "higher_is_better",
+    "contenders",
+    "ratios",
+    "paired_ratios",
+    "cycles",
+    "extra",
+}
 
 
 def validate_row(row: dict[str, Any]) -> None:
@@ -153,11 +194,15 @@ def validate_row(row: dict[str, Any]) -> None:
     for cname, c in row["contenders"].items():
         v = c.get("value")
         if v is not None and not isinstance(v, (int, float)):
-            raise ValueError(f"row {row['name']!r}: contender {cname!r} value must be a number or None, got {v!r}")
+            raise ValueError(
+                f"row {row['name']!r}: contender {cname!r} value must be a number or None, got {v!r}"
+            )
     for key in ("ratios", "paired_ratios"):
         for k, r in row[key].items():
             if "/" not in k or not isinstance(r, (int, float)):
-                raise ValueError(f"row {row['name']!r}: {key}[{k!r}] must be 'a/b' -> number, got {r!r}")
+                raise ValueError(
+                    f"row {row['name']!r}: {key}[{k!r}] must be 'a/b' -> number, got {r!r}"
+                )
 
 
 # --------------------------------------------------------------------------- registry

@@ -24,8 +24,9 @@ P, EPOCHS = 16, 2
 POPULATION, SEQUENTIAL = "ml_adv population", "sequential trials"
 
 
-def _row(ctx: Context, arch: str, p: int = P, epochs: int = EPOCHS,
-         examples: int | None = None) -> list[dict]:
+def _row(
+    ctx: Context, arch: str, p: int = P, epochs: int = EPOCHS, examples: int | None = None
+) -> list[dict]:
     """The row; ``examples`` keeps that many digits (the GPU check's CPU dry run)."""
     from ml_adv.data.catalog import load_dataset, view_for
     from ml_adv.hpo.methods import make_searcher
@@ -38,9 +39,15 @@ def _row(ctx: Context, arch: str, p: int = P, epochs: int = EPOCHS,
     if examples is not None:
         view = load_dataset(view_for("digits", arch), split="train")
         data = view.subset(np.arange(min(examples, len(view))))
-    objective = TrainingObjective.from_data(data, architectures=(arch,), size="tiny",
-                                            base_config=TrainConfig(epochs=epochs, batch_size=32))
-    space = SearchSpace([Float("learning_rate", 1e-4, 3e-2, log=True), Float("label_smoothing", 0.0, 0.2)])
+    objective = TrainingObjective.from_data(
+        data,
+        architectures=(arch,),
+        size="tiny",
+        base_config=TrainConfig(epochs=epochs, batch_size=32),
+    )
+    space = SearchSpace(
+        [Float("learning_rate", 1e-4, 3e-2, log=True), Float("label_smoothing", 0.0, 0.2)]
+    )
     searcher = make_searcher("random", space, p, seed=0)
     configs = [searcher.ask().config for _ in range(p)]
     scores = {}
@@ -60,11 +67,26 @@ def _row(ctx: Context, arch: str, p: int = P, epochs: int = EPOCHS,
     timing = ctx.time({POPULATION: population, SEQUENTIAL: sequential})
     best = {k: max(v) for k, v in scores.items()}
     title = f"P={p} trials, digits {arch} (tiny), {epochs} epochs"
-    return [make_row(f"hpo/population-{arch}", "hpo", title, timing, rounds=ctx.rounds,
-                     work_per_round=p, unit="trials/s", subject=POPULATION, peers=(SEQUENTIAL,),
-                     extra={"population": p, "epochs": epochs, "best_val_accuracy": best,
-                            "examples": examples,
-                            "note": "compilation included on both sides; same configurations and data"})]
+    return [
+        make_row(
+            f"hpo/population-{arch}",
+            "hpo",
+            title,
+            timing,
+            rounds=ctx.rounds,
+            work_per_round=p,
+            unit="trials/s",
+            subject=POPULATION,
+            peers=(SEQUENTIAL,),
+            extra={
+                "population": p,
+                "epochs": epochs,
+                "best_val_accuracy": best,
+                "examples": examples,
+                "note": "compilation included on both sides; same configurations and data",
+            },
+        )
+    ]
 
 
 register("hpo/population-mlp", group="hpo", quick=False)(lambda ctx: _row(ctx, "mlp"))

@@ -41,7 +41,13 @@ from ml_adv.rundir import Run
 FULL = (100_000, 128, 1_000)
 QUICK = (20_000, 128, 200)
 LABELLED = 10
-FLOOR, OURS, PRUNED, BF16, SKAL = "stream floor", "ml_adv", "ml_adv pruned", "ml_adv bf16", "scikit-activeml"
+FLOOR, OURS, PRUNED, BF16, SKAL = (
+    "stream floor",
+    "ml_adv",
+    "ml_adv pruned",
+    "ml_adv bf16",
+    "scikit-activeml",
+)
 
 
 @partial(jax.jit, static_argnames="passes")
@@ -66,8 +72,12 @@ def digits_embeddings(rows: int, seed: int = 0, epochs: int = 8) -> np.ndarray:
     from ml_adv.training.steps import predict_logits
 
     train = load_dataset("digits_flat", split="train")
-    spec = make_spec("mlp", input_shape=(64,), input_kind="features", num_classes=10, hidden_sizes=(256, 128))
-    state = fit(spec, train, TrainConfig(epochs=epochs, batch_size=64, seed=seed), run=Run(progress=False)).state
+    spec = make_spec(
+        "mlp", input_shape=(64,), input_kind="features", num_classes=10, hidden_sizes=(256, 128)
+    )
+    state = fit(
+        spec, train, TrainConfig(epochs=epochs, batch_size=64, seed=seed), run=Run(progress=False)
+    ).state
     rng = np.random.default_rng(seed)
     images = load_dataset("digits_flat", split="all").x.reshape(-1, 8, 8)
     base = images[rng.integers(0, len(images), rows)]
@@ -81,10 +91,14 @@ def digits_embeddings(rows: int, seed: int = 0, epochs: int = 8) -> np.ndarray:
                 shifted[sel, 0 if sy > 0 else -1, :] = 0
             if sx:
                 shifted[sel, :, 0 if sx > 0 else -1] = 0
-    x = shifted.reshape(rows, 64) * rng.uniform(0.8, 1.2, (rows, 1)) + rng.normal(0, 0.05, (rows, 64))
+    x = shifted.reshape(rows, 64) * rng.uniform(0.8, 1.2, (rows, 1)) + rng.normal(
+        0, 0.05, (rows, 64)
+    )
     x = np.clip(x, 0.0, 1.0).astype(np.float32)
-    return np.asarray(predict_logits(state.apply_fn, state.variables(), x, chunk=4096, method="features"),
-                      np.float32)
+    return np.asarray(
+        predict_logits(state.apply_fn, state.variables(), x, chunk=4096, method="features"),
+        np.float32,
+    )
 
 
 def covering_radius(pool: np.ndarray, centres: np.ndarray) -> float:
@@ -94,7 +108,9 @@ def covering_radius(pool: np.ndarray, centres: np.ndarray) -> float:
     return float(pairwise_distances_argmin_min(pool, centres)[1].max())
 
 
-def compare_picks(pool: np.ndarray, labelled: np.ndarray, ref: np.ndarray, other: np.ndarray) -> dict:
+def compare_picks(
+    pool: np.ndarray, labelled: np.ndarray, ref: np.ndarray, other: np.ndarray
+) -> dict:
     """How near ``other`` is to ``ref``: identical, set overlap, covering-radius ratio (other / ref)."""
     ref, other = np.asarray(ref), np.asarray(other)
     radius = [covering_radius(pool, pool[np.concatenate([labelled, p])]) for p in (ref, other)]
@@ -104,7 +120,9 @@ def compare_picks(pool: np.ndarray, labelled: np.ndarray, ref: np.ndarray, other
             "radius_ratio": radius[1] / radius[0]}  # fmt: skip
 
 
-def _contenders(pool: np.ndarray, labelled: np.ndarray, picks: int, out: dict, variants: bool) -> dict:
+def _contenders(
+    pool: np.ndarray, labelled: np.ndarray, picks: int, out: dict, variants: bool
+) -> dict:
     from ml_adv.active_learning.selection import k_center_greedy
 
     available = np.ones(len(pool), bool)
@@ -137,8 +155,16 @@ def _skactiveml(pool: np.ndarray, labelled: np.ndarray, picks: int, out: dict):
     return run
 
 
-def selection_row(ctx: Context, name: str, title: str, pool: np.ndarray, picks: int, *, peer: bool,
-                  variants: bool = True) -> list[dict]:
+def selection_row(
+    ctx: Context,
+    name: str,
+    title: str,
+    pool: np.ndarray,
+    picks: int,
+    *,
+    peer: bool,
+    variants: bool = True,
+) -> list[dict]:
     """One row on ``pool``: the floor, ml_adv (and its pruned and bf16 variants), optionally
     scikit-activeml; picks compared (see the module doc)."""
     from benchmarks.timing import Timing
@@ -154,20 +180,37 @@ def selection_row(ctx: Context, name: str, title: str, pool: np.ndarray, picks: 
         try:
             peer_fn = _skactiveml(pool, labelled, picks, out)
         except ImportError:
-            ctx.log("kcenter: scikit-activeml not installed (pip install -e '.[bench]'); peer skipped")
+            ctx.log(
+                "kcenter: scikit-activeml not installed (pip install -e '.[bench]'); peer skipped"
+            )
         else:  # one round, no warm-up (nothing to compile): merged into the row's timing
             alone = ctx.time({SKAL: peer_fn}, rounds=1, warmup=0, max_cycles=1)
-            timing = Timing({**timing.times_s, **alone.times_s}, {**timing.foreign, **alone.foreign},
-                            {**timing.first_round_s}, timing.cycles, timing.foreign_limit,
-                            timing.waited_s + alone.waited_s)
+            timing = Timing(
+                {**timing.times_s, **alone.times_s},
+                {**timing.foreign, **alone.foreign},
+                {**timing.first_round_s},
+                timing.cycles,
+                timing.foreign_limit,
+                timing.waited_s + alone.waited_s,
+            )
     extra = {"rows": pool.shape[0], "width": pool.shape[1], "picks": picks, "labelled": LABELLED,
              "pool_bytes": pool.nbytes, "floor_bytes": pool.nbytes * picks}  # fmt: skip
     for key, contender in (("pruned", PRUNED), ("bf16", BF16), ("scikit-activeml", SKAL)):
         if contender in out:
             extra[key] = compare_picks(pool, labelled, out[OURS], out[contender])
-    row = make_row(name, "kcenter", title, timing, rounds=1, work_per_round=1.0, unit="s", higher_is_better=False,
-                   subject=OURS, peers=tuple(c for c in (FLOOR, SKAL, PRUNED, BF16) if c in timing.times_s),
-                   extra=extra)
+    row = make_row(
+        name,
+        "kcenter",
+        title,
+        timing,
+        rounds=1,
+        work_per_round=1.0,
+        unit="s",
+        higher_is_better=False,
+        subject=OURS,
+        peers=tuple(c for c in (FLOOR, SKAL, PRUNED, BF16) if c in timing.times_s),
+        extra=extra,
+    )
     med = {c: v["median_s"] for c, v in row["contenders"].items()}
     extra["floor_GB_per_s"] = pool.nbytes * picks / med[FLOOR] / 1e9
     extra["ours_over_floor"] = med[OURS] / med[FLOOR]

@@ -35,7 +35,9 @@ from benchmarks.workloads import WORKLOADS
 NOMINAL_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0}  # dense, SXM, NVIDIA datasheets
 
 
-def encoder_train_flops(*, batch: int, seq: int, d: int, layers: int, ffn: int, head_params: int) -> int:
+def encoder_train_flops(
+    *, batch: int, seq: int, d: int, layers: int, ffn: int, head_params: int
+) -> int:
     """Forward + backward matmul FLOPs of one encoder-classifier train step (see module doc)."""
     tokens = batch * seq
     forward = 2 * tokens * layers * (4 * d * d + 2 * d * ffn) + 4 * batch * layers * seq * seq * d

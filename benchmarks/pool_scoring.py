@@ -79,12 +79,25 @@ def score_pool_row(ctx: Context) -> list[dict]:
     sizes = QUICK_SIZES if ctx.quick else FULL_SIZES
     probes = {how: [probe(rows, how) for rows in sizes] for how in ("stream", "whole")}
     largest = {how: results[-1] for how, results in probes.items()}
-    values = {"ml_adv score_pool": largest["stream"]["seconds"], "one call": largest["whole"]["seconds"]}
-    extra = {"chunk": CHUNK, "sizes": list(sizes), "probes": probes,
-             "growth_mib": {how: [p["growth_mib"] for p in results] for how, results in probes.items()},
-             "peak_rss_mib": {how: [p["peak_rss_mib"] for p in results] for how, results in probes.items()}}
-    ctx.log("active/score-pool: memory growth (MiB) at " + ", ".join(f"{n:,}" for n in sizes) + " rows: "
-            + "; ".join(f"{how} {extra['growth_mib'][how]}" for how in probes))
+    values = {
+        "ml_adv score_pool": largest["stream"]["seconds"],
+        "one call": largest["whole"]["seconds"],
+    }
+    extra = {
+        "chunk": CHUNK,
+        "sizes": list(sizes),
+        "probes": probes,
+        "growth_mib": {how: [p["growth_mib"] for p in results] for how, results in probes.items()},
+        "peak_rss_mib": {
+            how: [p["peak_rss_mib"] for p in results] for how, results in probes.items()
+        },
+    }
+    ctx.log(
+        "active/score-pool: memory growth (MiB) at "
+        + ", ".join(f"{n:,}" for n in sizes)
+        + " rows: "
+        + "; ".join(f"{how} {extra['growth_mib'][how]}" for how in probes)
+    )
     return [simple_row(
         "active/score-pool", "active", f"entropy scores of {sizes[-1]:,} pool rows (MLP 64-256-128-10), seconds",
         values, unit="s", higher_is_better=False,

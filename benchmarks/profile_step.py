@@ -44,7 +44,9 @@ def jax_phases(wl: Workload, x: np.ndarray, y: np.ndarray) -> dict:
     fwd = jax.jit(loss)
     grad = jax.jit(jax.value_and_grad(loss))
     step = jax.jit(make_train_step(default_objective(module, config)), donate_argnums=0)
-    holder = {"state": create_train_state(module, x[:1], tx, init_key=key, rng=jnp.copy(key))}  # donated
+    holder = {
+        "state": create_train_state(module, x[:1], tx, init_key=key, rng=jnp.copy(key))
+    }  # donated
 
     def run_step():
         holder["state"], m = step(holder["state"], batch, key)
@@ -64,7 +66,9 @@ def torch_phases(torch, wl: Workload, x: np.ndarray, y: np.ndarray) -> dict:
     model = torch_models.build(spec)
     params = [p for p in model.parameters() if p.requires_grad]
     opt_cls = torch.optim.AdamW if wl.optimizer == "adamw" else torch.optim.Adam
-    opt = opt_cls(params, lr=1e-3, **({"weight_decay": wl.weight_decay} if wl.optimizer == "adamw" else {}))
+    opt = opt_cls(
+        params, lr=1e-3, **({"weight_decay": wl.weight_decay} if wl.optimizer == "adamw" else {})
+    )
     xt, yt = torch_models.to_torch_layout(spec, x), torch.from_numpy(y.astype(np.int64))
     ce = torch.nn.functional.cross_entropy
 
@@ -93,7 +97,9 @@ def profile(name: str, rounds: int, torch=None) -> dict:
     def repeat(fn):
         return lambda: [fn() for _ in range(reps)]
 
-    timing = time_rounds({k: repeat(v) for k, v in fns.items()}, rounds=rounds, warmup=2, max_cycles=rounds)
+    timing = time_rounds(
+        {k: repeat(v) for k, v in fns.items()}, rounds=rounds, warmup=2, max_cycles=rounds
+    )
     ms = {k: 1e3 * float(np.median(v)) / reps for k, v in timing.times_s.items()}
     print(f"\n{name}: {wl.description} (median ms per call, {rounds} rounds)")
     print(f"{'phase':18s} {'ml_adv':>9s} {'torch':>9s} {'torch/ml_adv':>12s}")
@@ -101,10 +107,12 @@ def profile(name: str, rounds: int, torch=None) -> dict:
     for phase in ("forward", "forward+backward", "train step"):
         rows[phase] = (ms[f"ml_adv {phase}"], ms.get(f"torch {phase}"))
     rows["backward only"] = tuple(
-        None if b is None or a is None else b - a for a, b in zip(rows["forward"], rows["forward+backward"])
+        None if b is None or a is None else b - a
+        for a, b in zip(rows["forward"], rows["forward+backward"])
     )
     rows["optimizer+rest"] = tuple(
-        None if b is None or a is None else b - a for a, b in zip(rows["forward+backward"], rows["train step"])
+        None if b is None or a is None else b - a
+        for a, b in zip(rows["forward+backward"], rows["train step"])
     )
     for phase, (a, b) in rows.items():
         ratio = "" if b is None or not a or a <= 0 else f"{b / a:12.2f}"

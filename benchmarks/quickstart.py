@@ -64,7 +64,9 @@ def train_once(args: argparse.Namespace, unroll: int) -> dict:
     trainer = train_command.make_trainer(args)
     training_data = {**train_command.training_data_from_args(args), "scan_unroll": unroll}
     started = time.perf_counter()
-    result = trainer.train(training_data, run_dir=args.run_dir)  # what the command's asyncio call runs, in this thread
+    result = trainer.train(
+        training_data, run_dir=args.run_dir
+    )  # what the command's asyncio call runs, in this thread
     wall = time.perf_counter() - started
     if not result.success:
         raise RuntimeError(f"quickstart (scan_unroll={unroll}) failed: {result.error}")
@@ -228,8 +230,16 @@ def command_row(ctx: Context, extra: tuple[str, ...], timeout_s: float) -> list[
     """``quickstart/command``: a fresh ``ml-adv quickstart`` process, timed from outside."""
     with tempfile.TemporaryDirectory(prefix="ml_adv_quickstart_") as tmp:
         run_dir = str(Path(tmp) / "qs")
-        cmd = [sys.executable, "-m", "ml_adv.cli", "quickstart", "--fresh", "--run-dir", run_dir,
-               *extra]
+        cmd = [
+            sys.executable,
+            "-m",
+            "ml_adv.cli",
+            "quickstart",
+            "--fresh",
+            "--run-dir",
+            run_dir,
+            *extra,
+        ]
         # ml_adv from this checkout, also where it is not installed (the GPU machine)
         paths = [str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")]
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in paths if p))

@@ -11,8 +11,18 @@ import json
 from pathlib import Path
 from typing import Any
 
-GROUP_ORDER = ("throughput", "compile", "mfu-peak", "mfu", "quickstart", "quickstart-steps",
-               "stacked", "hpo", "startup", "checkpoint")
+GROUP_ORDER = (
+    "throughput",
+    "compile",
+    "mfu-peak",
+    "mfu",
+    "quickstart",
+    "quickstart-steps",
+    "stacked",
+    "hpo",
+    "startup",
+    "checkpoint",
+)
 GROUP_TITLES = {
     "throughput": "Train-step throughput",
     "compile": "Compile / first-round cost",
@@ -86,13 +96,25 @@ def not_run_table(entries: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def write_json(path: Path, env: dict, settings: dict, rows: list[dict], wall_s: float,
-               extra: dict | None = None) -> None:
+def write_json(
+    path: Path,
+    env: dict,
+    settings: dict,
+    rows: list[dict],
+    wall_s: float,
+    extra: dict | None = None,
+) -> None:
     """The result file, written atomically; ``extra`` adds top-level keys (the GPU check's
     ``not_run`` list and budget)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    doc = {"schema": 1, "environment": env, "settings": settings, "wall_seconds": wall_s,
-           "rows": rows, **(extra or {})}
+    doc = {
+        "schema": 1,
+        "environment": env,
+        "settings": settings,
+        "wall_seconds": wall_s,
+        "rows": rows,
+        **(extra or {}),
+    }
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(doc, indent=1, default=str))
     tmp.replace(path)

@@ -30,9 +30,16 @@ import time
 from pathlib import Path
 
 # Modules whose import registers benchmarks (harness.register). Add later suites here.
-BENCHMARK_MODULES = ("benchmarks.throughput", "benchmarks.mfu", "benchmarks.startup", "benchmarks.stacked",
-                     "benchmarks.hpo", "benchmarks.ensemble_inference", "benchmarks.kcenter",
-                     "benchmarks.pool_scoring")
+BENCHMARK_MODULES = (
+    "benchmarks.throughput",
+    "benchmarks.mfu",
+    "benchmarks.startup",
+    "benchmarks.stacked",
+    "benchmarks.hpo",
+    "benchmarks.ensemble_inference",
+    "benchmarks.kcenter",
+    "benchmarks.pool_scoring",
+)
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
@@ -43,27 +50,48 @@ def load_benchmarks() -> None:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(
+        prog="python -m benchmarks.run", description=__doc__.split("\n")[0]
+    )
     ap.add_argument("--quick", action="store_true", help="fewer rounds/steps and rows (< 3 min)")
     ap.add_argument("--only", nargs="+", metavar="NAME", help="benchmark names, prefixes or globs")
     ap.add_argument("--out", type=Path, help="result JSON path (default: benchmarks/results/...)")
-    ap.add_argument("--rounds", type=int, help="clean timed rounds per contender (default 7, quick 3)")
+    ap.add_argument(
+        "--rounds", type=int, help="clean timed rounds per contender (default 7, quick 3)"
+    )
     ap.add_argument("--steps", type=int, help="train steps per round for every workload")
     ap.add_argument("--steps-scale", type=float, default=1.0, help="multiply each workload's steps")
     ap.add_argument("--device", choices=("cpu", "gpu"), default=None, help="default: JAX's backend")
-    ap.add_argument("--dtype", choices=("f32", "bf16"), default=None, help="default: f32 on CPU, bf16 on GPU")
+    ap.add_argument(
+        "--dtype", choices=("f32", "bf16"), default=None, help="default: f32 on CPU, bf16 on GPU"
+    )
     ap.add_argument("--no-torch", action="store_true", help="skip the PyTorch peer")
-    ap.add_argument("--torch-compile", choices=("auto", "on", "off"), default="auto",
-                    help="the torch.compile contender in train-step rows (auto: full mode only; "
-                         "inductor compiles take tens of seconds per model on a small CPU)")
-    ap.add_argument("--foreign-limit", type=float, default=0.3,
-                    help="cores used by other processes above which a round counts as contended")
-    ap.add_argument("--quiet-budget", type=float, default=None,
-                    help="seconds per row to wait for other processes to go quiet (default 30, quick 5)")
-    ap.add_argument("--cpu-devices", default=os.environ.get("ML_ADV_CPU_DEVICES") or "auto",
-                    help="split the CPU into this many JAX devices ('auto', the default unless "
-                         "$ML_ADV_CPU_DEVICES says otherwise: one per usable core, as the ml-adv CLI "
-                         "does; 1: XLA's default single device)")
+    ap.add_argument(
+        "--torch-compile",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="the torch.compile contender in train-step rows (auto: full mode only; "
+        "inductor compiles take tens of seconds per model on a small CPU)",
+    )
+    ap.add_argument(
+        "--foreign-limit",
+        type=float,
+        default=0.3,
+        help="cores used by other processes above which a round counts as contended",
+    )
+    ap.add_argument(
+        "--quiet-budget",
+        type=float,
+        default=None,
+        help="seconds per row to wait for other processes to go quiet (default 30, quick 5)",
+    )
+    ap.add_argument(
+        "--cpu-devices",
+        default=os.environ.get("ML_ADV_CPU_DEVICES") or "auto",
+        help="split the CPU into this many JAX devices ('auto', the default unless "
+        "$ML_ADV_CPU_DEVICES says otherwise: one per usable core, as the ml-adv CLI "
+        "does; 1: XLA's default single device)",
+    )
     ap.add_argument("--list", action="store_true", help="list the benchmarks and exit")
     return ap.parse_args(argv)
 
@@ -129,7 +157,9 @@ def main(argv: list[str] | None = None) -> dict:
     device = args.device or ("gpu" if jax.default_backend() == "gpu" else "cpu")
     dtype = args.dtype or ("bf16" if device == "gpu" else "f32")
     if device == "gpu" and jax.default_backend() != "gpu":
-        print(f"note: --device gpu but JAX's backend is {jax.default_backend()!r}: running the GPU path there")
+        print(
+            f"note: --device gpu but JAX's backend is {jax.default_backend()!r}: running the GPU path there"
+        )
     torch, torch_device, torch_note = load_torch(args.no_torch, device)
     chosen = select(args.only, quick=args.quick)
     rounds = args.rounds or (3 if args.quick else 7)
@@ -149,7 +179,9 @@ def main(argv: list[str] | None = None) -> dict:
     }  # fmt: skip
     print(f"{env['cpu_model']} ({env['cores']} cores, AVX-512: {env['has_avx512']}), "
           f"JAX {env['versions']['jax']} on {env['jax_devices'][0]}; PyTorch: {torch_note}")  # fmt: skip
-    print(f"{len(chosen)} benchmarks, {rounds} rounds, dtype {dtype}, load average {env['loadavg_start']}")
+    print(
+        f"{len(chosen)} benchmarks, {rounds} rounds, dtype {dtype}, load average {env['loadavg_start']}"
+    )
     for b in chosen:
         t0 = time.perf_counter()
         print(f"[{time.perf_counter() - t_start:6.0f}s] {b.name}", flush=True)
@@ -162,11 +194,19 @@ def main(argv: list[str] | None = None) -> dict:
     wall = time.perf_counter() - t_start
     table = report.markdown(rows)
     print("\n" + table + "\n")
-    print("ratios a/b: times faster (>1: a wins), ratio of medians; * = median over contended rounds")
+    print(
+        "ratios a/b: times faster (>1: a wins), ratio of medians; * = median over contended rounds"
+    )
     out = args.out or default_out(env, settings)
     report.write_json(out, env, settings, rows, wall)
     print(f"wall time {wall:.0f} s; wrote {out}")
-    return {"environment": env, "settings": settings, "rows": rows, "table": table, "path": str(out)}
+    return {
+        "environment": env,
+        "settings": settings,
+        "rows": rows,
+        "table": table,
+        "path": str(out),
+    }
 
 
 if __name__ == "__main__":

@@ -32,7 +32,12 @@ import numpy as np
 from benchmarks.harness import Context, make_row, register
 from ml_adv.rundir import Run
 
-STACKED, LOOP, SEQUENTIAL, TORCH_FUNC = "ml_adv stacked", "per-member loop", "sequential scans", "torch.func"
+STACKED, LOOP, SEQUENTIAL, TORCH_FUNC = (
+    "ml_adv stacked",
+    "per-member loop",
+    "sequential scans",
+    "torch.func",
+)
 MEMBER_SCANS = "ml_adv member scans"
 ONE_DEVICE = "ml_adv stacked, one device"
 
@@ -55,14 +60,22 @@ def _data(n: int) -> tuple[np.ndarray, np.ndarray]:
 
     digits = load_dataset("digits_flat", split="train")
     reps = -(-n // len(digits))
-    return np.tile(digits.x, (reps, 1))[:n].astype(np.float32), np.tile(digits.y, reps)[:n].astype(np.int32)
+    return np.tile(digits.x, (reps, 1))[:n].astype(np.float32), np.tile(digits.y, reps)[:n].astype(
+        np.int32
+    )
 
 
 def _spec(width: int):
     from ml_adv import make_spec
 
-    return make_spec("mlp", input_shape=(64,), input_kind="features", num_classes=10, hidden_sizes=(width, width),
-                     dropout=0.0)
+    return make_spec(
+        "mlp",
+        input_shape=(64,),
+        input_kind="features",
+        num_classes=10,
+        hidden_sizes=(width, width),
+        dropout=0.0,
+    )
 
 
 def _ml_adv_contenders(width: int, x, y, shape: Members = FULL) -> dict:
@@ -75,24 +88,43 @@ def _ml_adv_contenders(width: int, x, y, shape: Members = FULL) -> dict:
     data = {"x": jnp.asarray(x), "y": jnp.asarray(y)}
     order = epoch_order(jax.random.PRNGKey(0), len(x), shape.batch)
     stacked = init_run(spec, config, example_x=x[:1], steps_per_epoch=shape.steps, members=shape.k)
-    one_device_epoch = make_epoch_fn(stacked.train_step, stacked=True).lower(stacked.state, data, order).compile()
-    scans_epoch = make_epoch_fn(stacked.train_step, stacked=True, members_as="scan").lower(
-        stacked.state, data, order).compile()
+    one_device_epoch = (
+        make_epoch_fn(stacked.train_step, stacked=True).lower(stacked.state, data, order).compile()
+    )
+    scans_epoch = (
+        make_epoch_fn(stacked.train_step, stacked=True, members_as="scan")
+        .lower(stacked.state, data, order)
+        .compile()
+    )
     single = init_run(spec, config, example_x=x[:1], steps_per_epoch=shape.steps)
     single_epoch = make_epoch_fn(single.train_step).lower(single.state, data, order).compile()
     step = jax.jit(single.train_step, donate_argnums=0)
     mesh = parallel.member_mesh(shape.k)
     if mesh is None:  # one device: fit_stacked's program is the one-device vmap
-        spread_state, spread_data, spread_order, stacked_epoch = stacked.state, data, order, one_device_epoch
+        spread_state, spread_data, spread_order, stacked_epoch = (
+            stacked.state,
+            data,
+            order,
+            one_device_epoch,
+        )
     else:  # fit_stacked's placement: members split over the devices, data replicated
-        spread_state = jax.device_put(jax.tree.map(jnp.copy, stacked.state), parallel.member_sharded(mesh))
+        spread_state = jax.device_put(
+            jax.tree.map(jnp.copy, stacked.state), parallel.member_sharded(mesh)
+        )
         spread_data, spread_order = jax.device_put((data, order), parallel.replicated(mesh))
-        stacked_epoch = make_epoch_fn(stacked.train_step, stacked=True, spmd_axis_name=parallel.MEMBER_AXIS).lower(
-            spread_state, spread_data, spread_order).compile()
+        stacked_epoch = (
+            make_epoch_fn(stacked.train_step, stacked=True, spmd_axis_name=parallel.MEMBER_AXIS)
+            .lower(spread_state, spread_data, spread_order)
+            .compile()
+        )
     copies = [jax.tree.map(jnp.copy, single.state) for _ in range(2 * shape.k)]
-    holder = {"stacked": spread_state, "one_device": jax.tree.map(jnp.copy, stacked.state),
-              "scans": jax.tree.map(jnp.copy, stacked.state), "singles": copies[:shape.k],
-              "loop": copies[shape.k:]}
+    holder = {
+        "stacked": spread_state,
+        "one_device": jax.tree.map(jnp.copy, stacked.state),
+        "scans": jax.tree.map(jnp.copy, stacked.state),
+        "singles": copies[: shape.k],
+        "loop": copies[shape.k :],
+    }
     batches = [{"x": data["x"][idx], "y": data["y"][idx]} for idx in order]
 
     def run_stacked():
@@ -119,7 +151,12 @@ def _ml_adv_contenders(width: int, x, y, shape: Members = FULL) -> dict:
                 holder["loop"][i], m = step(s, batch, s.step_key())
         return jax.block_until_ready(m)
 
-    fns = {STACKED: run_stacked, MEMBER_SCANS: run_member_scans, SEQUENTIAL: run_sequential, LOOP: run_loop}
+    fns = {
+        STACKED: run_stacked,
+        MEMBER_SCANS: run_member_scans,
+        SEQUENTIAL: run_sequential,
+        LOOP: run_loop,
+    }
     if mesh is not None:
         fns[ONE_DEVICE] = run_one_device
     return fns
@@ -131,8 +168,16 @@ def _torch_contender(torch, width: int, x, y, m: Members = FULL, device: str = "
 
     dev = torch.device(device)
     torch.manual_seed(0)
-    models = [nn.Sequential(nn.Linear(64, width), nn.ReLU(), nn.Linear(width, width), nn.ReLU(), nn.Linear(width, 10))
-              for _ in range(m.k)]
+    models = [
+        nn.Sequential(
+            nn.Linear(64, width),
+            nn.ReLU(),
+            nn.Linear(width, width),
+            nn.ReLU(),
+            nn.Linear(width, 10),
+        )
+        for _ in range(m.k)
+    ]
     params, buffers = stack_module_state(models)
     base = models[0].to(dev)
     params = {k: v.detach().to(dev).requires_grad_(True) for k, v in params.items()}
@@ -146,7 +191,7 @@ def _torch_contender(torch, width: int, x, y, m: Members = FULL, device: str = "
 
     def run():
         for s in range(m.steps):
-            xb, yb = xt[s * m.batch:(s + 1) * m.batch], yt[s * m.batch:(s + 1) * m.batch]
+            xb, yb = xt[s * m.batch : (s + 1) * m.batch], yt[s * m.batch : (s + 1) * m.batch]
             grads = grads_of({k: v.detach() for k, v in params.items()}, buffers, xb, yb)
             for k, v in params.items():
                 v.grad = grads[k]
@@ -164,15 +209,33 @@ def _members_row(ctx: Context, width: int, m: Members = FULL) -> list[dict]:
         fns[TORCH_FUNC] = _torch_contender(ctx.torch, width, x, y, m, ctx.torch_device)
     timing = ctx.time(fns)
     peers = tuple(n for n in (LOOP, SEQUENTIAL, TORCH_FUNC, MEMBER_SCANS, ONE_DEVICE) if n in fns)
-    extra = {"members": m.k, "batch": m.batch, "steps": m.steps, "optimizer": "adam",
-             "devices": jax.device_count(), "torch_device": ctx.torch_device}
-    return [make_row(f"stacked/mlp-w{width}", "stacked", f"K={m.k} MLP 64-{width}-{width}-10",
-                     timing, rounds=ctx.rounds, work_per_round=m.k * m.steps,
-                     unit="member-steps/s", subject=STACKED, peers=peers, extra=extra)]
+    extra = {
+        "members": m.k,
+        "batch": m.batch,
+        "steps": m.steps,
+        "optimizer": "adam",
+        "devices": jax.device_count(),
+        "torch_device": ctx.torch_device,
+    }
+    return [
+        make_row(
+            f"stacked/mlp-w{width}",
+            "stacked",
+            f"K={m.k} MLP 64-{width}-{width}-10",
+            timing,
+            rounds=ctx.rounds,
+            work_per_round=m.k * m.steps,
+            unit="member-steps/s",
+            subject=STACKED,
+            peers=peers,
+            extra=extra,
+        )
+    ]
 
 
-def _population_row(ctx: Context, arch: str, p: int = 16, epochs: int = 3,
-                    examples: int | None = None) -> list[dict]:
+def _population_row(
+    ctx: Context, arch: str, p: int = 16, epochs: int = 3, examples: int | None = None
+) -> list[dict]:
     """P learning rates: one ``fit_stacked`` call against P ``fit`` calls (compiles included,
     as a user sees).
 
@@ -187,14 +250,23 @@ def _population_row(ctx: Context, arch: str, p: int = 16, epochs: int = 3,
         train, spec = load_dataset("digits_flat", split="train"), _spec(64)
     else:
         train = load_dataset("digits", split="train")
-        spec = make_spec("cnn", input_shape=train.example_shape, input_kind="image", num_classes=10, size="tiny")
+        spec = make_spec(
+            "cnn", input_shape=train.example_shape, input_kind="image", num_classes=10, size="tiny"
+        )
     if examples is not None:
         train = train.subset(np.arange(min(examples, len(train))))
     config = TrainConfig(batch_size=32, epochs=epochs)
     rates = np.geomspace(1e-4, 3e-2, p)
 
     def population():
-        fit_stacked(spec, train, config, members=p, member_hparams={"learning_rate": rates}, run=Run(progress=False))
+        fit_stacked(
+            spec,
+            train,
+            config,
+            members=p,
+            member_hparams={"learning_rate": rates},
+            run=Run(progress=False),
+        )
 
     def sequential():
         for r in rates:
@@ -204,14 +276,31 @@ def _population_row(ctx: Context, arch: str, p: int = 16, epochs: int = 3,
     steps = p * epochs * (len(train) // 32)
     name = "stacked/population-lr" if arch == "mlp" else f"stacked/population-lr-{arch}"
     model = "digits MLP 64-64-64-10" if arch == "mlp" else "digits CNN (tiny)"
-    return [make_row(name, "stacked", f"P={p} learning rates, {model}, {epochs} epochs", timing,
-                     rounds=ctx.rounds, work_per_round=steps, unit="member-steps/s", subject="ml_adv population",
-                     peers=("sequential fit",), extra={"members": p, "devices": jax.device_count(),
-                            "note": "compiles included on both sides"})]
+    return [
+        make_row(
+            name,
+            "stacked",
+            f"P={p} learning rates, {model}, {epochs} epochs",
+            timing,
+            rounds=ctx.rounds,
+            work_per_round=steps,
+            unit="member-steps/s",
+            subject="ml_adv population",
+            peers=("sequential fit",),
+            extra={
+                "members": p,
+                "devices": jax.device_count(),
+                "note": "compiles included on both sides",
+            },
+        )
+    ]
 
 
 register("stacked/mlp-w32", group="stacked")(lambda ctx: _members_row(ctx, 32))
 register("stacked/mlp-w128", group="stacked")(lambda ctx: _members_row(ctx, 128))
-register("stacked/population-lr", group="stacked", quick=False)(lambda ctx: _population_row(ctx, "mlp"))
-register("stacked/population-lr-cnn", group="stacked", quick=False)(lambda ctx: _population_row(ctx, "cnn"))
-
+register("stacked/population-lr", group="stacked", quick=False)(
+    lambda ctx: _population_row(ctx, "mlp")
+)
+register("stacked/population-lr-cnn", group="stacked", quick=False)(
+    lambda ctx: _population_row(ctx, "cnn")
+)

@@ -57,7 +57,9 @@ def _probe(label: str, stmt: str, samples: dict[str, list[float]], seen: dict[st
     code = _PROBE.format(stmt=stmt, heavy=HEAVY)
 
     def run():
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True
+        )
         rec = json.loads(out.stdout.strip().splitlines()[-1])
         samples[label].append(rec["s"])
         seen[label] = rec["heavy"]
@@ -90,7 +92,10 @@ def fit_compile(ctx: Context) -> list[dict]:
     x, y = wl.data(wl.batch * 8)
     ds = ArrayDataset(x, y)
     config = TrainConfig(epochs=1, batch_size=wl.batch, mixed_precision=ctx.dtype == "bf16")
-    samples = [fit(wl.spec(), ds, config, run=Run(progress=False)).compile_seconds for _ in range(1 if ctx.quick else 3)]
+    samples = [
+        fit(wl.spec(), ds, config, run=Run(progress=False)).compile_seconds
+        for _ in range(1 if ctx.quick else 3)
+    ]
     return [simple_row(
         "startup/fit-compile", "startup", "fit() first-epoch compile, digits CNN",
         {"fit compile_seconds": float(np.median(samples))}, unit="s", higher_is_better=False,
@@ -113,7 +118,9 @@ def _transformer_state(vocab: int):
     state = create_train_state(wl.spec().build(), x, tx, init_key=key, rng=key)
     leaves, treedef = jax.tree.flatten(state.params)
     keys = jax.random.split(jax.random.PRNGKey(1), len(leaves))
-    grads = treedef.unflatten([jax.random.normal(k, a.shape, a.dtype) for k, a in zip(keys, leaves)])
+    grads = treedef.unflatten(
+        [jax.random.normal(k, a.shape, a.dtype) for k, a in zip(keys, leaves)]
+    )
     _, opt_state = jax.jit(tx.update)(grads, state.opt_state, state.params)
     return state.replace(opt_state=opt_state).checkpoint_items()
 
@@ -164,7 +171,10 @@ def checkpoint(ctx: Context) -> list[dict]:
     disk_mb = sum(f.stat().st_size for f in (tmp / "orbax").rglob("*") if f.is_file()) / 1e6
     shutil.rmtree(tmp, ignore_errors=True)
     rows = []
-    ops = {"save": ("ml_adv save", ("np.save", "np.save+fsync")), "restore": ("ml_adv restore", ("np.load",))}
+    ops = {
+        "save": ("ml_adv save", ("np.save", "np.save+fsync")),
+        "restore": ("ml_adv restore", ("np.load",)),
+    }
     for op, (ours, peers) in ops.items():
         names = (ours, *peers)
         sub = type(timing)(

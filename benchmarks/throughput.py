@@ -79,8 +79,11 @@ def build_contenders(ctx: Context, wl: Workload, x, y, epochs: int) -> list:
     if ctx.torch is not None and ctx.wants(TORCH):
         out.append(torch_contender(ctx.torch, wl, x, y, epochs, device=ctx.torch_device, bf16=bf16))
     if ctx.torch is not None and ctx.torch_compile and ctx.wants(TORCH_COMPILE):
-        out.append(torch_contender(ctx.torch, wl, x, y, epochs, compiled=True,
-                                   device=ctx.torch_device, bf16=bf16))
+        out.append(
+            torch_contender(
+                ctx.torch, wl, x, y, epochs, compiled=True, device=ctx.torch_device, bf16=bf16
+            )
+        )
     check_params(wl, out)
     return out
 
@@ -91,16 +94,24 @@ def check_params(wl: Workload, contenders: list) -> None:
         raise ParamCountMismatch(f"{wl.name}: parameter counts differ between contenders: {counts}")
 
 
-def run_workload(ctx: Context, wl: Workload, *, name: str | None = None, title: str | None = None,
-                 steps: int | None = None, keep: dict | None = None) -> list[dict]:
+def run_workload(
+    ctx: Context,
+    wl: Workload,
+    *,
+    name: str | None = None,
+    title: str | None = None,
+    steps: int | None = None,
+    keep: dict | None = None,
+) -> list[dict]:
     """The throughput row and its compile row; ``keep`` receives the contenders and data
     (``add_torch_compile`` times ``torch.compile`` against them later)."""
     epoch_steps, epochs = plan(ctx, wl, steps)
     steps = epoch_steps * epochs
     name = name or f"throughput/{wl.name}"
     title = title or f"{wl.arch} {wl.size}"
-    ctx.log(f"  {wl.name}: {wl.description}; {steps} steps per round ({epochs} epoch(s)), "
-            f"{ctx.dtype}")
+    ctx.log(
+        f"  {wl.name}: {wl.description}; {steps} steps per round ({epochs} epoch(s)), {ctx.dtype}"
+    )
     x, y = wl.data(epoch_steps * wl.batch)
     contenders = build_contenders(ctx, wl, x, y, epochs)
     timing = ctx.time({c.name: c.run_round for c in contenders})
@@ -131,7 +142,13 @@ def run_workload(ctx: Context, wl: Workload, *, name: str | None = None, title: 
         if c.get("first_round_s") is not None
     }  # fmt: skip
     values = {"ml_adv epoch AOT compile": contenders[0].compile_s}
-    values.update({f"{c.name} first step (compile)": c.compile_s for c in contenders if c.name == TORCH_COMPILE})
+    values.update(
+        {
+            f"{c.name} first step (compile)": c.compile_s
+            for c in contenders
+            if c.name == TORCH_COMPILE
+        }
+    )
     values.update({f"{n} first-round excess": v for n, v in overhead.items()})
     compile_row = simple_row(
         name.replace("throughput/", "compile/", 1), "compile", title, values, unit="s",
@@ -152,8 +169,16 @@ def add_torch_compile(ctx: Context, row: dict, compile_row: dict | None, kept: d
     kept in ``extra``.
     """
     wl = kept["wl"]
-    compiled = torch_contender(ctx.torch, wl, kept["x"], kept["y"], kept["epochs"], compiled=True,
-                               device=ctx.torch_device, bf16=ctx.dtype == "bf16")
+    compiled = torch_contender(
+        ctx.torch,
+        wl,
+        kept["x"],
+        kept["y"],
+        kept["epochs"],
+        compiled=True,
+        device=ctx.torch_device,
+        bf16=ctx.dtype == "bf16",
+    )
     ml_adv = kept["contenders"][0]
     check_params(wl, [ml_adv, compiled])
     timing = ctx.time({ML_ADV: ml_adv.run_round, TORCH_COMPILE: compiled.run_round})
@@ -164,8 +189,10 @@ def add_torch_compile(ctx: Context, row: dict, compile_row: dict | None, kept: d
     row["ratios"].update(sub["ratios"])
     row["paired_ratios"].update(sub["paired_ratios"])
     row["extra"]["torch_compile_rounds"] = {
-        "ml_adv_value": sub["contenders"][ML_ADV]["value"], "cycles": sub["cycles"],
-        "compile_s": compiled.compile_s}
+        "ml_adv_value": sub["contenders"][ML_ADV]["value"],
+        "cycles": sub["cycles"],
+        "compile_s": compiled.compile_s,
+    }
     if compile_row is not None:
         key = f"{TORCH_COMPILE} first step (compile)"
         compile_row["contenders"][key] = {"value": compiled.compile_s}

@@ -94,7 +94,10 @@ class Workload:
             overrides["attention_dropout"] = 0.0
         arch = AdvancedModelArchitecture(self.arch, size=self.ml_adv_size, **overrides)
         return arch.design_architecture(
-            self.input_dim, self.num_classes, input_shape=self.input_shape, input_kind=self.input_kind
+            self.input_dim,
+            self.num_classes,
+            input_shape=self.input_shape,
+            input_kind=self.input_kind,
         )
 
     def data(self, num_examples: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

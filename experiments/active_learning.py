@@ -26,8 +26,25 @@ def main() -> int:
     parser.add_argument("--rounds", default="10")
     parser.add_argument("--run-dir", default="runs/active_learning")
     args = parser.parse_args()
-    return cli(["active-learn", "--data", "digits", "--strategies", STRATEGIES, "--seeds", args.seeds,
-                "--rounds", args.rounds, "--query-size", "20", "--initial", "20", "--run-dir", args.run_dir])
+    return cli(
+        [
+            "active-learn",
+            "--data",
+            "digits",
+            "--strategies",
+            STRATEGIES,
+            "--seeds",
+            args.seeds,
+            "--rounds",
+            args.rounds,
+            "--query-size",
+            "20",
+            "--initial",
+            "20",
+            "--run-dir",
+            args.run_dir,
+        ]
+    )
 
 
 if __name__ == "__main__":

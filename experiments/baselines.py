@@ -102,10 +102,18 @@ def _recipes() -> dict[tuple[str, str], Recipe]:
     cnn = Recipe("small", epochs=6, full_epochs=15, learning_rate=2e-3)
     fashion_cnn = dataclasses.replace(cnn, epochs=9, full_epochs=30, augment="shift1")
     mlp = Recipe("base", epochs=10, full_epochs=30, learning_rate=1e-3)
-    lstm = Recipe("small", epochs=4, full_epochs=20, learning_rate=2e-3,
-                  overrides=(("hidden_size", 128),))
-    transformer = Recipe("small", epochs=3, full_epochs=30, learning_rate=1e-3, weight_decay=0.05,
-                         optimizer="adamw", overrides=(("pooling", "cls"),))
+    lstm = Recipe(
+        "small", epochs=4, full_epochs=20, learning_rate=2e-3, overrides=(("hidden_size", 128),)
+    )
+    transformer = Recipe(
+        "small",
+        epochs=3,
+        full_epochs=30,
+        learning_rate=1e-3,
+        weight_decay=0.05,
+        optimizer="adamw",
+        overrides=(("pooling", "cls"),),
+    )
     table = {}
     for dataset in DATASETS:
         table[(dataset, "cnn")] = fashion_cnn if dataset == "fashion_mnist" else cnn

@@ -37,15 +37,26 @@ def use_shared_data() -> None:
         os.environ["ML_ADV_DATA_DIR"] = str(SHARED_DATA)
 
 
-def parser(description: str, *, default_seeds: Sequence[int] = (0, 1, 2)) -> argparse.ArgumentParser:
+def parser(
+    description: str, *, default_seeds: Sequence[int] = (0, 1, 2)
+) -> argparse.ArgumentParser:
     """The arguments every experiment takes: ``--seeds``, ``--quick``, ``--out``."""
     p = argparse.ArgumentParser(description=description.strip().splitlines()[0])
     p.add_argument("--seeds", type=int, nargs="+", default=list(default_seeds), help="seeds to run")
-    p.add_argument("--quick", action="store_true",
-                   help="a tiny version of the protocol for the test suite (results go to a temporary folder)")
-    p.add_argument("--out", type=Path, default=None,
-                   help="results folder (default: experiments/results, or a temporary one with --quick)")
-    p.add_argument("--force", action="store_true", help="rerun seeds that already have a result file")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="a tiny version of the protocol for the test suite (results go to a temporary folder)",
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="results folder (default: experiments/results, or a temporary one with --quick)",
+    )
+    p.add_argument(
+        "--force", action="store_true", help="rerun seeds that already have a result file"
+    )
     return p
 
 
@@ -59,19 +70,41 @@ def result_path(root: Path, experiment: str, setting: str, seed: int) -> Path:
     return root / experiment / f"{setting}-seed{seed}.json"
 
 
-def done(root: Path, experiment: str, setting: str, seed: int, args: argparse.Namespace | None = None) -> bool:
+def done(
+    root: Path, experiment: str, setting: str, seed: int, args: argparse.Namespace | None = None
+) -> bool:
     """True when this (setting, seed) already has a result file (and ``--force`` is not given)."""
-    return not (args is not None and args.force) and result_path(root, experiment, setting, seed).is_file()
+    return (
+        not (args is not None and args.force)
+        and result_path(root, experiment, setting, seed).is_file()
+    )
 
 
-def write_result(root: Path, experiment: str, setting: str, seed: int, *, protocol: dict, results: dict,
-                 seconds: float, quick: bool) -> Path:
+def write_result(
+    root: Path,
+    experiment: str,
+    setting: str,
+    seed: int,
+    *,
+    protocol: dict,
+    results: dict,
+    seconds: float,
+    quick: bool,
+) -> Path:
     """Write one record atomically (temporary file, then rename)."""
     path = result_path(root, experiment, setting, seed)
     path.parent.mkdir(parents=True, exist_ok=True)
-    record = {"experiment": experiment, "setting": setting, "seed": int(seed), "quick": bool(quick),
-              "protocol": protocol, "results": results, "seconds": round(float(seconds), 1),
-              "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "machine": machine()}
+    record = {
+        "experiment": experiment,
+        "setting": setting,
+        "seed": int(seed),
+        "quick": bool(quick),
+        "protocol": protocol,
+        "results": results,
+        "seconds": round(float(seconds), 1),
+        "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine(),
+    }
     part = path.with_suffix(".json.part")
     part.write_text(json.dumps(record, indent=1, default=_plain) + "\n")
     os.replace(part, path)
@@ -81,8 +114,14 @@ def write_result(root: Path, experiment: str, setting: str, seed: int, *, protoc
 def load_results(experiment: str, root: Path = RESULTS) -> list[dict[str, Any]]:
     """Every record of ``experiment`` under ``root``, sorted by (setting, seed); quick runs skipped."""
     folder = root / experiment
-    records = [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))] if folder.is_dir() else []
-    return sorted((r for r in records if not r.get("quick")), key=lambda r: (r["setting"], r["seed"]))
+    records = (
+        [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
+        if folder.is_dir()
+        else []
+    )
+    return sorted(
+        (r for r in records if not r.get("quick")), key=lambda r: (r["setting"], r["seed"])
+    )
 
 
 def machine() -> dict[str, Any]:
@@ -92,7 +131,9 @@ def machine() -> dict[str, Any]:
     cpu = platform.processor()
     try:
         with open("/proc/cpuinfo") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+            cpu = next(
+                (line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu
+            )
     except OSError:
         pass
     versions = {}
@@ -112,13 +153,17 @@ def machine() -> dict[str, Any]:
 
 def mean_std(values: Iterable[float | None]) -> tuple[float | None, float | None, int]:
     """``(mean, sample std, n)`` over the non-None values (std None for n < 2)."""
-    xs = [float(v) for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    xs = [
+        float(v) for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))
+    ]
     if not xs:
         return None, None, 0
     return statistics.fmean(xs), (statistics.stdev(xs) if len(xs) > 1 else None), len(xs)
 
 
-def fmt_mean_std(values: Iterable[float | None], pattern: str = "{:.4f}", *, of: int | None = None) -> str:
+def fmt_mean_std(
+    values: Iterable[float | None], pattern: str = "{:.4f}", *, of: int | None = None
+) -> str:
     """``"0.9912 ± 0.0004"``; ``"-"`` when nothing; ``"(2/3 seeds)"`` appended when some are missing."""
     values = list(values)
     mean, std, n = mean_std(values)

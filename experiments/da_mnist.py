@@ -56,11 +56,19 @@ SETTINGS = ("two_moons", "mnist_to_mnistm", "mnist_to_digits")
 METHODS = {
     "two_moons": ("source_only", "dann", "dann_weight_0"),
     "mnist_to_mnistm": ("source_only", "dann", "target_only"),
-    "mnist_to_digits": ("source_only", "dann", "fine_tuning", "transfer", "transfer_probe_then_finetune",
-                        "target_only"),
+    "mnist_to_digits": (
+        "source_only",
+        "dann",
+        "fine_tuning",
+        "transfer",
+        "transfer_probe_then_finetune",
+        "target_only",
+    ),
 }
-SUMMARY_METHODS = {"mnist_to_mnistm": METHODS["mnist_to_mnistm"],
-                   "mnist_to_digits": ("source_only", "dann", "fine_tuning", "transfer", "target_only")}
+SUMMARY_METHODS = {
+    "mnist_to_mnistm": METHODS["mnist_to_mnistm"],
+    "mnist_to_digits": ("source_only", "dann", "fine_tuning", "transfer", "target_only"),
+}
 # Ganin et al. 2016, Table 2 (MNIST -> MNIST-M, target test accuracy).
 PAPER = {"source_only": 0.5225, "dann": 0.7666, "target_only": 0.9596}
 SEED_CLAIM = 0.80  # SEED.md: "Domain Adaptation: >= 80% performance transfer between domains"
@@ -72,30 +80,52 @@ class Protocol:
     """Step budgets and sizes of one protocol (``PROTOCOLS``); every other setting is the paper's."""
 
     name: str
-    mnistm_epochs: int          # passes over the source train set (937 steps of 64 each)
-    digits_dann_epochs: int     # DANN passes over MNIST (the digits cycle)
-    digits_target_epochs: int   # train-on-target passes over the 1,437 digits (22 steps each)
-    adapt_steps: int            # fine-tuning / transfer optimizer steps
-    moons_epochs: int           # 10 steps each (300 source points, batch 30)
-    batch_size: int = 64        # per domain: a DANN step reads 64 source + 64 target images
+    mnistm_epochs: int  # passes over the source train set (937 steps of 64 each)
+    digits_dann_epochs: int  # DANN passes over MNIST (the digits cycle)
+    digits_target_epochs: int  # train-on-target passes over the 1,437 digits (22 steps each)
+    adapt_steps: int  # fine-tuning / transfer optimizer steps
+    moons_epochs: int  # 10 steps each (300 source points, batch 30)
+    batch_size: int = 64  # per domain: a DANN step reads 64 source + 64 target images
     adapt_batch_size: int = 32
     labels_per_class: int = 10
-    train_examples: int | None = None   # None: MNIST's 60,000
-    test_examples: int | None = None    # None: the 10,000 test images
+    train_examples: int | None = None  # None: MNIST's 60,000
+    test_examples: int | None = None  # None: the 10,000 test images
 
 
 PROTOCOLS = {
     # What fits ~3 h of CPU time on the 2-core EPYC (module docstring: timings).
-    "cpu": Protocol("cpu", mnistm_epochs=3, digits_dann_epochs=2,
-                    digits_target_epochs=45, adapt_steps=300, moons_epochs=1000),
+    "cpu": Protocol(
+        "cpu",
+        mnistm_epochs=3,
+        digits_dann_epochs=2,
+        digits_target_epochs=45,
+        adapt_steps=300,
+        moons_epochs=1000,
+    ),
     # The paper states no iteration count: 10 passes (9,370 steps of 64 + 64) exceed the 8,600
     # steps of 32 + 32 of the best-known re-implementation (pumpikano/tf-dann). For a GPU.
-    "full": Protocol("full", mnistm_epochs=10, digits_dann_epochs=10,
-                     digits_target_epochs=450, adapt_steps=1000, moons_epochs=1000),
+    "full": Protocol(
+        "full",
+        mnistm_epochs=10,
+        digits_dann_epochs=10,
+        digits_target_epochs=450,
+        adapt_steps=1000,
+        moons_epochs=1000,
+    ),
     # The test suite's: the same code path on a tiny slice.
-    "quick": Protocol("quick", mnistm_epochs=1, digits_dann_epochs=1,
-                      digits_target_epochs=1, adapt_steps=4, moons_epochs=3, batch_size=16,
-                      adapt_batch_size=8, labels_per_class=2, train_examples=64, test_examples=32),
+    "quick": Protocol(
+        "quick",
+        mnistm_epochs=1,
+        digits_dann_epochs=1,
+        digits_target_epochs=1,
+        adapt_steps=4,
+        moons_epochs=3,
+        batch_size=16,
+        adapt_batch_size=8,
+        labels_per_class=2,
+        train_examples=64,
+        test_examples=32,
+    ),
 }
 
 
@@ -111,8 +141,13 @@ def moons(n: int, seed: int, angle: float = 0.0):
     t = np.deg2rad(angle)
     rotation = np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]])
     x = (x - centre) @ rotation.T + centre
-    return ArrayDataset(x.astype(np.float32), y.astype(np.int32), num_classes=2, input_kind="features",
-                        name=f"moons_{angle:g}")
+    return ArrayDataset(
+        x.astype(np.float32),
+        y.astype(np.int32),
+        num_classes=2,
+        input_kind="features",
+        name=f"moons_{angle:g}",
+    )
 
 
 def digits_as_mnist(split: str):
@@ -133,8 +168,14 @@ def digits_as_mnist(split: str):
     big = np.einsum("oi,nij,pj->nop", w, digits.x[..., 0].astype(np.float64), w)
     framed = np.pad(big, ((0, 0), (4, 4), (4, 4)))
     gray = np.clip(np.rint(framed * 255.0), 0, 255).astype(np.uint8)
-    return ArrayDataset(np.repeat(gray[..., None], 3, axis=-1), digits.y, num_classes=10, input_kind="image",
-                        name=f"digits_28:{split}", info={"from": "digits", "resize": "linear 8x8 -> 20x20, padded"})
+    return ArrayDataset(
+        np.repeat(gray[..., None], 3, axis=-1),
+        digits.y,
+        num_classes=10,
+        input_kind="image",
+        name=f"digits_28:{split}",
+        info={"from": "digits", "resize": "linear 8x8 -> 20x20, padded"},
+    )
 
 
 def _head(data, n: int | None):
@@ -151,16 +192,23 @@ def mnistm_domains(p: Protocol):
     """``(source train, source test, target train, target test)``: MNIST as RGB and MNIST-M."""
     from ml_adv.data.catalog import load_dataset
 
-    return (_head(mnistm_source("train"), p.train_examples), _head(mnistm_source("test"), p.test_examples),
-            _head(load_dataset("mnist_m", split="train"), p.train_examples),
-            _head(load_dataset("mnist_m", split="test"), p.test_examples))
+    return (
+        _head(mnistm_source("train"), p.train_examples),
+        _head(mnistm_source("test"), p.test_examples),
+        _head(load_dataset("mnist_m", split="train"), p.train_examples),
+        _head(load_dataset("mnist_m", split="test"), p.test_examples),
+    )
 
 
 def digits_domains(p: Protocol):
     """``(MNIST train, MNIST test, digits train, digits test)``, all 28x28x3 uint8 (gray as RGB)."""
 
-    return (_head(mnistm_source("train"), p.train_examples), _head(mnistm_source("test"), p.test_examples),
-            _head(digits_as_mnist("train"), p.train_examples), _head(digits_as_mnist("test"), p.test_examples))
+    return (
+        _head(mnistm_source("train"), p.train_examples),
+        _head(mnistm_source("test"), p.test_examples),
+        _head(digits_as_mnist("train"), p.train_examples),
+        _head(digits_as_mnist("test"), p.test_examples),
+    )
 
 
 # ------------------------------------------------------------------ training
@@ -168,15 +216,24 @@ def sgd_config(p: Protocol, epochs: int, seed: int, **changes):
     """The paper's optimiser: SGD, momentum 0.9, ``0.01 / (1 + 10 p)^0.75`` over the run."""
     from ml_adv.training.config import TrainConfig
 
-    return TrainConfig(batch_size=p.batch_size, epochs=epochs, optimizer="momentum",
-                       optimizer_options={"momentum": 0.9}, learning_rate=0.01, schedule="dann", seed=seed,
-                       **changes)
+    return TrainConfig(
+        batch_size=p.batch_size,
+        epochs=epochs,
+        optimizer="momentum",
+        optimizer_options={"momentum": 0.9},
+        learning_rate=0.01,
+        schedule="dann",
+        seed=seed,
+        **changes,
+    )
 
 
 def cnn(example_shape):
     from ml_adv import make_spec
 
-    return make_spec("cnn", input_shape=example_shape, input_kind="image", num_classes=10, size="dann")
+    return make_spec(
+        "cnn", input_shape=example_shape, input_kind="image", num_classes=10, size="dann"
+    )
 
 
 def train_plain(spec, data, config, run_dir):
@@ -186,7 +243,9 @@ def train_plain(spec, data, config, run_dir):
     from ml_adv.training.trained_model import TrainedModel
 
     result = fit(spec, data, config, run=Run.at(run_dir, progress=False))
-    return TrainedModel(spec, result.state.variables()), result.history[-1] if result.history else {}
+    return TrainedModel(spec, result.state.variables()), result.history[
+        -1
+    ] if result.history else {}
 
 
 def train_dann(spec, source, target, config, run_dir, **options):
@@ -196,7 +255,9 @@ def train_dann(spec, source, target, config, run_dir, **options):
     from ml_adv.training.trained_model import TrainedModel
 
     result = fit_dann(spec, source, target, config, run=Run.at(run_dir, progress=False), **options)
-    return TrainedModel(spec, result.variables), result.fit.history[-1] if result.fit.history else {}
+    return TrainedModel(spec, result.variables), result.fit.history[
+        -1
+    ] if result.fit.history else {}
 
 
 def _dann_record(last: dict) -> dict[str, float]:
@@ -223,15 +284,43 @@ def run_moons(seed: int, p: Protocol, runs: Path) -> dict[str, Any]:
     runs = runs / "two_moons"
     source, target = moons(300, 3 * seed, 0.0), moons(300, 3 * seed + 1, MOONS_ANGLE)
     test = moons(1000, 3 * seed + 2, MOONS_ANGLE)
-    spec = make_spec("mlp", input_shape=(2,), input_kind="features", num_classes=2, size="tiny",
-                     hidden_sizes=(15,), dropout=0.0, activation="tanh")
-    config = TrainConfig(batch_size=30, epochs=p.moons_epochs, optimizer="momentum", learning_rate=0.05, seed=seed)
-    grid = np.stack(np.meshgrid(*[np.linspace(-2.0, 3.0, MOONS_GRID)] * 2), -1).reshape(-1, 2).astype(np.float32)
-    out: dict[str, Any] = {"grid": {"low": -2.0, "high": 3.0, "size": MOONS_GRID}, "grid_predictions": {}}
-    runs_ = {"source_only": lambda: train_plain(spec, source, config, runs / "source_only"),
-             "dann": lambda: train_dann(spec, source, target, config, runs / "dann", discriminator_hidden=()),
-             "dann_weight_0": lambda: train_dann(spec, source, target, config, runs / "dann_weight_0",
-                                                 discriminator_hidden=(), domain_weight=0.0)}
+    spec = make_spec(
+        "mlp",
+        input_shape=(2,),
+        input_kind="features",
+        num_classes=2,
+        size="tiny",
+        hidden_sizes=(15,),
+        dropout=0.0,
+        activation="tanh",
+    )
+    config = TrainConfig(
+        batch_size=30, epochs=p.moons_epochs, optimizer="momentum", learning_rate=0.05, seed=seed
+    )
+    grid = (
+        np.stack(np.meshgrid(*[np.linspace(-2.0, 3.0, MOONS_GRID)] * 2), -1)
+        .reshape(-1, 2)
+        .astype(np.float32)
+    )
+    out: dict[str, Any] = {
+        "grid": {"low": -2.0, "high": 3.0, "size": MOONS_GRID},
+        "grid_predictions": {},
+    }
+    runs_ = {
+        "source_only": lambda: train_plain(spec, source, config, runs / "source_only"),
+        "dann": lambda: train_dann(
+            spec, source, target, config, runs / "dann", discriminator_hidden=()
+        ),
+        "dann_weight_0": lambda: train_dann(
+            spec,
+            source,
+            target,
+            config,
+            runs / "dann_weight_0",
+            discriminator_hidden=(),
+            domain_weight=0.0,
+        ),
+    }
     for name, run in runs_.items():
         model, last = _timed(out, name, run, lambda m: m.evaluate(test)["accuracy"])
         out["grid_predictions"][name] = "".join(map(str, np.asarray(model.predict(grid)).tolist()))
@@ -242,11 +331,14 @@ def run_moons(seed: int, p: Protocol, runs: Path) -> dict[str, Any]:
 
 def _scorer(out: dict, source_test, target_test):
     """``evaluate(name)``: a scorer recording source test accuracy and returning target test accuracy."""
+
     def evaluate(name):
         def score(model):
             out.setdefault("source_accuracy", {})[name] = model.evaluate(source_test)["accuracy"]
             return model.evaluate(target_test)["accuracy"]
+
         return score
+
     return evaluate
 
 
@@ -254,22 +346,40 @@ def source_model(seed: int, p: Protocol, runs: Path):
     """The source-only model on MNIST as RGB: one per seed, shared by both MNIST settings (its
     checkpoint in ``runs/mnist_source_only`` is restored, not retrained, by the second)."""
     source = _head(mnistm_source("train"), p.train_examples)
-    return train_plain(cnn(source.example_shape), source, sgd_config(p, p.mnistm_epochs, seed),
-                       runs / "mnist_source_only")
+    return train_plain(
+        cnn(source.example_shape),
+        source,
+        sgd_config(p, p.mnistm_epochs, seed),
+        runs / "mnist_source_only",
+    )
 
 
 def run_mnistm(seed: int, p: Protocol, runs: Path) -> dict[str, Any]:
     """Source-only, DANN and train-on-target, each ``p.mnistm_epochs`` passes, the paper's optimiser."""
     source, source_test, target, target_test = mnistm_domains(p)
-    spec, config, runs_ = cnn(source.example_shape), sgd_config(p, p.mnistm_epochs, seed), runs / "mnist_to_mnistm"
+    spec, config, runs_ = (
+        cnn(source.example_shape),
+        sgd_config(p, p.mnistm_epochs, seed),
+        runs / "mnist_to_mnistm",
+    )
     out: dict[str, Any] = {"steps": p.mnistm_epochs * (len(source) // p.batch_size)}
     evaluate = _scorer(out, source_test, target_test)
     _timed(out, "source_only", lambda: source_model(seed, p, runs), evaluate("source_only"))
-    _, last = _timed(out, "dann", lambda: train_dann(spec, source, target, config, runs_ / "dann",
-                                                     discriminator_hidden=(100,)), evaluate("dann"))
+    _, last = _timed(
+        out,
+        "dann",
+        lambda: train_dann(
+            spec, source, target, config, runs_ / "dann", discriminator_hidden=(100,)
+        ),
+        evaluate("dann"),
+    )
     out["dann_last_epoch"] = _dann_record(last)
-    _timed(out, "target_only", lambda: train_plain(spec, target, config, runs_ / "target_only"),
-           evaluate("target_only"))
+    _timed(
+        out,
+        "target_only",
+        lambda: train_plain(spec, target, config, runs_ / "target_only"),
+        evaluate("target_only"),
+    )
     return out
 
 
@@ -279,8 +389,12 @@ def adapt(method: str, p: Protocol, seed: int, model, domains, labeled, head_fra
     from ml_adv.training.config import TrainConfig
 
     source, source_test, target, target_test = domains
-    da = AdvancedDomainAdaptation(method, TrainConfig(batch_size=p.adapt_batch_size, learning_rate=1e-3, seed=seed),
-                                  steps=p.adapt_steps, head_fraction=head_fraction)
+    da = AdvancedDomainAdaptation(
+        method,
+        TrainConfig(batch_size=p.adapt_batch_size, learning_rate=1e-3, seed=seed),
+        steps=p.adapt_steps,
+        head_fraction=head_fraction,
+    )
     da.set_source_domain(source, test=source_test)
     da.set_target_domain(target, labeled=labeled, test=target_test)
     return da.adapt_model(model), {}
@@ -295,16 +409,42 @@ def run_digits(seed: int, p: Protocol, runs: Path) -> dict[str, Any]:
     labeled = labelled_sample(target, p.labels_per_class, seed)
     out: dict[str, Any] = {"labelled_target_examples": len(labeled)}
     evaluate = _scorer(out, source_test, target_test)
-    model, _ = _timed(out, "source_only", lambda: source_model(seed, p, runs), evaluate("source_only"))
-    _, last = _timed(out, "dann", lambda: train_dann(spec, source, target, sgd_config(p, p.digits_dann_epochs, seed),
-                                                     runs_ / "dann", discriminator_hidden=(100,)), evaluate("dann"))
+    model, _ = _timed(
+        out, "source_only", lambda: source_model(seed, p, runs), evaluate("source_only")
+    )
+    _, last = _timed(
+        out,
+        "dann",
+        lambda: train_dann(
+            spec,
+            source,
+            target,
+            sgd_config(p, p.digits_dann_epochs, seed),
+            runs_ / "dann",
+            discriminator_hidden=(100,),
+        ),
+        evaluate("dann"),
+    )
     out["dann_last_epoch"] = _dann_record(last)
-    for name, method, fraction in (("fine_tuning", "fine_tuning", 0.5), ("transfer", "transfer_learning", 1.0),
-                                   ("transfer_probe_then_finetune", "transfer_learning", 0.5)):
-        _timed(out, name, lambda m=method, f=fraction: adapt(m, p, seed, model, domains, labeled, f),
-               evaluate(name))
-    _timed(out, "target_only", lambda: train_plain(spec, target, sgd_config(p, p.digits_target_epochs, seed),
-                                                   runs_ / "target_only"), evaluate("target_only"))
+    for name, method, fraction in (
+        ("fine_tuning", "fine_tuning", 0.5),
+        ("transfer", "transfer_learning", 1.0),
+        ("transfer_probe_then_finetune", "transfer_learning", 0.5),
+    ):
+        _timed(
+            out,
+            name,
+            lambda m=method, f=fraction: adapt(m, p, seed, model, domains, labeled, f),
+            evaluate(name),
+        )
+    _timed(
+        out,
+        "target_only",
+        lambda: train_plain(
+            spec, target, sgd_config(p, p.digits_target_epochs, seed), runs_ / "target_only"
+        ),
+        evaluate("target_only"),
+    )
     return out
 
 
@@ -312,13 +452,24 @@ RUNNERS = {"two_moons": run_moons, "mnist_to_mnistm": run_mnistm, "mnist_to_digi
 
 
 def protocol_record(p: Protocol, setting: str) -> dict[str, Any]:
-    base = {"protocol": p.name, **dataclasses.asdict(p), "optimizer": "SGD momentum 0.9",
-            "learning_rate": "0.01 / (1 + 10 p)^0.75 (schedule 'dann')", "grl_lambda": "2 / (1 + exp(-10 p)) - 1",
-            "network": "CNN size 'dann': conv32 5x5, pool, conv48 5x5, pool | 100-100-10 | domain 100-1"}
+    base = {
+        "protocol": p.name,
+        **dataclasses.asdict(p),
+        "optimizer": "SGD momentum 0.9",
+        "learning_rate": "0.01 / (1 + 10 p)^0.75 (schedule 'dann')",
+        "grl_lambda": "2 / (1 + exp(-10 p)) - 1",
+        "network": "CNN size 'dann': conv32 5x5, pool, conv48 5x5, pool | 100-100-10 | domain 100-1",
+    }
     if setting == "two_moons":
-        base.update(network="MLP 2-15(tanh)-2, logistic domain regressor on the hidden layer",
-                    optimizer="SGD momentum 0.9, constant 0.05, batch 30 + 30", source_points=300,
-                    target_points=300, test_points=1000, angle=MOONS_ANGLE, noise=MOONS_NOISE)
+        base.update(
+            network="MLP 2-15(tanh)-2, logistic domain regressor on the hidden layer",
+            optimizer="SGD momentum 0.9, constant 0.05, batch 30 + 30",
+            source_points=300,
+            target_points=300,
+            test_points=1000,
+            angle=MOONS_ANGLE,
+            noise=MOONS_NOISE,
+        )
     return base
 
 
@@ -340,22 +491,40 @@ def gap_closed(result: dict, method: str, bound: str) -> float | None:
 
 def _accuracy_table(records: list[dict], setting: str, paper: dict | None) -> str:
     bound = "target_only" if setting != "two_moons" else None
-    header = ["method", "target test accuracy (ours)", "share of the gap closed (ours)",
-              "transfer ratio (target / source accuracy)"]
+    header = [
+        "method",
+        "target test accuracy (ours)",
+        "share of the gap closed (ours)",
+        "transfer ratio (target / source accuracy)",
+    ]
     if paper:
         header += ["paper", "paper's share of the gap"]
     rows = []
     for m in METHODS[setting]:
         accs = [r["results"].get(m) for r in records]
         gaps = [gap_closed(r["results"], m, bound) for r in records] if bound else []
-        ratios = [r["results"][m] / r["results"]["source_accuracy"][m] for r in records
-                  if r["results"].get("source_accuracy", {}).get(m)]
-        row = [m, fmt_mean_std(accs), fmt_mean_std(gaps, "{:.2f}") if bound else "-",
-               fmt_mean_std(ratios, "{:.2f}") if ratios else "-"]
+        ratios = [
+            r["results"][m] / r["results"]["source_accuracy"][m]
+            for r in records
+            if r["results"].get("source_accuracy", {}).get(m)
+        ]
+        row = [
+            m,
+            fmt_mean_std(accs),
+            fmt_mean_std(gaps, "{:.2f}") if bound else "-",
+            fmt_mean_std(ratios, "{:.2f}") if ratios else "-",
+        ]
         if paper:
             p = paper.get(m)
-            paper_gap = (p - paper["source_only"]) / (paper["target_only"] - paper["source_only"]) if p else None
-            row += ["-" if p is None else f"{p:.4f}", "-" if paper_gap is None else f"{paper_gap:.2f}"]
+            paper_gap = (
+                (p - paper["source_only"]) / (paper["target_only"] - paper["source_only"])
+                if p
+                else None
+            )
+            row += [
+                "-" if p is None else f"{p:.4f}",
+                "-" if paper_gap is None else f"{paper_gap:.2f}",
+            ]
         rows.append(row)
     return markdown_table(header, rows)
 
@@ -379,7 +548,13 @@ def _figure_accuracies(by: dict[str, list[dict]], figures: Path) -> str | None:
                 ax.bar(i, np.mean(values), color="C0" if m != "dann" else "C3", alpha=0.6)
                 ax.plot([i] * len(values), values, "k.", ms=4)
             if setting == "mnist_to_mnistm" and m in PAPER:
-                ax.plot([i - 0.4, i + 0.4], [PAPER[m]] * 2, "g-", lw=2, label="paper" if i == 0 else None)
+                ax.plot(
+                    [i - 0.4, i + 0.4],
+                    [PAPER[m]] * 2,
+                    "g-",
+                    lw=2,
+                    label="paper" if i == 0 else None,
+                )
         ax.set_xticks(range(len(methods)), [m.replace("_", "\n") for m in methods], fontsize=7)
         ax.set_ylim(0, 1)
         ax.set_title(setting.replace("_", " "), fontsize=9)
@@ -404,14 +579,24 @@ def _figure_moons(records: list[dict], figures: Path) -> str | None:
         return None
     r = records[0]["results"]
     g = r["grid"]
-    test = moons(300, 3 * records[0]["seed"] + 2, MOONS_ANGLE)  # the seed's test draw (first 300 of a new draw)
+    test = moons(
+        300, 3 * records[0]["seed"] + 2, MOONS_ANGLE
+    )  # the seed's test draw (first 300 of a new draw)
     fig, axes = plt.subplots(1, 2, figsize=(8, 3.6))
     for ax, name in zip(axes, ("source_only", "dann")):
         z = np.array([int(c) for c in r["grid_predictions"][name]]).reshape(g["size"], g["size"])
-        ax.imshow(z, origin="lower", extent=(g["low"], g["high"], g["low"], g["high"]), cmap="coolwarm", alpha=0.3)
+        ax.imshow(
+            z,
+            origin="lower",
+            extent=(g["low"], g["high"], g["low"], g["high"]),
+            cmap="coolwarm",
+            alpha=0.3,
+        )
         ax.scatter(test.x[:, 0], test.x[:, 1], c=test.y, cmap="coolwarm", s=5)
         ax.set_title(f"{name.replace('_', '-')}: target accuracy {r[name]:.3f}", fontsize=9)
-    fig.suptitle(f"two moons, target rotated {MOONS_ANGLE:g} degrees (seed {records[0]['seed']})", fontsize=9)
+    fig.suptitle(
+        f"two moons, target rotated {MOONS_ANGLE:g} degrees (seed {records[0]['seed']})", fontsize=9
+    )
     fig.tight_layout()
     fig.savefig(figures / "da_mnist_moons.png", dpi=110)
     plt.close(fig)
@@ -419,8 +604,10 @@ def _figure_moons(records: list[dict], figures: Path) -> str | None:
 
 
 def _summary(by: dict[str, list[dict]]) -> dict[str, dict[str, list]]:
-    return {setting: {m: [r["results"].get(m) for r in by.get(setting, [])] for m in methods}
-            for setting, methods in SUMMARY_METHODS.items()}
+    return {
+        setting: {m: [r["results"].get(m) for r in by.get(setting, [])] for m in methods}
+        for setting, methods in SUMMARY_METHODS.items()
+    }
 
 
 DIFFERENCES = """\
@@ -451,32 +638,55 @@ def summarize(records: list[dict], figures: Path) -> tuple[str, dict]:
     """EXPERIMENTS.md's section and summary.json's part, computed from the records only."""
     figures.mkdir(parents=True, exist_ok=True)
     by = _by_setting(records)
-    p = PROTOCOLS.get((records[0]["protocol"].get("protocol") if records else None) or "cpu", PROTOCOLS["cpu"])
-    parts = ["Target test accuracy, mean ± std over seeds; the share of the source-only -> "
-             "train-on-target gap is computed per seed, then averaged. SEED.md claims "
-             f"\"≥ {SEED_CLAIM:.0%} performance transfer between domains\" (target accuracy / source "
-             "accuracy, the transfer-ratio column). Goal (issue 25): DANN closes ≥ 50% of the "
-             "MNIST -> MNIST-M gap (the paper: 52.25 -> 76.66 against 95.96, 56%)."]
-    sections = (("mnist_to_mnistm", "MNIST -> MNIST-M", PAPER), ("mnist_to_digits", "MNIST -> digits", None),
-                ("two_moons", "Two moons (section 5.1), the sanity check", None))
+    p = PROTOCOLS.get(
+        (records[0]["protocol"].get("protocol") if records else None) or "cpu", PROTOCOLS["cpu"]
+    )
+    parts = [
+        "Target test accuracy, mean ± std over seeds; the share of the source-only -> "
+        "train-on-target gap is computed per seed, then averaged. SEED.md claims "
+        f'"≥ {SEED_CLAIM:.0%} performance transfer between domains" (target accuracy / source '
+        "accuracy, the transfer-ratio column). Goal (issue 25): DANN closes ≥ 50% of the "
+        "MNIST -> MNIST-M gap (the paper: 52.25 -> 76.66 against 95.96, 56%)."
+    ]
+    sections = (
+        ("mnist_to_mnistm", "MNIST -> MNIST-M", PAPER),
+        ("mnist_to_digits", "MNIST -> digits", None),
+        ("two_moons", "Two moons (section 5.1), the sanity check", None),
+    )
     for setting, heading, paper in sections:
         rs = by.get(setting, [])
-        parts.append(f"### {heading}\n\n{len(rs)} seed(s): {[r['seed'] for r in rs]}.\n\n"
-                     + (_accuracy_table(rs, setting, paper) if rs else "No results yet."))
+        parts.append(
+            f"### {heading}\n\n{len(rs)} seed(s): {[r['seed'] for r in rs]}.\n\n"
+            + (_accuracy_table(rs, setting, paper) if rs else "No results yet.")
+        )
         if setting == "mnist_to_mnistm" and rs:
             gaps = [gap_closed(r["results"], "dann", "target_only") for r in rs]
             mean, _, _ = mean_std(gaps)
             verdict = "meets" if mean is not None and mean >= 0.5 else "misses"
-            domain = [r["results"].get("dann_last_epoch", {}).get("train_domain_accuracy") for r in rs]
-            parts.append(f"DANN closes {fmt_mean_std(gaps, '{:.2f}')} of the gap: it {verdict} the goal "
-                         f"(≥ 0.50). Domain classifier accuracy in DANN's last epoch: "
-                         f"{fmt_mean_std(domain, '{:.3f}')} (0.5 = domains indistinguishable).")
-    for name, path in (("accuracy", _figure_accuracies(by, figures)), ("moons", _figure_moons(by["two_moons"], figures))):
+            domain = [
+                r["results"].get("dann_last_epoch", {}).get("train_domain_accuracy") for r in rs
+            ]
+            parts.append(
+                f"DANN closes {fmt_mean_std(gaps, '{:.2f}')} of the gap: it {verdict} the goal "
+                f"(≥ 0.50). Domain classifier accuracy in DANN's last epoch: "
+                f"{fmt_mean_std(domain, '{:.3f}')} (0.5 = domains indistinguishable)."
+            )
+    for name, path in (
+        ("accuracy", _figure_accuracies(by, figures)),
+        ("moons", _figure_moons(by["two_moons"], figures)),
+    ):
         if path:
             parts.append(f"![{name}]({path})")
     steps = p.mnistm_epochs * (60000 // p.batch_size)
-    parts.append("Differences from the paper's protocol:\n\n" + DIFFERENCES.format(
-        mnistm_epochs=p.mnistm_epochs, steps=steps, adapt_steps=p.adapt_steps, moons_steps=p.moons_epochs * 10))
+    parts.append(
+        "Differences from the paper's protocol:\n\n"
+        + DIFFERENCES.format(
+            mnistm_epochs=p.mnistm_epochs,
+            steps=steps,
+            adapt_steps=p.adapt_steps,
+            moons_steps=p.moons_epochs * 10,
+        )
+    )
     return "\n\n".join(parts), _summary(by)
 
 
@@ -489,8 +699,13 @@ def checkpoints_root(root: Path) -> Path:
 def main(argv: list[str] | None = None) -> int:
     p_args = parser(__doc__)
     p_args.add_argument("--full", action="store_true", help="the paper's step budget (for a GPU)")
-    p_args.add_argument("--settings", nargs="+", choices=SETTINGS, default=list(SETTINGS),
-                        help="which settings to run")
+    p_args.add_argument(
+        "--settings",
+        nargs="+",
+        choices=SETTINGS,
+        default=list(SETTINGS),
+        help="which settings to run",
+    )
     p_args.set_defaults(seeds=None)
     args = p_args.parse_args(argv)
     args.seeds = args.seeds or ([0] if args.quick else [0, 1, 2])  # --quick: one seed unless told
@@ -504,10 +719,23 @@ def main(argv: list[str] | None = None) -> int:
             runs = checkpoints_root(root) / f"{protocol.name}-seed{seed}"
             started = time.perf_counter()
             results = RUNNERS[setting](seed, protocol, runs)
-            write_result(root, EXPERIMENT, setting, seed, protocol=protocol_record(protocol, setting),
-                         results=results, seconds=time.perf_counter() - started, quick=args.quick)
-            shown = {m: round(results[m], 4) for m in METHODS[setting] if results.get(m) is not None}
-            print(f"{setting} seed {seed}: {shown} ({time.perf_counter() - started:.0f} s)", flush=True)
+            write_result(
+                root,
+                EXPERIMENT,
+                setting,
+                seed,
+                protocol=protocol_record(protocol, setting),
+                results=results,
+                seconds=time.perf_counter() - started,
+                quick=args.quick,
+            )
+            shown = {
+                m: round(results[m], 4) for m in METHODS[setting] if results.get(m) is not None
+            }
+            print(
+                f"{setting} seed {seed}: {shown} ({time.perf_counter() - started:.0f} s)",
+                flush=True,
+            )
     print(f"results in {root / EXPERIMENT}")
     return 0
 

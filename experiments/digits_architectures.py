@@ -43,17 +43,40 @@ def main() -> None:
         for seed in args.seeds:
             trainer = AdvancedCustomModelTrainer(arch, run_root=out / "runs")
             started = time.perf_counter()
-            result = trainer.train({"data": "digits", "epochs": epochs, "learning_rate": lr, "batch_size": 32,
-                                    "schedule": "warmup_cosine", "warmup_fraction": 0.05, "seed": seed,
-                                    "run_name": f"{arch}-s{seed}"})
+            result = trainer.train(
+                {
+                    "data": "digits",
+                    "epochs": epochs,
+                    "learning_rate": lr,
+                    "batch_size": 32,
+                    "schedule": "warmup_cosine",
+                    "warmup_fraction": 0.05,
+                    "seed": seed,
+                    "run_name": f"{arch}-s{seed}",
+                }
+            )
             seconds.append(time.perf_counter() - started)
             accuracies.append(result.metrics["test_accuracy"])
-            print(f"{arch} seed {seed}: test accuracy {accuracies[-1]:.4f} ({seconds[-1]:.1f} s)", flush=True)
-        rows.append({"arch": arch, "epochs": epochs, "learning_rate": lr, "seeds": args.seeds,
-                     "test_accuracy": accuracies, "mean": statistics.mean(accuracies), "seconds": seconds})
+            print(
+                f"{arch} seed {seed}: test accuracy {accuracies[-1]:.4f} ({seconds[-1]:.1f} s)",
+                flush=True,
+            )
+        rows.append(
+            {
+                "arch": arch,
+                "epochs": epochs,
+                "learning_rate": lr,
+                "seeds": args.seeds,
+                "test_accuracy": accuracies,
+                "mean": statistics.mean(accuracies),
+                "seconds": seconds,
+            }
+        )
     print("\n| architecture | epochs | test accuracy per seed | mean |\n|---|---|---|---|")
     for r in rows:
-        print(f"| {r['arch']} | {r['epochs']} | {' / '.join(f'{a:.3f}' for a in r['test_accuracy'])} | {r['mean']:.3f} |")
+        print(
+            f"| {r['arch']} | {r['epochs']} | {' / '.join(f'{a:.3f}' for a in r['test_accuracy'])} | {r['mean']:.3f} |"
+        )
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(rows, indent=2))
 

@@ -503,21 +503,28 @@ def mlp_section(part: dict, groups: dict[str, list[dict]], figures: Path) -> lis
     lines = [
         f"MNIST MLP deep ensembles, {n} seed(s), 10 members per seed ({recipe}), adversarial "
         "training off. MNIST test set, uncalibrated; mean ± sample std over seeds.",
-        "", metrics_table(part, n), "",
+        "",
+        metrics_table(part, n),
+        "",
         f"NLL at M = 5 against the single model, seed by seed: {change}. Goal: at most -25% (the "
         "published anchor, uncertainty-baselines CIFAR-10 WRN-28-10 with 4 members, is -28%); "
         f"goal {nll_goal}.",
         "",
         "Out of distribution: the Fashion-MNIST test images shown to the same MNIST models; the "
         "score is the predictive entropy of the (averaged) prediction.",
-        "", ood_table(groups, n), "",
-        f"AUROC rises with M (goal): {auroc_goal}.", "",
+        "",
+        ood_table(groups, n),
+        "",
+        f"AUROC rises with M (goal): {auroc_goal}.",
+        "",
     ]
     if mlp:
         figures.mkdir(parents=True, exist_ok=True)
         plot_against_m(part, figures / "ensembles_vs_m.png")
-        lines += [f"![NLL, Brier, ECE, accuracy and AUROC against M]({FIGURES_LINK}/"
-                  "ensembles_vs_m.png)", ""]
+        lines += [
+            f"![NLL, Brier, ECE, accuracy and AUROC against M]({FIGURES_LINK}/ensembles_vs_m.png)",
+            "",
+        ]
         if all("ood" in r["results"] for r in mlp):
             plot_entropy_histograms(mlp, figures / "ensembles_entropy.png")
             lines += [f"![entropy histograms]({FIGURES_LINK}/ensembles_entropy.png)", ""]
@@ -544,9 +551,18 @@ def summarize(records: list[dict], figures: Path) -> tuple[str, dict]:
     cnn, setting = groups.get("fashion_mnist_cnn", []), SETTINGS["fashion_mnist_cnn"]
     recipe = cnn[0]["protocol"]["recipe_text"] if cnn else setting.describe(setting.epochs)
     lines = mlp_section(part, groups, figures)
-    lines += [f"Fashion-MNIST CNN ensemble in-domain, {len(cnn)} seed(s) ({recipe}):", "",
-              cnn_table(part, len(cnn)), "", PAPER, "", SEED_CLAIM, "",
-              "Differences from the paper's protocol:", ""]
+    lines += [
+        f"Fashion-MNIST CNN ensemble in-domain, {len(cnn)} seed(s) ({recipe}):",
+        "",
+        cnn_table(part, len(cnn)),
+        "",
+        PAPER,
+        "",
+        SEED_CLAIM,
+        "",
+        "Differences from the paper's protocol:",
+        "",
+    ]
     lines += [f"- {d}" for d in DIFFERENCES]
     return "\n".join(lines), part
 

@@ -53,7 +53,9 @@ def task_data(task: str):
     if task == "digits_cnn":
         return load_dataset("digits", split="train"), load_dataset("digits", split="test")
     table = load_breast_cancer()
-    full = ArrayDataset(table.data.astype(np.float32), table.target.astype(np.int32), name="breast_cancer")
+    full = ArrayDataset(
+        table.data.astype(np.float32), table.target.astype(np.int32), name="breast_cancer"
+    )
     train, test = full.split((0.8, 0.2), seed=0)
     mean, std = train.x.mean(0), train.x.std(0) + 1e-6  # training statistics only
     scale = lambda d: ArrayDataset(((d.x - mean) / std).astype(np.float32), d.y, name=d.name)  # noqa: E731
@@ -63,7 +65,9 @@ def task_data(task: str):
 def space():
     from ml_adv.hpo.space import Float, SearchSpace
 
-    return SearchSpace([Float("learning_rate", 1e-4, 3e-2, log=True), Float("label_smoothing", 0.0, 0.2)])
+    return SearchSpace(
+        [Float("learning_rate", 1e-4, 3e-2, log=True), Float("label_smoothing", 0.0, 0.2)]
+    )
 
 
 def optuna_search(objective, search_space, trials: int, seed: int) -> dict:
@@ -100,24 +104,44 @@ def run_one(task: str, method: str, seed: int, trials: int, train, test) -> dict
     from ml_adv.training.trained_model import TrainedModel
 
     settings = TASKS[task]
-    objective = TrainingObjective.from_data(train, architectures=(settings["arch"],), size="tiny", split_seed=seed,
-                                            base_config=TrainConfig(epochs=settings["epochs"], batch_size=32,
-                                                                    seed=seed))
+    objective = TrainingObjective.from_data(
+        train,
+        architectures=(settings["arch"],),
+        size="tiny",
+        split_seed=seed,
+        base_config=TrainConfig(epochs=settings["epochs"], batch_size=32, seed=seed),
+    )
     started = time.perf_counter()
     if method == "optuna_tpe":
         found = optuna_search(objective, space(), trials, seed)
     else:
-        options = {"grid_points": max(2, int(math.isqrt(trials)))} if method == "grid_search" else {}
-        result = Study(objective, space(), method=method, max_trials=trials, seed=seed, progress=False,
-                       method_options=options).run()
+        options = (
+            {"grid_points": max(2, int(math.isqrt(trials)))} if method == "grid_search" else {}
+        )
+        result = Study(
+            objective,
+            space(),
+            method=method,
+            max_trials=trials,
+            seed=seed,
+            progress=False,
+            method_options=options,
+        ).run()
         found = {"best_config": result.best_config, "best_score": result.best_score}
     wall = time.perf_counter() - started
     spec, config, fit_train, val = objective.build(found["best_config"])
     final = fit(spec, fit_train, config, val=val, run=Run(progress=False))
     test_accuracy = TrainedModel(spec, final.state.variables()).evaluate(test)["accuracy"]
-    return {"task": task, "method": method, "seed": seed, "trials": trials, "wall_seconds": wall,
-            "best_val_accuracy": found["best_score"], "test_accuracy": float(test_accuracy),
-            "best_config": found["best_config"]}
+    return {
+        "task": task,
+        "method": method,
+        "seed": seed,
+        "trials": trials,
+        "wall_seconds": wall,
+        "best_val_accuracy": found["best_score"],
+        "test_accuracy": float(test_accuracy),
+        "best_config": found["best_config"],
+    }
 
 
 def sh_member_epochs(trials: int, epochs: int, eta: int = 3) -> int:
@@ -146,20 +170,41 @@ def pbt_compare(args) -> None:
     view = "digits" if args.pbt_arch == "cnn" else "digits_flat"
     train, test = load_dataset(view, split="train"), load_dataset(view, split="test")
     budget = args.population * args.epochs
-    sh_trials = max(n for n in range(1, 40 * args.population) if sh_member_epochs(n, args.epochs) <= budget)
-    out = Path(args.out if args.out != "runs/hpo_methods" else f"runs/hpo_pbt_{args.pbt_arch}_{'_'.join(args.pbt_methods)}")
+    sh_trials = max(
+        n for n in range(1, 40 * args.population) if sh_member_epochs(n, args.epochs) <= budget
+    )
+    out = Path(
+        args.out
+        if args.out != "runs/hpo_methods"
+        else f"runs/hpo_pbt_{args.pbt_arch}_{'_'.join(args.pbt_methods)}"
+    )
     out.mkdir(parents=True, exist_ok=True)
     runs = []
     for seed in args.seeds:
-        objective = TrainingObjective.from_data(train, architectures=(args.pbt_arch,), size="tiny", split_seed=seed,
-                                                base_config=TrainConfig(epochs=args.epochs, batch_size=32, seed=seed))
-        for method, trials, options in (("pbt", args.population, {"ready": args.ready}),
-                                        ("population", sh_trials, {}), ("random", args.population, {})):
+        objective = TrainingObjective.from_data(
+            train,
+            architectures=(args.pbt_arch,),
+            size="tiny",
+            split_seed=seed,
+            base_config=TrainConfig(epochs=args.epochs, batch_size=32, seed=seed),
+        )
+        for method, trials, options in (
+            ("pbt", args.population, {"ready": args.ready}),
+            ("population", sh_trials, {}),
+            ("random", args.population, {}),
+        ):
             if method not in args.pbt_methods:
                 continue
             started = time.perf_counter()
-            result = Study(objective, space(), method=method, max_trials=trials, seed=seed, progress=False,
-                           method_options=options).run()
+            result = Study(
+                objective,
+                space(),
+                method=method,
+                max_trials=trials,
+                seed=seed,
+                progress=False,
+                method_options=options,
+            ).run()
             wall = time.perf_counter() - started
             if method == "pbt":
                 test_accuracy = result.model.evaluate(test)["accuracy"]
@@ -167,31 +212,62 @@ def pbt_compare(args) -> None:
             else:
                 spec, config, fit_train, val = objective.build(result.best_config)
                 final = fit(spec, fit_train, config, val=val, run=Run(progress=False))
-                test_accuracy = TrainedModel(spec, final.state.variables()).evaluate(test)["accuracy"]
+                test_accuracy = TrainedModel(spec, final.state.variables()).evaluate(test)[
+                    "accuracy"
+                ]
                 copies = None
-            member_epochs = budget if method != "population" else sh_member_epochs(trials, args.epochs)
-            row = {"method": method, "seed": seed, "configurations": trials, "member_epochs": member_epochs,
-                   "best_val_accuracy": result.best_score, "test_accuracy": float(test_accuracy),
-                   "wall_seconds": wall, "best_config": result.best_config, "copies": copies}
+            member_epochs = (
+                budget if method != "population" else sh_member_epochs(trials, args.epochs)
+            )
+            row = {
+                "method": method,
+                "seed": seed,
+                "configurations": trials,
+                "member_epochs": member_epochs,
+                "best_val_accuracy": result.best_score,
+                "test_accuracy": float(test_accuracy),
+                "wall_seconds": wall,
+                "best_config": result.best_config,
+                "copies": copies,
+            }
             runs.append(row)
-            print(f"{method} seed {seed}: {trials} configurations, {member_epochs} member-epochs, val "
-                  f"{row['best_val_accuracy']:.4f} test {row['test_accuracy']:.4f} ({wall:.1f} s)", flush=True)
-            (out / "report.json").write_text(json.dumps({"runs": runs, "args": vars(args)}, indent=2))
-    print(f"\ndigits {args.pbt_arch} (tiny), {args.epochs} epochs, budget {budget} member-epochs, seeds {args.seeds}; "
-          "mean ± std over seeds\n")
-    print("| method | configurations | member-epochs | best val accuracy | test accuracy | wall, first seed "
-          "(compiles) (s) | wall, later seeds (s) |")
+            print(
+                f"{method} seed {seed}: {trials} configurations, {member_epochs} member-epochs, val "
+                f"{row['best_val_accuracy']:.4f} test {row['test_accuracy']:.4f} ({wall:.1f} s)",
+                flush=True,
+            )
+            (out / "report.json").write_text(
+                json.dumps({"runs": runs, "args": vars(args)}, indent=2)
+            )
+    print(
+        f"\ndigits {args.pbt_arch} (tiny), {args.epochs} epochs, budget {budget} member-epochs, seeds {args.seeds}; "
+        "mean ± std over seeds\n"
+    )
+    print(
+        "| method | configurations | member-epochs | best val accuracy | test accuracy | wall, first seed "
+        "(compiles) (s) | wall, later seeds (s) |"
+    )
     print("|---|---|---|---|---|---|---|")
     summary = []
     for method in args.pbt_methods:
         rows = [r for r in runs if r["method"] == method]
-        line = {"method": method, "configurations": rows[0]["configurations"], "member_epochs": rows[0]["member_epochs"],
-                "val": _stat([r["best_val_accuracy"] for r in rows]), "test": _stat([r["test_accuracy"] for r in rows]),
-                "wall_first": round(rows[0]["wall_seconds"], 2), "wall_warm": _stat([r["wall_seconds"] for r in rows[1:]])}
+        line = {
+            "method": method,
+            "configurations": rows[0]["configurations"],
+            "member_epochs": rows[0]["member_epochs"],
+            "val": _stat([r["best_val_accuracy"] for r in rows]),
+            "test": _stat([r["test_accuracy"] for r in rows]),
+            "wall_first": round(rows[0]["wall_seconds"], 2),
+            "wall_warm": _stat([r["wall_seconds"] for r in rows[1:]]),
+        }
         summary.append(line)
-        print(f"| {method} | {line['configurations']} | {line['member_epochs']} | {line['val']} | {line['test']} | "
-              f"{line['wall_first']} | {line['wall_warm']} |")
-    (out / "report.json").write_text(json.dumps({"runs": runs, "summary": summary, "args": vars(args)}, indent=2))
+        print(
+            f"| {method} | {line['configurations']} | {line['member_epochs']} | {line['val']} | {line['test']} | "
+            f"{line['wall_first']} | {line['wall_warm']} |"
+        )
+    (out / "report.json").write_text(
+        json.dumps({"runs": runs, "summary": summary, "args": vars(args)}, indent=2)
+    )
 
 
 def _stat(values) -> str:
@@ -208,14 +284,24 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--trials", type=int, default=9)
     parser.add_argument("--out", default="runs/hpo_methods")
-    parser.add_argument("--pbt", action="store_true", help="compare PBT, successive halving and random search")
+    parser.add_argument(
+        "--pbt", action="store_true", help="compare PBT, successive halving and random search"
+    )
     parser.add_argument("--pbt-arch", default="mlp", choices=["mlp", "cnn"])
     parser.add_argument("--population", type=int, default=8, help="PBT members (P)")
-    parser.add_argument("--epochs", type=int, default=12, help="epochs per PBT member / random trial")
-    parser.add_argument("--ready", type=int, default=2, help="PBT: epochs between exploit/explore steps")
-    parser.add_argument("--pbt-methods", nargs="+", default=["pbt", "population", "random"],
-                        choices=["pbt", "population", "random"],
-                        help="with --pbt: which methods (one per process gives each its own cold compile)")
+    parser.add_argument(
+        "--epochs", type=int, default=12, help="epochs per PBT member / random trial"
+    )
+    parser.add_argument(
+        "--ready", type=int, default=2, help="PBT: epochs between exploit/explore steps"
+    )
+    parser.add_argument(
+        "--pbt-methods",
+        nargs="+",
+        default=["pbt", "population", "random"],
+        choices=["pbt", "population", "random"],
+        help="with --pbt: which methods (one per process gives each its own cold compile)",
+    )
     args = parser.parse_args()
     if args.pbt:
         pbt_compare(args)
@@ -236,21 +322,34 @@ def main() -> None:
             for seed in args.seeds:
                 row = run_one(task, method, seed, args.trials, train, test)
                 runs.append(row)
-                print(f"{task} {method} seed {seed}: val {row['best_val_accuracy']:.4f} test {row['test_accuracy']:.4f} "
-                      f"({row['wall_seconds']:.1f} s)", flush=True)
-                (out / "report.json").write_text(json.dumps({"runs": runs, "args": vars(args)}, indent=2))
+                print(
+                    f"{task} {method} seed {seed}: val {row['best_val_accuracy']:.4f} test {row['test_accuracy']:.4f} "
+                    f"({row['wall_seconds']:.1f} s)",
+                    flush=True,
+                )
+                (out / "report.json").write_text(
+                    json.dumps({"runs": runs, "args": vars(args)}, indent=2)
+                )
     print(f"\n{args.trials} configurations per search, seeds {args.seeds}; mean ± std over seeds\n")
-    print("| task | method | best val accuracy | test accuracy | search wall time (s) |\n|---|---|---|---|---|")
+    print(
+        "| task | method | best val accuracy | test accuracy | search wall time (s) |\n|---|---|---|---|---|"
+    )
     summary = []
     for task in args.tasks:
         for method in methods:
             rows = [r for r in runs if r["task"] == task and r["method"] == method]
-            line = {"task": task, "method": method, "val": _stat([r["best_val_accuracy"] for r in rows]),
-                    "test": _stat([r["test_accuracy"] for r in rows]),
-                    "wall": _stat([r["wall_seconds"] for r in rows])}
+            line = {
+                "task": task,
+                "method": method,
+                "val": _stat([r["best_val_accuracy"] for r in rows]),
+                "test": _stat([r["test_accuracy"] for r in rows]),
+                "wall": _stat([r["wall_seconds"] for r in rows]),
+            }
             summary.append(line)
             print(f"| {task} | {method} | {line['val']} | {line['test']} | {line['wall']} |")
-    (out / "report.json").write_text(json.dumps({"runs": runs, "summary": summary, "args": vars(args)}, indent=2))
+    (out / "report.json").write_text(
+        json.dumps({"runs": runs, "summary": summary, "args": vars(args)}, indent=2)
+    )
 
 
 if __name__ == "__main__":

@@ -56,7 +56,9 @@ def build(root: Path = RESULTS, out: Path = ROOT / "EXPERIMENTS.md") -> dict:
         summary[module.SUMMARY_KEY] = part
         runs = sorted({(r["setting"], r["seed"]) for r in records})
         where = f"{len(runs)} result file(s) in `experiments/results/{module.EXPERIMENT}/`"
-        sections.append(f"## {module.TITLE}\n\nProduced by `{module.COMMAND}` ({where}).\n\n{body.strip()}\n")
+        sections.append(
+            f"## {module.TITLE}\n\nProduced by `{module.COMMAND}` ({where}).\n\n{body.strip()}\n"
+        )
     text = "\n".join(sections)
     text = text.replace(str(ROOT) + "/", "")
     out.write_text(text)
@@ -65,9 +67,13 @@ def build(root: Path = RESULTS, out: Path = ROOT / "EXPERIMENTS.md") -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description="Write EXPERIMENTS.md and summary.json from the result files.")
+    p = argparse.ArgumentParser(
+        description="Write EXPERIMENTS.md and summary.json from the result files."
+    )
     p.add_argument("--results", type=Path, default=RESULTS, help="the results folder")
-    p.add_argument("--out", type=Path, default=ROOT / "EXPERIMENTS.md", help="the markdown file to write")
+    p.add_argument(
+        "--out", type=Path, default=ROOT / "EXPERIMENTS.md", help="the markdown file to write"
+    )
     args = p.parse_args(argv)
     build(args.results, args.out)
     print(f"wrote {args.out} and {args.results / 'summary.json'}")

@@ -65,9 +65,12 @@ class _SettledNumpyHandler(ocp.type_handlers.NumpyHandler):
 
     async def deserialize(self, infos, args=None):
         args = args or [ocp.RestoreArgs()] * len(infos)
-        read = super().deserialize  # bound here: zero-argument super() does not work in the generator
-        results = await asyncio.gather(*(read([info], [arg]) for info, arg in zip(infos, args)),
-                                       return_exceptions=True)
+        read = (
+            super().deserialize
+        )  # bound here: zero-argument super() does not work in the generator
+        results = await asyncio.gather(
+            *(read([info], [arg]) for info, arg in zip(infos, args)), return_exceptions=True
+        )
         for result in results:
             if isinstance(result, BaseException):
                 raise result
@@ -80,14 +83,22 @@ def _type_handlers() -> ocp.type_handlers.TypeHandlerRegistry:
     Every array is saved and restored as a NumPy array (``_host_copy``, ``_restore_args``).
     """
     handlers = ocp.type_handlers
-    return handlers.create_type_handler_registry(*(
-        (kind, _SettledNumpyHandler() if kind is np.ndarray else handlers.get_type_handler(kind))
-        for kind in handlers.supported_types()))
+    return handlers.create_type_handler_registry(
+        *(
+            (
+                kind,
+                _SettledNumpyHandler() if kind is np.ndarray else handlers.get_type_handler(kind),
+            )
+            for kind in handlers.supported_types()
+        )
+    )
 
 
 def _array_handler() -> ocp.PyTreeCheckpointHandler:
     """Orbax's pytree handler (OCDBT, zarr v2) with compression off: see the module docstring."""
-    return ocp.PyTreeCheckpointHandler(use_compression=False, type_handler_registry=_type_handlers())
+    return ocp.PyTreeCheckpointHandler(
+        use_compression=False, type_handler_registry=_type_handlers()
+    )
 
 
 def _save_args(tree: Any) -> ocp.args.PyTreeSave:
@@ -113,7 +124,9 @@ def _placed(restored: Any, abstract: Any) -> Any:
 
     def place(value: np.ndarray, spec: Any) -> Any:
         if value.shape != spec.shape:
-            raise CheckpointError(f"array shape: expected {spec.shape}, got {value.shape} in the checkpoint")
+            raise CheckpointError(
+                f"array shape: expected {spec.shape}, got {value.shape} in the checkpoint"
+            )
         sharding = getattr(spec, "sharding", None)
         return value if sharding is None else jax.device_put(value, sharding)
 
@@ -129,13 +142,19 @@ class RunCheckpointer:
         asynchronous: write in a background thread (the default).
     """
 
-    def __init__(self, directory: str | os.PathLike, *, max_to_keep: int = 2, asynchronous: bool = True):
+    def __init__(
+        self, directory: str | os.PathLike, *, max_to_keep: int = 2, asynchronous: bool = True
+    ):
         self.directory = Path(directory).absolute()
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise CheckpointError(f"checkpoint directory: cannot create {self.directory}: {exc}") from exc
-        options = dict(create=True, enable_async_checkpointing=asynchronous, cleanup_tmp_directories=True)
+            raise CheckpointError(
+                f"checkpoint directory: cannot create {self.directory}: {exc}"
+            ) from exc
+        options = dict(
+            create=True, enable_async_checkpointing=asynchronous, cleanup_tmp_directories=True
+        )
         self._latest, self._best = (
             ocp.CheckpointManager(
                 self.directory / which,
@@ -169,7 +188,9 @@ class RunCheckpointer:
         step = self.latest_step(which) if step is None else step
         return None if step is None else str(self.directory / which / str(step))
 
-    def restore(self, target: Any, *, which: str = "latest", step: int | None = None) -> tuple[Any, dict[str, Any]]:
+    def restore(
+        self, target: Any, *, which: str = "latest", step: int | None = None
+    ) -> tuple[Any, dict[str, Any]]:
         """Restore ``(state, meta)`` into the structure, shapes and dtypes of ``target``."""
         manager = self._manager(which)
         step = manager.latest_step() if step is None else step
@@ -189,7 +210,9 @@ class RunCheckpointer:
             ) from exc
         return state, dict(restored["meta"])
 
-    def restore_newest_intact(self, target: Any, *, which: str = "latest") -> tuple[Any, dict[str, Any]]:
+    def restore_newest_intact(
+        self, target: Any, *, which: str = "latest"
+    ) -> tuple[Any, dict[str, Any]]:
         """Restore the newest checkpoint that reads back whole, warning about each damaged one.
 
         A disk that filled up or a copy that lost files leaves a step orbax cannot read;
@@ -204,8 +227,12 @@ class RunCheckpointer:
                 return self.restore(target, which=which, step=step)
             except CheckpointError as exc:
                 errors.append(step)
-                warnings.warn(f"run_dir: checkpoint step {step} in {self.directory / which} is damaged ({exc}); "
-                              "trying an older one", RuntimeWarning, stacklevel=2)
+                warnings.warn(
+                    f"run_dir: checkpoint step {step} in {self.directory / which} is damaged ({exc}); "
+                    "trying an older one",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
         raise CheckpointError(
             f"checkpoint: no intact {which!r} checkpoint in {self.directory} (damaged steps: {errors}); "
             "start over with overwrite=True (or --fresh)"
@@ -236,9 +263,16 @@ def save_pytree(path: str | os.PathLike, tree: Any, meta: dict[str, Any]) -> Non
     """Save one pytree plus JSON metadata to ``path`` (used by ``TrainedModel.save``)."""
     path = Path(path).absolute()
     if path.exists() and any(path.iterdir()):
-        raise CheckpointError(f"path: expected a new or empty directory, got existing non-empty {path}")
+        raise CheckpointError(
+            f"path: expected a new or empty directory, got existing non-empty {path}"
+        )
     with ocp.Checkpointer(_composite()) as ckptr:
-        ckptr.save(path, args=ocp.args.Composite(tree=_save_args(_host_copy(tree)), meta=ocp.args.JsonSave(meta)))
+        ckptr.save(
+            path,
+            args=ocp.args.Composite(
+                tree=_save_args(_host_copy(tree)), meta=ocp.args.JsonSave(meta)
+            ),
+        )
 
 
 def load_meta(path: str | os.PathLike) -> dict[str, Any]:
@@ -247,7 +281,9 @@ def load_meta(path: str | os.PathLike) -> dict[str, Any]:
     if not path.exists():
         raise CheckpointError(f"path: no saved model at {path}")
     with ocp.Checkpointer(_composite()) as ckptr:
-        return dict(ckptr.restore(path, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"])
+        return dict(
+            ckptr.restore(path, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+        )
 
 
 def load_pytree(path: str | os.PathLike, target: Any) -> Any:

@@ -10,6 +10,10 @@ from ml_adv.trainer.facade import (
 from ml_adv.training.trained_model import TrainedModel
 
 __all__ = [
-    "AdvancedCustomModelTrainer", "AdvancedHyperparameterOptimizer", "AdvancedModelArchitecture", "AdvancedTrainingStrategy", "TrainedModel",
+    "AdvancedCustomModelTrainer",
+    "AdvancedHyperparameterOptimizer",
+    "AdvancedModelArchitecture",
+    "AdvancedTrainingStrategy",
+    "TrainedModel",
     "TrainingResult",
 ]

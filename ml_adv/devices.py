@@ -49,7 +49,9 @@ def use_cpu_cores(count: int | str | None = None, *, strict: bool = True) -> int
         count = usable_cores()
     elif isinstance(count, str):
         if not count.strip().isdigit():
-            raise ConfigError(f"{CPU_DEVICES_ENV}: expected 'auto' or a positive integer, got {count!r}")
+            raise ConfigError(
+                f"{CPU_DEVICES_ENV}: expected 'auto' or a positive integer, got {count!r}"
+            )
         count = int(count)
     if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 1:
         raise ConfigError(f"count: expected 'auto' or a positive integer, got {count!r}")

@@ -43,7 +43,9 @@ class TrainingDivergedError(MlAdvError, RuntimeError):
         last_good_checkpoint: path of the last checkpoint written before it, or None.
     """
 
-    def __init__(self, message: str, *, step: int | None = None, last_good_checkpoint: str | None = None):
+    def __init__(
+        self, message: str, *, step: int | None = None, last_good_checkpoint: str | None = None
+    ):
         super().__init__(message)
         self.step = step
         self.last_good_checkpoint = last_good_checkpoint
@@ -96,7 +98,11 @@ def as_python_number(name: str, value: Any, *, kind: type = float) -> int | floa
             raise ConfigError(f"{name}: expected {expected}, got {describe(value)}")
         return value
     dtype = getattr(value, "dtype", None)
-    if dtype is None or getattr(value, "shape", None) != () or getattr(dtype, "kind", "") not in "iuf":
+    if (
+        dtype is None
+        or getattr(value, "shape", None) != ()
+        or getattr(dtype, "kind", "") not in "iuf"
+    ):
         raise ConfigError(f"{name}: expected {expected}, got {describe(value)}")
     if kind is int and dtype.kind == "f":
         raise ConfigError(f"{name}: expected {expected}, got {describe(value)}")
@@ -131,7 +137,9 @@ def check_non_negative(name: str, value: Any, *, kind: type = float) -> int | fl
     return number
 
 
-def check_fraction(name: str, value: Any, *, low_open: bool = False, high_open: bool = True) -> float:
+def check_fraction(
+    name: str, value: Any, *, low_open: bool = False, high_open: bool = True
+) -> float:
     """``value`` as a float in ``[0, 1)`` (the default; bounds open/closed as asked), else ConfigError."""
     low, high = ("(" if low_open else "["), (")" if high_open else "]")
     try:
@@ -152,7 +160,11 @@ def check_bool(name: str, value: Any) -> bool:
     if isinstance(value, bool):
         return value
     dtype = getattr(value, "dtype", None)
-    if dtype is not None and getattr(dtype, "kind", "") == "b" and getattr(value, "shape", None) == ():
+    if (
+        dtype is not None
+        and getattr(dtype, "kind", "") == "b"
+        and getattr(value, "shape", None) == ()
+    ):
         return bool(value)
     raise ConfigError(f"{name}: expected True or False, got {describe(value)}")
 
@@ -182,6 +194,4 @@ def check_choice(name: str, value: Any, choices: Any) -> str:
 
 def unknown_name(argument: str, given: Any, valid: list[str] | tuple[str, ...]) -> ConfigError:
     """ConfigError for a name not found in a registry, listing the valid names."""
-    return ConfigError(
-        f"{argument}: unknown name {given!r}; expected one of {sorted(valid)}"
-    )
+    return ConfigError(f"{argument}: unknown name {given!r}; expected one of {sorted(valid)}")

@@ -68,8 +68,11 @@ class Estimator:
 
     def __repr__(self) -> str:
         defaults = _defaults(type(self))
-        shown = [f"{k}={v!r}" for k, v in self.get_params().items()
-                 if k not in defaults or not _same(defaults[k], v)]
+        shown = [
+            f"{k}={v!r}"
+            for k, v in self.get_params().items()
+            if k not in defaults or not _same(defaults[k], v)
+        ]
         return f"{type(self).__name__}({', '.join(shown)})"
 
     # --------------------------------------------------------------- persistence
@@ -81,16 +84,24 @@ class Estimator:
         """
         folder = Path(path)
         if folder.exists() and any(folder.iterdir()) and not overwrite:
-            raise CheckpointError(f"path: {folder} is not a new or empty directory; pass overwrite=True to replace it")
+            raise CheckpointError(
+                f"path: {folder} is not a new or empty directory; pass overwrite=True to replace it"
+            )
         folder.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
         try:
             codec = _Codec(tmp)
-            params = {name: codec.encode(name, None if name in self.RUNTIME_PARAMS else value)
-                      for name, value in self.get_params().items()}
+            params = {
+                name: codec.encode(name, None if name in self.RUNTIME_PARAMS else value)
+                for name, value in self.get_params().items()
+            }
             codec.finish()
-            manifest = {"format": FORMAT, "class": _class_path(type(self)), "params": params,
-                        "state": self._state(tmp)}
+            manifest = {
+                "format": FORMAT,
+                "class": _class_path(type(self)),
+                "params": params,
+                "state": self._state(tmp),
+            }
             (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
             if folder.exists():
                 shutil.rmtree(folder)
@@ -109,10 +120,14 @@ class Estimator:
         folder = Path(path)
         manifest = read_manifest(folder)
         if manifest["class"] != _class_path(cls):
-            raise CheckpointError(f"path: {folder} holds a {manifest['class']}, not a {_class_path(cls)}")
+            raise CheckpointError(
+                f"path: {folder} holds a {manifest['class']}, not a {_class_path(cls)}"
+            )
         unknown = set(runtime) - set(cls.RUNTIME_PARAMS)
         if unknown:
-            raise ConfigError(f"load: expected only runtime settings {list(cls.RUNTIME_PARAMS)}, got {sorted(unknown)}")
+            raise ConfigError(
+                f"load: expected only runtime settings {list(cls.RUNTIME_PARAMS)}, got {sorted(unknown)}"
+            )
         codec = _Codec(folder)
         params = {name: codec.decode(value) for name, value in manifest["params"].items()}
         params.update(runtime)
@@ -134,8 +149,10 @@ def read_manifest(folder: Path) -> dict[str, Any]:
     try:
         manifest = json.loads((Path(folder) / MANIFEST).read_text())
     except (OSError, ValueError) as exc:
-        raise CheckpointError(f"path: expected a folder written by save(), could not read "
-                              f"{Path(folder) / MANIFEST}: {exc}") from None
+        raise CheckpointError(
+            f"path: expected a folder written by save(), could not read "
+            f"{Path(folder) / MANIFEST}: {exc}"
+        ) from None
     if manifest.get("format") != FORMAT:
         raise CheckpointError(f"path: expected format {FORMAT!r}, got {manifest.get('format')!r}")
     return manifest
@@ -186,7 +203,9 @@ def _class_path(cls) -> str:
 def _library_class(path: str):
     module, _, name = path.partition(":")
     if not (module == "ml_adv" or module.startswith("ml_adv.")):
-        raise CheckpointError(f"path: a saved setting names {path!r}, outside ml_adv; refusing to load it")
+        raise CheckpointError(
+            f"path: a saved setting names {path!r}, outside ml_adv; refusing to load it"
+        )
     obj = importlib.import_module(module)
     for part in name.split("."):
         obj = getattr(obj, part)
@@ -214,7 +233,9 @@ class _Codec:
             return [self.encode(name, v) for v in value]
         if isinstance(value, dict):
             if not all(isinstance(k, str) and not k.startswith("$") for k in value):
-                raise ConfigError(f"save: {name}: dictionary keys must be strings not starting with '$'")
+                raise ConfigError(
+                    f"save: {name}: dictionary keys must be strings not starting with '$'"
+                )
             return {k: self.encode(f"{name}.{k}", v) for k, v in value.items()}
         if isinstance(value, Path):
             return {"$type": "path", "value": str(value)}
@@ -223,21 +244,38 @@ class _Codec:
             self.arrays[key] = value
             return {"$type": "array", "key": key}
         library = type(value).__module__.split(".")[0] == "ml_adv"
-        if library and hasattr(value, "save") and hasattr(type(value), "load") and not isinstance(value, Estimator):
+        if (
+            library
+            and hasattr(value, "save")
+            and hasattr(type(value), "load")
+            and not isinstance(value, Estimator)
+        ):
             folder, self._objects = f"objects/{self._objects}", self._objects + 1
             value.save(self.folder / folder)
             return {"$type": "saved", "class": _class_path(type(value)), "folder": folder}
         if library and dataclasses.is_dataclass(value) and not isinstance(value, type):
-            fields = {f.name: self.encode(f"{name}.{f.name}", getattr(value, f.name))
-                      for f in dataclasses.fields(value) if f.init}
+            fields = {
+                f.name: self.encode(f"{name}.{f.name}", getattr(value, f.name))
+                for f in dataclasses.fields(value)
+                if f.init
+            }
             return {"$type": "dataclass", "class": _class_path(type(value)), "fields": fields}
         if library and hasattr(value, "to_dict") and hasattr(type(value), "from_dict"):
-            return {"$type": "dict_form", "class": _class_path(type(value)), "value": value.to_dict()}
+            return {
+                "$type": "dict_form",
+                "class": _class_path(type(value)),
+                "value": value.to_dict(),
+            }
         if isinstance(value, Estimator):
-            return {"$type": "estimator", "class": _class_path(type(value)),
-                    "params": {k: self.encode(f"{name}.{k}", v) for k, v in value.get_params().items()}}
-        raise ConfigError(f"save: {name}: cannot be written ({describe(value)}); pass a registered name or "
-                          "a plain value, or set it again after load")
+            return {
+                "$type": "estimator",
+                "class": _class_path(type(value)),
+                "params": {k: self.encode(f"{name}.{k}", v) for k, v in value.get_params().items()},
+            }
+        raise ConfigError(
+            f"save: {name}: cannot be written ({describe(value)}); pass a registered name or "
+            "a plain value, or set it again after load"
+        )
 
     def finish(self) -> None:
         if self.arrays:

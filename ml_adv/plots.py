@@ -30,7 +30,9 @@ def save_figure(fig, path: str | Path, *, title: str = "") -> str:
     return str(path)
 
 
-def plot_learning_curves(history: Sequence[dict[str, Any]], path: str | Path, *, title: str = "") -> str:
+def plot_learning_curves(
+    history: Sequence[dict[str, Any]], path: str | Path, *, title: str = ""
+) -> str:
     """Loss and accuracy per epoch (train and validation) side by side; returns the PNG path."""
     plt = _pyplot()
     path = Path(path)

@@ -45,7 +45,13 @@ class Registry(Generic[T]):
             raise unknown_name(argument or self.kind, name, self.names())
         return self._entries[name]
 
-    def resolve(self, name_or_obj, *, argument: str | None = None, accept: Callable[[object], bool] = callable):
+    def resolve(
+        self,
+        name_or_obj,
+        *,
+        argument: str | None = None,
+        accept: Callable[[object], bool] = callable,
+    ):
         """Look ``name_or_obj`` up if it is a string; pass user objects through if ``accept`` says so."""
         if isinstance(name_or_obj, str):
             return self.get(name_or_obj, argument=argument)

@@ -52,7 +52,9 @@ FORMAT = "ml_adv.run/1"
 # Sub-folders of checkpoint_dir that RunCheckpointer's two orbax managers own outright.
 CHECKPOINT_TREES = ("latest", "best")
 
-_LOCK = threading.Lock()  # serialises marker updates from several RunDirectory objects in one process
+_LOCK = (
+    threading.Lock()
+)  # serialises marker updates from several RunDirectory objects in one process
 
 
 @contextlib.contextmanager
@@ -67,7 +69,10 @@ def _locked(folder: Path):
             import fcntl
 
             fd = os.open(folder, os.O_RDONLY)
-        except (ImportError, OSError):  # no fcntl (Windows) or no access: the thread lock still holds
+        except (
+            ImportError,
+            OSError,
+        ):  # no fcntl (Windows) or no access: the thread lock still holds
             yield
             return
         try:
@@ -141,7 +146,9 @@ def _protected(path: Path) -> str | None:
 def check_location(path: str | os.PathLike, argument: str = "run_dir") -> Path:
     """``path`` resolved, or ConfigError if it is a protected location or a file (see the module docstring)."""
     if isinstance(path, bool) or not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
-        raise ConfigError(f"{argument}: expected a folder path such as 'runs/<name>', got {describe(path)}")
+        raise ConfigError(
+            f"{argument}: expected a folder path such as 'runs/<name>', got {describe(path)}"
+        )
     resolved = Path(path).expanduser().resolve()
     why = _protected(resolved)
     if why is not None:
@@ -158,7 +165,13 @@ def _relative(name: str | os.PathLike) -> str:
     """Normalised relative POSIX path of an artifact; refuses absolute paths and '..'."""
     text = os.fspath(name)
     rel = PurePosixPath(text.replace(os.sep, "/"))
-    if not text or rel.is_absolute() or ".." in rel.parts or rel.parts in ((), (".",)) or rel.name == MARKER:
+    if (
+        not text
+        or rel.is_absolute()
+        or ".." in rel.parts
+        or rel.parts in ((), (".",))
+        or rel.name == MARKER
+    ):
         raise ConfigError(f"name: expected a relative path inside the run directory, got {text!r}")
     return rel.as_posix()
 
@@ -186,8 +199,12 @@ class RunDirectory:
         self.marker_path = self.path / MARKER
         with _locked(self.path):
             marker = self._read_marker() or {
-                "format": FORMAT, "created_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                "created_root": self.path in created, "files": [], "trees": [], "dirs": [],
+                "format": FORMAT,
+                "created_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                "created_root": self.path in created,
+                "files": [],
+                "trees": [],
+                "dirs": [],
             }
             try:
                 self._write_marker(marker)
@@ -211,8 +228,13 @@ class RunDirectory:
         """Record ``rel`` as a file or tree (creating and recording its parent folders)."""
         target = self.path / rel
         with _locked(self.path):
-            marker = self._read_marker() or {"format": FORMAT, "created_root": False,
-                                             "files": [], "trees": [], "dirs": []}
+            marker = self._read_marker() or {
+                "format": FORMAT,
+                "created_root": False,
+                "files": [],
+                "trees": [],
+                "dirs": [],
+            }
             changed = False
             for parent in reversed(PurePosixPath(rel).parents[:-1]):
                 folder = self.path / parent
@@ -267,7 +289,9 @@ class RunDirectory:
         rel = _relative(name)
         recorded = self.recorded()
         if rel not in recorded["files"] and rel not in recorded["trees"]:
-            raise ConfigError(f"name: {rel!r} was not written by ml_adv in {self.path}; refusing to delete it")
+            raise ConfigError(
+                f"name: {rel!r} was not written by ml_adv in {self.path}; refusing to delete it"
+            )
         return _remove(self.path, rel)
 
     # ------------------------------------------------------------ writers
@@ -393,9 +417,16 @@ def _clean(root: Path) -> list[str]:
         if isinstance(rel, str) and _remove(root, rel):
             removed.append(rel)
     # Folders the run directory created, deepest first, only once empty (user files keep them).
-    for rel in sorted((d for d in marker.get("dirs", []) if isinstance(d, str)), key=lambda d: -d.count("/")):
+    for rel in sorted(
+        (d for d in marker.get("dirs", []) if isinstance(d, str)), key=lambda d: -d.count("/")
+    ):
         folder = root / rel
-        if _inside(root, rel) and folder.is_dir() and not folder.is_symlink() and not any(folder.iterdir()):
+        if (
+            _inside(root, rel)
+            and folder.is_dir()
+            and not folder.is_symlink()
+            and not any(folder.iterdir())
+        ):
             folder.rmdir()
     (root / MARKER).unlink(missing_ok=True)
     if marker.get("created_root") and not any(root.iterdir()):
@@ -433,12 +464,18 @@ class Run:
 
     def __post_init__(self):
         if self.directory is not None and not isinstance(self.directory, RunDirectory):
-            raise ConfigError(f"directory: expected a RunDirectory or None, got {describe(self.directory)}")
+            raise ConfigError(
+                f"directory: expected a RunDirectory or None, got {describe(self.directory)}"
+            )
         for name in ("resume", "overwrite"):
             if not isinstance(getattr(self, name), bool):
-                raise ConfigError(f"{name}: expected True or False, got {describe(getattr(self, name))}")
+                raise ConfigError(
+                    f"{name}: expected True or False, got {describe(getattr(self, name))}"
+                )
         if self.progress is not None and not isinstance(self.progress, bool):
-            raise ConfigError(f"progress: expected True, False or None, got {describe(self.progress)}")
+            raise ConfigError(
+                f"progress: expected True, False or None, got {describe(self.progress)}"
+            )
         if not isinstance(self.meta, Mapping):
             raise ConfigError(f"meta: expected a dict, got {describe(self.meta)}")
         if isinstance(self.keep, bool) or not isinstance(self.keep, int) or self.keep < 1:
@@ -461,7 +498,9 @@ class Run:
             return run
         if run is None or isinstance(run, (str, os.PathLike)):
             return cls.at(run)
-        raise ConfigError(f"run: expected a Run, a RunDirectory, a folder path or None, got {describe(run)}")
+        raise ConfigError(
+            f"run: expected a Run, a RunDirectory, a folder path or None, got {describe(run)}"
+        )
 
     def nested(self, name: str, **options: Any) -> Run:
         """A run in the sub-folder ``name`` of this one (recorded as a tree, so ``--fresh``

@@ -32,8 +32,14 @@ DEEP_MEMBERS = 3  # as many as the command test's folds: the stacked initialiser
 def data_and_spec(arch: str):
     """(first TRAIN_EXAMPLES digits in ``arch``'s view, its tiny spec with ``OVERRIDES``)."""
     train = load_dataset(VIEWS[arch], split="train").subset(np.arange(TRAIN_EXAMPLES))
-    spec = make_spec(arch, input_shape=train.example_shape, input_kind=train.input_kind, num_classes=10, size="tiny",
-                     **OVERRIDES.get(arch, {}))
+    spec = make_spec(
+        arch,
+        input_shape=train.example_shape,
+        input_kind=train.input_kind,
+        num_classes=10,
+        size="tiny",
+        **OVERRIDES.get(arch, {}),
+    )
     return train, spec
 
 
@@ -54,15 +60,19 @@ def deep_ensemble() -> AdvancedModelEnsemble:
 def single_model(arch: str) -> TrainedModel:
     """One tiny ``arch`` model trained with ``fit`` (a jitted step, which compiles faster than a scanned epoch)."""
     train, spec = data_and_spec(arch)
-    result = fit(spec, train, dataclasses.replace(CONFIG, scan_epochs=False), run=Run(progress=False))
+    result = fit(
+        spec, train, dataclasses.replace(CONFIG, scan_epochs=False), run=Run(progress=False)
+    )
     return TrainedModel(spec, result.state.variables(), model_id=f"{arch}0")
 
 
 @functools.cache
 def heterogeneous_members() -> tuple[TrainedModel, ...]:
     """(cnn0, mlp0, mlp1, lstm0): two of the deep ensemble's MLPs renamed, between a CNN and an LSTM."""
-    mlp0, mlp1 = (TrainedModel(m.spec, m.variables, model_id=f"mlp{i}", metrics=m.metrics)
-                  for i, m in enumerate(deep_ensemble().models[:2]))
+    mlp0, mlp1 = (
+        TrainedModel(m.spec, m.variables, model_id=f"mlp{i}", metrics=m.metrics)
+        for i, m in enumerate(deep_ensemble().models[:2])
+    )
     return single_model("cnn"), mlp0, mlp1, single_model("lstm")
 
 
@@ -75,5 +85,10 @@ def split_views():
     """
     out = []
     for idx in (np.arange(0, 358, 2), np.arange(1, 358, 2)):
-        out.append({ds.input_kind: ds for ds in (load_dataset(v, split="test").subset(idx) for v in VIEWS.values())})
+        out.append(
+            {
+                ds.input_kind: ds
+                for ds in (load_dataset(v, split="test").subset(idx) for v in VIEWS.values())
+            }
+        )
     return tuple(out)

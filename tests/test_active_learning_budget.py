@@ -12,8 +12,14 @@ def test_unit_costs_charge_and_left():
     assert b.fit([3, 1, 2]).tolist() == [3, 1, 2]
     assert b.charge([3, 1, 2]) == 3.0
     assert (b.used, b.left) == (3.0, 7.0)
-    assert b.to_dict() == {"enabled": True, "total": 10.0, "used": 3.0, "left": 7.0,
-                           "per_sample_costs": False, "trim": False}
+    assert b.to_dict() == {
+        "enabled": True,
+        "total": 10.0,
+        "used": 3.0,
+        "left": 7.0,
+        "per_sample_costs": False,
+        "trim": False,
+    }
 
 
 def test_over_budget_raises_with_numbers():
@@ -26,10 +32,10 @@ def test_over_budget_raises_with_numbers():
 
 def test_trim_keeps_the_longest_prefix_in_rank_order():
     b = Budget(4, costs=np.array([1.0, 2.0, 3.0, 0.5]), trim=True)
-    assert b.fit([2, 3, 1, 0]).tolist() == [2, 3]      # 3 + 0.5 fits, + 2 does not
-    assert b.fit([1, 0, 3, 2]).tolist() == [1, 0, 3]   # 2 + 1 + 0.5 = 3.5
+    assert b.fit([2, 3, 1, 0]).tolist() == [2, 3]  # 3 + 0.5 fits, + 2 does not
+    assert b.fit([1, 0, 3, 2]).tolist() == [1, 0, 3]  # 2 + 1 + 0.5 = 3.5
     b.charge([1, 0, 3])
-    assert b.fit([2]).tolist() == []                   # nothing fits any more
+    assert b.fit([2]).tolist() == []  # nothing fits any more
 
 
 def test_float_costs_sum_exactly_to_budget():

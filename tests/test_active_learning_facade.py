@@ -9,13 +9,24 @@ from ml_adv.active_learning.strategies import STRATEGIES
 from ml_adv.errors import BudgetError, ConfigError, DataError, NotFittedError
 from ml_adv.training.config import TrainConfig
 
-CONFIG = ActiveLearningConfig(train=TrainConfig(epochs=4, batch_size=32, learning_rate=3e-3),
-                              update_epochs=2, min_steps=8, mc_samples=3)
+CONFIG = ActiveLearningConfig(
+    train=TrainConfig(epochs=4, batch_size=32, learning_rate=3e-3),
+    update_epochs=2,
+    min_steps=8,
+    mc_samples=3,
+)
 
 
 def make(run_dir, strategy="entropy", **kwargs):
-    return AdvancedActiveLearning(strategy, architecture="mlp", size="tiny", num_classes=10,
-                                  run_dir=run_dir, config=CONFIG, **kwargs)
+    return AdvancedActiveLearning(
+        strategy,
+        architecture="mlp",
+        size="tiny",
+        num_classes=10,
+        run_dir=run_dir,
+        config=CONFIG,
+        **kwargs,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -55,9 +66,13 @@ def test_loop_records_labels_in_order_and_warm_starts(looped, data):
     assert all(0.0 <= p["val_accuracy"] <= 1.0 for p in curve)
     # The labelled set grows inside a fixed-capacity pool: later rounds reuse the compiled
     # epoch (a real compile of it takes seconds here; a cache hit, milliseconds).
-    assert all(p["compile_seconds"] < 0.25 for p in curve[1:]), [p["compile_seconds"] for p in curve]
+    assert all(p["compile_seconds"] < 0.25 for p in curve[1:]), [
+        p["compile_seconds"] for p in curve
+    ]
     stats = al.get_active_learning_statistics()
-    assert stats["rounds"] == 2 and stats["labelled"] == 72 and stats["unlabelled"] == len(pool) - 32
+    assert (
+        stats["rounds"] == 2 and stats["labelled"] == 72 and stats["unlabelled"] == len(pool) - 32
+    )
     assert stats["budget"] == {"enabled": False} and stats["model_is_current"]
 
 
@@ -66,8 +81,16 @@ def test_every_strategy_picks_valid_distinct_samples(looped):
     available = al.store.available
     initial = al.store.initial_labelled()[0]
     for name in ("random", "margin", "least_confidence", "bald", "diversity", "hybrid"):
-        picks = choose(STRATEGIES.get(name), predictor_for(al._apply_fn(), al.model), al.store.pool_x, available, 12,
-                       __import__("jax").random.PRNGKey(0), labelled_x=initial, config=CONFIG)
+        picks = choose(
+            STRATEGIES.get(name),
+            predictor_for(al._apply_fn(), al.model),
+            al.store.pool_x,
+            available,
+            12,
+            __import__("jax").random.PRNGKey(0),
+            labelled_x=initial,
+            config=CONFIG,
+        )
         assert len(picks) == 12 and len(set(picks.tolist())) == 12 and available[picks].all(), name
 
 
@@ -75,7 +98,7 @@ def test_restart_restores_everything_without_training(looped, data):
     al, run_dir, _ = looped
     x0, y0, pool, _, val = data
     again = make(run_dir, validation_data=val)
-    again.add_labeled_data(x0, y0)   # the same script run again: recognised, not duplicated
+    again.add_labeled_data(x0, y0)  # the same script run again: recognised, not duplicated
     again.add_unlabeled_data(pool)
     assert again.get_active_learning_statistics()["labelled"] == 72
     assert again.store.restored and again.store.model_is_current
@@ -101,8 +124,16 @@ def test_adaptive_sampling_switches_when_uncertainty_stagnates(looped, data):
         al.update_model(oracle[idx])
     assert used == ["entropy", "diversity", "entropy"]
     switches = al.get_active_learning_statistics()["adaptive"]["switches"]
-    assert [s["to"] for s in switches] == ["diversity", "entropy"] and "switched to diversity" in switches[0]["reason"]
-    assert [p["strategy"] for p in al.get_learning_curve()] == [None, "entropy", "diversity", "entropy"]
+    assert [s["to"] for s in switches] == [
+        "diversity",
+        "entropy",
+    ] and "switched to diversity" in switches[0]["reason"]
+    assert [p["strategy"] for p in al.get_learning_curve()] == [
+        None,
+        "entropy",
+        "diversity",
+        "entropy",
+    ]
 
 
 def test_committee_bald_uses_stacked_members_and_restores(tmp_path, data):
@@ -118,14 +149,24 @@ def test_committee_bald_uses_stacked_members_and_restores(tmp_path, data):
     config = dataclasses.replace(CONFIG, members=3)
 
     def committee():
-        return AdvancedActiveLearning("bald", architecture="mlp", size="tiny", num_classes=10, config=config,
-                                      model_overrides={"dropout": 0.0}, run_dir=tmp_path / "c", validation_data=val)
+        return AdvancedActiveLearning(
+            "bald",
+            architecture="mlp",
+            size="tiny",
+            num_classes=10,
+            config=config,
+            model_overrides={"dropout": 0.0},
+            run_dir=tmp_path / "c",
+            validation_data=val,
+        )
 
     al = committee()
     al.add_labeled_data(x0, y0)
     al.add_unlabeled_data(pool)
     with warnings.catch_warnings():
-        warnings.simplefilter("error")  # no "every score is 0": the members disagree without dropout
+        warnings.simplefilter(
+            "error"
+        )  # no "every score is 0": the members disagree without dropout
         _, idx = al.select_samples(8)
     assert isinstance(al.model, StackedModel) and al.model.members == 3
     member_logits = al.model.logits(pool[idx])
@@ -157,8 +198,11 @@ def test_bad_updates_are_rejected_and_nothing_recorded(tmp_path, data):
         al.update_model([1, 2])
     _, idx = al.select_samples(4)
     journal = (tmp_path / "r" / "journal.jsonl").read_text()
-    for bad, match in (([1, 2, 3], "expected 4 labels"), ([0, 1, 2, 10], r"class ids in \[0, 10\)"),
-                       ({int(i) + 1: 0 for i in idx}, "selected pool indices")):
+    for bad, match in (
+        ([1, 2, 3], "expected 4 labels"),
+        ([0, 1, 2, 10], r"class ids in \[0, 10\)"),
+        ({int(i) + 1: 0 for i in idx}, "selected pool indices"),
+    ):
         with pytest.raises(DataError, match=match):
             al.update_model(bad)
     with pytest.raises(DataError, match="indices"):
@@ -239,8 +283,13 @@ def test_sigkill_during_training_loses_no_label(tmp_path, data):
 
     _, _, pool, oracle, _ = data
     run_dir = tmp_path / "crash"
-    proc = subprocess.run([sys.executable, "-c", CRASHING_SCRIPT, str(run_dir)], capture_output=True, text=True,
-                          env={**__import__("os").environ, "JAX_PLATFORMS": "cpu"}, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", CRASHING_SCRIPT, str(run_dir)],
+        capture_output=True,
+        text=True,
+        env={**__import__("os").environ, "JAX_PLATFORMS": "cpu"},
+        timeout=120,
+    )
     assert proc.returncode == -9, proc.stderr[-2000:]
     last = json.loads((run_dir / "journal.jsonl").read_text().splitlines()[-1])
     assert last["op"] == "label" and len(last["labels"]) == 8
@@ -249,10 +298,14 @@ def test_sigkill_during_training_loses_no_label(tmp_path, data):
     al.add_unlabeled_data(pool)  # the same script again (allowed although costs are set: a replay)
     stats = al.get_active_learning_statistics()
     assert stats["labelled"] == 8 and stats["pending"] == 0 and stats["rounds"] == 1
-    assert stats["budget"]["used"] == 12 and stats["budget"]["left"] == 38 and stats["budget"]["per_sample_costs"]
+    assert (
+        stats["budget"]["used"] == 12
+        and stats["budget"]["left"] == 38
+        and stats["budget"]["per_sample_costs"]
+    )
     assert not stats["model_is_current"] and al.model is None
     np.testing.assert_array_equal(al.store.pool_labels[last["indices"]], oracle[last["indices"]])
-    _, idx = al.select_samples(8)             # continues: the owed training runs first
+    _, idx = al.select_samples(8)  # continues: the owed training runs first
     assert [p["labels"] for p in al.get_learning_curve()] == [8] and al.store.model_is_current
     assert len(set(idx.tolist()) & set(last["indices"])) == 0
 
@@ -268,13 +321,18 @@ def test_uncertainty_beats_random_at_equal_labels_on_digits(digits_images):
     from ml_adv.active_learning.simulate import simulate_loop
 
     train, test = digits_images
-    config = ActiveLearningConfig(train=TrainConfig(epochs=30, batch_size=32, learning_rate=2e-3),
-                                  update_epochs=5, min_steps=60)
+    config = ActiveLearningConfig(
+        train=TrainConfig(epochs=30, batch_size=32, learning_rate=2e-3),
+        update_epochs=5,
+        min_steps=60,
+    )
     gaps = []
     for seed in (0, 1, 2):
         final = {}
         for name in ("random", "margin"):
-            curve = simulate_loop(name, train, test, rounds=2, query_size=40, initial=20, seed=seed, config=config)
+            curve = simulate_loop(
+                name, train, test, rounds=2, query_size=40, initial=20, seed=seed, config=config
+            )
             assert [p["labels"] for p in curve] == [20, 60, 100]
             final[name] = curve[-1]["val_accuracy"]
         assert final["margin"] > final["random"], (seed, final)

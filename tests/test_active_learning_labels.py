@@ -23,7 +23,9 @@ def filled(run_dir):
 
 def test_replay_restores_labels_pool_pending_and_settings(tmp_path):
     store = filled(tmp_path)
-    store.set_setting("budget", {"enabled": True, "total": 9.0, "trim": False}, {"costs": np.arange(20.0)})
+    store.set_setting(
+        "budget", {"enabled": True, "total": 9.0, "trim": False}, {"costs": np.arange(20.0)}
+    )
     store.begin_selection(np.array([5, 2, 7]), "entropy")
     labels = store.check_labels([1, 0, 2], num_classes=3)
     store.record_labels(labels)
@@ -45,7 +47,9 @@ def test_labels_are_fsynced_before_record_returns(tmp_path, monkeypatch):
     store.begin_selection(np.array([4]), "random")
     synced = []
     real_fsync = os.fsync
-    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(os.readlink(f"/proc/self/fd/{fd}")), real_fsync(fd)))
+    monkeypatch.setattr(
+        os, "fsync", lambda fd: (synced.append(os.readlink(f"/proc/self/fd/{fd}")), real_fsync(fd))
+    )
     store.record_labels(store.check_labels([2], 3))
     assert any(path.endswith(JOURNAL) for path in synced)
     last = json.loads((tmp_path / JOURNAL).read_text().splitlines()[-1])

@@ -15,7 +15,12 @@ def logits_of(probs):
 
 def test_entropy_hand_values():
     probs = [[0.5, 0.5, 0.0 + 1e-30], [1.0, 1e-30, 1e-30], [1 / 3, 1 / 3, 1 / 3], [0.7, 0.2, 0.1]]
-    expected = [np.log(2), 0.0, np.log(3), -(0.7 * np.log(0.7) + 0.2 * np.log(0.2) + 0.1 * np.log(0.1))]
+    expected = [
+        np.log(2),
+        0.0,
+        np.log(3),
+        -(0.7 * np.log(0.7) + 0.2 * np.log(0.2) + 0.1 * np.log(0.1)),
+    ]
     np.testing.assert_allclose(S.entropy(logits_of(probs)), expected, atol=1e-5)
 
 
@@ -27,7 +32,9 @@ def test_entropy_is_finite_for_extreme_logits():
 
 def test_margin_and_least_confidence_hand_values():
     probs = [[0.7, 0.2, 0.1], [0.4, 0.35, 0.25], [0.5, 0.5, 1e-30]]
-    np.testing.assert_allclose(S.margin(logits_of(probs)), [-(0.7 - 0.2), -(0.4 - 0.35), 0.0], atol=1e-6)
+    np.testing.assert_allclose(
+        S.margin(logits_of(probs)), [-(0.7 - 0.2), -(0.4 - 0.35), 0.0], atol=1e-6
+    )
     np.testing.assert_allclose(S.least_confidence(logits_of(probs)), [0.3, 0.6, 0.5], atol=1e-6)
     # Both rank the near-tie as most uncertain.
     assert int(jnp.argmax(S.margin(logits_of(probs)))) == 2
@@ -83,7 +90,9 @@ def test_score_pool_streams_like_direct_scoring():
 def test_mc_dropout_samples_differ_and_bald_positive():
     from ml_adv import make_spec
 
-    spec = make_spec("mlp", input_shape=(8,), input_kind="features", num_classes=3, size="tiny", dropout=0.5)
+    spec = make_spec(
+        "mlp", input_shape=(8,), input_kind="features", num_classes=3, size="tiny", dropout=0.5
+    )
     module = spec.build()
     x = np.random.default_rng(0).normal(size=(20, 8)).astype(np.float32)
     variables = module.init(jax.random.PRNGKey(0), x[:1])

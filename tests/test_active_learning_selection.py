@@ -69,7 +69,9 @@ def test_top_k_never_picks_unavailable_even_with_nan_scores():
 def test_min_sq_distances_matches_numpy(pool):
     features, _, centres = pool
     expected = ((features[:, None, :] - centres[None]) ** 2).sum(-1).min(1)
-    np.testing.assert_allclose(min_sq_distances(jnp.asarray(features), jnp.asarray(centres), chunk=3), expected, rtol=1e-5)
+    np.testing.assert_allclose(
+        min_sq_distances(jnp.asarray(features), jnp.asarray(centres), chunk=3), expected, rtol=1e-5
+    )
 
 
 @pytest.mark.parametrize("with_centres", [False, True])
@@ -85,7 +87,9 @@ def test_weighted_k_center_matches_brute_force(pool):
     features, available, centres = pool
     weights = np.random.default_rng(2).random(60).astype(np.float32)
     picks = np.asarray(k_center_greedy(features, available, 12, centres=centres, weights=weights))
-    np.testing.assert_array_equal(picks, brute_force_k_center(features, available, 12, centres, weights))
+    np.testing.assert_array_equal(
+        picks, brute_force_k_center(features, available, 12, centres, weights)
+    )
 
 
 def test_k_center_returns_covering_radii_decreasing(pool):
@@ -143,23 +147,39 @@ def test_pruned_picks_equal_plain_and_reference(pool, with_centres):
     c = centres if with_centres else None
     weights = np.random.default_rng(2).random(60).astype(np.float32)
     for w in (None, weights):
-        plain, r_plain = k_center_greedy(features, available, 12, centres=c, weights=w, return_radii=True)
-        pruned, r_pruned = k_center_greedy(features, available, 12, centres=c, weights=w, return_radii=True,
-                                           prune=True)
+        plain, r_plain = k_center_greedy(
+            features, available, 12, centres=c, weights=w, return_radii=True
+        )
+        pruned, r_pruned = k_center_greedy(
+            features, available, 12, centres=c, weights=w, return_radii=True, prune=True
+        )
         np.testing.assert_array_equal(np.asarray(pruned), np.asarray(plain))
-        np.testing.assert_array_equal(np.asarray(pruned), brute_force_k_center(features, available, 12, c, w))
+        np.testing.assert_array_equal(
+            np.asarray(pruned), brute_force_k_center(features, available, 12, c, w)
+        )
         np.testing.assert_allclose(np.asarray(r_pruned), np.asarray(r_plain), rtol=1e-6)
     if with_centres:  # the skipping really happens: some picks read less than half the pool
         d, a = nearest_centres(jnp.asarray(features), jnp.asarray(centres))
-        live = np.asarray(pruned_greedy(jnp.asarray(features), jnp.asarray(available), d, a, jnp.asarray(centres),
-                                        jnp.ones(60), 12)[2])
+        live = np.asarray(
+            pruned_greedy(
+                jnp.asarray(features),
+                jnp.asarray(available),
+                d,
+                a,
+                jnp.asarray(centres),
+                jnp.ones(60),
+                12,
+            )[2]
+        )
         assert live.min() < 30 and live.max() <= 60, live
 
 
 def test_bf16_pool_picks_are_near_identical(pool):
     features, available, centres = pool
     f32 = np.asarray(k_center_greedy(features, available, 12, centres=centres))
-    bf16 = np.asarray(k_center_greedy(features, available, 12, centres=centres, precision="bfloat16"))
+    bf16 = np.asarray(
+        k_center_greedy(features, available, 12, centres=centres, precision="bfloat16")
+    )
     assert available[bf16].all() and len(set(bf16.tolist())) == 12
     assert len(set(f32.tolist()) & set(bf16.tolist())) >= 10
 
@@ -186,7 +206,9 @@ def test_first_argmax_is_argmax_with_ties(monkeypatch, float_index_limit):
     scores = jnp.asarray([0.5, 2.0, -jnp.inf, 2.0, 1.0, jnp.inf, jnp.inf])
     assert int(first_argmax(scores)) == int(jnp.argmax(scores)) == 5
     assert int(first_argmax(scores[:5])) == int(jnp.argmax(scores[:5])) == 1
-    big = jnp.asarray(np.random.default_rng(5).integers(0, 50, 9_000).astype(np.float32))  # many ties
+    big = jnp.asarray(
+        np.random.default_rng(5).integers(0, 50, 9_000).astype(np.float32)
+    )  # many ties
     assert int(first_argmax(big)) == int(jnp.argmax(big))
 
 
@@ -202,7 +224,9 @@ def test_blocked_pass_is_bitwise_the_plain_pass(blocks):
     split = _greedy(features, available, min_dist, weights, 40, blocks=blocks)
     np.testing.assert_array_equal(np.asarray(split[0]), np.asarray(plain[0]))
     np.testing.assert_array_equal(np.asarray(split[1]), np.asarray(plain[1]))
-    pruned = pruned_greedy(features, available, min_dist, assign, features[:4], weights, 40, blocks=blocks)
+    pruned = pruned_greedy(
+        features, available, min_dist, assign, features[:4], weights, 40, blocks=blocks
+    )
     np.testing.assert_array_equal(np.asarray(pruned[0]), np.asarray(plain[0]))
 
 
@@ -220,7 +244,11 @@ def test_bf16_pool_is_widened_inside_the_pass():
     _, assign = nearest_centres(narrow, narrow[:4])
     pruned = pruned_greedy(narrow, available, min_dist, assign, narrow[:4], weights, 40, blocks=3)
     np.testing.assert_array_equal(np.asarray(pruned[0]), np.asarray(widened[0]))
-    for compiled in (_greedy.lower(narrow, available, min_dist, weights, 40, blocks=3),
-                     pruned_greedy.lower(narrow, available, min_dist, assign, narrow[:4], weights, 40, blocks=3)):
+    for compiled in (
+        _greedy.lower(narrow, available, min_dist, weights, 40, blocks=3),
+        pruned_greedy.lower(narrow, available, min_dist, assign, narrow[:4], weights, 40, blocks=3),
+    ):
         entry = compiled.compile().as_text().split("ENTRY", 1)[1]
-        assert "f32[600,9]" not in entry and "f32[3,200,9]" not in entry  # no float32 copy outside the loop
+        assert (
+            "f32[600,9]" not in entry and "f32[3,200,9]" not in entry
+        )  # no float32 copy outside the loop

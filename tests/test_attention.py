@@ -18,7 +18,9 @@ def _qkv(dtype=jnp.float32):
 
 
 def _mask():
-    valid = jnp.asarray(np.random.default_rng(1).random((B, L)) > 0.3).at[0].set(False)  # row 0: all padding
+    valid = (
+        jnp.asarray(np.random.default_rng(1).random((B, L)) > 0.3).at[0].set(False)
+    )  # row 0: all padding
     return nn.make_attention_mask(valid, valid)
 
 
@@ -27,10 +29,18 @@ CASES = {
     "mask": {"mask": _mask()},
     "bias": {"bias": jax.random.normal(jax.random.PRNGKey(5), (B, H, L, L))},
     "dropout": {"mask": _mask(), "dropout_rng": jax.random.PRNGKey(3), "dropout_rate": 0.3},
-    "dropout per head": {"mask": _mask(), "dropout_rng": jax.random.PRNGKey(3), "dropout_rate": 0.3,
-                         "broadcast_dropout": False},
-    "deterministic": {"mask": _mask(), "dropout_rng": jax.random.PRNGKey(3), "dropout_rate": 0.3,
-                      "deterministic": True},
+    "dropout per head": {
+        "mask": _mask(),
+        "dropout_rng": jax.random.PRNGKey(3),
+        "dropout_rate": 0.3,
+        "broadcast_dropout": False,
+    },
+    "deterministic": {
+        "mask": _mask(),
+        "dropout_rng": jax.random.PRNGKey(3),
+        "dropout_rate": 0.3,
+        "deterministic": True,
+    },
 }
 
 
@@ -42,8 +52,12 @@ def test_values_and_gradients_match_flax(case):
     def loss(fn):
         return lambda q, k, v: jnp.sum(jnp.sin(fn(q, k, v, **kwargs)))
 
-    np.testing.assert_allclose(dot_product_attention(q, k, v, **kwargs),
-                               nn.dot_product_attention(q, k, v, **kwargs), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        dot_product_attention(q, k, v, **kwargs),
+        nn.dot_product_attention(q, k, v, **kwargs),
+        rtol=1e-5,
+        atol=1e-6,
+    )
     got = jax.grad(loss(dot_product_attention), argnums=(0, 1, 2))(q, k, v)
     want = jax.grad(loss(nn.dot_product_attention), argnums=(0, 1, 2))(q, k, v)
     for a, b in zip(got, want):
@@ -54,7 +68,9 @@ def test_a_fully_masked_query_gets_uniform_weights_and_no_gradient():
     q, k, v = _qkv()
     mask = _mask()
     out = dot_product_attention(q, k, v, mask=mask)
-    np.testing.assert_allclose(out[0], jnp.broadcast_to(v[0].mean(axis=0), out[0].shape), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        out[0], jnp.broadcast_to(v[0].mean(axis=0), out[0].shape), rtol=1e-5, atol=1e-6
+    )
     dq = jax.grad(lambda q: jnp.sum(dot_product_attention(q, k, v, mask=mask)))(q)
     assert not np.any(np.asarray(dq[0]))
 
@@ -70,7 +86,9 @@ def test_bf16_softmax_runs_in_float32_and_returns_the_value_dtype():
 def test_encoder_block_keeps_flax_parameters_and_outputs():
     """Same parameter tree as nn.MultiHeadDotProductAttention's (checkpoints unchanged), same outputs."""
     x = jax.random.normal(jax.random.PRNGKey(7), (B, L, 8))
-    block = EncoderBlock(num_heads=2, mlp_dim=16, dropout=0.0, attention_dropout=0.2, pre_norm=False)
+    block = EncoderBlock(
+        num_heads=2, mlp_dim=16, dropout=0.0, attention_dropout=0.2, pre_norm=False
+    )
     params = block.init(jax.random.PRNGKey(0), x)
     attn = nn.MultiHeadDotProductAttention(num_heads=2)
     reference = attn.init(jax.random.PRNGKey(0), x, x)["params"]
@@ -103,12 +121,16 @@ def test_a_gpu_measures_both_forms_and_runs_the_faster(tmp_path, monkeypatch):
     autotune.configure(enabled=True, cache_dir=tmp_path)
     try:
         before = autotune.measurements()
-        np.testing.assert_allclose(measured_attention(q, k, v, **kwargs), want, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(
+            measured_attention(q, k, v, **kwargs), want, rtol=1e-5, atol=1e-6
+        )
         assert autotune.measurements() == before and not list(tmp_path.iterdir())  # CPU: unmeasured
         monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
         monkeypatch.setattr(autotune, "REPEATS", 2)
         autotune.configure(enabled=True, cache_dir=tmp_path)
-        np.testing.assert_allclose(measured_attention(q, k, v, **kwargs), want, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(
+            measured_attention(q, k, v, **kwargs), want, rtol=1e-5, atol=1e-6
+        )
         assert autotune.measurements() == before + 1
         (path,) = tmp_path.glob("gpu-*.json")
         ((key, entry),) = json.loads(path.read_text())["entries"].items()

@@ -57,28 +57,53 @@ def entries(directory):
 
 def test_the_faster_candidate_wins_and_is_cached(tuned):
     before = autotune.measurements()
-    choice = autotune.choose("square", {"n": 64}, {"slow": slow, "fast": fast}, EXAMPLE, default="slow", backends=ANY)
+    choice = autotune.choose(
+        "square", {"n": 64}, {"slow": slow, "fast": fast}, EXAMPLE, default="slow", backends=ANY
+    )
     assert choice == "fast"
     assert autotune.measurements() == before + 1
     (entry,) = entries(tuned).values()
     assert entry["choice"] == "fast" and entry["us"]["slow"] > entry["us"]["fast"]
     # Same process: from memory. A new process (memory cleared): from the file. No re-measuring.
-    assert autotune.choose("square", {"n": 64}, {"slow": slow, "fast": fast}, EXAMPLE, default="slow", backends=ANY) == "fast"
+    assert (
+        autotune.choose(
+            "square", {"n": 64}, {"slow": slow, "fast": fast}, EXAMPLE, default="slow", backends=ANY
+        )
+        == "fast"
+    )
     autotune.configure(enabled=True, cache_dir=tuned)
-    assert autotune.choose("square", {"n": 64}, {"slow": slow, "fast": fast}, EXAMPLE, default="slow", backends=ANY) == "fast"
+    assert (
+        autotune.choose(
+            "square", {"n": 64}, {"slow": slow, "fast": fast}, EXAMPLE, default="slow", backends=ANY
+        )
+        == "fast"
+    )
     assert autotune.measurements() == before + 1
     # Another shape is another decision.
-    autotune.choose("square", {"n": 32}, {"slow": slow, "fast": fast},
-                    [jax.ShapeDtypeStruct((32, 32), jnp.float32)], default="slow", backends=ANY)
+    autotune.choose(
+        "square",
+        {"n": 32},
+        {"slow": slow, "fast": fast},
+        [jax.ShapeDtypeStruct((32, 32), jnp.float32)],
+        default="slow",
+        backends=ANY,
+    )
     assert autotune.measurements() == before + 2 and len(entries(tuned)) == 2
 
 
 def test_first_writer_wins_across_processes(tuned):
     # Another process recorded this case while we measured: its choice holds here too.
     key = "square" + json.dumps({"n": 64}, sort_keys=True)
-    autotune.cache_path().write_text(json.dumps({"entries": {key: {"choice": "slow", "us": {"slow": 1.0}}}}))
+    autotune.cache_path().write_text(
+        json.dumps({"entries": {key: {"choice": "slow", "us": {"slow": 1.0}}}})
+    )
     assert autotune.record("square", {"n": 64}, {"slow": 2.0, "fast": 1.0}) == "slow"
-    assert autotune.choose("square", {"n": 64}, {"slow": slow, "fast": fast}, EXAMPLE, default="fast", backends=ANY) == "slow"
+    assert (
+        autotune.choose(
+            "square", {"n": 64}, {"slow": slow, "fast": fast}, EXAMPLE, default="fast", backends=ANY
+        )
+        == "slow"
+    )
 
 
 def test_opt_out_takes_the_default_without_measuring(tmp_path, monkeypatch):
@@ -86,7 +111,17 @@ def test_opt_out_takes_the_default_without_measuring(tmp_path, monkeypatch):
     autotune.configure(enabled=None, cache_dir=tmp_path)
     try:
         before = autotune.measurements()
-        assert autotune.choose("square", {"n": 64}, {"slow": slow, "fast": fast}, EXAMPLE, default="slow", backends=ANY) == "slow"
+        assert (
+            autotune.choose(
+                "square",
+                {"n": 64},
+                {"slow": slow, "fast": fast},
+                EXAMPLE,
+                default="slow",
+                backends=ANY,
+            )
+            == "slow"
+        )
         assert autotune.measurements() == before and not list(tmp_path.iterdir())
     finally:
         autotune.configure(enabled=None, cache_dir=None)
@@ -104,7 +139,17 @@ def test_a_corrupt_cache_is_measured_again_and_rewritten(tuned, caplog):
     autotune.cache_path().write_text("{not json")
     autotune.configure(enabled=True, cache_dir=tuned)
     with caplog.at_level(logging.WARNING, logger="ml_adv.kernels.autotune"):
-        assert autotune.choose("square", {"n": 64}, {"slow": slow, "fast": fast}, EXAMPLE, default="slow", backends=ANY) == "fast"
+        assert (
+            autotune.choose(
+                "square",
+                {"n": 64},
+                {"slow": slow, "fast": fast},
+                EXAMPLE,
+                default="slow",
+                backends=ANY,
+            )
+            == "fast"
+        )
     assert "unreadable" in caplog.text
     assert len(entries(tuned)) == 1
 
@@ -115,7 +160,17 @@ def test_an_unwritable_cache_still_decides(tmp_path, caplog):
     autotune.configure(enabled=True, cache_dir=blocker / "sub")  # a directory under a file
     try:
         with caplog.at_level(logging.WARNING, logger="ml_adv.kernels.autotune"):
-            assert autotune.choose("square", {"n": 64}, {"slow": slow, "fast": fast}, EXAMPLE, default="slow", backends=ANY) == "fast"
+            assert (
+                autotune.choose(
+                    "square",
+                    {"n": 64},
+                    {"slow": slow, "fast": fast},
+                    EXAMPLE,
+                    default="slow",
+                    backends=ANY,
+                )
+                == "fast"
+            )
         assert "could not write" in caplog.text
     finally:
         autotune.configure(enabled=None, cache_dir=None)
@@ -129,7 +184,9 @@ def test_bad_arguments_fail_fast(tuned):
 
 
 def _conv_reference(x, k):
-    return lax.conv_general_dilated(x, k, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return lax.conv_general_dilated(
+        x, k, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+    )
 
 
 def test_conv_layers_use_measured_lowerings_with_xla_values(tuned_briefly):
@@ -187,7 +244,14 @@ def test_the_nonfinite_guard_is_chosen_on_the_runs_own_epochs(tuned_briefly):
     from ml_adv.training.runner import GUARD_TRIAL_ROUNDS
 
     train = load_dataset("digits_flat", split="train").subset(np.arange(256))
-    spec = make_spec("mlp", input_shape=(64,), input_kind="features", num_classes=10, hidden_sizes=(16,), dropout=0.1)
+    spec = make_spec(
+        "mlp",
+        input_shape=(64,),
+        input_kind="features",
+        num_classes=10,
+        hidden_sizes=(16,),
+        dropout=0.1,
+    )
     config = TrainConfig(epochs=2 * GUARD_TRIAL_ROUNDS, batch_size=32)
     tried = fit(spec, train, config, run=Run(progress=False))
     if not ON_CPU:  # a CPU decision: other backends take the architecture's static guard
@@ -211,8 +275,12 @@ def test_a_cached_choice_that_is_no_longer_a_candidate_is_measured_again(tuned):
     signature = {"n": 3}
     assert autotune.record("forms", signature, {"a": 1.0, "b": 2.0}) == "a"
     assert autotune.record("forms", signature, {"a": 2.0, "b": 1.0}) == "a"  # first writer wins
-    assert autotune.lookup("forms", signature, ["b", "c"], backends=ANY) is None  # "a" was dropped from the forms
-    assert autotune.record("forms", signature, {"b": 1.0, "c": 2.0}) == "b"  # so its entry is replaced
+    assert (
+        autotune.lookup("forms", signature, ["b", "c"], backends=ANY) is None
+    )  # "a" was dropped from the forms
+    assert (
+        autotune.record("forms", signature, {"b": 1.0, "c": 2.0}) == "b"
+    )  # so its entry is replaced
     assert entries(tuned)['forms{"n": 3}']["choice"] == "b"
 
 
@@ -225,8 +293,15 @@ def test_batch_split_context_and_concurrent_timing_on_one_device(tuned):
         assert autotune.batch_split_devices() == 2
     assert autotune.batch_split_devices() == 1
     # More concurrent devices than this process has: timed on the one there is.
-    choice = autotune.choose("square", {"n": 64, "devices": 4}, {"slow": slow, "fast": fast}, EXAMPLE,
-                             default="slow", concurrent=4, backends=ANY)
+    choice = autotune.choose(
+        "square",
+        {"n": 64, "devices": 4},
+        {"slow": slow, "fast": fast},
+        EXAMPLE,
+        default="slow",
+        concurrent=4,
+        backends=ANY,
+    )
     assert choice == "fast"
 
 
@@ -242,14 +317,30 @@ def test_each_decision_is_measured_only_on_its_backends_and_cached_per_device(tu
     assert gpu_file != cpu_file and gpu_file.name.startswith("gpu-")
     before = autotune.measurements()
     assert not autotune.active() and autotune.active(autotune.GPU) and autotune.active(ANY)
-    assert autotune.choose("square", {"n": 64}, {"slow": slow, "fast": fast}, EXAMPLE, default="slow") == "slow"
+    assert (
+        autotune.choose("square", {"n": 64}, {"slow": slow, "fast": fast}, EXAMPLE, default="slow")
+        == "slow"
+    )
     assert autotune.measurements() == before and not gpu_file.exists()
-    assert autotune.choose("square", {"n": 64}, {"slow": slow, "fast": fast}, EXAMPLE, default="slow",
-                           backends=autotune.GPU) == "fast"
+    assert (
+        autotune.choose(
+            "square",
+            {"n": 64},
+            {"slow": slow, "fast": fast},
+            EXAMPLE,
+            default="slow",
+            backends=autotune.GPU,
+        )
+        == "fast"
+    )
     assert autotune.measurements() == before + 1 and gpu_file.exists() and not cpu_file.exists()
     monkeypatch.setattr(autotune, "REPEATS", 2)
     assert measured_lowering((2, 3, 4), 8, jnp.float32, reverse=False) in ("fused", "flax")
     assert any(k.startswith("lstm_layer") for k in entries(tuned))  # measured on the GPU too
     monkeypatch.setattr(jax, "default_backend", lambda: "tpu")
-    assert autotune.choose("square", {"n": 8}, {"slow": slow, "fast": fast}, EXAMPLE, default="slow",
-                           backends=ANY) == "slow"  # a backend no decision is measured on
+    assert (
+        autotune.choose(
+            "square", {"n": 8}, {"slow": slow, "fast": fast}, EXAMPLE, default="slow", backends=ANY
+        )
+        == "slow"
+    )  # a backend no decision is measured on

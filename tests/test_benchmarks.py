@@ -20,7 +20,16 @@ from benchmarks.peers import flax_plain  # noqa: E402
 from benchmarks.workloads import WORKLOADS  # noqa: E402
 
 run.load_benchmarks()
-TINY = ["--rounds", "2", "--steps", "2", "--quiet-budget", "0", "--torch-compile", "off"]  # inductor: ~15 s a model
+TINY = [
+    "--rounds",
+    "2",
+    "--steps",
+    "2",
+    "--quiet-budget",
+    "0",
+    "--torch-compile",
+    "off",
+]  # inductor: ~15 s a model
 
 
 def _flax_params(wl) -> int:
@@ -100,7 +109,9 @@ def test_rounds_alternate_and_ratios_point_the_right_way():
 
     timing = harness.time_rounds(
         # 4x apart: a loaded machine oversleeps by a few ms, which must not flip the ratios
-        {"fast": sleeper("fast", 0.005), "slow": sleeper("slow", 0.02)}, rounds=3, foreign_limit=1e9
+        {"fast": sleeper("fast", 0.005), "slow": sleeper("slow", 0.02)},
+        rounds=3,
+        foreign_limit=1e9,
     )
     assert calls[:2] == ["fast", "slow"]  # warm-up, then rotating cycles
     assert calls[2:4] == ["fast", "slow"] and calls[4:6] == ["slow", "fast"]
@@ -145,10 +156,14 @@ def test_kcenter_row_on_a_tiny_pool():
 
     # the pruned / bf16 variants and the scikit-activeml peer are tested elsewhere or too slow to import
     ctx = harness.Context(quick=True, rounds=1, quiet_budget_s=0.0)
-    (row,) = kcenter.selection_row(ctx, "kcenter/tiny", "tiny", kcenter.random_pool(256, 8), 12, peer=False,
-                                   variants=False)
+    (row,) = kcenter.selection_row(
+        ctx, "kcenter/tiny", "tiny", kcenter.random_pool(256, 8), 12, peer=False, variants=False
+    )
     harness.validate_row(row)
-    assert set(row["contenders"]) == {"stream floor", "ml_adv"} and "ml_adv/stream floor" in row["ratios"]
+    assert (
+        set(row["contenders"]) == {"stream floor", "ml_adv"}
+        and "ml_adv/stream floor" in row["ratios"]
+    )
     assert row["extra"]["ours_over_floor"] > 0 and row["extra"]["floor_bytes"] == 256 * 8 * 4 * 12
 
 
@@ -187,10 +202,15 @@ def test_gpu_check_budget_skips_what_does_not_fit_and_writes_after_every_task(tm
         assert {e["name"]: e["status"] for e in doc["plan"]}["x/sees"] == "running"
         return []
 
-    plan = [gc.Task("x/a", "a", lambda: [row]), gc.Task("x/big", "big", lambda: []),
-            gc.Task("x/needs", "c", lambda: [], needs=("x/missing",)),
-            gc.Task("x/off", "c", lambda: [], off="off"), gc.Task("x/broken", "c", broken),
-            gc.Task("x/skip", "c", lambda: []), gc.Task("x/sees", "c", sees_the_file)]
+    plan = [
+        gc.Task("x/a", "a", lambda: [row]),
+        gc.Task("x/big", "big", lambda: []),
+        gc.Task("x/needs", "c", lambda: [], needs=("x/missing",)),
+        gc.Task("x/off", "c", lambda: [], off="off"),
+        gc.Task("x/broken", "c", broken),
+        gc.Task("x/skip", "c", lambda: []),
+        gc.Task("x/sees", "c", sees_the_file),
+    ]
     budget = gc.Budget(time.time() + 5 + gc.RESERVE_S, {"a": 0.1, "big": 100.0, "c": 0.0})
     gc.run_plan(check, plan, budget, {"only": [], "skip": ["x/skip"]})
     doc = json.loads(out.read_text())

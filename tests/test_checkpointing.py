@@ -22,11 +22,16 @@ from ml_adv.training import TrainConfig, fit
 
 def _tree_equal(a, b):
     la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
-    return len(la) == len(lb) and all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(la, lb))
+    return len(la) == len(lb) and all(
+        np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(la, lb)
+    )
 
 
 def test_save_restore_round_trip_into_abstract_target(tmp_path):
-    tree = {"w": jnp.arange(6.0).reshape(2, 3), "n": {"b": jnp.ones(3, jnp.bfloat16), "i": jnp.int32(7)}}
+    tree = {
+        "w": jnp.arange(6.0).reshape(2, 3),
+        "n": {"b": jnp.ones(3, jnp.bfloat16), "i": jnp.int32(7)},
+    }
     with RunCheckpointer(tmp_path / "c") as ckpt:
         ckpt.save(1, tree, {"epoch": 1, "note": "first"})
         ckpt.save(2, jax.tree.map(lambda a: a * 2, tree), {"epoch": 2}, is_best=True)
@@ -77,9 +82,19 @@ def test_checkpoints_written_compressed_by_earlier_versions_still_restore(tmp_pa
 def test_resumed_fit_matches_uninterrupted(small_digits, digits_images, tmp_path):
     _, test = digits_images
     cfg = TrainConfig(epochs=6, batch_size=32, learning_rate=3e-3, seed=2)
-    full = fit(TinyNet(), small_digits, cfg, val=test, run=Run.at(tmp_path / "full", progress=False))
-    fit(TinyNet(), small_digits, cfg.replace(epochs=3), val=test, run=Run.at(tmp_path / "part", progress=False))
-    resumed = fit(TinyNet(), small_digits, cfg, val=test, run=Run.at(tmp_path / "part", progress=False))
+    full = fit(
+        TinyNet(), small_digits, cfg, val=test, run=Run.at(tmp_path / "full", progress=False)
+    )
+    fit(
+        TinyNet(),
+        small_digits,
+        cfg.replace(epochs=3),
+        val=test,
+        run=Run.at(tmp_path / "part", progress=False),
+    )
+    resumed = fit(
+        TinyNet(), small_digits, cfg, val=test, run=Run.at(tmp_path / "part", progress=False)
+    )
     assert resumed.resumed_from == 3 and len(resumed.history) == 6
     assert _tree_equal(full.state.params, resumed.state.params)
     assert _tree_equal(full.state.opt_state, resumed.state.opt_state)
@@ -92,21 +107,46 @@ def test_resume_refuses_a_different_run(small_digits, tmp_path):
     cfg = TrainConfig(epochs=1, batch_size=32)
     fit(TinyNet(), small_digits, cfg, run=Run.at(tmp_path / "r", progress=False))
     with pytest.raises(CheckpointError, match="seed"):
-        fit(TinyNet(), small_digits, cfg.replace(seed=9), run=Run.at(tmp_path / "r", progress=False))
+        fit(
+            TinyNet(), small_digits, cfg.replace(seed=9), run=Run.at(tmp_path / "r", progress=False)
+        )
     with pytest.raises(CheckpointError, match="already has checkpoints"):
         fit(TinyNet(), small_digits, cfg, run=Run.at(tmp_path / "r", resume=False, progress=False))
-    fresh = fit(TinyNet(), small_digits, cfg.replace(seed=9), run=Run.at(tmp_path / "r", overwrite=True, progress=False))
+    fresh = fit(
+        TinyNet(),
+        small_digits,
+        cfg.replace(seed=9),
+        run=Run.at(tmp_path / "r", overwrite=True, progress=False),
+    )
     assert fresh.resumed_from is None
 
 
 def _cli(run_dir: Path, epochs: int) -> list[str]:
-    return [sys.executable, "-m", "ml_adv.cli", "train", "--arch", "cnn", "--data", "digits", "--epochs", str(epochs),
-            "--batch-size", "16", "--seed", "3", "--run-dir", str(run_dir)]
+    return [
+        sys.executable,
+        "-m",
+        "ml_adv.cli",
+        "train",
+        "--arch",
+        "cnn",
+        "--data",
+        "digits",
+        "--epochs",
+        str(epochs),
+        "--batch-size",
+        "16",
+        "--seed",
+        "3",
+        "--run-dir",
+        str(run_dir),
+    ]
 
 
 def _finished_steps(run_dir: Path) -> list[int]:
     latest = run_dir / "checkpoints" / "latest"
-    return sorted(int(p.name) for p in latest.iterdir() if p.name.isdigit()) if latest.exists() else []
+    return (
+        sorted(int(p.name) for p in latest.iterdir() if p.name.isdigit()) if latest.exists() else []
+    )
 
 
 @pytest.mark.slow
@@ -118,11 +158,18 @@ def test_sigkill_mid_run_then_same_command_resumes_bitwise(tmp_path):
     epochs = 12
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     # The uninterrupted reference runs alongside the killed run (two cores; mostly compile).
-    reference = subprocess.Popen(_cli(tmp_path / "ref", epochs), env=env, stdout=subprocess.PIPE,
-                                 stderr=subprocess.PIPE, text=True)
+    reference = subprocess.Popen(
+        _cli(tmp_path / "ref", epochs),
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
     run_dir = tmp_path / "killed"
-    proc = subprocess.Popen(_cli(run_dir, epochs), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        _cli(run_dir, epochs), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None and len(_finished_steps(run_dir)) < 1:
         time.sleep(0.01)
@@ -135,7 +182,9 @@ def test_sigkill_mid_run_then_same_command_resumes_bitwise(tmp_path):
     steps = _finished_steps(run_dir)
     assert steps and max(steps) < epochs
 
-    resumed = subprocess.run(_cli(run_dir, epochs), env=env, capture_output=True, text=True, timeout=600)
+    resumed = subprocess.run(
+        _cli(run_dir, epochs), env=env, capture_output=True, text=True, timeout=600
+    )
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "resumed from epoch" in resumed.stdout
     resumed_from = int(resumed.stdout.split("resumed from epoch")[1].split()[0])
@@ -175,9 +224,16 @@ def test_recovering_past_a_truncated_manifest_prints_only_the_warning(tmp_path):
     for path in manifests:
         path.write_bytes(path.read_bytes()[: path.stat().st_size // 3])
     env = dict(os.environ, JAX_PLATFORMS="cpu")
-    done = subprocess.run([sys.executable, "-c", _RECOVER, str(tmp_path / "c"), str(arrays)], env=env,
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", _RECOVER, str(tmp_path / "c"), str(arrays)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "restored epoch 1 3.0" in done.stdout
     assert "checkpoint step 2" in done.stderr and "is damaged" in done.stderr
-    assert "Traceback" not in done.stderr and "Event loop is closed" not in done.stderr, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr and "Event loop is closed" not in done.stderr, (
+        done.stderr[-3000:]
+    )

@@ -62,9 +62,15 @@ def test_library_errors_are_one_clean_line(tmp_path, monkeypatch, capsys):
 
 
 def test_bad_option_values_are_usage_errors(capsys):
-    for argv in (["train", "--epochs", "0"], ["train", "--lr", "nan"], ["train", "--arch", "mpl"],
-                 ["train", "--monitor", "val_acc"], ["train", "--validation-split", "1"],
-                 ["train", "--seed", str(2**64)], ["nope"]):
+    for argv in (
+        ["train", "--epochs", "0"],
+        ["train", "--lr", "nan"],
+        ["train", "--arch", "mpl"],
+        ["train", "--monitor", "val_acc"],
+        ["train", "--validation-split", "1"],
+        ["train", "--seed", str(2**64)],
+        ["nope"],
+    ):
         with pytest.raises(SystemExit) as exit_:
             cli.main(argv)
         assert exit_.value.code == 2, argv
@@ -73,7 +79,9 @@ def test_bad_option_values_are_usage_errors(capsys):
 
 def test_data_that_does_not_fit_leaves_no_run_behind(tmp_path, capsys):
     run = tmp_path / "run"
-    assert cli.main(["train", "--arch", "bert", "--data", "digits_flat", "--run-dir", str(run)]) == 2
+    assert (
+        cli.main(["train", "--arch", "bert", "--data", "digits_flat", "--run-dir", str(run)]) == 2
+    )
     assert "error: data.x: 'tokens' inputs are integer token ids" in capsys.readouterr().err
     assert not run.exists()
 
@@ -82,7 +90,9 @@ def test_fresh_refuses_an_unmarked_folder(tmp_path, capsys):
     folder = tmp_path / "mine"
     folder.mkdir()
     (folder / "thesis.tex").write_text("x")
-    code = cli.main(["train", "--arch", "mlp", "--size", "tiny", "--run-dir", str(folder), "--fresh"])
+    code = cli.main(
+        ["train", "--arch", "mlp", "--size", "tiny", "--run-dir", str(folder), "--fresh"]
+    )
     assert code == 2 and "not an ml_adv run directory" in capsys.readouterr().err
     assert (folder / "thesis.tex").read_text() == "x"
 
@@ -91,7 +101,9 @@ def test_fresh_keeps_user_files_and_restarts(tmp_path, capsys):
     from ml_adv.rundir import RunDirectory
 
     run = tmp_path / "run"
-    previous = RunDirectory(run)  # a previous run's artifacts; its broken checkpoint must not be resumed
+    previous = RunDirectory(
+        run
+    )  # a previous run's artifacts; its broken checkpoint must not be resumed
     previous.write_config({"old": True})
     previous.append_metrics({"epoch": 1})
     previous.plot_path("learning_curve").write_bytes(b"old")
@@ -101,13 +113,31 @@ def test_fresh_keeps_user_files_and_restarts(tmp_path, capsys):
     (run / "plots" / "my_plot.png").write_bytes(b"mine")
     (run / "checkpoints" / "README").write_text("mine")
 
-    argv = ["train", "--arch", "mlp", "--size", "tiny", "--epochs", "1", "--batch-size", "64", "--run-dir", str(run)]
+    argv = [
+        "train",
+        "--arch",
+        "mlp",
+        "--size",
+        "tiny",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "64",
+        "--run-dir",
+        str(run),
+    ]
     assert cli.main([*argv, "--fresh"]) == 0
     out = capsys.readouterr().out
     assert "removed 4 artifact(s)" in out and f"the run is in {run}/" in out
-    for name, content in (("notes.md", b"mine"), ("plots/my_plot.png", b"mine"), ("checkpoints/README", b"mine")):
+    for name, content in (
+        ("notes.md", b"mine"),
+        ("plots/my_plot.png", b"mine"),
+        ("checkpoints/README", b"mine"),
+    ):
         assert (run / name).read_bytes() == content
-    assert (run / "model").is_dir() and (run / "plots" / "learning_curve.png").read_bytes() != b"old"
+    assert (run / "model").is_dir() and (
+        run / "plots" / "learning_curve.png"
+    ).read_bytes() != b"old"
     assert json.loads((run / "report.json").read_text())["metrics"]["resumed_from"] is None
 
     assert cli.main(argv) == 0  # the same command again: the finished run is shown, not retrained
@@ -137,13 +167,20 @@ def test_readme_accuracy_table_commands_are_the_tested_settings():
         data = training_data_from_args(args)
         epochs, lr, _ = cases[arch]
         assert (args.arch, data["epochs"], data["learning_rate"]) == (arch, epochs, lr), command
-        assert (data["batch_size"], data["schedule"], data["warmup_fraction"], data["seed"], data["size"],
-                data["validation_split"], data["data"]) == (32, "warmup_cosine", 0.05, 0, "small", 0.15, "digits")
+        assert (
+            data["batch_size"],
+            data["schedule"],
+            data["warmup_fraction"],
+            data["seed"],
+            data["size"],
+            data["validation_split"],
+            data["data"],
+        ) == (32, "warmup_cosine", 0.05, 0, "small", 0.15, "digits")
 
 
 def _e2e_cases() -> dict:
     source = (ROOT / "tests" / "test_e2e_digits.py").read_text()
-    body = source[source.index("CASES = {"):]
+    body = source[source.index("CASES = {") :]
     body = body[: body.index("}\n") + 1]
     namespace: dict = {}
     exec(body, namespace)  # noqa: S102 - our own test file's literal table
@@ -162,23 +199,32 @@ def test_readme_python_blocks_run_and_rerun(tmp_path, monkeypatch):
     the same namespace, checks what a second run failed on (the model folder exists).
     """
     blocks = _readme_python_blocks()
-    for i, block in enumerate(blocks):  # every block at least compiles; other sections' owners run theirs
+    for i, block in enumerate(
+        blocks
+    ):  # every block at least compiles; other sections' owners run theirs
         compile(block, f"README python block {i + 1}", "exec")
-    first = next(b for b in blocks if 'AdvancedCustomModelTrainer(architecture_type="transformer")' in b)
+    first = next(
+        b for b in blocks if 'AdvancedCustomModelTrainer(architecture_type="transformer")' in b
+    )
     second = next(b for b in blocks if 'AdvancedModelArchitecture("cnn")' in b and "fit(" in b)
     assert "save(" in first
     monkeypatch.chdir(tmp_path)
-    quick = [(r'"epochs": 15', '"epochs": 1'), ("epochs=15", "epochs=1"),
-             ('AdvancedCustomModelTrainer(architecture_type="transformer")',
-              'AdvancedCustomModelTrainer(architecture_type="transformer", size="tiny")'),
-             ('AdvancedModelArchitecture("cnn")', 'AdvancedModelArchitecture("cnn", size="tiny")')]
+    quick = [
+        (r'"epochs": 15', '"epochs": 1'),
+        ("epochs=15", "epochs=1"),
+        (
+            'AdvancedCustomModelTrainer(architecture_type="transformer")',
+            'AdvancedCustomModelTrainer(architecture_type="transformer", size="tiny")',
+        ),
+        ('AdvancedModelArchitecture("cnn")', 'AdvancedModelArchitecture("cnn", size="tiny")'),
+    ]
     originals = first, second
     for old, new in quick:
         first, second = first.replace(old, new), second.replace(old, new)
     assert (first, second) != originals, "the README changed: update the substitutions"
     namespace: dict = {}
     exec(compile(first, "README block 1", "exec"), namespace)  # noqa: S102 - our README
-    rerun = first[first.index("result.model.save("):]
+    rerun = first[first.index("result.model.save(") :]
     exec(compile(rerun, "README block 1, second run", "exec"), namespace)  # noqa: S102
     assert (tmp_path / "my_model").is_dir() and namespace["result"].success
     exec(compile(second, "README block 2", "exec"), {})  # noqa: S102

@@ -62,7 +62,9 @@ def _assert_close(got, want, rel):
 
 
 VARIANTS = {  # name -> conv2d keyword arguments; every code path of the gradient
-    "auto": dict(impl="auto"),  # on CPU: matmul_grad, "conv" wgrad on these small stride-1 cases, else "row"
+    "auto": dict(
+        impl="auto"
+    ),  # on CPU: matmul_grad, "conv" wgrad on these small stride-1 cases, else "row"
     "xla": dict(impl="xla"),
     "matmul_grad/offset": dict(impl="matmul_grad", _wgrad="offset"),
     "matmul_grad/row": dict(impl="matmul_grad", _wgrad="row"),

@@ -38,8 +38,10 @@ def _fake(seconds):
     return build
 
 
-@pytest.mark.parametrize(("sharded_s", "expected"), [(0.90, core_split.SHARDED), (0.97, core_split.ONE_DEVICE),
-                                                     (1.20, core_split.ONE_DEVICE)])
+@pytest.mark.parametrize(
+    ("sharded_s", "expected"),
+    [(0.90, core_split.SHARDED), (0.97, core_split.ONE_DEVICE), (1.20, core_split.ONE_DEVICE)],
+)
 def test_choice_needs_a_clear_win_and_is_cached(tuning, sharded_s, expected):
     if jax.default_backend() != "cpu":
         # The per-core split is a CPU layout: elsewhere "auto" has nothing to measure.
@@ -47,12 +49,19 @@ def test_choice_needs_a_clear_win_and_is_cached(tuning, sharded_s, expected):
         return
     signature = {"arch": "test", "batch": 8, "devices": 2, "program": f"p{sharded_s}"}
     layouts = {core_split.ONE_DEVICE: _fake(1.0), core_split.SHARDED: _fake(sharded_s)}
-    assert core_split.choose(signature, layouts) == expected  # sharding must win by more than MARGIN
+    assert (
+        core_split.choose(signature, layouts) == expected
+    )  # sharding must win by more than MARGIN
     count = autotune.measurements()
     flipped = {core_split.ONE_DEVICE: _fake(sharded_s), core_split.SHARDED: _fake(1.0)}
-    assert core_split.choose(signature, flipped) == expected and autotune.measurements() == count  # cached
+    assert (
+        core_split.choose(signature, flipped) == expected and autotune.measurements() == count
+    )  # cached
     entry = next(iter(json.loads(autotune.cache_path().read_text())["entries"].values()))
-    assert entry["us"] == {core_split.ONE_DEVICE: 1e6, core_split.SHARDED: round(sharded_s * 1e6, 2)}
+    assert entry["us"] == {
+        core_split.ONE_DEVICE: 1e6,
+        core_split.SHARDED: round(sharded_s * 1e6, 2),
+    }
 
 
 def test_recorded_layout_is_read_only_when_resuming(tmp_path):
@@ -72,11 +81,25 @@ def test_one_device_measures_nothing_and_records_the_layout(tuning, tmp_path):
     from ml_adv.training import fit
 
     train = load_dataset("digits_flat", split="train").subset(np.arange(64))
-    spec = make_spec("mlp", input_shape=(64,), input_kind="features", num_classes=10, hidden_sizes=(8,), dropout=0.0)
+    spec = make_spec(
+        "mlp",
+        input_shape=(64,),
+        input_kind="features",
+        num_classes=10,
+        hidden_sizes=(8,),
+        dropout=0.0,
+    )
     count = autotune.measurements()
-    fit(spec, train, TrainConfig(epochs=1, batch_size=32), run=Run.at(tmp_path / "run", progress=False))
+    fit(
+        spec,
+        train,
+        TrainConfig(epochs=1, batch_size=32),
+        run=Run.at(tmp_path / "run", progress=False),
+    )
     assert autotune.measurements() == count  # one device: nothing to choose
-    saved = json.loads((tmp_path / "run" / "config.json").read_text())["train_config"]["data_parallel"]
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())["train_config"][
+        "data_parallel"
+    ]
     assert saved is False
 
 
@@ -90,7 +113,14 @@ def test_a_layout_that_cannot_be_built_falls_back_to_one_device(tuning, monkeypa
     from ml_adv.training.setup import init_run
 
     train = load_dataset("digits_flat", split="train").subset(np.arange(64))
-    spec = make_spec("mlp", input_shape=(64,), input_kind="features", num_classes=10, hidden_sizes=(8,), dropout=0.0)
+    spec = make_spec(
+        "mlp",
+        input_shape=(64,),
+        input_kind="features",
+        num_classes=10,
+        hidden_sizes=(8,),
+        dropout=0.0,
+    )
     config = TrainConfig(epochs=1, batch_size=32)
     setup = init_run(spec, config, example_x=train.x[:1], steps_per_epoch=2)
     monkeypatch.setattr(core_split, "candidate_mesh", lambda config: parallel.data_mesh())
@@ -99,8 +129,18 @@ def test_a_layout_that_cannot_be_built_falls_back_to_one_device(tuning, monkeypa
         raise RuntimeError("this model cannot be sharded")
 
     plan = EpochPlan((len(train),), 32, setup.shuffle_key)
-    mesh, chosen = core_split.resolve(config, setup, make_setup, lambda m: device_data(train, m), plan,
-                                      plan.streams, train.x[:1], None)
+    mesh, chosen = core_split.resolve(
+        config,
+        setup,
+        make_setup,
+        lambda m: device_data(train, m),
+        plan,
+        plan.streams,
+        train.x[:1],
+        None,
+    )
     assert mesh is None and chosen is setup
     entry = next(iter(json.loads(autotune.cache_path().read_text())["entries"].values()))
-    assert entry["choice"] == core_split.ONE_DEVICE and entry["us"][core_split.SHARDED] == float("inf")
+    assert entry["choice"] == core_split.ONE_DEVICE and entry["us"][core_split.SHARDED] == float(
+        "inf"
+    )

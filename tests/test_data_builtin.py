@@ -185,10 +185,14 @@ def test_loaders_do_not_import_each_other():
 
     def imported(name):
         tree = ast.parse((root / f"{name}.py").read_text())
-        return {node.module for node in tree.body if isinstance(node, ast.ImportFrom) and node.module}
+        return {
+            node.module for node in tree.body if isinstance(node, ast.ImportFrom) and node.module
+        }
 
     assert not {"ml_adv.data.tfds_loader", "ml_adv.data.catalog"} & imported("builtin")
     assert "ml_adv.data.catalog" not in imported("tfds_loader")
     import ml_adv.data.builtin as builtin
 
-    assert not hasattr(builtin, "load_dataset")  # no back-door to the catalog: the circle stays broken
+    assert not hasattr(
+        builtin, "load_dataset"
+    )  # no back-door to the catalog: the circle stays broken

@@ -77,7 +77,10 @@ def test_views_from_data_dir(isolated):
     assert tokens.x.shape == (N_TRAIN, 50) and tokens.x[:, 0].tolist() == [1] * N_TRAIN
     assert tokens.x[:, 1:].min() >= 4 and tokens.x.max() < tokens.info["vocab_size"] == 260
     both = load_mnist("mnist", split="all", **kw)
-    assert len(both) == N_TRAIN + N_TEST and both.y[N_TRAIN:].tolist() == arrays["test_labels"].tolist()
+    assert (
+        len(both) == N_TRAIN + N_TEST
+        and both.y[N_TRAIN:].tolist() == arrays["test_labels"].tolist()
+    )
     assert len(load_mnist("mnist", max_examples=5, **kw)) == 5
     # by name, with the same views
     assert load_dataset("mnist_sequence", split="test", **kw).x.shape == (N_TEST, 28, 28)
@@ -97,7 +100,11 @@ def test_search_order_and_offline_message(isolated, monkeypatch):
     with pytest.raises(DataError) as info:
         load_mnist("mnist", download=False)
     message = str(info.value)
-    assert "\n" not in message and str(D.cache_root() / "mnist") in message and "ML_ADV_DATA_DIR" in message
+    assert (
+        "\n" not in message
+        and str(D.cache_root() / "mnist") in message
+        and "ML_ADV_DATA_DIR" in message
+    )
 
 
 class _Server:
@@ -166,8 +173,12 @@ def test_download_success_then_nothing_more(served, isolated):
 def test_wrong_checksum_leaves_nothing(served, isolated, monkeypatch):
     server, entry = served
     bad = dict(entry.files)
-    bad["train_labels"] = D.RemoteFile(bad["train_labels"].filename, bad["train_labels"].size, "0" * 64)
-    monkeypatch.setitem(IDX_DATASETS, "mnist", type(entry)("mnist", entry.mirrors, bad, entry.label_names, ""))
+    bad["train_labels"] = D.RemoteFile(
+        bad["train_labels"].filename, bad["train_labels"].size, "0" * 64
+    )
+    monkeypatch.setitem(
+        IDX_DATASETS, "mnist", type(entry)("mnist", entry.mirrors, bad, entry.label_names, "")
+    )
     with pytest.raises(DataError, match="checksum mismatch") as info:
         load_mnist("mnist")
     assert "\n" not in str(info.value)
@@ -190,8 +201,10 @@ def test_truncated_transfer_and_404_leave_nothing(served, isolated):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not (Path(__file__).parents[2] / "shared" / "data" / "mnist").is_dir(),
-                    reason="the real MNIST files are not on this machine")
+@pytest.mark.skipif(
+    not (Path(__file__).parents[2] / "shared" / "data" / "mnist").is_dir(),
+    reason="the real MNIST files are not on this machine",
+)
 def test_real_mnist_files(monkeypatch):
     monkeypatch.setenv(D.DATA_DIR_ENV, str(Path(__file__).parents[2] / "shared" / "data"))
     train, test = load_dataset("mnist", split="train"), load_dataset("mnist", split="test")

@@ -41,13 +41,17 @@ def test_values_and_gradients_match_lax(name, dtype):
 
     @jax.jit
     def both(params, x, g):
-        return _grads(make, lax.dot_general, params, x, g), _grads(make, dense_dot_general, params, x, g)
+        return _grads(make, lax.dot_general, params, x, g), _grads(
+            make, dense_dot_general, params, x, g
+        )
 
     want, got = both(params, x, g)
     tol = 1e-5 if dtype == jnp.float32 else 2e-2
     for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
         assert a.dtype == b.dtype
-        np.testing.assert_allclose(np.asarray(a, np.float32), np.asarray(b, np.float32), rtol=tol, atol=tol)
+        np.testing.assert_allclose(
+            np.asarray(a, np.float32), np.asarray(b, np.float32), rtol=tol, atol=tol
+        )
 
 
 def test_vmap_over_stacked_params_matches_a_loop():
@@ -101,4 +105,6 @@ def test_accelerators_keep_the_autodiff_weight_gradient(platform):
     step = jax.jit(jax.grad(lambda p: jnp.sum(module.apply(p, x) ** 2)))
     text = jax.export.export(step, platforms=[platform])(params).mlir_module()
     assert "optimization_barrier" not in text
-    assert "optimization_barrier" in jax.export.export(step, platforms=["cpu"])(params).mlir_module()
+    assert (
+        "optimization_barrier" in jax.export.export(step, platforms=["cpu"])(params).mlir_module()
+    )

@@ -23,7 +23,9 @@ def source_model(domains):
     from ml_adv.training.trained_model import TrainedModel
 
     source = domains[0]
-    spec = make_spec("mlp", input_shape=source.example_shape, input_kind="image", num_classes=10, size="tiny")
+    spec = make_spec(
+        "mlp", input_shape=source.example_shape, input_kind="image", num_classes=10, size="tiny"
+    )
     result = fit(spec, source, TrainConfig(epochs=3, batch_size=32), run=Run(progress=False))
     return TrainedModel(spec, result.state.variables())
 
@@ -65,8 +67,9 @@ def test_domain_adversarial_end_to_end(domains, source_model):
     from ml_adv.training.config import TrainConfig
 
     source, target, target_test = domains
-    da = AdvancedDomainAdaptation(adaptation_method="domain_adversarial", config=TrainConfig(batch_size=32),
-                                  steps=None)
+    da = AdvancedDomainAdaptation(
+        adaptation_method="domain_adversarial", config=TrainConfig(batch_size=32), steps=None
+    )
     # Two source domains: three streams per step and a 3-way domain discriminator.
     da.set_source_domain([source.subset(np.arange(128)), source.subset(np.arange(128, 256))])
     da.set_target_domain(target, test=target_test, target_trained_accuracy=0.95)
@@ -106,7 +109,9 @@ def test_default_run_is_sized_in_steps_and_warns_when_adapting_loses(domains, so
     assert ev["worse_than_unadapted"] is False and ev["labelled_target_accuracy"] == check
 
 
-def test_fine_tuning_with_gradual_unfreezing_schedule_early_stopping_and_resume(domains, source_model, tmp_path):
+def test_fine_tuning_with_gradual_unfreezing_schedule_early_stopping_and_resume(
+    domains, source_model, tmp_path
+):
     from ml_adv import AdvancedDomainAdaptation
     from ml_adv.training.config import TrainConfig
 
@@ -114,7 +119,9 @@ def test_fine_tuning_with_gradual_unfreezing_schedule_early_stopping_and_resume(
     labeled = target.subset(np.arange(100))
 
     def make():
-        da = AdvancedDomainAdaptation("fine_tuning", TrainConfig(epochs=2, batch_size=16), steps=None)
+        da = AdvancedDomainAdaptation(
+            "fine_tuning", TrainConfig(epochs=2, batch_size=16), steps=None
+        )
         da.set_gradual_unfreezing(stages=2, epochs_per_stage=1)
         da.set_learning_rate_scheduling("cosine")
         da.set_early_stopping(patience=1)
@@ -133,8 +140,10 @@ def test_fine_tuning_with_gradual_unfreezing_schedule_early_stopping_and_resume(
     # The same call again resumes each stage from its checkpoint: nothing retrains.
     again = make()
     resumed = again.adapt_model(source_model, run_dir=tmp_path / "ft")
-    np.testing.assert_array_equal(resumed.params["encoder"]["dense_0"]["kernel"],
-                                  adapted.params["encoder"]["dense_0"]["kernel"])
+    np.testing.assert_array_equal(
+        resumed.params["encoder"]["dense_0"]["kernel"],
+        adapted.params["encoder"]["dense_0"]["kernel"],
+    )
     assert again.runs[0]["history"] == history
 
 
@@ -147,17 +156,22 @@ def test_transfer_learning_keeps_the_encoder(domains, source_model):
 
     # One epoch of 4 steps cannot fit a new head: the run is worse than the model it started
     # from, and says so (the transfer_learning with default settings, in small).
-    da = AdvancedDomainAdaptation("transfer_learning", TrainConfig(epochs=1, batch_size=16), steps=None,
-                                  head_fraction=1.0)
+    da = AdvancedDomainAdaptation(
+        "transfer_learning", TrainConfig(epochs=1, batch_size=16), steps=None, head_fraction=1.0
+    )
     da.set_source_domain(source)
     da.set_target_domain(target, labeled=target.subset(np.arange(64)))
     with pytest.warns(AdaptationWarning, match="below the unadapted model"):
         adapted = da.adapt_model(source_model)
     assert da.runs[0]["worse_than_unadapted"] is True
-    with pytest.warns(AdaptationWarning, match="^evaluate_adaptation: the transfer_learning model scores"):
+    with pytest.warns(
+        AdaptationWarning, match="^evaluate_adaptation: the transfer_learning model scores"
+    ):
         assert da.evaluate_adaptation(adapted)["worse_than_unadapted"] is True
-    np.testing.assert_array_equal(adapted.params["encoder"]["dense_0"]["kernel"],
-                                  source_model.params["encoder"]["dense_0"]["kernel"])
+    np.testing.assert_array_equal(
+        adapted.params["encoder"]["dense_0"]["kernel"],
+        source_model.params["encoder"]["dense_0"]["kernel"],
+    )
     assert not np.allclose(adapted.params["head"]["kernel"], source_model.params["head"]["kernel"])
     # The adapted model joins an ensemble with the source model like any TrainedModel.
     from ml_adv import AdvancedModelEnsemble

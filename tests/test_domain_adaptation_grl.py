@@ -10,7 +10,7 @@ def test_forward_is_identity_and_backward_is_minus_lambda_g():
     lam = jnp.float32(0.3)
     np.testing.assert_array_equal(gradient_reversal(x, lam), x)
     w = jnp.asarray([[2.0, 1.0], [-1.0, 4.0]])
-    plain = jax.grad(lambda x: jnp.sum(w * x ** 2))(x)
+    plain = jax.grad(lambda x: jnp.sum(w * x**2))(x)
     reversed_ = jax.grad(lambda x: jnp.sum(w * gradient_reversal(x, lam) ** 2))(x)
     # The upstream gradient 2wx passes back through the GRL as -lam * 2wx.
     np.testing.assert_allclose(reversed_, -0.3 * plain, rtol=1e-6)

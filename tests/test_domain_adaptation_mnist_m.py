@@ -19,10 +19,12 @@ N_TRAIN, N_TEST = 30, 12
 def tiny(tmp_path, monkeypatch):
     """A tiny MNIST in ML_ADV_DATA_DIR and the user cache inside tmp_path; returns the arrays."""
     rng = np.random.default_rng(0)
-    arrays = {"train_images": rng.integers(0, 256, (N_TRAIN, 28, 28), dtype=np.uint8),
-              "train_labels": (np.arange(N_TRAIN) % 10).astype(np.uint8),
-              "test_images": rng.integers(0, 256, (N_TEST, 28, 28), dtype=np.uint8),
-              "test_labels": (np.arange(N_TEST) % 10).astype(np.uint8)}
+    arrays = {
+        "train_images": rng.integers(0, 256, (N_TRAIN, 28, 28), dtype=np.uint8),
+        "train_labels": (np.arange(N_TRAIN) % 10).astype(np.uint8),
+        "test_images": rng.integers(0, 256, (N_TEST, 28, 28), dtype=np.uint8),
+        "test_labels": (np.arange(N_TEST) % 10).astype(np.uint8),
+    }
     folder = tmp_path / "data" / "mnist"
     folder.mkdir(parents=True)
     for key, remote in IDX_DATASETS["mnist"].files.items():
@@ -37,7 +39,9 @@ def test_target_and_source_by_name(tiny):
     target = load_dataset("mnist_m", split="train")
     source = load_dataset("mnist_m_source", split="train")
     assert target.x.shape == source.x.shape == (N_TRAIN, 28, 28, 3)
-    assert target.x.dtype == source.x.dtype == np.uint8  # uint8 on the host, as the other MNIST views
+    assert (
+        target.x.dtype == source.x.dtype == np.uint8
+    )  # uint8 on the host, as the other MNIST views
     assert np.array_equal(target.y, tiny["train_labels"]) and np.array_equal(source.y, target.y)
     assert (source.domain == 0).all() and (target.domain == 1).all()
     assert all(np.array_equal(source.x[..., c], tiny["train_images"]) for c in range(3))
@@ -58,9 +62,11 @@ def test_each_image_is_a_photo_crop_minus_the_digit(tiny):
     for photo in photos:
         p = photo[..., 0].astype(np.int16)
         # Candidate corners from the top-left pixel, then the whole crop is compared.
-        rows, cols = np.nonzero(np.abs(p[: p.shape[0] - 27, : p.shape[1] - 27] - digit[0, 0]) == image[0, 0, 0])
+        rows, cols = np.nonzero(
+            np.abs(p[: p.shape[0] - 27, : p.shape[1] - 27] - digit[0, 0]) == image[0, 0, 0]
+        )
         for r, c in zip(rows, cols):
-            crop = photo[r:r + 28, c:c + 28].astype(np.int16)
+            crop = photo[r : r + 28, c : c + 28].astype(np.int16)
             if (np.abs(crop - digit[..., None]) == image).all():
                 found = True
                 break

@@ -22,13 +22,23 @@ B = 8
 
 @pytest.fixture(scope="module")
 def setup():
-    spec = make_spec("cnn", input_shape=(28, 28, 3), input_kind="image", num_classes=10, size="dann")
+    spec = make_spec(
+        "cnn", input_shape=(28, 28, 3), input_kind="image", num_classes=10, size="dann"
+    )
     module = DANNModel(spec.build(), discriminator_hidden=(100,))
     rng = np.random.default_rng(0)
-    batch = {name: {"x": jnp.asarray(rng.integers(0, 256, (B, 28, 28, 3), dtype=np.uint8)),
-                    "y": jnp.asarray(rng.integers(0, 10, B).astype(np.int32))} for name in ("source", "target")}
-    variables = module.init({"params": jax.random.PRNGKey(0), "dropout": jax.random.PRNGKey(1)},
-                            batch["source"]["x"][:1], train=False)
+    batch = {
+        name: {
+            "x": jnp.asarray(rng.integers(0, 256, (B, 28, 28, 3), dtype=np.uint8)),
+            "y": jnp.asarray(rng.integers(0, 10, B).astype(np.int32)),
+        }
+        for name in ("source", "target")
+    }
+    variables = module.init(
+        {"params": jax.random.PRNGKey(0), "dropout": jax.random.PRNGKey(1)},
+        batch["source"]["x"][:1],
+        train=False,
+    )
     return spec, module, batch, variables["params"]
 
 
@@ -39,12 +49,18 @@ def _state(step):
 def test_domain_classifier_reads_the_conv_features(setup):
     """The paper's split: conv-pool-conv-pool (768 features) | label MLP 100-100-10 | domain 100-1."""
     _, module, batch, params = setup
-    features = module.apply({"params": params, **_state(0)}, batch["source"]["x"], method=DANNModel.features)
+    features = module.apply(
+        {"params": params, **_state(0)}, batch["source"]["x"], method=DANNModel.features
+    )
     assert features.shape == (B, 4 * 4 * 48)
     assert params["discriminator"]["Dense_0"]["kernel"].shape == (768, 100)
     assert params["discriminator"]["Dense_1"]["kernel"].shape == (100, 1)
     head = params["base"]["head"]
-    assert [head[k]["kernel"].shape for k in ("hidden_0", "hidden_1", "out")] == [(768, 100), (100, 100), (100, 10)]
+    assert [head[k]["kernel"].shape for k in ("hidden_0", "hidden_1", "out")] == [
+        (768, 100),
+        (100, 100),
+        (100, 10),
+    ]
     assert set(params["base"]["encoder"]) == {"conv_0", "conv_1"}
 
 
@@ -57,7 +73,9 @@ def test_gradient_reversal_wiring(setup):
     key = jax.random.PRNGKey(2)
 
     def grads(weight):
-        objective = dann_objective(module, streams=("source", "target"), total_steps=total, domain_weight=weight)
+        objective = dann_objective(
+            module, streams=("source", "target"), total_steps=total, domain_weight=weight
+        )
         return jax.grad(lambda p: objective(p, _state(step), batch, key, {})[0])(params)
 
     domain_term = jax.tree.map(lambda a, b: a - b, grads(1.0), grads(0.0))
@@ -66,15 +84,22 @@ def test_gradient_reversal_wiring(setup):
 
     def plain(p):  # the same domain loss without the reversal layer
         v = {"params": p, **_state(step)}
-        logits = module.apply(v, module.apply(v, x, method=DANNModel.features),
-                              method=lambda m, f: m.discriminator(f))
+        logits = module.apply(
+            v, module.apply(v, x, method=DANNModel.features), method=lambda m, f: m.discriminator(f)
+        )
         return jnp.mean(optax.sigmoid_binary_cross_entropy(logits[:, 0], ids))
 
     reference = jax.grad(plain)(params)
     for layer in ("conv_0", "conv_1"):
-        np.testing.assert_allclose(domain_term["base"]["encoder"][layer]["kernel"],
-                                   -lam * reference["base"]["encoder"][layer]["kernel"], rtol=2e-3, atol=1e-7)
-    for a, b in zip(jax.tree.leaves(domain_term["discriminator"]), jax.tree.leaves(reference["discriminator"])):
+        np.testing.assert_allclose(
+            domain_term["base"]["encoder"][layer]["kernel"],
+            -lam * reference["base"]["encoder"][layer]["kernel"],
+            rtol=2e-3,
+            atol=1e-7,
+        )
+    for a, b in zip(
+        jax.tree.leaves(domain_term["discriminator"]), jax.tree.leaves(reference["discriminator"])
+    ):
         np.testing.assert_allclose(a, b, rtol=2e-3, atol=1e-7)
     assert all(float(jnp.abs(g).max()) == 0.0 for g in jax.tree.leaves(domain_term["base"]["head"]))
 
@@ -86,15 +111,26 @@ def test_half_source_half_target_balanced_domain_loss(setup):
     key = jax.random.PRNGKey(3)
     loss, aux = objective(params, _state(5), batch, key, {})
     relabelled = {**batch, "target": {**batch["target"], "y": (batch["target"]["y"] + 1) % 10}}
-    assert float(objective(params, _state(5), relabelled, key, {})[0]) == float(loss)  # target labels unused
+    assert float(objective(params, _state(5), relabelled, key, {})[0]) == float(
+        loss
+    )  # target labels unused
     v = {"params": params, **_state(5)}
     x = jnp.concatenate([batch["source"]["x"], batch["target"]["x"]])
-    logits = module.apply(v, module.apply(v, x, method=DANNModel.features), method=lambda m, f: m.discriminator(f))
-    bce = optax.sigmoid_binary_cross_entropy(logits[:, 0], jnp.repeat(jnp.arange(2, dtype=jnp.float32), B))
-    np.testing.assert_allclose(aux["metrics"]["domain_loss"], 0.5 * bce[:B].mean() + 0.5 * bce[B:].mean(), rtol=1e-5)
+    logits = module.apply(
+        v, module.apply(v, x, method=DANNModel.features), method=lambda m, f: m.discriminator(f)
+    )
+    bce = optax.sigmoid_binary_cross_entropy(
+        logits[:, 0], jnp.repeat(jnp.arange(2, dtype=jnp.float32), B)
+    )
+    np.testing.assert_allclose(
+        aux["metrics"]["domain_loss"], 0.5 * bce[:B].mean() + 0.5 * bce[B:].mean(), rtol=1e-5
+    )
     class_logits = module.apply(v, batch["source"]["x"])
-    np.testing.assert_allclose(aux["metrics"]["label_loss"], optax.softmax_cross_entropy_with_integer_labels(
-        class_logits, batch["source"]["y"]).mean(), rtol=1e-5)
+    np.testing.assert_allclose(
+        aux["metrics"]["label_loss"],
+        optax.softmax_cross_entropy_with_integer_labels(class_logits, batch["source"]["y"]).mean(),
+        rtol=1e-5,
+    )
 
 
 @pytest.mark.parametrize("accum", [1, 2])
@@ -102,14 +138,29 @@ def test_lambda_follows_the_ramp_step_by_step(accum):
     """Each epoch's mean lambda is the mean of 2/(1+exp(-10 p))-1 over its steps, p = step / all steps,
     counted in micro-steps (one objective call each) when gradients accumulate."""
     rng = np.random.default_rng(1)
-    data = [ArrayDataset(rng.normal(size=(64, 6)).astype(np.float32), rng.integers(0, 3, 64).astype(np.int32),
-                         num_classes=3, input_kind="features") for _ in range(2)]
+    data = [
+        ArrayDataset(
+            rng.normal(size=(64, 6)).astype(np.float32),
+            rng.integers(0, 3, 64).astype(np.int32),
+            num_classes=3,
+            input_kind="features",
+        )
+        for _ in range(2)
+    ]
     spec = make_spec("mlp", input_shape=(6,), input_kind="features", num_classes=3, size="tiny")
-    config = TrainConfig(batch_size=8, epochs=3, optimizer="momentum", learning_rate=0.01, schedule="dann",
-                         grad_accum_steps=accum)
+    config = TrainConfig(
+        batch_size=8,
+        epochs=3,
+        optimizer="momentum",
+        learning_rate=0.01,
+        schedule="dann",
+        grad_accum_steps=accum,
+    )
     result = fit_dann(spec, data[0], data[1], config)
     total = 3 * 8
     ramp = 2 / (1 + np.exp(-10 * np.arange(total) / total)) - 1
     for epoch, record in enumerate(result.fit.history):
-        np.testing.assert_allclose(record["train_grl_lambda"], ramp[epoch * 8:(epoch + 1) * 8].mean(), rtol=1e-5)
+        np.testing.assert_allclose(
+            record["train_grl_lambda"], ramp[epoch * 8 : (epoch + 1) * 8].mean(), rtol=1e-5
+        )
     assert int(result.fit.state.model_state[PROGRESS]["step"]) == total

@@ -49,7 +49,10 @@ def test_proxy_a_distance_matches_sklearn_and_its_range():
     s, t = rng.normal(size=(100, 3)), rng.normal(size=(100, 3)) + np.asarray([0.7, 0.0, 0.0])
     x, d = np.concatenate([s, t]).astype(np.float32), np.repeat([0, 1], 100)
     a, b, da, db = train_test_split(x, d, test_size=0.5, random_state=0, stratify=d)
-    err = np.mean(make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)).fit(a, da).predict(b) != db)
+    err = np.mean(
+        make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)).fit(a, da).predict(b)
+        != db
+    )
     assert proxy_a_distance(s, t) == pytest.approx(2 * (1 - 2 * err))
     assert proxy_a_distance(s, t + 10.0) == pytest.approx(2.0)  # separable
     same = proxy_a_distance(s, rng.normal(size=(100, 3)))
@@ -69,7 +72,13 @@ def test_report_on_a_model_features(small_digits):
     from ml_adv.training.loop import fit
     from ml_adv.training.trained_model import TrainedModel
 
-    spec = make_spec("mlp", input_shape=small_digits.example_shape, input_kind="image", num_classes=10, size="tiny")
+    spec = make_spec(
+        "mlp",
+        input_shape=small_digits.example_shape,
+        input_kind="image",
+        num_classes=10,
+        size="tiny",
+    )
     result = fit(spec, small_digits, TrainConfig(epochs=1, batch_size=32), run=Run(progress=False))
     model = TrainedModel(spec, result.state.variables())
     a, b = small_digits.subset(np.arange(100)), small_digits.subset(np.arange(100, 200))

@@ -33,10 +33,18 @@ CASES = [
 def _abstract(arch, dataset, mixed_precision, loss="cross_entropy"):
     """(module, config, abstract variables, batch): shapes only, nothing compiled or run."""
     data = load_dataset(dataset, split="train").subset(np.arange(8))
-    spec = make_spec(arch, input_shape=data.example_shape, input_kind=data.input_kind, num_classes=10, size="tiny")
+    spec = make_spec(
+        arch,
+        input_shape=data.example_shape,
+        input_kind=data.input_kind,
+        num_classes=10,
+        size="tiny",
+    )
     module = spec.build()
     key = jax.random.PRNGKey(0)
-    variables = jax.eval_shape(lambda: module.init({"params": key, "dropout": key}, jnp.asarray(data.x), train=False))
+    variables = jax.eval_shape(
+        lambda: module.init({"params": key, "dropout": key}, jnp.asarray(data.x), train=False)
+    )
     config = TrainConfig(batch_size=8, epochs=1, mixed_precision=mixed_precision, loss=loss)
     return module, config, variables, {"x": jnp.asarray(data.x), "y": jnp.asarray(data.y)}
 
@@ -57,8 +65,10 @@ def test_training_and_prediction_trace_under_strict_promotion(arch, dataset, mix
     module, config, variables, batch = _abstract(arch, dataset, mixed_precision)
     with jax.numpy_dtype_promotion("strict"):
         _lower_gradient(default_objective(module, config), variables, batch)
-        jax.eval_shape(lambda v: predict_logits(module.apply, v, batch["x"], mixed_precision=mixed_precision),
-                       variables)
+        jax.eval_shape(
+            lambda v: predict_logits(module.apply, v, batch["x"], mixed_precision=mixed_precision),
+            variables,
+        )
 
 
 def test_focal_loss_and_masked_lm_trace_under_strict_promotion():
@@ -67,5 +77,8 @@ def test_focal_loss_and_masked_lm_trace_under_strict_promotion():
         _lower_gradient(default_objective(module, config), variables, batch)
     module, _, variables, batch = _abstract("bert", "digits_tokens", False)
     with jax.numpy_dtype_promotion("strict"):
-        _lower_gradient(masked_lm_objective(module.apply, vocab_size=module.config.vocab_size, mask_rate=0.15),
-                        variables, batch)
+        _lower_gradient(
+            masked_lm_objective(module.apply, vocab_size=module.config.vocab_size, mask_rate=0.15),
+            variables,
+            batch,
+        )

@@ -33,8 +33,17 @@ def test_architecture_reaches_stated_accuracy_on_digits(arch, tmp_path):
 
     epochs, lr, threshold = CASES[arch]
     trainer = AdvancedCustomModelTrainer(arch, run_root=tmp_path)
-    result = trainer.train({"data": "digits", "epochs": epochs, "learning_rate": lr, "batch_size": 32,
-                            "schedule": "warmup_cosine", "warmup_fraction": 0.05, "seed": 0})
+    result = trainer.train(
+        {
+            "data": "digits",
+            "epochs": epochs,
+            "learning_rate": lr,
+            "batch_size": 32,
+            "schedule": "warmup_cosine",
+            "warmup_fraction": 0.05,
+            "seed": 0,
+        }
+    )
     assert result.success
     accuracy = result.metrics["test_accuracy"]
     print(f"{arch}: test accuracy {accuracy:.4f} (threshold {threshold})")
@@ -49,9 +58,14 @@ def test_digits_m_shift_is_learnable_and_real(tmp_path):
     from ml_adv.training import TrainConfig, fit
     from ml_adv.training.trained_model import TrainedModel
 
-    target_train, target_test = load_dataset("digits_m", split="train"), load_dataset("digits_m", split="test")
+    target_train, target_test = (
+        load_dataset("digits_m", split="train"),
+        load_dataset("digits_m", split="test"),
+    )
     source_train = load_dataset("digits_m_source", split="train")
-    spec = AdvancedModelArchitecture("cnn").design_architecture(16, 10, input_shape=target_train.example_shape)
+    spec = AdvancedModelArchitecture("cnn").design_architecture(
+        16, 10, input_shape=target_train.example_shape
+    )
     cfg = TrainConfig(epochs=25, batch_size=64, learning_rate=1e-3, seed=0)
     on_target = fit(spec, target_train, cfg, run=Run(progress=False))
     on_source = fit(spec, source_train, cfg, run=Run(progress=False))

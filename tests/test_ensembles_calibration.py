@@ -37,8 +37,11 @@ def test_ece_is_the_standard_15_bin_top_label_ece():
     labels = rng.integers(0, 10, 500)
     conf, hit = probs.max(-1), probs.argmax(-1) == labels
     edges = np.linspace(0, 1, 16)
-    ref = sum(abs(hit[m].mean() - conf[m].mean()) * m.mean()
-              for m in ((conf > lo) & (conf <= hi) for lo, hi in zip(edges[:-1], edges[1:])) if m.any())
+    ref = sum(
+        abs(hit[m].mean() - conf[m].mean()) * m.mean()
+        for m in ((conf > lo) & (conf <= hi) for lo, hi in zip(edges[:-1], edges[1:]))
+        if m.any()
+    )
     assert np.isclose(float(expected_calibration_error(probs, labels)), ref, atol=1e-5)
 
 
@@ -55,8 +58,14 @@ def test_temperature_scaling_fixes_overconfidence():
     before_m, after_m = probability_metrics(probs, labels), probability_metrics(after, labels)
     assert float(after_m["ece"]) < 0.5 * float(before_m["ece"])
     assert float(after_m["nll"]) < float(before_m["nll"])
+
     # The fitted temperature is the NLL minimiser (checked with scipy on the same objective).
     def nll(log_t):
-        return float(probability_metrics(np.asarray(apply_temperature(probs, np.float32(np.exp(log_t)))), labels)["nll"])
+        return float(
+            probability_metrics(
+                np.asarray(apply_temperature(probs, np.float32(np.exp(log_t)))), labels
+            )["nll"]
+        )
+
     best = np.exp(minimize_scalar(nll, bounds=(-3, 3), method="bounded").x)
     assert abs(t - best) / best < 0.02

@@ -31,9 +31,13 @@ W = np.array([0.5, 0.3, 0.2], np.float32)
 
 def test_rules_by_hand():
     np.testing.assert_allclose(average(PROBS), [[0.5, 1 / 3, 1 / 6], [0.2, 0.3, 0.5]], atol=1e-6)
-    np.testing.assert_allclose(weighted_average(PROBS, W), [[0.53, 0.31, 0.16], [0.18, 0.31, 0.51]], atol=1e-6)
+    np.testing.assert_allclose(
+        weighted_average(PROBS, W), [[0.53, 0.31, 0.16], [0.18, 0.31, 0.51]], atol=1e-6
+    )
     # Unnormalised weights give the same result.
-    np.testing.assert_allclose(weighted_average(PROBS, 10 * W), weighted_average(PROBS, W), atol=1e-6)
+    np.testing.assert_allclose(
+        weighted_average(PROBS, 10 * W), weighted_average(PROBS, W), atol=1e-6
+    )
     # Votes: example 0 -> members vote 0, 1, 0; example 1 -> 2, 1, 2.
     np.testing.assert_allclose(vote_shares(PROBS, W), [[0.7, 0.3, 0.0], [0.0, 0.3, 0.7]], atol=1e-6)
     np.testing.assert_array_equal(vote(PROBS, W), [0, 2])
@@ -52,7 +56,9 @@ def test_vote_tie_rule():
     # 0.1 + 0.2 vs 0.3 differ in the last float bit; still a tie, decided by probability.
     probs = np.array([[[0.9, 0.1]], [[0.9, 0.1]], [[0.4, 0.6]]], np.float32)  # mean p(0) = 0.65
     np.testing.assert_array_equal(vote(probs, np.array([0.1, 0.2, 0.3], np.float32)), [0])
-    probs = np.array([[[0.55, 0.45]], [[0.55, 0.45]], [[0.0, 1.0]]], np.float32)  # mean p(1) = 0.725
+    probs = np.array(
+        [[[0.55, 0.45]], [[0.55, 0.45]], [[0.0, 1.0]]], np.float32
+    )  # mean p(1) = 0.725
     np.testing.assert_array_equal(vote(probs, np.array([0.1, 0.2, 0.3], np.float32)), [1])
 
 
@@ -71,8 +77,14 @@ C, N = 3, 5
 
 @st.composite
 def ensembles(draw):
-    k = draw(st.sampled_from([2, 3]))  # one member: test_one_member_is_that_member; two shapes, two compiles
-    logits = draw(st.lists(st.floats(-5, 5, allow_nan=False, width=32), min_size=k * N * C, max_size=k * N * C))
+    k = draw(
+        st.sampled_from([2, 3])
+    )  # one member: test_one_member_is_that_member; two shapes, two compiles
+    logits = draw(
+        st.lists(
+            st.floats(-5, 5, allow_nan=False, width=32), min_size=k * N * C, max_size=k * N * C
+        )
+    )
     weights = draw(st.lists(st.floats(0.05, 10), min_size=k, max_size=k))
     probs = np.asarray(jax.nn.softmax(np.asarray(logits, np.float32).reshape(k, N, C), axis=-1))
     return probs, np.asarray(weights, np.float32), draw(st.permutations(list(range(k))))
@@ -97,7 +109,10 @@ def test_invariants(case):
 
 
 @settings(max_examples=15, deadline=None)
-@given(st.lists(st.floats(-5, 5, allow_nan=False, width=32), min_size=N * C, max_size=N * C), st.floats(0.1, 5))
+@given(
+    st.lists(st.floats(-5, 5, allow_nan=False, width=32), min_size=N * C, max_size=N * C),
+    st.floats(0.1, 5),
+)
 def test_one_member_is_that_member(logits, weight):
     probs = np.asarray(jax.nn.softmax(np.asarray(logits, np.float32).reshape(1, N, C), axis=-1))
     w = np.array([weight], np.float32)

@@ -17,13 +17,28 @@ from ml_adv.ensembles.folds import stratified_fold_ids
 
 def test_ensemble_command_with_cross_validation(tmp_path, capsys):
     run_dir = tmp_path / "ens"
-    argv = ["ensemble", "--arch", "mlp", "--size", "tiny", "--folds", "3", "--epochs", "2", "--seed", "4",
-            "--run-dir", str(run_dir)]
+    argv = [
+        "ensemble",
+        "--arch",
+        "mlp",
+        "--size",
+        "tiny",
+        "--folds",
+        "3",
+        "--epochs",
+        "2",
+        "--seed",
+        "4",
+        "--run-dir",
+        str(run_dir),
+    ]
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "| ensemble + temperature " in out and "| CV (3 folds) mean +- std |" in out
     report = json.loads((run_dir / "report.json").read_text())
-    assert report["training"]["failed"] == [False] * 3 and report["training"]["resumed_from"] is None
+    assert (
+        report["training"]["failed"] == [False] * 3 and report["training"]["resumed_from"] is None
+    )
     assert set(report["test"]["ensemble"]) == {"accuracy", "nll", "brier", "ece"}
     assert report["calibration"]["temperature"] > 0
     assert (run_dir / "plots" / "reliability.png").stat().st_size > 0

@@ -63,8 +63,10 @@ def test_deep_ensemble_resumes_after_sigkill(tmp_path):
     """Killed after epoch 1 of 2, the same call resumes: same ids and weights, same params bit for bit."""
     spec, train, config, members = deep_inputs()
     run_dir = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(run_dir), "1", str(Path(__file__).parent)],
-                            env=dict(os.environ, JAX_PLATFORMS="cpu"))
+    proc = subprocess.Popen(
+        [sys.executable, "-c", KILL_SCRIPT, str(run_dir), "1", str(Path(__file__).parent)],
+        env=dict(os.environ, JAX_PLATFORMS="cpu"),
+    )
     # The uninterrupted run (no run_dir). This test runs first in the module, so the shared
     # ensemble trains here, on the other core, while the child runs.
     straight = deep_ensemble()
@@ -77,21 +79,28 @@ def test_deep_ensemble_resumes_after_sigkill(tmp_path):
     recorded = json.loads((run_dir / RUN_RECORD).read_text())
     assert len(list((run_dir / "checkpoints" / "latest").glob("[0-9]*"))) == 1  # epoch 2 never ran
 
-    resumed = AdvancedModelEnsemble.train(spec, train, config, members=members, combination_method="weighted",
-                                          run_dir=run_dir)
+    resumed = AdvancedModelEnsemble.train(
+        spec, train, config, members=members, combination_method="weighted", run_dir=run_dir
+    )
     training = resumed.get_ensemble_statistics()["training"]
     assert training["resumed_from"] == 1 and training["failed"] == [False] * 3
     # The facade's state: the members and weights the killed run recorded before training.
     assert resumed.model_ids == recorded["model_ids"] == training["trained"]
-    assert resumed.get_ensemble_statistics()["weights"] == pytest.approx(dict(zip(recorded["model_ids"], [1 / 3] * 3)))
+    assert resumed.get_ensemble_statistics()["weights"] == pytest.approx(
+        dict(zip(recorded["model_ids"], [1 / 3] * 3))
+    )
     for a, b in zip(resumed.models, straight.models):
         for x, y in zip(jax.tree.leaves(a.variables), jax.tree.leaves(b.variables)):
             np.testing.assert_array_equal(x, y)
-        assert {k: v for k, v in a.metrics.items() if k != "epoch_seconds"} == \
-            {k: v for k, v in b.metrics.items() if k != "epoch_seconds"}
+        assert {k: v for k, v in a.metrics.items() if k != "epoch_seconds"} == {
+            k: v for k, v in b.metrics.items() if k != "epoch_seconds"
+        }
     # Once finished, the same call trains nothing more and returns the same ensemble again.
     again = AdvancedModelEnsemble.train(spec, train, config, members=members, run_dir=run_dir)
-    assert again.model_ids == resumed.model_ids and again.get_ensemble_statistics()["training"]["resumed_from"] == 2
+    assert (
+        again.model_ids == resumed.model_ids
+        and again.get_ensemble_statistics()["training"]["resumed_from"] == 2
+    )
     # A run directory of another ensemble run is refused, before training.
     with pytest.raises(CheckpointError, match="members=3, folds=None; got members=2"):
         AdvancedModelEnsemble.train(spec, train, config, members=2, run_dir=run_dir)
@@ -102,13 +111,17 @@ def test_deep_ensemble_end_to_end():
     deep, (_, test) = deep_ensemble(), split_views()
     assert FacadeClass is AdvancedModelEnsemble  # the seed import path re-exports the facade
     stats = deep.get_ensemble_statistics()
-    assert len(deep) == 3 and stats["stacked_groups"] == [deep.model_ids]  # one vmapped forward pass
+    assert len(deep) == 3 and stats["stacked_groups"] == [
+        deep.model_ids
+    ]  # one vmapped forward pass
     assert stats["training"]["failed"] == [False] * 3 and stats["combination_method"] == "averaging"
     perf = deep.get_ensemble_performance(test["features"])
     nlls = [m["nll"] for m in perf["members"].values()]
     assert len(set(nlls)) == 3  # different initialisations and orders: different members
     assert perf["ensemble"]["nll"] <= np.mean(nlls) and perf["ensemble"]["accuracy"] > 0.5
-    assert all(m.metrics["epoch"] == 2 for m in deep.models)  # per-member history from the stacked core
+    assert all(
+        m.metrics["epoch"] == 2 for m in deep.models
+    )  # per-member history from the stacked core
 
 
 def test_run_record_is_written_once_and_checked(tmp_path):
@@ -128,16 +141,24 @@ def test_cross_validation_scores_by_hand():
     # Member 0 is scored on rows 0, 1 only (its fold): right with p=0.9, then wrong (p(1)=0.2).
     # Member 1 is scored on rows 2, 3 only: right with p=0.9 and p=0.6. Rows outside a
     # member's fold are set so that counting them would change every number.
-    probs = np.array([
-        [[0.9, 0.1], [0.8, 0.2], [0.0, 1.0], [1.0, 0.0]],
-        [[0.0, 1.0], [1.0, 0.0], [0.9, 0.1], [0.4, 0.6]],
-    ], np.float32)
+    probs = np.array(
+        [
+            [[0.9, 0.1], [0.8, 0.2], [0.0, 1.0], [1.0, 0.0]],
+            [[0.0, 1.0], [1.0, 0.0], [0.9, 0.1], [0.4, 0.6]],
+        ],
+        np.float32,
+    )
     report = cross_validation_scores(probs, labels, fold_ids)
     assert report["per_fold"]["accuracy"] == pytest.approx([0.5, 1.0])
     assert report["per_fold"]["nll"] == pytest.approx(
-        [-(np.log(0.9) + np.log(0.2)) / 2, -(np.log(0.9) + np.log(0.6)) / 2], rel=1e-5)
-    assert report["per_fold"]["brier"] == pytest.approx([(0.02 + 1.28) / 2, (0.02 + 0.32) / 2], rel=1e-5)
-    assert report["mean"]["accuracy"] == pytest.approx(0.75) and report["std"]["accuracy"] == pytest.approx(0.25)
+        [-(np.log(0.9) + np.log(0.2)) / 2, -(np.log(0.9) + np.log(0.6)) / 2], rel=1e-5
+    )
+    assert report["per_fold"]["brier"] == pytest.approx(
+        [(0.02 + 1.28) / 2, (0.02 + 0.32) / 2], rel=1e-5
+    )
+    assert report["mean"]["accuracy"] == pytest.approx(0.75) and report["std"][
+        "accuracy"
+    ] == pytest.approx(0.25)
     # Out-of-fold predictions: rows 0, 1 from member 0, rows 2, 3 from member 1.
     assert report["out_of_fold"]["accuracy"] == pytest.approx(0.75)
 

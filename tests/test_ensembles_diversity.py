@@ -53,5 +53,7 @@ def test_ambiguity_decomposition():
     w = np.array([0.1, 0.4, 0.3, 0.2], np.float32)
     ens = np.einsum("k,knc->nc", w, probs)
     members = np.array([float(brier(p, labels)) for p in probs])
-    assert np.isclose(float(brier(ens, labels)), float(w @ members) - float(ambiguity(probs, w)), atol=1e-5)
+    assert np.isclose(
+        float(brier(ens, labels)), float(w @ members) - float(ambiguity(probs, w)), atol=1e-5
+    )
     assert float(ambiguity(probs, w)) > 0

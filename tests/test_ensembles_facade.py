@@ -45,13 +45,19 @@ def test_heterogeneous_ensemble_end_to_end(members, views):
     val, test = views
     ensemble = _ensemble(members)
     stats = ensemble.get_ensemble_statistics()
-    assert stats["stacked_groups"] == [["cnn0"], ["mlp0", "mlp1"], ["lstm0"]]  # the MLPs run as one pass
+    assert stats["stacked_groups"] == [
+        ["cnn0"],
+        ["mlp0", "mlp1"],
+        ["lstm0"],
+    ]  # the MLPs run as one pass
     assert math.isclose(sum(stats["weights"].values()), 1.0, rel_tol=1e-6)
     probs = ensemble.predict_proba(_x(test))
     assert probs.shape == (179, 10) and np.allclose(probs.sum(-1), 1, atol=1e-5)
     np.testing.assert_array_equal(ensemble.predict(_x(test)), probs.argmax(-1))
     member_probs = ensemble.member_probabilities(_x(test))
-    np.testing.assert_allclose(probs, np.einsum("k,knc->nc", [0.4, 0.2, 0.2, 0.2], member_probs), atol=1e-5)
+    np.testing.assert_allclose(
+        probs, np.einsum("k,knc->nc", [0.4, 0.2, 0.2, 0.2], member_probs), atol=1e-5
+    )
 
     perf = ensemble.get_ensemble_performance(test)
     members_nll = [m["nll"] for m in perf["members"].values()]
@@ -59,7 +65,9 @@ def test_heterogeneous_ensemble_end_to_end(members, views):
     assert perf["ensemble"]["nll"] <= float(np.dot([0.4, 0.2, 0.2, 0.2], members_nll))  # Jensen
     assert perf["ensemble"]["accuracy"] > 0.5
     div = perf["diversity"]
-    assert np.asarray(div["disagreement_matrix"]).shape == (4, 4) and len(div["js_to_ensemble"]) == 4
+    assert (
+        np.asarray(div["disagreement_matrix"]).shape == (4, 4) and len(div["js_to_ensemble"]) == 4
+    )
     assert div["ambiguity"] > 0 and 0 < div["mean_disagreement"] < 1
     # Krogh-Vedelsby through the facade: ensemble Brier = weighted member Brier - ambiguity.
     member_brier = np.dot([0.4, 0.2, 0.2, 0.2], [m["brier"] for m in perf["members"].values()])
@@ -68,7 +76,14 @@ def test_heterogeneous_ensemble_end_to_end(members, views):
     # Voting: weighted hard votes; its probabilities are vote shares.
     voting = _ensemble(members, "voting")
     shares = voting.predict_proba(_x(test))
-    assert np.allclose(shares.sum(-1), 1) and set(np.unique(np.round(shares * 10))) <= {0, 2, 4, 6, 8, 10}
+    assert np.allclose(shares.sum(-1), 1) and set(np.unique(np.round(shares * 10))) <= {
+        0,
+        2,
+        4,
+        6,
+        8,
+        10,
+    }
     assert voting.get_ensemble_performance(test)["ensemble"]["accuracy"] > 0.5
 
     # Averaging ignores the weights.
@@ -101,8 +116,13 @@ def test_learned_weights_stacking_calibration_and_persistence(members, views, tm
     path = stacking.save(tmp_path / "ens")
     loaded = AdvancedModelEnsemble.load(path)
     assert loaded.model_ids == stacking.model_ids and loaded.combination_method == "stacking"
-    np.testing.assert_allclose(loaded.predict_proba(_x(test)), stacking.predict_proba(_x(test)), atol=1e-6)
-    assert loaded.get_ensemble_statistics()["calibration"] == stacking.get_ensemble_statistics()["calibration"]
+    np.testing.assert_allclose(
+        loaded.predict_proba(_x(test)), stacking.predict_proba(_x(test)), atol=1e-6
+    )
+    assert (
+        loaded.get_ensemble_statistics()["calibration"]
+        == stacking.get_ensemble_statistics()["calibration"]
+    )
     with pytest.raises(CheckpointError, match="new or empty directory"):
         stacking.save(path)
     members[0].save(tmp_path / "single")
@@ -115,16 +135,25 @@ def test_pruning_and_diversity_rules_through_the_facade(members, views):
     val, _ = views
     ensemble = _ensemble(members, weights=(1, 1, 1, 1))
     # mlp1 replaced by a copy of mlp0 (four members, so the programs compiled above are reused).
-    ensemble.update_model("mlp1", TrainedModel(members[1].spec, members[1].variables, model_id="mlp0-copy"))
+    ensemble.update_model(
+        "mlp1", TrainedModel(members[1].spec, members[1].variables, model_id="mlp0-copy")
+    )
     before = ensemble.model_ids
     result = ensemble.optimize_diversity(val)
-    assert "mlp0-copy" not in result["selected"] or "mlp0" not in result["selected"]  # never both copies
-    assert ensemble.model_ids == result["selected"] and set(result["removed"]) == set(before) - set(result["selected"])
+    assert (
+        "mlp0-copy" not in result["selected"] or "mlp0" not in result["selected"]
+    )  # never both copies
+    assert ensemble.model_ids == result["selected"] and set(result["removed"]) == set(before) - set(
+        result["selected"]
+    )
     ensemble = _ensemble(members, weights=(1, 1, 1, 1))
     nll = ensemble.get_ensemble_performance(val)["ensemble"]["nll"]
     removed = ensemble.prune_models(threshold=0.0, data=val)
     steps = ensemble.get_ensemble_statistics()["pruning"]["steps"]
-    assert sorted(s["member"] for s in steps) == sorted(removed) and len(ensemble) == 4 - len(removed) >= 1
+    assert (
+        sorted(s["member"] for s in steps) == sorted(removed)
+        and len(ensemble) == 4 - len(removed) >= 1
+    )
     assert all(s["nll_after"] <= s["nll_before"] for s in steps)
     assert ensemble.get_ensemble_performance(val)["ensemble"]["nll"] <= nll + 1e-5
     # Automatic steps run inside update_model_weights.
@@ -149,27 +178,62 @@ def test_bad_input_leaves_the_ensemble_unchanged(members, views):
     ensemble = _ensemble(members[:2], weights=(1.0, 2.0))
     state = (ensemble.model_ids, ensemble.get_ensemble_statistics()["weights"])
     three = make_spec("mlp", input_shape=(64,), input_kind="features", num_classes=3, size="tiny")
-    shapes = jax.eval_shape(lambda: three.build().init(jax.random.PRNGKey(0), three.example_input(), train=False))
+    shapes = jax.eval_shape(
+        lambda: three.build().init(jax.random.PRNGKey(0), three.example_input(), train=False)
+    )
     other = TrainedModel(three, jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), dict(shapes)))
     for call, error, match in [
         (lambda: ensemble.add_model(other), ConfigError, "10 classes.*got 3"),
-        (lambda: ensemble.add_model(members[2], weight=-1.0), ConfigError, "weight: expected a finite number >= 0"),
+        (
+            lambda: ensemble.add_model(members[2], weight=-1.0),
+            ConfigError,
+            "weight: expected a finite number >= 0",
+        ),
         (lambda: ensemble.add_model(members[2], weight=float("nan")), ConfigError, "weight"),
         (lambda: ensemble.add_model(members[0]), ConfigError, "already in the ensemble"),
         (lambda: ensemble.add_model("model"), ConfigError, "expected a TrainedModel"),
-        (lambda: ensemble.update_model_weights(weights=[0.0, 0.0]), ConfigError, "at least one positive"),
-        (lambda: ensemble.update_model_weights(weights=[1.0, -1.0]), ConfigError, "finite weights >= 0"),
+        (
+            lambda: ensemble.update_model_weights(weights=[0.0, 0.0]),
+            ConfigError,
+            "at least one positive",
+        ),
+        (
+            lambda: ensemble.update_model_weights(weights=[1.0, -1.0]),
+            ConfigError,
+            "finite weights >= 0",
+        ),
         (lambda: ensemble.update_model_weights(weights={"nope": 1.0}), ConfigError, "unknown ids"),
         (lambda: ensemble.remove_model("nope"), ConfigError, "model_id: expected one of"),
         (lambda: ensemble.update_model("nope", members[2]), ConfigError, "model_id"),
         (lambda: ensemble.predict(np.zeros((3, 5, 5), np.float32)), ShapeError, "fits no member"),
-        (lambda: ensemble.predict(test["image"].x), ShapeError, "1 of 2 members cannot take this input"),
-        (lambda: ensemble.predict({"image": test["image"].x}), DataError, "no input view for member 'mlp0'"),
-        (lambda: ensemble.predict({"image": test["image"].x, "features": test["features"].x[:5]}), DataError,
-         "same examples"),
-        (lambda: ensemble.get_ensemble_performance(test["image"]), ShapeError, "cannot take this input"),
+        (
+            lambda: ensemble.predict(test["image"].x),
+            ShapeError,
+            "1 of 2 members cannot take this input",
+        ),
+        (
+            lambda: ensemble.predict({"image": test["image"].x}),
+            DataError,
+            "no input view for member 'mlp0'",
+        ),
+        (
+            lambda: ensemble.predict(
+                {"image": test["image"].x, "features": test["features"].x[:5]}
+            ),
+            DataError,
+            "same examples",
+        ),
+        (
+            lambda: ensemble.get_ensemble_performance(test["image"]),
+            ShapeError,
+            "cannot take this input",
+        ),
         (lambda: ensemble.prune_models(-1.0), ConfigError, "threshold"),
-        (lambda: ensemble.set_cross_validation(folds=1), ConfigError, "folds: expected an integer >= 2"),
+        (
+            lambda: ensemble.set_cross_validation(folds=1),
+            ConfigError,
+            "folds: expected an integer >= 2",
+        ),
     ]:
         with pytest.raises(error, match=match):
             call()
@@ -187,5 +251,7 @@ def test_members_can_be_updated_and_removed(members, views):
     assert ensemble.get_ensemble_statistics()["weights"]["lstm0"] == pytest.approx(0.5)
     assert ensemble.remove_model("cnn0") is True and ensemble.model_ids == ["mlp0", "lstm0"]
     assert ensemble.update_model_weights(weights={"mlp0": 3.0}) is True
-    assert ensemble.get_ensemble_statistics()["weights"] == pytest.approx({"mlp0": 0.6, "lstm0": 0.4})
+    assert ensemble.get_ensemble_statistics()["weights"] == pytest.approx(
+        {"mlp0": 0.6, "lstm0": 0.4}
+    )
     assert ensemble.predict(_x(test)).shape == (179,)

@@ -49,10 +49,14 @@ def test_greedy_prune_removes_a_member_that_changes_nothing():
 def test_diverse_selection_skips_duplicates_and_bad_members():
     labels, m = _members()
     probs = np.stack([m["A"], m["A2"], m["B"], m["C"]])
-    selected, trace = greedy_diverse_selection(probs, np.ones(4, np.float32), labels, diversity_weight=0.1)
+    selected, trace = greedy_diverse_selection(
+        probs, np.ones(4, np.float32), labels, diversity_weight=0.1
+    )
     # A (or its copy) first, then C, which errs elsewhere; never the duplicate, never B.
     assert selected.tolist() in ([True, False, False, True], [False, True, False, True])
     assert [t["member"] for t in trace][-1] == 3
     assert trace[1]["score"] > trace[0]["score"]
-    selected, _ = greedy_diverse_selection(probs, np.ones(4, np.float32), labels, diversity_weight=0.1, max_members=1)
+    selected, _ = greedy_diverse_selection(
+        probs, np.ones(4, np.float32), labels, diversity_weight=0.1, max_members=1
+    )
     assert selected.sum() == 1

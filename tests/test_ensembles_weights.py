@@ -27,8 +27,13 @@ def test_learned_weights_match_scipy_on_the_simplex():
     labels = rng.integers(0, 3, 200)
     onehot = np.eye(3)[labels]
     # Member 0 informative, member 1 weakly informative, member 2 noise: optimum is interior-ish.
-    logits = np.stack([3 * onehot + rng.normal(size=(200, 3)) * 1.5, onehot + rng.normal(size=(200, 3)),
-                       rng.normal(size=(200, 3))]).astype(np.float32)
+    logits = np.stack(
+        [
+            3 * onehot + rng.normal(size=(200, 3)) * 1.5,
+            onehot + rng.normal(size=(200, 3)),
+            rng.normal(size=(200, 3)),
+        ]
+    ).astype(np.float32)
     probs = np.asarray(jax.nn.softmax(logits, axis=-1))
     weights, nll = fit_simplex_weights(probs, labels)
     weights = np.asarray(weights)
@@ -37,8 +42,13 @@ def test_learned_weights_match_scipy_on_the_simplex():
     def objective(w):
         return float(mixture_nll(probs, np.asarray(w, np.float32), labels))
 
-    ref = minimize(objective, np.ones(3) / 3, method="SLSQP", bounds=[(0, 1)] * 3,
-                   constraints=[{"type": "eq", "fun": lambda w: w.sum() - 1}])
+    ref = minimize(
+        objective,
+        np.ones(3) / 3,
+        method="SLSQP",
+        bounds=[(0, 1)] * 3,
+        constraints=[{"type": "eq", "fun": lambda w: w.sum() - 1}],
+    )
     assert float(nll) <= ref.fun + 1e-4
     assert np.isclose(float(nll), objective(weights), atol=1e-5)
     assert weights[0] > weights[2]
@@ -48,4 +58,8 @@ def test_learned_weights_match_scipy_on_the_simplex():
 
 def test_mixture_nll_ignores_zero_weight_members():
     probs = np.array([[[0.9, 0.1]], [[0.0, 1.0]]], np.float32)
-    assert np.isclose(float(mixture_nll(probs, np.array([1.0, 0.0], np.float32), np.array([0]))), -np.log(0.9), atol=1e-6)
+    assert np.isclose(
+        float(mixture_nll(probs, np.array([1.0, 0.0], np.float32), np.array([0]))),
+        -np.log(0.9),
+        atol=1e-6,
+    )

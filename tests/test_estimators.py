@@ -33,21 +33,52 @@ from ml_adv.estimator import MANIFEST, Estimator
 
 # (class, settings that differ from the defaults, a bad setting and the argument it names)
 CASES = {
-    "architecture": (AdvancedModelArchitecture, {"architecture_type": "mlp", "size": "tiny", "dropout": 0.25},
-                     {"architecture_type": "mlp", "size": "giant"}, "size"),
-    "strategy": (AdvancedTrainingStrategy, {"learning_rate": 0.01, "epochs": 3, "weight_decay": 1e-4},
-                 {"learning_rate": -1.0}, "learning_rate"),
-    "trainer": (AdvancedCustomModelTrainer, {"architecture_type": "mlp", "size": "tiny"},
-                {"architecture_type": "mlp", "size": "huge"}, "size"),
-    "ensemble": (AdvancedModelEnsemble, {"combination_method": "averaging", "seed": 3},
-                 {"combination_method": "no_such_rule"}, "combination_method"),
-    "hpo": (AdvancedHyperparameterOptimizer, {"optimization_method": "random", "max_trials": 3, "seed": 1},
-            {"optimization_method": "random", "max_trials": 0}, "max_trials"),
-    "active_learning": (AdvancedActiveLearning, {"sampling_strategy": "entropy", "size": "tiny", "seed": 2},
-                        {"sampling_strategy": "entropy", "seed": -1}, "seed"),
-    "domain_adaptation": (AdvancedDomainAdaptation, {"adaptation_method": "fine_tuning", "steps": 20,
-                                                     "config": TrainConfig(learning_rate=0.01)},
-                          {"adaptation_method": "fine_tuning", "steps": 0}, "steps"),
+    "architecture": (
+        AdvancedModelArchitecture,
+        {"architecture_type": "mlp", "size": "tiny", "dropout": 0.25},
+        {"architecture_type": "mlp", "size": "giant"},
+        "size",
+    ),
+    "strategy": (
+        AdvancedTrainingStrategy,
+        {"learning_rate": 0.01, "epochs": 3, "weight_decay": 1e-4},
+        {"learning_rate": -1.0},
+        "learning_rate",
+    ),
+    "trainer": (
+        AdvancedCustomModelTrainer,
+        {"architecture_type": "mlp", "size": "tiny"},
+        {"architecture_type": "mlp", "size": "huge"},
+        "size",
+    ),
+    "ensemble": (
+        AdvancedModelEnsemble,
+        {"combination_method": "averaging", "seed": 3},
+        {"combination_method": "no_such_rule"},
+        "combination_method",
+    ),
+    "hpo": (
+        AdvancedHyperparameterOptimizer,
+        {"optimization_method": "random", "max_trials": 3, "seed": 1},
+        {"optimization_method": "random", "max_trials": 0},
+        "max_trials",
+    ),
+    "active_learning": (
+        AdvancedActiveLearning,
+        {"sampling_strategy": "entropy", "size": "tiny", "seed": 2},
+        {"sampling_strategy": "entropy", "seed": -1},
+        "seed",
+    ),
+    "domain_adaptation": (
+        AdvancedDomainAdaptation,
+        {
+            "adaptation_method": "fine_tuning",
+            "steps": 20,
+            "config": TrainConfig(learning_rate=0.01),
+        },
+        {"adaptation_method": "fine_tuning", "steps": 0},
+        "steps",
+    ),
 }
 NAMESPACE = {**{name: getattr(ml_adv, name) for name in ml_adv.__all__}, "array": np.array}
 
@@ -75,7 +106,9 @@ def test_get_params_and_repr_round_trip(case):
 
 def _tiny_model(seed: int = 0) -> TrainedModel:
     spec = make_spec("mlp", input_shape=(4,), input_kind="features", num_classes=3, size="tiny")
-    variables = spec.build().init(jax.random.PRNGKey(seed), np.zeros((1, 4), np.float32), train=False)
+    variables = spec.build().init(
+        jax.random.PRNGKey(seed), np.zeros((1, 4), np.float32), train=False
+    )
     return TrainedModel(spec, variables)
 
 
@@ -90,8 +123,10 @@ def _learn(case: str, obj):
             obj.add_model(_tiny_model(seed))
         return lambda o: np.round(o.predict_proba(x), 6).tolist()
     if case == "hpo":
-        obj.optimize(lambda config: -abs(np.log10(config["learning_rate"]) + 2.5),
-                     search_space={"learning_rate": ("log", 1e-4, 1e-1)})
+        obj.optimize(
+            lambda config: -abs(np.log10(config["learning_rate"]) + 2.5),
+            search_space={"learning_rate": ("log", 1e-4, 1e-1)},
+        )
         return lambda o: (o.get_best_config(), o.get_optimization_history())
     if case == "active_learning":
         obj.add_labeled_data(x[:4], np.array([0, 1, 2, 0]))
@@ -129,7 +164,9 @@ def test_load_refuses_another_class_and_foreign_class_paths(tmp_path):
 
 
 def test_a_setting_that_cannot_be_written_is_named_and_nothing_is_left(tmp_path):
-    hpo = AdvancedHyperparameterOptimizer("random", 2, pruner=type("P", (), {"should_prune": lambda *a: False})())
+    hpo = AdvancedHyperparameterOptimizer(
+        "random", 2, pruner=type("P", (), {"should_prune": lambda *a: False})()
+    )
     with pytest.raises(ConfigError, match="pruner"):
         hpo.save(tmp_path / "hpo")
     assert not list(tmp_path.iterdir())

@@ -25,7 +25,7 @@ def _tiny_mnist(folder):
         labels = (np.arange(n) % 10).astype(np.uint8)
         images = rng.integers(0, 40, (n, 28, 28), dtype=np.uint8)
         for i, c in enumerate(labels):
-            images[i, 4 + 2 * c: 10 + 2 * c, 6:20] = 255
+            images[i, 4 + 2 * c : 10 + 2 * c, 6:20] = 255
         arrays[f"{split}_images"], arrays[f"{split}_labels"] = images, labels
     folder.mkdir(parents=True)
     for key, remote in IDX_DATASETS["mnist"].files.items():
@@ -56,7 +56,13 @@ def test_quick_run_then_summary(tiny_data):
     body, summary = da_mnist.summarize(records, figures)
     assert set(summary) == {"mnist_to_mnistm", "mnist_to_digits"}
     assert set(summary["mnist_to_mnistm"]) == {"source_only", "dann", "target_only"}
-    assert set(summary["mnist_to_digits"]) == {"source_only", "dann", "fine_tuning", "transfer", "target_only"}
+    assert set(summary["mnist_to_digits"]) == {
+        "source_only",
+        "dann",
+        "fine_tuning",
+        "transfer",
+        "target_only",
+    }
     by = {r["setting"]: r["results"] for r in records}
     for setting, methods in summary.items():
         for method, values in methods.items():
@@ -71,17 +77,28 @@ def test_quick_run_then_summary(tiny_data):
     changed = copy.deepcopy(records)
     for r in changed:
         if r["setting"] == "mnist_to_mnistm":
-            r["results"]["dann"] = 1.0 - r["results"]["dann"] if r["results"]["dann"] != 0.5 else 0.9
+            r["results"]["dann"] = (
+                1.0 - r["results"]["dann"] if r["results"]["dann"] != 0.5 else 0.9
+            )
     _, summary2 = da_mnist.summarize(changed, figures)
     assert png.read_bytes() != before
     assert summary2["mnist_to_mnistm"]["dann"] != summary["mnist_to_mnistm"]["dann"]
 
 
 def test_summary_without_records_has_the_shape():
-    body, summary = da_mnist.summarize([], __import__("pathlib").Path(__import__("tempfile").mkdtemp()))
-    assert summary == {"mnist_to_mnistm": {"source_only": [], "dann": [], "target_only": []},
-                       "mnist_to_digits": {"source_only": [], "dann": [], "fine_tuning": [], "transfer": [],
-                                           "target_only": []}}
+    body, summary = da_mnist.summarize(
+        [], __import__("pathlib").Path(__import__("tempfile").mkdtemp())
+    )
+    assert summary == {
+        "mnist_to_mnistm": {"source_only": [], "dann": [], "target_only": []},
+        "mnist_to_digits": {
+            "source_only": [],
+            "dann": [],
+            "fine_tuning": [],
+            "transfer": [],
+            "target_only": [],
+        },
+    }
     assert "No results yet" in body
 
 

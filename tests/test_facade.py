@@ -28,7 +28,9 @@ def test_both_import_paths_work():
 def test_seed_strategy_example():
     from ml_adv.custom_model_trainer import AdvancedTrainingStrategy
 
-    strategy = AdvancedTrainingStrategy(learning_rate=1e-4, batch_size=32, epochs=100, early_stopping=True)
+    strategy = AdvancedTrainingStrategy(
+        learning_rate=1e-4, batch_size=32, epochs=100, early_stopping=True
+    )
     assert strategy.learning_rate == 1e-4 and strategy.config.early_stopping
     with pytest.raises(ConfigError, match="learning_rate"):
         AdvancedTrainingStrategy(learning_rate=-1)
@@ -41,12 +43,20 @@ def test_trainer_end_to_end_through_asyncio(tmp_path, digits_images):
 
     train, test = digits_images
     # optimization_method="none": the search before training is ml_adv.hpo's, tested in tests/test_hpo_*.py
-    trainer = AdvancedCustomModelTrainer(architecture_type="cnn", optimization_method="none", run_root=tmp_path)
+    trainer = AdvancedCustomModelTrainer(
+        architecture_type="cnn", optimization_method="none", run_root=tmp_path
+    )
     trainer.set_mixed_precision(False)
     trainer.set_resource_monitoring(True)
     trainer.set_data_augmentation(True)
-    training_data = {"data": train, "test_data": test, "learning_rate": 2e-3, "batch_size": 32, "epochs": 6,
-                     "run_name": "facade"}
+    training_data = {
+        "data": train,
+        "test_data": test,
+        "learning_rate": 2e-3,
+        "batch_size": 32,
+        "epochs": 6,
+        "run_name": "facade",
+    }
     result = asyncio.run(trainer.train_custom_model(training_data))
     assert result.success and result.error is None
     assert result.metrics["test_accuracy"] > 0.9
@@ -70,17 +80,25 @@ def test_trainer_end_to_end_through_asyncio(tmp_path, digits_images):
     for name in ("config.json", "metrics.jsonl", "report.json", "plots/learning_curve.png"):
         assert (run / name).exists(), name
     assert (run / "checkpoints" / "latest").is_dir() and (run / "checkpoints" / "best").is_dir()
-    assert json.loads((run / "report.json").read_text())["metrics"]["test_accuracy"] == result.metrics["test_accuracy"]
+    assert (
+        json.loads((run / "report.json").read_text())["metrics"]["test_accuracy"]
+        == result.metrics["test_accuracy"]
+    )
 
     # registry and reports
     assert result.model_id in trainer.get_model_registry()
-    assert trainer.get_model_performance(result.model_id)["test_accuracy"] == result.metrics["test_accuracy"]
+    assert (
+        trainer.get_model_performance(result.model_id)["test_accuracy"]
+        == result.metrics["test_accuracy"]
+    )
     assert trainer.get_model_performance("nope") is None
     assert len(trainer.get_training_history()) == 1
     assert trainer.get_training_metrics()["runs"] == 1
     assert trainer.validate_system_integrity()
     report = trainer.generate_training_report()
-    assert report["best_model_id"] == result.model_id and (tmp_path / "training_report.json").exists()
+    assert (
+        report["best_model_id"] == result.model_id and (tmp_path / "training_report.json").exists()
+    )
 
 
 def test_trainer_infers_and_checks_dims(tmp_path, small_digits, monkeypatch):
@@ -157,10 +175,21 @@ def test_divergence_returns_unsuccessful_result_with_last_good_model(tmp_path, s
     from ml_adv import AdvancedCustomModelTrainer
 
     trainer = AdvancedCustomModelTrainer("mlp", run_root=tmp_path)
-    result = trainer.train({"data": small_digits, "epochs": 6, "batch_size": 32, "optimizer": "sgd",
-                            "schedule": lambda s: jnp.where(s < 10, 0.05, 1e30), "size": "tiny"})
+    result = trainer.train(
+        {
+            "data": small_digits,
+            "epochs": 6,
+            "batch_size": 32,
+            "optimizer": "sgd",
+            "schedule": lambda s: jnp.where(s < 10, 0.05, 1e30),
+            "size": "tiny",
+        }
+    )
     assert not result.success and "NaN" in result.error
-    assert result.model is not None and np.isfinite(result.model.predict_proba(small_digits.x[:4])).all()
+    assert (
+        result.model is not None
+        and np.isfinite(result.model.predict_proba(small_digits.x[:4])).all()
+    )
     assert not trainer.get_training_history()[0]["success"]
 
 
@@ -168,8 +197,10 @@ def test_import_is_light():
     import subprocess
     import sys
 
-    code = ("import sys, ml_adv; from ml_adv import AdvancedCustomModelTrainer;"
-            "print(sorted(m for m in ('tensorflow_datasets', 'nevergrad', 'matplotlib', 'tensorflow') if m in sys.modules))")
+    code = (
+        "import sys, ml_adv; from ml_adv import AdvancedCustomModelTrainer;"
+        "print(sorted(m for m in ('tensorflow_datasets', 'nevergrad', 'matplotlib', 'tensorflow') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
@@ -181,7 +212,9 @@ def test_trained_model_rejects_bad_inputs(small_digits):
     from ml_adv.models import AdvancedModelArchitecture
     from ml_adv.training.trained_model import TrainedModel
 
-    spec = AdvancedModelArchitecture("mlp", size="tiny").design_architecture(64, 10, input_shape=(8, 8, 1))
+    spec = AdvancedModelArchitecture("mlp", size="tiny").design_architecture(
+        64, 10, input_shape=(8, 8, 1)
+    )
     variables = spec.build().init(jax.random.PRNGKey(0), spec.example_input(), train=False)
     model = TrainedModel(spec, dict(variables))
     with pytest.raises(DataError, match="finite"):
@@ -200,7 +233,9 @@ def test_trainer_reads_a_tfds_dataset_by_name(tmp_path):
     # An MLP on the images: the TFDS path is under test, and it compiles faster than a CNN.
     trainer = AdvancedCustomModelTrainer("mlp", size="tiny", run_root=tmp_path)
     with tfds.testing.mock_data(num_examples=96):
-        result = trainer.train({"data": "kmnist", "epochs": 1, "batch_size": 16, "run_name": "kmnist"})
+        result = trainer.train(
+            {"data": "kmnist", "epochs": 1, "batch_size": 16, "run_name": "kmnist"}
+        )
         test = load_dataset("kmnist", split="test")
     assert result.success
     assert result.model.spec.input_shape == (28, 28, 1) and result.model.num_classes == 10
@@ -216,7 +251,9 @@ def test_training_runs_off_the_event_loop(tmp_path, small_digits):
 
     async def main():
         ticks = 0
-        task = asyncio.create_task(trainer.train_custom_model({"data": small_digits, "epochs": 3, "batch_size": 32}))
+        task = asyncio.create_task(
+            trainer.train_custom_model({"data": small_digits, "epochs": 3, "batch_size": 32})
+        )
         while not task.done():
             ticks += 1
             await asyncio.sleep(0.01)

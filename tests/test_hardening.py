@@ -51,12 +51,27 @@ def _fails_before_training(trainer, training_data, error, pattern):
 
 # ----------------------------------------------------------- validators
 def test_numbers_accept_numpy_and_jax_scalars_and_reject_bools():
-    assert check_positive("batch_size", np.int64(32)) == 32 and type(check_positive("b", np.int32(3))) is int
+    assert (
+        check_positive("batch_size", np.int64(32)) == 32
+        and type(check_positive("b", np.int32(3))) is int
+    )
     assert check_positive("lr", np.float32(0.5), kind=float) == 0.5
     assert check_positive("lr", jnp.float32(0.25), kind=float) == 0.25
     assert check_positive("epochs", jnp.int32(4)) == 4
     assert as_python_number("x", np.array(3.5)) == 3.5
-    for bad in (True, np.bool_(True), 0, -2, 2.5, np.float64(2.0), "8", None, np.arange(2), float("nan"), float("inf")):
+    for bad in (
+        True,
+        np.bool_(True),
+        0,
+        -2,
+        2.5,
+        np.float64(2.0),
+        "8",
+        None,
+        np.arange(2),
+        float("nan"),
+        float("inf"),
+    ):
         with pytest.raises(ConfigError, match="^batch_size: expected a positive integer"):
             check_positive("batch_size", bad)
     with pytest.raises(ConfigError, match="^lr:"):
@@ -84,7 +99,11 @@ def test_seed_range():
 def test_trainer_settings_take_real_booleans_only(trainer):
     with pytest.raises(ConfigError, match="^enabled: expected True or False, got 'no'"):
         trainer.set_mixed_precision("no")
-    for setter in (trainer.set_distributed_training, trainer.set_resource_monitoring, trainer.set_data_augmentation):
+    for setter in (
+        trainer.set_distributed_training,
+        trainer.set_resource_monitoring,
+        trainer.set_data_augmentation,
+    ):
         with pytest.raises(ConfigError, match="^enabled:"):
             setter(1)
     trainer.set_mixed_precision(np.bool_(False))
@@ -94,8 +113,12 @@ def test_trainer_settings_take_real_booleans_only(trainer):
 
 
 def test_strategy_takes_numpy_scalars_as_python_numbers():
-    strategy = AdvancedTrainingStrategy(learning_rate=np.float32(1e-3), batch_size=np.int64(16),
-                                        epochs=np.int64(3), early_stopping=np.bool_(True))
+    strategy = AdvancedTrainingStrategy(
+        learning_rate=np.float32(1e-3),
+        batch_size=np.int64(16),
+        epochs=np.int64(3),
+        early_stopping=np.bool_(True),
+    )
     assert type(strategy.config.batch_size) is int and type(strategy.config.epochs) is int
     assert type(strategy.config.learning_rate) is float and strategy.config.early_stopping is True
     json.dumps(strategy.to_dict(), allow_nan=False)
@@ -105,12 +128,18 @@ def test_strategy_takes_numpy_scalars_as_python_numbers():
         AdvancedTrainingStrategy(epochs=True)
 
 
-@pytest.mark.parametrize("arguments, pattern", [
-    (dict(architecture_type=["mlp"]), "^architecture_type: unknown name"),
-    (dict(architecture_type="mlp", size="huge"), "^size: unknown name 'huge'"),
-    (dict(architecture_type="mlp", optimization_method=3), "^optimization_method: unknown name"),
-    (dict(architecture_type="mlp", run_root=None), "^run_root:"),
-])
+@pytest.mark.parametrize(
+    "arguments, pattern",
+    [
+        (dict(architecture_type=["mlp"]), "^architecture_type: unknown name"),
+        (dict(architecture_type="mlp", size="huge"), "^size: unknown name 'huge'"),
+        (
+            dict(architecture_type="mlp", optimization_method=3),
+            "^optimization_method: unknown name",
+        ),
+        (dict(architecture_type="mlp", run_root=None), "^run_root:"),
+    ],
+)
 def test_trainer_construction(arguments, pattern):
     with pytest.raises(ConfigError, match=pattern):
         AdvancedCustomModelTrainer(**arguments)
@@ -118,27 +147,63 @@ def test_trainer_construction(arguments, pattern):
 
 # ----------------------------------------------------------- training_data, before anything trains
 BAD_TRAINING_DATA = {
-    "monitor typo": ({"monitor": "val_acc"}, ConfigError, r"^monitor: expected one of \['val_accuracy'"),
-    "truthy string flag": ({"early_stopping": "false"}, ConfigError, "^early_stopping: expected True or False"),
+    "monitor typo": (
+        {"monitor": "val_acc"},
+        ConfigError,
+        r"^monitor: expected one of \['val_accuracy'",
+    ),
+    "truthy string flag": (
+        {"early_stopping": "false"},
+        ConfigError,
+        "^early_stopping: expected True or False",
+    ),
     "seed too large": ({"seed": 2**63}, ConfigError, "^seed:"),
     "negative seed": ({"seed": np.int64(-1)}, ConfigError, "^seed:"),
     "bool batch size": ({"batch_size": True}, ConfigError, "^batch_size:"),
     "path in run_name": ({"run_name": "../elsewhere"}, ConfigError, "^run_name:"),
     "validation_split 1": ({"validation_split": 1.0}, ConfigError, "^validation_split:"),
-    "NaN in test_data": ({"test_data": (np.full((4, 5), np.nan), [0, 1, 0, 1])}, DataError,
-                         "^test_data.x: expected finite values"),
-    "test_data shape": ({"test_data": (X_INT[:, :4], Y_INT)}, DataError,
-                        r"^test_data.x: expected examples of shape \(5,\) like the training data, got \(4,\)"),
-    "NaN in validation_data": ({"validation_data": (np.where(X_INT == 3, np.nan, X_INT), Y_INT)}, DataError,
-                               "^validation_data.x: expected finite values"),
-    "text labels in test_data": ({"test_data": (X_INT, np.array(["a", "b"] * 48))}, DataError,
-                                 "^test_data.y: expected integer class ids, got dtype <U1 \\(text labels"),
-    "negative validation labels": ({"validation_data": (X_INT, Y_INT - 1)}, DataError, "^validation_data.y:"),
-    "test label beyond output_dim": ({"output_dim": 2, "test_data": (X_INT, Y_INT + 1)}, DataError, "^output_dim:"),
-    "input_dim disagrees": ({"input_dim": 8}, DataError, "^input_dim: the data has examples of shape \\(5,\\)"),
+    "NaN in test_data": (
+        {"test_data": (np.full((4, 5), np.nan), [0, 1, 0, 1])},
+        DataError,
+        "^test_data.x: expected finite values",
+    ),
+    "test_data shape": (
+        {"test_data": (X_INT[:, :4], Y_INT)},
+        DataError,
+        r"^test_data.x: expected examples of shape \(5,\) like the training data, got \(4,\)",
+    ),
+    "NaN in validation_data": (
+        {"validation_data": (np.where(X_INT == 3, np.nan, X_INT), Y_INT)},
+        DataError,
+        "^validation_data.x: expected finite values",
+    ),
+    "text labels in test_data": (
+        {"test_data": (X_INT, np.array(["a", "b"] * 48))},
+        DataError,
+        "^test_data.y: expected integer class ids, got dtype <U1 \\(text labels",
+    ),
+    "negative validation labels": (
+        {"validation_data": (X_INT, Y_INT - 1)},
+        DataError,
+        "^validation_data.y:",
+    ),
+    "test label beyond output_dim": (
+        {"output_dim": 2, "test_data": (X_INT, Y_INT + 1)},
+        DataError,
+        "^output_dim:",
+    ),
+    "input_dim disagrees": (
+        {"input_dim": 8},
+        DataError,
+        "^input_dim: the data has examples of shape \\(5,\\)",
+    ),
     "bool output_dim": ({"output_dim": True}, ConfigError, "^output_dim:"),
     "unknown key": ({"learning_rte": 1e-3}, ConfigError, "^training_data: unknown key"),
-    "bad input_kind": ({"input_kind": "tokens"}, ConfigError, "^input_kind: architecture 'mlp' takes"),
+    "bad input_kind": (
+        {"input_kind": "tokens"},
+        ConfigError,
+        "^input_kind: architecture 'mlp' takes",
+    ),
     "wrong size type": ({"size": 3}, ConfigError, "^size:"),
 }
 
@@ -146,23 +211,57 @@ BAD_TRAINING_DATA = {
 @pytest.mark.parametrize("case", list(BAD_TRAINING_DATA))
 def test_bad_training_data_fails_before_training(case, trainer):
     extra, error, pattern = BAD_TRAINING_DATA[case]
-    _fails_before_training(trainer, {"x": X_INT, "y": Y_INT, "epochs": 1, "batch_size": 16, **extra}, error, pattern)
+    _fails_before_training(
+        trainer, {"x": X_INT, "y": Y_INT, "epochs": 1, "batch_size": 16, **extra}, error, pattern
+    )
 
 
 BAD_ARRAYS = {
     "empty": ((np.zeros((0, 3)), np.zeros(0)), DataError, "^x: expected a non-empty array"),
     "one example": ((np.ones((1, 3)), [0]), DataError, "^validation_split: holding out"),
-    "one class": ((np.ones((40, 3)), np.zeros(40)), DataError, "^data: expected labels of at least 2 classes"),
+    "one class": (
+        (np.ones((40, 3)), np.zeros(40)),
+        DataError,
+        "^data: expected labels of at least 2 classes",
+    ),
     "1-D features": ((np.arange(40.0), np.arange(40) % 2), DataError, r"reshape\(-1, 1\)"),
-    "one-hot labels": ((np.ones((40, 3)), np.eye(2)[np.arange(40) % 2]), DataError, r"^y: .*y.argmax\(-1\)"),
-    "column labels": ((np.ones((40, 3)), (np.arange(40) % 2)[:, None]), DataError, r"^y: .*y.ravel\(\)"),
-    "complex features": ((np.ones((40, 3), np.complex64), np.arange(40) % 2), DataError, "^x: expected a numeric array"),
-    "string features": ((np.array([["a", "b"]] * 40), np.arange(40) % 2), DataError, "^x: expected a numeric array"),
+    "one-hot labels": (
+        (np.ones((40, 3)), np.eye(2)[np.arange(40) % 2]),
+        DataError,
+        r"^y: .*y.argmax\(-1\)",
+    ),
+    "column labels": (
+        (np.ones((40, 3)), (np.arange(40) % 2)[:, None]),
+        DataError,
+        r"^y: .*y.ravel\(\)",
+    ),
+    "complex features": (
+        (np.ones((40, 3), np.complex64), np.arange(40) % 2),
+        DataError,
+        "^x: expected a numeric array",
+    ),
+    "string features": (
+        (np.array([["a", "b"]] * 40), np.arange(40) % 2),
+        DataError,
+        "^x: expected a numeric array",
+    ),
     "ragged features": (([[1.0, 2.0], [3.0]] * 20, np.arange(40) % 2), DataError, "^x: expected"),
-    "float32 overflow": ((np.full((40, 3), 1e300), np.arange(40) % 2), DataError, "float32-overflowing"),
+    "float32 overflow": (
+        (np.full((40, 3), 1e300), np.arange(40) % 2),
+        DataError,
+        "float32-overflowing",
+    ),
     "length mismatch": ((np.ones((40, 3)), np.arange(39) % 2), DataError, "^y: expected 40 labels"),
-    "labels beyond int32": ((np.ones((40, 3)), np.arange(40) * 2**40), DataError, "^y: expected class ids below 2\\*\\*31"),
-    "missing labels": ((np.ones((40, 3)), None), DataError, "^x/y: expected both features and labels"),
+    "labels beyond int32": (
+        (np.ones((40, 3)), np.arange(40) * 2**40),
+        DataError,
+        "^y: expected class ids below 2\\*\\*31",
+    ),
+    "missing labels": (
+        (np.ones((40, 3)), None),
+        DataError,
+        "^x/y: expected both features and labels",
+    ),
 }
 
 
@@ -173,7 +272,9 @@ def test_bad_arrays_fail_before_training(case, trainer):
 
 
 def test_a_batch_larger_than_the_data_names_batch_size(trainer):
-    _fails_before_training(trainer, {"x": X_INT[:20], "y": Y_INT[:20], "batch_size": 64}, ConfigError, "^batch_size:")
+    _fails_before_training(
+        trainer, {"x": X_INT[:20], "y": Y_INT[:20], "batch_size": 64}, ConfigError, "^batch_size:"
+    )
 
 
 def test_data_given_in_other_shapes_is_validated_the_same_way(trainer):
@@ -204,11 +305,21 @@ def test_input_kind_follows_the_architecture_not_the_dtype():
     from ml_adv.training.config import TrainConfig
 
     def plan(arch, **td):
-        return resolve_training_data(td, architecture=arch, base_config=TrainConfig(), settings={},
-                                     augment=None, default_size="tiny")
+        return resolve_training_data(
+            td,
+            architecture=arch,
+            base_config=TrainConfig(),
+            settings={},
+            augment=None,
+            default_size="tiny",
+        )
 
     tabular = plan("mlp", x=X_INT, y=Y_INT)
-    assert tabular.train.input_kind == "features" and tabular.train.x.dtype == np.float32 and tabular.input_dim == 5
+    assert (
+        tabular.train.input_kind == "features"
+        and tabular.train.x.dtype == np.float32
+        and tabular.input_dim == 5
+    )
     assert tabular.test is None and tabular.val.input_kind == "features"
     tokens = plan("transformer", x=X_INT, y=Y_INT)
     assert tokens.train.input_kind == "tokens" and tokens.input_dim == 10
@@ -223,7 +334,10 @@ def test_input_kind_follows_the_architecture_not_the_dtype():
         plan("cnn", x=np.ones((40, 8, 8), np.float32), y=np.arange(40) % 2)
     with pytest.raises(ShapeError, match=r"^x: lstm takes \(length, features\) sequences"):
         plan("lstm", x=np.ones((40, 8), np.float32), y=np.arange(40) % 2)
-    with pytest.raises(ShapeError, match=r"^data.x: transformer takes \(length, features\) sequences, got .*\(8, 8, 1\)$"):
+    with pytest.raises(
+        ShapeError,
+        match=r"^data.x: transformer takes \(length, features\) sequences, got .*\(8, 8, 1\)$",
+    ):
         plan("transformer", data=(np.ones((40, 8, 8, 1), np.float32), np.arange(40) % 2))
     with pytest.raises(DataError, match="^x: 'tokens' inputs are integer token ids"):
         plan("bert", x=np.ones((40, 6), np.float32), y=np.arange(40) % 2)
@@ -236,14 +350,25 @@ def test_input_kind_follows_the_architecture_not_the_dtype():
 
 
 def test_integer_tabular_features_train_an_mlp(trainer):
-    result = trainer.train({"x": X_INT, "y": Y_INT, "test_data": (X_INT[:32], Y_INT[:32]), "epochs": 2,
-                            "batch_size": np.int64(16), "learning_rate": np.float32(1e-2), "seed": np.int64(0)})
+    result = trainer.train(
+        {
+            "x": X_INT,
+            "y": Y_INT,
+            "test_data": (X_INT[:32], Y_INT[:32]),
+            "epochs": 2,
+            "batch_size": np.int64(16),
+            "learning_rate": np.float32(1e-2),
+            "seed": np.int64(0),
+        }
+    )
     assert result.success and 0 <= result.metrics["test_accuracy"] <= 1
     assert result.model.spec.input_kind == "features"
     assert result.model.predict(X_INT[:3]).shape == (3,)  # integer inputs at prediction time too
     name = result.run_dir.rsplit("/", 1)[-1]
     assert name.startswith("mlp-data-") and len(name.split("-")) == 5  # arch-data-date-time-suffix
-    report = json.loads((trainer.run_root / name / "report.json").read_text(), parse_constant=pytest.fail)
+    report = json.loads(
+        (trainer.run_root / name / "report.json").read_text(), parse_constant=pytest.fail
+    )
     assert report["train_config"]["batch_size"] == 16
 
 
@@ -261,7 +386,9 @@ def test_uint8_images_reach_the_model_scaled_to_unit_range():
     variables = spec.build().init(jax.random.PRNGKey(0), spec.example_input(), train=False)
     model = TrainedModel(spec, dict(variables))
     images = RNG.integers(0, 256, size=(3, 8, 8, 1), dtype=np.uint8)
-    np.testing.assert_allclose(model.logits(images), model.logits(images.astype(np.float32) / 255), rtol=1e-5)
+    np.testing.assert_allclose(
+        model.logits(images), model.logits(images.astype(np.float32) / 255), rtol=1e-5
+    )
     # ... in mixed precision too, where the scaling happens in bfloat16 before the model
     mixed = TrainedModel(spec, dict(variables), mixed_precision=True)
     np.testing.assert_allclose(mixed.logits(images), model.logits(images), rtol=0.05, atol=0.05)
@@ -303,14 +430,21 @@ def _small():
     return ArrayDataset(RNG.normal(size=(64, 4)).astype(np.float32), np.arange(64) % 2)
 
 
-
 def test_config_stores_python_numbers():
     from ml_adv.training.config import TrainConfig
 
-    config = TrainConfig(batch_size=np.int64(16), epochs=jnp.int32(2), learning_rate=np.float32(0.5), seed=np.int64(3))
-    assert (type(config.batch_size), type(config.epochs), type(config.learning_rate), type(config.seed)) == (
-        int, int, float, int)
-
+    config = TrainConfig(
+        batch_size=np.int64(16),
+        epochs=jnp.int32(2),
+        learning_rate=np.float32(0.5),
+        seed=np.int64(3),
+    )
+    assert (
+        type(config.batch_size),
+        type(config.epochs),
+        type(config.learning_rate),
+        type(config.seed),
+    ) == (int, int, float, int)
 
 
 def test_config_booleans_are_strict():
@@ -322,13 +456,11 @@ def test_config_booleans_are_strict():
         TrainConfig(mixed_precision="no")
 
 
-
 def test_config_seed_below_2_63():
     from ml_adv.training.config import TrainConfig
 
     with pytest.raises(ConfigError, match="^seed:"):
         TrainConfig(seed=2**63)
-
 
 
 def test_fit_rejects_a_name_instead_of_a_spec():
@@ -338,7 +470,6 @@ def test_fit_rejects_a_name_instead_of_a_spec():
         fit("mlp", _small(), run=Run(progress=False))
 
 
-
 def test_fit_rejects_init_params_of_another_structure():
     from ml_adv.models.registry import make_spec
     from ml_adv.training.config import TrainConfig
@@ -346,7 +477,13 @@ def test_fit_rejects_init_params_of_another_structure():
 
     spec = make_spec("mlp", input_shape=(4,), input_kind="features", num_classes=2, size="tiny")
     with pytest.raises(MlAdvError, match="^init_params:"):
-        fit(spec, _small(), TrainConfig(epochs=1), init_params={"dense": jnp.zeros(3)}, run=Run(progress=False))
+        fit(
+            spec,
+            _small(),
+            TrainConfig(epochs=1),
+            init_params={"dense": jnp.zeros(3)},
+            run=Run(progress=False),
+        )
 
 
 def test_fit_checks_validation_labels_against_the_model():
@@ -383,7 +520,11 @@ def _damaged_copy(run, tmp_path, how: str):
         inside = str(path.relative_to(latest))
         if how == "arrays" and path.is_file() and "meta" not in inside:
             path.unlink()  # the arrays of the latest checkpoint are gone
-        elif how == "manifest" and path.is_file() and ("manifest" in path.name or path.name.endswith("metadata")):
+        elif (
+            how == "manifest"
+            and path.is_file()
+            and ("manifest" in path.name or path.name.endswith("metadata"))
+        ):
             path.write_bytes(path.read_bytes()[: max(1, path.stat().st_size // 3)])  # truncated
     return copy, latest.name
 
@@ -407,7 +548,9 @@ def test_fit_resumes_from_the_newest_intact_checkpoint(finished_run, tmp_path):
     spec, config, data, run = finished_run
     copy, bad_step = _damaged_copy(run, tmp_path, "arrays")
     with pytest.warns(Warning, match=bad_step):
-        result = fit(spec, data, config.replace(epochs=3), val=data, run=Run.at(copy, progress=False))
+        result = fit(
+            spec, data, config.replace(epochs=3), val=data, run=Run.at(copy, progress=False)
+        )
     assert result.resumed_from is not None and len(result.history) == 3
 
 
@@ -425,7 +568,14 @@ def test_fit_checks_every_token_id_before_compiling(monkeypatch):
     from ml_adv.training.config import TrainConfig
     from ml_adv.training.loop import fit
 
-    spec = make_spec("transformer", input_shape=(None,), input_kind="tokens", num_classes=2, size="tiny", vocab_size=10)
+    spec = make_spec(
+        "transformer",
+        input_shape=(None,),
+        input_kind="tokens",
+        num_classes=2,
+        size="tiny",
+        vocab_size=10,
+    )
     tokens = np.ones((16, 6), np.int32)
     tokens[5, 2] = 15  # beyond the vocabulary, in a row other than the first
     train = ArrayDataset(tokens, np.arange(16) % 2, input_kind="tokens")

@@ -14,7 +14,10 @@ SPACE = SearchSpace([Float("x", -3.0, 3.0), Int("n", 1, 5), Categorical("c", ["a
 
 
 def score(config):
-    return {"score": -(config["x"] - 1.0) ** 2 - abs(config["n"] - 3) + (config["c"] == "b"), "pid": os.getpid()}
+    return {
+        "score": -((config["x"] - 1.0) ** 2) - abs(config["n"] - 3) + (config["c"] == "b"),
+        "pid": os.getpid(),
+    }
 
 
 class Remote:
@@ -39,15 +42,37 @@ def test_trials_run_on_a_dask_local_cluster(tmp_path):
     # The workers cannot import this test module by name: ship its objective by value.
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
     try:
-        with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=True, dashboard_address=None) as cluster, \
-                distributed.Client(cluster) as client:
-            result = Study(Remote(), SPACE, method="genetic", max_trials=6, executor=client, run_dir=tmp_path,
-                           progress=False).run()
+        with (
+            distributed.LocalCluster(
+                n_workers=1, threads_per_worker=2, processes=True, dashboard_address=None
+            ) as cluster,
+            distributed.Client(cluster) as client,
+        ):
+            result = Study(
+                Remote(),
+                SPACE,
+                method="genetic",
+                max_trials=6,
+                executor=client,
+                run_dir=tmp_path,
+                progress=False,
+            ).run()
     finally:
         cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
-    assert [t["batch"] for t in result.trials] == [0, 0, 1, 1, 2, 2]  # one trial per worker thread per batch
+    assert [t["batch"] for t in result.trials] == [
+        0,
+        0,
+        1,
+        1,
+        2,
+        2,
+    ]  # one trial per worker thread per batch
     assert all(t["status"] == "ok" for t in result.trials)
-    assert {t["metrics"]["pid"] for t in result.trials} != {os.getpid()}  # evaluated in the worker process
-    local = Study(Remote(), SPACE, method="genetic", max_trials=6, trials_per_batch=2, progress=False).run()
+    assert {t["metrics"]["pid"] for t in result.trials} != {
+        os.getpid()
+    }  # evaluated in the worker process
+    local = Study(
+        Remote(), SPACE, method="genetic", max_trials=6, trials_per_batch=2, progress=False
+    ).run()
     assert [t["config"] for t in result.trials] == [t["config"] for t in local.trials]
     assert (tmp_path / "trials.jsonl").exists()

@@ -23,7 +23,13 @@ def test_median_pruner_waits_for_warmup_and_startup_trials():
 def test_successive_halving_keeps_the_top_fraction_at_rungs():
     pruner = SuccessiveHalvingPruner(min_epochs=1, reduction_factor=3)
     assert [e for e in range(1, 30) if pruner.is_rung(e)] == [1, 3, 9, 27]
-    reference = [[0.9, 0.1, 0.2], [0.8, 0.2, 0.3], [0.7, 0.3, 0.4], [0.6, 0.4, 0.5], [0.5, 0.5, 0.6]]
+    reference = [
+        [0.9, 0.1, 0.2],
+        [0.8, 0.2, 0.3],
+        [0.7, 0.3, 0.4],
+        [0.6, 0.4, 0.5],
+        [0.5, 0.5, 0.6],
+    ]
     # rung 1: six competitors keep the best 6 // 3 = 2 (0.9, 0.8)
     assert pruner.should_prune(1, 0.75, reference) and not pruner.should_prune(1, 0.85, reference)
     assert not pruner.should_prune(2, 0.0, reference)  # not a rung
@@ -31,13 +37,16 @@ def test_successive_halving_keeps_the_top_fraction_at_rungs():
     assert pruner.should_prune(1, 0.4, [[0.5]])  # two competitors: only the best is kept
 
 
-@pytest.mark.parametrize("make, match", [
-    (lambda: MedianPruner(n_startup_trials=0), "n_startup_trials"),
-    (lambda: MedianPruner(n_warmup_epochs=-1), "n_warmup_epochs"),
-    (lambda: SuccessiveHalvingPruner(reduction_factor=1), "reduction_factor"),
-    (lambda: resolve_pruner("hyperband"), "pruner"),
-    (lambda: resolve_pruner(3), "pruner"),
-])
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda: MedianPruner(n_startup_trials=0), "n_startup_trials"),
+        (lambda: MedianPruner(n_warmup_epochs=-1), "n_warmup_epochs"),
+        (lambda: SuccessiveHalvingPruner(reduction_factor=1), "reduction_factor"),
+        (lambda: resolve_pruner("hyperband"), "pruner"),
+        (lambda: resolve_pruner(3), "pruner"),
+    ],
+)
 def test_bad_pruners_are_rejected(make, match):
     with pytest.raises(ConfigError, match=match):
         make()
@@ -61,9 +70,18 @@ class Curve:
 
 def test_run_trial_stops_a_pruned_trial_and_records_its_curve():
     reference = [[0.5, 0.6, 0.7, 0.8]] * 3
-    out = run_trial(Curve([0.4, 0.45, 0.5, 0.55]), {}, MedianPruner(n_startup_trials=3, n_warmup_epochs=1), reference)
+    out = run_trial(
+        Curve([0.4, 0.45, 0.5, 0.55]),
+        {},
+        MedianPruner(n_startup_trials=3, n_warmup_epochs=1),
+        reference,
+    )
     assert out["status"] == "pruned" and out["intermediate"] == [0.4, 0.45] and out["score"] == 0.45
     good = run_trial(Curve([0.6, 0.7, 0.8, 0.9]), {}, MedianPruner(n_startup_trials=3), reference)
-    assert good["status"] == "ok" and good["intermediate"] == [0.6, 0.7, 0.8, 0.9] and good["score"] == 0.9
+    assert (
+        good["status"] == "ok"
+        and good["intermediate"] == [0.6, 0.7, 0.8, 0.9]
+        and good["score"] == 0.9
+    )
     unpruned = run_trial(Curve([0.4, 0.45]), {})
     assert unpruned["status"] == "ok" and unpruned["intermediate"] == [0.4, 0.45]

@@ -22,7 +22,7 @@ SPACE = SearchSpace([Float("x", -3.0, 3.0), Int("n", 1, 5), Categorical("c", ["a
 
 
 def score(config):
-    return -(config["x"] - 1.0) ** 2 - abs(config["n"] - 3) + (config["c"] == "b")
+    return -((config["x"] - 1.0) ** 2) - abs(config["n"] - 3) + (config["c"] == "b")
 
 
 class Interrupt:
@@ -42,7 +42,9 @@ def configs(result):
     return [t["config"] for t in result.trials]
 
 
-@pytest.mark.parametrize("method, batch", [("bayesian", 1), ("genetic", 1), ("genetic", 3), ("random", 2)])
+@pytest.mark.parametrize(
+    "method, batch", [("bayesian", 1), ("genetic", 1), ("genetic", 3), ("random", 2)]
+)
 def test_an_interrupted_study_resumes_without_losing_or_repeating_trials(tmp_path, method, batch):
     trials = 7 if method == "bayesian" else 10
     kwargs = dict(method=method, max_trials=trials, seed=0, trials_per_batch=batch, progress=False)
@@ -61,7 +63,9 @@ def test_an_interrupted_study_resumes_without_losing_or_repeating_trials(tmp_pat
     _, journaled = TrialJournal(tmp_path / "s" / "trials.jsonl").read()
     assert sorted(t["trial"] for t in journaled) == list(range(trials))
     calls = interrupted.calls
-    again = Study(interrupted, SPACE, run_dir=tmp_path / "s", **kwargs).run()  # finished: nothing re-runs
+    again = Study(
+        interrupted, SPACE, run_dir=tmp_path / "s", **kwargs
+    ).run()  # finished: nothing re-runs
     assert again.resumed_trials == trials and configs(again) == configs(reference)
     assert interrupted.calls == calls
 
@@ -74,7 +78,9 @@ def test_journal_belongs_to_one_study(tmp_path):
             Study(score, SPACE, run_dir=tmp_path, progress=False, **kwargs).run()
     other_space = SearchSpace([Float("x", -3.0, 4.0), Int("n", 1, 5), Categorical("c", ["a", "b"])])
     with pytest.raises(ConfigError, match="different study"):
-        Study(score, other_space, method="random", max_trials=2, run_dir=tmp_path, progress=False).run()
+        Study(
+            score, other_space, method="random", max_trials=2, run_dir=tmp_path, progress=False
+        ).run()
 
 
 def test_journal_lines_are_strict_json_and_a_torn_last_line_is_dropped(tmp_path):
@@ -102,8 +108,15 @@ def test_failed_and_non_finite_trials_are_recorded_and_the_study_goes_on(tmp_pat
             return float("nan")
         return score(config)
 
-    result = Study(flaky, SPACE, method="grid_search", max_trials=100, run_dir=tmp_path,
-                   method_options={"grid_points": 6}, progress=False).run()
+    result = Study(
+        flaky,
+        SPACE,
+        method="grid_search",
+        max_trials=100,
+        run_dir=tmp_path,
+        method_options={"grid_points": 6},
+        progress=False,
+    ).run()
     statuses = {t["status"] for t in result.trials}
     assert statuses == {"ok", "failed"} and len(result.trials) == SPACE.grid_size(6)
     raised = [t for t in result.trials if t["error"] and "out of memory" in t["error"]]
@@ -117,16 +130,24 @@ def test_failed_and_non_finite_trials_are_recorded_and_the_study_goes_on(tmp_pat
             assert t["loss"] == -t["score"]
     assert math.isfinite(result.best_score) and result.best_config["x"] <= 2.5
     report = json.loads((tmp_path / "report.json").read_text())
-    assert report["failed"] == len(raised) + len(nan) and report["best_config"] == result.best_config
-    assert (tmp_path / "best_config.json").exists() and (tmp_path / "plots" / "best_so_far.png").exists()
+    assert (
+        report["failed"] == len(raised) + len(nan) and report["best_config"] == result.best_config
+    )
+    assert (tmp_path / "best_config.json").exists() and (
+        tmp_path / "plots" / "best_so_far.png"
+    ).exists()
     assert (tmp_path / "plots" / "parallel_coordinates.png").exists()
 
 
 def test_trials_run_on_a_process_pool():
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(2, mp_context=ctx) as pool:
-        parallel = Study(score, SPACE, method="genetic", max_trials=6, executor=pool, progress=False).run()
-    sequential = Study(score, SPACE, method="genetic", max_trials=6, trials_per_batch=2, progress=False).run()
+        parallel = Study(
+            score, SPACE, method="genetic", max_trials=6, executor=pool, progress=False
+        ).run()
+    sequential = Study(
+        score, SPACE, method="genetic", max_trials=6, trials_per_batch=2, progress=False
+    ).run()
     assert [t["batch"] for t in parallel.trials] == [0, 0, 1, 1, 2, 2]
     assert configs(parallel) == configs(sequential)
     assert [t["score"] for t in parallel.trials] == [t["score"] for t in sequential.trials]
@@ -164,7 +185,7 @@ def test_a_study_killed_with_sigkill_resumes_with_the_same_command(tmp_path):
     subprocess.run([sys.executable, str(script), str(run_dir)], env=env, check=True, timeout=120)
     _, trials = TrialJournal(journal).read()
     assert [t["trial"] for t in trials] == list(range(8))  # none lost, none repeated
-    assert trials[:len(killed_after)] == killed_after  # finished trials were kept, not re-run
+    assert trials[: len(killed_after)] == killed_after  # finished trials were kept, not re-run
     reference = Study(score, SPACE, method="genetic", max_trials=8, seed=0, progress=False).run()
     assert [SPACE.canonical(t["config"]) for t in trials] == configs(reference)
     report = json.loads((run_dir / "report.json").read_text())

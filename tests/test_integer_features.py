@@ -24,13 +24,16 @@ def test_facade_reads_integer_features_as_numbers(negative, tmp_path):
 
     x, y = _integer_table(negative)
     for extra in ({}, {"input_kind": "features"}):
-        trainer = AdvancedCustomModelTrainer(architecture_type="mlp", size="tiny", run_root=tmp_path)
+        trainer = AdvancedCustomModelTrainer(
+            architecture_type="mlp", size="tiny", run_root=tmp_path
+        )
         result = trainer.train({"data": (x, y), "epochs": 1, "batch_size": 16, **extra})
         assert result.success, result.error
         assert result.model.spec.input_kind == "features" and result.model.spec.input_shape == (6,)
         # predictions on the raw integers match predictions on the same values as floats
-        np.testing.assert_allclose(result.model.predict_proba(x[:8]), result.model.predict_proba(x[:8] * 1.0),
-                                   rtol=1e-6)
+        np.testing.assert_allclose(
+            result.model.predict_proba(x[:8]), result.model.predict_proba(x[:8] * 1.0), rtol=1e-6
+        )
 
 
 @pytest.mark.parametrize("negative", [True, False])
@@ -58,10 +61,27 @@ def test_command_line_trains_on_an_integer_file(suffix, tmp_path, capsys):
         np.savez(path, x=x[:72], y=y[:72], x_test=x[72:], y_test=y[72:])
     else:
         header = ",".join([f"f{i}" for i in range(6)] + ["label"])
-        np.savetxt(path, np.column_stack([x, y]), fmt="%d", delimiter=",", header=header, comments="")
+        np.savetxt(
+            path, np.column_stack([x, y]), fmt="%d", delimiter=",", header=header, comments=""
+        )
     run_dir = tmp_path / "run"
-    code = main(["train", "--arch", "mlp", "--size", "tiny", "--data", str(path), "--epochs", "1",
-                 "--batch-size", "16", "--run-dir", str(run_dir)])
+    code = main(
+        [
+            "train",
+            "--arch",
+            "mlp",
+            "--size",
+            "tiny",
+            "--data",
+            str(path),
+            "--epochs",
+            "1",
+            "--batch-size",
+            "16",
+            "--run-dir",
+            str(run_dir),
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     from ml_adv.training.trained_model import TrainedModel
 
@@ -80,8 +100,22 @@ def test_command_line_file_errors_are_one_line(tmp_path, capsys):
 
     path = tmp_path / "bad.npz"
     np.savez(path, features=np.zeros((4, 2)))
-    assert main(["train", "--arch", "mlp", "--data", str(path), "--run-dir", str(tmp_path / "r")]) == 2
+    assert (
+        main(["train", "--arch", "mlp", "--data", str(path), "--run-dir", str(tmp_path / "r")]) == 2
+    )
     assert "expected arrays 'x' and 'y'" in capsys.readouterr().err
-    assert main(["train", "--arch", "mlp", "--data", str(tmp_path / "missing.csv"),
-                 "--run-dir", str(tmp_path / "r")]) == 2
+    assert (
+        main(
+            [
+                "train",
+                "--arch",
+                "mlp",
+                "--data",
+                str(tmp_path / "missing.csv"),
+                "--run-dir",
+                str(tmp_path / "r"),
+            ]
+        )
+        == 2
+    )
     assert "does not exist" in capsys.readouterr().err

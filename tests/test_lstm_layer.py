@@ -38,7 +38,9 @@ def test_fused_layer_has_flax_parameters_outputs_and_gradients(reverse):
     for want, got in zip(jax.tree.leaves(want_vars), jax.tree.leaves(got_vars)):
         np.testing.assert_array_equal(got, want)
     apply = jax.jit(lambda module, v: module.apply(v, X), static_argnums=0)
-    for want, got in zip(jax.tree.leaves(apply(flax_rnn, want_vars)), jax.tree.leaves(apply(fused, got_vars))):
+    for want, got in zip(
+        jax.tree.leaves(apply(flax_rnn, want_vars)), jax.tree.leaves(apply(fused, got_vars))
+    ):
         np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
 
     # Stacked members (ensembles, populations, CV folds) run the layer under vmap.
@@ -54,8 +56,17 @@ def test_fused_layer_has_flax_parameters_outputs_and_gradients(reverse):
 
 def _bidirectional_two_layer(lowering, monkeypatch):
     monkeypatch.setattr(lstm_module, "measured_lowering", lambda *a, **k: lowering)
-    spec = make_spec("lstm", input_shape=(5, 4), input_kind="sequence", num_classes=3, size="tiny",
-                     num_layers=2, bidirectional=True, pooling="mean", dropout=0.0)
+    spec = make_spec(
+        "lstm",
+        input_shape=(5, 4),
+        input_kind="sequence",
+        num_classes=3,
+        size="tiny",
+        num_layers=2,
+        bidirectional=True,
+        pooling="mean",
+        dropout=0.0,
+    )
     module = spec.build()
     variables = jax.jit(module.init)(jax.random.PRNGKey(0), X)
     y = jnp.array([0, 2, 1])
@@ -80,7 +91,9 @@ def test_the_model_is_the_same_with_either_lowering(monkeypatch):
 
 
 def test_lowering_is_measured_once_per_shape_and_cached(tmp_path, monkeypatch):
-    assert measured_lowering((2, 3, 4), 8, jnp.float32, reverse=False) == "flax"  # the suite runs untuned
+    assert (
+        measured_lowering((2, 3, 4), 8, jnp.float32, reverse=False) == "flax"
+    )  # the suite runs untuned
     monkeypatch.setattr(autotune, "REPEATS", 2)
     monkeypatch.setattr(autotune, "SCAN_LENGTH", 2)
     autotune.configure(enabled=True, cache_dir=tmp_path)
@@ -90,7 +103,9 @@ def test_lowering_is_measured_once_per_shape_and_cached(tmp_path, monkeypatch):
         assert choice in LOWERINGS
         assert measured_lowering((2, 3, 4), 8, jnp.float32, reverse=True) == choice
         assert autotune.measurements() == before + 1
-        assert measured_lowering((2, 3, 4), 8, jnp.bfloat16, reverse=True) == "flax"  # bf16: never measured
+        assert (
+            measured_lowering((2, 3, 4), 8, jnp.bfloat16, reverse=True) == "flax"
+        )  # bf16: never measured
         assert autotune.measurements() == before + 1
         (path,) = tmp_path.glob("*.json")
         ((key, entry),) = json.loads(path.read_text())["entries"].items()

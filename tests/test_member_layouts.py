@@ -20,8 +20,17 @@ def setup():
     rng = np.random.default_rng(0)
     x = rng.random((BATCH * STEPS, 8), dtype=np.float32)
     y = rng.integers(0, 3, BATCH * STEPS).astype(np.int32)
-    spec = make_spec("mlp", input_shape=(8,), input_kind="features", num_classes=3, hidden_sizes=(8,), dropout=0.0)
-    run = init_run(spec, TrainConfig(batch_size=BATCH), example_x=x[:1], steps_per_epoch=STEPS, members=K)
+    spec = make_spec(
+        "mlp",
+        input_shape=(8,),
+        input_kind="features",
+        num_classes=3,
+        hidden_sizes=(8,),
+        dropout=0.0,
+    )
+    run = init_run(
+        spec, TrainConfig(batch_size=BATCH), example_x=x[:1], steps_per_epoch=STEPS, members=K
+    )
     return run, {"x": jnp.asarray(x), "y": jnp.asarray(y)}
 
 
@@ -31,7 +40,9 @@ def copy(state):
 
 def test_scan_layout_matches_vmap_with_own_orders_and_padded_steps(setup):
     run, data = setup
-    orders = np.stack([epoch_order(jax.random.PRNGKey(i), BATCH * STEPS, BATCH) for i in range(K)], axis=1)
+    orders = np.stack(
+        [epoch_order(jax.random.PRNGKey(i), BATCH * STEPS, BATCH) for i in range(K)], axis=1
+    )
     active = np.ones((STEPS, K), bool)
     active[-1, 1] = False  # member 1 has one batch fewer
     results = {}
@@ -53,7 +64,9 @@ def test_runner_measures_the_layout_once_and_caches_it(setup, tmp_path):
     off = EpochRunner(run.train_step, stacked=True)
     before = autotune.measurements()
     off(copy(run.state), data, order)
-    assert off.layout == "vmap" and autotune.measurements() == before  # autotuning is off in the suite
+    assert (
+        off.layout == "vmap" and autotune.measurements() == before
+    )  # autotuning is off in the suite
     autotune.configure(enabled=True, cache_dir=tmp_path)
     try:
         first = EpochRunner(run.train_step, stacked=True)

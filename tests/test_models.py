@@ -197,8 +197,13 @@ def test_cnn_small_on_digits_and_base_reference_shapes():
     assert params["conv_0"]["kernel"].shape == (3, 3, 1, 32)
     assert params["conv_1"]["kernel"].shape == (3, 3, 32, 64)
     assert params["dense_0"]["kernel"].shape == (2 * 2 * 64, 128)  # 8 -> 4 -> 2
-    base = make_spec("cnn", input_shape=(28, 28, 1), input_kind="image", num_classes=10, size="base")
-    assert abstract_variables(base)["params"]["encoder"]["dense_0"]["kernel"].shape == (7 * 7 * 64, 128)
+    base = make_spec(
+        "cnn", input_shape=(28, 28, 1), input_kind="image", num_classes=10, size="base"
+    )
+    assert abstract_variables(base)["params"]["encoder"]["dense_0"]["kernel"].shape == (
+        7 * 7 * 64,
+        128,
+    )
     with pytest.raises(ConfigError, match="conv_features"):
         make_spec("cnn", input_shape=(3, 3, 1), input_kind="image", num_classes=10)
 
@@ -209,28 +214,47 @@ def test_cnn_small_on_digits_and_base_reference_shapes():
 )
 def test_lstm_variants(overrides, feature_dim):
     spec = make_spec(
-        "lstm", input_shape=(None, 5), input_kind="sequence", num_classes=3, size="tiny", **overrides
+        "lstm",
+        input_shape=(None, 5),
+        input_kind="sequence",
+        num_classes=3,
+        size="tiny",
+        **overrides,
     )
     module = spec.build()
     x = spec.example_input(2, 7)
     variables = jax.eval_shape(module.init, jax.random.key(0), x)
-    feats = jax.eval_shape(functools.partial(module.apply, method=type(module).features), variables, x)
+    feats = jax.eval_shape(
+        functools.partial(module.apply, method=type(module).features), variables, x
+    )
     assert feats.shape == (2, feature_dim)
 
 
 def test_transformer_cls_pooling_and_max_length():
     spec = make_spec(
-        "transformer", input_shape=(None, 5), input_kind="sequence", num_classes=3, size="tiny", pooling="cls"
+        "transformer",
+        input_shape=(None, 5),
+        input_kind="sequence",
+        num_classes=3,
+        size="tiny",
+        pooling="cls",
     )
     variables = abstract_variables(spec)["params"]["encoder"]
     assert variables["cls"].shape == (1, 1, 16)
     assert variables["pos_embed"]["embedding"].shape == (33, 16)  # max_length 32 + the CLS slot
     # max_length grows to the data's length unless overridden
-    long = make_spec("transformer", input_shape=(100,), input_kind="tokens", num_classes=3, size="tiny")
+    long = make_spec(
+        "transformer", input_shape=(100,), input_kind="tokens", num_classes=3, size="tiny"
+    )
     assert long.config.max_length == 100
     with pytest.raises(ConfigError, match="max_length"):
         make_spec(
-            "transformer", input_shape=(100,), input_kind="tokens", num_classes=3, size="tiny", max_length=50
+            "transformer",
+            input_shape=(100,),
+            input_kind="tokens",
+            num_classes=3,
+            size="tiny",
+            max_length=50,
         )
 
 
@@ -262,7 +286,9 @@ def test_make_config_rejects_bad_overrides(arch, overrides, match):
 
 def test_make_spec_rejects_bad_shapes():
     with pytest.raises(ShapeError):
-        make_spec("mlp", input_shape=(None, 4), input_kind="sequence", num_classes=3)  # can't flatten
+        make_spec(
+            "mlp", input_shape=(None, 4), input_kind="sequence", num_classes=3
+        )  # can't flatten
     with pytest.raises(ShapeError):
         make_spec("cnn", input_shape=(8, 8), input_kind="image", num_classes=3)
     with pytest.raises(ShapeError):

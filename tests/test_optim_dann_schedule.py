@@ -18,7 +18,7 @@ def test_registered_and_follows_the_formula():
     unit = SCHEDULES.get("dann")(total, 0)
     for step in (0, 1, 50, 100, 199, 200):
         np.testing.assert_allclose(float(unit(step)), (1 + 10 * step / total) ** -0.75, rtol=1e-6)
-    assert float(unit(10_000)) == pytest.approx(11 ** -0.75)  # p is capped at 1
+    assert float(unit(10_000)) == pytest.approx(11**-0.75)  # p is capped at 1
     np.testing.assert_allclose(float(dann_annealing(10, alpha=1.0, beta=1.0)(10)), 0.5, rtol=1e-6)
 
 
@@ -26,7 +26,7 @@ def test_config_peak_scales_it():
     config = TrainConfig(learning_rate=0.01, schedule="dann", optimizer="sgd")
     schedule = build_schedule(config, 1000)
     np.testing.assert_allclose(float(schedule(0)), 0.01, rtol=1e-6)
-    np.testing.assert_allclose(float(schedule(1000)), 0.01 * 11 ** -0.75, rtol=1e-6)
+    np.testing.assert_allclose(float(schedule(1000)), 0.01 * 11**-0.75, rtol=1e-6)
     with pytest.raises(ConfigError, match="schedule"):
         TrainConfig(schedule="dan")
 

@@ -57,14 +57,27 @@ SCRIPT = textwrap.dedent(
 def launched():
     """The 8-device scripts (and the core-split one), started together: each is mostly a single-threaded import and
     compile, so on two cores they overlap (one after the other took ~24 s of the suite)."""
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
-    procs = {name: subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE,
-                                    stderr=subprocess.PIPE, text=True)
-             for name, script in (("sharded", SCRIPT), ("stacked", STACKED_SCRIPT))}
+    env = dict(
+        os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu"
+    )
+    procs = {
+        name: subprocess.Popen(
+            [sys.executable, "-c", script],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for name, script in (("sharded", SCRIPT), ("stacked", STACKED_SCRIPT))
+    }
     cores_env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    procs["cores"] = subprocess.Popen([sys.executable, "-c", CORES_SCRIPT], stdout=subprocess.PIPE,
-                                      stderr=subprocess.PIPE, text=True,
-                                      env=dict(cores_env, ML_ADV_CPU_DEVICES="2", JAX_PLATFORMS="cpu"))
+    procs["cores"] = subprocess.Popen(
+        [sys.executable, "-c", CORES_SCRIPT],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(cores_env, ML_ADV_CPU_DEVICES="2", JAX_PLATFORMS="cpu"),
+    )
     yield procs
     for proc in procs.values():
         if proc.poll() is None:
@@ -232,16 +245,26 @@ def test_cpu_split_into_core_devices_at_import(launched):
     assert result["devices"] == 2
     assert "use_cpu_cores" in result["late"] and "before any JAX computation" in result["late"]
     [layout] = result["layout"]
-    assert set(layout["us"]) == {"vmap", "scan", "spread", "spread_scan"} and layout["choice"] in layout["us"], layout
+    assert (
+        set(layout["us"]) == {"vmap", "scan", "spread", "spread_scan"}
+        and layout["choice"] in layout["us"]
+    ), layout
     [fit_layout] = result["fit_layout"]
     assert set(fit_layout["us"]) == {"one_device", "batch_over_cores"}, fit_layout
     assert result["measured"] == 1 and result["remeasured"] == 0  # once, then from the cache
     assert result["recorded"] is result["sharded"] and result["same_as_explicit"]
-    assert result["resumed_from"] == 1 and result["resumed_devices"] == (1 if result["sharded"] else 2)
+    assert result["resumed_from"] == 1 and result["resumed_devices"] == (
+        1 if result["sharded"] else 2
+    )
     # both layers, sharded (32 rows per core, timed on both) and on one device (64 rows)
     assert result["dense"] == sorted(
-        'dense_weight_grad{' + devices + '"dtype": "float32", "k": ' + f'{k}, "n": {n}, "rows": {rows}' + '}'
-        for k, n in ((64, 48), (48, 10)) for devices, rows in (('"devices": 2, ', 32), ("", 64))
+        "dense_weight_grad{"
+        + devices
+        + '"dtype": "float32", "k": '
+        + f'{k}, "n": {n}, "rows": {rows}'
+        + "}"
+        for k, n in ((64, 48), (48, 10))
+        for devices, rows in (('"devices": 2, ', 32), ("", 64))
     ), result["dense"]
 
 

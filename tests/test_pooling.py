@@ -24,7 +24,9 @@ def test_matches_nn_max_pool_values_and_gradients(shape, size):
 
 
 def test_ties_send_the_gradient_to_the_first_maximum_like_select_and_scatter():
-    x = jnp.zeros((1, 4, 4, 1)).at[0, 2, 3, 0].set(1.0)  # three all-zero windows (ties), one clear max
+    x = (
+        jnp.zeros((1, 4, 4, 1)).at[0, 2, 3, 0].set(1.0)
+    )  # three all-zero windows (ties), one clear max
     cot = jnp.arange(1.0, 5.0).reshape(1, 2, 2, 1)
     ours = jax.grad(lambda v: jnp.sum(max_pool(v, 2) * cot))(x)
     ref = jax.grad(lambda v: jnp.sum(_reference(v, 2) * cot))(x)
@@ -36,7 +38,9 @@ def test_ragged_border_gets_zero_gradient():
     x = jax.random.normal(jax.random.PRNGKey(2), (2, 5, 7, 3))
     grad = jax.grad(lambda v: jnp.sum(max_pool(v, 2)))(x)
     assert grad.shape == x.shape
-    assert float(jnp.abs(grad[:, 4, :, :]).sum()) == 0 and float(jnp.abs(grad[:, :, 6, :]).sum()) == 0
+    assert (
+        float(jnp.abs(grad[:, 4, :, :]).sum()) == 0 and float(jnp.abs(grad[:, :, 6, :]).sum()) == 0
+    )
 
 
 def test_bfloat16_jit_and_vmap():
@@ -52,9 +56,13 @@ def test_backward_forms_agree_bitwise_and_the_faster_is_measured(tmp_path, monke
     from ml_adv.kernels import autotune
     from ml_adv.kernels.pooling import _BACKWARDS, BACKWARD_FORMS
 
-    x = jnp.round(jax.random.normal(jax.random.PRNGKey(3), (2, 7, 9, 3)) * 2) / 2  # many ties, a ragged border
+    x = (
+        jnp.round(jax.random.normal(jax.random.PRNGKey(3), (2, 7, 9, 3)) * 2) / 2
+    )  # many ties, a ragged border
     cot = jax.random.normal(jax.random.PRNGKey(4), (2, 3, 4, 3))
-    grads = [jax.grad(lambda v, f=form: jnp.sum(_BACKWARDS[f](v, 2) * cot))(x) for form in BACKWARD_FORMS]
+    grads = [
+        jax.grad(lambda v, f=form: jnp.sum(_BACKWARDS[f](v, 2) * cot))(x) for form in BACKWARD_FORMS
+    ]
     np.testing.assert_array_equal(grads[0], grads[1])
     np.testing.assert_array_equal(grads[0], jax.grad(lambda v: jnp.sum(_reference(v, 2) * cot))(x))
     monkeypatch.setattr(autotune, "REPEATS", 2)
@@ -63,7 +71,11 @@ def test_backward_forms_agree_bitwise_and_the_faster_is_measured(tmp_path, monke
     try:
         measured = jax.grad(lambda v: jnp.sum(max_pool(v, 2) * cot))(x)
         (path,) = tmp_path.glob("*.json")
-        [entry] = [v for k, v in json.loads(path.read_text())["entries"].items() if k.startswith("max_pool_training")]
+        [entry] = [
+            v
+            for k, v in json.loads(path.read_text())["entries"].items()
+            if k.startswith("max_pool_training")
+        ]
     finally:
         autotune.configure(enabled=None, cache_dir=None)
     assert set(entry["us"]) == set(BACKWARD_FORMS) and entry["choice"] in BACKWARD_FORMS

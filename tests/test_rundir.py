@@ -36,10 +36,24 @@ def test_user_files_survive_clean_everywhere(tmp_path):
     (run / "plots" / "my_figure.png").write_bytes(b"mine")
     (run / "checkpoints" / "README").write_text("mine")
     removed = RunDirectory.clean(run)
-    assert {"config.json", "metrics.jsonl", "report.json", "plots/learning_curve.png",
-            "checkpoints/latest", "checkpoints/best", "model", "trials/0.json"} <= set(removed)
+    assert {
+        "config.json",
+        "metrics.jsonl",
+        "report.json",
+        "plots/learning_curve.png",
+        "checkpoints/latest",
+        "checkpoints/best",
+        "model",
+        "trials/0.json",
+    } <= set(removed)
     left = sorted(p.relative_to(run).as_posix() for p in run.rglob("*"))
-    assert left == ["checkpoints", "checkpoints/README", "notes.txt", "plots", "plots/my_figure.png"]
+    assert left == [
+        "checkpoints",
+        "checkpoints/README",
+        "notes.txt",
+        "plots",
+        "plots/my_figure.png",
+    ]
 
 
 def test_clean_removes_a_folder_it_created_entirely(tmp_path):
@@ -73,7 +87,9 @@ def test_dangerous_locations_are_refused(where, tmp_path, monkeypatch):
     work = tmp_path / "work"
     work.mkdir()
     monkeypatch.chdir(work)
-    (work / MARKER).write_text(json.dumps({"format": "ml_adv.run/1", "files": [], "trees": [], "dirs": []}))
+    (work / MARKER).write_text(
+        json.dumps({"format": "ml_adv.run/1", "files": [], "trees": [], "dirs": []})
+    )
     with pytest.raises(ConfigError, match="run_dir"):
         RunDirectory.clean(where)
     with pytest.raises(ConfigError, match="run_dir"):
@@ -121,7 +137,10 @@ def test_strict_json_and_metrics(tmp_path):
     assert report == {"steps_per_second": None, "x": [0, 1, 2], "p": "a"}
     rd.append_metrics({"epoch": 1, "loss": float("inf")})
     rd.append_metrics({"epoch": 2, "loss": 0.25})
-    assert rd.read_jsonl("metrics.jsonl") == [{"epoch": 1, "loss": None}, {"epoch": 2, "loss": 0.25}]
+    assert rd.read_jsonl("metrics.jsonl") == [
+        {"epoch": 1, "loss": None},
+        {"epoch": 2, "loss": 0.25},
+    ]
     with open(tmp_path / "run" / "metrics.jsonl", "a") as fh:
         fh.write('{"epoch": 3, "lo')  # killed mid-append
     assert len(rd.read_jsonl("metrics.jsonl")) == 2

@@ -25,12 +25,26 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "ml_adv"
 FLOORS = {
-    "errors": 0, "tokens": 0, "plots": 0,
-    "registry": 1, "devices": 1, "checkpointing": 1, "rundir": 1,
-    "kernels": 2, "data": 2, "models": 3, "training": 4,
-    "ensembles": 5, "hpo": 5, "active_learning": 5, "domain_adaptation": 5,
-    "trainer": 6, "cli": 7,
-    "__init__": 8, "custom_model_trainer": 8, "model_ensemble": 8,
+    "errors": 0,
+    "tokens": 0,
+    "plots": 0,
+    "registry": 1,
+    "devices": 1,
+    "checkpointing": 1,
+    "rundir": 1,
+    "kernels": 2,
+    "data": 2,
+    "models": 3,
+    "training": 4,
+    "ensembles": 5,
+    "hpo": 5,
+    "active_learning": 5,
+    "domain_adaptation": 5,
+    "trainer": 6,
+    "cli": 7,
+    "__init__": 8,
+    "custom_model_trainer": 8,
+    "model_ensemble": 8,
 }
 MAX_FUNCTION_LINES = 60
 
@@ -57,7 +71,10 @@ def _imports(module: str, path: Path):
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
-                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+                base = ".".join(
+                    package.split(".")[: len(package.split(".")) - node.level + 1]
+                    + ([base] if base else [])
+                )
             if base.split(".")[0] == "ml_adv":
                 yield base
 
@@ -90,7 +107,7 @@ def test_no_import_circles_between_rooms():
 
     def visit(room):
         if room in stack:
-            pytest.fail(f"import circle: {' -> '.join(stack[stack.index(room):] + [room])}")
+            pytest.fail(f"import circle: {' -> '.join(stack[stack.index(room) :] + [room])}")
         if room in seen:
             return
         stack.append(room)
@@ -104,8 +121,15 @@ def test_no_import_circles_between_rooms():
 
 
 def _code_lines(source: str) -> set[int]:
-    skip = (tokenize.COMMENT, tokenize.NL, tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT,
-            tokenize.ENCODING, tokenize.ENDMARKER)
+    skip = (
+        tokenize.COMMENT,
+        tokenize.NL,
+        tokenize.NEWLINE,
+        tokenize.INDENT,
+        tokenize.DEDENT,
+        tokenize.ENCODING,
+        tokenize.ENDMARKER,
+    )
     lines: set[int] = set()
     for tok in tokenize.generate_tokens(io.StringIO(source).readline):
         if tok.type not in skip:
@@ -123,8 +147,11 @@ def test_no_function_is_longer_than_sixty_lines_of_code():
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 lines = set(range(node.lineno, node.end_lineno + 1)) & code
                 first = node.body[0]
-                if isinstance(first, ast.Expr) and isinstance(getattr(first, "value", None), ast.Constant) \
-                        and isinstance(first.value.value, str):
+                if (
+                    isinstance(first, ast.Expr)
+                    and isinstance(getattr(first, "value", None), ast.Constant)
+                    and isinstance(first.value.value, str)
+                ):
                     lines -= set(range(first.lineno, first.end_lineno + 1))
                 if len(lines) > MAX_FUNCTION_LINES:
                     long.append(f"{name}.{node.name}: {len(lines)} lines")

@@ -96,9 +96,15 @@ class _TinyBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     fail = False
 
     def _info(self):
-        return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
-            "image": tfds.features.Tensor(shape=(8, 8, 1), dtype=np.uint8),
-            "label": tfds.features.ClassLabel(num_classes=3)}))
+        return tfds.core.DatasetInfo(
+            builder=self,
+            features=tfds.features.FeaturesDict(
+                {
+                    "image": tfds.features.Tensor(shape=(8, 8, 1), dtype=np.uint8),
+                    "label": tfds.features.ClassLabel(num_classes=3),
+                }
+            ),
+        )
 
     def _split_generators(self, dl_manager):
         if self.fail:
@@ -125,7 +131,10 @@ def test_missing_dataset_is_downloaded_and_prepared_as_array_record(tmp_path):
     assert len(ds) == 6 and ds.x.shape == (6, 8, 8, 1) and ds.num_classes == 3
     files = [p.name for p in (tmp_path / "ml_adv_tiny_images" / "1.0.0").iterdir()]
     assert any("array_record" in f for f in files)
-    assert len(load_tfds("ml_adv_tiny_images", split="train", data_dir=str(tmp_path), download=False)) == 12
+    assert (
+        len(load_tfds("ml_adv_tiny_images", split="train", data_dir=str(tmp_path), download=False))
+        == 12
+    )
 
 
 def test_failed_download_leaves_nothing_and_says_so_in_one_line(tmp_path):

@@ -44,7 +44,9 @@ class TinyNet(nn.Module):
 
 def _objective(cfg, module=None, mixed=False):
     module = TinyNet() if module is None else module
-    return supervised_objective(module.apply, resolve_traced_loss(cfg), compute_dtype=jnp.bfloat16 if mixed else None)
+    return supervised_objective(
+        module.apply, resolve_traced_loss(cfg), compute_dtype=jnp.bfloat16 if mixed else None
+    )
 
 
 # ---------------------------------------------------------------- config
@@ -78,7 +80,9 @@ def test_unknown_names_list_the_valid_ones():
 
 
 def test_config_accepts_custom_objects():
-    cfg = TrainConfig(optimizer=optax.sgd(0.1), loss=lambda logits, y: jnp.zeros(y.shape), schedule=lambda s: 0.1)
+    cfg = TrainConfig(
+        optimizer=optax.sgd(0.1), loss=lambda logits, y: jnp.zeros(y.shape), schedule=lambda s: 0.1
+    )
     assert cfg.to_dict()["optimizer"] == "GradientTransformationExtraArgs"
 
 
@@ -103,7 +107,9 @@ def test_masked_lm_loss_only_counts_masked_positions():
     targets = jnp.array([[2, 4, 4]])
     only_first = masked_lm_loss(logits, targets, jnp.array([[1, 0, 0]]))
     assert float(only_first) < 1e-3
-    assert float(masked_lm_loss(logits, targets, jnp.array([[0, 1, 0]]))) == pytest.approx(np.log(5), rel=1e-5)
+    assert float(masked_lm_loss(logits, targets, jnp.array([[0, 1, 0]]))) == pytest.approx(
+        np.log(5), rel=1e-5
+    )
 
 
 @pytest.mark.parametrize("name", SCHEDULES.names())
@@ -118,8 +124,13 @@ def test_every_schedule_is_finite_and_peaks_at_the_learning_rate(name):
 def _state(cfg=None, total=10, x=None):
     cfg = TrainConfig() if cfg is None else cfg
     x = np.zeros((2, 8, 8, 1), np.float32) if x is None else x
-    return create_train_state(TinyNet(), x, build_optimizer(cfg, total),
-                              init_key=jax.random.PRNGKey(0), rng=jax.random.PRNGKey(1))
+    return create_train_state(
+        TinyNet(),
+        x,
+        build_optimizer(cfg, total),
+        init_key=jax.random.PRNGKey(0),
+        rng=jax.random.PRNGKey(1),
+    )
 
 
 def test_epoch_order_is_a_seeded_permutation():
@@ -153,7 +164,10 @@ def test_nonfinite_update_is_dropped_and_flagged(small_digits, guard):
     cfg = TrainConfig()
     state = _state(cfg)
     step = jax.jit(make_train_step(_objective(cfg), guard=guard))
-    batch = {"x": jnp.asarray(small_digits.x[:8]).at[0, 0, 0, 0].set(jnp.nan), "y": jnp.asarray(small_digits.y[:8])}
+    batch = {
+        "x": jnp.asarray(small_digits.x[:8]).at[0, 0, 0, 0].set(jnp.nan),
+        "y": jnp.asarray(small_digits.y[:8]),
+    }
     new, metrics = step(state, batch, jax.random.PRNGKey(0))
     assert float(metrics["nonfinite"]) == 1.0
     for x, y in zip(jax.tree.leaves(new.params), jax.tree.leaves(state.params)):
@@ -164,7 +178,10 @@ def test_nonfinite_update_is_dropped_and_flagged(small_digits, guard):
 def test_both_guards_give_bitwise_identical_epochs(small_digits):
     cfg = TrainConfig(batch_size=32)
     # One poisoned example: 256 examples in 8 batches of 32, so exactly one step is dropped.
-    data = {"x": jnp.asarray(small_digits.x).at[40, 0, 0, 0].set(jnp.nan), "y": jnp.asarray(small_digits.y)}
+    data = {
+        "x": jnp.asarray(small_digits.x).at[40, 0, 0, 0].set(jnp.nan),
+        "y": jnp.asarray(small_digits.y),
+    }
     runs = {
         guard: make_epoch_fn(make_train_step(_objective(cfg), guard=guard))(
             _state(cfg), data, epoch_order(jax.random.PRNGKey(3), 256, 32)
@@ -172,7 +189,9 @@ def test_both_guards_give_bitwise_identical_epochs(small_digits):
         for guard in GUARDS
     }
     (a, ma), (b, mb) = runs["cond"], runs["select"]
-    for u, v in zip(jax.tree.leaves((a.params, a.opt_state)), jax.tree.leaves((b.params, b.opt_state))):
+    for u, v in zip(
+        jax.tree.leaves((a.params, a.opt_state)), jax.tree.leaves((b.params, b.opt_state))
+    ):
         np.testing.assert_array_equal(u, v)
     np.testing.assert_array_equal(ma["loss"], mb["loss"])
     assert float(np.sum(ma["nonfinite"])) == 1.0 and float(np.sum(mb["nonfinite"])) == 1.0
@@ -180,7 +199,9 @@ def test_both_guards_give_bitwise_identical_epochs(small_digits):
 
 def test_guard_choice_and_validation():
     assert guard_for_architecture("lstm") == "select"
-    assert {guard_for_architecture(a) for a in ("mlp", "cnn", "transformer", "bert", None)} == {"cond"}
+    assert {guard_for_architecture(a) for a in ("mlp", "cnn", "transformer", "bert", None)} == {
+        "cond"
+    }
     with pytest.raises(ConfigError, match="guard"):
         make_train_step(_objective(TrainConfig()), guard="where")
 
@@ -194,7 +215,9 @@ def test_mixed_precision_keeps_float32_master_weights(small_digits):
     assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(new.params))
     assert metrics["loss"].dtype == jnp.float32 and np.isfinite(float(metrics["loss"]))
     # the forward really ran in bfloat16: the jaxpr contains bf16 dot products
-    jaxpr = jax.make_jaxpr(make_train_step(_objective(cfg, mixed=True)))(state, batch, jax.random.PRNGKey(0))
+    jaxpr = jax.make_jaxpr(make_train_step(_objective(cfg, mixed=True)))(
+        state, batch, jax.random.PRNGKey(0)
+    )
     assert "bf16" in str(jaxpr)
 
 
@@ -209,12 +232,21 @@ def test_gradient_accumulation_matches_the_large_batch_update(small_digits):
 
     def run(accum):
         cfg = TrainConfig(optimizer="sgd", learning_rate=0.5, grad_accum_steps=accum)
-        state = create_train_state(NoDropout(), x[:1], build_optimizer(cfg, 10),
-                                   init_key=jax.random.PRNGKey(0), rng=jax.random.PRNGKey(1))
+        state = create_train_state(
+            NoDropout(),
+            x[:1],
+            build_optimizer(cfg, 10),
+            init_key=jax.random.PRNGKey(0),
+            rng=jax.random.PRNGKey(1),
+        )
         step = jax.jit(make_train_step(_objective(cfg, NoDropout())))
         micro = 32 // accum
         for i in range(accum):
-            state, _ = step(state, {"x": x[i * micro:(i + 1) * micro], "y": y[i * micro:(i + 1) * micro]}, jax.random.PRNGKey(i))
+            state, _ = step(
+                state,
+                {"x": x[i * micro : (i + 1) * micro], "y": y[i * micro : (i + 1) * micro]},
+                jax.random.PRNGKey(i),
+            )
         return state.params
 
     big, accumulated = run(1), run(4)
@@ -245,20 +277,31 @@ def test_fit_is_deterministic_and_learns(small_digits, digits_images):
     assert r1.history[-1]["val_accuracy"] > 0.7
     assert r1.history[-1]["train_loss"] < r1.history[0]["train_loss"]
     r3 = fit(TinyNet(), small_digits, cfg.replace(seed=6), val=test, run=Run(progress=False))
-    assert not np.array_equal(jax.tree.leaves(r1.state.params)[0], jax.tree.leaves(r3.state.params)[0])
+    assert not np.array_equal(
+        jax.tree.leaves(r1.state.params)[0], jax.tree.leaves(r3.state.params)[0]
+    )
 
 
 def test_early_stopping_stops_and_restores_best(small_digits, digits_images):
     _, test = digits_images
-    cfg = TrainConfig(epochs=60, batch_size=64, learning_rate=0.05, early_stopping=True, patience=2,
-                      monitor="val_loss", monitor_mode="min")
+    cfg = TrainConfig(
+        epochs=60,
+        batch_size=64,
+        learning_rate=0.05,
+        early_stopping=True,
+        patience=2,
+        monitor="val_loss",
+        monitor_mode="min",
+    )
     r = fit(TinyNet(), small_digits, cfg, val=test, run=Run(progress=False))
     assert r.stopped_early and len(r.history) < 60
     assert r.best_epoch == len(r.history) - 2
     best_loss = min(h["val_loss"] for h in r.history)
     from ml_adv.training.steps import classification_metrics, predict_logits
 
-    restored = classification_metrics(predict_logits(r.state.apply_fn, r.state.variables(), test.x), test.y)
+    restored = classification_metrics(
+        predict_logits(r.state.apply_fn, r.state.variables(), test.x), test.y
+    )
     assert restored["loss"] == pytest.approx(best_loss, rel=1e-5)
 
 
@@ -310,7 +353,9 @@ def test_fit_per_step_path_matches_the_scanned_epochs(small_digits):
         base = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
         return jnp.where(labels[0] == 9, jnp.nan, base)
 
-    cfg = TrainConfig(epochs=3, batch_size=32, loss=nan_when_batch_starts_with_9, nan_policy="skip", seed=2)
+    cfg = TrainConfig(
+        epochs=3, batch_size=32, loss=nan_when_batch_starts_with_9, nan_policy="skip", seed=2
+    )
     scanned = fit(TinyNet(), small_digits, cfg, run=Run(progress=False))
     stepwise = fit(TinyNet(), small_digits, cfg.replace(scan_epochs=False), run=Run(progress=False))
     for a, b in zip(jax.tree.leaves(scanned.state.params), jax.tree.leaves(stepwise.state.params)):
@@ -327,7 +372,13 @@ def test_fit_rejects_bad_inputs_before_compiling(small_digits):
     with pytest.raises(DataError, match="train"):
         fit(TinyNet(), (small_digits.x, small_digits.y), TrainConfig(), run=Run(progress=False))
     with pytest.raises(DataError, match="val.x"):
-        fit(TinyNet(), small_digits, TrainConfig(), val=ArrayDataset(np.zeros((4, 3)), np.zeros(4, int)), run=Run(progress=False))
+        fit(
+            TinyNet(),
+            small_digits,
+            TrainConfig(),
+            val=ArrayDataset(np.zeros((4, 3)), np.zeros(4, int)),
+            run=Run(progress=False),
+        )
     assert ShapeError  # imported for the spec-level checks in test_facade
 
 
@@ -339,24 +390,47 @@ def test_a_new_learning_rate_never_recompiles(small_digits, monkeypatch):
     built = []
     real = host.make_epoch_fn
     monkeypatch.setattr(host, "make_epoch_fn", lambda *a, **k: built.append(1) or real(*a, **k))
-    spec = make_spec("mlp", input_shape=small_digits.example_shape, input_kind="image", num_classes=10,
-                     size="tiny", hidden_sizes=(24,))
+    spec = make_spec(
+        "mlp",
+        input_shape=small_digits.example_shape,
+        input_kind="image",
+        num_classes=10,
+        size="tiny",
+        hidden_sizes=(24,),
+    )
     base = TrainConfig(epochs=1, batch_size=32, schedule="warmup_cosine", optimizer="adamw")
-    runs = [fit(spec, small_digits, base.replace(learning_rate=lr, weight_decay=wd, label_smoothing=ls, seed=s),
-                run=Run(progress=False)) for lr, wd, ls, s in ((1e-3, 0.0, 0.0, 0), (5e-3, 1e-2, 0.1, 1), (1e-3, 0.0, 0.0, 0))]
+    runs = [
+        fit(
+            spec,
+            small_digits,
+            base.replace(learning_rate=lr, weight_decay=wd, label_smoothing=ls, seed=s),
+            run=Run(progress=False),
+        )
+        for lr, wd, ls, s in ((1e-3, 0.0, 0.0, 0), (5e-3, 1e-2, 0.1, 1), (1e-3, 0.0, 0.0, 0))
+    ]
     assert len(built) == 1
     assert runs[0].history[-1]["train_loss"] == runs[2].history[-1]["train_loss"]
     assert runs[0].history[-1]["train_loss"] != runs[1].history[-1]["train_loss"]
-    fit(spec, small_digits, base.replace(optimizer="sgd"), run=Run(progress=False))  # a new structure compiles
+    fit(
+        spec, small_digits, base.replace(optimizer="sgd"), run=Run(progress=False)
+    )  # a new structure compiles
     assert len(built) == 2
 
 
-def test_a_masked_pool_equals_training_on_the_subset_and_grows_without_recompiling(small_digits, monkeypatch):
+def test_a_masked_pool_equals_training_on_the_subset_and_grows_without_recompiling(
+    small_digits, monkeypatch
+):
     from ml_adv import make_spec
     from ml_adv.training import runner as host
 
-    spec = make_spec("mlp", input_shape=small_digits.example_shape, input_kind="image", num_classes=10,
-                     size="tiny", hidden_sizes=(20,))
+    spec = make_spec(
+        "mlp",
+        input_shape=small_digits.example_shape,
+        input_kind="image",
+        num_classes=10,
+        size="tiny",
+        hidden_sizes=(20,),
+    )
     cfg = TrainConfig(epochs=2, batch_size=32)
     mask = np.zeros(len(small_digits), bool)
     mask[::3] = True
@@ -368,9 +442,15 @@ def test_a_masked_pool_equals_training_on_the_subset_and_grows_without_recompili
     built = []
     real = host.make_epoch_fn
     monkeypatch.setattr(host, "make_epoch_fn", lambda *a, **k: built.append(1) or real(*a, **k))
-    mask[1::3] = True  # the labelled set grows: same pool, same program, optimizer state carried over
-    grown = fit(spec, small_digits, cfg, example_mask=mask, init_state=pooled.state, run=Run(progress=False))
-    assert built == [] and grown.history[-1]["step"] == pooled.history[-1]["step"] + 2 * (int(mask.sum()) // 32)
+    mask[1::3] = (
+        True  # the labelled set grows: same pool, same program, optimizer state carried over
+    )
+    grown = fit(
+        spec, small_digits, cfg, example_mask=mask, init_state=pooled.state, run=Run(progress=False)
+    )
+    assert built == [] and grown.history[-1]["step"] == pooled.history[-1]["step"] + 2 * (
+        int(mask.sum()) // 32
+    )
     with pytest.raises(DataError, match="example_mask"):
         fit(spec, small_digits, cfg, example_mask=np.ones(3, bool), run=Run(progress=False))
 
@@ -381,7 +461,7 @@ def test_tied_validation_accuracy_breaks_on_validation_loss():
     tracker = EarlyStopping(1, "max", 0.0, 3, True)
     assert tracker.update(0.9, 1, tiebreak=0.5)[0]
     assert not tracker.update(0.9, 2, tiebreak=0.6)[0]  # tied, worse loss: not the best
-    assert tracker.update(0.9, 3, tiebreak=0.4)[0]      # tied, lower loss: the new best epoch
+    assert tracker.update(0.9, 3, tiebreak=0.4)[0]  # tied, lower loss: the new best epoch
     assert int(tracker.best_epoch[0]) == 3 and int(tracker.bad_epochs[0]) == 0
     assert not tracker.update(0.8, 4, tiebreak=0.1)[0]
 
@@ -390,10 +470,22 @@ def test_unrolled_epoch_loop_trains_the_same_model(small_digits):
     """``scan_unroll`` puts several steps in one loop iteration: a speed knob, not a new model."""
     from ml_adv import make_spec
 
-    spec = make_spec("mlp", input_shape=small_digits.example_shape, input_kind="image", num_classes=10,
-                     size="tiny")
-    runs = [fit(spec, small_digits, TrainConfig(epochs=2, batch_size=32, scan_unroll=u), run=Run(progress=False))
-            for u in (1, 4)]
+    spec = make_spec(
+        "mlp",
+        input_shape=small_digits.example_shape,
+        input_kind="image",
+        num_classes=10,
+        size="tiny",
+    )
+    runs = [
+        fit(
+            spec,
+            small_digits,
+            TrainConfig(epochs=2, batch_size=32, scan_unroll=u),
+            run=Run(progress=False),
+        )
+        for u in (1, 4)
+    ]
     for a, b in zip(jax.tree.leaves(runs[0].state.params), jax.tree.leaves(runs[1].state.params)):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     with pytest.raises(ConfigError, match="scan_unroll: expected a positive integer"):

@@ -55,7 +55,9 @@ class CNN(nn.Module):
     def __call__(self, x):
         p = (self.pool, self.pool)
         for c in self.convs:
-            x = _ACT[self.act](nn.Conv(c, (self.kernel, self.kernel), padding="SAME", dtype=self.dtype)(x))
+            x = _ACT[self.act](
+                nn.Conv(c, (self.kernel, self.kernel), padding="SAME", dtype=self.dtype)(x)
+            )
             x = nn.max_pool(x, p, strides=p)
         x = x.reshape((x.shape[0], -1))
         for d in self.dense:
@@ -70,7 +72,9 @@ class LSTM(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        (_, h), _ = nn.RNN(nn.OptimizedLSTMCell(self.hidden, dtype=self.dtype), return_carry=True)(x)
+        (_, h), _ = nn.RNN(nn.OptimizedLSTMCell(self.hidden, dtype=self.dtype), return_carry=True)(
+            x
+        )
         return nn.Dense(self.num_classes, dtype=self.dtype)(h)
 
 
@@ -167,11 +171,15 @@ def build(spec, dtype=None) -> nn.Module:
         )  # fmt: skip
     if arch == "lstm":
         if c.num_layers != 1 or c.bidirectional or c.pooling != "last":
-            raise ValueError("lstm: the plain-Flax twin covers 1 layer, unidirectional, last-state pooling")
+            raise ValueError(
+                "lstm: the plain-Flax twin covers 1 layer, unidirectional, last-state pooling"
+            )
         return LSTM(c.hidden_size, c.num_classes, dtype)
     if arch == "transformer":
         if c.input_kind != "tokens" or c.pooling != "mean":
-            raise ValueError("transformer: the plain-Flax twin covers token inputs with mean pooling")
+            raise ValueError(
+                "transformer: the plain-Flax twin covers token inputs with mean pooling"
+            )
         return Transformer(c.vocab_size, c.max_length, c.d_model, c.num_heads, c.num_layers, c.mlp_dim,
                            c.num_classes, dtype)  # fmt: skip
     if arch == "bert":

@@ -39,13 +39,17 @@ def count_trainable(model: nn.Module) -> int:
 def _activation(name: str) -> nn.Module:
     table = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh, "silu": nn.SiLU, "elu": nn.ELU}
     if name not in table:
-        raise ValueError(f"activation: no PyTorch twin for {name!r}; expected one of {sorted(table)}")
+        raise ValueError(
+            f"activation: no PyTorch twin for {name!r}; expected one of {sorted(table)}"
+        )
     return table[name]()
 
 
 def _encoder_activation(name: str) -> str:
     if name not in ("gelu", "relu"):
-        raise ValueError(f"activation: TransformerEncoderLayer supports 'gelu'/'relu', got {name!r}")
+        raise ValueError(
+            f"activation: TransformerEncoderLayer supports 'gelu'/'relu', got {name!r}"
+        )
     return name  # "gelu" is the exact erf GELU, like ml_adv's "gelu"
 
 

@@ -35,12 +35,18 @@ class Budget:
     used: float = 0.0
 
     def __post_init__(self):
-        if isinstance(self.total, bool) or not isinstance(self.total, (int, float, np.number)) or not self.total > 0:
+        if (
+            isinstance(self.total, bool)
+            or not isinstance(self.total, (int, float, np.number))
+            or not self.total > 0
+        ):
             raise ConfigError(f"budget: expected a positive number, got {describe(self.total)}")
         if self.costs is not None:
             costs = np.asarray(self.costs, dtype=np.float64)
             if costs.ndim != 1 or not np.all(np.isfinite(costs)) or np.any(costs < 0):
-                raise DataError(f"costs: expected a 1-D array of finite non-negative costs, got {describe(self.costs)}")
+                raise DataError(
+                    f"costs: expected a 1-D array of finite non-negative costs, got {describe(self.costs)}"
+                )
             self.costs = costs
         self.total = float(self.total)
 
@@ -51,7 +57,9 @@ class Budget:
     def check_pool(self, pool_size: int) -> None:
         """DataError unless there is one cost per pool sample."""
         if self.costs is not None and self.costs.shape[0] != pool_size:
-            raise DataError(f"costs: expected one cost per pool sample ({pool_size}), got {self.costs.shape[0]}")
+            raise DataError(
+                f"costs: expected one cost per pool sample ({pool_size}), got {self.costs.shape[0]}"
+            )
 
     def cost_of(self, indices) -> np.ndarray:
         """Per-sample costs of pool ``indices``."""
@@ -59,7 +67,9 @@ class Budget:
         if self.costs is None:
             return np.ones(idx.shape[0])
         if idx.size and (idx.min() < 0 or idx.max() >= self.costs.shape[0]):
-            raise DataError(f"indices: expected pool indices in [0, {self.costs.shape[0]}), got {describe(idx)}")
+            raise DataError(
+                f"indices: expected pool indices in [0, {self.costs.shape[0]}), got {describe(idx)}"
+            )
         return self.costs[idx]
 
     def fit(self, indices) -> np.ndarray:
@@ -85,5 +95,11 @@ class Budget:
         return cost
 
     def to_dict(self) -> dict[str, Any]:
-        return {"enabled": True, "total": self.total, "used": self.used, "left": self.left,
-                "per_sample_costs": self.costs is not None, "trim": self.trim}
+        return {
+            "enabled": True,
+            "total": self.total,
+            "used": self.used,
+            "left": self.left,
+            "per_sample_costs": self.costs is not None,
+            "trim": self.trim,
+        }

@@ -82,10 +82,20 @@ class AdvancedActiveLearning(Estimator):
         seed: seeds selection (random picks, MC-dropout masks); training seeds are in ``config``.
     """
 
-    def __init__(self, sampling_strategy="uncertainty", *, model=None, architecture: str = "mlp",
-                 size: str = "small", model_overrides: dict[str, Any] | None = None, num_classes: int | None = None,
-                 validation_data=None, run_dir: str | Path | None = None,
-                 config: ActiveLearningConfig | None = None, seed: int = 0):
+    def __init__(
+        self,
+        sampling_strategy="uncertainty",
+        *,
+        model=None,
+        architecture: str = "mlp",
+        size: str = "small",
+        model_overrides: dict[str, Any] | None = None,
+        num_classes: int | None = None,
+        validation_data=None,
+        run_dir: str | Path | None = None,
+        config: ActiveLearningConfig | None = None,
+        seed: int = 0,
+    ):
         self.strategy = resolve_strategy(sampling_strategy)
         self.config = config if config is not None else ActiveLearningConfig()
         if not isinstance(self.config, ActiveLearningConfig):
@@ -101,14 +111,22 @@ class AdvancedActiveLearning(Estimator):
             from ml_adv.models.registry import ModelSpec
 
             if not isinstance(model, ModelSpec):
-                raise ConfigError(f"model: expected a ModelSpec, a TrainedModel or None, got {describe(model)}")
+                raise ConfigError(
+                    f"model: expected a ModelSpec, a TrainedModel or None, got {describe(model)}"
+                )
             self._spec = model
         from ml_adv.models.registry import ARCHITECTURES
 
         ARCHITECTURES.get(architecture, argument="architecture")
         self._arch, self._size, self._overrides = architecture, size, dict(model_overrides or {})
-        self._num_classes = num_classes if num_classes is not None else (self._spec.num_classes if self._spec else None)
-        self.validation = _as_dataset("validation_data", validation_data) if validation_data is not None else None
+        self._num_classes = (
+            num_classes
+            if num_classes is not None
+            else (self._spec.num_classes if self._spec else None)
+        )
+        self.validation = (
+            _as_dataset("validation_data", validation_data) if validation_data is not None else None
+        )
         self.seed = seed
         self.run_dir = None
         if run_dir is not None:
@@ -140,9 +158,15 @@ class AdvancedActiveLearning(Estimator):
         """Add samples to the unlabelled pool; pool indices continue from the previous calls."""
         x = validate_features("data", data)
         self._check_shape("data", x)
-        if self.budget is not None and self.budget.costs is not None and not self.store.next_add_is_replay:
-            raise ConfigError("add_unlabeled_data: per-sample costs are set for the current pool; "
-                              "set the budget after the last add_unlabeled_data")
+        if (
+            self.budget is not None
+            and self.budget.costs is not None
+            and not self.store.next_add_is_replay
+        ):
+            raise ConfigError(
+                "add_unlabeled_data: per-sample costs are set for the current pool; "
+                "set the budget after the last add_unlabeled_data"
+            )
         self.store.add_unlabeled(x)
 
     def set_validation_data(self, data, labels) -> None:
@@ -150,8 +174,9 @@ class AdvancedActiveLearning(Estimator):
         self.validation = _as_dataset("validation_data", (data, labels))
 
     # ------------------------------------------------------------ settings
-    def set_budget_management(self, enabled: bool = True, budget: float | None = None, costs=None,
-                              *, trim: bool = False) -> None:
+    def set_budget_management(
+        self, enabled: bool = True, budget: float | None = None, costs=None, *, trim: bool = False
+    ) -> None:
         """Cap the labelling cost; ``costs`` per pool sample (default 1 each); ``trim`` instead of raising."""
         if not enabled:
             self.store.set_setting("budget", {"enabled": False})
@@ -161,26 +186,46 @@ class AdvancedActiveLearning(Estimator):
         checked = Budget(budget, costs, trim=bool(trim))  # validates before anything is journaled
         checked.check_pool(self.store.pool_size)
         arrays = {"costs": checked.costs} if checked.costs is not None else {}
-        self.store.set_setting("budget", {"enabled": True, "total": checked.total, "trim": checked.trim}, arrays)
+        self.store.set_setting(
+            "budget", {"enabled": True, "total": checked.total, "trim": checked.trim}, arrays
+        )
         self._apply_settings()
 
-    def set_adaptive_sampling(self, enabled: bool = True, *, fallback: str = "diversity", patience: int = 2,
-                              min_gain: float = 0.005) -> None:
+    def set_adaptive_sampling(
+        self,
+        enabled: bool = True,
+        *,
+        fallback: str = "diversity",
+        patience: int = 2,
+        min_gain: float = 0.005,
+    ) -> None:
         """Switch between the strategy and ``fallback`` when one stagnates (``loop.adaptive_choice``)."""
         if enabled:
             STRATEGIES.get(fallback, argument="fallback")  # a name: it is journaled
             check_positive("patience", patience)
             if isinstance(min_gain, bool) or not isinstance(min_gain, (int, float)) or min_gain < 0:
-                raise ConfigError(f"min_gain: expected a non-negative number, got {describe(min_gain)}")
-        value = {"enabled": bool(enabled), "fallback": fallback, "patience": int(patience), "min_gain": float(min_gain)}
+                raise ConfigError(
+                    f"min_gain: expected a non-negative number, got {describe(min_gain)}"
+                )
+        value = {
+            "enabled": bool(enabled),
+            "fallback": fallback,
+            "patience": int(patience),
+            "min_gain": float(min_gain),
+        }
         self.store.set_setting("adaptive", value)
         self._apply_settings()
 
     def set_performance_threshold(self, threshold: float | None) -> None:
         """Stop the loop once validation accuracy reaches ``threshold`` (None disables it)."""
-        if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, (int, float))
-                                      or not 0 < threshold <= 1):
-            raise ConfigError(f"threshold: expected an accuracy in (0, 1] or None, got {describe(threshold)}")
+        if threshold is not None and (
+            isinstance(threshold, bool)
+            or not isinstance(threshold, (int, float))
+            or not 0 < threshold <= 1
+        ):
+            raise ConfigError(
+                f"threshold: expected an accuracy in (0, 1] or None, got {describe(threshold)}"
+            )
         self.store.set_setting("threshold", {"value": threshold})
         self._apply_settings()
 
@@ -204,8 +249,10 @@ class AdvancedActiveLearning(Estimator):
         if self.stop_reason is not None:
             return self._empty()
         if self.validation is None and (self.threshold is not None or self.adaptive):
-            raise NotFittedError("select_samples: the performance threshold and adaptive sampling judge validation "
-                                 "accuracy; pass validation_data or call set_validation_data first")
+            raise NotFittedError(
+                "select_samples: the performance threshold and adaptive sampling judge validation "
+                "accuracy; pass validation_data or call set_validation_data first"
+            )
         # Train whatever is owed (first round, or labels recorded before a crash) even for
         # "random", so every strategy's learning curve has a point at every label count,
         # and before the adaptive rule reads that curve.
@@ -213,13 +260,23 @@ class AdvancedActiveLearning(Estimator):
             self._train(retrain=False)
         strategy = self._current_strategy(record=True)
         if strategy.uses_model and self.model is None:
-            raise NotFittedError("select_samples: the strategy needs a model; call add_labeled_data first")
+            raise NotFittedError(
+                "select_samples: the strategy needs a model; call add_labeled_data first"
+            )
         model = self.model
         t0 = time.perf_counter()
         key = jax.random.fold_in(jax.random.PRNGKey(self.seed), store.rounds)
         initial = store.initial_labelled()
-        picks = choose(strategy, predictor_for(self._apply_fn(), model), store.pool_x, store.available, n_samples, key,
-                       labelled_x=initial[0] if initial else None, config=self.config)
+        picks = choose(
+            strategy,
+            predictor_for(self._apply_fn(), model),
+            store.pool_x,
+            store.available,
+            n_samples,
+            key,
+            labelled_x=initial[0] if initial else None,
+            config=self.config,
+        )
         if self.budget is not None:
             picks = self.budget.fit(picks)
         self.timings["select_seconds"] += time.perf_counter() - t0
@@ -241,8 +298,10 @@ class AdvancedActiveLearning(Estimator):
             return False
         labels = store.check_labels(new_labels, self._num_classes, indices)
         if self.budget is not None and len(self.budget.fit(store.pending)) < len(store.pending):
-            raise BudgetError(f"new_labels: the {len(store.pending)} selected samples no longer fit the budget "
-                              f"left ({self.budget.left:g}); raise the budget to record them")
+            raise BudgetError(
+                f"new_labels: the {len(store.pending)} selected samples no longer fit the budget "
+                f"left ({self.budget.left:g}); raise the budget to record them"
+            )
         picked = store.record_labels(labels)
         if self.budget is not None:
             self.budget.charge(picked)
@@ -254,8 +313,12 @@ class AdvancedActiveLearning(Estimator):
     def stop_reason(self) -> str | None:
         """Why the loop has stopped, or None while it goes on."""
         curve = self.store.curve
-        if self.threshold is not None and curve and curve[-1].get("val_accuracy") is not None \
-                and curve[-1]["val_accuracy"] >= self.threshold:
+        if (
+            self.threshold is not None
+            and curve
+            and curve[-1].get("val_accuracy") is not None
+            and curve[-1]["val_accuracy"] >= self.threshold
+        ):
             return f"validation accuracy {curve[-1]['val_accuracy']:.4f} reached the threshold {self.threshold}"
         if self.store.pool_size and not self.store.available.any():
             return "the unlabelled pool is exhausted"
@@ -287,7 +350,9 @@ class AdvancedActiveLearning(Estimator):
             "val_accuracy": curve[-1].get("val_accuracy") if curve else None,
             "model_is_current": store.model_is_current,
             "threshold": self.threshold,
-            "adaptive": dict(self.adaptive, switches=list(self.switches)) if self.adaptive else {"enabled": False},
+            "adaptive": dict(self.adaptive, switches=list(self.switches))
+            if self.adaptive
+            else {"enabled": False},
             "stopped": self.stopped,
             "stop_reason": self.stop_reason,
             "restored": store.restored,
@@ -308,8 +373,13 @@ class AdvancedActiveLearning(Estimator):
     def _current_strategy(self, *, record: bool = False):
         if not self.adaptive or not self.adaptive["enabled"]:
             return self.strategy
-        name, why = adaptive_choice(self.store.curve, self.strategy.name, self.adaptive["fallback"],
-                                    patience=self.adaptive["patience"], min_gain=self.adaptive["min_gain"])
+        name, why = adaptive_choice(
+            self.store.curve,
+            self.strategy.name,
+            self.adaptive["fallback"],
+            patience=self.adaptive["patience"],
+            min_gain=self.adaptive["min_gain"],
+        )
         if record and why and not any(s["round"] == self.store.rounds for s in self.switches):
             self.switches.append({"round": self.store.rounds, "to": name, "reason": why})
         return STRATEGIES.get(name) if name != self.strategy.name else self.strategy
@@ -324,8 +394,14 @@ class AdvancedActiveLearning(Estimator):
         if self._spec is None:
             from ml_adv.models.registry import make_spec
 
-            self._spec = make_spec(self._arch, input_shape=labelled.example_shape, input_kind=labelled.input_kind,
-                                   num_classes=self._num_classes, size=self._size, **self._overrides)
+            self._spec = make_spec(
+                self._arch,
+                input_shape=labelled.example_shape,
+                input_kind=labelled.input_kind,
+                num_classes=self._num_classes,
+                size=self._size,
+                **self._overrides,
+            )
         return self._spec
 
     def _apply_fn(self):
@@ -345,14 +421,26 @@ class AdvancedActiveLearning(Estimator):
         first = self.store.curve[0]["labels"] if self.store.curve else n_labelled
         batch = min(self.config.train.batch_size, first)
         t0 = time.perf_counter()
-        init = None if (retrain or not isinstance(self.model, TrainedModel)) else self.model.variables
-        self.model, facts = train_round(spec, pool, mask, self.config, self.store.rounds, batch_size=batch,
-                                        init_variables=init)
+        init = (
+            None if (retrain or not isinstance(self.model, TrainedModel)) else self.model.variables
+        )
+        self.model, facts = train_round(
+            spec, pool, mask, self.config, self.store.rounds, batch_size=batch, init_variables=init
+        )
         self.timings["train_seconds"] += time.perf_counter() - t0
-        val_acc = None if self.validation is None else evaluate(predictor_for(self._apply_fn(), self.model),
-                                                                 self.validation)
-        entry = {"round": self.store.rounds, "version": self.store.version, "labels": n_labelled,
-                 "val_accuracy": val_acc, "strategy": self.store.last_strategy, **facts}
+        val_acc = (
+            None
+            if self.validation is None
+            else evaluate(predictor_for(self._apply_fn(), self.model), self.validation)
+        )
+        entry = {
+            "round": self.store.rounds,
+            "version": self.store.version,
+            "labels": n_labelled,
+            "val_accuracy": val_acc,
+            "strategy": self.store.last_strategy,
+            **facts,
+        }
         old = self.store.model_path
         if self.run_dir is not None:
             rel = f"models/round_{self.store.rounds:04d}_v{self.store.version}"
@@ -385,9 +473,16 @@ class AdvancedActiveLearning(Estimator):
         np.savez(folder / "labels.npz", **arrays)
         if isinstance(self.model, TrainedModel):
             save_model(self.model, folder / "model")
-        return json_safe({"journal": False, "curve": self.store.curve, "settings": self.store.settings,
-                          "budget_used": None if self.budget is None else self.budget.used,
-                          "switches": self.switches, "timings": self.timings})
+        return json_safe(
+            {
+                "journal": False,
+                "curve": self.store.curve,
+                "settings": self.store.settings,
+                "budget_used": None if self.budget is None else self.budget.used,
+                "switches": self.switches,
+                "timings": self.timings,
+            }
+        )
 
     def _restore_state(self, state: dict[str, Any], folder: Path) -> None:
         if state["journal"]:
@@ -425,11 +520,15 @@ class AdvancedActiveLearning(Estimator):
             return
         model = load_model(self.run_dir / path)
         if self._spec is not None and model.spec.to_dict() != self._spec.to_dict():
-            raise CheckpointError(f"run_dir: {self.run_dir} holds a {model.spec.architecture} model that differs from "
-                                  f"the requested one; use another run_dir")
+            raise CheckpointError(
+                f"run_dir: {self.run_dir} holds a {model.spec.architecture} model that differs from "
+                f"the requested one; use another run_dir"
+            )
         if self._spec is None and model.spec.architecture != self._arch:
-            raise CheckpointError(f"run_dir: {self.run_dir} holds a {model.spec.architecture!r} model, "
-                                  f"got architecture={self._arch!r}; use another run_dir")
+            raise CheckpointError(
+                f"run_dir: {self.run_dir} holds a {model.spec.architecture!r} model, "
+                f"got architecture={self._arch!r}; use another run_dir"
+            )
         self._spec, self.model, self._num_classes = model.spec, model, model.spec.num_classes
 
 
@@ -442,4 +541,3 @@ def _as_dataset(name: str, data) -> ArrayDataset:
         return ArrayDataset(data[0], data[1], name=name)
     except DataError as exc:
         raise DataError(f"{name}: {exc}") from exc
-

@@ -161,7 +161,9 @@ def pruned_greedy(features, available, min_dist, assign, centres, weights, n: in
             old = d2.at[part].get(mode="promise_in_bounds")
             old_a = assign.at[part].get(mode="promise_in_bounds")
             d2 = d2.at[part].set(jnp.minimum(old, new), mode="promise_in_bounds")
-            assign = assign.at[part].set(jnp.where(new < old, slot, old_a), mode="promise_in_bounds")
+            assign = assign.at[part].set(
+                jnp.where(new < old, slot, old_a), mode="promise_in_bounds"
+            )
             return d2, assign
 
         return jax.lax.fori_loop(0, (count + chunk - 1) // chunk, update, (d2, assign))
@@ -184,10 +186,24 @@ def pruned_greedy(features, available, min_dist, assign, centres, weights, n: in
         count = jnp.sum(live, dtype=jnp.int32)
         # gathering costs more per row than streaming: past half the pool, stream it all
         d2, assign = jax.lax.cond(2 * count > rows, full, sparse, live, count, c, slot, d2, assign)
-        return (d2, assign, avail.at[j].set(False), table, picks.at[i].set(j), radii.at[i].set(score[j]),
-                counts.at[i].set(count))
+        return (
+            d2,
+            assign,
+            avail.at[j].set(False),
+            table,
+            picks.at[i].set(j),
+            radii.at[i].set(score[j]),
+            counts.at[i].set(count),
+        )
 
-    init = (min_dist, assign, available, table, jnp.zeros((n,), jnp.int32), jnp.zeros((n,), jnp.float32),
-            jnp.zeros((n,), jnp.int32))
+    init = (
+        min_dist,
+        assign,
+        available,
+        table,
+        jnp.zeros((n,), jnp.int32),
+        jnp.zeros((n,), jnp.float32),
+        jnp.zeros((n,), jnp.int32),
+    )
     _, _, _, _, picks, radii, counts = jax.lax.fori_loop(0, n, pick, init)
     return picks, radii, counts

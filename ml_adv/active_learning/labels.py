@@ -120,7 +120,9 @@ class Journal:
         try:
             return np.load(self.root / rel, allow_pickle=False)
         except (OSError, ValueError) as exc:
-            raise CheckpointError(f"run_dir: cannot read {rel} referenced by the journal: {exc}") from exc
+            raise CheckpointError(
+                f"run_dir: cannot read {rel} referenced by the journal: {exc}"
+            ) from exc
 
 
 class LabelStore:
@@ -135,19 +137,19 @@ class LabelStore:
         self._labelled_y: list[np.ndarray] = []
         self._pool_parts: list[np.ndarray] = []
         self._pool_cache: np.ndarray | None = None
-        self._train_x: np.ndarray | None = None       # training_pool's x, rebuilt after an add
-        self.pool_labels = np.zeros((0,), np.int32)   # -1: not labelled yet
-        self.label_order: list[int] = []              # pool indices in the order they were labelled
+        self._train_x: np.ndarray | None = None  # training_pool's x, rebuilt after an add
+        self.pool_labels = np.zeros((0,), np.int32)  # -1: not labelled yet
+        self.label_order: list[int] = []  # pool indices in the order they were labelled
         self.pending: np.ndarray | None = None
         self.pending_strategy: str | None = None
-        self.rounds = 0                               # label events recorded
-        self.version = 0                              # add_labeled + label events: what a model saw
-        self.curve: list[dict[str, Any]] = []         # one entry per finished model
-        self.settings: dict[str, Any] = {}            # latest value of each journaled setting
+        self.rounds = 0  # label events recorded
+        self.version = 0  # add_labeled + label events: what a model saw
+        self.curve: list[dict[str, Any]] = []  # one entry per finished model
+        self.settings: dict[str, Any] = {}  # latest value of each journaled setting
         self.model_path: str | None = None
-        self._adds: list[dict[str, Any]] = []         # journaled add events, in order
-        self._add_calls = 0                           # add_* calls made by this process
-        self.last_strategy: str | None = None         # strategy that chose the latest labels
+        self._adds: list[dict[str, Any]] = []  # journaled add events, in order
+        self._add_calls = 0  # add_* calls made by this process
+        self.last_strategy: str | None = None  # strategy that chose the latest labels
         self._restored = bool(self.journal and self.journal.records)
         if self.journal is not None:
             for record in self.journal.records:
@@ -169,7 +171,11 @@ class LabelStore:
         if self._pool_cache is None:
             if not self._pool_parts:
                 raise NotFittedError("pool: no unlabelled data yet; call add_unlabeled_data first")
-            self._pool_cache = np.concatenate(self._pool_parts) if len(self._pool_parts) > 1 else self._pool_parts[0]
+            self._pool_cache = (
+                np.concatenate(self._pool_parts)
+                if len(self._pool_parts) > 1
+                else self._pool_parts[0]
+            )
         return self._pool_cache
 
     @property
@@ -250,7 +256,11 @@ class LabelStore:
                 )
             self._add_calls += 1
             return False
-        record: dict[str, Any] = {"op": op, "n": int(len(next(iter(arrays.values())))), "sha256": digest}
+        record: dict[str, Any] = {
+            "op": op,
+            "n": int(len(next(iter(arrays.values())))),
+            "sha256": digest,
+        }
         if self.journal is not None:
             for key, value in arrays.items():
                 record[key] = self.journal.save_array(f"{op}_{k}_{key}", value)
@@ -258,18 +268,27 @@ class LabelStore:
         self._add_calls += 1
         return True
 
-    def set_setting(self, name: str, value: dict[str, Any], arrays: dict[str, np.ndarray] | None = None) -> None:
+    def set_setting(
+        self, name: str, value: dict[str, Any], arrays: dict[str, np.ndarray] | None = None
+    ) -> None:
         """Journal a setting (budget, threshold, adaptive rule) with optional array fields."""
         record = {"op": "setting", "name": name, "value": value, "arrays": {}}
         arrays = arrays or {}
         if self.journal is not None:
             for key, arr in arrays.items():
-                record["arrays"][key] = self.journal.save_array(f"setting_{name}_{len(self.journal.records)}_{key}", arr)
+                record["arrays"][key] = self.journal.save_array(
+                    f"setting_{name}_{len(self.journal.records)}_{key}", arr
+                )
         self._commit(record, {"setting_arrays": arrays})
 
     def begin_selection(self, indices: np.ndarray, strategy: str) -> None:
         """Journal a selection: these pool rows now await labels, in this order."""
-        record = {"op": "select", "round": self.rounds, "indices": [int(i) for i in indices], "strategy": strategy}
+        record = {
+            "op": "select",
+            "round": self.rounds,
+            "indices": [int(i) for i in indices],
+            "strategy": strategy,
+        }
         self._commit(record)
 
     def check_labels(self, labels, num_classes: int | None, indices=None) -> np.ndarray:
@@ -308,14 +327,21 @@ class LabelStore:
             )
         already = self.pool_labels[self.pending] >= 0
         if already.any():
-            raise DataError(f"new_labels: pool indices {self.pending[already].tolist()} are already labelled")
+            raise DataError(
+                f"new_labels: pool indices {self.pending[already].tolist()} are already labelled"
+            )
         return arr.astype(np.int32)
 
     def record_labels(self, labels: np.ndarray) -> np.ndarray:
         """Journal (fsync) validated labels for the pending selection; returns their pool indices."""
         indices = self.pending
-        record = {"op": "label", "round": self.rounds, "indices": [int(i) for i in indices],
-                  "labels": [int(v) for v in labels], "strategy": self.pending_strategy}
+        record = {
+            "op": "label",
+            "round": self.rounds,
+            "indices": [int(i) for i in indices],
+            "labels": [int(v) for v in labels],
+            "strategy": self.pending_strategy,
+        }
         self._commit(record)
         return indices
 
@@ -329,7 +355,9 @@ class LabelStore:
             self.journal.append(record)
         self._apply(record, arrays=arrays)
 
-    def _apply(self, record: dict[str, Any], *, replay: bool = False, arrays: dict[str, Any] | None = None) -> None:
+    def _apply(
+        self, record: dict[str, Any], *, replay: bool = False, arrays: dict[str, Any] | None = None
+    ) -> None:
         op = record.get("op")
         load = self.journal.load_array if replay else None
         if op in ("add_labeled", "add_unlabeled"):
@@ -366,7 +394,9 @@ class LabelStore:
             self.curve.append({k: v for k, v in record.items() if k not in ("op", "path")})
             self.model_path = record.get("path")
         else:
-            raise CheckpointError(f"run_dir: unknown journal record {op!r}; written by a newer ml_adv?")
+            raise CheckpointError(
+                f"run_dir: unknown journal record {op!r}; written by a newer ml_adv?"
+            )
 
     @property
     def model_is_current(self) -> bool:
@@ -376,4 +406,6 @@ class LabelStore:
 
 def check_same_shape(name: str, x: np.ndarray, example_shape: tuple[int, ...] | None) -> None:
     if example_shape is not None and tuple(x.shape[1:]) != tuple(example_shape):
-        raise DataError(f"{name}: expected examples of shape {tuple(example_shape)} like the data added before, got {describe(x)}")
+        raise DataError(
+            f"{name}: expected examples of shape {tuple(example_shape)} like the data added before, got {describe(x)}"
+        )

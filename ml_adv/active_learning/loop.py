@@ -59,7 +59,9 @@ class ActiveLearningConfig:
         chunk: pool rows per scoring / embedding call (bounds memory).
     """
 
-    train: TrainConfig = dataclasses.field(default_factory=lambda: TrainConfig(epochs=30, batch_size=32))
+    train: TrainConfig = dataclasses.field(
+        default_factory=lambda: TrainConfig(epochs=30, batch_size=32)
+    )
     update_epochs: int = 5
     min_steps: int = 100
     retrain_every_round: bool = False
@@ -72,13 +74,21 @@ class ActiveLearningConfig:
         if not isinstance(self.train, TrainConfig):
             raise ConfigError(f"train: expected a TrainConfig, got {describe(self.train)}")
         if not isinstance(self.mc_predictive, bool):
-            raise ConfigError(f"mc_predictive: expected True or False, got {describe(self.mc_predictive)}")
+            raise ConfigError(
+                f"mc_predictive: expected True or False, got {describe(self.mc_predictive)}"
+            )
         for name in ("update_epochs", "min_steps", "mc_samples", "members", "chunk"):
             check_positive(name, getattr(self, name))
 
 
-def round_config(config: ActiveLearningConfig, n_labelled: int, round_index: int, *, warm: bool,
-                 batch_size: int | None = None) -> TrainConfig:
+def round_config(
+    config: ActiveLearningConfig,
+    n_labelled: int,
+    round_index: int,
+    *,
+    warm: bool,
+    batch_size: int | None = None,
+) -> TrainConfig:
     """The TrainConfig of one round: epochs reach ``min_steps`` live steps, seed per round.
 
     ``batch_size`` (default: the config's, capped by ``n_labelled``) must stay the same
@@ -87,7 +97,9 @@ def round_config(config: ActiveLearningConfig, n_labelled: int, round_index: int
     batch = batch_size if batch_size is not None else min(config.train.batch_size, n_labelled)
     epochs = config.update_epochs if warm else config.train.epochs
     epochs = max(epochs, math.ceil(config.min_steps / max(1, n_labelled // batch)))
-    return config.train.replace(batch_size=batch, epochs=epochs, seed=config.train.seed + round_index)
+    return config.train.replace(
+        batch_size=batch, epochs=epochs, seed=config.train.seed + round_index
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,8 +151,16 @@ def evaluate(predictor: Predictor, data: ArrayDataset) -> float:
     return classification_metrics(predictor.logits(data.x), data.y)["accuracy"]
 
 
-def train_round(spec, pool: ArrayDataset, mask: np.ndarray, config: ActiveLearningConfig, round_index: int, *,
-                batch_size: int, init_variables: dict[str, Any] | None = None) -> tuple[TrainedModel, dict[str, Any]]:
+def train_round(
+    spec,
+    pool: ArrayDataset,
+    mask: np.ndarray,
+    config: ActiveLearningConfig,
+    round_index: int,
+    *,
+    batch_size: int,
+    init_variables: dict[str, Any] | None = None,
+) -> tuple[TrainedModel, dict[str, Any]]:
     """Train one round on the labelled rows (``mask``) of the fixed-capacity ``pool``.
 
     ``pool`` holds every example the loop will ever train on (the initial labelled data,
@@ -159,14 +179,29 @@ def train_round(spec, pool: ArrayDataset, mask: np.ndarray, config: ActiveLearni
         from ml_adv.training.stacked import fit_stacked
 
         masks = np.broadcast_to(mask, (config.members, mask.shape[0])).copy()
-        result = fit_stacked(spec, pool, cfg, members=config.members, example_masks=masks, run=Run(progress=False))
+        result = fit_stacked(
+            spec, pool, cfg, members=config.members, example_masks=masks, run=Run(progress=False)
+        )
         model, history = result.model, result.histories[0]
     else:
-        result = fit(spec, pool, cfg, run=Run(progress=False), example_mask=mask,
-                     init_params=init_variables["params"] if warm else None)
-        model, history = TrainedModel(spec, result.state.variables(), mixed_precision=cfg.mixed_precision), result.history
-    facts = {"epochs": len(history), "warm_start": warm, "compile_seconds": round(result.compile_seconds, 3),
-             "train_loss": history[-1]["train_loss"] if history else float("nan")}
+        result = fit(
+            spec,
+            pool,
+            cfg,
+            run=Run(progress=False),
+            example_mask=mask,
+            init_params=init_variables["params"] if warm else None,
+        )
+        model, history = (
+            TrainedModel(spec, result.state.variables(), mixed_precision=cfg.mixed_precision),
+            result.history,
+        )
+    facts = {
+        "epochs": len(history),
+        "warm_start": warm,
+        "compile_seconds": round(result.compile_seconds, 3),
+        "train_loss": history[-1]["train_loss"] if history else float("nan"),
+    }
     return model, facts
 
 
@@ -176,8 +211,16 @@ COMMITTEE_FORMAT = "ml_adv.active_learning.Committee/1"
 def save_model(model, path) -> None:
     """Save a round's ``TrainedModel`` or committee (orbax arrays + JSON spec; no pickle)."""
     if isinstance(model, StackedModel):
-        save_pytree(path, model.variables, {"format": COMMITTEE_FORMAT, "spec": model.spec.to_dict(),
-                                            "members": model.members, "mixed_precision": model.mixed_precision})
+        save_pytree(
+            path,
+            model.variables,
+            {
+                "format": COMMITTEE_FORMAT,
+                "spec": model.spec.to_dict(),
+                "members": model.members,
+                "mixed_precision": model.mixed_precision,
+            },
+        )
     else:
         model.save(path)
 
@@ -192,12 +235,25 @@ def load_model(path):
     spec = ModelSpec.from_dict(meta["spec"])
     module = spec.build()
     keys = jax.random.split(jax.random.PRNGKey(0), int(meta["members"]))
-    abstract = jax.eval_shape(jax.vmap(lambda k: module.init(k, spec.example_input(), train=False)), keys)
-    return StackedModel(spec, dict(load_pytree(path, dict(abstract))), bool(meta["mixed_precision"]))
+    abstract = jax.eval_shape(
+        jax.vmap(lambda k: module.init(k, spec.example_input(), train=False)), keys
+    )
+    return StackedModel(
+        spec, dict(load_pytree(path, dict(abstract))), bool(meta["mixed_precision"])
+    )
 
 
-def choose(strategy: Strategy, predictor: Predictor | None, pool_x: np.ndarray, available: np.ndarray, n: int,
-           key: jax.Array, *, labelled_x: np.ndarray | None, config: ActiveLearningConfig) -> np.ndarray:
+def choose(
+    strategy: Strategy,
+    predictor: Predictor | None,
+    pool_x: np.ndarray,
+    available: np.ndarray,
+    n: int,
+    key: jax.Array,
+    *,
+    labelled_x: np.ndarray | None,
+    config: ActiveLearningConfig,
+) -> np.ndarray:
     """Pool indices of ``n`` picks, best first, by ``strategy`` (host orchestration of jitted kernels)."""
     check_request(n, available)
     mask = jnp.asarray(available)
@@ -207,18 +263,26 @@ def choose(strategy: Strategy, predictor: Predictor | None, pool_x: np.ndarray, 
     if strategy.score is not None:
         score_fn = S.resolve_score(strategy.score)
         if strategy.samples:
+
             def outputs(part, i):
                 return predictor.samples(part, jax.random.fold_in(key, i), config.mc_samples)
         elif config.mc_predictive:
+
             def outputs(part, i):
-                return predictor.predictive_logits(part, jax.random.fold_in(key, i), config.mc_samples)
+                return predictor.predictive_logits(
+                    part, jax.random.fold_in(key, i), config.mc_samples
+                )
         else:
+
             def outputs(part, i):
                 return predictor.logits(part)
+
         scores = S.score_pool(outputs, score_fn, pool_x, chunk=config.chunk, indexed=True)
         if strategy.samples and not np.any(scores[available] > 0):
-            warnings.warn("bald: every score is 0; the model has no dropout and no committee, so samples agree",
-                          stacklevel=3)
+            warnings.warn(
+                "bald: every score is 0; the model has no dropout and no committee, so samples agree",
+                stacklevel=3,
+            )
     if not strategy.diversity:
         return np.asarray(top_k(jnp.asarray(scores), mask, n))
 
@@ -230,8 +294,9 @@ def choose(strategy: Strategy, predictor: Predictor | None, pool_x: np.ndarray, 
     return np.asarray(k_center_greedy(features, mask, n, centres=centres, weights=scores))
 
 
-def adaptive_choice(curve: list[dict[str, Any]], primary: str, fallback: str, *, patience: int,
-                    min_gain: float) -> tuple[str, str | None]:
+def adaptive_choice(
+    curve: list[dict[str, Any]], primary: str, fallback: str, *, patience: int, min_gain: float
+) -> tuple[str, str | None]:
     """The strategy for the next round, and why it changed (None when it did not).
 
     Rule: a strategy is kept while it pays. When the last ``patience`` models trained on
@@ -252,4 +317,7 @@ def adaptive_choice(curve: list[dict[str, Any]], primary: str, fallback: str, *,
     if gain >= min_gain:
         return current, None
     other = fallback if current == primary else primary
-    return other, f"{current} gained {gain:+.4f} val accuracy over {patience} rounds (< {min_gain}); switched to {other}"
+    return (
+        other,
+        f"{current} gained {gain:+.4f} val accuracy over {patience} rounds (< {min_gain}); switched to {other}",
+    )

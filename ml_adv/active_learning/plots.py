@@ -8,8 +8,13 @@ from typing import Any
 import numpy as np
 
 
-def plot_strategy_curves(summary: dict[str, dict[str, Any]], path: str | Path, *, title: str = "",
-                         targets: tuple[float, ...] = ()) -> str:
+def plot_strategy_curves(
+    summary: dict[str, dict[str, Any]],
+    path: str | Path,
+    *,
+    title: str = "",
+    targets: tuple[float, ...] = (),
+) -> str:
     """Learning curves of several strategies with seed bands; returns the PNG path.
 
     Args:
@@ -25,11 +30,19 @@ def plot_strategy_curves(summary: dict[str, dict[str, Any]], path: str | Path, *
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for name, curve in summary.items():
         labels, mean, std = (np.asarray(curve[k], float) for k in ("labels", "mean", "std"))
-        line, = ax.plot(labels, mean, marker="o", markersize=3, label=f"{name} ({curve['seeds']} seeds)")
-        ax.fill_between(labels, mean - std, mean + std, color=line.get_color(), alpha=0.2, linewidth=0)
+        (line,) = ax.plot(
+            labels, mean, marker="o", markersize=3, label=f"{name} ({curve['seeds']} seeds)"
+        )
+        ax.fill_between(
+            labels, mean - std, mean + std, color=line.get_color(), alpha=0.2, linewidth=0
+        )
     for target in targets:
         ax.axhline(target, color="grey", linestyle=":", linewidth=1)
-    ax.set(xlabel="labels used", ylabel="test accuracy", title=title or "active learning: accuracy vs labels")
+    ax.set(
+        xlabel="labels used",
+        ylabel="test accuracy",
+        title=title or "active learning: accuracy vs labels",
+    )
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
     return save_figure(fig, path)

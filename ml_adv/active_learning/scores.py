@@ -84,7 +84,9 @@ SCORES.register("least_confidence", least_confidence)
 SCORES.register("bald", bald)
 
 
-def mc_dropout_logits(apply_fn, variables, x, key: jax.Array, num_samples: int, *, chunk: int = 256) -> jax.Array:
+def mc_dropout_logits(
+    apply_fn, variables, x, key: jax.Array, num_samples: int, *, chunk: int = 256
+) -> jax.Array:
     """``[S, N, C]`` MC-dropout logits: ``num_samples`` training-mode passes, vmapped over keys.
 
     A model without dropout gives S identical samples, so BALD is 0 everywhere;
@@ -94,10 +96,14 @@ def mc_dropout_logits(apply_fn, variables, x, key: jax.Array, num_samples: int, 
 
     check_positive("mc_samples", num_samples)
     keys = jax.random.split(key, num_samples)
-    return jax.vmap(lambda k: predict_logits(apply_fn, variables, x, chunk=chunk, dropout_key=k))(keys)
+    return jax.vmap(lambda k: predict_logits(apply_fn, variables, x, chunk=chunk, dropout_key=k))(
+        keys
+    )
 
 
-def stream_map(fn: Callable[..., jax.Array], x: np.ndarray, *, chunk: int = 4096, indexed: bool = False) -> np.ndarray:
+def stream_map(
+    fn: Callable[..., jax.Array], x: np.ndarray, *, chunk: int = 4096, indexed: bool = False
+) -> np.ndarray:
     """``fn`` applied to ``x`` in ``chunk``-row pieces, results concatenated on the host.
 
     With ``indexed``, ``fn(piece, i)`` also gets the piece number (to fold into a key, so
@@ -139,6 +145,7 @@ def score_pool(
     ``[S, n, C]`` samples) and ``score_fn`` maps them to ``[n]`` scores; only the scores
     of the whole pool are kept, so memory is bounded by one chunk of outputs.
     """
+
     def one(part, *i):
         return score_fn(outputs_fn(part, *i))
 
@@ -151,11 +158,15 @@ def check_logits(name: str, logits, *, samples: bool = False) -> None:
     shape = np.shape(logits)
     if len(shape) != rank or shape[-1] < 2:
         expected = "[S, N, C]" if samples else "[N, C]"
-        raise DataError(f"{name}: expected logits of shape {expected} with C >= 2, got {describe(logits)}")
+        raise DataError(
+            f"{name}: expected logits of shape {expected} with C >= 2, got {describe(logits)}"
+        )
 
 
 def resolve_score(name_or_fn) -> Callable:
     """A registered score by name, or a user callable ``outputs -> scores``."""
     if not isinstance(name_or_fn, str) and not callable(name_or_fn):
-        raise ConfigError(f"score: expected one of {SCORES.names()} or a callable, got {describe(name_or_fn)}")
+        raise ConfigError(
+            f"score: expected one of {SCORES.names()} or a callable, got {describe(name_or_fn)}"
+        )
     return SCORES.resolve(name_or_fn, argument="score")

@@ -55,7 +55,9 @@ def check_request(n: int, available) -> None:
     check_positive("n_samples", n)
     left = int(np.sum(np.asarray(available)))
     if n > left:
-        raise ConfigError(f"n_samples: expected at most the {left} unlabelled pool samples left, got {n}")
+        raise ConfigError(
+            f"n_samples: expected at most the {left} unlabelled pool samples left, got {n}"
+        )
 
 
 @partial(jax.jit, static_argnames=("n",))
@@ -96,7 +98,10 @@ def nearest_centres(
         arg = jnp.where(closer, offset + jnp.argmin(d, axis=1).astype(jnp.int32), arg)
         return (jnp.minimum(best, jnp.min(d, axis=1)), arg), None
 
-    init = (jnp.full((points.shape[0],), jnp.inf, jnp.float32), jnp.zeros((points.shape[0],), jnp.int32))
+    init = (
+        jnp.full((points.shape[0],), jnp.inf, jnp.float32),
+        jnp.zeros((points.shape[0],), jnp.int32),
+    )
     offsets = jnp.arange(blocks.shape[0], dtype=jnp.int32) * chunk
     return jax.lax.scan(body, init, (blocks, offsets))[0]
 
@@ -180,13 +185,19 @@ def k_center_greedy(
         )
     check_request(n, available)
     if not bool(jnp.all(jnp.isfinite(features))):
-        raise DataError(f"features: expected finite embeddings, got NaN or inf in {describe(features)}")
+        raise DataError(
+            f"features: expected finite embeddings, got NaN or inf in {describe(features)}"
+        )
     if centres is not None and np.shape(centres)[0] > 0:
         centres = jnp.asarray(centres, jnp.float32)
         if centres.ndim != 2 or centres.shape[1] != features.shape[1]:
-            raise DataError(f"centres: expected [M, {features.shape[1]}] embeddings, got {describe(centres)}")
+            raise DataError(
+                f"centres: expected [M, {features.shape[1]}] embeddings, got {describe(centres)}"
+            )
         if not bool(jnp.all(jnp.isfinite(centres))):
-            raise DataError(f"centres: expected finite embeddings, got NaN or inf in {describe(centres)}")
+            raise DataError(
+                f"centres: expected finite embeddings, got NaN or inf in {describe(centres)}"
+            )
         centres = centres.astype(dtype)
         min_dist, assign = nearest_centres(features, centres)
     else:
@@ -198,11 +209,15 @@ def k_center_greedy(
     else:
         w = jnp.asarray(weights, jnp.float32)
         if w.shape != min_dist.shape:
-            raise DataError(f"weights: expected [{features.shape[0]}] scores, got {describe(weights)}")
+            raise DataError(
+                f"weights: expected [{features.shape[0]}] scores, got {describe(weights)}"
+            )
         w = _rescale(w, available, weight_floor)
     blocks = row_blocks(features.shape[0])
     if prune:
-        picks, radii, _ = pruned_greedy(features, available, min_dist, assign, centres, w, n, blocks=blocks)
+        picks, radii, _ = pruned_greedy(
+            features, available, min_dist, assign, centres, w, n, blocks=blocks
+        )
     else:
         picks, radii = _greedy(features, available, min_dist, w, n, blocks=blocks)
     return (picks, radii) if return_radii else picks

@@ -52,7 +52,9 @@ class Strategy:
         if self.score is not None:
             SCORES.get(self.score, argument=f"Strategy({self.name!r}).score")
         if self.samples and self.score is None:
-            raise ConfigError(f"Strategy({self.name!r}).samples: needs a score to compute on samples, got score=None")
+            raise ConfigError(
+                f"Strategy({self.name!r}).samples: needs a score to compute on samples, got score=None"
+            )
 
     @property
     def uses_model(self) -> bool:
@@ -76,5 +78,6 @@ for _strategy in (
 
 def resolve_strategy(name_or_strategy) -> Strategy:
     """A registered strategy by name, or a user ``Strategy``."""
-    return STRATEGIES.resolve(name_or_strategy, argument="sampling_strategy",
-                              accept=lambda s: isinstance(s, Strategy))
+    return STRATEGIES.resolve(
+        name_or_strategy, argument="sampling_strategy", accept=lambda s: isinstance(s, Strategy)
+    )

@@ -34,19 +34,44 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ml_adv.active_learning.strategies import STRATEGIES
 
     loop = parser.add_argument_group("active learning")
-    loop.add_argument("--strategies", type=comma_names, default=("random", "entropy", "bald", "coreset"), metavar="NAMES",
-                      help=choices_help("comma-separated sampling strategies", STRATEGIES.names()))
-    loop.add_argument("--rounds", type=positive_int, default=10, help="select/label/update rounds per loop")
-    loop.add_argument("--query-size", type=positive_int, default=20, help="samples labelled per round")
-    loop.add_argument("--initial", type=positive_int, default=20, help="random initial labelled samples")
-    loop.add_argument("--seeds", type=positive_int, default=3,
-                      help="loops per strategy (seeds --seed .. --seed + N - 1)")
-    loop.add_argument("--mc-samples", type=positive_int, default=10, help="MC-dropout samples for BALD")
-    loop.add_argument("--members", type=positive_int, default=1,
-                      help="train a committee of this many stacked members (BALD from members, not MC dropout); "
-                           "a committee retrains from scratch each round, so raise --min-steps (e.g. 500)")
-    loop.add_argument("--update-epochs", type=positive_int, default=5, help="epochs of each warm-started update")
-    loop.add_argument("--min-steps", type=positive_int, default=100, help="at least this many steps per round")
+    loop.add_argument(
+        "--strategies",
+        type=comma_names,
+        default=("random", "entropy", "bald", "coreset"),
+        metavar="NAMES",
+        help=choices_help("comma-separated sampling strategies", STRATEGIES.names()),
+    )
+    loop.add_argument(
+        "--rounds", type=positive_int, default=10, help="select/label/update rounds per loop"
+    )
+    loop.add_argument(
+        "--query-size", type=positive_int, default=20, help="samples labelled per round"
+    )
+    loop.add_argument(
+        "--initial", type=positive_int, default=20, help="random initial labelled samples"
+    )
+    loop.add_argument(
+        "--seeds",
+        type=positive_int,
+        default=3,
+        help="loops per strategy (seeds --seed .. --seed + N - 1)",
+    )
+    loop.add_argument(
+        "--mc-samples", type=positive_int, default=10, help="MC-dropout samples for BALD"
+    )
+    loop.add_argument(
+        "--members",
+        type=positive_int,
+        default=1,
+        help="train a committee of this many stacked members (BALD from members, not MC dropout); "
+        "a committee retrains from scratch each round, so raise --min-steps (e.g. 500)",
+    )
+    loop.add_argument(
+        "--update-epochs", type=positive_int, default=5, help="epochs of each warm-started update"
+    )
+    loop.add_argument(
+        "--min-steps", type=positive_int, default=100, help="at least this many steps per round"
+    )
     # An MLP by default: a round retrains in well under a second, so strategies compare quickly.
     add_model_arguments(parser, arch="mlp", epochs=30)
     add_run_arguments(parser.add_argument_group("run directory"), None, "runs/active-learn-<data>")
@@ -64,34 +89,67 @@ def run(args: argparse.Namespace) -> int:
 
     for name in args.strategies:
         resolve_strategy(name)  # unknown names fail before anything is deleted or trained
-    config = ActiveLearningConfig(train=TrainConfig(epochs=args.epochs, batch_size=args.batch_size,
-                                                    learning_rate=args.lr, seed=args.seed),
-                                  update_epochs=args.update_epochs, min_steps=args.min_steps,
-                                  mc_samples=args.mc_samples, members=args.members)
+    config = ActiveLearningConfig(
+        train=TrainConfig(
+            epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr, seed=args.seed
+        ),
+        update_epochs=args.update_epochs,
+        min_steps=args.min_steps,
+        mc_samples=args.mc_samples,
+        members=args.members,
+    )
     download = not args.no_download
     train, test = (load_dataset(args.data, split=s, download=download) for s in ("train", "test"))
     rd = open_run(args, f"active-learn-{args.data}")
-    print(f"ml-adv: active learning on {args.data}: {', '.join(args.strategies)} x {args.seeds} seed(s), "
-          f"{args.initial} + {args.rounds} x {args.query_size} labels -> {rd.path}/", flush=True)
+    print(
+        f"ml-adv: active learning on {args.data}: {', '.join(args.strategies)} x {args.seeds} seed(s), "
+        f"{args.initial} + {args.rounds} x {args.query_size} labels -> {rd.path}/",
+        flush=True,
+    )
     started = time.perf_counter()
     curves: dict[str, list] = {}
     records = []
     for name in args.strategies:
         for seed in range(args.seed, args.seed + args.seeds):
             t0 = time.perf_counter()
-            curve = simulate_loop(name, train, test, rounds=args.rounds, query_size=args.query_size,
-                                  initial=args.initial, seed=seed, architecture=args.arch, size=args.size,
-                                  config=config, run_dir=rd.tree_for(f"loops/{name}-s{seed}"))
+            curve = simulate_loop(
+                name,
+                train,
+                test,
+                rounds=args.rounds,
+                query_size=args.query_size,
+                initial=args.initial,
+                seed=seed,
+                architecture=args.arch,
+                size=args.size,
+                config=config,
+                run_dir=rd.tree_for(f"loops/{name}-s{seed}"),
+            )
             curves.setdefault(name, []).append(curve)
             records.extend(curve)
-            print(f"  {name:>16} seed {seed}: {curve[-1]['labels']} labels -> test accuracy "
-                  f"{curve[-1]['val_accuracy']:.4f} ({time.perf_counter() - t0:.1f} s)", flush=True)
+            print(
+                f"  {name:>16} seed {seed}: {curve[-1]['labels']} labels -> test accuracy "
+                f"{curve[-1]['val_accuracy']:.4f} ({time.perf_counter() - t0:.1f} s)",
+                flush=True,
+            )
     rd.rewrite_metrics(records)
     summary = summarise_curves(curves, TARGETS)
-    plot = plot_strategy_curves(summary, rd.plot_path("learning_curve"), targets=TARGETS,
-                                title=f"{args.data}: {args.arch}/{args.size}, {args.seeds} seed(s)")
-    rd.write_report({"command": "active-learn", "data": args.data, "strategies": summary,
-                     "settings": settings(args), "wall_seconds": round(time.perf_counter() - started, 1), "plot": plot})
+    plot = plot_strategy_curves(
+        summary,
+        rd.plot_path("learning_curve"),
+        targets=TARGETS,
+        title=f"{args.data}: {args.arch}/{args.size}, {args.seeds} seed(s)",
+    )
+    rd.write_report(
+        {
+            "command": "active-learn",
+            "data": args.data,
+            "strategies": summary,
+            "settings": settings(args),
+            "wall_seconds": round(time.perf_counter() - started, 1),
+            "plot": plot,
+        }
+    )
     _print_table(summary)
     return 0
 
@@ -102,6 +160,16 @@ def _print_table(summary) -> None:
     rows = []
     for name, s in summary.items():
         reach = [s["labels_to_reach"][f"{t:g}"] for t in TARGETS]
-        rows.append((name, f"{s['final_mean']:.4f} +- {s['std'][-1]:.4f}",
-                     *(f"{r['mean']:.0f}" if r["mean"] is not None else f"not reached ({r['reached']})" for r in reach)))
-    print_table(rows, header=("strategy", "final acc (mean +- std)", *(f"labels to {t:g}" for t in TARGETS)))
+        rows.append(
+            (
+                name,
+                f"{s['final_mean']:.4f} +- {s['std'][-1]:.4f}",
+                *(
+                    f"{r['mean']:.0f}" if r["mean"] is not None else f"not reached ({r['reached']})"
+                    for r in reach
+                ),
+            )
+        )
+    print_table(
+        rows, header=("strategy", "final acc (mean +- std)", *(f"labels to {t:g}" for t in TARGETS))
+    )

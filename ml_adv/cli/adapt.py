@@ -26,18 +26,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ml_adv.domain_adaptation.methods import ADAPTATION_METHODS
 
     da = parser.add_argument_group("adaptation")
-    da.add_argument("--method", default="domain_adversarial", metavar="NAME",
-                    help=choices_help("adaptation method", ADAPTATION_METHODS.names()))
-    da.add_argument("--source", default="digits_m_source", metavar="NAME", help="labelled source dataset")
+    da.add_argument(
+        "--method",
+        default="domain_adversarial",
+        metavar="NAME",
+        help=choices_help("adaptation method", ADAPTATION_METHODS.names()),
+    )
+    da.add_argument(
+        "--source", default="digits_m_source", metavar="NAME", help="labelled source dataset"
+    )
     da.add_argument("--target", default="digits_m", metavar="NAME", help="target dataset")
-    da.add_argument("--labels-per-class", type=int, default=10,
-                    help="labelled target examples per class (fine_tuning / transfer_learning)")
+    da.add_argument(
+        "--labels-per-class",
+        type=int,
+        default=10,
+        help="labelled target examples per class (fine_tuning / transfer_learning)",
+    )
     da.add_argument("--domain-weight", type=float, default=1.0, help="DANN's domain-loss weight")
-    da.add_argument("--steps", type=positive_int, default=600,
-                    help="optimizer steps of the adaptation (all stages together)")
+    da.add_argument(
+        "--steps",
+        type=positive_int,
+        default=600,
+        help="optimizer steps of the adaptation (all stages together)",
+    )
     # --epochs is the source-only training's; --data is unused here (--source/--target name the domains).
     add_model_arguments(parser, epochs=10)
-    add_run_arguments(parser.add_argument_group("run directory"), None, "runs/adapt-<method>-<target>")
+    add_run_arguments(
+        parser.add_argument_group("run directory"), None, "runs/adapt-<method>-<target>"
+    )
 
 
 def labelled_sample(data, per_class: int, seed: int):
@@ -49,7 +65,9 @@ def labelled_sample(data, per_class: int, seed: int):
     if per_class < 1:
         raise DataError(f"--labels-per-class: expected a positive integer, got {per_class}")
     rng = np.random.default_rng(seed)
-    rows = [rng.permutation(np.flatnonzero(data.y == c))[:per_class] for c in range(data.num_classes)]
+    rows = [
+        rng.permutation(np.flatnonzero(data.y == c))[:per_class] for c in range(data.num_classes)
+    ]
     return data.subset(np.sort(np.concatenate(rows)))
 
 
@@ -68,20 +86,44 @@ def run(args: argparse.Namespace) -> int:
     from ml_adv.training.loop import fit
     from ml_adv.training.trained_model import TrainedModel
 
-    da = AdvancedDomainAdaptation(args.method, TrainConfig(batch_size=args.batch_size, learning_rate=args.lr,
-                                                           seed=args.seed),
-                                  steps=args.steps, domain_weight=args.domain_weight)
+    da = AdvancedDomainAdaptation(
+        args.method,
+        TrainConfig(batch_size=args.batch_size, learning_rate=args.lr, seed=args.seed),
+        steps=args.steps,
+        domain_weight=args.domain_weight,
+    )
     download = not args.no_download
-    source, source_test = (load_dataset(args.source, split=s, download=download) for s in ("train", "test"))
-    target, target_test = (load_dataset(args.target, split=s, download=download) for s in ("train", "test"))
+    source, source_test = (
+        load_dataset(args.source, split=s, download=download) for s in ("train", "test")
+    )
+    target, target_test = (
+        load_dataset(args.target, split=s, download=download) for s in ("train", "test")
+    )
     labeled = labelled_sample(target, args.labels_per_class, args.seed)
-    spec = make_spec(args.arch, input_shape=source.example_shape, input_kind=source.input_kind,
-                     num_classes=source.num_classes, size=args.size)
+    spec = make_spec(
+        args.arch,
+        input_shape=source.example_shape,
+        input_kind=source.input_kind,
+        num_classes=source.num_classes,
+        size=args.size,
+    )
     da.set_source_domain(source, test=source_test)
-    da.set_target_domain(target, labeled=labeled if args.method != "domain_adversarial" else None, test=target_test)
-    config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr, seed=args.seed)
-    rd = open_run(args, f"adapt-{args.method}-{args.target}", spec=spec.to_dict(), source_config=config.to_dict())
-    print(f"ml-adv: {args.arch} ({args.size}) {args.source} -> {args.target} by {args.method} -> {rd.path}/", flush=True)
+    da.set_target_domain(
+        target, labeled=labeled if args.method != "domain_adversarial" else None, test=target_test
+    )
+    config = TrainConfig(
+        epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr, seed=args.seed
+    )
+    rd = open_run(
+        args,
+        f"adapt-{args.method}-{args.target}",
+        spec=spec.to_dict(),
+        source_config=config.to_dict(),
+    )
+    print(
+        f"ml-adv: {args.arch} ({args.size}) {args.source} -> {args.target} by {args.method} -> {rd.path}/",
+        flush=True,
+    )
     started = time.perf_counter()
 
     # Recorded trees, so --fresh removes the nested runs' checkpoints too.
@@ -89,26 +131,57 @@ def run(args: argparse.Namespace) -> int:
     source_model = TrainedModel(spec, trained.state.variables())
     adapted = da.adapt_model(source_model, run_dir=rd.tree_for("adaptation"))
     evaluation = da.evaluate_adaptation(adapted)
-    similarity = {"before": da.similarity_report(source_model, max_examples=500),
-                  "after": da.similarity_report(adapted, max_examples=500)}
+    similarity = {
+        "before": da.similarity_report(source_model, max_examples=500),
+        "after": da.similarity_report(adapted, max_examples=500),
+    }
     history = da.runs[-1]["history"]
     rd.rewrite_metrics(history)
-    panels = {name: (features_of(m, source_test, max_examples=400), features_of(m, target_test, max_examples=400))
-              for name, m in (("source-only", source_model), (args.method, adapted))}
-    subtitles = {"source-only": f"target acc {evaluation['unadapted_target_accuracy']:.3f}",
-                 args.method: f"target acc {evaluation['target_accuracy']:.3f}"}
-    plot = plot_domain_embeddings(panels, rd.plot_path("embedding"), subtitles=subtitles,
-                                  title=f"{args.source} -> {args.target}: features (PCA)")
+    panels = {
+        name: (
+            features_of(m, source_test, max_examples=400),
+            features_of(m, target_test, max_examples=400),
+        )
+        for name, m in (("source-only", source_model), (args.method, adapted))
+    }
+    subtitles = {
+        "source-only": f"target acc {evaluation['unadapted_target_accuracy']:.3f}",
+        args.method: f"target acc {evaluation['target_accuracy']:.3f}",
+    }
+    plot = plot_domain_embeddings(
+        panels,
+        rd.plot_path("embedding"),
+        subtitles=subtitles,
+        title=f"{args.source} -> {args.target}: features (PCA)",
+    )
     saved = adapted.save(rd.model_dir, overwrite=True)
-    report = {"evaluation": evaluation, "similarity": similarity, "plot": plot, "model": saved,
-              "seconds": round(time.perf_counter() - started, 2)}
+    report = {
+        "evaluation": evaluation,
+        "similarity": similarity,
+        "plot": plot,
+        "model": saved,
+        "seconds": round(time.perf_counter() - started, 2),
+    }
     rd.write_report(report)
-    print_table([("source test accuracy", fmt(evaluation["source_accuracy"])),
-                 ("target test accuracy, source-only", fmt(evaluation["unadapted_target_accuracy"])),
-                 (f"target test accuracy, {args.method}", fmt(evaluation["target_accuracy"])),
-                 ("MMD similarity before -> after", f"{similarity['before']['mmd_similarity']:.3f} -> "
-                                                    f"{similarity['after']['mmd_similarity']:.3f}"),
-                 ("worse than source-only on labelled target", fmt(evaluation.get("worse_than_unadapted"), "{}")),
-                 ("run directory", f"{rd.path}/ (report.json, metrics.jsonl, "
-                                   f"{Path(plot).relative_to(rd.path)}, model/)")])
+    print_table(
+        [
+            ("source test accuracy", fmt(evaluation["source_accuracy"])),
+            ("target test accuracy, source-only", fmt(evaluation["unadapted_target_accuracy"])),
+            (f"target test accuracy, {args.method}", fmt(evaluation["target_accuracy"])),
+            (
+                "MMD similarity before -> after",
+                f"{similarity['before']['mmd_similarity']:.3f} -> "
+                f"{similarity['after']['mmd_similarity']:.3f}",
+            ),
+            (
+                "worse than source-only on labelled target",
+                fmt(evaluation.get("worse_than_unadapted"), "{}"),
+            ),
+            (
+                "run directory",
+                f"{rd.path}/ (report.json, metrics.jsonl, "
+                f"{Path(plot).relative_to(rd.path)}, model/)",
+            ),
+        ]
+    )
     return 0

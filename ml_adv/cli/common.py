@@ -18,8 +18,15 @@ from typing import Any
 
 # The shared options' defaults, one place for every command. A command overrides one only
 # where its meaning differs (``--epochs`` of a search is per trial) and says so in its help.
-DEFAULTS: dict[str, Any] = {"arch": "cnn", "size": "small", "data": "digits", "epochs": 20, "batch_size": 32,
-                            "lr": 1e-3, "seed": 0}
+DEFAULTS: dict[str, Any] = {
+    "arch": "cnn",
+    "size": "small",
+    "data": "digits",
+    "epochs": 20,
+    "batch_size": 32,
+    "lr": 1e-3,
+    "seed": 0,
+}
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -57,7 +64,9 @@ def comma_names(text: str) -> tuple[str, ...]:
     """argparse type: one or more comma-separated names."""
     names = tuple(n.strip() for n in text.split(",") if n.strip())
     if not names:
-        raise argparse.ArgumentTypeError(f"expected one or more comma-separated names, got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected one or more comma-separated names, got {text!r}"
+        )
     return names
 
 
@@ -67,14 +76,23 @@ def choices_help(what: str, names: list[str]) -> str:
 
 
 # ---------------------------------------------------------- run directories
-def add_run_arguments(parser: argparse.ArgumentParser, default_run_dir: str | None, default_hint: str) -> None:
+def add_run_arguments(
+    parser: argparse.ArgumentParser, default_run_dir: str | None, default_hint: str
+) -> None:
     """``--run-dir`` and ``--fresh``, shared by every command that writes a run directory."""
     shown = "%(default)s" if default_run_dir else default_hint + "%(default).0s"
-    parser.add_argument("--run-dir", default=default_run_dir, metavar="PATH",
-                        help=f"run directory (default: {shown}); re-running with the same one resumes")
-    parser.add_argument("--fresh", action="store_true",
-                        help="start over: delete what ml_adv wrote in the run directory (checkpoints, metrics, "
-                             "report, plots, model) and nothing else; refuses a folder ml_adv did not create")
+    parser.add_argument(
+        "--run-dir",
+        default=default_run_dir,
+        metavar="PATH",
+        help=f"run directory (default: {shown}); re-running with the same one resumes",
+    )
+    parser.add_argument(
+        "--fresh",
+        action="store_true",
+        help="start over: delete what ml_adv wrote in the run directory (checkpoints, metrics, "
+        "report, plots, model) and nothing else; refuses a folder ml_adv did not create",
+    )
 
 
 def clean_if_fresh(run_dir: str | Path, fresh: bool) -> None:
@@ -84,7 +102,10 @@ def clean_if_fresh(run_dir: str | Path, fresh: bool) -> None:
     if fresh:
         removed = RunDirectory.clean(run_dir)
         if removed:
-            print(f"ml-adv: --fresh removed {len(removed)} artifact(s) of the previous run in {run_dir}/", flush=True)
+            print(
+                f"ml-adv: --fresh removed {len(removed)} artifact(s) of the previous run in {run_dir}/",
+                flush=True,
+            )
 
 
 def fresh_run_directory(run_dir: str | Path, fresh: bool):
@@ -97,12 +118,14 @@ def fresh_run_directory(run_dir: str | Path, fresh: bool):
 
 def names_among(valid: list[str], several: bool):
     """argparse type: one of ``valid`` (or, with ``several``, a comma-separated list of them)."""
+
     def parse(text: str):
         names = comma_names(text) if several else (text,)
         wrong = [n for n in names if n not in valid]
         if wrong:
-            raise argparse.ArgumentTypeError(f"invalid choice: {', '.join(map(repr, wrong))} (choose from "
-                                             f"{', '.join(valid)})")
+            raise argparse.ArgumentTypeError(
+                f"invalid choice: {', '.join(map(repr, wrong))} (choose from {', '.join(valid)})"
+            )
         return names if several else text
 
     parse.__name__ = "name"
@@ -116,19 +139,24 @@ def non_negative_int(text: str) -> int:
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
     if not 0 <= value < 2**63:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer below 2**63, got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected a non-negative integer below 2**63, got {text!r}"
+        )
     return value
 
 
 def fraction(low_open: bool):
     """argparse type: a number in ``(0, 1)`` (``low_open``) or ``[0, 1)``."""
+
     def parse(text: str) -> float:
         try:
             value = float(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
         if not ((0 < value < 1) if low_open else (0 <= value < 1)):
-            raise argparse.ArgumentTypeError(f"expected a number in {'(0, 1)' if low_open else '[0, 1)'}, got {text!r}")
+            raise argparse.ArgumentTypeError(
+                f"expected a number in {'(0, 1)' if low_open else '[0, 1)'}, got {text!r}"
+            )
         return value
 
     parse.__name__ = "fraction"
@@ -146,7 +174,9 @@ def positive_float(text: str) -> float:
     return value
 
 
-def add_model_arguments(parser: argparse.ArgumentParser, *, several: bool = False, **defaults: Any) -> None:
+def add_model_arguments(
+    parser: argparse.ArgumentParser, *, several: bool = False, **defaults: Any
+) -> None:
     """``--arch --size --data --no-download --epochs --batch-size --lr --seed`` with ``DEFAULTS``.
 
     ``defaults`` overrides a default for this command (e.g. the quickstart's 40 epochs);
@@ -163,28 +193,58 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, several: bool = Fals
     group = parser.add_argument_group("model and data")
     many = " (or a comma-separated list to choose among)" if several else ""
     arch, size = ((d[k],) if several and isinstance(d[k], str) else d[k] for k in ("arch", "size"))
-    group.add_argument("--arch", type=names_among(ARCHITECTURES.names(), several), default=arch,
-                       metavar="NAMES" if several else "NAME",
-                       help=choices_help("architecture" + many, ARCHITECTURES.names()))
-    group.add_argument("--size", type=names_among(sizes, several), default=size, metavar="NAMES" if several else "NAME",
-                       help=choices_help("model size variant" + many, sizes))
-    group.add_argument("--data", default=d["data"], metavar="NAME",
-                       help=choices_help("dataset: a built-in name, a TFDS name (cifar10 ...), or (ml-adv train) "
-                                         "your own .npz / .csv file; built-ins", available_datasets()))
-    group.add_argument("--no-download", action="store_true",
-                       help="never download a missing dataset (MNIST files, TFDS preparation): fail instead")
+    group.add_argument(
+        "--arch",
+        type=names_among(ARCHITECTURES.names(), several),
+        default=arch,
+        metavar="NAMES" if several else "NAME",
+        help=choices_help("architecture" + many, ARCHITECTURES.names()),
+    )
+    group.add_argument(
+        "--size",
+        type=names_among(sizes, several),
+        default=size,
+        metavar="NAMES" if several else "NAME",
+        help=choices_help("model size variant" + many, sizes),
+    )
+    group.add_argument(
+        "--data",
+        default=d["data"],
+        metavar="NAME",
+        help=choices_help(
+            "dataset: a built-in name, a TFDS name (cifar10 ...), or (ml-adv train) "
+            "your own .npz / .csv file; built-ins",
+            available_datasets(),
+        ),
+    )
+    group.add_argument(
+        "--no-download",
+        action="store_true",
+        help="never download a missing dataset (MNIST files, TFDS preparation): fail instead",
+    )
     train = parser.add_argument_group("training")
-    train.add_argument("--epochs", type=positive_int, default=d["epochs"], help="maximum passes over the data")
-    train.add_argument("--batch-size", type=positive_int, default=d["batch_size"], help="examples per step")
+    train.add_argument(
+        "--epochs", type=positive_int, default=d["epochs"], help="maximum passes over the data"
+    )
+    train.add_argument(
+        "--batch-size", type=positive_int, default=d["batch_size"], help="examples per step"
+    )
     train.add_argument("--lr", type=positive_float, default=d["lr"], help="peak learning rate")
-    train.add_argument("--seed", type=non_negative_int, default=d["seed"],
-                       help="seeds initialisation, dropout, shuffling and every random choice of the command")
+    train.add_argument(
+        "--seed",
+        type=non_negative_int,
+        default=d["seed"],
+        help="seeds initialisation, dropout, shuffling and every random choice of the command",
+    )
 
 
 def settings(args: argparse.Namespace) -> dict[str, Any]:
     """The parsed options as JSON-ready settings (what config.json and report.json record)."""
-    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(args).items()
-            if k not in ("fresh", "command") and not k.startswith("_")}
+    return {
+        k: (list(v) if isinstance(v, tuple) else v)
+        for k, v in vars(args).items()
+        if k not in ("fresh", "command") and not k.startswith("_")
+    }
 
 
 def open_run(args: argparse.Namespace, default: str, **record: Any):

@@ -27,22 +27,41 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ml_adv.ensembles.combine import COMBINATION_RULES
 
     ens = parser.add_argument_group("ensemble")
-    ens.add_argument("--members", type=positive_int, default=5, help="K members trained as one program")
-    ens.add_argument("--method", default="averaging", metavar="NAME",
-                     help=choices_help("combination method", COMBINATION_RULES.names()))
-    ens.add_argument("--folds", type=int, default=0,
-                     help="k-fold cross-validation: k fold models (member i leaves out fold i); 0: off")
+    ens.add_argument(
+        "--members", type=positive_int, default=5, help="K members trained as one program"
+    )
+    ens.add_argument(
+        "--method",
+        default="averaging",
+        metavar="NAME",
+        help=choices_help("combination method", COMBINATION_RULES.names()),
+    )
+    ens.add_argument(
+        "--folds",
+        type=int,
+        default=0,
+        help="k-fold cross-validation: k fold models (member i leaves out fold i); 0: off",
+    )
     ens.add_argument("--no-calibration", action="store_true", help="skip temperature scaling")
-    ens.add_argument("--validation-split", type=float, default=0.15, help="held-out fraction of the training split")
+    ens.add_argument(
+        "--validation-split",
+        type=float,
+        default=0.15,
+        help="held-out fraction of the training split",
+    )
     add_model_arguments(parser, epochs=10)
-    add_run_arguments(parser.add_argument_group("run directory"), None, "runs/ensemble-<arch>-<data>")
+    add_run_arguments(
+        parser.add_argument_group("run directory"), None, "runs/ensemble-<arch>-<data>"
+    )
 
 
 def _load(args):
     from ml_adv.data.catalog import load_dataset, view_for
 
     name, download = view_for(args.data, args.arch), not args.no_download
-    return load_dataset(name, split="train", download=download), load_dataset(name, split="test", download=download)
+    return load_dataset(name, split="train", download=download), load_dataset(
+        name, split="test", download=download
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -62,22 +81,45 @@ def run(args: argparse.Namespace) -> int:
     rule = resolve_rule(args.method)
     if args.folds:
         check_folds(args.folds)
-    config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr, seed=args.seed)
+    config = TrainConfig(
+        epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr, seed=args.seed
+    )
     full, test = _load(args)
     train, val = full.split((1 - args.validation_split, args.validation_split), seed=args.seed)
-    spec = make_spec(args.arch, input_shape=train.example_shape, input_kind=train.input_kind,
-                     num_classes=train.num_classes, size=args.size)
-    rd = open_run(args, f"ensemble-{args.arch}-{args.data}", spec=spec.to_dict(), train_config=config.to_dict())
-    _ = rd.checkpoint_dir  # records checkpoints/ so that --fresh removes the stacked run's checkpoints
-    print(f"ml-adv: {args.folds or args.members} x {args.arch} ({args.size}) on {args.data!r} as one program "
-          f"-> {rd.path}/", flush=True)
+    spec = make_spec(
+        args.arch,
+        input_shape=train.example_shape,
+        input_kind=train.input_kind,
+        num_classes=train.num_classes,
+        size=args.size,
+    )
+    rd = open_run(
+        args,
+        f"ensemble-{args.arch}-{args.data}",
+        spec=spec.to_dict(),
+        train_config=config.to_dict(),
+    )
+    _ = (
+        rd.checkpoint_dir
+    )  # records checkpoints/ so that --fresh removes the stacked run's checkpoints
+    print(
+        f"ml-adv: {args.folds or args.members} x {args.arch} ({args.size}) on {args.data!r} as one program "
+        f"-> {rd.path}/",
+        flush=True,
+    )
     started = time.perf_counter()
 
     ensemble = AdvancedModelEnsemble(args.method, seed=args.seed)
     if args.folds:
         ensemble.set_cross_validation(args.folds)
-    training = ensemble.fit(spec, train, config, members=None if args.folds else args.members,
-                            val=None if args.folds else val, run_dir=rd)
+    training = ensemble.fit(
+        spec,
+        train,
+        config,
+        members=None if args.folds else args.members,
+        val=None if args.folds else val,
+        run_dir=rd,
+    )
     if rule.uses_weights or rule.needs_meta_learner:
         ensemble.update_model_weights(val)
     before = ensemble.get_ensemble_performance(test)
@@ -90,21 +132,47 @@ def run(args: argparse.Namespace) -> int:
         calibration = ensemble.calibrate(val)
         after = ensemble.get_ensemble_performance(test)
         probs["ensemble + temperature"] = ensemble.predict_proba(test)
-    curves = {label: {**{k: np.asarray(v) for k, v in reliability_bins(probs[label], test.y).items()},
-                      "ece": float(expected_calibration_error(probs[label], test.y))}
-              for label in ("best member", "ensemble", "ensemble + temperature") if label in probs}
-    plot = plot_reliability(curves, rd.plot_path("reliability"), title=f"{args.arch} x {len(ensemble)} on {args.data} (test)")
+    curves = {
+        label: {
+            **{k: np.asarray(v) for k, v in reliability_bins(probs[label], test.y).items()},
+            "ece": float(expected_calibration_error(probs[label], test.y)),
+        }
+        for label in ("best member", "ensemble", "ensemble + temperature")
+        if label in probs
+    }
+    plot = plot_reliability(
+        curves,
+        rd.plot_path("reliability"),
+        title=f"{args.arch} x {len(ensemble)} on {args.data} (test)",
+    )
 
-    rd.rewrite_metrics([{"model": mid, "kind": "member", **m} for mid, m in members.items()]
-                       + [{"model": "ensemble", "kind": "ensemble", **before["ensemble"]}]
-                       + ([{"model": "ensemble+temperature", "kind": "ensemble", **after["ensemble"]}] if after else []))
+    rd.rewrite_metrics(
+        [{"model": mid, "kind": "member", **m} for mid, m in members.items()]
+        + [{"model": "ensemble", "kind": "ensemble", **before["ensemble"]}]
+        + (
+            [{"model": "ensemble+temperature", "kind": "ensemble", **after["ensemble"]}]
+            if after
+            else []
+        )
+    )
     if (rd.path / "ensemble").exists():  # a resumed or repeated run replaces the saved ensemble
         rd.remove("ensemble")
     saved = ensemble.save(rd.tree_for("ensemble"))
     summary = _summary(before, after)
-    rd.write_report({"command": "ensemble", "settings": settings(args), "training": training, "test": summary,
-                     "calibration": calibration, "diversity": before["diversity"], "weights": before["weights"],
-                     "plot": plot, "ensemble_dir": saved, "wall_seconds": round(time.perf_counter() - started, 1)})
+    rd.write_report(
+        {
+            "command": "ensemble",
+            "settings": settings(args),
+            "training": training,
+            "test": summary,
+            "calibration": calibration,
+            "diversity": before["diversity"],
+            "weights": before["weights"],
+            "plot": plot,
+            "ensemble_dir": saved,
+            "wall_seconds": round(time.perf_counter() - started, 1),
+        }
+    )
     _print_table(summary, training)
     return 0
 
@@ -113,10 +181,16 @@ def _summary(before: dict[str, Any], after: dict[str, Any] | None) -> dict[str, 
     import numpy as np
 
     members = before["members"].values()
-    out = {"members": before["members"],
-           "member_mean": {m: float(np.mean([v[m] for v in members])) for m in ("accuracy", "nll", "brier", "ece")},
-           "member_std": {m: float(np.std([v[m] for v in members])) for m in ("accuracy", "nll", "brier", "ece")},
-           "ensemble": before["ensemble"]}
+    out = {
+        "members": before["members"],
+        "member_mean": {
+            m: float(np.mean([v[m] for v in members])) for m in ("accuracy", "nll", "brier", "ece")
+        },
+        "member_std": {
+            m: float(np.std([v[m] for v in members])) for m in ("accuracy", "nll", "brier", "ece")
+        },
+        "ensemble": before["ensemble"],
+    }
     if after is not None:
         out["ensemble_calibrated"] = after["ensemble"]
     return out
@@ -126,13 +200,32 @@ def _print_table(summary: dict[str, Any], training: dict[str, Any]) -> None:
     from ml_adv.cli.common import print_table
 
     metrics = ("accuracy", "nll", "brier", "ece")
-    rows = [("member mean +- std", *(f"{summary['member_mean'][m]:.4f} +- {summary['member_std'][m]:.4f}"
-                                     for m in metrics)),
-            ("ensemble", *(f"{summary['ensemble'][m]:.4f}" for m in metrics))]
+    rows = [
+        (
+            "member mean +- std",
+            *(
+                f"{summary['member_mean'][m]:.4f} +- {summary['member_std'][m]:.4f}"
+                for m in metrics
+            ),
+        ),
+        ("ensemble", *(f"{summary['ensemble'][m]:.4f}" for m in metrics)),
+    ]
     if "ensemble_calibrated" in summary:
-        rows.append(("ensemble + temperature", *(f"{summary['ensemble_calibrated'][m]:.4f}" for m in metrics)))
+        rows.append(
+            (
+                "ensemble + temperature",
+                *(f"{summary['ensemble_calibrated'][m]:.4f}" for m in metrics),
+            )
+        )
     cv = training.get("cross_validation")
     if cv:
-        rows.append((f"CV ({cv['folds']} folds) mean +- std",
-                     *(f"{cv['mean'][m]:.4f} +- {cv['std'][m]:.4f}" if m in cv["mean"] else "-" for m in metrics)))
+        rows.append(
+            (
+                f"CV ({cv['folds']} folds) mean +- std",
+                *(
+                    f"{cv['mean'][m]:.4f} +- {cv['std'][m]:.4f}" if m in cv["mean"] else "-"
+                    for m in metrics
+                ),
+            )
+        )
     print_table(rows, header=("test", *metrics))

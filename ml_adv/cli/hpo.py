@@ -33,32 +33,75 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ml_adv.hpo.pruning import PRUNERS
 
     search = parser.add_argument_group("search")
-    search.add_argument("--method", default="bayesian", metavar="NAME",
-                        help=choices_help("search method (or any nevergrad optimizer name)", SEARCH_METHODS.names()))
-    search.add_argument("--trials", type=positive_int, default=30, help="number of trials (max_trials)")
-    search.add_argument("--space", default=None, metavar="JSON",
-                        help="search space as JSON or a path to a JSON file, e.g. "
-                             "'{\"learning_rate\": [\"log\", 1e-4, 1e-2], \"batch_size\": [16, 32]}' "
-                             "(default: learning rate, batch size, dropout, label smoothing, and the "
-                             "architecture/size when several are given)")
-    search.add_argument("--pruner", default="none", choices=["none", *PRUNERS.names()],
-                        help="stop unpromising trials on their per-epoch validation accuracy")
-    search.add_argument("--grid-points", type=positive_int, default=3, help="values per float axis (grid_search)")
-    search.add_argument("--workers", type=positive_int, default=1,
-                        help="run this many trials at once in a process pool")
-    search.add_argument("--stacked", type=positive_int, default=None, metavar="P",
-                        help="ask P configurations at a time and train them as one stacked program "
-                             "(configurations that differ only in learning rate / label smoothing share it)")
-    search.add_argument("--ready", type=positive_int, default=None, metavar="EPOCHS",
-                        help="pbt: epochs between two exploit/explore steps (default 2)")
-    search.add_argument("--fraction", type=float, default=None,
-                        help="pbt: the bottom fraction copies members of the top fraction, in (0, 0.5] (default 0.25)")
-    search.add_argument("--validation-split", type=float, default=0.2, metavar="FRACTION",
-                        help="fraction of the training split each trial is scored on")
+    search.add_argument(
+        "--method",
+        default="bayesian",
+        metavar="NAME",
+        help=choices_help(
+            "search method (or any nevergrad optimizer name)", SEARCH_METHODS.names()
+        ),
+    )
+    search.add_argument(
+        "--trials", type=positive_int, default=30, help="number of trials (max_trials)"
+    )
+    search.add_argument(
+        "--space",
+        default=None,
+        metavar="JSON",
+        help="search space as JSON or a path to a JSON file, e.g. "
+        '\'{"learning_rate": ["log", 1e-4, 1e-2], "batch_size": [16, 32]}\' '
+        "(default: learning rate, batch size, dropout, label smoothing, and the "
+        "architecture/size when several are given)",
+    )
+    search.add_argument(
+        "--pruner",
+        default="none",
+        choices=["none", *PRUNERS.names()],
+        help="stop unpromising trials on their per-epoch validation accuracy",
+    )
+    search.add_argument(
+        "--grid-points", type=positive_int, default=3, help="values per float axis (grid_search)"
+    )
+    search.add_argument(
+        "--workers",
+        type=positive_int,
+        default=1,
+        help="run this many trials at once in a process pool",
+    )
+    search.add_argument(
+        "--stacked",
+        type=positive_int,
+        default=None,
+        metavar="P",
+        help="ask P configurations at a time and train them as one stacked program "
+        "(configurations that differ only in learning rate / label smoothing share it)",
+    )
+    search.add_argument(
+        "--ready",
+        type=positive_int,
+        default=None,
+        metavar="EPOCHS",
+        help="pbt: epochs between two exploit/explore steps (default 2)",
+    )
+    search.add_argument(
+        "--fraction",
+        type=float,
+        default=None,
+        help="pbt: the bottom fraction copies members of the top fraction, in (0, 0.5] (default 0.25)",
+    )
+    search.add_argument(
+        "--validation-split",
+        type=float,
+        default=0.2,
+        metavar="FRACTION",
+        help="fraction of the training split each trial is scored on",
+    )
     # --epochs, --batch-size and --lr are each trial's (a search's space may override the last two);
     # trials are short and small, so 5 epochs of the tiny size unless asked otherwise.
     add_model_arguments(parser, several=True, size="tiny", epochs=5)
-    add_run_arguments(parser.add_argument_group("run directory"), None, "runs/hpo-<arch>-<data>-<method>")
+    add_run_arguments(
+        parser.add_argument_group("run directory"), None, "runs/hpo-<arch>-<data>-<method>"
+    )
 
 
 def _space(text: str | None):
@@ -66,7 +109,11 @@ def _space(text: str | None):
 
     if text is None:
         return None
-    source = Path(text).read_text() if not text.lstrip().startswith(("{", "[")) and Path(text).is_file() else text
+    source = (
+        Path(text).read_text()
+        if not text.lstrip().startswith(("{", "[")) and Path(text).is_file()
+        else text
+    )
     try:
         return SearchSpace.from_dict(json.loads(source))
     except json.JSONDecodeError as exc:
@@ -84,27 +131,57 @@ def run(args: argparse.Namespace) -> int:
     from ml_adv.hpo.objective import TrainingObjective
     from ml_adv.training.config import TrainConfig
 
-    base = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr, seed=args.seed)
-    objective = TrainingObjective.from_data(args.data, architectures=args.arch, validation_split=args.validation_split,
-                                            base_config=base, size=args.size[0], split_seed=args.seed,
-                                            download=not args.no_download)
+    base = TrainConfig(
+        epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr, seed=args.seed
+    )
+    objective = TrainingObjective.from_data(
+        args.data,
+        architectures=args.arch,
+        validation_split=args.validation_split,
+        base_config=base,
+        size=args.size[0],
+        split_seed=args.seed,
+        download=not args.no_download,
+    )
     smallest = min(len(t) for t, _ in objective.views.values())
     population = resolve_method(args.method).population
-    space = _space(args.space) or default_space(args.arch, args.size, max_batch_size=smallest, population=population)
+    space = _space(args.space) or default_space(
+        args.arch, args.size, max_batch_size=smallest, population=population
+    )
     options = {"grid_points": args.grid_points} if args.method == "grid_search" else {}
     if args.method == "pbt":
-        options = {k: v for k, v in (("ready", args.ready), ("fraction", args.fraction)) if v is not None}
+        options = {
+            k: v for k, v in (("ready", args.ready), ("fraction", args.fraction)) if v is not None
+        }
     # Trials run in spawned processes: forking a process that already runs JAX threads is unsafe.
-    executor = ProcessPoolExecutor(args.workers, mp_context=get_context("spawn")) if args.workers > 1 else None
+    executor = (
+        ProcessPoolExecutor(args.workers, mp_context=get_context("spawn"))
+        if args.workers > 1
+        else None
+    )
     try:
-        optimizer = AdvancedHyperparameterOptimizer(args.method, args.trials, search_space=space, seed=args.seed,
-                                                    executor=executor, pruner=None if args.pruner == "none" else args.pruner,
-                                                    stacked=args.stacked is not None, trials_per_batch=args.stacked,
-                                                    **options)
-        optimizer.study(objective)  # validates the space against the data before --fresh deletes anything
-        optimizer.run_dir = rd = open_run(args, f"hpo-{'-'.join(args.arch)}-{args.data}-{args.method}")
-        print(f"ml-adv: {args.method} search over {space.names} ({args.trials} trials, {args.epochs} epochs each) "
-              f"-> {rd.path}/", flush=True)
+        optimizer = AdvancedHyperparameterOptimizer(
+            args.method,
+            args.trials,
+            search_space=space,
+            seed=args.seed,
+            executor=executor,
+            pruner=None if args.pruner == "none" else args.pruner,
+            stacked=args.stacked is not None,
+            trials_per_batch=args.stacked,
+            **options,
+        )
+        optimizer.study(
+            objective
+        )  # validates the space against the data before --fresh deletes anything
+        optimizer.run_dir = rd = open_run(
+            args, f"hpo-{'-'.join(args.arch)}-{args.data}-{args.method}"
+        )
+        print(
+            f"ml-adv: {args.method} search over {space.names} ({args.trials} trials, {args.epochs} epochs each) "
+            f"-> {rd.path}/",
+            flush=True,
+        )
         started = time.perf_counter()
         result = optimizer.optimize(objective, search_space=space)
     finally:
@@ -113,14 +190,23 @@ def run(args: argparse.Namespace) -> int:
     summary = result.summary()
     if result.resumed_trials:
         print(f"resumed: {result.resumed_trials} finished trial(s) replayed from trials.jsonl")
-    rows = [("method", args.method), ("trials", f"{summary['trials']} (ok {summary['ok']}, failed {summary['failed']}, "
-                                                 f"pruned {summary['pruned']})"),
-            ("best val accuracy", "-" if result.best_score is None else f"{result.best_score:.4f}"),
-            ("best trial", "-" if result.best_trial is None else str(result.best_trial)),
-            ("best config", json.dumps(result.best_config)),
-            ("wall time", f"{time.perf_counter() - started:.1f} s"), ("run directory", str(rd.path))]
+    rows = [
+        ("method", args.method),
+        (
+            "trials",
+            f"{summary['trials']} (ok {summary['ok']}, failed {summary['failed']}, "
+            f"pruned {summary['pruned']})",
+        ),
+        ("best val accuracy", "-" if result.best_score is None else f"{result.best_score:.4f}"),
+        ("best trial", "-" if result.best_trial is None else str(result.best_trial)),
+        ("best config", json.dumps(result.best_config)),
+        ("wall time", f"{time.perf_counter() - started:.1f} s"),
+        ("run directory", str(rd.path)),
+    ]
     if "pbt" in summary:  # the schedule is PBT's answer: report.json holds it, with every copy
         copies = sum(len(t["lineage"]) for t in result.trials)
-        rows.insert(-2, ("exploit copies", f"{copies} over {len(summary['pbt']['intervals'])} intervals"))
+        rows.insert(
+            -2, ("exploit copies", f"{copies} over {len(summary['pbt']['intervals'])} intervals")
+        )
     print_table(rows)
     return 0 if result.best_config is not None else 1

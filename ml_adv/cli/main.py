@@ -48,9 +48,16 @@ def _chosen(argv: list[str]) -> str | None:
 
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     """The full parser; only the command named in ``argv`` gets its arguments (all when None)."""
-    parser = argparse.ArgumentParser(prog="ml-adv", description=DESCRIPTION, formatter_class=HelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
-                                title="commands", help="one of: " + ", ".join(COMMANDS))
+    parser = argparse.ArgumentParser(
+        prog="ml-adv", description=DESCRIPTION, formatter_class=HelpFormatter
+    )
+    sub = parser.add_subparsers(
+        dest="command",
+        required=True,
+        metavar="COMMAND",
+        title="commands",
+        help="one of: " + ", ".join(COMMANDS),
+    )
     full = argv is None
     chosen = None if full else _chosen(argv)
     for name, module_path in COMMANDS.items():
@@ -59,8 +66,12 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
             sub.add_parser(name, help=summary(_source_docstring(module_path)))
             continue
         module = importlib.import_module(module_path)
-        command = sub.add_parser(name, help=summary(module.__doc__), description=plain(module.__doc__),
-                                 formatter_class=HelpFormatter)
+        command = sub.add_parser(
+            name,
+            help=summary(module.__doc__),
+            description=plain(module.__doc__),
+            formatter_class=HelpFormatter,
+        )
         module.add_arguments(command)
         command.set_defaults(_run=module.run)
     return parser
@@ -71,8 +82,10 @@ def _source_docstring(module_path: str) -> str:
     import ast
 
     parts = module_path.split(".")
-    base = Path(__file__).resolve().parents[1].joinpath(*parts[1:]) if parts[0] == "ml_adv" else None
-    for candidate in ((base.with_suffix(".py"), base / "__init__.py") if base else ()):
+    base = (
+        Path(__file__).resolve().parents[1].joinpath(*parts[1:]) if parts[0] == "ml_adv" else None
+    )
+    for candidate in (base.with_suffix(".py"), base / "__init__.py") if base else ():
         if candidate.is_file():
             try:
                 return ast.get_docstring(ast.parse(candidate.read_text())) or ""
@@ -95,7 +108,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ml-adv {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
-        print(f"\nml-adv {args.command}: interrupted; run the same command again to resume", file=sys.stderr)
+        print(
+            f"\nml-adv {args.command}: interrupted; run the same command again to resume",
+            file=sys.stderr,
+        )
         return EXIT_INTERRUPTED
 
 

@@ -12,8 +12,15 @@ import argparse
 
 from ml_adv.cli import train
 
-QUICKSTART_DEFAULTS = {"arch": "cnn", "data": "digits", "epochs": 40, "batch_size": 32, "lr": 2e-3,
-                       "schedule": "warmup_cosine", "run_dir": "runs/quickstart"}
+QUICKSTART_DEFAULTS = {
+    "arch": "cnn",
+    "data": "digits",
+    "epochs": 40,
+    "batch_size": 32,
+    "lr": 2e-3,
+    "schedule": "warmup_cosine",
+    "run_dir": "runs/quickstart",
+}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -47,45 +47,117 @@ def add_arguments(parser: argparse.ArgumentParser, defaults: dict[str, Any] | No
     cfg = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
     add_model_arguments(parser, **{k: v for k, v in d.items() if k not in ("schedule", "run_dir")})
     data = parser.add_argument_group("your own data")
-    data.add_argument("--label-column", default=None, metavar="NAME",
-                      help="the label column of a .csv --data file (default: the last)")
-    data.add_argument("--validation-split", type=fraction(True), default=0.15, metavar="FRACTION",
-                      help="fraction of the training split held out for validation")
+    data.add_argument(
+        "--label-column",
+        default=None,
+        metavar="NAME",
+        help="the label column of a .csv --data file (default: the last)",
+    )
+    data.add_argument(
+        "--validation-split",
+        type=fraction(True),
+        default=0.15,
+        metavar="FRACTION",
+        help="fraction of the training split held out for validation",
+    )
 
     opt = parser.add_argument_group("optimization")
-    opt.add_argument("--optimizer", default=cfg["optimizer"], choices=OPTIMIZERS.names(), metavar="NAME",
-                     help=choices_help("optimizer", OPTIMIZERS.names()))
-    opt.add_argument("--schedule", default=d.get("schedule", cfg["schedule"]), choices=SCHEDULES.names(),
-                     metavar="NAME", help=choices_help("learning-rate schedule", SCHEDULES.names()))
-    opt.add_argument("--warmup-fraction", type=fraction(False), default=cfg["warmup_fraction"],
-                     metavar="FRACTION", help="fraction of all steps spent warming up (warmup_* schedules)")
-    opt.add_argument("--weight-decay", type=float, default=cfg["weight_decay"], help="decoupled weight decay")
-    opt.add_argument("--loss", default=cfg["loss"], choices=LOSSES.names(), metavar="NAME",
-                     help=choices_help("loss", LOSSES.names()))
-    opt.add_argument("--label-smoothing", type=fraction(False), default=cfg["label_smoothing"],
-                     metavar="FRACTION", help="label smoothing of the cross_entropy loss")
-    opt.add_argument("--grad-clip-norm", type=positive_float, default=cfg["grad_clip_norm"],
-                     help="clip gradients to this global norm (None: no clipping)")
-    opt.add_argument("--grad-accum", type=positive_int, default=cfg["grad_accum_steps"],
-                     help="accumulate gradients over this many batches per update")
+    opt.add_argument(
+        "--optimizer",
+        default=cfg["optimizer"],
+        choices=OPTIMIZERS.names(),
+        metavar="NAME",
+        help=choices_help("optimizer", OPTIMIZERS.names()),
+    )
+    opt.add_argument(
+        "--schedule",
+        default=d.get("schedule", cfg["schedule"]),
+        choices=SCHEDULES.names(),
+        metavar="NAME",
+        help=choices_help("learning-rate schedule", SCHEDULES.names()),
+    )
+    opt.add_argument(
+        "--warmup-fraction",
+        type=fraction(False),
+        default=cfg["warmup_fraction"],
+        metavar="FRACTION",
+        help="fraction of all steps spent warming up (warmup_* schedules)",
+    )
+    opt.add_argument(
+        "--weight-decay", type=float, default=cfg["weight_decay"], help="decoupled weight decay"
+    )
+    opt.add_argument(
+        "--loss",
+        default=cfg["loss"],
+        choices=LOSSES.names(),
+        metavar="NAME",
+        help=choices_help("loss", LOSSES.names()),
+    )
+    opt.add_argument(
+        "--label-smoothing",
+        type=fraction(False),
+        default=cfg["label_smoothing"],
+        metavar="FRACTION",
+        help="label smoothing of the cross_entropy loss",
+    )
+    opt.add_argument(
+        "--grad-clip-norm",
+        type=positive_float,
+        default=cfg["grad_clip_norm"],
+        help="clip gradients to this global norm (None: no clipping)",
+    )
+    opt.add_argument(
+        "--grad-accum",
+        type=positive_int,
+        default=cfg["grad_accum_steps"],
+        help="accumulate gradients over this many batches per update",
+    )
 
     stop = parser.add_argument_group("early stopping")
-    stop.add_argument("--early-stopping", action="store_true", help="stop when --monitor stops improving")
-    stop.add_argument("--patience", type=positive_int, default=cfg["patience"],
-                      help="epochs without improvement before stopping")
-    stop.add_argument("--monitor", default=cfg["monitor"], choices=MONITORS, metavar="METRIC",
-                      help=choices_help("metric for early stopping and the best checkpoint "
-                                        "(losses are minimised, accuracies maximised)", list(MONITORS)))
+    stop.add_argument(
+        "--early-stopping", action="store_true", help="stop when --monitor stops improving"
+    )
+    stop.add_argument(
+        "--patience",
+        type=positive_int,
+        default=cfg["patience"],
+        help="epochs without improvement before stopping",
+    )
+    stop.add_argument(
+        "--monitor",
+        default=cfg["monitor"],
+        choices=MONITORS,
+        metavar="METRIC",
+        help=choices_help(
+            "metric for early stopping and the best checkpoint "
+            "(losses are minimised, accuracies maximised)",
+            list(MONITORS),
+        ),
+    )
 
     hw = parser.add_argument_group("speed and hardware")
-    hw.add_argument("--mixed-precision", action="store_true", help="bfloat16 compute, float32 weights")
-    hw.add_argument("--data-parallel", action="store_true",
-                    help="shard batches over all devices (default: only where measured faster, see core_split)")
-    hw.add_argument("--augment", action="store_true", help="default augmentation for the input kind")
-    hw.add_argument("--scan-unroll", type=positive_int, default=cfg["scan_unroll"], metavar="N",
-                    help="train steps per iteration of the compiled epoch loop (helps launch-bound small "
-                         "models on a GPU)")
-    add_run_arguments(parser.add_argument_group("run directory"), d.get("run_dir"), "runs/<arch>-<data>-s<seed>")
+    hw.add_argument(
+        "--mixed-precision", action="store_true", help="bfloat16 compute, float32 weights"
+    )
+    hw.add_argument(
+        "--data-parallel",
+        action="store_true",
+        help="shard batches over all devices (default: only where measured faster, see core_split)",
+    )
+    hw.add_argument(
+        "--augment", action="store_true", help="default augmentation for the input kind"
+    )
+    hw.add_argument(
+        "--scan-unroll",
+        type=positive_int,
+        default=cfg["scan_unroll"],
+        metavar="N",
+        help="train steps per iteration of the compiled epoch loop (helps launch-bound small "
+        "models on a GPU)",
+    )
+    add_run_arguments(
+        parser.add_argument_group("run directory"), d.get("run_dir"), "runs/<arch>-<data>-s<seed>"
+    )
 
 
 def run_name(args: argparse.Namespace) -> str:
@@ -108,13 +180,27 @@ def data_from_args(args: argparse.Namespace) -> dict[str, Any]:
 
 def training_data_from_args(args: argparse.Namespace) -> dict[str, Any]:
     """The trainer's ``training_data`` dict for parsed ``args`` (what the README's commands run)."""
-    return {**data_from_args(args), "epochs": args.epochs, "batch_size": args.batch_size, "learning_rate": args.lr,
-            "optimizer": args.optimizer, "schedule": args.schedule, "warmup_fraction": args.warmup_fraction,
-            "weight_decay": args.weight_decay, "loss": args.loss, "label_smoothing": args.label_smoothing,
-            "grad_clip_norm": args.grad_clip_norm, "seed": args.seed, "early_stopping": args.early_stopping,
-            "patience": args.patience, "monitor": args.monitor,
-            "monitor_mode": "min" if args.monitor.endswith("loss") else "max",
-            "validation_split": args.validation_split, "size": args.size, "scan_unroll": args.scan_unroll}
+    return {
+        **data_from_args(args),
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "learning_rate": args.lr,
+        "optimizer": args.optimizer,
+        "schedule": args.schedule,
+        "warmup_fraction": args.warmup_fraction,
+        "weight_decay": args.weight_decay,
+        "loss": args.loss,
+        "label_smoothing": args.label_smoothing,
+        "grad_clip_norm": args.grad_clip_norm,
+        "seed": args.seed,
+        "early_stopping": args.early_stopping,
+        "patience": args.patience,
+        "monitor": args.monitor,
+        "monitor_mode": "min" if args.monitor.endswith("loss") else "max",
+        "validation_split": args.validation_split,
+        "size": args.size,
+        "scan_unroll": args.scan_unroll,
+    }
 
 
 def make_trainer(args: argparse.Namespace):
@@ -153,8 +239,10 @@ def run(args: argparse.Namespace) -> int:
         rd.remove("model")
         result.model.save(model_dir)
     _print_table(args, result, wall)
-    print(f"ml-adv: the run is in {rd.path}/ (report.json, metrics.jsonl, plots/, checkpoints/"
-          f"{', model/' if result.model is not None else ''}); the same command resumes it, --fresh starts over")
+    print(
+        f"ml-adv: the run is in {rd.path}/ (report.json, metrics.jsonl, plots/, checkpoints/"
+        f"{', model/' if result.model is not None else ''}); the same command resumes it, --fresh starts over"
+    )
     if not result.success:
         print(f"ml-adv: training failed: {result.error}", file=sys.stderr)
         return 1
@@ -167,21 +255,25 @@ def _print_table(args, result, wall: float) -> None:
 
     m = result.metrics
     if m.get("resumed_from") and m["resumed_from"] >= m.get("epochs_run", 0):
-        print(f"{result.run_dir} already holds a finished run ({m['resumed_from']} epochs): showing it; "
-              "pass --fresh to train again")
+        print(
+            f"{result.run_dir} already holds a finished run ({m['resumed_from']} epochs): showing it; "
+            "pass --fresh to train again"
+        )
     elif m.get("resumed_from"):
         print(f"resumed from epoch {m['resumed_from']}")
-    print_table([
-        ("architecture", f"{args.arch} ({args.size})"),
-        ("data", args.data),
-        ("epochs run", f"{m.get('epochs_run', '-')} (best {m.get('best_epoch', '-')})"),
-        ("train loss", fmt(m.get("train_loss"))),
-        ("val accuracy", fmt(m.get("val_accuracy"))),
-        ("test accuracy", fmt(m.get("test_accuracy"))),
-        ("test loss (NLL)", fmt(m.get("test_loss"))),
-        ("compile time", fmt(m.get("compile_seconds"), "{:.2f} s")),
-        ("train steps/s", fmt(m.get("steps_per_second"), "{:.1f}")),
-        ("wall time", f"{wall:.1f} s"),
-        ("run directory", result.run_dir),
-    ])
+    print_table(
+        [
+            ("architecture", f"{args.arch} ({args.size})"),
+            ("data", args.data),
+            ("epochs run", f"{m.get('epochs_run', '-')} (best {m.get('best_epoch', '-')})"),
+            ("train loss", fmt(m.get("train_loss"))),
+            ("val accuracy", fmt(m.get("val_accuracy"))),
+            ("test accuracy", fmt(m.get("test_accuracy"))),
+            ("test loss (NLL)", fmt(m.get("test_loss"))),
+            ("compile time", fmt(m.get("compile_seconds"), "{:.2f} s")),
+            ("train steps/s", fmt(m.get("steps_per_second"), "{:.1f}")),
+            ("wall time", f"{wall:.1f} s"),
+            ("run directory", result.run_dir),
+        ]
+    )
     print(dumps({"test_accuracy": m.get("test_accuracy"), "wall_seconds": round(wall, 2)}))

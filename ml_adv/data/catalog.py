@@ -24,11 +24,16 @@ from ml_adv.errors import ConfigError
 __all__ = ["available_builtin_datasets", "available_datasets", "load_dataset"]
 
 # "mnist", "mnist_flat", ... "fashion_mnist_tokens": the IDX datasets in each view.
-IDX_NAMES = {(base if view == "image" else f"{base}_{view}"): (base, view)
-             for base in IDX_DATASETS for view in MNIST_VIEWS}
+IDX_NAMES = {
+    (base if view == "image" else f"{base}_{view}"): (base, view)
+    for base in IDX_DATASETS
+    for view in MNIST_VIEWS
+}
 
 
-def load_dataset(name: str, *, split: str = "train", download: bool = True, **kwargs) -> ArrayDataset:
+def load_dataset(
+    name: str, *, split: str = "train", download: bool = True, **kwargs
+) -> ArrayDataset:
     """Load a dataset by name: a built-in one, else any TFDS dataset via ``load_tfds``.
 
     Args:
@@ -72,10 +77,23 @@ def load_dataset(name: str, *, split: str = "train", download: bool = True, **kw
 
 # The view each architecture family reads, for dataset names that come in several views.
 _VIEW_FOR = {
-    "digits": {"cnn": "digits", "mlp": "digits_flat", "lstm": "digits_sequence",
-               "transformer": "digits_tokens", "bert": "digits_tokens"},
-    **{base: {"cnn": base, "mlp": f"{base}_flat", "lstm": f"{base}_sequence",
-              "transformer": f"{base}_patches", "bert": f"{base}_tokens"} for base in IDX_DATASETS},
+    "digits": {
+        "cnn": "digits",
+        "mlp": "digits_flat",
+        "lstm": "digits_sequence",
+        "transformer": "digits_tokens",
+        "bert": "digits_tokens",
+    },
+    **{
+        base: {
+            "cnn": base,
+            "mlp": f"{base}_flat",
+            "lstm": f"{base}_sequence",
+            "transformer": f"{base}_patches",
+            "bert": f"{base}_tokens",
+        }
+        for base in IDX_DATASETS
+    },
 }
 
 

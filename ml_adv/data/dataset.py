@@ -37,9 +37,13 @@ def _as_array(name: str, value: Any) -> np.ndarray:
     try:
         arr = np.asarray(value)
     except Exception as exc:  # ragged lists and the like
-        raise DataError(f"{name}: expected an array-like of uniform shape, got {describe(value)} ({exc})") from exc
+        raise DataError(
+            f"{name}: expected an array-like of uniform shape, got {describe(value)} ({exc})"
+        ) from exc
     if arr.dtype == object:
-        raise DataError(f"{name}: expected a numeric array of uniform shape, got a ragged/object array")
+        raise DataError(
+            f"{name}: expected a numeric array of uniform shape, got a ragged/object array"
+        )
     return arr
 
 
@@ -50,19 +54,27 @@ def validate_labels(name: str, y: Any, num_classes: int | None = None) -> np.nda
     """
     arr = _as_array(name, y)
     if arr.ndim == 2 and arr.shape[1] == 1:
-        raise DataError(f"{name}: expected a 1-D array of integer class ids, got {describe(arr)}; "
-                        "a column vector? pass y.ravel()")
+        raise DataError(
+            f"{name}: expected a 1-D array of integer class ids, got {describe(arr)}; "
+            "a column vector? pass y.ravel()"
+        )
     if arr.ndim == 2:
-        raise DataError(f"{name}: expected a 1-D array of integer class ids, got {describe(arr)}; "
-                        "one-hot labels? pass y.argmax(-1)")
+        raise DataError(
+            f"{name}: expected a 1-D array of integer class ids, got {describe(arr)}; "
+            "one-hot labels? pass y.argmax(-1)"
+        )
     if arr.ndim != 1:
         raise DataError(f"{name}: expected a 1-D array of integer class ids, got {describe(arr)}")
     if arr.dtype.kind == "f":
         if not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr)):
-            raise DataError(f"{name}: expected integer class ids, got non-integer floats (dtype {arr.dtype})")
+            raise DataError(
+                f"{name}: expected integer class ids, got non-integer floats (dtype {arr.dtype})"
+            )
     elif arr.dtype.kind in "USO":
-        raise DataError(f"{name}: expected integer class ids, got dtype {arr.dtype} (text labels?); encode them "
-                        "first, e.g. classes, y = np.unique(y, return_inverse=True)")
+        raise DataError(
+            f"{name}: expected integer class ids, got dtype {arr.dtype} (text labels?); encode them "
+            "first, e.g. classes, y = np.unique(y, return_inverse=True)"
+        )
     elif arr.dtype.kind not in "iub":
         raise DataError(f"{name}: expected integer class ids, got dtype {arr.dtype}")
     if arr.size and arr.dtype.kind == "f" and np.abs(arr).max() >= 2**31:
@@ -91,7 +103,9 @@ def validate_features(name: str, x: Any, input_kind: str | None = None) -> np.nd
     """
     arr = _as_array(name, x)
     if arr.ndim < 1 or arr.shape[0] == 0:
-        raise DataError(f"{name}: expected a non-empty array with a leading example axis, got {describe(arr)}")
+        raise DataError(
+            f"{name}: expected a non-empty array with a leading example axis, got {describe(arr)}"
+        )
     if arr.ndim < 2:
         raise DataError(
             f"{name}: expected at least 2 dimensions (examples, features...), got {describe(arr)}; "
@@ -108,13 +122,17 @@ def validate_features(name: str, x: Any, input_kind: str | None = None) -> np.nd
             if arr.min() < 0 and input_kind == "tokens":
                 raise DataError(f"{name}: expected token ids >= 0, got minimum {int(arr.min())}")
             if arr.max() > np.iinfo(np.int32).max or arr.min() < np.iinfo(np.int32).min:
-                raise DataError(f"{name}: expected integers that fit in int32, got range [{arr.min()}, {arr.max()}]")
+                raise DataError(
+                    f"{name}: expected integers that fit in int32, got range [{arr.min()}, {arr.max()}]"
+                )
             return arr.astype(np.int32)
         return arr.astype(np.float32)
     if arr.dtype.kind != "f":
         raise DataError(f"{name}: expected a numeric array, got dtype {arr.dtype}")
     if input_kind == "tokens":
-        raise DataError(f"{name}: input_kind 'tokens' expects integer token ids, got dtype {arr.dtype}")
+        raise DataError(
+            f"{name}: input_kind 'tokens' expects integer token ids, got dtype {arr.dtype}"
+        )
     with np.errstate(over="ignore"):  # reported below as a DataError, not a RuntimeWarning
         out = arr.astype(np.float32)
     # Checked after the cast: float64 values beyond float32's range become inf.
@@ -164,7 +182,9 @@ class ArrayDataset:
 
     def __post_init__(self):
         if self.input_kind is not None and self.input_kind not in INPUT_KINDS:
-            raise DataError(f"input_kind: expected one of {list(INPUT_KINDS)}, got {self.input_kind!r}")
+            raise DataError(
+                f"input_kind: expected one of {list(INPUT_KINDS)}, got {self.input_kind!r}"
+            )
         raw = _as_array("x", self.x)
         kind = self.input_kind or _infer_kind(raw)
         x = validate_features("x", raw, kind)
@@ -178,7 +198,9 @@ class ArrayDataset:
         if domain is not None:
             domain = validate_labels("domain", domain)
             if len(domain) != len(x):
-                raise DataError(f"domain: expected {len(x)} domain ids to match x, got {len(domain)}")
+                raise DataError(
+                    f"domain: expected {len(x)} domain ids to match x, got {len(domain)}"
+                )
         object.__setattr__(self, "x", x)
         object.__setattr__(self, "y", y)
         object.__setattr__(self, "num_classes", num_classes)
@@ -209,17 +231,23 @@ class ArrayDataset:
         raw = np.asarray(indices)
         if raw.dtype.kind == "b":
             if raw.shape != (len(self),):
-                raise DataError(f"indices: a boolean mask needs one entry per example ({len(self)}), got {describe(raw)}")
+                raise DataError(
+                    f"indices: a boolean mask needs one entry per example ({len(self)}), got {describe(raw)}"
+                )
             raw = np.flatnonzero(raw)
         elif raw.size and raw.dtype.kind not in "iu":
-            raise DataError(f"indices: expected integer indices or a boolean mask, got {describe(raw)}")
+            raise DataError(
+                f"indices: expected integer indices or a boolean mask, got {describe(raw)}"
+            )
         idx = raw.astype(np.int64)
         if idx.ndim != 1:
             raise DataError(f"indices: expected a 1-D index array, got {describe(idx)}")
         if idx.size == 0:
             raise DataError("indices: expected at least one index, got an empty selection")
         if idx.min() < -len(self) or idx.max() >= len(self):
-            raise DataError(f"indices: expected values in [0, {len(self)}), got range [{idx.min()}, {idx.max()}]")
+            raise DataError(
+                f"indices: expected values in [0, {len(self)}), got range [{idx.min()}, {idx.max()}]"
+            )
         return dataclasses.replace(
             self,
             x=self.x[idx],
@@ -263,9 +291,15 @@ class ArrayDataset:
         """
         fr = np.asarray(fractions, dtype=np.float64)
         if fr.ndim != 1 or fr.size < 2 or np.any(fr <= 0) or not np.isclose(fr.sum(), 1.0):
-            raise DataError(f"fractions: expected >= 2 positive fractions summing to 1, got {list(fractions)}")
+            raise DataError(
+                f"fractions: expected >= 2 positive fractions summing to 1, got {list(fractions)}"
+            )
         rng = np.random.default_rng(seed)
-        groups = [np.flatnonzero(self.y == c) for c in range(self.num_classes)] if stratify else [np.arange(len(self))]
+        groups = (
+            [np.flatnonzero(self.y == c) for c in range(self.num_classes)]
+            if stratify
+            else [np.arange(len(self))]
+        )
         parts: list[list[np.ndarray]] = [[] for _ in fr]
         for group in groups:
             group = rng.permutation(group)
@@ -298,7 +332,11 @@ class ArrayDataset:
             )
 
     def iter_batches(
-        self, batch_size: int, *, order: Sequence[int] | np.ndarray | None = None, drop_remainder: bool = False
+        self,
+        batch_size: int,
+        *,
+        order: Sequence[int] | np.ndarray | None = None,
+        drop_remainder: bool = False,
     ) -> Iterator[dict[str, np.ndarray]]:
         """Yield ``{'x', 'y'[, 'domain']}`` batches in ``order`` (default: as stored).
 
@@ -311,7 +349,9 @@ class ArrayDataset:
         else:
             idx_all = np.asarray(order, dtype=np.int64).reshape(-1)
             if idx_all.size and (idx_all.min() < 0 or idx_all.max() >= len(self)):
-                raise DataError(f"order: expected indices in [0, {len(self)}), got range [{idx_all.min()}, {idx_all.max()}]")
+                raise DataError(
+                    f"order: expected indices in [0, {len(self)}), got range [{idx_all.min()}, {idx_all.max()}]"
+                )
         stop = len(idx_all) - (len(idx_all) % batch_size if drop_remainder else 0)
         for start in range(0, stop, batch_size):
             idx = idx_all[start : start + batch_size]
@@ -330,7 +370,12 @@ class ArrayDataset:
 
 def _infer_kind(x: np.ndarray) -> str:
     # Only a fallback: the trainer passes its architecture's kind (see the module docstring).
-    if x.dtype.kind in "iu" and x.ndim == 2 and x.dtype != np.uint8 and (x.size == 0 or x.min() >= 0):
+    if (
+        x.dtype.kind in "iu"
+        and x.ndim == 2
+        and x.dtype != np.uint8
+        and (x.size == 0 or x.min() >= 0)
+    ):
         return "tokens"
     if x.ndim == 2:
         return "features"

@@ -92,7 +92,9 @@ def _progress(total: int, desc: str, enabled: bool | None):
     return tqdm(total=total, unit="B", unit_scale=True, desc=desc, disable=disable, leave=False)
 
 
-def download_file(url: str, dest: Path, expected: RemoteFile, *, progress: bool | None = None) -> Path:
+def download_file(
+    url: str, dest: Path, expected: RemoteFile, *, progress: bool | None = None
+) -> Path:
     """Download ``url`` to ``dest`` atomically, checking size and sha256; returns ``dest``.
 
     Raises ``DataError`` (one line: the URL and what went wrong) and leaves nothing at
@@ -102,7 +104,10 @@ def download_file(url: str, dest: Path, expected: RemoteFile, *, progress: bool 
     handle, part = tempfile.mkstemp(prefix=f"{dest.name}.part-", dir=dest.parent)
     try:
         digest, received = hashlib.sha256(), 0
-        with os.fdopen(handle, "wb") as out, urllib.request.urlopen(url, timeout=TIMEOUT_SECONDS) as response:
+        with (
+            os.fdopen(handle, "wb") as out,
+            urllib.request.urlopen(url, timeout=TIMEOUT_SECONDS) as response,
+        ):
             with _progress(expected.size, dest.name, progress) as bar:
                 for block in iter(lambda: response.read(CHUNK), b""):
                     out.write(block)
@@ -112,10 +117,14 @@ def download_file(url: str, dest: Path, expected: RemoteFile, *, progress: bool 
             out.flush()
             os.fsync(out.fileno())
         if received != expected.size:
-            raise DataError(f"{url}: truncated or wrong size, expected {expected.size} bytes, got {received}")
+            raise DataError(
+                f"{url}: truncated or wrong size, expected {expected.size} bytes, got {received}"
+            )
         if digest.hexdigest() != expected.sha256:
-            raise DataError(f"{url}: checksum mismatch, expected sha256 {expected.sha256}, "
-                            f"got {digest.hexdigest()}")
+            raise DataError(
+                f"{url}: checksum mismatch, expected sha256 {expected.sha256}, "
+                f"got {digest.hexdigest()}"
+            )
         os.replace(part, dest)
         return dest
     except urllib.error.HTTPError as exc:
@@ -128,8 +137,15 @@ def download_file(url: str, dest: Path, expected: RemoteFile, *, progress: bool 
             os.unlink(part)
 
 
-def locate_or_download(name: str, files: Sequence[RemoteFile], mirrors: Sequence[str], *, data_dir=None,
-                       download: bool = True, progress: bool | None = None) -> Path:
+def locate_or_download(
+    name: str,
+    files: Sequence[RemoteFile],
+    mirrors: Sequence[str],
+    *,
+    data_dir=None,
+    download: bool = True,
+    progress: bool | None = None,
+) -> Path:
     """The folder holding every file of dataset ``name``, downloading what is missing.
 
     Args:
@@ -149,10 +165,14 @@ def locate_or_download(name: str, files: Sequence[RemoteFile], mirrors: Sequence
         return found
     looked = ", ".join(str(d) for d in search_dirs(name, data_dir))
     wanted = " ".join(f.filename for f in files)
-    how = (f"put {wanted} in one of them (set {DATA_DIR_ENV} or pass data_dir=) "
-           f"or download them from {mirrors[0] if mirrors else 'the publisher'}")
+    how = (
+        f"put {wanted} in one of them (set {DATA_DIR_ENV} or pass data_dir=) "
+        f"or download them from {mirrors[0] if mirrors else 'the publisher'}"
+    )
     if not download:
-        raise DataError(f"name: dataset {name!r} not found (looked in {looked}); downloading is off; {how}")
+        raise DataError(
+            f"name: dataset {name!r} not found (looked in {looked}); downloading is off; {how}"
+        )
     target = search_dirs(name, data_dir)[0] if data_dir is not None else cache_root() / name
     for f in files:
         dest = target / f.filename
@@ -166,6 +186,8 @@ def locate_or_download(name: str, files: Sequence[RemoteFile], mirrors: Sequence
             except DataError as exc:
                 failures.append(str(exc))
         else:
-            raise DataError(f"name: dataset {name!r} not found locally (looked in {looked}) and every download "
-                            f"failed: {'; '.join(failures)}; {how}")
+            raise DataError(
+                f"name: dataset {name!r} not found locally (looked in {looked}) and every download "
+                f"failed: {'; '.join(failures)}; {how}"
+            )
     return target

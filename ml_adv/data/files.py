@@ -54,7 +54,9 @@ def _npz(path: Path) -> dict[str, np.ndarray]:
     if missing:
         raise DataError(f"data: expected arrays 'x' and 'y' in {path}, got {sorted(arrays)}")
     if ("x_test" in arrays) != ("y_test" in arrays):
-        raise DataError(f"data: expected both 'x_test' and 'y_test' in {path} or neither, got {sorted(arrays)}")
+        raise DataError(
+            f"data: expected both 'x_test' and 'y_test' in {path} or neither, got {sorted(arrays)}"
+        )
     return {k: arrays[k] for k in ("x", "y", "x_test", "y_test") if k in arrays}
 
 
@@ -62,17 +64,23 @@ def _csv(path: Path, label_column: str | None) -> dict[str, np.ndarray]:
     with open(path, encoding="utf-8") as handle:
         header = [h.strip() for h in handle.readline().strip().split(",")]
     if len(header) < 2:
-        raise DataError(f"data: expected a header line with a label and at least one feature column in {path}, "
-                        f"got {header}")
+        raise DataError(
+            f"data: expected a header line with a label and at least one feature column in {path}, "
+            f"got {header}"
+        )
     label = label_column if label_column is not None else header[-1]
     if label not in header:
-        raise DataError(f"label_column: expected one of the columns of {path} {header}, got {label!r}")
+        raise DataError(
+            f"label_column: expected one of the columns of {path} {header}, got {label!r}"
+        )
     try:
         table = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2)
     except ValueError as exc:
         raise DataError(f"data: expected numbers in every row of {path} ({exc})") from None
     if table.shape[1] != len(header):
-        raise DataError(f"data: the header of {path} names {len(header)} columns, the rows have {table.shape[1]}")
+        raise DataError(
+            f"data: the header of {path} names {len(header)} columns, the rows have {table.shape[1]}"
+        )
     if np.all(np.isfinite(table)) and np.all(table == np.round(table)):
         table = table.astype(np.int64)  # integer tabular data stays integer
     j = header.index(label)

@@ -46,10 +46,14 @@ def read_idx(path: str | Path, *, ndim: int | None = None) -> np.ndarray:
     except (OSError, EOFError) as exc:
         raise DataError(f"{path}: could not read an IDX file ({exc})") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
-        raise DataError(f"{path}: expected an IDX file (magic 0x0000080N), got first bytes {raw[:4].hex()}")
+        raise DataError(
+            f"{path}: expected an IDX file (magic 0x0000080N), got first bytes {raw[:4].hex()}"
+        )
     kind, dims = raw[2], raw[3]
     if kind != UNSIGNED_BYTE:
-        raise DataError(f"{path}: expected unsigned-byte IDX data (type 0x08), got type 0x{kind:02x}")
+        raise DataError(
+            f"{path}: expected unsigned-byte IDX data (type 0x08), got type 0x{kind:02x}"
+        )
     if ndim is not None and dims != ndim:
         raise DataError(f"{path}: expected an IDX file with {ndim} dimensions, got {dims}")
     header = 4 + 4 * dims
@@ -58,8 +62,10 @@ def read_idx(path: str | Path, *, ndim: int | None = None) -> np.ndarray:
     shape = struct.unpack(f">{dims}I", raw[4:header])
     count = int(np.prod(shape))
     if len(raw) - header != count:
-        raise DataError(f"{path}: IDX header says shape {shape} ({count} bytes), the file holds "
-                        f"{len(raw) - header} bytes of data")
+        raise DataError(
+            f"{path}: IDX header says shape {shape} ({count} bytes), the file holds "
+            f"{len(raw) - header} bytes of data"
+        )
     return np.frombuffer(raw, np.uint8, count=count, offset=header).reshape(shape)
 
 

@@ -67,43 +67,86 @@ class IdxDataset:
 
 
 def _files(sizes_and_hashes: dict[str, tuple[str, int, str]]) -> dict[str, RemoteFile]:
-    return {key: RemoteFile(name, size, digest) for key, (name, size, digest) in sizes_and_hashes.items()}
+    return {
+        key: RemoteFile(name, size, digest)
+        for key, (name, size, digest) in sizes_and_hashes.items()
+    }
 
 
 # Sizes and sha256 of the canonical files (as TFDS records them in its url_checksums).
 IDX_DATASETS = {
     "mnist": IdxDataset(
         "mnist",
-        mirrors=("https://storage.googleapis.com/cvdf-datasets/mnist/",
-                 "https://ossci-datasets.s3.amazonaws.com/mnist/"),
-        files=_files({
-            "train_images": ("train-images-idx3-ubyte.gz", 9912422,
-                             "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609"),
-            "train_labels": ("train-labels-idx1-ubyte.gz", 28881,
-                             "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c"),
-            "test_images": ("t10k-images-idx3-ubyte.gz", 1648877,
-                            "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6"),
-            "test_labels": ("t10k-labels-idx1-ubyte.gz", 4542,
-                            "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6"),
-        }),
+        mirrors=(
+            "https://storage.googleapis.com/cvdf-datasets/mnist/",
+            "https://ossci-datasets.s3.amazonaws.com/mnist/",
+        ),
+        files=_files(
+            {
+                "train_images": (
+                    "train-images-idx3-ubyte.gz",
+                    9912422,
+                    "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
+                ),
+                "train_labels": (
+                    "train-labels-idx1-ubyte.gz",
+                    28881,
+                    "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
+                ),
+                "test_images": (
+                    "t10k-images-idx3-ubyte.gz",
+                    1648877,
+                    "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
+                ),
+                "test_labels": (
+                    "t10k-labels-idx1-ubyte.gz",
+                    4542,
+                    "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
+                ),
+            }
+        ),
         label_names=tuple(str(d) for d in range(10)),
         licence="CC BY-SA 3.0 (Y. LeCun, C. Cortes)",
     ),
     "fashion_mnist": IdxDataset(
         "fashion_mnist",
         mirrors=("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
-        files=_files({
-            "train_images": ("train-images-idx3-ubyte.gz", 26421880,
-                             "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84"),
-            "train_labels": ("train-labels-idx1-ubyte.gz", 29515,
-                             "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845"),
-            "test_images": ("t10k-images-idx3-ubyte.gz", 4422102,
-                            "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073"),
-            "test_labels": ("t10k-labels-idx1-ubyte.gz", 5148,
-                            "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5"),
-        }),
-        label_names=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
-                     "Ankle boot"),
+        files=_files(
+            {
+                "train_images": (
+                    "train-images-idx3-ubyte.gz",
+                    26421880,
+                    "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84",
+                ),
+                "train_labels": (
+                    "train-labels-idx1-ubyte.gz",
+                    29515,
+                    "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845",
+                ),
+                "test_images": (
+                    "t10k-images-idx3-ubyte.gz",
+                    4422102,
+                    "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073",
+                ),
+                "test_labels": (
+                    "t10k-labels-idx1-ubyte.gz",
+                    5148,
+                    "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5",
+                ),
+            }
+        ),
+        label_names=(
+            "T-shirt/top",
+            "Trouser",
+            "Pullover",
+            "Dress",
+            "Coat",
+            "Sandal",
+            "Shirt",
+            "Sneaker",
+            "Bag",
+            "Ankle boot",
+        ),
         licence="MIT (Zalando SE)",
     ),
 }
@@ -141,7 +184,9 @@ def _cached(name: str, build, dtype, ndim: int) -> np.ndarray:
 
 def _read_cached(source: Path, ndim: int) -> np.ndarray:
     """``read_idx(source)``, decompressed once into the user cache."""
-    return _cached(f"{source.name}.{_stamp(source)}", lambda: read_idx(source, ndim=ndim), np.uint8, ndim)
+    return _cached(
+        f"{source.name}.{_stamp(source)}", lambda: read_idx(source, ndim=ndim), np.uint8, ndim
+    )
 
 
 @functools.lru_cache(maxsize=4)
@@ -153,7 +198,9 @@ def _raw(name: str, split: str, folder: str) -> tuple[np.ndarray, np.ndarray]:
     if len(images) != len(labels):
         raise DataError(f"{folder}: {split} has {len(images)} images but {len(labels)} labels")
     if labels.size and labels.max() >= len(entry.label_names):
-        raise DataError(f"{folder}: {split} labels must be below {len(entry.label_names)}, got {labels.max()}")
+        raise DataError(
+            f"{folder}: {split} labels must be below {len(entry.label_names)}, got {labels.max()}"
+        )
     images.setflags(write=False)
     labels.setflags(write=False)
     return images, labels
@@ -171,8 +218,10 @@ def load_codebook(name: str) -> np.ndarray:
     """The ``[256, 16]`` float32 k-means centres of 4x4 training patches of ``name`` (0..255 scale)."""
     path = CODEBOOK_DIR / f"{name}.npy"
     if not path.is_file():
-        raise DataError(f"view: no patch codebook for {name!r} at {path}; build it with "
-                        "`python -m ml_adv.data.codebooks`")
+        raise DataError(
+            f"view: no patch codebook for {name!r} at {path}; build it with "
+            "`python -m ml_adv.data.codebooks`"
+        )
     return np.load(path).astype(np.float32)
 
 
@@ -187,7 +236,9 @@ def patch_tokens(images: np.ndarray, codebook: np.ndarray, *, chunk: int = 65536
     for start in range(0, len(rows), chunk):
         part = patches[rows[start : start + chunk]].astype(np.float32)
         # argmin ||x - c||^2 = argmin (||c||^2 - 2 x.c): one matmul per chunk.
-        codes[rows[start : start + chunk]] = np.argmin(centre_norms[None, :] - 2.0 * part @ codebook.T, axis=1)
+        codes[rows[start : start + chunk]] = np.argmin(
+            centre_norms[None, :] - 2.0 * part @ codebook.T, axis=1
+        )
     out = np.empty((len(images), 1 + patches.shape[0] // len(images)), np.int32)
     out[:, 0] = SPECIAL_TOKENS["CLS"]
     out[:, 1:] = codes.reshape(len(images), -1) + TOKEN_OFFSET
@@ -206,18 +257,40 @@ def _view(name: str, split: str, view: str, folder: Path) -> tuple[np.ndarray, s
         return images, "sequence", {}
     source = folder / IDX_DATASETS[name].files[f"{split}_images"].filename
     if view == "patches":
-        patches = _cached(f"{name}-{split}-patches-{_stamp(source)}", lambda: to_patches(images), np.uint8, 3)
+        patches = _cached(
+            f"{name}-{split}-patches-{_stamp(source)}", lambda: to_patches(images), np.uint8, 3
+        )
         return patches, "sequence", {"patch": PATCH}
     codebook = CODEBOOK_DIR / f"{name}.npy"
-    tokens = _cached(f"{name}-{split}-tokens-{_stamp(source, codebook)}",
-                     lambda: patch_tokens(images, load_codebook(name)), np.int32, 2)
-    return tokens, "tokens", {"vocab_size": VOCAB_SIZE, "special_tokens": dict(SPECIAL_TOKENS),
-                              "max_length": int(tokens.shape[1]), "token_offset": TOKEN_OFFSET, "patch": PATCH,
-                              "codebook": f"{CODEBOOK_SIZE} k-means centres of {PATCH}x{PATCH} training patches"}
+    tokens = _cached(
+        f"{name}-{split}-tokens-{_stamp(source, codebook)}",
+        lambda: patch_tokens(images, load_codebook(name)),
+        np.int32,
+        2,
+    )
+    return (
+        tokens,
+        "tokens",
+        {
+            "vocab_size": VOCAB_SIZE,
+            "special_tokens": dict(SPECIAL_TOKENS),
+            "max_length": int(tokens.shape[1]),
+            "token_offset": TOKEN_OFFSET,
+            "patch": PATCH,
+            "codebook": f"{CODEBOOK_SIZE} k-means centres of {PATCH}x{PATCH} training patches",
+        },
+    )
 
 
-def load_mnist(name: str = "mnist", *, view: str = "image", split: str = "train", data_dir=None,
-               download: bool = True, max_examples: int | None = None) -> ArrayDataset:
+def load_mnist(
+    name: str = "mnist",
+    *,
+    view: str = "image",
+    split: str = "train",
+    data_dir=None,
+    download: bool = True,
+    max_examples: int | None = None,
+) -> ArrayDataset:
     """MNIST or Fashion-MNIST in the view an architecture needs.
 
     Args:
@@ -239,12 +312,16 @@ def load_mnist(name: str = "mnist", *, view: str = "image", split: str = "train"
         raise ConfigError(f"view: expected one of {list(MNIST_VIEWS)}, got {view!r}")
     if split not in SPLITS:
         raise ConfigError(f"split: {name!r} has splits {list(SPLITS)}, got {split!r}")
-    if max_examples is not None and (isinstance(max_examples, bool) or not isinstance(max_examples, int)
-                                     or max_examples < 1):
-        raise ConfigError(f"max_examples: expected a positive integer or None, got {max_examples!r}")
+    if max_examples is not None and (
+        isinstance(max_examples, bool) or not isinstance(max_examples, int) or max_examples < 1
+    ):
+        raise ConfigError(
+            f"max_examples: expected a positive integer or None, got {max_examples!r}"
+        )
     entry = IDX_DATASETS[name]
-    folder = locate_or_download(name, list(entry.files.values()), entry.mirrors, data_dir=data_dir,
-                                download=download)
+    folder = locate_or_download(
+        name, list(entry.files.values()), entry.mirrors, data_dir=data_dir, download=download
+    )
     splits = ("train", "test") if split == "all" else (split,)
     views = [_view(name, s, view, folder) for s in splits]
     x = views[0][0] if len(views) == 1 else np.concatenate([v[0] for v in views])
@@ -252,8 +329,16 @@ def load_mnist(name: str = "mnist", *, view: str = "image", split: str = "train"
     if max_examples is not None:
         x, labels = x[:max_examples], labels[:max_examples]
     kind, extra = views[0][1], views[0][2]
-    info = {"source": str(folder), "view": view, "split": split, "label_names": list(entry.label_names),
-            "licence": entry.licence, "pixel_scale": "uint8 0..255, read as x / 255 by the models", **extra}
+    info = {
+        "source": str(folder),
+        "view": view,
+        "split": split,
+        "label_names": list(entry.label_names),
+        "licence": entry.licence,
+        "pixel_scale": "uint8 0..255, read as x / 255 by the models",
+        **extra,
+    }
     dataset_name = name if view == "image" else f"{name}_{view}"
-    return ArrayDataset(x, labels, num_classes=len(entry.label_names), input_kind=kind, name=dataset_name,
-                        info=info)
+    return ArrayDataset(
+        x, labels, num_classes=len(entry.label_names), input_kind=kind, name=dataset_name, info=info
+    )

@@ -58,8 +58,10 @@ def sample_photos() -> list[np.ndarray]:
     try:
         import skimage.data
     except ImportError as exc:  # a broken install: it is a dependency
-        raise DataError("mnist_m: the target domain crops scikit-image's bundled photos; "
-                        "install it with `pip install scikit-image`") from exc
+        raise DataError(
+            "mnist_m: the target domain crops scikit-image's bundled photos; "
+            "install it with `pip install scikit-image`"
+        ) from exc
     from sklearn.datasets import load_sample_image
 
     photos = [np.asarray(getattr(skimage.data, name)()) for name in SKIMAGE_PHOTOS]
@@ -67,7 +69,9 @@ def sample_photos() -> list[np.ndarray]:
     return [p[..., :3].astype(np.uint8) for p in photos]
 
 
-def blend_with_photos(digits: np.ndarray, photos: list[np.ndarray], rng: np.random.Generator) -> np.ndarray:
+def blend_with_photos(
+    digits: np.ndarray, photos: list[np.ndarray], rng: np.random.Generator
+) -> np.ndarray:
     """``|patch - digit|`` per channel: ``[N, S, S]`` uint8 digits -> ``[N, S, S, 3]`` uint8.
 
     Each digit gets a photo drawn uniformly and a uniformly placed ``S x S`` crop of it.
@@ -106,15 +110,24 @@ def _target(split: str, seed: int, folder: Path) -> np.ndarray:
     return _cached(key, build, np.uint8, 4)
 
 
-def _split_arrays(split: str, domain: str, seed: int, folder: Path) -> tuple[np.ndarray, np.ndarray]:
+def _split_arrays(
+    split: str, domain: str, seed: int, folder: Path
+) -> tuple[np.ndarray, np.ndarray]:
     labels = _raw("mnist", split, str(folder))[1]
     if domain == "source":
         return np.repeat(_raw("mnist", split, str(folder))[0][..., None], 3, axis=-1), labels
     return _target(split, seed, folder), labels
 
 
-def load_mnist_m(split: str = "train", *, domain: str = "target", seed: int = 0, data_dir=None,
-                 download: bool = True, max_examples: int | None = None) -> ArrayDataset:
+def load_mnist_m(
+    split: str = "train",
+    *,
+    domain: str = "target",
+    seed: int = 0,
+    data_dir=None,
+    download: bool = True,
+    max_examples: int | None = None,
+) -> ArrayDataset:
     """MNIST-M's target domain (``domain="target"``) or its RGB MNIST source (``"source"``).
 
     Args:
@@ -135,24 +148,46 @@ def load_mnist_m(split: str = "train", *, domain: str = "target", seed: int = 0,
         raise ConfigError(f"domain: expected 'source' or 'target', got {domain!r}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ConfigError(f"seed: expected a non-negative integer, got {seed!r}")
-    if max_examples is not None and (isinstance(max_examples, bool) or not isinstance(max_examples, int)
-                                     or max_examples < 1):
-        raise ConfigError(f"max_examples: expected a positive integer or None, got {max_examples!r}")
+    if max_examples is not None and (
+        isinstance(max_examples, bool) or not isinstance(max_examples, int) or max_examples < 1
+    ):
+        raise ConfigError(
+            f"max_examples: expected a positive integer or None, got {max_examples!r}"
+        )
     entry = IDX_DATASETS["mnist"]
-    folder = locate_or_download("mnist", list(entry.files.values()), entry.mirrors, data_dir=data_dir,
-                                download=download)
-    parts = [_split_arrays(s, domain, int(seed), folder) for s in (("train", "test") if split == "all" else (split,))]
+    folder = locate_or_download(
+        "mnist", list(entry.files.values()), entry.mirrors, data_dir=data_dir, download=download
+    )
+    parts = [
+        _split_arrays(s, domain, int(seed), folder)
+        for s in (("train", "test") if split == "all" else (split,))
+    ]
     x = parts[0][0] if len(parts) == 1 else np.concatenate([p[0] for p in parts])
     y = parts[0][1] if len(parts) == 1 else np.concatenate([p[1] for p in parts])
     if max_examples is not None:
         x, y = x[:max_examples], y[:max_examples]
     name = "mnist_m" if domain == "target" else "mnist_m_source"
-    info = {"source": str(folder), "split": split, "domain": domain, "label_names": list(entry.label_names),
-            "pixel_scale": "uint8 0..255, read as x / 255 by the models"}
+    info = {
+        "source": str(folder),
+        "split": split,
+        "domain": domain,
+        "label_names": list(entry.label_names),
+        "pixel_scale": "uint8 0..255, read as x / 255 by the models",
+    }
     if domain == "target":
-        info.update(construction="MNIST-M (Ganin et al. 2016): |patch - digit| per channel, 28x28 crops",
-                    photos=[f"skimage.data.{p}" for p in SKIMAGE_PHOTOS]
-                    + [f"sklearn.datasets.load_sample_image({p!r})" for p in SKLEARN_PHOTOS], seed=int(seed))
+        info.update(
+            construction="MNIST-M (Ganin et al. 2016): |patch - digit| per channel, 28x28 crops",
+            photos=[f"skimage.data.{p}" for p in SKIMAGE_PHOTOS]
+            + [f"sklearn.datasets.load_sample_image({p!r})" for p in SKLEARN_PHOTOS],
+            seed=int(seed),
+        )
     ids = np.full(len(y), TARGET_DOMAIN if domain == "target" else SOURCE_DOMAIN, np.int32)
-    return ArrayDataset(x, y, num_classes=len(entry.label_names), input_kind="image", domain=ids, name=name,
-                        info=info)
+    return ArrayDataset(
+        x,
+        y,
+        num_classes=len(entry.label_names),
+        input_kind="image",
+        domain=ids,
+        name=name,
+        info=info,
+    )

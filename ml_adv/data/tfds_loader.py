@@ -118,18 +118,25 @@ def _download_and_prepare(tfds, name: str, data_dir) -> None:
     builder = tfds.builder(name, data_dir=data_dir, file_format="array_record")
     root = Path(builder.data_dir_root)
     watched = [root / builder.name, root / "downloads"]
-    before = {p for w in watched if w.exists() for p in w.rglob("*")} | {w for w in watched if w.exists()}
+    before = {p for w in watched if w.exists() for p in w.rglob("*")} | {
+        w for w in watched if w.exists()
+    }
     try:
         builder.download_and_prepare()
     except Exception as exc:
         for w in watched:  # deepest first, so a folder is empty by the time it is removed
-            for path in sorted(({w} | set(w.rglob("*"))) if w.exists() else (), key=lambda p: -len(p.parts)):
+            for path in sorted(
+                ({w} | set(w.rglob("*"))) if w.exists() else (), key=lambda p: -len(p.parts)
+            ):
                 if path not in before:
-                    shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+                    shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(
+                        missing_ok=True
+                    )
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DataError(
             f"name: TFDS dataset {name!r} is not prepared in data_dir {str(root)!r} and downloading it failed "
-            f"({reason[:200]}); " + _PREPARE_HINT.format(name=name, data_dir=data_dir or "~/tensorflow_datasets")
+            f"({reason[:200]}); "
+            + _PREPARE_HINT.format(name=name, data_dir=data_dir or "~/tensorflow_datasets")
         ) from None
 
 
@@ -220,10 +227,18 @@ def load_tfds(
     n = len(source) if max_examples is None else min(len(source), max_examples)
     if n == 0:
         raise DataError(f"split: {name!r} split {split!r} has no examples")
-    x, y = _read_all(source, n, kind, name, label_key, image_key if kind == "image" else text_key, max_length)
+    x, y = _read_all(
+        source, n, kind, name, label_key, image_key if kind == "image" else text_key, max_length
+    )
     label_feature = features[label_key]
-    return ArrayDataset(x, y, num_classes=_num_classes(label_feature), input_kind=kind, name=name,
-                        info=_info(name, split, kind, label_feature, max_length))
+    return ArrayDataset(
+        x,
+        y,
+        num_classes=_num_classes(label_feature),
+        input_kind=kind,
+        name=name,
+        info=_info(name, split, kind, label_feature, max_length),
+    )
 
 
 def _kind(features, name: str, label_key: str, image_key: str, text_key: str) -> str:
@@ -235,8 +250,10 @@ def _kind(features, name: str, label_key: str, image_key: str, text_key: str) ->
         return "image"
     if text_key in features:
         return "tokens"
-    raise ConfigError(f"image_key/text_key: dataset {name!r} has features {keys}, "
-                      f"got image_key={image_key!r} and text_key={text_key!r}")
+    raise ConfigError(
+        f"image_key/text_key: dataset {name!r} has features {keys}, "
+        f"got image_key={image_key!r} and text_key={text_key!r}"
+    )
 
 
 def _read_all(source, n: int, kind: str, name: str, label_key: str, key: str, max_length: int):
@@ -256,7 +273,9 @@ def _read_all(source, n: int, kind: str, name: str, label_key: str, key: str, ma
         if x is None:
             x = np.empty((n, *chunk.shape[1:]), np.float32)
         elif chunk.shape[1:] != x.shape[1:]:
-            raise DataError(f"image_key: expected images of shape {x.shape[1:]} in {name!r}, got {chunk.shape[1:]}")
+            raise DataError(
+                f"image_key: expected images of shape {x.shape[1:]} in {name!r}, got {chunk.shape[1:]}"
+            )
         scale = np.float32(255.0) if chunk.dtype == np.uint8 else np.float32(1.0)
         x[start:stop] = chunk.astype(np.float32) / scale
     return x, y
@@ -266,7 +285,9 @@ def _image_chunk(records, key: str, name: str) -> np.ndarray:
     try:
         return np.stack([np.asarray(r[key]) for r in records])
     except ValueError as exc:
-        raise DataError(f"image_key: expected images of one shape in {name!r}, got varying shapes ({exc})") from exc
+        raise DataError(
+            f"image_key: expected images of one shape in {name!r}, got varying shapes ({exc})"
+        ) from exc
 
 
 def _info(name: str, split: str, kind: str, label_feature, max_length: int) -> dict:
@@ -275,6 +296,10 @@ def _info(name: str, split: str, kind: str, label_feature, max_length: int) -> d
     if names:
         info["label_names"] = list(names)
     if kind == "tokens":
-        info.update(vocab_size=BYTE_VOCAB_SIZE, special_tokens=dict(SPECIAL_TOKENS), max_length=int(max_length),
-                    tokenizer="utf-8 bytes, id = 4 + byte")
+        info.update(
+            vocab_size=BYTE_VOCAB_SIZE,
+            special_tokens=dict(SPECIAL_TOKENS),
+            max_length=int(max_length),
+            tokenizer="utf-8 bytes, id = 4 + byte",
+        )
     return info

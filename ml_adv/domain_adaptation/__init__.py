@@ -19,7 +19,14 @@ _EXPORTS = {
     "DANNModel": "ml_adv.domain_adaptation.dann",
     "fit_dann": "ml_adv.domain_adaptation.dann",
 }
-__all__ = ["ADAPTATION_METHODS", "AdvancedDomainAdaptation", "DANNModel", "fit_dann", "gradient_reversal", "grl_schedule"]
+__all__ = [
+    "ADAPTATION_METHODS",
+    "AdvancedDomainAdaptation",
+    "DANNModel",
+    "fit_dann",
+    "gradient_reversal",
+    "grl_schedule",
+]
 
 
 def __getattr__(name: str):

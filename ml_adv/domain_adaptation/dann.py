@@ -100,7 +100,9 @@ class DANNModel(nn.Module):
         """Domain logits of ``features`` through the gradient reversal layer (scale ``lam``)."""
         return self.discriminator(gradient_reversal(features, lam))
 
-    def adversarial(self, x: jax.Array, lam: jax.Array, train: bool = False) -> tuple[jax.Array, jax.Array]:
+    def adversarial(
+        self, x: jax.Array, lam: jax.Array, train: bool = False
+    ) -> tuple[jax.Array, jax.Array]:
         """``(class_logits, domain_logits)`` from one feature pass over ``x``."""
         features = self.features(x, train)
         return self.classify(features, train), self.discriminate(features, lam)
@@ -109,7 +111,9 @@ class DANNModel(nn.Module):
 def domain_loss(logits: jax.Array, domain_ids: jax.Array) -> jax.Array:
     """Mean domain-classification loss: sigmoid BCE for one logit, softmax CE otherwise."""
     if logits.shape[-1] == 1:
-        return jnp.mean(optax.sigmoid_binary_cross_entropy(logits[:, 0], domain_ids.astype(logits.dtype)))
+        return jnp.mean(
+            optax.sigmoid_binary_cross_entropy(logits[:, 0], domain_ids.astype(logits.dtype))
+        )
     return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, domain_ids))
 
 
@@ -119,8 +123,15 @@ def domain_accuracy(logits: jax.Array, domain_ids: jax.Array) -> jax.Array:
     return accuracy(logits, domain_ids)
 
 
-def dann_objective(module: DANNModel, *, streams: Sequence[str], total_steps: int, domain_weight: float = 1.0,
-                   gamma: float = DEFAULT_GAMMA, compute_dtype=None) -> Objective:
+def dann_objective(
+    module: DANNModel,
+    *,
+    streams: Sequence[str],
+    total_steps: int,
+    domain_weight: float = 1.0,
+    gamma: float = DEFAULT_GAMMA,
+    compute_dtype=None,
+) -> Objective:
     """The DANN loss ``label_loss(source) + domain_weight * domain_loss(all, through the GRL)``.
 
     Args:
@@ -133,7 +144,9 @@ def dann_objective(module: DANNModel, *, streams: Sequence[str], total_steps: in
     """
     streams = tuple(streams)
     if len(streams) != module.num_domains:
-        raise ConfigError(f"streams: the model has {module.num_domains} domains, got {len(streams)} streams {streams}")
+        raise ConfigError(
+            f"streams: the model has {module.num_domains} domains, got {len(streams)} streams {streams}"
+        )
     total = float(check_positive("total_steps", total_steps))
 
     def objective(params, model_state, batch, key, hparams):
@@ -146,35 +159,65 @@ def dann_objective(module: DANNModel, *, streams: Sequence[str], total_steps: in
         n_source = sum(sizes[:-1])
         labels = jnp.concatenate([batch[name]["y"] for name in streams[:-1]])
 
-        p, xin = (cast_floats(params, compute_dtype), cast_floats(x, compute_dtype)) if compute_dtype else (params, x)
+        p, xin = (
+            (cast_floats(params, compute_dtype), cast_floats(x, compute_dtype))
+            if compute_dtype
+            else (params, x)
+        )
         others = {c: v for c, v in model_state.items() if c != PROGRESS}
         variables = {"params": p, **model_state}
         rngs = {"dropout": jax.random.split(key)[1]}
         if others:
-            (logits, dom_logits), new_others = module.apply(variables, xin, lam, train=True, rngs=rngs,
-                                                            method=DANNModel.adversarial, mutable=list(others))
+            (logits, dom_logits), new_others = module.apply(
+                variables,
+                xin,
+                lam,
+                train=True,
+                rngs=rngs,
+                method=DANNModel.adversarial,
+                mutable=list(others),
+            )
         else:
-            (logits, dom_logits), new_others = module.apply(variables, xin, lam, train=True, rngs=rngs,
-                                                            method=DANNModel.adversarial), {}
+            (logits, dom_logits), new_others = (
+                module.apply(
+                    variables, xin, lam, train=True, rngs=rngs, method=DANNModel.adversarial
+                ),
+                {},
+            )
         logits, dom_logits = logits.astype(jnp.float32), dom_logits.astype(jnp.float32)
         source_logits = logits[:n_source]
-        label_loss = jnp.mean(optax.softmax_cross_entropy_with_integer_labels(source_logits, labels))
+        label_loss = jnp.mean(
+            optax.softmax_cross_entropy_with_integer_labels(source_logits, labels)
+        )
         d_loss = domain_loss(dom_logits, domain_ids)
         loss = label_loss + domain_weight * d_loss
         new_state = {**new_others, PROGRESS: {"step": step + 1}}
-        metrics = {"accuracy": accuracy(source_logits, labels), "label_loss": label_loss, "domain_loss": d_loss,
-                   "domain_accuracy": domain_accuracy(dom_logits, domain_ids), "grl_lambda": lam}
+        metrics = {
+            "accuracy": accuracy(source_logits, labels),
+            "label_loss": label_loss,
+            "domain_loss": d_loss,
+            "domain_accuracy": domain_accuracy(dom_logits, domain_ids),
+            "grl_lambda": lam,
+        }
         return loss, {"model_state": new_state, "metrics": metrics}
 
     return objective
 
 
 @functools.lru_cache(maxsize=32)
-def _cached_objective(module, streams, total_steps, domain_weight, gamma, mixed_precision) -> Objective:
+def _cached_objective(
+    module, streams, total_steps, domain_weight, gamma, mixed_precision
+) -> Objective:
     # The same objective object for the same structure: fit's program cache then reuses the
     # compiled epoch across runs that differ only in data, seed or starting parameters.
-    return dann_objective(module, streams=streams, total_steps=total_steps, domain_weight=domain_weight, gamma=gamma,
-                          compute_dtype=jnp.bfloat16 if mixed_precision else None)
+    return dann_objective(
+        module,
+        streams=streams,
+        total_steps=total_steps,
+        domain_weight=domain_weight,
+        gamma=gamma,
+        compute_dtype=jnp.bfloat16 if mixed_precision else None,
+    )
 
 
 def check_adaptable(base: nn.Module, example_x) -> None:
@@ -184,11 +227,18 @@ def check_adaptable(base: nn.Module, example_x) -> None:
             f"model: domain adaptation needs a model that exposes its features (a `features(x, train)` method and a "
             f"linear `head`, as every built-in architecture has), got {type(base).__name__} without `features`"
         )
-    abstract = jax.eval_shape(lambda: base.init({"params": jax.random.PRNGKey(0), "dropout": jax.random.PRNGKey(0)},
-                                                jnp.asarray(example_x), train=False))
+    abstract = jax.eval_shape(
+        lambda: base.init(
+            {"params": jax.random.PRNGKey(0), "dropout": jax.random.PRNGKey(0)},
+            jnp.asarray(example_x),
+            train=False,
+        )
+    )
     if "head" not in abstract["params"]:
-        raise ConfigError(f"model: domain adaptation needs the classifier's parameters under 'head' "
-                          f"(the built-in layout {{'encoder', 'head'}}), got {sorted(abstract['params'])}")
+        raise ConfigError(
+            f"model: domain adaptation needs the classifier's parameters under 'head' "
+            f"(the built-in layout {{'encoder', 'head'}}), got {sorted(abstract['params'])}"
+        )
 
 
 def stream_names(num_sources: int) -> tuple[str, ...]:
@@ -207,13 +257,19 @@ def check_domains(spec, sources: Sequence[ArrayDataset], target: ArrayDataset) -
         if not isinstance(data, ArrayDataset):
             raise DataError(f"{argument}: expected an ArrayDataset, got {describe(data)}")
         if data.example_shape != sources[0].example_shape:
-            raise DataError(f"{argument}: expected example shape {sources[0].example_shape} like the source, "
-                            f"got {data.example_shape}")
+            raise DataError(
+                f"{argument}: expected example shape {sources[0].example_shape} like the source, "
+                f"got {data.example_shape}"
+            )
         if spec is not None:
-            spec.validate_inputs(data.x, argument=f"{argument}.x")  # every row: token ids are range-checked
+            spec.validate_inputs(
+                data.x, argument=f"{argument}.x"
+            )  # every row: token ids are range-checked
             if i < len(sources) and data.num_classes > spec.num_classes:
-                raise DataError(f"{argument}.y: the model has {spec.num_classes} outputs, "
-                                f"got labels needing {data.num_classes}")
+                raise DataError(
+                    f"{argument}.y: the model has {spec.num_classes} outputs, "
+                    f"got labels needing {data.num_classes}"
+                )
 
 
 @dataclasses.dataclass
@@ -234,10 +290,21 @@ def base_variables(params: Any, model_state: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def fit_dann(model, sources: Sequence[ArrayDataset] | ArrayDataset, target: ArrayDataset, config, *,
-             init_params: Any | None = None, val: ArrayDataset | None = None, domain_weight: float = 1.0,
-             gamma: float = DEFAULT_GAMMA, discriminator_hidden: Sequence[int] = DEFAULT_DISCRIMINATOR_HIDDEN,
-             run: Run = QUIET, key=None, hooks: Sequence[Hook] = ()) -> DANNResult:
+def fit_dann(
+    model,
+    sources: Sequence[ArrayDataset] | ArrayDataset,
+    target: ArrayDataset,
+    config,
+    *,
+    init_params: Any | None = None,
+    val: ArrayDataset | None = None,
+    domain_weight: float = 1.0,
+    gamma: float = DEFAULT_GAMMA,
+    discriminator_hidden: Sequence[int] = DEFAULT_DISCRIMINATOR_HIDDEN,
+    run: Run = QUIET,
+    key=None,
+    hooks: Sequence[Hook] = (),
+) -> DANNResult:
     """Train ``model`` (a ``ModelSpec`` or Linen module) with DANN through ``ml_adv.fit``.
 
     Args:
@@ -266,14 +333,34 @@ def fit_dann(model, sources: Sequence[ArrayDataset] | ArrayDataset, target: Arra
     steps_per_epoch = len(sources[0]) // config.batch_size
     # The counter behind lambda advances once per objective call, i.e. per micro-step under
     # gradient accumulation: count the run in micro-steps, or lambda reaches 1 too early.
-    objective = _cached_objective(module, names, max(1, config.epochs * steps_per_epoch), float(domain_weight),
-                                  float(gamma), bool(config.mixed_precision))
+    objective = _cached_objective(
+        module,
+        names,
+        max(1, config.epochs * steps_per_epoch),
+        float(domain_weight),
+        float(gamma),
+        bool(config.mixed_precision),
+    )
     full = None
     if init_params is not None:
         init_key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 1)
-        full = dict(module.init({"params": init_key, "dropout": init_key}, jnp.asarray(sources[0].x[:1]),
-                                train=False)["params"])
+        full = dict(
+            module.init(
+                {"params": init_key, "dropout": init_key},
+                jnp.asarray(sources[0].x[:1]),
+                train=False,
+            )["params"]
+        )
         full["base"] = init_params
-    result = fit(module, dict(zip(names, [*sources, target])), config, val=val, objective=objective,
-                 init_params=full, run=run, hooks=hooks, key=key)
+    result = fit(
+        module,
+        dict(zip(names, [*sources, target])),
+        config,
+        val=val,
+        objective=objective,
+        init_params=full,
+        run=run,
+        hooks=hooks,
+        key=key,
+    )
     return DANNResult(result, module, base_variables(result.state.params, result.state.model_state))

@@ -72,9 +72,17 @@ class AdvancedDomainAdaptation(Estimator):
         >>> da = AdvancedDomainAdaptation("fine_tuning", TrainConfig(batch_size=16), steps=300)
     """
 
-    def __init__(self, adaptation_method: str = "domain_adversarial", config=None, *, steps: int | None = DEFAULT_STEPS,
-                 domain_weight: float = 1.0, discriminator_hidden: tuple[int, ...] = (64,),
-                 head_fraction: float = 0.5, progress: bool = False):
+    def __init__(
+        self,
+        adaptation_method: str = "domain_adversarial",
+        config=None,
+        *,
+        steps: int | None = DEFAULT_STEPS,
+        domain_weight: float = 1.0,
+        discriminator_hidden: tuple[int, ...] = (64,),
+        head_fraction: float = 0.5,
+        progress: bool = False,
+    ):
         from ml_adv.training.config import TrainConfig
 
         ADAPTATION_METHODS.get(adaptation_method, argument="adaptation_method")
@@ -85,8 +93,12 @@ class AdvancedDomainAdaptation(Estimator):
         self.config = config
         self.steps = None if steps is None else check_positive("steps", steps)
         self.domain_weight = check_non_negative("domain_weight", domain_weight)
-        self.discriminator_hidden = tuple(check_positive("discriminator_hidden", h) for h in discriminator_hidden)
-        self.head_fraction = check_fraction("head_fraction", head_fraction, low_open=True, high_open=False)
+        self.discriminator_hidden = tuple(
+            check_positive("discriminator_hidden", h) for h in discriminator_hidden
+        )
+        self.head_fraction = check_fraction(
+            "head_fraction", head_fraction, low_open=True, high_open=False
+        )
         self.progress = check_bool("progress", progress)
         self.gradual = {"enabled": True, "stages": 3, "epochs_per_stage": None, "lr_decay": 1.0}
         self.sources: list[ArrayDataset] | None = None
@@ -105,60 +117,100 @@ class AdvancedDomainAdaptation(Estimator):
         """Labelled source data: one ``ArrayDataset`` or a list of them (multi-source)."""
         sources = list(data) if isinstance(data, (list, tuple)) else [data]
         if not sources:
-            raise DataError("data: expected an ArrayDataset or a non-empty list of them, got an empty list")
+            raise DataError(
+                "data: expected an ArrayDataset or a non-empty list of them, got an empty list"
+            )
         for i, d in enumerate(sources):
             if not isinstance(d, ArrayDataset):
-                raise DataError(f"data[{i}]: expected an ArrayDataset of labelled source examples, got {describe(d)}")
+                raise DataError(
+                    f"data[{i}]: expected an ArrayDataset of labelled source examples, got {describe(d)}"
+                )
             if d.example_shape != sources[0].example_shape:
-                raise DataError(f"data[{i}]: expected example shape {sources[0].example_shape} like the first source, "
-                                f"got {d.example_shape}")
+                raise DataError(
+                    f"data[{i}]: expected example shape {sources[0].example_shape} like the first source, "
+                    f"got {d.example_shape}"
+                )
         self._check_optional("test", test, sources[0].example_shape)
         self.sources, self.source_test = sources, test
 
-    def set_target_domain(self, data: ArrayDataset, *, labeled: ArrayDataset | None = None,
-                          test: ArrayDataset | None = None, target_trained_accuracy: float | None = None) -> None:
+    def set_target_domain(
+        self,
+        data: ArrayDataset,
+        *,
+        labeled: ArrayDataset | None = None,
+        test: ArrayDataset | None = None,
+        target_trained_accuracy: float | None = None,
+    ) -> None:
         """Target examples (labels unused), optional labelled ones, a labelled test set, and the bound.
 
         ``target_trained_accuracy``: a model trained on the target's test accuracy (the upper
         bound), for the share of the gap closed in ``evaluate_adaptation``.
         """
         if not isinstance(data, ArrayDataset):
-            raise DataError(f"data: expected an ArrayDataset of target examples, got {describe(data)}")
+            raise DataError(
+                f"data: expected an ArrayDataset of target examples, got {describe(data)}"
+            )
         if self.sources is not None and data.example_shape != self.sources[0].example_shape:
-            raise DataError(f"data: expected target example shape {self.sources[0].example_shape} like the source, "
-                            f"got {data.example_shape}")
+            raise DataError(
+                f"data: expected target example shape {self.sources[0].example_shape} like the source, "
+                f"got {data.example_shape}"
+            )
         self._check_optional("labeled", labeled, data.example_shape)
         self._check_optional("test", test, data.example_shape)
-        bound = None if target_trained_accuracy is None else check_fraction(
-            "target_trained_accuracy", target_trained_accuracy, high_open=False)
-        self.target, self.target_labeled, self.target_test, self.target_bound = data, labeled, test, bound
+        bound = (
+            None
+            if target_trained_accuracy is None
+            else check_fraction("target_trained_accuracy", target_trained_accuracy, high_open=False)
+        )
+        self.target, self.target_labeled, self.target_test, self.target_bound = (
+            data,
+            labeled,
+            test,
+            bound,
+        )
 
     @staticmethod
     def _check_optional(name: str, data, shape) -> None:
         if data is None:
             return
         if not isinstance(data, ArrayDataset):
-            raise DataError(f"{name}: expected a labelled ArrayDataset or None, got {describe(data)}")
+            raise DataError(
+                f"{name}: expected a labelled ArrayDataset or None, got {describe(data)}"
+            )
         if data.example_shape != shape:
             raise DataError(f"{name}: expected example shape {shape}, got {data.example_shape}")
 
     # ------------------------------------------------------------------ settings
-    def set_gradual_unfreezing(self, enabled: bool = True, *, stages: int = 3, epochs_per_stage: int | None = None,
-                               lr_decay: float = 1.0) -> None:
+    def set_gradual_unfreezing(
+        self,
+        enabled: bool = True,
+        *,
+        stages: int = 3,
+        epochs_per_stage: int | None = None,
+        lr_decay: float = 1.0,
+    ) -> None:
         """Fine-tuning thaws layer groups top-down over ``stages`` (``lr_decay``: per-group rate factor)."""
-        self.gradual = {"enabled": check_bool("enabled", enabled), "stages": check_positive("stages", stages),
-                        "epochs_per_stage": None if epochs_per_stage is None
-                        else check_positive("epochs_per_stage", epochs_per_stage),
-                        "lr_decay": check_fraction("lr_decay", lr_decay, low_open=True, high_open=False)}
+        self.gradual = {
+            "enabled": check_bool("enabled", enabled),
+            "stages": check_positive("stages", stages),
+            "epochs_per_stage": None
+            if epochs_per_stage is None
+            else check_positive("epochs_per_stage", epochs_per_stage),
+            "lr_decay": check_fraction("lr_decay", lr_decay, low_open=True, high_open=False),
+        }
 
-    def set_learning_rate_scheduling(self, schedule: str = "cosine", *, warmup_fraction: float = 0.0) -> None:
+    def set_learning_rate_scheduling(
+        self, schedule: str = "cosine", *, warmup_fraction: float = 0.0
+    ) -> None:
         """A schedule name from ``SCHEDULES`` (``cosine``, ``warmup_cosine``, ``one_cycle`` ...)."""
         self.config = self.config.replace(schedule=schedule, warmup_fraction=warmup_fraction)
 
     def set_early_stopping(self, patience: int = 5, *, enabled: bool = True) -> None:
         """Stop on target validation accuracy (needs labelled target examples when adapting)."""
-        self.config = self.config.replace(early_stopping=check_bool("enabled", enabled),
-                                          patience=check_positive("patience", patience))
+        self.config = self.config.replace(
+            early_stopping=check_bool("enabled", enabled),
+            patience=check_positive("patience", patience),
+        )
 
     # ------------------------------------------------------------------ adapt
     def _config(self, train_size: int):
@@ -166,35 +218,55 @@ class AdvancedDomainAdaptation(Estimator):
         batch = min(self.config.batch_size, train_size)
         if self.steps is None:
             return self.config.replace(batch_size=batch)
-        return self.config.replace(batch_size=batch, epochs=max(1, math.ceil(self.steps / (train_size // batch))))
+        return self.config.replace(
+            batch_size=batch, epochs=max(1, math.ceil(self.steps / (train_size // batch)))
+        )
 
     def _request(self, model, run_dir) -> AdaptRequest:
         method = self.adaptation_method
         labeled, val = self.target_labeled, None
         if method in NEEDS_TARGET_LABELS and labeled is None:
-            raise DataError(f"target labels: {method!r} trains on labelled target examples; pass "
-                            "set_target_domain(data, labeled=<a few labelled target examples>), got none")
+            raise DataError(
+                f"target labels: {method!r} trains on labelled target examples; pass "
+                "set_target_domain(data, labeled=<a few labelled target examples>), got none"
+            )
         if method in NEEDS_TARGET_LABELS and self.config.early_stopping:
-            labeled, val = labeled.split((1 - VALIDATION_FRACTION, VALIDATION_FRACTION), seed=self.config.seed)
+            labeled, val = labeled.split(
+                (1 - VALIDATION_FRACTION, VALIDATION_FRACTION), seed=self.config.seed
+            )
         elif method == "domain_adversarial":
             val = labeled
         if self.config.early_stopping and val is None:
-            raise DataError("set_early_stopping: early stopping watches target validation accuracy; pass "
-                            "set_target_domain(data, labeled=...), got no labelled target examples")
-        if method == "domain_adversarial" and any(model.num_classes < s.num_classes for s in self.sources):
+            raise DataError(
+                "set_early_stopping: early stopping watches target validation accuracy; pass "
+                "set_target_domain(data, labeled=...), got no labelled target examples"
+            )
+        if method == "domain_adversarial" and any(
+            model.num_classes < s.num_classes for s in self.sources
+        ):
             raise DataError(f"model: {model.num_classes} outputs, but the source labels need more")
         # The first stream sets a DANN epoch's length; the labelled set a fine-tuning one's.
         train_size = len(self.sources[0]) if method == "domain_adversarial" else len(labeled)
         config = self._config(train_size)
         head_epochs = max(1, round(config.epochs * self.head_fraction))
         return AdaptRequest(
-            spec=model.spec, params=model.params, sources=self.sources, target=self.target, labeled=labeled, val=val,
-            config=config, domain_weight=self.domain_weight,
-            discriminator_hidden=self.discriminator_hidden, gradual=self.gradual["enabled"],
-            stages=self.gradual["stages"], epochs_per_stage=self.gradual["epochs_per_stage"],
-            lr_decay=self.gradual["lr_decay"], head_epochs=head_epochs,
+            spec=model.spec,
+            params=model.params,
+            sources=self.sources,
+            target=self.target,
+            labeled=labeled,
+            val=val,
+            config=config,
+            domain_weight=self.domain_weight,
+            discriminator_hidden=self.discriminator_hidden,
+            gradual=self.gradual["enabled"],
+            stages=self.gradual["stages"],
+            epochs_per_stage=self.gradual["epochs_per_stage"],
+            lr_decay=self.gradual["lr_decay"],
+            head_epochs=head_epochs,
             finetune_epochs=max(0, config.epochs - head_epochs) if self.head_fraction < 1 else 0,
-            run=Run.at(run_dir, progress=self.progress))
+            run=Run.at(run_dir, progress=self.progress),
+        )
 
     def adapt_model(self, model, *, run_dir=None):
         """Adapt ``model`` (a source-trained ``TrainedModel``); returns the adapted ``TrainedModel``.
@@ -205,23 +277,38 @@ class AdvancedDomainAdaptation(Estimator):
         from ml_adv.training.trained_model import TrainedModel
 
         if self.sources is None or self.target is None:
-            raise NotFittedError("adapt_model: set the domains first with set_source_domain(...) and "
-                                 f"set_target_domain(...); got source {'set' if self.sources else 'unset'}, "
-                                 f"target {'set' if self.target is not None else 'unset'}")
+            raise NotFittedError(
+                "adapt_model: set the domains first with set_source_domain(...) and "
+                f"set_target_domain(...); got source {'set' if self.sources else 'unset'}, "
+                f"target {'set' if self.target is not None else 'unset'}"
+            )
         if not isinstance(model, TrainedModel):
-            raise ConfigError(f"model: expected a TrainedModel (e.g. AdvancedCustomModelTrainer(...).train(...).model), "
-                              f"got {describe(model)}")
+            raise ConfigError(
+                f"model: expected a TrainedModel (e.g. AdvancedCustomModelTrainer(...).train(...).model), "
+                f"got {describe(model)}"
+            )
         model.spec.validate_inputs(self.target.x[:1], argument="target.x")
         request = self._request(model, run_dir)
         outcome = ADAPTATION_METHODS.get(self.adaptation_method)(request)
-        adapted = TrainedModel(model.spec, outcome.variables, mixed_precision=model.mixed_precision,
-                               metrics={"adaptation_method": self.adaptation_method})
+        adapted = TrainedModel(
+            model.spec,
+            outcome.variables,
+            mixed_precision=model.mixed_precision,
+            metrics={"adaptation_method": self.adaptation_method},
+        )
         self.source_model, self.adapted_model = model, adapted
         check = self._labelled_check(model, adapted)
         adapted.metrics.update(check)
-        self.runs.append({"method": self.adaptation_method, "config": request.config.to_dict(),
-                          "source_model_id": model.model_id, "adapted_model_id": adapted.model_id,
-                          "history": outcome.history, **check})
+        self.runs.append(
+            {
+                "method": self.adaptation_method,
+                "config": request.config.to_dict(),
+                "source_model_id": model.model_id,
+                "adapted_model_id": adapted.model_id,
+                "history": outcome.history,
+                **check,
+            }
+        )
         return adapted
 
     def _labelled_check(self, unadapted, adapted, caller: str = "adapt_model") -> dict[str, Any]:
@@ -240,8 +327,13 @@ class AdvancedDomainAdaptation(Estimator):
                 f"{caller}: the {self.adaptation_method} model scores {after:.3f} on the "
                 f"{len(self.target_labeled)} labelled target examples, below the unadapted model's {before:.3f}; "
                 "keep the unadapted model, or train longer (steps=) or with another learning rate",
-                AdaptationWarning, stacklevel=2)
-        return {"labelled_target_accuracy": {"adapted": after, "unadapted": before}, "worse_than_unadapted": worse}
+                AdaptationWarning,
+                stacklevel=2,
+            )
+        return {
+            "labelled_target_accuracy": {"adapted": after, "unadapted": before},
+            "worse_than_unadapted": worse,
+        }
 
     # ------------------------------------------------------------------ evaluate
     def evaluate_adaptation(self, model=None) -> dict[str, Any]:
@@ -252,23 +344,43 @@ class AdvancedDomainAdaptation(Estimator):
         """
         model = model if model is not None else self.adapted_model
         if model is None or self.sources is None:
-            raise NotFittedError("evaluate_adaptation: adapt a model first (adapt_model) or pass one, "
-                                 "with the domains set")
+            raise NotFittedError(
+                "evaluate_adaptation: adapt a model first (adapt_model) or pass one, "
+                "with the domains set"
+            )
         source_eval = self.source_test if self.source_test is not None else self.sources[0]
         source_acc = model.evaluate(source_eval)["accuracy"]
-        target_acc = model.evaluate(self.target_test)["accuracy"] if self.target_test is not None else None
-        unadapted = (self.source_model.evaluate(self.target_test)["accuracy"]
-                     if self.target_test is not None and self.source_model is not None else None)
-        out = {"method": self.adaptation_method, "source_accuracy": source_acc, "target_accuracy": target_acc,
-               "transfer_ratio": None if target_acc is None or source_acc == 0 else target_acc / source_acc,
-               "unadapted_target_accuracy": unadapted,
-               "gain_over_unadapted": None if unadapted is None or target_acc is None else target_acc - unadapted,
-               "target_trained_accuracy": self.target_bound, "gap_closed": None}
+        target_acc = (
+            model.evaluate(self.target_test)["accuracy"] if self.target_test is not None else None
+        )
+        unadapted = (
+            self.source_model.evaluate(self.target_test)["accuracy"]
+            if self.target_test is not None and self.source_model is not None
+            else None
+        )
+        out = {
+            "method": self.adaptation_method,
+            "source_accuracy": source_acc,
+            "target_accuracy": target_acc,
+            "transfer_ratio": None
+            if target_acc is None or source_acc == 0
+            else target_acc / source_acc,
+            "unadapted_target_accuracy": unadapted,
+            "gain_over_unadapted": None
+            if unadapted is None or target_acc is None
+            else target_acc - unadapted,
+            "target_trained_accuracy": self.target_bound,
+            "gap_closed": None,
+        }
         if self.source_model is not None:
             out.update(self._labelled_check(self.source_model, model, "evaluate_adaptation"))
         else:
             out.update(labelled_target_accuracy=None, worse_than_unadapted=None)
-        if out["gain_over_unadapted"] is not None and self.target_bound is not None and self.target_bound > unadapted:
+        if (
+            out["gain_over_unadapted"] is not None
+            and self.target_bound is not None
+            and self.target_bound > unadapted
+        ):
             out["gap_closed"] = out["gain_over_unadapted"] / (self.target_bound - unadapted)
         self.last_evaluation = out
         return out
@@ -284,17 +396,25 @@ class AdvancedDomainAdaptation(Estimator):
 
         model = model or self.adapted_model or self.source_model
         if model is None or self.sources is None or self.target is None:
-            raise NotFittedError("get_domain_similarity: set both domains and pass a model (or adapt one first)")
-        return domain_similarity_report(model, self.sources[0], self.target, max_examples=max_examples,
-                                         seed=self.config.seed)
+            raise NotFittedError(
+                "get_domain_similarity: set both domains and pass a model (or adapt one first)"
+            )
+        return domain_similarity_report(
+            model, self.sources[0], self.target, max_examples=max_examples, seed=self.config.seed
+        )
 
     def get_domain_adaptation_metrics(self) -> dict[str, Any]:
         """The method, every run's config and per-epoch history, the last evaluation and similarities."""
-        out: dict[str, Any] = {"adaptation_method": self.adaptation_method, "runs": list(self.runs),
-                               "evaluation": self.last_evaluation}
+        out: dict[str, Any] = {
+            "adaptation_method": self.adaptation_method,
+            "runs": list(self.runs),
+            "evaluation": self.last_evaluation,
+        }
         if self.adapted_model is not None:
             out["similarity_adapted"] = self.similarity_report(self.adapted_model, max_examples=500)
-            out["similarity_unadapted"] = self.similarity_report(self.source_model, max_examples=500)
+            out["similarity_unadapted"] = self.similarity_report(
+                self.source_model, max_examples=500
+            )
         return out
 
     # ------------------------------------------------------------- persistence
@@ -305,8 +425,14 @@ class AdvancedDomainAdaptation(Estimator):
         for name in ("source_model", "adapted_model"):
             if getattr(self, name) is not None:
                 getattr(self, name).save(folder / name)
-        return json_safe({"runs": self.runs, "last_evaluation": self.last_evaluation, "gradual": self.gradual,
-                          "target_bound": self.target_bound})
+        return json_safe(
+            {
+                "runs": self.runs,
+                "last_evaluation": self.last_evaluation,
+                "gradual": self.gradual,
+                "target_bound": self.target_bound,
+            }
+        )
 
     def _restore_state(self, state: dict[str, Any], folder) -> None:
         from ml_adv.training.trained_model import TrainedModel

@@ -58,7 +58,9 @@ def thaw_order(params: dict[str, Any]) -> list[str]:
     between, anything else (final norm, pooler) on top.
     """
     if "head" not in params or "encoder" not in params:
-        raise ConfigError(f"params: expected the built-in layout {{'encoder', 'head'}}, got {sorted(params)}")
+        raise ConfigError(
+            f"params: expected the built-in layout {{'encoder', 'head'}}, got {sorted(params)}"
+        )
 
     def depth(name: str) -> tuple:
         if _BOTTOM.search(name):  # an embedding's own norm sits just above it
@@ -79,14 +81,17 @@ def _group_of(name: str, groups: Sequence[str]) -> int | None:
     return None
 
 
-def unfreeze_scales(params: Any, groups: Sequence[str], thawed: int, *, lr_decay: float = 1.0) -> Any:
+def unfreeze_scales(
+    params: Any, groups: Sequence[str], thawed: int, *, lr_decay: float = 1.0
+) -> Any:
     """Per-leaf update multipliers: ``lr_decay ** i`` for the first ``thawed`` groups, else 0.
 
     ``groups`` is the thaw order (``thaw_order``); a leaf in no group stays frozen.
     """
+
     def scale(path, _):
         i = _group_of(_path(path), groups)
-        return jnp.asarray(lr_decay ** i if i is not None and i < thawed else 0.0, jnp.float32)
+        return jnp.asarray(lr_decay**i if i is not None and i < thawed else 0.0, jnp.float32)
 
     return jax.tree_util.tree_map_with_path(scale, params)
 
@@ -114,9 +119,20 @@ def _restart_optimizer(state, config, scales):
     return state.replace(opt_state=set_group_scales(opt_state, scales))
 
 
-def run_stages(spec, init_params: Any, train, config, *, groups: Sequence[str], thawed: Sequence[int],
-               epochs: Sequence[int], val=None, lr_decay: float = 1.0, key=None,
-               run: Run = QUIET) -> FineTuneResult:
+def run_stages(
+    spec,
+    init_params: Any,
+    train,
+    config,
+    *,
+    groups: Sequence[str],
+    thawed: Sequence[int],
+    epochs: Sequence[int],
+    val=None,
+    lr_decay: float = 1.0,
+    key=None,
+    run: Run = QUIET,
+) -> FineTuneResult:
     """Train ``spec`` from ``init_params``, stage ``i`` updating ``groups[:thawed[i]]`` for ``epochs[i]``.
 
     With a run folder, stage ``i`` checkpoints into its ``stage_<i>/`` and a rerun resumes
@@ -127,7 +143,9 @@ def run_stages(spec, init_params: Any, train, config, *, groups: Sequence[str], 
     from ml_adv.training.setup import init_run, run_key
 
     if len(thawed) != len(epochs) or not thawed:
-        raise ConfigError(f"epochs: expected one epoch count per stage ({len(thawed)}), got {describe(epochs)}")
+        raise ConfigError(
+            f"epochs: expected one epoch count per stage ({len(thawed)}), got {describe(epochs)}"
+        )
     for e in epochs:
         check_positive("epochs", e)
     check_non_negative("lr_decay", lr_decay)
@@ -140,37 +158,89 @@ def run_stages(spec, init_params: Any, train, config, *, groups: Sequence[str], 
         cfg = dataclasses.replace(base, epochs=int(e))
         stage_key = jax.random.fold_in(root, i)  # a fresh shuffle per stage
         if state is None:
-            state = init_run(spec, cfg, example_x=train.x[:1], steps_per_epoch=len(train) // cfg.batch_size,
-                             key=stage_key, init_params=init_params).state
-        state = _restart_optimizer(state, cfg, unfreeze_scales(state.params, groups, n, lr_decay=lr_decay))
-        result = fit(spec, train, cfg, val=val, init_state=state, key=stage_key, run=run.nested(f"stage_{i + 1}"))
+            state = init_run(
+                spec,
+                cfg,
+                example_x=train.x[:1],
+                steps_per_epoch=len(train) // cfg.batch_size,
+                key=stage_key,
+                init_params=init_params,
+            ).state
+        state = _restart_optimizer(
+            state, cfg, unfreeze_scales(state.params, groups, n, lr_decay=lr_decay)
+        )
+        result = fit(
+            spec,
+            train,
+            cfg,
+            val=val,
+            init_state=state,
+            key=stage_key,
+            run=run.nested(f"stage_{i + 1}"),
+        )
         state = result.state
         histories.append(result.history)
         thawed_names.append(groups[:n])
     return FineTuneResult(state, histories, thawed_names, PROGRAMS.count("epochs") - before)
 
 
-def finetune_gradual(spec, init_params: Any, train, config, *, stages: int = 3, epochs_per_stage: int = 2,
-                     val=None, groups: Sequence[str] | None = None, lr_decay: float = 1.0, key=None,
-                     run: Run = QUIET) -> FineTuneResult:
+def finetune_gradual(
+    spec,
+    init_params: Any,
+    train,
+    config,
+    *,
+    stages: int = 3,
+    epochs_per_stage: int = 2,
+    val=None,
+    groups: Sequence[str] | None = None,
+    lr_decay: float = 1.0,
+    key=None,
+    run: Run = QUIET,
+) -> FineTuneResult:
     """Gradual unfreezing: ``stages`` stages from head-only to all groups (``thaw_order``)."""
     groups = list(groups) if groups is not None else thaw_order(init_params)
     plan = stage_plan(len(groups), min(stages, len(groups)))
-    return run_stages(spec, init_params, train, config, groups=groups, thawed=plan,
-                      epochs=[epochs_per_stage] * len(plan), val=val, lr_decay=lr_decay, key=key, run=run)
+    return run_stages(
+        spec,
+        init_params,
+        train,
+        config,
+        groups=groups,
+        thawed=plan,
+        epochs=[epochs_per_stage] * len(plan),
+        val=val,
+        lr_decay=lr_decay,
+        key=key,
+        run=run,
+    )
 
 
 def new_head_params(spec, params: Any, *, seed: int = 0) -> Any:
     """``params`` with the ``head`` re-initialised (everything else, e.g. a pretrained encoder, kept)."""
-    fresh = spec.build().init({"params": jax.random.PRNGKey(seed), "dropout": jax.random.PRNGKey(seed)},
-                              spec.example_input(), train=False)["params"]
+    fresh = spec.build().init(
+        {"params": jax.random.PRNGKey(seed), "dropout": jax.random.PRNGKey(seed)},
+        spec.example_input(),
+        train=False,
+    )["params"]
     if "head" not in params:
         raise ConfigError(f"params: expected a 'head' to replace, got {sorted(params)}")
     return {**params, "head": fresh["head"]}
 
 
-def transfer(spec, pretrained_params: Any, train, config, *, head_epochs: int = 3, finetune_epochs: int = 0,
-             val=None, lr_decay: float = 1.0, key=None, run: Run = QUIET) -> FineTuneResult:
+def transfer(
+    spec,
+    pretrained_params: Any,
+    train,
+    config,
+    *,
+    head_epochs: int = 3,
+    finetune_epochs: int = 0,
+    val=None,
+    lr_decay: float = 1.0,
+    key=None,
+    run: Run = QUIET,
+) -> FineTuneResult:
     """Frozen pretrained encoder + a new head (``head_epochs``), then optional full fine-tuning."""
     params = new_head_params(spec, pretrained_params, seed=config.seed)
     groups = thaw_order(params)
@@ -178,5 +248,16 @@ def transfer(spec, pretrained_params: Any, train, config, *, head_epochs: int = 
     if finetune_epochs:
         thawed.append(len(groups))
         epochs.append(finetune_epochs)
-    return run_stages(spec, params, train, config, groups=groups, thawed=thawed, epochs=epochs, val=val,
-                      lr_decay=lr_decay, key=key, run=run)
+    return run_stages(
+        spec,
+        params,
+        train,
+        config,
+        groups=groups,
+        thawed=thawed,
+        epochs=epochs,
+        val=val,
+        lr_decay=lr_decay,
+        key=key,
+        run=run,
+    )

@@ -44,7 +44,9 @@ def _backward(lam, g):
 gradient_reversal.defvjp(_forward, _backward)
 
 
-def grl_schedule(progress: Float[Array, ""] | float, gamma: float = DEFAULT_GAMMA) -> Float[Array, ""]:
+def grl_schedule(
+    progress: Float[Array, ""] | float, gamma: float = DEFAULT_GAMMA
+) -> Float[Array, ""]:
     """``2 / (1 + exp(-gamma * p)) - 1`` with ``p`` clipped to [0, 1]; traceable."""
     p = jnp.clip(jnp.asarray(progress, jnp.float32), 0.0, 1.0)
     return 2.0 / (1.0 + jnp.exp(-gamma * p)) - 1.0

@@ -55,8 +55,10 @@ NEEDS_TARGET_LABELS = ("fine_tuning", "transfer_learning")
 
 def _labeled(request: AdaptRequest, method: str) -> ArrayDataset:
     if request.labeled is None:
-        raise DataError(f"target labels: {method!r} trains on labelled target examples; "
-                        "pass set_target_domain(data, labeled=<a few labelled target examples>), got none")
+        raise DataError(
+            f"target labels: {method!r} trains on labelled target examples; "
+            "pass set_target_domain(data, labeled=<a few labelled target examples>), got none"
+        )
     return request.labeled
 
 
@@ -68,9 +70,17 @@ def _staged_history(result) -> list[dict[str, Any]]:
 def domain_adversarial(request: AdaptRequest) -> AdaptOutcome:
     from ml_adv.domain_adaptation.dann import fit_dann
 
-    result = fit_dann(request.spec, request.sources, request.target, request.config, init_params=request.params,
-                      val=request.val, domain_weight=request.domain_weight,
-                      discriminator_hidden=request.discriminator_hidden, run=request.run)
+    result = fit_dann(
+        request.spec,
+        request.sources,
+        request.target,
+        request.config,
+        init_params=request.params,
+        val=request.val,
+        domain_weight=request.domain_weight,
+        discriminator_hidden=request.discriminator_hidden,
+        run=request.run,
+    )
     return AdaptOutcome(result.variables, result.fit.history)
 
 
@@ -81,11 +91,21 @@ def fine_tuning(request: AdaptRequest) -> AdaptOutcome:
     train = _labeled(request, "fine_tuning")
     per_stage = request.epochs_per_stage or max(1, request.config.epochs // max(request.stages, 1))
     groups = thaw_order(request.params)
-    result = finetune_gradual(request.spec, request.params, train, request.config,
-                              stages=request.stages if request.gradual else 1,
-                              epochs_per_stage=per_stage if request.gradual else request.config.epochs,
-                              groups=groups, val=request.val, lr_decay=request.lr_decay, run=request.run)
-    return AdaptOutcome({"params": result.state.params, **result.state.model_state}, _staged_history(result))
+    result = finetune_gradual(
+        request.spec,
+        request.params,
+        train,
+        request.config,
+        stages=request.stages if request.gradual else 1,
+        epochs_per_stage=per_stage if request.gradual else request.config.epochs,
+        groups=groups,
+        val=request.val,
+        lr_decay=request.lr_decay,
+        run=request.run,
+    )
+    return AdaptOutcome(
+        {"params": result.state.params, **result.state.model_state}, _staged_history(result)
+    )
 
 
 @ADAPTATION_METHODS.register("transfer_learning")
@@ -93,8 +113,17 @@ def transfer_learning(request: AdaptRequest) -> AdaptOutcome:
     from ml_adv.domain_adaptation.finetune import transfer
 
     train = _labeled(request, "transfer_learning")
-    result = transfer(request.spec, request.params, train, request.config,
-                      head_epochs=request.head_epochs or request.config.epochs,
-                      finetune_epochs=request.finetune_epochs, val=request.val, lr_decay=request.lr_decay,
-                      run=request.run)
-    return AdaptOutcome({"params": result.state.params, **result.state.model_state}, _staged_history(result))
+    result = transfer(
+        request.spec,
+        request.params,
+        train,
+        request.config,
+        head_epochs=request.head_epochs or request.config.epochs,
+        finetune_epochs=request.finetune_epochs,
+        val=request.val,
+        lr_decay=request.lr_decay,
+        run=request.run,
+    )
+    return AdaptOutcome(
+        {"params": result.state.params, **result.state.model_state}, _staged_history(result)
+    )

@@ -32,11 +32,15 @@ def _check_pair(source, target) -> tuple[np.ndarray, np.ndarray]:
     s, t = np.asarray(source, np.float32), np.asarray(target, np.float32)
     for name, a in (("source", s), ("target", t)):
         if a.ndim != 2 or len(a) < 2:
-            raise DataError(f"{name}: expected a [N, F] feature matrix with N >= 2, got {describe(a)}")
+            raise DataError(
+                f"{name}: expected a [N, F] feature matrix with N >= 2, got {describe(a)}"
+            )
         if not np.all(np.isfinite(a)):
             raise DataError(f"{name}: expected finite features, got NaN or inf")
     if s.shape[1] != t.shape[1]:
-        raise DataError(f"target: expected {s.shape[1]} features per row like the source, got {t.shape[1]}")
+        raise DataError(
+            f"target: expected {s.shape[1]} features per row like the source, got {t.shape[1]}"
+        )
     return s, t
 
 
@@ -84,7 +88,9 @@ def coral_distance(source: Float[Array, "Ns F"], target: Float[Array, "Nt F"]) -
     return float(_coral(*map(jnp.asarray, _check_pair(source, target))))
 
 
-def proxy_a_distance(source: Float[Array, "Ns F"], target: Float[Array, "Nt F"], *, seed: int = 0) -> float:
+def proxy_a_distance(
+    source: Float[Array, "Ns F"], target: Float[Array, "Nt F"], *, seed: int = 0
+) -> float:
     """``2 (1 - 2 err)`` with ``err`` a held-out linear domain classifier's error (clipped to 0.5)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import train_test_split
@@ -94,7 +100,9 @@ def proxy_a_distance(source: Float[Array, "Ns F"], target: Float[Array, "Nt F"],
     s, t = _check_pair(source, target)
     x = np.concatenate([s, t])
     d = np.concatenate([np.zeros(len(s), np.int32), np.ones(len(t), np.int32)])
-    x_fit, x_held, d_fit, d_held = train_test_split(x, d, test_size=0.5, random_state=seed, stratify=d)
+    x_fit, x_held, d_fit, d_held = train_test_split(
+        x, d, test_size=0.5, random_state=seed, stratify=d
+    )
     clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
     clf.fit(x_fit, d_fit)
     err = min(float(np.mean(clf.predict(x_held) != d_held)), 0.5)
@@ -108,13 +116,21 @@ def features_of(model, data, *, max_examples: int | None = 1000) -> np.ndarray:
     x = data.x if hasattr(data, "x") else np.asarray(data)
     if max_examples is not None:
         x = x[:max_examples]
-    return np.asarray(predict_logits(model.apply_fn, model.variables, model._inputs(x), method="features"))
+    return np.asarray(
+        predict_logits(model.apply_fn, model.variables, model._inputs(x), method="features")
+    )
 
 
-def domain_similarity_report(model, source, target, *, max_examples: int = 1000, seed: int = 0) -> dict[str, float]:
+def domain_similarity_report(
+    model, source, target, *, max_examples: int = 1000, seed: int = 0
+) -> dict[str, float]:
     """Every measure on ``model``'s features of ``source`` and ``target`` (ArrayDatasets)."""
     fs = features_of(model, source, max_examples=max_examples)
     ft = features_of(model, target, max_examples=max_examples)
     m = mmd2(fs, ft)
-    return {"mmd2": m, "mmd_similarity": 1.0 - m / 2.0, "coral_distance": coral_distance(fs, ft),
-            "proxy_a_distance": proxy_a_distance(fs, ft, seed=seed)}
+    return {
+        "mmd2": m,
+        "mmd_similarity": 1.0 - m / 2.0,
+        "coral_distance": coral_distance(fs, ft),
+        "proxy_a_distance": proxy_a_distance(fs, ft, seed=seed),
+    }

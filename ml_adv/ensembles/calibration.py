@@ -24,7 +24,9 @@ TEMPERATURE_LEARNING_RATE = 0.1  # in log T; |log T| <= 3 is reached in well und
 
 
 @partial(jax.jit, static_argnames=("bins",))
-def reliability_bins(probs: jax.Array, labels: jax.Array, bins: int = ECE_BINS) -> dict[str, jax.Array]:
+def reliability_bins(
+    probs: jax.Array, labels: jax.Array, bins: int = ECE_BINS
+) -> dict[str, jax.Array]:
     """Per-bin ``count``, mean ``confidence`` and ``accuracy`` (0 where a bin is empty), ``[bins]`` each."""
     confidence = jnp.max(probs, axis=-1)
     correct = (jnp.argmax(probs, axis=-1) == labels).astype(probs.dtype)
@@ -38,7 +40,9 @@ def reliability_bins(probs: jax.Array, labels: jax.Array, bins: int = ECE_BINS) 
 
 
 @partial(jax.jit, static_argnames=("bins",))
-def expected_calibration_error(probs: jax.Array, labels: jax.Array, bins: int = ECE_BINS) -> jax.Array:
+def expected_calibration_error(
+    probs: jax.Array, labels: jax.Array, bins: int = ECE_BINS
+) -> jax.Array:
     """ECE of ``probs`` ``[N, C]`` against integer ``labels`` ``[N]``."""
     rb = reliability_bins(probs, labels, bins)
     return jnp.sum(rb["count"] * jnp.abs(rb["accuracy"] - rb["confidence"])) / probs.shape[0]
@@ -60,5 +64,10 @@ def fit_temperature(probs: jax.Array, labels: jax.Array) -> jax.Array:
     """The temperature ``T > 0`` minimising the NLL of ``apply_temperature(probs, T)``."""
     log_probs = safe_log(probs)
     loss = partial(_nll_at, log_probs=log_probs, labels=labels)
-    log_t, _ = minimize(loss, jnp.zeros((), jnp.float32), steps=TEMPERATURE_STEPS, learning_rate=TEMPERATURE_LEARNING_RATE)
+    log_t, _ = minimize(
+        loss,
+        jnp.zeros((), jnp.float32),
+        steps=TEMPERATURE_STEPS,
+        learning_rate=TEMPERATURE_LEARNING_RATE,
+    )
     return jnp.exp(log_t)

@@ -90,7 +90,9 @@ COMBINATION_RULES.register("averaging", CombinationRule("averaging", average, us
 COMBINATION_RULES.register("weighted", CombinationRule("weighted", weighted_average))
 COMBINATION_RULES.register("voting", CombinationRule("voting", vote_shares, predict=vote))
 # Stacking's probabilities come from the fitted meta-learner (stacking.py), not from a rule.
-COMBINATION_RULES.register("stacking", CombinationRule("stacking", None, uses_weights=False, needs_meta_learner=True))
+COMBINATION_RULES.register(
+    "stacking", CombinationRule("stacking", None, uses_weights=False, needs_meta_learner=True)
+)
 
 
 def resolve_rule(method) -> CombinationRule:

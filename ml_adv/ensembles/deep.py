@@ -33,12 +33,26 @@ def stacked_core():
     try:
         from ml_adv.training.stacked import fit_stacked
     except ImportError as exc:  # the stacked core (issue 9) is not installed in this tree
-        raise ConfigError(f"deep ensembles need ml_adv.training.stacked.fit_stacked, which is unavailable: {exc}") from exc
+        raise ConfigError(
+            f"deep ensembles need ml_adv.training.stacked.fit_stacked, which is unavailable: {exc}"
+        ) from exc
     return fit_stacked
 
 
-def train_members(spec, data, config, *, members: int, key=None, val=None, member_hparams=None,
-                  bootstrap: bool = False, example_masks=None, run: Run = NO_RUN, model_ids=None) -> tuple[list, Any]:
+def train_members(
+    spec,
+    data,
+    config,
+    *,
+    members: int,
+    key=None,
+    val=None,
+    member_hparams=None,
+    bootstrap: bool = False,
+    example_masks=None,
+    run: Run = NO_RUN,
+    model_ids=None,
+) -> tuple[list, Any]:
     """Train ``members`` models of ``spec`` as one program; ``(trained models, StackedFitResult)``.
 
     Member i gets ``model_ids[i]`` (default: the core's fresh ids). Members the core
@@ -46,20 +60,31 @@ def train_members(spec, data, config, *, members: int, key=None, val=None, membe
     """
     fit_stacked = stacked_core()
     result = fit_stacked(
-        spec, data, config, members=members, key=key, val=val, member_hparams=member_hparams,
-        bootstrap=bootstrap, example_masks=example_masks, run=run,
+        spec,
+        data,
+        config,
+        members=members,
+        key=key,
+        val=val,
+        member_hparams=member_hparams,
+        bootstrap=bootstrap,
+        example_masks=example_masks,
+        run=run,
     )
     failed = np.asarray(result.failed, bool)
     trained = []
     for i in range(members):
         if not failed[i]:
             model = result.member(i)
-            trained.append(model if model_ids is None else dataclasses.replace(model, model_id=model_ids[i]))
+            trained.append(
+                model if model_ids is None else dataclasses.replace(model, model_id=model_ids[i])
+            )
     return trained, result
 
 
-def train_ensemble(spec, data, config, *, members: int | None, folds: int | None, seed: int,
-                   **fit_kwargs) -> tuple[list, dict[str, Any], np.ndarray | None]:
+def train_ensemble(
+    spec, data, config, *, members: int | None, folds: int | None, seed: int, **fit_kwargs
+) -> tuple[list, dict[str, Any], np.ndarray | None]:
     """Validate, then train a deep ensemble (``folds=None``) or the k fold models of a CV run.
 
     ``spec`` is a ``ModelSpec`` or an architecture name (its ``"small"`` size for ``data``).
@@ -78,12 +103,19 @@ def train_ensemble(spec, data, config, *, members: int | None, folds: int | None
     if isinstance(spec, str):  # an architecture name: its "small" variant for this data
         from ml_adv.models.registry import make_spec
 
-        spec = make_spec(spec, input_shape=data.example_shape, input_kind=data.input_kind,
-                         num_classes=data.num_classes, size="small")
+        spec = make_spec(
+            spec,
+            input_shape=data.example_shape,
+            input_kind=data.input_kind,
+            num_classes=data.num_classes,
+            size="small",
+        )
     config = TrainConfig() if config is None else config
     if folds is not None:
         if members is not None and members != folds:
-            raise ConfigError(f"members: cross-validation trains one member per fold ({folds}), got {members}")
+            raise ConfigError(
+                f"members: cross-validation trains one member per fold ({folds}), got {members}"
+            )
         members = folds
     members = DEFAULT_MEMBERS if members is None else members
     check_positive("members", members)
@@ -91,15 +123,31 @@ def train_ensemble(spec, data, config, *, members: int | None, folds: int | None
     masks = training_masks(fold_ids, folds) if folds is not None else None
     stacked_core()  # fail before anything else if the core is missing
     folder = fit_kwargs["run"].directory if "run" in fit_kwargs else None
-    record = persistence.run_record(folder, members=members, folds=folds) if folder is not None else None
-    trained, result = train_members(spec, data, config, members=members, example_masks=masks,
-                                    model_ids=record["model_ids"] if record else None, **fit_kwargs)
+    record = (
+        persistence.run_record(folder, members=members, folds=folds) if folder is not None else None
+    )
+    trained, result = train_members(
+        spec,
+        data,
+        config,
+        members=members,
+        example_masks=masks,
+        model_ids=record["model_ids"] if record else None,
+        **fit_kwargs,
+    )
     failed = np.asarray(result.failed, bool)
     if folds is not None and failed.any():
-        raise NotFittedError(f"cross-validation: fold models {np.flatnonzero(failed).tolist()} diverged; no CV score")
+        raise NotFittedError(
+            f"cross-validation: fold models {np.flatnonzero(failed).tolist()} diverged; no CV score"
+        )
     weights = record["weights"] if record else [1.0] * members
-    report = {"members": members, "trained": [m.model_id for m in trained], "failed": failed.tolist(),
-              "weights": [w for w, f in zip(weights, failed) if not f], "resumed_from": result.resumed_from}
+    report = {
+        "members": members,
+        "trained": [m.model_id for m in trained],
+        "failed": failed.tolist(),
+        "weights": [w for w, f in zip(weights, failed) if not f],
+        "resumed_from": result.resumed_from,
+    }
     return trained, report, fold_ids
 
 
@@ -129,7 +177,9 @@ def cross_validation_scores(probs, labels, fold_ids) -> dict[str, Any]:
     ``mean``/``std`` summarise them (the CV score, mean +- std over folds);
     ``out_of_fold`` scores the pooled held-out predictions.
     """
-    scores = jax.device_get(_fold_scores(jnp.asarray(probs), jnp.asarray(labels), jnp.asarray(fold_ids)))
+    scores = jax.device_get(
+        _fold_scores(jnp.asarray(probs), jnp.asarray(labels), jnp.asarray(fold_ids))
+    )
     per_fold = {m: np.asarray(v).tolist() for m, v in scores["per_fold"].items()}
     return {
         "folds": int(np.asarray(probs).shape[0]),

@@ -62,7 +62,9 @@ class AdvancedModelEnsemble(Estimator):
 
     def __init__(self, combination_method: Any = "weighted", *, seed: int = 0):
         self._rule = resolve_rule(combination_method)
-        self.combination_method = combination_method if isinstance(combination_method, str) else self._rule.name
+        self.combination_method = (
+            combination_method if isinstance(combination_method, str) else self._rule.name
+        )
         self.seed = int(seed)
         self._members: list = []
         self._weights: list[float] = []
@@ -70,7 +72,9 @@ class AdvancedModelEnsemble(Estimator):
         self._meta = None
         self._temperature: float | None = None
         self._reports: dict[str, Any] = {}
-        self._validation = None  # (x, y) of the last held-out data seen, for prune/optimize without data
+        self._validation = (
+            None  # (x, y) of the last held-out data seen, for prune/optimize without data
+        )
         self.diversity_settings = {"enabled": False, "weight": 0.1, "max_members": None}
         self.pruning_settings = {"enabled": False, "threshold": 0.0}
         self.cross_validation_settings = {"enabled": False, "folds": 5}
@@ -90,10 +94,14 @@ class AdvancedModelEnsemble(Estimator):
     def _check_model(self, model, argument: str = "model") -> None:
         for attr in ("spec", "variables", "model_id", "mixed_precision"):
             if not hasattr(model, attr):
-                raise ConfigError(f"{argument}: expected a TrainedModel, got {type(model).__name__} (no {attr!r})")
+                raise ConfigError(
+                    f"{argument}: expected a TrainedModel, got {type(model).__name__} (no {attr!r})"
+                )
         if self._members and model.spec.num_classes != self._members[0].spec.num_classes:
-            raise ConfigError(f"{argument}: expected a model with {self._members[0].spec.num_classes} classes like "
-                              f"the other members, got {model.spec.num_classes}")
+            raise ConfigError(
+                f"{argument}: expected a model with {self._members[0].spec.num_classes} classes like "
+                f"the other members, got {model.spec.num_classes}"
+            )
 
     def _changed(self) -> None:
         self._groups, self._meta, self._temperature = None, None, None
@@ -103,7 +111,9 @@ class AdvancedModelEnsemble(Estimator):
         self._check_model(model)
         weight = check_weight("weight", weight)
         if model.model_id in self.model_ids:
-            raise ConfigError(f"model: a member with id {model.model_id!r} is already in the ensemble")
+            raise ConfigError(
+                f"model: a member with id {model.model_id!r} is already in the ensemble"
+            )
         check_weights("weight", [*self._weights, weight], len(self._members) + 1)
         self._members.append(model)
         self._weights.append(weight)
@@ -118,7 +128,7 @@ class AdvancedModelEnsemble(Estimator):
     def remove_model(self, model_id: str) -> bool:
         """Remove the member with ``model_id``; True on success."""
         i = self._index(model_id)
-        rest = self._weights[:i] + self._weights[i + 1:]
+        rest = self._weights[:i] + self._weights[i + 1 :]
         if rest:
             check_weights("weights after removal", rest, len(rest))
         del self._members[i], self._weights[i]
@@ -130,7 +140,9 @@ class AdvancedModelEnsemble(Estimator):
         i = self._index(model_id)
         self._check_model(model)
         if model.model_id != model_id and model.model_id in self.model_ids:
-            raise ConfigError(f"model: a member with id {model.model_id!r} is already in the ensemble")
+            raise ConfigError(
+                f"model: a member with id {model.model_id!r} is already in the ensemble"
+            )
         weights = list(self._weights)
         weights[i] = self._weights[i] if weight is None else check_weight("weight", weight)
         check_weights("weight", weights, len(weights))
@@ -141,11 +153,17 @@ class AdvancedModelEnsemble(Estimator):
     # -------------------------------------------------------------- prediction
     def _require_members(self, what: str) -> None:
         if not self._members:
-            raise NotFittedError(f"{what}: the ensemble has no members; add_model() or train() first")
+            raise NotFittedError(
+                f"{what}: the ensemble has no members; add_model() or train() first"
+            )
 
     def effective_weights(self) -> np.ndarray:
         """Normalised weights the combination uses (uniform for averaging and stacking)."""
-        w = np.asarray(self._weights, np.float32) if self._rule.uses_weights else np.ones(len(self), np.float32)
+        w = (
+            np.asarray(self._weights, np.float32)
+            if self._rule.uses_weights
+            else np.ones(len(self), np.float32)
+        )
         return w / w.sum()
 
     def member_probabilities(self, x, *, batch_size: int = DEFAULT_CHUNK) -> np.ndarray:
@@ -162,9 +180,16 @@ class AdvancedModelEnsemble(Estimator):
 
     def _output(self, probs):
         if self._rule.needs_meta_learner and self._meta is None:
-            raise NotFittedError("predict: stacking needs a meta-learner; call update_model_weights(val_data) first")
-        return combined_output(self._rule, jnp.asarray(probs), jnp.asarray(self.effective_weights()), self._meta,
-                               self._temperature_array())
+            raise NotFittedError(
+                "predict: stacking needs a meta-learner; call update_model_weights(val_data) first"
+            )
+        return combined_output(
+            self._rule,
+            jnp.asarray(probs),
+            jnp.asarray(self.effective_weights()),
+            self._meta,
+            self._temperature_array(),
+        )
 
     def _temperature_array(self):
         # 0 stands for "not calibrated" (see combined_output): one compiled program for both.
@@ -183,13 +208,17 @@ class AdvancedModelEnsemble(Estimator):
         x, y = split_labelled(data, self._members[0].spec.num_classes, argument=argument)
         probs = self._member_probs(x)
         if probs.shape[1] != y.shape[0]:
-            raise DataError(f"{argument}: expected {probs.shape[1]} labels to match the inputs, got {y.shape[0]}")
+            raise DataError(
+                f"{argument}: expected {probs.shape[1]} labels to match the inputs, got {y.shape[0]}"
+            )
         return x, y, probs
 
     def _held_out(self, data, argument: str):
         if data is None:
             if self._validation is None:
-                raise NotFittedError(f"{argument}: pass held-out data (no validation data seen yet)")
+                raise NotFittedError(
+                    f"{argument}: pass held-out data (no validation data seen yet)"
+                )
             data = self._validation
         x, y, probs = self._labelled(data, argument)
         self._validation = (x, y)
@@ -209,21 +238,28 @@ class AdvancedModelEnsemble(Estimator):
             if isinstance(weights, dict):
                 unknown = sorted(set(weights) - set(self.model_ids))
                 if unknown:
-                    raise ConfigError(f"weights: expected keys among {self.model_ids}, got unknown ids {unknown}")
+                    raise ConfigError(
+                        f"weights: expected keys among {self.model_ids}, got unknown ids {unknown}"
+                    )
                 weights = [weights.get(i, w) for i, w in zip(self.model_ids, self._weights)]
             self._weights = check_weights("weights", weights, len(self)).tolist()
             self._changed()
             return True
         if val_data is None:
-            raise ConfigError("update_model_weights: expected val_data (to learn weights) or weights, got neither")
+            raise ConfigError(
+                "update_model_weights: expected val_data (to learn weights) or weights, got neither"
+            )
         if self.diversity_settings["enabled"]:
             self.optimize_diversity(val_data)
         y, probs = self._held_out(val_data, "val_data")
         learned, nll = fit_simplex_weights(jnp.asarray(probs), jnp.asarray(y))
         self._weights = np.asarray(learned).tolist()
         self._changed()
-        self._reports["learned_weights"] = {"rule": "min validation NLL of the weighted mixture over the simplex",
-                                            "nll": float(nll), "weights": dict(zip(self.model_ids, self._weights))}
+        self._reports["learned_weights"] = {
+            "rule": "min validation NLL of the weighted mixture over the simplex",
+            "nll": float(nll),
+            "weights": dict(zip(self.model_ids, self._weights)),
+        }
         if self.pruning_settings["enabled"]:
             self.prune_models(self.pruning_settings["threshold"])
         if self._rule.needs_meta_learner:
@@ -252,14 +288,24 @@ class AdvancedModelEnsemble(Estimator):
         _, y, probs = self._labelled(data, "data")
         if self._rule.needs_meta_learner and self._meta is None:
             self._output(probs)  # raises NotFittedError
-        raw = to_host(evaluate_ensemble(self._rule, jnp.asarray(probs), jnp.asarray(self.effective_weights()),
-                                        jnp.asarray(y), self._meta, self._temperature_array()))
+        raw = to_host(
+            evaluate_ensemble(
+                self._rule,
+                jnp.asarray(probs),
+                jnp.asarray(self.effective_weights()),
+                jnp.asarray(y),
+                self._meta,
+                self._temperature_array(),
+            )
+        )
         members = raw["members"]
         report = {
             "combination_method": self.combination_method,
             "num_examples": int(y.shape[0]),
             "ensemble": raw["ensemble"],
-            "members": {mid: {m: members[m][i] for m in members} for i, mid in enumerate(self.model_ids)},
+            "members": {
+                mid: {m: members[m][i] for m in members} for i, mid in enumerate(self.model_ids)
+            },
             "weights": dict(zip(self.model_ids, self.effective_weights().tolist())),
             "diversity": raw["diversity"],
             "temperature": self._temperature,
@@ -276,7 +322,9 @@ class AdvancedModelEnsemble(Estimator):
             "combination_method": self.combination_method,
             "model_ids": self.model_ids,
             "architectures": [m.spec.architecture for m in self._members],
-            "weights": dict(zip(self.model_ids, self.effective_weights().tolist())) if self._members else {},
+            "weights": dict(zip(self.model_ids, self.effective_weights().tolist()))
+            if self._members
+            else {},
             "stacked_groups": [[self.model_ids[i] for i in g.indices] for g in groups],
             "member_training_metrics": {m.model_id: dict(m.metrics) for m in self._members},
             "meta_learner_fitted": self._meta is not None,
@@ -296,9 +344,17 @@ class AdvancedModelEnsemble(Estimator):
         temperature = float(fit_temperature(before, jnp.asarray(y)))
         self._temperature = temperature
         after, _ = self._output(probs)
-        b, a = to_host(probability_metrics(before, jnp.asarray(y))), to_host(probability_metrics(after, jnp.asarray(y)))
-        report = {"temperature": temperature, "ece_before": b["ece"], "ece_after": a["ece"],
-                  "nll_before": b["nll"], "nll_after": a["nll"]}
+        b, a = (
+            to_host(probability_metrics(before, jnp.asarray(y))),
+            to_host(probability_metrics(after, jnp.asarray(y))),
+        )
+        report = {
+            "temperature": temperature,
+            "ece_before": b["ece"],
+            "ece_after": a["ece"],
+            "nll_before": b["nll"],
+            "nll_after": a["nll"],
+        }
         self._reports["calibration"] = report
         return report
 
@@ -315,11 +371,15 @@ class AdvancedModelEnsemble(Estimator):
         threshold = check_weight("threshold", threshold)
         y, probs = self._held_out(data, "data")
         ids = self.model_ids
-        kept, trace = pruning.greedy_prune(jnp.asarray(probs), self.effective_weights(), jnp.asarray(y),
-                                           threshold=threshold)
+        kept, trace = pruning.greedy_prune(
+            jnp.asarray(probs), self.effective_weights(), jnp.asarray(y), threshold=threshold
+        )
         removed = self._keep(kept)
-        self._reports["pruning"] = {"threshold": threshold, "removed": removed,
-                                    "steps": [{**t, "member": ids[t["member"]]} for t in trace]}
+        self._reports["pruning"] = {
+            "threshold": threshold,
+            "removed": removed,
+            "steps": [{**t, "member": ids[t["member"]]} for t in trace],
+        }
         return removed
 
     def optimize_diversity(self, data=None, *, max_members: int | None = None) -> dict[str, Any]:
@@ -330,27 +390,42 @@ class AdvancedModelEnsemble(Estimator):
         y, probs = self._held_out(data, "data")
         ids = self.model_ids
         selected, trace = pruning.greedy_diverse_selection(
-            jnp.asarray(probs), self.effective_weights(), jnp.asarray(y),
-            diversity_weight=self.diversity_settings["weight"], max_members=max_members)
+            jnp.asarray(probs),
+            self.effective_weights(),
+            jnp.asarray(y),
+            diversity_weight=self.diversity_settings["weight"],
+            max_members=max_members,
+        )
         removed = self._keep(selected)
-        report = {"selected": self.model_ids, "removed": removed, "diversity_weight": self.diversity_settings["weight"],
-                  "steps": [{**t, "member": ids[t["member"]]} for t in trace]}
+        report = {
+            "selected": self.model_ids,
+            "removed": removed,
+            "diversity_weight": self.diversity_settings["weight"],
+            "steps": [{**t, "member": ids[t["member"]]} for t in trace],
+        }
         self._reports["diversity_optimization"] = report
         return report
 
     # ---------------------------------------------------------------- settings
-    def set_diversity_optimization(self, enabled: bool = True, *, weight: float = 0.1,
-                                   max_members: int | None = None) -> bool:
+    def set_diversity_optimization(
+        self, enabled: bool = True, *, weight: float = 0.1, max_members: int | None = None
+    ) -> bool:
         """Run ``optimize_diversity`` (disagreement weight ``weight``) inside ``update_model_weights``."""
         if max_members is not None:
             check_positive("max_members", max_members)
-        self.diversity_settings = {"enabled": bool(enabled), "weight": check_weight("weight", weight),
-                                   "max_members": max_members}
+        self.diversity_settings = {
+            "enabled": bool(enabled),
+            "weight": check_weight("weight", weight),
+            "max_members": max_members,
+        }
         return True
 
     def set_automatic_pruning(self, enabled: bool = True, *, threshold: float = 0.0) -> bool:
         """Run ``prune_models(threshold)`` after the weights are learned in ``update_model_weights``."""
-        self.pruning_settings = {"enabled": bool(enabled), "threshold": check_weight("threshold", threshold)}
+        self.pruning_settings = {
+            "enabled": bool(enabled),
+            "threshold": check_weight("threshold", threshold),
+        }
         return True
 
     def set_cross_validation(self, folds: int = 5, *, enabled: bool = True) -> bool:
@@ -359,8 +434,20 @@ class AdvancedModelEnsemble(Estimator):
         return True
 
     # ------------------------------------------------------------ deep ensembles
-    def fit(self, spec, data, config=None, *, members: int | None = None, val=None, member_hparams=None,
-            bootstrap: bool = False, key=None, run_dir=None, progress=None) -> dict[str, Any]:
+    def fit(
+        self,
+        spec,
+        data,
+        config=None,
+        *,
+        members: int | None = None,
+        val=None,
+        member_hparams=None,
+        bootstrap: bool = False,
+        key=None,
+        run_dir=None,
+        progress=None,
+    ) -> dict[str, Any]:
         """Train members of ``spec`` on ``data`` as one stacked program and add them.
 
         With cross-validation on, ``members`` is the number of folds and member i trains
@@ -369,27 +456,50 @@ class AdvancedModelEnsemble(Estimator):
         recorded there: the same call after a kill resumes from the last checkpoint and adds
         the same members (ids, weights, parameters bit for bit) as an uninterrupted run.
         """
-        classes = getattr(spec, "num_classes", getattr(data, "num_classes", None))  # a name: the data's classes
+        classes = getattr(
+            spec, "num_classes", getattr(data, "num_classes", None)
+        )  # a name: the data's classes
         if self._members and classes != self._members[0].spec.num_classes:
-            raise ConfigError(f"spec: expected {self._members[0].spec.num_classes} classes like the other members, "
-                              f"got {classes}")
+            raise ConfigError(
+                f"spec: expected {self._members[0].spec.num_classes} classes like the other members, "
+                f"got {classes}"
+            )
         cv = self.cross_validation_settings
         trained, report, fold_ids = deep.train_ensemble(
-            spec, data, config, members=members, folds=cv["folds"] if cv["enabled"] else None, seed=self.seed,
-            key=key, val=val, member_hparams=member_hparams, bootstrap=bootstrap,
-            run=Run.at(run_dir, progress=progress))
+            spec,
+            data,
+            config,
+            members=members,
+            folds=cv["folds"] if cv["enabled"] else None,
+            seed=self.seed,
+            key=key,
+            val=val,
+            member_hparams=member_hparams,
+            bootstrap=bootstrap,
+            run=Run.at(run_dir, progress=progress),
+        )
         for model, weight in zip(trained, report["weights"]):
             self.add_model(model, weight)
         if fold_ids is not None:
-            probs = self.member_probabilities(data)[len(self) - len(trained):]
+            probs = self.member_probabilities(data)[len(self) - len(trained) :]
             report["cross_validation"] = deep.cross_validation_scores(probs, data.y, fold_ids)
             self._reports["cross_validation"] = report["cross_validation"]
         self._reports["training"] = report
         return report
 
     @classmethod
-    def train(cls, spec, data, config=None, *, members: int = 5, combination_method: Any = "averaging",
-              cross_validation: int | None = None, seed: int = 0, **kwargs) -> AdvancedModelEnsemble:
+    def train(
+        cls,
+        spec,
+        data,
+        config=None,
+        *,
+        members: int = 5,
+        combination_method: Any = "averaging",
+        cross_validation: int | None = None,
+        seed: int = 0,
+        **kwargs,
+    ) -> AdvancedModelEnsemble:
         """A deep ensemble: ``members`` models of ``spec`` trained as one program (``fit``).
 
         ``spec`` is a ``ModelSpec`` or an architecture name; ``cross_validation=k`` trains the
@@ -417,12 +527,25 @@ class AdvancedModelEnsemble(Estimator):
         """
         self._require_members("save")
         if not isinstance(self.combination_method, str):
-            raise ConfigError("save: a custom combination callable cannot be saved; use a registered name")
-        settings = {"combination_method": self.combination_method, "seed": self.seed,
-                    "diversity": self.diversity_settings, "pruning": self.pruning_settings,
-                    "cross_validation": self.cross_validation_settings, "reports": self._reports}
-        return persistence.save_ensemble(path, self._members, self._weights, meta_learner=self._meta,
-                                         temperature=self._temperature, settings=settings)
+            raise ConfigError(
+                "save: a custom combination callable cannot be saved; use a registered name"
+            )
+        settings = {
+            "combination_method": self.combination_method,
+            "seed": self.seed,
+            "diversity": self.diversity_settings,
+            "pruning": self.pruning_settings,
+            "cross_validation": self.cross_validation_settings,
+            "reports": self._reports,
+        }
+        return persistence.save_ensemble(
+            path,
+            self._members,
+            self._weights,
+            meta_learner=self._meta,
+            temperature=self._temperature,
+            settings=settings,
+        )
 
     @classmethod
     def load(cls, path: str | Path) -> AdvancedModelEnsemble:
@@ -431,6 +554,12 @@ class AdvancedModelEnsemble(Estimator):
         ensemble = cls(settings["combination_method"], seed=settings["seed"])
         ensemble._members, ensemble._weights = members, np.asarray(weights).tolist()
         ensemble._meta, ensemble._temperature = meta, temperature
-        ensemble.diversity_settings, ensemble.pruning_settings = settings["diversity"], settings["pruning"]
-        ensemble.cross_validation_settings, ensemble._reports = settings["cross_validation"], settings["reports"]
+        ensemble.diversity_settings, ensemble.pruning_settings = (
+            settings["diversity"],
+            settings["pruning"],
+        )
+        ensemble.cross_validation_settings, ensemble._reports = (
+            settings["cross_validation"],
+            settings["reports"],
+        )
         return ensemble

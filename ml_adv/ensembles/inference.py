@@ -57,8 +57,10 @@ def group_members(members) -> list[MemberGroup]:
         order.setdefault((m.spec, bool(m.mixed_precision)), []).append(i)
     groups = []
     for (spec, mp), idx in order.items():
-        stacked = jax.tree.map(lambda *leaves: np.stack([np.asarray(leaf) for leaf in leaves]),
-                               *[members[i].variables for i in idx])
+        stacked = jax.tree.map(
+            lambda *leaves: np.stack([np.asarray(leaf) for leaf in leaves]),
+            *[members[i].variables for i in idx],
+        )
         groups.append(MemberGroup(spec, mp, tuple(idx), stacked))
     return groups
 
@@ -69,8 +71,15 @@ def default_member_batch(members: int) -> int:
 
 
 @partial(jax.jit, static_argnames=("module", "chunk", "mixed_precision", "member_batch"))
-def stacked_logits(module, variables, x: jax.Array, *, chunk: int, mixed_precision: bool = False,
-                   member_batch: int | None = None) -> jax.Array:
+def stacked_logits(
+    module,
+    variables,
+    x: jax.Array,
+    *,
+    chunk: int,
+    mixed_precision: bool = False,
+    member_batch: int | None = None,
+) -> jax.Array:
     """Float32 logits ``[K, N, C]`` of K stacked members on the same inputs ``x`` ``[N, ...]``.
 
     ``member_batch`` members are vmapped together (``None``: all K); the groups of members
@@ -91,20 +100,33 @@ def stacked_logits(module, variables, x: jax.Array, *, chunk: int, mixed_precisi
     return jax.lax.map(one_member, variables, batch_size=min(member_batch or k, k))
 
 
-def group_probs(group: MemberGroup, x: np.ndarray, *, chunk: int = DEFAULT_CHUNK,
-                member_batch: int | None = None) -> jax.Array:
+def group_probs(
+    group: MemberGroup,
+    x: np.ndarray,
+    *,
+    chunk: int = DEFAULT_CHUNK,
+    member_batch: int | None = None,
+) -> jax.Array:
     """Softmax probabilities ``[len(group.indices), N, C]`` of one group."""
     k = len(group.indices)
     logits = stacked_logits(
-        group.module, group.variables, jnp.asarray(x), chunk=min(chunk, int(x.shape[0])),
+        group.module,
+        group.variables,
+        jnp.asarray(x),
+        chunk=min(chunk, int(x.shape[0])),
         mixed_precision=group.mixed_precision,
         member_batch=default_member_batch(k) if member_batch is None else member_batch,
     )
     return jax.nn.softmax(logits, axis=-1)
 
 
-def ensemble_probs(groups: list[MemberGroup], member_views: list[str], views: dict[str, np.ndarray],
-                   *, chunk: int = DEFAULT_CHUNK) -> jax.Array:
+def ensemble_probs(
+    groups: list[MemberGroup],
+    member_views: list[str],
+    views: dict[str, np.ndarray],
+    *,
+    chunk: int = DEFAULT_CHUNK,
+) -> jax.Array:
     """``[K, N, C]`` member probabilities in member order.
 
     ``member_views[i]`` names member i's input in ``views``. Each group runs as one stacked
@@ -117,9 +139,15 @@ def ensemble_probs(groups: list[MemberGroup], member_views: list[str], views: di
             by_view.setdefault(member_views[i], []).append(row)
         for view, rows in by_view.items():
             take = np.asarray(rows)
-            sub = group if len(rows) == len(group.indices) else dataclasses.replace(
-                group, indices=tuple(group.indices[r] for r in rows),
-                variables=jax.tree.map(lambda a, take=take: a[take], group.variables))
+            sub = (
+                group
+                if len(rows) == len(group.indices)
+                else dataclasses.replace(
+                    group,
+                    indices=tuple(group.indices[r] for r in rows),
+                    variables=jax.tree.map(lambda a, take=take: a[take], group.variables),
+                )
+            )
             parts.append(group_probs(sub, views[view], chunk=chunk))
             positions.extend(sub.indices)
     stacked = jnp.concatenate(parts, axis=0)
@@ -128,7 +156,9 @@ def ensemble_probs(groups: list[MemberGroup], member_views: list[str], views: di
 
 
 @partial(jax.jit, static_argnums=0)
-def combined_output(rule, probs: jax.Array, weights: jax.Array, meta: Any | None, temperature: jax.Array | None):
+def combined_output(
+    rule, probs: jax.Array, weights: jax.Array, meta: Any | None, temperature: jax.Array | None
+):
     """Ensemble ``(probabilities [N, C], class ids [N])`` from member probabilities ``[K, N, C]``.
 
     The rule combines (stacking: the meta-learner); a fitted temperature then rescales
@@ -140,11 +170,17 @@ def combined_output(rule, probs: jax.Array, weights: jax.Array, meta: Any | None
     from ml_adv.ensembles.calibration import apply_temperature
     from ml_adv.ensembles.stacking import meta_proba_jit
 
-    combined = meta_proba_jit(meta, probs) if rule.needs_meta_learner else rule.proba(probs, weights)
+    combined = (
+        meta_proba_jit(meta, probs) if rule.needs_meta_learner else rule.proba(probs, weights)
+    )
     if temperature is not None:
         t = jnp.asarray(temperature, jnp.float32)
-        combined = jax.lax.cond(t > 0, lambda c: apply_temperature(c, jnp.maximum(t, 1e-6)), lambda c: c, combined)
-    classes = rule.predict(probs, weights) if rule.predict is not None else jnp.argmax(combined, axis=-1)
+        combined = jax.lax.cond(
+            t > 0, lambda c: apply_temperature(c, jnp.maximum(t, 1e-6)), lambda c: c, combined
+        )
+    classes = (
+        rule.predict(probs, weights) if rule.predict is not None else jnp.argmax(combined, axis=-1)
+    )
     return combined, classes.astype(jnp.int32)
 
 

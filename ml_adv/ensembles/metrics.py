@@ -26,7 +26,9 @@ def brier(probs: jax.Array, labels: jax.Array) -> jax.Array:
 
 
 @jax.jit
-def probability_metrics(probs: jax.Array, labels: jax.Array, predictions: jax.Array | None = None) -> dict[str, jax.Array]:
+def probability_metrics(
+    probs: jax.Array, labels: jax.Array, predictions: jax.Array | None = None
+) -> dict[str, jax.Array]:
     """``{'accuracy', 'nll', 'brier', 'ece'}`` of ``probs`` ``[N, C]``.
 
     ``predictions`` (``[N]`` class ids) overrides ``argmax(probs)`` for the accuracy, for

@@ -31,7 +31,9 @@ def _jsonable(obj: Any) -> Any:
     return json.loads(json.dumps(obj, default=lambda o: np.asarray(o).tolist()))
 
 
-def save_ensemble(path: str | Path, members, weights, *, meta_learner, temperature, settings: dict) -> str:
+def save_ensemble(
+    path: str | Path, members, weights, *, meta_learner, temperature, settings: dict
+) -> str:
     """Write the ensemble to a new directory ``path``; returns its absolute path."""
     tree = {
         "members": {f"m{i}": m.variables for i, m in enumerate(members)},
@@ -43,8 +45,12 @@ def save_ensemble(path: str | Path, members, weights, *, meta_learner, temperatu
     meta = {
         "format": FORMAT,
         "members": [
-            {"spec": m.spec.to_dict(), "model_id": m.model_id, "metrics": m.metrics,
-             "mixed_precision": bool(m.mixed_precision)}
+            {
+                "spec": m.spec.to_dict(),
+                "model_id": m.model_id,
+                "metrics": m.metrics,
+                "mixed_precision": bool(m.mixed_precision),
+            }
             for m in members
         ],
         "has_meta_learner": meta_learner is not None,
@@ -62,13 +68,21 @@ def load_ensemble(path: str | Path) -> tuple[list, np.ndarray, Any, float | None
 
     meta = load_meta(path)
     if meta.get("format") != FORMAT:
-        raise CheckpointError(f"path: expected an ensemble saved by AdvancedModelEnsemble.save ({FORMAT}), "
-                              f"got {meta.get('format')!r}")
+        raise CheckpointError(
+            f"path: expected an ensemble saved by AdvancedModelEnsemble.save ({FORMAT}), "
+            f"got {meta.get('format')!r}"
+        )
     specs = [ModelSpec.from_dict(m["spec"]) for m in meta["members"]]
     k = len(specs)
     target: dict[str, Any] = {
         "members": {
-            f"m{i}": dict(jax.eval_shape(lambda s=s: s.build().init(jax.random.PRNGKey(0), s.example_input(), train=False)))
+            f"m{i}": dict(
+                jax.eval_shape(
+                    lambda s=s: s.build().init(
+                        jax.random.PRNGKey(0), s.example_input(), train=False
+                    )
+                )
+            )
             for i, s in enumerate(specs)
         },
         "weights": jax.ShapeDtypeStruct((k,), np.float32),
@@ -76,15 +90,29 @@ def load_ensemble(path: str | Path) -> tuple[list, np.ndarray, Any, float | None
     }
     if meta["has_meta_learner"]:
         c = specs[0].num_classes
-        target["meta_learner"] = {"kernel": jax.ShapeDtypeStruct((k * c, c), np.float32),
-                                  "bias": jax.ShapeDtypeStruct((c,), np.float32)}
+        target["meta_learner"] = {
+            "kernel": jax.ShapeDtypeStruct((k * c, c), np.float32),
+            "bias": jax.ShapeDtypeStruct((c,), np.float32),
+        }
     tree = load_pytree(path, target)
     members = [
-        TrainedModel(s, dict(tree["members"][f"m{i}"]), m["model_id"], dict(m["metrics"]), bool(m["mixed_precision"]))
+        TrainedModel(
+            s,
+            dict(tree["members"][f"m{i}"]),
+            m["model_id"],
+            dict(m["metrics"]),
+            bool(m["mixed_precision"]),
+        )
         for i, (s, m) in enumerate(zip(specs, meta["members"]))
     ]
     temperature = float(tree["temperature"]) if meta["calibrated"] else None
-    return members, np.asarray(tree["weights"]), tree.get("meta_learner"), temperature, dict(meta["settings"])
+    return (
+        members,
+        np.asarray(tree["weights"]),
+        tree.get("meta_learner"),
+        temperature,
+        dict(meta["settings"]),
+    )
 
 
 def run_record(rd, *, members: int, folds: int | None) -> dict[str, Any]:
@@ -100,16 +128,27 @@ def run_record(rd, *, members: int, folds: int | None) -> dict[str, Any]:
         try:
             record = json.loads(path.read_text())
         except (OSError, ValueError) as exc:
-            raise CheckpointError(f"run_dir: cannot read the ensemble record {path}: {exc}") from exc
+            raise CheckpointError(
+                f"run_dir: cannot read the ensemble record {path}: {exc}"
+            ) from exc
         if record.get("format") != RUN_FORMAT:
-            raise CheckpointError(f"run_dir: expected an ensemble record ({RUN_FORMAT}) in {path}, "
-                                  f"got {record.get('format')!r}")
+            raise CheckpointError(
+                f"run_dir: expected an ensemble record ({RUN_FORMAT}) in {path}, "
+                f"got {record.get('format')!r}"
+            )
         if (record["members"], record["folds"]) != (members, folds):
-            raise CheckpointError(f"run_dir: {rd.path} holds an ensemble run with members={record['members']}, "
-                                  f"folds={record['folds']}; got members={members}, folds={folds} "
-                                  "(use another run directory, or --fresh on the command line)")
+            raise CheckpointError(
+                f"run_dir: {rd.path} holds an ensemble run with members={record['members']}, "
+                f"folds={record['folds']}; got members={members}, folds={folds} "
+                "(use another run directory, or --fresh on the command line)"
+            )
         return record
-    record = {"format": RUN_FORMAT, "members": members, "folds": folds,
-              "model_ids": [uuid.uuid4().hex[:12] for _ in range(members)], "weights": [1.0] * members}
+    record = {
+        "format": RUN_FORMAT,
+        "members": members,
+        "folds": folds,
+        "model_ids": [uuid.uuid4().hex[:12] for _ in range(members)],
+        "weights": [1.0] * members,
+    }
     rd.write_json(RUN_RECORD, record)
     return record

@@ -31,14 +31,18 @@ from ml_adv.ensembles.weights import mixture_nll
 def leave_one_out_nll(probs, weights, labels, active) -> jax.Array:
     """``[K]``: mixture NLL of ``active`` without member k (``inf`` where k is inactive)."""
     k = probs.shape[0]
-    masked = jax.vmap(lambda i: mixture_nll(probs, weights * (active & (jnp.arange(k) != i)), labels))
+    masked = jax.vmap(
+        lambda i: mixture_nll(probs, weights * (active & (jnp.arange(k) != i)), labels)
+    )
     return jnp.where(active, masked(jnp.arange(k)), jnp.inf)
 
 
 @jax.jit
 def subset_score(probs, weights, labels, selected, disagreement, diversity_weight) -> jax.Array:
     """``-NLL(S) + diversity_weight * mean disagreement(S)`` for the members in ``selected``."""
-    return -mixture_nll(probs, weights * selected, labels) + diversity_weight * mean_pairwise(disagreement, selected)
+    return -mixture_nll(probs, weights * selected, labels) + diversity_weight * mean_pairwise(
+        disagreement, selected
+    )
 
 
 @jax.jit
@@ -47,12 +51,16 @@ def addition_scores(probs, weights, labels, selected, diversity_weight) -> jax.A
     k = probs.shape[0]
     matrix = disagreement_matrix(probs)
     grown = jax.vmap(
-        lambda i: subset_score(probs, weights, labels, selected | (jnp.arange(k) == i), matrix, diversity_weight)
+        lambda i: subset_score(
+            probs, weights, labels, selected | (jnp.arange(k) == i), matrix, diversity_weight
+        )
     )
     return jnp.where(selected, -jnp.inf, grown(jnp.arange(k)))
 
 
-def greedy_prune(probs, weights, labels, *, threshold: float, min_members: int = 1) -> tuple[np.ndarray, list[dict]]:
+def greedy_prune(
+    probs, weights, labels, *, threshold: float, min_members: int = 1
+) -> tuple[np.ndarray, list[dict]]:
     """Backward elimination (module docstring). Returns the kept mask ``[K]`` and the removals."""
     k = probs.shape[0]
     active = np.ones(k, bool)
@@ -85,7 +93,9 @@ def greedy_diverse_selection(
     current = -float(own_nll[first])  # a single member has no pairwise disagreement
     trace = [{"member": first, "score": current}]
     while selected.sum() < max_members:
-        scores = np.asarray(addition_scores(probs, weights, labels, jnp.asarray(selected), diversity_weight))
+        scores = np.asarray(
+            addition_scores(probs, weights, labels, jnp.asarray(selected), diversity_weight)
+        )
         best = int(np.argmax(scores))
         if not scores[best] > current:
             break

@@ -17,7 +17,9 @@ import jax
 import optax
 
 
-def minimize(loss: Callable[[Any], jax.Array], init: Any, *, steps: int, learning_rate: float) -> tuple[Any, jax.Array]:
+def minimize(
+    loss: Callable[[Any], jax.Array], init: Any, *, steps: int, learning_rate: float
+) -> tuple[Any, jax.Array]:
     """``(params, final loss)`` after ``steps`` cosine-decayed Adam steps on ``loss`` from ``init``."""
     opt = optax.adam(optax.cosine_decay_schedule(learning_rate, steps))
 

@@ -48,6 +48,7 @@ meta_proba_jit = jax.jit(meta_proba)
 
 def fit_masked(features, labels, example_weight, num_classes: int, l2: float):
     """Meta-learner params fitted on the rows where ``example_weight`` is 1."""
+
     def loss(meta):
         nll = optax.softmax_cross_entropy_with_integer_labels(_logits(meta, features), labels)
         data = jnp.sum(example_weight * nll) / jnp.maximum(jnp.sum(example_weight), 1.0)
@@ -61,7 +62,9 @@ def fit_masked(features, labels, example_weight, num_classes: int, l2: float):
 
 
 @partial(jax.jit, static_argnames=("folds", "l2"))
-def fit_stacking(probs: jax.Array, labels: jax.Array, fold_ids: jax.Array, folds: int, l2: float = META_L2):
+def fit_stacking(
+    probs: jax.Array, labels: jax.Array, fold_ids: jax.Array, folds: int, l2: float = META_L2
+):
     """``(meta-learner fitted on all rows, out-of-fold probabilities [N, C])``.
 
     Row n of the out-of-fold probabilities comes from the meta-learner fitted without
@@ -69,8 +72,14 @@ def fit_stacking(probs: jax.Array, labels: jax.Array, fold_ids: jax.Array, folds
     """
     features = stack_features(probs)
     n = labels.shape[0]
-    masks = jnp.concatenate([fold_ids[None, :] != jnp.arange(folds)[:, None], jnp.ones((1, n), bool)])
-    metas = jax.vmap(lambda m: fit_masked(features, labels, m.astype(jnp.float32), probs.shape[-1], l2))(masks)
-    per_fold = jax.vmap(lambda meta: jax.nn.softmax(_logits(meta, features), -1))(metas)  # [folds + 1, N, C]
+    masks = jnp.concatenate(
+        [fold_ids[None, :] != jnp.arange(folds)[:, None], jnp.ones((1, n), bool)]
+    )
+    metas = jax.vmap(
+        lambda m: fit_masked(features, labels, m.astype(jnp.float32), probs.shape[-1], l2)
+    )(masks)
+    per_fold = jax.vmap(lambda meta: jax.nn.softmax(_logits(meta, features), -1))(
+        metas
+    )  # [folds + 1, N, C]
     oof = jnp.take_along_axis(per_fold[:folds], fold_ids[None, :, None], axis=0)[0]
     return jax.tree.map(lambda a: a[folds], metas), oof

@@ -30,7 +30,9 @@ def _array(name: str, value, input_kind: str | None = None) -> np.ndarray:
     The kind matters for integer inputs: uint8 pixels must stay uint8 (the models scale them
     by 1/255, as in training), where a kind-less read would take them for int32 token ids.
     """
-    return validate_features(name, value.x if isinstance(value, ArrayDataset) else value, input_kind)
+    return validate_features(
+        name, value.x if isinstance(value, ArrayDataset) else value, input_kind
+    )
 
 
 def _shared_kind(members) -> str | None:
@@ -65,9 +67,15 @@ def resolve_views(members, x) -> tuple[list[str], dict[str, np.ndarray]]:
             except (ShapeError, DataError) as exc:
                 misfits.append((m, exc))
         if len(misfits) == len(members):
-            wanted = sorted({f"{m.spec.architecture}: (N, {', '.join('L' if d is None else str(d) for d in m.spec.input_shape)})"
-                             for m, _ in misfits})
-            raise ShapeError(f"x: input {describe(arr)} fits no member of the ensemble; members expect {wanted}")
+            wanted = sorted(
+                {
+                    f"{m.spec.architecture}: (N, {', '.join('L' if d is None else str(d) for d in m.spec.input_shape)})"
+                    for m, _ in misfits
+                }
+            )
+            raise ShapeError(
+                f"x: input {describe(arr)} fits no member of the ensemble; members expect {wanted}"
+            )
         if misfits:
             m, exc = misfits[0]
             raise ShapeError(
@@ -77,7 +85,9 @@ def resolve_views(members, x) -> tuple[list[str], dict[str, np.ndarray]]:
         views, member_views = {"x": arr}, ["x"] * len(members)
     sizes = {k: v.shape[0] for k, v in views.items()}
     if len(set(sizes.values())) > 1:
-        raise DataError(f"x: expected every input view to hold the same examples, got sizes {sizes}")
+        raise DataError(
+            f"x: expected every input view to hold the same examples, got sizes {sizes}"
+        )
     return member_views, views
 
 
@@ -85,10 +95,16 @@ def split_labelled(data, num_classes: int, *, argument: str = "data"):
     """``(x, y)`` from an ArrayDataset, a dict of ArrayDataset views, or an ``(x, y)`` tuple."""
     if isinstance(data, ArrayDataset):
         x, y = data.x, data.y
-    elif isinstance(data, Mapping) and data and all(isinstance(v, ArrayDataset) for v in data.values()):
+    elif (
+        isinstance(data, Mapping)
+        and data
+        and all(isinstance(v, ArrayDataset) for v in data.values())
+    ):
         labels = [v.y for v in data.values()]
         if any(lab.shape != labels[0].shape or np.any(lab != labels[0]) for lab in labels[1:]):
-            raise DataError(f"{argument}: expected every view to carry the same labels, in the same order")
+            raise DataError(
+                f"{argument}: expected every view to carry the same labels, in the same order"
+            )
         x, y = {k: v.x for k, v in data.items()}, labels[0]
     elif isinstance(data, tuple) and len(data) == 2:
         x, y = data

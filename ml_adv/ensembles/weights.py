@@ -43,11 +43,15 @@ def check_weights(name: str, weights: Sequence[float], count: int) -> np.ndarray
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{name}: expected {count} numbers, got {describe(weights)}") from exc
     if arr.shape != (count,):
-        raise ConfigError(f"{name}: expected {count} weights (one per member), got shape {arr.shape}")
+        raise ConfigError(
+            f"{name}: expected {count} weights (one per member), got shape {arr.shape}"
+        )
     if not np.all(np.isfinite(arr)) or np.any(arr < 0):
         raise ConfigError(f"{name}: expected finite weights >= 0, got {arr.tolist()}")
     if count and not np.any(arr > 0):
-        raise ConfigError(f"{name}: expected at least one positive weight, got all zeros {arr.tolist()}")
+        raise ConfigError(
+            f"{name}: expected at least one positive weight, got all zeros {arr.tolist()}"
+        )
     return arr.astype(np.float32)
 
 
@@ -75,8 +79,14 @@ def fit_simplex_weights(probs: jax.Array, labels: jax.Array) -> tuple[jax.Array,
         probs: ``[K, N, C]`` member probabilities on held-out data.
         labels: ``[N]`` integer labels.
     """
-    log_probs_true = jnp.take_along_axis(safe_log(probs), labels[None, :, None], axis=-1)[..., 0]  # [K, N]
+    log_probs_true = jnp.take_along_axis(safe_log(probs), labels[None, :, None], axis=-1)[
+        ..., 0
+    ]  # [K, N]
 
-    theta, nll = minimize(lambda theta: _mixture_nll(theta, log_probs_true),
-                          jnp.zeros((probs.shape[0],), jnp.float32), steps=WEIGHT_STEPS, learning_rate=WEIGHT_LEARNING_RATE)
+    theta, nll = minimize(
+        lambda theta: _mixture_nll(theta, log_probs_true),
+        jnp.zeros((probs.shape[0],), jnp.float32),
+        steps=WEIGHT_STEPS,
+        learning_rate=WEIGHT_LEARNING_RATE,
+    )
     return jax.nn.softmax(theta), nll

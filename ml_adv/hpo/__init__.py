@@ -17,13 +17,22 @@ import importlib
 
 # Lazy (PEP 562): a worker process that unpickles a trial imports only what the trial needs.
 _EXPORTS = {
-    "OPTIMIZATION_METHODS": "ml_adv.hpo.methods", "SEARCH_METHODS": "ml_adv.hpo.methods",
-    "make_searcher": "ml_adv.hpo.methods", "FunctionObjective": "ml_adv.hpo.objective",
-    "TrainingObjective": "ml_adv.hpo.objective", "run_trial": "ml_adv.hpo.objective",
-    "MedianPruner": "ml_adv.hpo.pruning", "SuccessiveHalvingPruner": "ml_adv.hpo.pruning",
-    "Categorical": "ml_adv.hpo.space", "Float": "ml_adv.hpo.space", "Int": "ml_adv.hpo.space",
-    "SearchSpace": "ml_adv.hpo.space", "Study": "ml_adv.hpo.study", "StudyResult": "ml_adv.hpo.study",
-    "AdvancedHyperparameterOptimizer": "ml_adv.hpo.facade", "default_space": "ml_adv.hpo.facade",
+    "OPTIMIZATION_METHODS": "ml_adv.hpo.methods",
+    "SEARCH_METHODS": "ml_adv.hpo.methods",
+    "make_searcher": "ml_adv.hpo.methods",
+    "FunctionObjective": "ml_adv.hpo.objective",
+    "TrainingObjective": "ml_adv.hpo.objective",
+    "run_trial": "ml_adv.hpo.objective",
+    "MedianPruner": "ml_adv.hpo.pruning",
+    "SuccessiveHalvingPruner": "ml_adv.hpo.pruning",
+    "Categorical": "ml_adv.hpo.space",
+    "Float": "ml_adv.hpo.space",
+    "Int": "ml_adv.hpo.space",
+    "SearchSpace": "ml_adv.hpo.space",
+    "Study": "ml_adv.hpo.study",
+    "StudyResult": "ml_adv.hpo.study",
+    "AdvancedHyperparameterOptimizer": "ml_adv.hpo.facade",
+    "default_space": "ml_adv.hpo.facade",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -30,8 +30,13 @@ from ml_adv.training.config import TrainConfig
 DEFAULT_BATCH_SIZES = (16, 32, 64)
 
 
-def default_space(architectures: Sequence[str] = ("cnn",), sizes: Sequence[str] | None = None, *,
-                  max_batch_size: int | None = None, population: bool = False) -> SearchSpace:
+def default_space(
+    architectures: Sequence[str] = ("cnn",),
+    sizes: Sequence[str] | None = None,
+    *,
+    max_batch_size: int | None = None,
+    population: bool = False,
+) -> SearchSpace:
     """Learning rate (log), batch size, dropout and label smoothing; plus the architecture and
     size when there is more than one to choose from (automated model selection).
 
@@ -39,7 +44,9 @@ def default_space(architectures: Sequence[str] = ("cnn",), sizes: Sequence[str] 
     the learning rate and label smoothing.
     """
     if population:
-        return SearchSpace([Float("learning_rate", 1e-4, 3e-2, log=True), Float("label_smoothing", 0.0, 0.2)])
+        return SearchSpace(
+            [Float("learning_rate", 1e-4, 3e-2, log=True), Float("label_smoothing", 0.0, 0.2)]
+        )
     batch_sizes = [b for b in DEFAULT_BATCH_SIZES if max_batch_size is None or b <= max_batch_size]
     params = [Float("learning_rate", 1e-4, 3e-2, log=True)]
     if batch_sizes:
@@ -58,7 +65,9 @@ def as_space(space) -> SearchSpace | None:
         return space
     if isinstance(space, (dict, list, tuple)):
         return SearchSpace.from_dict(space)
-    raise ConfigError(f"search_space: expected a SearchSpace or its dict declaration, got {describe(space)}")
+    raise ConfigError(
+        f"search_space: expected a SearchSpace or its dict declaration, got {describe(space)}"
+    )
 
 
 class AdvancedHyperparameterOptimizer(Estimator):
@@ -84,9 +93,21 @@ class AdvancedHyperparameterOptimizer(Estimator):
             (``max_trials`` is then the population size; ``result.model`` is its best member).
     """
 
-    def __init__(self, optimization_method: str = "bayesian", max_trials: int = 50, *, search_space=None,
-                 seed: int = 0, executor=None, trials_per_batch: int | None = None, pruner=None,
-                 run_dir=None, progress: bool | None = None, stacked: bool = False, **method_options: Any):
+    def __init__(
+        self,
+        optimization_method: str = "bayesian",
+        max_trials: int = 50,
+        *,
+        search_space=None,
+        seed: int = 0,
+        executor=None,
+        trials_per_batch: int | None = None,
+        pruner=None,
+        run_dir=None,
+        progress: bool | None = None,
+        stacked: bool = False,
+        **method_options: Any,
+    ):
         self.entry = resolve_method(optimization_method)
         check_positive("max_trials", max_trials)
         self.optimization_method = optimization_method
@@ -112,7 +133,11 @@ class AdvancedHyperparameterOptimizer(Estimator):
 
         if self.result is None:
             return {"result": None}
-        fields = {f.name: getattr(self.result, f.name) for f in dataclasses.fields(self.result) if f.name != "model"}
+        fields = {
+            f.name: getattr(self.result, f.name)
+            for f in dataclasses.fields(self.result)
+            if f.name != "model"
+        }
         if self.result.model is not None and hasattr(self.result.model, "save"):
             self.result.model.save(folder / "model")
         return {"result": json_safe(fields)}
@@ -131,15 +156,35 @@ class AdvancedHyperparameterOptimizer(Estimator):
         """The ``Study`` this optimizer would run for ``objective`` (validated, nothing trained)."""
         space = as_space(space) or self.search_space
         if space is None:
-            raise ConfigError("search_space: expected a SearchSpace for a custom objective, got None")
-        return Study(objective, space, method=self.optimization_method, max_trials=self.max_trials, seed=self.seed,
-                     run_dir=self.run_dir, executor=self.executor, trials_per_batch=self.trials_per_batch,
-                     pruner=self.pruner, method_options=self.method_options, progress=self.progress,
-                     stacked=self.stacked)
+            raise ConfigError(
+                "search_space: expected a SearchSpace for a custom objective, got None"
+            )
+        return Study(
+            objective,
+            space,
+            method=self.optimization_method,
+            max_trials=self.max_trials,
+            seed=self.seed,
+            run_dir=self.run_dir,
+            executor=self.executor,
+            trials_per_batch=self.trials_per_batch,
+            pruner=self.pruner,
+            method_options=self.method_options,
+            progress=self.progress,
+            stacked=self.stacked,
+        )
 
-    def optimize(self, data_or_objective: Any = "digits", *, architectures: Sequence[str] = ("cnn",),
-                 size: str = "tiny", sizes: Sequence[str] | None = None, base_config: TrainConfig | None = None,
-                 validation_split: float = 0.2, search_space=None) -> StudyResult:
+    def optimize(
+        self,
+        data_or_objective: Any = "digits",
+        *,
+        architectures: Sequence[str] = ("cnn",),
+        size: str = "tiny",
+        sizes: Sequence[str] | None = None,
+        base_config: TrainConfig | None = None,
+        validation_split: float = 0.2,
+        search_space=None,
+    ) -> StudyResult:
         """Search and return the ``StudyResult`` (best config, its validation score, every trial).
 
         Args:
@@ -156,18 +201,31 @@ class AdvancedHyperparameterOptimizer(Estimator):
             base = base_config or TrainConfig(epochs=5)
             if not isinstance(base, TrainConfig):
                 raise ConfigError(f"base_config: expected a TrainConfig, got {describe(base)}")
-            objective = TrainingObjective.from_data(data_or_objective, architectures=tuple(architectures),
-                                                    validation_split=validation_split, base_config=base,
-                                                    size=size, split_seed=base.seed)
+            objective = TrainingObjective.from_data(
+                data_or_objective,
+                architectures=tuple(architectures),
+                validation_split=validation_split,
+                base_config=base,
+                size=size,
+                split_seed=base.seed,
+            )
             smallest = min(len(t) for t, _ in objective.views.values())
-            space = as_space(search_space) or self.search_space or default_space(
-                architectures, sizes, max_batch_size=smallest, population=self.entry.population)
+            space = (
+                as_space(search_space)
+                or self.search_space
+                or default_space(
+                    architectures, sizes, max_batch_size=smallest, population=self.entry.population
+                )
+            )
         else:
             space = as_space(search_space) or self.search_space
             if space is None and isinstance(objective, TrainingObjective):
                 smallest = min(len(t) for t, _ in objective.views.values())
-                space = default_space((objective.architecture,), max_batch_size=smallest,
-                                      population=self.entry.population)
+                space = default_space(
+                    (objective.architecture,),
+                    max_batch_size=smallest,
+                    population=self.entry.population,
+                )
         self.result = self.study(objective, space).run()
         return self.result
 

@@ -23,7 +23,16 @@ from ml_adv.rundir import dumps
 HEADER_TYPE = "study"
 TRIAL_TYPE = "trial"
 # Header fields that must match for a journal to be resumed by the same study.
-RESUME_KEYS = ("method", "space", "seed", "max_trials", "batch_size", "objective", "method_options", "stacked")
+RESUME_KEYS = (
+    "method",
+    "space",
+    "seed",
+    "max_trials",
+    "batch_size",
+    "objective",
+    "method_options",
+    "stacked",
+)
 
 
 class TrialJournal:
@@ -55,7 +64,9 @@ class TrialJournal:
             except json.JSONDecodeError as exc:
                 if i == len(lines) - 1:  # only the unterminated last line may be partial
                     break
-                raise CheckpointError(f"trials journal {self.path}: line {i + 1} is not valid JSON ({exc})") from exc
+                raise CheckpointError(
+                    f"trials journal {self.path}: line {i + 1} is not valid JSON ({exc})"
+                ) from exc
         return records
 
     def start(self, header: dict[str, Any]) -> list[dict[str, Any]]:

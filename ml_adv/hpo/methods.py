@@ -66,13 +66,16 @@ class Suggestion:
 class NevergradSearcher:
     """Ask/tell over any nevergrad optimizer class or configured family."""
 
-    def __init__(self, optimizer_cls, space: SearchSpace, budget: int, seed: int, num_workers: int = 1):
+    def __init__(
+        self, optimizer_cls, space: SearchSpace, budget: int, seed: int, num_workers: int = 1
+    ):
         self.space = space
         with warnings.catch_warnings():
             # nevergrad warns about settings it considers inefficient; the choices are documented above.
             warnings.simplefilter("ignore")
-            self.optimizer = optimizer_cls(parametrization=space.to_nevergrad(seed), budget=budget,
-                                           num_workers=num_workers)
+            self.optimizer = optimizer_cls(
+                parametrization=space.to_nevergrad(seed), budget=budget, num_workers=num_workers
+            )
         self._bayes_opt = hasattr(self.optimizer, "_normalizer") and hasattr(self.optimizer, "bo")
         if self._bayes_opt:
             _harden_bayes_opt(self.optimizer)
@@ -137,22 +140,35 @@ class GridSearcher:
     the study reports when the grid is cut, else None.
     """
 
-    def __init__(self, space: SearchSpace, budget: int, seed: int, *, points: int = 3, order: str = "spread"):
+    def __init__(
+        self, space: SearchSpace, budget: int, seed: int, *, points: int = 3, order: str = "spread"
+    ):
         if not isinstance(order, str) or order not in GRID_ORDERS:
-            raise ConfigError(f"grid_order: expected one of {list(GRID_ORDERS)}, got {describe(order)}")
+            raise ConfigError(
+                f"grid_order: expected one of {list(GRID_ORDERS)}, got {describe(order)}"
+            )
         axes = space.grid_axes(points)
         total = math.prod(len(axis) for axis in axes)
         self.notice = None
         if budget < total:
-            how = {"spread": f"spread evenly over each axis's values (seed {seed}; "
-                             "grid_order='lexicographic' keeps the first points instead)",
-                   "lexicographic": "the first in lexicographic order (grid_order='lexicographic')",
-                   "shuffled": f"the first of a seeded permutation (grid_order='shuffled', seed {seed})"}[order]
+            how = {
+                "spread": f"spread evenly over each axis's values (seed {seed}; "
+                "grid_order='lexicographic' keeps the first points instead)",
+                "lexicographic": "the first in lexicographic order (grid_order='lexicographic')",
+                "shuffled": f"the first of a seeded permutation (grid_order='shuffled', seed {seed})",
+            }[order]
             self.notice = f"grid_search: trying {budget} of the {total} grid points (max_trials={budget}), {how}"
         if order == "spread" and budget < total:
             names = space.names
-            self.points = [{n: axis[i] for n, axis, i in zip(names, axes, np.unravel_index(flat, [len(a) for a in axes]))}
-                           for flat in spread_grid_indices([len(a) for a in axes], budget, seed)]
+            self.points = [
+                {
+                    n: axis[i]
+                    for n, axis, i in zip(
+                        names, axes, np.unravel_index(flat, [len(a) for a in axes])
+                    )
+                }
+                for flat in spread_grid_indices([len(a) for a in axes], budget, seed)
+            ]
         else:
             grid = space.grid(points)
             if order == "shuffled":
@@ -198,8 +214,12 @@ def spread_grid_indices(sizes: list[int], count: int, seed: int) -> list[int]:
     for _ in range(count):
         least = [np.flatnonzero(u == u.min()) for u in uses]
         flat = None
-        for _ in range(8):  # a few draws among the least-used values find an unused point almost always
-            candidate = int(np.ravel_multi_index([int(rng.choice(values)) for values in least], sizes))
+        for _ in range(
+            8
+        ):  # a few draws among the least-used values find an unused point almost always
+            candidate = int(
+                np.ravel_multi_index([int(rng.choice(values)) for values in least], sizes)
+            )
             if candidate not in taken:
                 flat = candidate
                 break
@@ -225,7 +245,9 @@ class MethodEntry:
     make: Callable[..., Any]
     description: str
     population: bool = False  # trains its trials as one stacked population (needs fit_stacked)
-    run: Callable[[Any], Any] | None = None  # study -> StudyResult, for methods that own the whole study
+    run: Callable[[Any], Any] | None = (
+        None  # study -> StudyResult, for methods that own the whole study
+    )
     check: Callable[[Any], Any] | None = None  # study -> None, raises before anything compiles
 
 
@@ -270,11 +292,22 @@ def _genetic(space, budget, seed, num_workers=1, **options):
     import nevergrad as ng
 
     _no_options(options)
-    de = ng.families.DifferentialEvolution(crossover="twopoints", popsize=genetic_population(budget, num_workers))
+    de = ng.families.DifferentialEvolution(
+        crossover="twopoints", popsize=genetic_population(budget, num_workers)
+    )
     return NevergradSearcher(de, space, budget, seed, num_workers)
 
 
-def _grid(space, budget, seed, num_workers=1, *, grid_points: int = 3, grid_order: str = "spread", **options):
+def _grid(
+    space,
+    budget,
+    seed,
+    num_workers=1,
+    *,
+    grid_points: int = 3,
+    grid_order: str = "spread",
+    **options,
+):
     _no_options(options)
     return GridSearcher(space, budget, seed, points=grid_points, order=grid_order)
 
@@ -286,7 +319,11 @@ def _no_options(options: dict[str, Any]) -> None:
 
 for _name, _make, _doc in (
     ("bayesian", _nevergrad(_bayesian), "nevergrad ParametrizedBO (GP + UCB, alpha=1e-3)"),
-    ("genetic", _genetic, "nevergrad two-point-crossover differential evolution, budget-sized population"),
+    (
+        "genetic",
+        _genetic,
+        "nevergrad two-point-crossover differential evolution, budget-sized population",
+    ),
     ("evolutionary", _genetic, "alias of genetic"),
     ("random", _nevergrad(_registry_entry("RandomSearch")), "uniform / log-uniform random search"),
     ("random_search", _nevergrad(_registry_entry("RandomSearch")), "alias of random"),
@@ -297,6 +334,7 @@ for _name, _make, _doc in (
 
 def _lazy(module: str, name: str):
     """``module.name`` imported on first call (``import ml_adv.hpo`` stays light, no import circle)."""
+
     def call(*args, **kwargs):
         import importlib
 
@@ -307,14 +345,27 @@ def _lazy(module: str, name: str):
 
 # The population methods train configurations as one vmapped program and own their study
 # loop (the searcher proposes the initial population at random).
-SEARCH_METHODS.register("population", MethodEntry(
-    "population", _nevergrad(_registry_entry("RandomSearch")),
-    "stacked population with successive halving (one compiled program)", population=True,
-    run=_lazy("ml_adv.hpo.population", "run_population_study")))
-SEARCH_METHODS.register("pbt", MethodEntry(
-    "pbt", _nevergrad(_registry_entry("RandomSearch")),
-    "population based training: exploit/explore every `ready` epochs inside one compiled stacked program",
-    population=True, run=_lazy("ml_adv.hpo.pbt_loop", "run_pbt_study"), check=_lazy("ml_adv.hpo.pbt", "check_study")))
+SEARCH_METHODS.register(
+    "population",
+    MethodEntry(
+        "population",
+        _nevergrad(_registry_entry("RandomSearch")),
+        "stacked population with successive halving (one compiled program)",
+        population=True,
+        run=_lazy("ml_adv.hpo.population", "run_population_study"),
+    ),
+)
+SEARCH_METHODS.register(
+    "pbt",
+    MethodEntry(
+        "pbt",
+        _nevergrad(_registry_entry("RandomSearch")),
+        "population based training: exploit/explore every `ready` epochs inside one compiled stacked program",
+        population=True,
+        run=_lazy("ml_adv.hpo.pbt_loop", "run_pbt_study"),
+        check=_lazy("ml_adv.hpo.pbt", "check_study"),
+    ),
+)
 
 # The trainer's optimization_method names: "none" plus every registered method.
 OPTIMIZATION_METHODS = ("none", *SEARCH_METHODS.names())
@@ -335,8 +386,15 @@ def resolve_method(name: str) -> MethodEntry:
     )
 
 
-def make_searcher(method: str, space: SearchSpace, budget: int, *, seed: int = 0, num_workers: int = 1,
-                  **options: Any):
+def make_searcher(
+    method: str,
+    space: SearchSpace,
+    budget: int,
+    *,
+    seed: int = 0,
+    num_workers: int = 1,
+    **options: Any,
+):
     """A searcher for ``method`` over ``space`` with ``budget`` trials (validated up front)."""
     if not isinstance(space, SearchSpace):
         raise ConfigError(f"space: expected a SearchSpace, got {describe(space)}")

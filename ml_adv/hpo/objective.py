@@ -63,9 +63,16 @@ class TrainingObjective:
     data_name: str = "data"
 
     @classmethod
-    def from_data(cls, data, *, architectures: tuple[str, ...] = ("cnn",),
-                  validation_split: float = 0.2, split_seed: int = 0, download: bool = True,
-                  **kwargs: Any) -> TrainingObjective:
+    def from_data(
+        cls,
+        data,
+        *,
+        architectures: tuple[str, ...] = ("cnn",),
+        validation_split: float = 0.2,
+        split_seed: int = 0,
+        download: bool = True,
+        **kwargs: Any,
+    ) -> TrainingObjective:
         """Carve ``(train, val)`` from the training split of ``data`` (a dataset name or a dataset).
 
         A name with views (``digits``, ``mnist``, ``fashion_mnist``) gives each architecture
@@ -75,18 +82,29 @@ class TrainingObjective:
         from ml_adv.data import ArrayDataset, load_dataset
         from ml_adv.data.catalog import view_for
 
-        if isinstance(validation_split, bool) or not isinstance(validation_split, (int, float)) \
-                or not 0 < validation_split < 1:
-            raise ConfigError(f"validation_split: expected a number in (0, 1), got {describe(validation_split)}")
+        if (
+            isinstance(validation_split, bool)
+            or not isinstance(validation_split, (int, float))
+            or not 0 < validation_split < 1
+        ):
+            raise ConfigError(
+                f"validation_split: expected a number in (0, 1), got {describe(validation_split)}"
+            )
         fractions = (1 - validation_split, validation_split)
         if isinstance(data, str):
             names = {a: view_for(data, a) for a in architectures}
-            views = {a: load_dataset(n, split="train", download=download).split(fractions, seed=split_seed)
-                     for a, n in names.items()}
+            views = {
+                a: load_dataset(n, split="train", download=download).split(
+                    fractions, seed=split_seed
+                )
+                for a, n in names.items()
+            }
         elif isinstance(data, ArrayDataset):
             views = {"*": data.split(fractions, seed=split_seed)}
         else:
-            raise DataError(f"data: expected a dataset name or an ArrayDataset, got {describe(data)}")
+            raise DataError(
+                f"data: expected a dataset name or an ArrayDataset, got {describe(data)}"
+            )
         kwargs.setdefault("architecture", architectures[0])
         return cls(views=views, data_name=data if isinstance(data, str) else data.name, **kwargs)
 
@@ -96,7 +114,9 @@ class TrainingObjective:
             return self.views[architecture]
         if "*" in self.views:
             return self.views["*"]
-        raise ConfigError(f"architecture: no data view for {architecture!r}; have {sorted(self.views)}")
+        raise ConfigError(
+            f"architecture: no data view for {architecture!r}; have {sorted(self.views)}"
+        )
 
     def check_space(self, space: SearchSpace) -> None:
         """Reject a space this objective cannot train, before anything trains."""
@@ -109,31 +129,51 @@ class TrainingObjective:
             entry = ARCHITECTURES.get(arch, argument="architecture")
             train, _ = self.data_for(arch)
             if train.input_kind not in entry.input_kinds:
-                raise ConfigError(f"architecture: {arch!r} accepts {list(entry.input_kinds)} inputs, "
-                                  f"the data is {train.input_kind!r}")
+                raise ConfigError(
+                    f"architecture: {arch!r} accepts {list(entry.input_kinds)} inputs, "
+                    f"the data is {train.input_kind!r}"
+                )
             for size in sizes:
                 if size not in entry.sizes:
-                    raise ConfigError(f"size: expected one of {sorted(entry.sizes)} for {arch!r}, got {size!r}")
+                    raise ConfigError(
+                        f"size: expected one of {sorted(entry.sizes)} for {arch!r}, got {size!r}"
+                    )
             fields = {f.name for f in dataclasses.fields(entry.config_cls)} - {"num_classes"}
             model_fields = fields if model_fields is None else model_fields & fields
         for name in space.names:
-            if name not in MODEL_KEYS and name not in train_fields() and name not in (model_fields or set()):
+            if (
+                name not in MODEL_KEYS
+                and name not in train_fields()
+                and name not in (model_fields or set())
+            ):
                 raise ConfigError(
                     f"space: parameter {name!r} is neither a TrainConfig field nor a model option of "
-                    f"every architecture in {archs}; expected one of {sorted(train_fields() | (model_fields or set()))}")
+                    f"every architecture in {archs}; expected one of {sorted(train_fields() | (model_fields or set()))}"
+                )
         if "batch_size" in space:
-            largest = max(space["batch_size"].grid(2) if not isinstance(space["batch_size"], Categorical)
-                          else space["batch_size"].choices)
+            largest = max(
+                space["batch_size"].grid(2)
+                if not isinstance(space["batch_size"], Categorical)
+                else space["batch_size"].choices
+            )
             smallest = min(len(self.data_for(a)[0]) for a in archs)
             if largest > smallest:
-                raise ConfigError(f"space['batch_size']: expected at most the training part's size ({smallest}), "
-                                  f"got up to {largest}")
+                raise ConfigError(
+                    f"space['batch_size']: expected at most the training part's size ({smallest}), "
+                    f"got up to {largest}"
+                )
 
     def describe(self) -> dict[str, Any]:
-        return {"kind": "training", "data": self.data_name, "architecture": self.architecture, "size": self.size,
-                "metric": self.metric, "base_config": self.base_config.to_dict(),
-                "model_overrides": dict(self.model_overrides),
-                "train_examples": {a: len(t) for a, (t, _) in sorted(self.views.items())}}
+        return {
+            "kind": "training",
+            "data": self.data_name,
+            "architecture": self.architecture,
+            "size": self.size,
+            "metric": self.metric,
+            "base_config": self.base_config.to_dict(),
+            "model_overrides": dict(self.model_overrides),
+            "train_examples": {a: len(t) for a, (t, _) in sorted(self.views.items())},
+        }
 
     # --------------------------------------------------------------- training
     def build(self, config: Mapping[str, Any]):
@@ -142,15 +182,26 @@ class TrainingObjective:
 
         arch = config.get("architecture", self.architecture)
         train, val = self.data_for(arch)
-        model_fields = {**self.model_overrides,
-                        **{k: v for k, v in config.items() if k not in train_fields() and k not in MODEL_KEYS}}
-        spec = make_spec(arch, input_shape=train.example_shape, input_kind=train.input_kind,
-                         num_classes=max(train.num_classes, val.num_classes), size=config.get("size", self.size),
-                         **model_fields)
-        train_config = self.base_config.replace(**{k: v for k, v in config.items() if k in train_fields()})
+        model_fields = {
+            **self.model_overrides,
+            **{k: v for k, v in config.items() if k not in train_fields() and k not in MODEL_KEYS},
+        }
+        spec = make_spec(
+            arch,
+            input_shape=train.example_shape,
+            input_kind=train.input_kind,
+            num_classes=max(train.num_classes, val.num_classes),
+            size=config.get("size", self.size),
+            **model_fields,
+        )
+        train_config = self.base_config.replace(
+            **{k: v for k, v in config.items() if k in train_fields()}
+        )
         return spec, train_config, train, val
 
-    def __call__(self, config: Mapping[str, Any], epoch_callback: Callable | None = None) -> dict[str, Any]:
+    def __call__(
+        self, config: Mapping[str, Any], epoch_callback: Callable | None = None
+    ) -> dict[str, Any]:
         from ml_adv.rundir import Run
         from ml_adv.training.loop import EpochCallback, fit
 
@@ -161,7 +212,11 @@ class TrainingObjective:
             raise ConfigError("trial: training ran no epoch")
         restored = train_config.early_stopping and train_config.restore_best and result.best_epoch
         final = result.history[(result.best_epoch - 1) if restored else -1]
-        metrics = {k: final[k] for k in ("train_loss", "val_loss", "val_accuracy", self.metric) if k in final}
+        metrics = {
+            k: final[k]
+            for k in ("train_loss", "val_loss", "val_accuracy", self.metric)
+            if k in final
+        }
         metrics.update(epochs_run=len(result.history), best_epoch=result.best_epoch)
         return {"score": float(final[self.metric]), "metrics": metrics}
 
@@ -175,7 +230,9 @@ class FunctionObjective:
 
     def __post_init__(self):
         if not callable(self.fn):
-            raise ConfigError(f"objective: expected a callable config -> score, got {describe(self.fn)}")
+            raise ConfigError(
+                f"objective: expected a callable config -> score, got {describe(self.fn)}"
+            )
         if self.mode not in ("max", "min"):
             raise ConfigError(f"mode: expected 'max' or 'min', got {self.mode!r}")
 
@@ -183,9 +240,15 @@ class FunctionObjective:
         """Any space is acceptable to a user function."""
 
     def describe(self) -> dict[str, Any]:
-        return {"kind": "function", "fn": getattr(self.fn, "__qualname__", type(self.fn).__name__), "mode": self.mode}
+        return {
+            "kind": "function",
+            "fn": getattr(self.fn, "__qualname__", type(self.fn).__name__),
+            "mode": self.mode,
+        }
 
-    def __call__(self, config: Mapping[str, Any], epoch_callback: Callable | None = None) -> dict[str, Any]:
+    def __call__(
+        self, config: Mapping[str, Any], epoch_callback: Callable | None = None
+    ) -> dict[str, Any]:
         value = float(self.fn(dict(config)))
         return {"score": value if self.mode == "max" else -value, "metrics": {"value": value}}
 
@@ -204,7 +267,9 @@ def run_trial(objective, config: dict[str, Any], pruner=None, reference=()) -> d
     def on_epoch(record: dict[str, Any]) -> bool:
         value = record.get(metric)
         intermediate.append(float(value) if value is not None else float("nan"))
-        stop = pruner is not None and pruner.should_prune(len(intermediate), intermediate[-1], reference)
+        stop = pruner is not None and pruner.should_prune(
+            len(intermediate), intermediate[-1], reference
+        )
         pruned.append(stop)
         return stop
 
@@ -218,8 +283,12 @@ def run_trial(objective, config: dict[str, Any], pruner=None, reference=()) -> d
         elif any(pruned):
             out.update(status="pruned", score=intermediate[-1])
     except Exception as exc:  # noqa: BLE001 - a failing trial is recorded, the study goes on
-        out.update(status="failed", score=None,
-                   error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc(limit=3))
+        out.update(
+            status="failed",
+            score=None,
+            error=f"{type(exc).__name__}: {exc}",
+            traceback=traceback.format_exc(limit=3),
+        )
     out["intermediate"] = intermediate
     out["seconds"] = round(time.perf_counter() - started, 4)
     return out
@@ -230,5 +299,7 @@ def _choices(space: SearchSpace, name: str, default: str) -> tuple:
         return (default,)
     param = space[name]
     if not isinstance(param, Categorical):
-        raise ConfigError(f"space[{name!r}]: expected a Categorical parameter, got {type(param).__name__}")
+        raise ConfigError(
+            f"space[{name!r}]: expected a Categorical parameter, got {type(param).__name__}"
+        )
     return param.choices

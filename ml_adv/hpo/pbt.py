@@ -70,29 +70,51 @@ class PBTOptions:
     perturb_factors: tuple[float, ...] = (0.8, 1.2)
 
     def __post_init__(self):
-        if isinstance(self.ready, bool) or not isinstance(self.ready, (int, np.integer)) or self.ready < 1:
-            raise ConfigError(f"ready: expected an integer >= 1 (epochs between exploit steps), got {describe(self.ready)}")
+        if (
+            isinstance(self.ready, bool)
+            or not isinstance(self.ready, (int, np.integer))
+            or self.ready < 1
+        ):
+            raise ConfigError(
+                f"ready: expected an integer >= 1 (epochs between exploit steps), got {describe(self.ready)}"
+            )
         if not _number(self.fraction) or not 0 < self.fraction <= 0.5:
-            raise ConfigError(f"fraction: expected a number in (0, 0.5], got {describe(self.fraction)}")
+            raise ConfigError(
+                f"fraction: expected a number in (0, 0.5], got {describe(self.fraction)}"
+            )
         if not _number(self.resample_probability) or not 0 <= self.resample_probability <= 1:
-            raise ConfigError(f"resample_probability: expected a number in [0, 1], got {describe(self.resample_probability)}")
+            raise ConfigError(
+                f"resample_probability: expected a number in [0, 1], got {describe(self.resample_probability)}"
+            )
         factors = self.perturb_factors
-        if isinstance(factors, (str, bytes)) or not isinstance(factors, (list, tuple)) or not factors \
-                or not all(_number(f) and f > 0 for f in factors):
-            raise ConfigError(f"perturb_factors: expected a list of positive numbers, got {describe(factors)}")
+        if (
+            isinstance(factors, (str, bytes))
+            or not isinstance(factors, (list, tuple))
+            or not factors
+            or not all(_number(f) and f > 0 for f in factors)
+        ):
+            raise ConfigError(
+                f"perturb_factors: expected a list of positive numbers, got {describe(factors)}"
+            )
         object.__setattr__(self, "perturb_factors", tuple(float(f) for f in factors))
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> PBTOptions:
         unknown = sorted(set(options) - {f.name for f in dataclasses.fields(cls)})
         if unknown:
-            raise ConfigError(f"method options: unknown option(s) {unknown} for 'pbt'; expected some of "
-                              f"{[f.name for f in dataclasses.fields(cls)]}")
+            raise ConfigError(
+                f"method options: unknown option(s) {unknown} for 'pbt'; expected some of "
+                f"{[f.name for f in dataclasses.fields(cls)]}"
+            )
         return cls(**options)
 
 
 def _number(v: Any) -> bool:
-    return not isinstance(v, bool) and isinstance(v, (int, float, np.integer, np.floating)) and math.isfinite(v)
+    return (
+        not isinstance(v, bool)
+        and isinstance(v, (int, float, np.integer, np.floating))
+        and math.isfinite(v)
+    )
 
 
 def check_study(study) -> PBTOptions:
@@ -102,25 +124,36 @@ def check_study(study) -> PBTOptions:
     options = PBTOptions.from_options(study.method_options)
     check_stackable(study.objective)
     if study.max_trials < 2:
-        raise ConfigError(f"max_trials: PBT's population size, expected at least 2, got {study.max_trials}")
+        raise ConfigError(
+            f"max_trials: PBT's population size, expected at least 2, got {study.max_trials}"
+        )
     traced = member_fields(study.objective)
     structural = [n for n in study.space.names if n not in traced]
     if structural:
         raise ConfigError(
             f"space: PBT members share one compiled program, so only traced hyper-parameters "
-            f"{sorted(traced)} may vary; got structural parameter(s) {structural}")
+            f"{sorted(traced)} may vary; got structural parameter(s) {structural}"
+        )
     if not any(isinstance(p, (Float, Int)) for p in study.space.params):
-        raise ConfigError(f"space: PBT needs at least one continuous hyper-parameter to perturb, got only "
-                          f"choices {study.space.names}")
+        raise ConfigError(
+            f"space: PBT needs at least one continuous hyper-parameter to perturb, got only "
+            f"choices {study.space.names}"
+        )
     base = study.objective.base_config
     if options.ready >= base.epochs:
-        raise ConfigError(f"ready: expected fewer than the {base.epochs} training epochs (else no member is ever "
-                          f"exploited), got {options.ready}")
+        raise ConfigError(
+            f"ready: expected fewer than the {base.epochs} training epochs (else no member is ever "
+            f"exploited), got {options.ready}"
+        )
     if study.objective.metric != "val_accuracy":
-        raise ConfigError(f"metric: PBT ranks members by 'val_accuracy', got {study.objective.metric!r}")
+        raise ConfigError(
+            f"metric: PBT ranks members by 'val_accuracy', got {study.objective.metric!r}"
+        )
     if base.data_parallel is True or not base.scan_epochs:
-        raise ConfigError("base_config: PBT runs one scanned stacked program on one device; expected "
-                          f"data_parallel False or 'auto' and scan_epochs=True, got {base.data_parallel}, {base.scan_epochs}")
+        raise ConfigError(
+            "base_config: PBT runs one scanned stacked program on one device; expected "
+            f"data_parallel False or 'auto' and scan_epochs=True, got {base.data_parallel}, {base.scan_epochs}"
+        )
     return options
 
 
@@ -133,8 +166,16 @@ def _take(tree, sources):
 def exploit(state, sources) -> Any:
     """Member i takes the params, model state, optimizer state (its hyper-parameters included)
     and frozen flag of member ``sources[i]``; it keeps its own step and dropout key."""
-    moved = _take({"params": state.params, "opt_state": state.opt_state, "model_state": state.model_state,
-                   "hparams": state.hparams, "frozen": state.frozen}, jnp.asarray(sources, jnp.int32))
+    moved = _take(
+        {
+            "params": state.params,
+            "opt_state": state.opt_state,
+            "model_state": state.model_state,
+            "hparams": state.hparams,
+            "frozen": state.frozen,
+        },
+        jnp.asarray(sources, jnp.int32),
+    )
     return state.replace(**moved)
 
 
@@ -143,7 +184,9 @@ def set_member_values(state, configs: list[dict[str, Any]]) -> Any:
     from ml_adv.training.setup import apply_member_hparams
 
     names = list(configs[0])
-    return apply_member_hparams(state, {n: np.asarray([float(c[n]) for c in configs], np.float32) for n in names})
+    return apply_member_hparams(
+        state, {n: np.asarray([float(c[n]) for c in configs], np.float32) for n in names}
+    )
 
 
 # ------------------------------------------------------------------ the host side
@@ -168,7 +211,9 @@ def select(scores, tiebreak, fraction: float, rng: np.random.Generator) -> np.nd
     top = [int(i) for i in order[:n] if finite[i]]
     if not top:
         return None
-    recipients = sorted((set(order[p - n:].tolist()) | set(np.flatnonzero(~finite).tolist())) - set(top))
+    recipients = sorted(
+        (set(order[p - n :].tolist()) | set(np.flatnonzero(~finite).tolist())) - set(top)
+    )
     sources = np.arange(p)
     for i in recipients:
         sources[i] = top[int(rng.integers(len(top)))]
@@ -180,11 +225,17 @@ def sample(param, rng: np.random.Generator):
     if isinstance(param, Categorical):
         return param.choices[int(rng.integers(len(param.choices)))]
     low, high = float(param.low), float(param.high)
-    value = math.exp(rng.uniform(math.log(low), math.log(high))) if param.log else rng.uniform(low, high)
+    value = (
+        math.exp(rng.uniform(math.log(low), math.log(high)))
+        if param.log
+        else rng.uniform(low, high)
+    )
     return param.cast(value)
 
 
-def explore(config: dict[str, Any], space: SearchSpace, options: PBTOptions, rng: np.random.Generator) -> dict[str, Any]:
+def explore(
+    config: dict[str, Any], space: SearchSpace, options: PBTOptions, rng: np.random.Generator
+) -> dict[str, Any]:
     """A perturbed copy of ``config``: resample with ``resample_probability``, else multiply a
     continuous value by one of ``perturb_factors`` (clipped to the space); choices stay."""
     out = {}
@@ -199,15 +250,24 @@ def explore(config: dict[str, Any], space: SearchSpace, options: PBTOptions, rng
     return out
 
 
-def next_generation(scores, tiebreak, configs: list[dict[str, Any]], space: SearchSpace, options: PBTOptions,
-                    seed: int, interval: int) -> tuple[np.ndarray | None, list[dict[str, Any]]]:
+def next_generation(
+    scores,
+    tiebreak,
+    configs: list[dict[str, Any]],
+    space: SearchSpace,
+    options: PBTOptions,
+    seed: int,
+    interval: int,
+) -> tuple[np.ndarray | None, list[dict[str, Any]]]:
     """``(sources, next configs)`` after ``interval``: exploit then explore, seeded by ``(seed, interval)``."""
     rng = np.random.default_rng([int(seed), int(interval)])
     sources = select(scores, tiebreak, options.fraction, rng)
     if sources is None:
         return None, [dict(c) for c in configs]
-    return sources, [explore(configs[j], space, options, rng) if j != i else dict(configs[i])
-                     for i, j in enumerate(sources.tolist())]
+    return sources, [
+        explore(configs[j], space, options, rng) if j != i else dict(configs[i])
+        for i, j in enumerate(sources.tolist())
+    ]
 
 
 def interval_bounds(epochs: int, ready: int) -> list[tuple[int, int]]:

@@ -60,15 +60,29 @@ class Lineage:
         for i, j in enumerate(record["sources"]):
             if j != i:
                 self.schedule[i] = inherited[i]
-                self.copies[i].append({"epoch": end, "copied_from": j, "source_score": record["scores"][j],
-                                       "own_score": record["scores"][i], "config": record["next_configs"][i]})
+                self.copies[i].append(
+                    {
+                        "epoch": end,
+                        "copied_from": j,
+                        "source_score": record["scores"][j],
+                        "own_score": record["scores"][i],
+                        "config": record["next_configs"][i],
+                    }
+                )
 
 
 class PBTHook(Hook):
     """Exploit/explore at every interval end, journaled; the loop does the rest."""
 
-    def __init__(self, study, options: PBTOptions, records: list[dict[str, Any]], journal, on_interval=None):
-        self.study, self.options, self.journal, self.on_interval = study, options, journal, on_interval
+    def __init__(
+        self, study, options: PBTOptions, records: list[dict[str, Any]], journal, on_interval=None
+    ):
+        self.study, self.options, self.journal, self.on_interval = (
+            study,
+            options,
+            journal,
+            on_interval,
+        )
         self.epochs = int(study.objective.base_config.epochs)
         self.bounds = interval_bounds(self.epochs, options.ready)
         self.ends = {end: k for k, (_, end) in enumerate(self.bounds)}
@@ -103,7 +117,9 @@ class PBTHook(Hook):
         if record["sources"] is None:
             return STOP
         self.configs = record["next_configs"]
-        return set_member_values(exploit(loop.state, np.asarray(record["sources"])), record["next_configs"])
+        return set_member_values(
+            exploit(loop.state, np.asarray(record["sources"])), record["next_configs"]
+        )
 
     def after_save(self, loop, epoch: int) -> None:
         if self.fresh is not None and self.on_interval is not None:
@@ -120,22 +136,40 @@ class PBTHook(Hook):
         train_loss = np.array([h[-1]["train_loss"] if h else np.nan for h in loop.histories])
         last = k == len(self.bounds) - 1
         configs = self.configs
-        sources, next_configs = (None, None) if last else next_generation(
-            scores, val_loss, configs, self.study.space, self.options, self.study.seed, k)
+        sources, next_configs = (
+            (None, None)
+            if last
+            else next_generation(
+                scores, val_loss, configs, self.study.space, self.options, self.study.seed, k
+            )
+        )
         if last:  # the best member's weights, saved before the record that says the study is done
             self._keep_best_model(loop, scores, val_loss)
-        return {"interval": k, "epochs": [start, end], "configs": configs, "scores": _floats(scores),
-                "val_loss": _floats(val_loss), "train_loss": _floats(np.where(failed, np.nan, train_loss)),
-                "failed": failed.tolist(), "sources": None if sources is None else sources.tolist(),
-                "next_configs": next_configs, "stopped": not last and sources is None,
-                "seconds": round(time.perf_counter() - started, 4)}
+        return {
+            "interval": k,
+            "epochs": [start, end],
+            "configs": configs,
+            "scores": _floats(scores),
+            "val_loss": _floats(val_loss),
+            "train_loss": _floats(np.where(failed, np.nan, train_loss)),
+            "failed": failed.tolist(),
+            "sources": None if sources is None else sources.tolist(),
+            "next_configs": next_configs,
+            "stopped": not last and sources is None,
+            "seconds": round(time.perf_counter() - started, 4),
+        }
 
     def _evaluate(self, loop) -> dict[str, np.ndarray]:
         from ml_adv.training.stacked import member_metrics, stacked_logits
 
         state, config = loop.state, loop.config
-        logits = stacked_logits(state.apply_fn, {"params": state.params, **state.model_state}, self.val.x,
-                                chunk=config.eval_batch_size, mixed_precision=config.mixed_precision)
+        logits = stacked_logits(
+            state.apply_fn,
+            {"params": state.params, **state.model_state},
+            self.val.x,
+            chunk=config.eval_batch_size,
+            mixed_precision=config.mixed_precision,
+        )
         return member_metrics(logits, self.val.y)
 
     def _keep_best_model(self, loop, scores, val_loss) -> None:
@@ -146,9 +180,16 @@ class PBTHook(Hook):
         if not np.isfinite(scores[best]):
             return
         variables = {"params": loop.state.params, **loop.state.model_state}
-        self.model = TrainedModel(loop.setup.spec, unstack_tree(variables, best),
-                                  mixed_precision=loop.config.mixed_precision)
-        self.model.metrics = {"val_accuracy": float(scores[best]), "val_loss": float(val_loss[best]), "member": best}
+        self.model = TrainedModel(
+            loop.setup.spec,
+            unstack_tree(variables, best),
+            mixed_precision=loop.config.mixed_precision,
+        )
+        self.model.metrics = {
+            "val_accuracy": float(scores[best]),
+            "val_loss": float(val_loss[best]),
+            "member": best,
+        }
         if self.study.run_dir is not None:
             self.model.save(self.study.run_dir.model_dir, overwrite=True)
 
@@ -189,16 +230,32 @@ def _train(study, hook: PBTHook) -> None:
     members = study.max_trials
     check_stacked_inputs(members, train, config, None, False)
     hparams = {n: [float(c[n]) for c in configs] for n in configs[0]}
-    setup = init_run(spec, config, example_x=train.x[:1], steps_per_epoch=len(train) // config.batch_size,
-                     members=members, member_hparams=hparams, freeze_on_nonfinite=True)
+    setup = init_run(
+        spec,
+        config,
+        example_x=train.x[:1],
+        steps_per_epoch=len(train) // config.batch_size,
+        members=members,
+        member_hparams=hparams,
+        freeze_on_nonfinite=True,
+    )
     shared_key = jax.random.split(setup.shuffle_key[0], 2)[1]
     plan = StackedPlan(len(train), config.batch_size, setup.shuffle_key, shared_key)
     monitor, mode = monitor_for(config, False)
     hook.val = val
     # Keep every checkpoint back to the last interval end: a resumed study goes on from there.
     run = Run(study.run_dir, progress=study.progress, keep=hook.options.ready + 1)
-    loop = TrainingLoop(setup, config, plan, stacked_runner(setup, config, plan), members=members,
-                        monitor=monitor, mode=mode, hooks=[hook], run=run)
+    loop = TrainingLoop(
+        setup,
+        config,
+        plan,
+        stacked_runner(setup, config, plan),
+        members=members,
+        monitor=monitor,
+        mode=mode,
+        hooks=[hook],
+        run=run,
+    )
     try:
         loop.open()
         loop.run(device_data(train))
@@ -231,20 +288,46 @@ def _finish(study, hook: PBTHook, finished, wall: float):
         if hook.journal is not None and trial["trial"] not in resumed:
             hook.journal.append(trial)
     last = records[-1]
-    first = int(rank([np.nan if v is None else v for v in last["scores"]],
-                     [np.nan if v is None else v for v in last["val_loss"]])[0])
+    first = int(
+        rank(
+            [np.nan if v is None else v for v in last["scores"]],
+            [np.nan if v is None else v for v in last["val_loss"]],
+        )[0]
+    )
     best = trials[first] if trials[first]["status"] == "ok" else None
     model = hook.model
-    if best is not None and model is None and study.run_dir is not None and study.run_dir.model_dir.exists():
+    if (
+        best is not None
+        and model is None
+        and study.run_dir is not None
+        and study.run_dir.model_dir.exists()
+    ):
         from ml_adv.training.trained_model import TrainedModel  # a finished study started again
 
         model = TrainedModel.load(study.run_dir.model_dir)
-    details = {"pbt": {"options": _options(hook.options), "epochs": hook.epochs,
-                       "intervals": [{k: r[k] for k in ("interval", "epochs", "scores", "sources")} for r in records],
-                       "best_schedule": best["schedule"] if best else None}}
-    result = StudyResult(study.method, dict(best["config"]) if best else None, best["score"] if best else None,
-                         best["trial"] if best else None, trials, len(resumed), 0, wall,
-                         str(study.run_dir.path) if study.run_dir is not None else None, details=details, model=model)
+    details = {
+        "pbt": {
+            "options": _options(hook.options),
+            "epochs": hook.epochs,
+            "intervals": [
+                {k: r[k] for k in ("interval", "epochs", "scores", "sources")} for r in records
+            ],
+            "best_schedule": best["schedule"] if best else None,
+        }
+    }
+    result = StudyResult(
+        study.method,
+        dict(best["config"]) if best else None,
+        best["score"] if best else None,
+        best["trial"] if best else None,
+        trials,
+        len(resumed),
+        0,
+        wall,
+        str(study.run_dir.path) if study.run_dir is not None else None,
+        details=details,
+        model=model,
+    )
     study.trials = trials
     if study.run_dir is not None:
         write_study_outputs(study.run_dir, result, study.header())
@@ -254,15 +337,28 @@ def _finish(study, hook: PBTHook, finished, wall: float):
 def _member_trial(i: int, records, lineage: Lineage) -> dict[str, Any]:
     last = records[-1]
     score, failed = last["scores"][i], last["failed"][i] or last["scores"][i] is None
-    metrics = {"val_accuracy": score, "val_loss": last["val_loss"][i], "train_loss": last["train_loss"][i],
-               "epochs_run": last["epochs"][1]}
-    return {"trial": i, "batch": 0, "batch_asked": len(last["scores"]), "config": dict(last["configs"][i]),
-            "status": "failed" if failed else "ok", "score": None if failed else score,
-            "metrics": metrics, "intermediate": [c for c in lineage.curves[i] if c is not None],
-            "error": "non-finite loss in the last interval: the member was frozen" if failed else None,
-            "seconds": round(sum(r["seconds"] for r in records) / len(last["scores"]), 4),
-            "loss": None if failed else -float(score), "schedule": lineage.schedule[i],
-            "lineage": lineage.copies[i], "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    metrics = {
+        "val_accuracy": score,
+        "val_loss": last["val_loss"][i],
+        "train_loss": last["train_loss"][i],
+        "epochs_run": last["epochs"][1],
+    }
+    return {
+        "trial": i,
+        "batch": 0,
+        "batch_asked": len(last["scores"]),
+        "config": dict(last["configs"][i]),
+        "status": "failed" if failed else "ok",
+        "score": None if failed else score,
+        "metrics": metrics,
+        "intermediate": [c for c in lineage.curves[i] if c is not None],
+        "error": "non-finite loss in the last interval: the member was frozen" if failed else None,
+        "seconds": round(sum(r["seconds"] for r in records) / len(last["scores"]), 4),
+        "loss": None if failed else -float(score),
+        "schedule": lineage.schedule[i],
+        "lineage": lineage.copies[i],
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
 
 
 def _floats(values) -> list[float | None]:
@@ -270,5 +366,9 @@ def _floats(values) -> list[float | None]:
 
 
 def _options(options: PBTOptions) -> dict[str, Any]:
-    return {"ready": options.ready, "fraction": options.fraction,
-            "resample_probability": options.resample_probability, "perturb_factors": list(options.perturb_factors)}
+    return {
+        "ready": options.ready,
+        "fraction": options.fraction,
+        "resample_probability": options.resample_probability,
+        "perturb_factors": list(options.perturb_factors),
+    }

@@ -24,7 +24,11 @@ def plot_best_so_far(trials: Sequence[dict[str, Any]], path: str | Path, *, titl
     xs = [t["trial"] + 1 for t in trials]
     scores = [t["score"] if t["status"] == "ok" else None for t in trials]
     ok = [(x, s) for x, s in zip(xs, scores) if s is not None]
-    pruned = [(t["trial"] + 1, t["score"]) for t in trials if t["status"] == "pruned" and t["score"] is not None]
+    pruned = [
+        (t["trial"] + 1, t["score"])
+        for t in trials
+        if t["status"] == "pruned" and t["score"] is not None
+    ]
     best, running = [], -math.inf
     for s in scores:
         running = max(running, s) if s is not None else running
@@ -46,7 +50,9 @@ def plot_best_so_far(trials: Sequence[dict[str, Any]], path: str | Path, *, titl
     return save_figure(fig, path)
 
 
-def plot_parallel_coordinates(trials: Sequence[dict[str, Any]], space, path: str | Path, *, title: str = "") -> str:
+def plot_parallel_coordinates(
+    trials: Sequence[dict[str, Any]], space, path: str | Path, *, title: str = ""
+) -> str:
     """One line per finished trial across the parameters (log axes in log units), coloured by score."""
     plt = _pyplot()
     from ml_adv.hpo.space import Categorical
@@ -85,7 +91,9 @@ def _normalise(param, values: list) -> np.ndarray:
 
     if isinstance(param, Categorical):
         index = {repr(c): i for i, c in enumerate(param.choices)}
-        pos = np.array([index[repr(tuple(v) if isinstance(v, list) else v)] for v in values], dtype=float)
+        pos = np.array(
+            [index[repr(tuple(v) if isinstance(v, list) else v)] for v in values], dtype=float
+        )
         return pos / max(1, len(param.choices) - 1)
     v = np.asarray(values, dtype=float)
     lo, hi = float(param.low), float(param.high)
@@ -94,8 +102,14 @@ def _normalise(param, values: list) -> np.ndarray:
     return (v - lo) / (hi - lo)
 
 
-def plot_pbt_lineage(intervals: Sequence[dict[str, Any]], schedule: Sequence[dict[str, Any]] | None, space,
-                     path: str | Path, *, title: str = "") -> str:
+def plot_pbt_lineage(
+    intervals: Sequence[dict[str, Any]],
+    schedule: Sequence[dict[str, Any]] | None,
+    space,
+    path: str | Path,
+    *,
+    title: str = "",
+) -> str:
     """PBT: each member's validation score after every interval, a dashed line for each copy
     (source's score -> the recipient's next score); and the best member's schedule per parameter."""
     plt = _pyplot()
@@ -110,12 +124,21 @@ def plot_pbt_lineage(intervals: Sequence[dict[str, Any]], schedule: Sequence[dic
     members = len(intervals[0]["scores"]) if intervals else 0
     for i in range(members):
         ys = [np.nan if r["scores"][i] is None else r["scores"][i] for r in intervals]
-        ax.plot(ends, ys, marker="o", markersize=3, alpha=0.8, label=f"member {i}" if members <= 8 else None)
+        ax.plot(
+            ends,
+            ys,
+            marker="o",
+            markersize=3,
+            alpha=0.8,
+            label=f"member {i}" if members <= 8 else None,
+        )
     for k, r in enumerate(intervals[:-1]):
         for i, j in enumerate(r["sources"] or []):
             nxt = intervals[k + 1]["scores"][i]
             if i != j and r["scores"][j] is not None and nxt is not None:
-                ax.plot([ends[k], ends[k + 1]], [r["scores"][j], nxt], "k--", linewidth=0.8, alpha=0.5)
+                ax.plot(
+                    [ends[k], ends[k + 1]], [r["scores"][j], nxt], "k--", linewidth=0.8, alpha=0.5
+                )
     ax.set(xlabel="epoch", ylabel="validation accuracy", title="members (dashed: copies)")
     ax.grid(alpha=0.3)
     if 1 < members <= 8:

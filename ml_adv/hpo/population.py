@@ -51,14 +51,20 @@ def member_fields(objective) -> frozenset[str]:
 
 def check_stackable(objective) -> None:
     if not hasattr(objective, "build") or not hasattr(objective, "views"):
-        raise ConfigError(f"stacked: population training needs a TrainingObjective, got {describe(objective)}")
+        raise ConfigError(
+            f"stacked: population training needs a TrainingObjective, got {describe(objective)}"
+        )
 
 
-def structural_groups(configs: Sequence[dict[str, Any]], varying: frozenset[str]) -> list[list[int]]:
+def structural_groups(
+    configs: Sequence[dict[str, Any]], varying: frozenset[str]
+) -> list[list[int]]:
     """Indices of ``configs`` grouped by everything outside ``varying`` (first-seen order)."""
     groups: dict[str, list[int]] = {}
     for i, config in enumerate(configs):
-        groups.setdefault(repr(sorted((k, v) for k, v in config.items() if k not in varying)), []).append(i)
+        groups.setdefault(
+            repr(sorted((k, v) for k, v in config.items() if k not in varying)), []
+        ).append(i)
     return list(groups.values())
 
 
@@ -78,31 +84,59 @@ def stacked_trials(objective, configs: Sequence[dict[str, Any]]) -> list[dict[st
         first = configs[members[0]]
         try:
             spec, train_config, train, val = objective.build(first)
-            hparams = {name: [float(configs[i][name]) for i in members] for name in varying if name in first}
-            result = fit_stacked(spec, train, train_config, members=len(members), val=val,
-                                 member_hparams=hparams or None, run=QUIET)
-            seconds = round((time.perf_counter() - started) / len(members), 4)  # the group's time, shared
+            hparams = {
+                name: [float(configs[i][name]) for i in members]
+                for name in varying
+                if name in first
+            }
+            result = fit_stacked(
+                spec,
+                train,
+                train_config,
+                members=len(members),
+                val=val,
+                member_hparams=hparams or None,
+                run=QUIET,
+            )
+            seconds = round(
+                (time.perf_counter() - started) / len(members), 4
+            )  # the group's time, shared
             for j, i in enumerate(members):
                 outcomes[i] = _member_outcome(result, j, train_config, objective.metric, seconds)
         except Exception as exc:  # noqa: BLE001 - a failing group is recorded, the study goes on
             for i in members:
-                outcomes[i] = {"status": "failed", "score": None, "metrics": {}, "intermediate": [],
-                               "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc(limit=3),
-                               "seconds": None}
+                outcomes[i] = {
+                    "status": "failed",
+                    "score": None,
+                    "metrics": {},
+                    "intermediate": [],
+                    "error": f"{type(exc).__name__}: {exc}",
+                    "traceback": traceback.format_exc(limit=3),
+                    "seconds": None,
+                }
     return outcomes
 
 
 def _member_outcome(result, j: int, config, metric: str, seconds: float) -> dict[str, Any]:
     history = result.histories[j]
     curve = [float(r.get(metric, float("nan"))) for r in history]
-    out = {"status": "ok", "score": None, "metrics": {}, "intermediate": curve, "error": None, "seconds": seconds,
-           "stacked_members": len(result.histories)}
+    out = {
+        "status": "ok",
+        "score": None,
+        "metrics": {},
+        "intermediate": curve,
+        "error": None,
+        "seconds": seconds,
+        "stacked_members": len(result.histories),
+    }
     if bool(result.failed[j]) or not history:
         out.update(status="failed", error="non-finite loss: the member was frozen by fit_stacked")
         return out
     restored = config.early_stopping and config.restore_best and int(result.best_epochs[j]) > 0
     final = history[int(result.best_epochs[j]) - 1] if restored else history[-1]
-    metrics = {k: final[k] for k in ("train_loss", "val_loss", "val_accuracy", metric) if k in final}
+    metrics = {
+        k: final[k] for k in ("train_loss", "val_loss", "val_accuracy", metric) if k in final
+    }
     metrics.update(epochs_run=len(history), best_epoch=int(result.best_epochs[j]))
     if not all(math.isfinite(v) for v in metrics.values() if isinstance(v, float)):
         out.update(status="failed", error=f"non-finite score or loss: {metrics}")
@@ -135,8 +169,12 @@ def run_population_study(study):
     searcher = make_searcher("random", study.space, study.max_trials, seed=study.seed)
     configs = [searcher.ask().config for _ in range(study.max_trials)]
     schedule = rung_epochs(int(study.objective.base_config.epochs), len(configs), eta)
-    journal = TrialJournal(study.run_dir.path_for("trials.jsonl")) if study.run_dir is not None else None
-    finished = {t["trial"]: t for t in (journal.start(study.header()) if journal is not None else [])}
+    journal = (
+        TrialJournal(study.run_dir.path_for("trials.jsonl")) if study.run_dir is not None else None
+    )
+    finished = {
+        t["trial"]: t for t in (journal.start(study.header()) if journal is not None else [])
+    }
     done_rungs = journal.read_records("rung") if journal is not None else []
     resumed = len(finished)
     alive, curves = list(range(len(configs))), {i: [] for i in range(len(configs))}
@@ -146,47 +184,94 @@ def run_population_study(study):
         if k < len(done_rungs):  # a rung finished before a kill: replay its scores
             scores = dict(zip(done_rungs[k]["trials"], done_rungs[k]["scores"]))
         else:
-            trained = stacked_trials(study.objective, [{**configs[i], "epochs": epochs} for i in alive])
+            trained = stacked_trials(
+                study.objective, [{**configs[i], "epochs": epochs} for i in alive]
+            )
             outcomes = dict(zip(alive, trained))
             scores = {i: o["score"] if o["status"] == "ok" else None for i, o in outcomes.items()}
         for i in alive:
             curves[i].append(scores[i])
         ranked = sorted((i for i in alive if scores[i] is not None), key=lambda i: -scores[i])
-        keep = ranked if last else ranked[:max(1, len(ranked) // eta)]
+        keep = ranked if last else ranked[: max(1, len(ranked) // eta)]
         if outcomes is not None:
             for i in alive:  # trials decided at this rung are journaled before the rung itself
-                status = outcomes[i]["status"] if outcomes[i]["status"] == "failed" else (
-                    "ok" if last else "pruned" if i not in keep else None)
+                status = (
+                    outcomes[i]["status"]
+                    if outcomes[i]["status"] == "failed"
+                    else ("ok" if last else "pruned" if i not in keep else None)
+                )
                 if status is not None:
-                    _finish(journal, finished, i, k, epochs, configs[i], {**outcomes[i], "status": status}, curves[i])
+                    _finish(
+                        journal,
+                        finished,
+                        i,
+                        k,
+                        epochs,
+                        configs[i],
+                        {**outcomes[i], "status": status},
+                        curves[i],
+                    )
             if journal is not None:
-                journal.append_record("rung", {"rung": k, "epochs": epochs, "trials": alive,
-                                               "scores": [scores[i] for i in alive]})
+                journal.append_record(
+                    "rung",
+                    {
+                        "rung": k,
+                        "epochs": epochs,
+                        "trials": alive,
+                        "scores": [scores[i] for i in alive],
+                    },
+                )
         alive = keep
         if not alive:
             break
     study.trials = [finished[i] for i in sorted(finished)]
     ok = [t for t in study.trials if t["status"] == "ok"]
     best = max(ok, key=lambda t: t["score"], default=None)
-    result = StudyResult(study.method, dict(best["config"]) if best else None, best["score"] if best else None,
-                         best["trial"] if best else None, list(study.trials), resumed, 0,
-                         time.perf_counter() - started, str(study.run_dir.path) if study.run_dir is not None else None)
+    result = StudyResult(
+        study.method,
+        dict(best["config"]) if best else None,
+        best["score"] if best else None,
+        best["trial"] if best else None,
+        list(study.trials),
+        resumed,
+        0,
+        time.perf_counter() - started,
+        str(study.run_dir.path) if study.run_dir is not None else None,
+    )
     if study.run_dir is not None:
         write_study_outputs(study.run_dir, result, study.header())
     return result
 
 
-def _finish(journal, finished: dict, trial_id: int, rung: int, epochs: int, config: dict[str, Any],
-            outcome: dict[str, Any], curve: list) -> None:
+def _finish(
+    journal,
+    finished: dict,
+    trial_id: int,
+    rung: int,
+    epochs: int,
+    config: dict[str, Any],
+    outcome: dict[str, Any],
+    curve: list,
+) -> None:
     if trial_id in finished:
         return
     score = outcome.get("score")
     usable = score is not None and math.isfinite(score) and outcome["status"] != "failed"
-    trial = {"trial": trial_id, "batch": rung, "batch_asked": 1, "config": config, "status": outcome["status"],
-             "score": score if usable else None, "metrics": outcome.get("metrics", {}),
-             "intermediate": [c for c in curve if c is not None], "error": outcome.get("error"),
-             "seconds": outcome.get("seconds"), "loss": -float(score) if usable else None, "rung_epochs": epochs,
-             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    trial = {
+        "trial": trial_id,
+        "batch": rung,
+        "batch_asked": 1,
+        "config": config,
+        "status": outcome["status"],
+        "score": score if usable else None,
+        "metrics": outcome.get("metrics", {}),
+        "intermediate": [c for c in curve if c is not None],
+        "error": outcome.get("error"),
+        "seconds": outcome.get("seconds"),
+        "loss": -float(score) if usable else None,
+        "rung_epochs": epochs,
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
     if journal is not None:
         journal.append(trial)
     finished[trial_id] = trial

@@ -29,8 +29,11 @@ Reference = Sequence[Sequence[float]]
 
 
 def _at_epoch(reference: Reference, epoch: int) -> list[float]:
-    return [float(h[epoch - 1]) for h in reference
-            if len(h) >= epoch and h[epoch - 1] is not None and math.isfinite(h[epoch - 1])]
+    return [
+        float(h[epoch - 1])
+        for h in reference
+        if len(h) >= epoch and h[epoch - 1] is not None and math.isfinite(h[epoch - 1])
+    ]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,8 +50,14 @@ class MedianPruner:
 
     def __post_init__(self):
         check_positive("n_startup_trials", self.n_startup_trials)
-        if isinstance(self.n_warmup_epochs, bool) or not isinstance(self.n_warmup_epochs, int) or self.n_warmup_epochs < 0:
-            raise ConfigError(f"n_warmup_epochs: expected a non-negative integer, got {describe(self.n_warmup_epochs)}")
+        if (
+            isinstance(self.n_warmup_epochs, bool)
+            or not isinstance(self.n_warmup_epochs, int)
+            or self.n_warmup_epochs < 0
+        ):
+            raise ConfigError(
+                f"n_warmup_epochs: expected a non-negative integer, got {describe(self.n_warmup_epochs)}"
+            )
 
     def should_prune(self, epoch: int, value: float, reference: Reference) -> bool:
         if not math.isfinite(value):
@@ -73,8 +82,14 @@ class SuccessiveHalvingPruner:
 
     def __post_init__(self):
         check_positive("min_epochs", self.min_epochs)
-        if isinstance(self.reduction_factor, bool) or not isinstance(self.reduction_factor, int) or self.reduction_factor < 2:
-            raise ConfigError(f"reduction_factor: expected an integer >= 2, got {describe(self.reduction_factor)}")
+        if (
+            isinstance(self.reduction_factor, bool)
+            or not isinstance(self.reduction_factor, int)
+            or self.reduction_factor < 2
+        ):
+            raise ConfigError(
+                f"reduction_factor: expected an integer >= 2, got {describe(self.reduction_factor)}"
+            )
 
     def is_rung(self, epoch: int) -> bool:
         rung = self.min_epochs
@@ -103,4 +118,6 @@ def resolve_pruner(pruner):
         return pruner
     if isinstance(pruner, str):
         return PRUNERS.get(pruner, argument="pruner")()
-    raise ConfigError(f"pruner: expected None, one of {PRUNERS.names()} or an object with should_prune, got {describe(pruner)}")
+    raise ConfigError(
+        f"pruner: expected None, one of {PRUNERS.names()} or an object with should_prune, got {describe(pruner)}"
+    )

@@ -13,8 +13,23 @@ from typing import Any
 
 def study_report(result, header: dict[str, Any]) -> dict[str, Any]:
     """JSON-friendly report of a finished study."""
-    table = [{k: t.get(k) for k in ("trial", "batch", "status", "score", "loss", "config", "metrics", "error",
-                                     "seconds")} for t in result.trials]
+    table = [
+        {
+            k: t.get(k)
+            for k in (
+                "trial",
+                "batch",
+                "status",
+                "score",
+                "loss",
+                "config",
+                "metrics",
+                "error",
+                "seconds",
+            )
+        }
+        for t in result.trials
+    ]
     return {"study": header, **result.summary(), "trial_table": table}
 
 
@@ -26,18 +41,35 @@ def write_study_outputs(run_dir, result, header: dict[str, Any], space=None) -> 
     space = space or SearchSpace.from_dict(header["space"])
     title = f"{header['method']} on {header['objective'].get('data', header['objective'].get('fn', ''))}"
     paths = {
-        "best_config": str(run_dir.write_json("best_config.json", {"config": result.best_config,
-                                                                   "score": result.best_score,
-                                                                   "trial": result.best_trial})),
-        "best_so_far": plot_best_so_far(result.trials, run_dir.plot_path("best_so_far"), title=title),
-        "parallel_coordinates": plot_parallel_coordinates(result.trials, space, run_dir.plot_path("parallel_coordinates"),
-                                                          title=title),
+        "best_config": str(
+            run_dir.write_json(
+                "best_config.json",
+                {
+                    "config": result.best_config,
+                    "score": result.best_score,
+                    "trial": result.best_trial,
+                },
+            )
+        ),
+        "best_so_far": plot_best_so_far(
+            result.trials, run_dir.plot_path("best_so_far"), title=title
+        ),
+        "parallel_coordinates": plot_parallel_coordinates(
+            result.trials, space, run_dir.plot_path("parallel_coordinates"), title=title
+        ),
     }
     if "pbt" in result.details:  # lineage and the best member's schedule
         from ml_adv.hpo.plots import plot_pbt_lineage
 
         pbt = result.details["pbt"]
-        paths["pbt_lineage"] = plot_pbt_lineage(pbt["intervals"], pbt["best_schedule"], space,
-                                                run_dir.plot_path("pbt_lineage"), title=title)
-    paths["report"] = str(run_dir.write_report({**study_report(result, header), "artifacts": paths}))
+        paths["pbt_lineage"] = plot_pbt_lineage(
+            pbt["intervals"],
+            pbt["best_schedule"],
+            space,
+            run_dir.plot_path("pbt_lineage"),
+            title=title,
+        )
+    paths["report"] = str(
+        run_dir.write_report({**study_report(result, header), "artifacts": paths})
+    )
     return paths

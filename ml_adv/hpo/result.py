@@ -20,8 +20,12 @@ class StudyResult:
     replay_mismatches: int
     wall_seconds: float
     run_dir: str | None = None
-    details: dict[str, Any] = dataclasses.field(default_factory=dict)  # method-specific, e.g. PBT's lineage
-    model: Any = None  # the best trained model, for methods that keep one (pbt: its best member's weights)
+    details: dict[str, Any] = dataclasses.field(
+        default_factory=dict
+    )  # method-specific, e.g. PBT's lineage
+    model: Any = (
+        None  # the best trained model, for methods that keep one (pbt: its best member's weights)
+    )
 
     @property
     def history(self) -> list[float | None]:
@@ -35,9 +39,19 @@ class StudyResult:
 
     def summary(self) -> dict[str, Any]:
         statuses = [t["status"] for t in self.trials]
-        return {"method": self.method, "best_config": self.best_config, "best_score": self.best_score,
-                "best_trial": self.best_trial, "trials": len(self.trials), "ok": statuses.count("ok"),
-                "failed": statuses.count("failed"), "pruned": statuses.count("pruned"),
-                "resumed_trials": self.resumed_trials, "replay_mismatches": self.replay_mismatches,
-                "wall_seconds": round(self.wall_seconds, 3), "best_so_far": self.history, "run_dir": self.run_dir,
-                **self.details}
+        return {
+            "method": self.method,
+            "best_config": self.best_config,
+            "best_score": self.best_score,
+            "best_trial": self.best_trial,
+            "trials": len(self.trials),
+            "ok": statuses.count("ok"),
+            "failed": statuses.count("failed"),
+            "pruned": statuses.count("pruned"),
+            "resumed_trials": self.resumed_trials,
+            "replay_mismatches": self.replay_mismatches,
+            "wall_seconds": round(self.wall_seconds, 3),
+            "best_so_far": self.history,
+            "run_dir": self.run_dir,
+            **self.details,
+        }

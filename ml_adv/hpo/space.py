@@ -39,7 +39,11 @@ _SCALAR = (str, int, float, bool, type(None))
 
 
 def _number(owner: str, name: str, value: Any, *, integer: bool) -> None:
-    ok = isinstance(value, (int, np.integer)) if integer else isinstance(value, (int, float, np.integer, np.floating))
+    ok = (
+        isinstance(value, (int, np.integer))
+        if integer
+        else isinstance(value, (int, float, np.integer, np.floating))
+    )
     if isinstance(value, bool) or not ok or not math.isfinite(float(value)):
         kind = "an integer" if integer else "a finite number"
         raise ConfigError(f"{owner}.{name}: expected {kind}, got {describe(value)}")
@@ -80,7 +84,11 @@ class Float:
         return ng.p.Scalar(lower=float(self.low), upper=float(self.high))
 
     def grid(self, points: int) -> list[float]:
-        values = np.geomspace(self.low, self.high, points) if self.log else np.linspace(self.low, self.high, points)
+        values = (
+            np.geomspace(self.low, self.high, points)
+            if self.log
+            else np.linspace(self.low, self.high, points)
+        )
         return [float(v) for v in values]
 
     def cast(self, value: Any) -> float:
@@ -116,7 +124,11 @@ class Int:
         count = self.high - self.low + 1
         if count <= points:
             return list(range(self.low, self.high + 1))
-        values = np.geomspace(self.low, self.high, points) if self.log else np.linspace(self.low, self.high, points)
+        values = (
+            np.geomspace(self.low, self.high, points)
+            if self.log
+            else np.linspace(self.low, self.high, points)
+        )
         return sorted({int(round(v)) for v in values})
 
     def cast(self, value: Any) -> int:
@@ -134,14 +146,18 @@ class Categorical:
         _check_name(self.name)
         owner = f"Categorical({self.name!r})"
         if isinstance(self.choices, (str, bytes)) or not isinstance(self.choices, Iterable):
-            raise ConfigError(f"{owner}.choices: expected a list of options, got {describe(self.choices)}")
+            raise ConfigError(
+                f"{owner}.choices: expected a list of options, got {describe(self.choices)}"
+            )
         choices = tuple(tuple(c) if isinstance(c, list) else c for c in self.choices)
         if not choices:
             raise ConfigError(f"{owner}.choices: expected at least one option, got an empty choice")
         for c in choices:
             items = c if isinstance(c, tuple) else (c,)
             if not all(isinstance(i, _SCALAR) for i in items):
-                raise ConfigError(f"{owner}.choices: expected JSON scalars or tuples of them, got {describe(c)}")
+                raise ConfigError(
+                    f"{owner}.choices: expected JSON scalars or tuples of them, got {describe(c)}"
+                )
         if len(set(map(repr, choices))) != len(choices):
             raise ConfigError(f"{owner}.choices: expected distinct options, got {list(choices)}")
         object.__setattr__(self, "choices", choices)
@@ -178,11 +194,15 @@ class SearchSpace:
             raise ConfigError("space: expected at least one parameter, got an empty search space")
         for p in params:
             if not isinstance(p, (Float, Int, Categorical)):
-                raise ConfigError(f"space: expected Float, Int or Categorical parameters, got {describe(p)}")
+                raise ConfigError(
+                    f"space: expected Float, Int or Categorical parameters, got {describe(p)}"
+                )
         names = [p.name for p in params]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
-            raise ConfigError(f"space: expected distinct parameter names, got duplicates {duplicates}")
+            raise ConfigError(
+                f"space: expected distinct parameter names, got duplicates {duplicates}"
+            )
         self.params = params
 
     @property
@@ -219,7 +239,9 @@ class SearchSpace:
         Floats get ``points`` values (geometric when ``log``); integers all their values or
         ``points`` of them; categorical parameters all their choices.
         """
-        return [dict(zip(self.names, combo)) for combo in itertools.product(*self.grid_axes(points))]
+        return [
+            dict(zip(self.names, combo)) for combo in itertools.product(*self.grid_axes(points))
+        ]
 
     def grid_axes(self, points: int = 3) -> list[list[Any]]:
         """Each parameter's grid values, in declaration order (the grid is their product)."""
@@ -265,13 +287,19 @@ class SearchSpace:
             params = []
             for rec in spec:
                 if not isinstance(rec, Mapping) or "type" not in rec or "name" not in rec:
-                    raise ConfigError(f"space: expected records with 'type' and 'name', got {describe(rec)}")
+                    raise ConfigError(
+                        f"space: expected records with 'type' and 'name', got {describe(rec)}"
+                    )
                 kind = {"float": Float, "int": Int, "categorical": Categorical}.get(rec["type"])
                 if kind is None:
-                    raise ConfigError(f"space: unknown parameter type {rec['type']!r}; expected float, int or categorical")
+                    raise ConfigError(
+                        f"space: unknown parameter type {rec['type']!r}; expected float, int or categorical"
+                    )
                 params.append(kind(**{k: v for k, v in rec.items() if k != "type"}))
             return cls(params)
-        raise ConfigError(f"space: expected a mapping or a list of parameter records, got {describe(spec)}")
+        raise ConfigError(
+            f"space: expected a mapping or a list of parameter records, got {describe(spec)}"
+        )
 
 
 def _param_from_short(name: str, decl: Any) -> Param:
@@ -279,9 +307,15 @@ def _param_from_short(name: str, decl: Any) -> Param:
         return decl
     if isinstance(decl, Mapping):
         if set(decl) != {"choices"}:
-            raise ConfigError(f"space[{name!r}]: expected {{'choices': [...]}}, got {describe(decl)}")
+            raise ConfigError(
+                f"space[{name!r}]: expected {{'choices': [...]}}, got {describe(decl)}"
+            )
         return Categorical(name, decl["choices"])
-    if isinstance(decl, (list, tuple)) and len(decl) == 3 and decl[0] in ("log", "float", "int", "logint"):
+    if (
+        isinstance(decl, (list, tuple))
+        and len(decl) == 3
+        and decl[0] in ("log", "float", "int", "logint")
+    ):
         kind, low, high = decl
         if kind in ("int", "logint"):
             return Int(name, low, high, log=kind == "logint")

@@ -70,10 +70,22 @@ class Study:
         True
     """
 
-    def __init__(self, objective, space: SearchSpace, *, method: str = "bayesian", max_trials: int = 20,
-                 seed: int = 0, run_dir=None, executor=None, trials_per_batch: int | None = None,
-                 pruner=None, method_options: dict[str, Any] | None = None, progress: bool | None = None,
-                 stacked: bool = False):
+    def __init__(
+        self,
+        objective,
+        space: SearchSpace,
+        *,
+        method: str = "bayesian",
+        max_trials: int = 20,
+        seed: int = 0,
+        run_dir=None,
+        executor=None,
+        trials_per_batch: int | None = None,
+        pruner=None,
+        method_options: dict[str, Any] | None = None,
+        progress: bool | None = None,
+        stacked: bool = False,
+    ):
         if not isinstance(space, SearchSpace):
             raise ConfigError(f"space: expected a SearchSpace, got {describe(space)}")
         check_positive("max_trials", max_trials)
@@ -97,34 +109,59 @@ class Study:
 
             check_stackable(objective)
             if self.pruner is not None or self.executor is not None:
-                raise ConfigError("stacked: population training runs in this process without a pruner; "
-                                  f"got pruner={self.pruner!r}, executor={self.executor!r}")
+                raise ConfigError(
+                    "stacked: population training runs in this process without a pruner; "
+                    f"got pruner={self.pruner!r}, executor={self.executor!r}"
+                )
         if self.entry.check is not None:
             self.entry.check(self)
         if not self.entry.population:
             # Build the searcher once now so that bad method options fail before anything trains.
-            make_searcher(method, space, self.max_trials, seed=seed, num_workers=self.trials_per_batch,
-                          **self.method_options)
+            make_searcher(
+                method,
+                space,
+                self.max_trials,
+                seed=seed,
+                num_workers=self.trials_per_batch,
+                **self.method_options,
+            )
         self.run_dir = None if run_dir is None else _run_directory(run_dir)
         self.trials: list[dict[str, Any]] = []
 
     # ------------------------------------------------------------------ loop
     def header(self) -> dict[str, Any]:
-        return {"method": self.method, "space": self.space.to_dict(), "seed": self.seed,
-                "max_trials": self.max_trials, "batch_size": self.trials_per_batch,
-                "objective": self.objective.describe(), "method_options": self.method_options,
-                "pruner": repr(self.pruner), "stacked": self.stacked}
+        return {
+            "method": self.method,
+            "space": self.space.to_dict(),
+            "seed": self.seed,
+            "max_trials": self.max_trials,
+            "batch_size": self.trials_per_batch,
+            "objective": self.objective.describe(),
+            "method_options": self.method_options,
+            "pruner": repr(self.pruner),
+            "stacked": self.stacked,
+        }
 
     def run(self) -> StudyResult:
         """Run (or resume) the study until ``max_trials`` trials finished or the grid is exhausted."""
         if self.entry.run is not None:
             return self.entry.run(self)
         started = time.perf_counter()
-        searcher = make_searcher(self.method, self.space, self.max_trials, seed=self.seed,
-                                 num_workers=self.trials_per_batch, **self.method_options)
+        searcher = make_searcher(
+            self.method,
+            self.space,
+            self.max_trials,
+            seed=self.seed,
+            num_workers=self.trials_per_batch,
+            **self.method_options,
+        )
         if getattr(searcher, "notice", None):  # e.g. a grid cut to max_trials: say which points run
             _log.warning("%s", searcher.notice)
-        journal = TrialJournal(self.run_dir.path_for("trials.jsonl")) if self.run_dir is not None else None
+        journal = (
+            TrialJournal(self.run_dir.path_for("trials.jsonl"))
+            if self.run_dir is not None
+            else None
+        )
         done = journal.start(self.header()) if journal is not None else []
         self.trials, pending, mismatches = self._replay(searcher, done)
         resumed = len(self.trials)
@@ -166,13 +203,22 @@ class Study:
         # Only earlier batches count: peers in the same batch were not told yet (also on resume).
         current = {b for _, _, b in batch}
         earlier = [t for t in self.trials if t["batch"] not in current]
-        reference = [t.get("intermediate") or [] for t in earlier if t["status"] in ("ok", "pruned")]
+        reference = [
+            t.get("intermediate") or [] for t in earlier if t["status"] in ("ok", "pruned")
+        ]
         told = [t["loss"] for t in earlier if t["loss"] is not None]
         finished: dict[int, dict[str, Any]] = {}
 
         def record(trial_id: int, suggestion: Suggestion, batch_id: int, outcome: dict[str, Any]):
-            trial = {"trial": trial_id, "batch": batch_id, "batch_asked": asked, "config": suggestion.config,
-                     **outcome, "loss": _loss(outcome, told), "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+            trial = {
+                "trial": trial_id,
+                "batch": batch_id,
+                "batch_asked": asked,
+                "config": suggestion.config,
+                **outcome,
+                "loss": _loss(outcome, told),
+                "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            }
             if journal is not None:
                 journal.append(trial)
             finished[trial_id] = trial
@@ -182,15 +228,27 @@ class Study:
         if self.stacked and len(batch) > 1:
             from ml_adv.hpo.population import stacked_trials
 
-            for (trial_id, suggestion, batch_id), outcome in zip(batch, stacked_trials(
-                    self.objective, [s.config for _, s, _ in batch])):
+            for (trial_id, suggestion, batch_id), outcome in zip(
+                batch, stacked_trials(self.objective, [s.config for _, s, _ in batch])
+            ):
                 record(trial_id, suggestion, batch_id, outcome)
         elif self.executor is None or len(batch) == 1:
             for trial_id, suggestion, batch_id in batch:
-                record(trial_id, suggestion, batch_id, run_trial(self.objective, suggestion.config, self.pruner, reference))
+                record(
+                    trial_id,
+                    suggestion,
+                    batch_id,
+                    run_trial(self.objective, suggestion.config, self.pruner, reference),
+                )
         else:
-            futures = {self.executor.submit(run_trial, self.objective, s.config, self.pruner, reference): (i, s, b)
-                       for i, s, b in batch}
+            futures = {
+                self.executor.submit(run_trial, self.objective, s.config, self.pruner, reference): (
+                    i,
+                    s,
+                    b,
+                )
+                for i, s, b in batch
+            }
             for future in cf.as_completed(futures):
                 record(*futures[future], _outcome(future))
         self.trials.sort(key=lambda t: t["trial"])
@@ -234,13 +292,25 @@ class Study:
     def _result(self, resumed: int, mismatches: int, wall: float) -> StudyResult:
         ok = [t for t in self.trials if t["status"] == "ok"]
         best = max(ok, key=lambda t: t["score"], default=None)
-        return StudyResult(self.method, dict(best["config"]) if best else None, best["score"] if best else None,
-                           best["trial"] if best else None, list(self.trials), resumed, mismatches, wall,
-                           str(self.run_dir.path) if self.run_dir is not None else None)
+        return StudyResult(
+            self.method,
+            dict(best["config"]) if best else None,
+            best["score"] if best else None,
+            best["trial"] if best else None,
+            list(self.trials),
+            resumed,
+            mismatches,
+            wall,
+            str(self.run_dir.path) if self.run_dir is not None else None,
+        )
 
 
 def _loss(outcome: dict[str, Any], told: list[float]) -> float:
-    if outcome["status"] in ("ok", "pruned") and outcome["score"] is not None and math.isfinite(outcome["score"]):
+    if (
+        outcome["status"] in ("ok", "pruned")
+        and outcome["score"] is not None
+        and math.isfinite(outcome["score"])
+    ):
         return -float(outcome["score"])
     return max(told, default=0.0)
 
@@ -249,8 +319,14 @@ def _outcome(future) -> dict[str, Any]:
     try:
         return future.result()
     except Exception as exc:  # noqa: BLE001 - e.g. a worker process died; record it, go on
-        return {"status": "failed", "score": None, "metrics": {}, "error": f"{type(exc).__name__}: {exc}",
-                "intermediate": [], "seconds": None}
+        return {
+            "status": "failed",
+            "score": None,
+            "metrics": {},
+            "error": f"{type(exc).__name__}: {exc}",
+            "intermediate": [],
+            "seconds": None,
+        }
 
 
 def _as_executor(executor):
@@ -258,7 +334,9 @@ def _as_executor(executor):
         return executor
     if hasattr(executor, "get_executor"):  # a dask.distributed Client
         return executor.get_executor()
-    raise ConfigError(f"executor: expected a concurrent.futures.Executor or a dask Client, got {describe(executor)}")
+    raise ConfigError(
+        f"executor: expected a concurrent.futures.Executor or a dask Client, got {describe(executor)}"
+    )
 
 
 def _workers(executor) -> int:
@@ -281,7 +359,13 @@ def _progress(enabled: bool | None, *, total: int, initial: int):
         return None
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, initial=initial, desc="trials", unit="trial", disable=None if enabled is None else not enabled)
+    return tqdm(
+        total=total,
+        initial=initial,
+        desc="trials",
+        unit="trial",
+        disable=None if enabled is None else not enabled,
+    )
 
 
 def _advance(bar, trials: list[dict[str, Any]]) -> None:

@@ -99,9 +99,20 @@ def _flax_attention(*args, **kwargs):
 ATTENTION_FORMS = {"head_major": dot_product_attention, "flax": _flax_attention}
 
 
-def measured_attention(query, key, value, bias=None, mask=None, broadcast_dropout=True, dropout_rng=None,
-                       dropout_rate=0.0, deterministic=False, dtype=None, precision=None,
-                       force_fp32_for_softmax=False):
+def measured_attention(
+    query,
+    key,
+    value,
+    bias=None,
+    mask=None,
+    broadcast_dropout=True,
+    dropout_rng=None,
+    dropout_rate=0.0,
+    deterministic=False,
+    dtype=None,
+    precision=None,
+    force_fp32_for_softmax=False,
+):
     """``attention_fn`` that runs the form measured fastest for this shape on this device.
 
     On a CPU: the head-major form, unmeasured (measured once on EPYC, benchmarks/README.md).
@@ -112,17 +123,44 @@ def measured_attention(query, key, value, bias=None, mask=None, broadcast_dropou
 
     form = "head_major"
     if autotune.active(autotune.GPU):
+
         def training(fn):
             def loss(q, k, v):
-                out = fn(q, k, v, mask=None, deterministic=True, dtype=dtype, precision=precision,
-                         force_fp32_for_softmax=force_fp32_for_softmax)
+                out = fn(
+                    q,
+                    k,
+                    v,
+                    mask=None,
+                    deterministic=True,
+                    dtype=dtype,
+                    precision=precision,
+                    force_fp32_for_softmax=force_fp32_for_softmax,
+                )
                 return jnp.sum(out.astype(jnp.float32) ** 2)
+
             return jax.grad(loss, argnums=(0, 1, 2))
 
         example = [jax.ShapeDtypeStruct(a.shape, a.dtype) for a in (query, key, value)]
         signature = {"q": tuple(query.shape), "k": tuple(key.shape), "dtype": str(query.dtype)}
-        form = autotune.choose("attention", signature, {name: training(fn) for name, fn in ATTENTION_FORMS.items()},
-                               example, default="head_major", backends=autotune.GPU)
-    return ATTENTION_FORMS[form](query, key, value, bias=bias, mask=mask, broadcast_dropout=broadcast_dropout,
-                                 dropout_rng=dropout_rng, dropout_rate=dropout_rate, deterministic=deterministic,
-                                 dtype=dtype, precision=precision, force_fp32_for_softmax=force_fp32_for_softmax)
+        form = autotune.choose(
+            "attention",
+            signature,
+            {name: training(fn) for name, fn in ATTENTION_FORMS.items()},
+            example,
+            default="head_major",
+            backends=autotune.GPU,
+        )
+    return ATTENTION_FORMS[form](
+        query,
+        key,
+        value,
+        bias=bias,
+        mask=mask,
+        broadcast_dropout=broadcast_dropout,
+        dropout_rng=dropout_rng,
+        dropout_rate=dropout_rate,
+        deterministic=deterministic,
+        dtype=dtype,
+        precision=precision,
+        force_fp32_for_softmax=force_fp32_for_softmax,
+    )

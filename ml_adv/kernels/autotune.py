@@ -66,8 +66,23 @@ import numpy as np
 
 from ml_adv.errors import ConfigError, describe
 
-__all__ = ["CPU", "CPU_AND_GPU", "GPU", "active", "batch_split", "batch_split_devices", "cache_path", "choose",
-           "configure", "cpu_signature", "device_signature", "enabled", "lookup", "measurements", "record"]
+__all__ = [
+    "CPU",
+    "CPU_AND_GPU",
+    "GPU",
+    "active",
+    "batch_split",
+    "batch_split_devices",
+    "cache_path",
+    "choose",
+    "configure",
+    "cpu_signature",
+    "device_signature",
+    "enabled",
+    "lookup",
+    "measurements",
+    "record",
+]
 
 ENV_SWITCH = "ML_ADV_AUTOTUNE"
 ENV_CACHE = "ML_ADV_AUTOTUNE_CACHE"
@@ -90,7 +105,9 @@ _log = logging.getLogger(__name__)
 _lock = threading.Lock()
 _settings: dict[str, Any] = {"enabled": None, "cache_dir": None}
 _memory: dict[str, dict[str, Any]] = {}  # this process's view of the cache file
-_batch_split: contextvars.ContextVar[int] = contextvars.ContextVar("ml_adv_autotune_batch_split", default=1)
+_batch_split: contextvars.ContextVar[int] = contextvars.ContextVar(
+    "ml_adv_autotune_batch_split", default=1
+)
 
 
 @contextlib.contextmanager
@@ -173,7 +190,9 @@ def device_signature() -> str:
     device = jax.devices()[0]
     kind = getattr(device, "device_kind", backend)
     version = getattr(device.client, "platform_version", "") if hasattr(device, "client") else ""
-    digest = hashlib.sha256(json.dumps([backend, kind, version, jaxlib.__version__]).encode()).hexdigest()[:10]
+    digest = hashlib.sha256(
+        json.dumps([backend, kind, version, jaxlib.__version__]).encode()
+    ).hexdigest()[:10]
     slug = re.sub(r"[^a-z0-9]+", "-", f"{backend}-{kind}".lower()).strip("-")[:40]
     return f"{slug}-{digest}"
 
@@ -183,7 +202,9 @@ def cache_path() -> Path:
     directory = _settings["cache_dir"]
     if directory is None:
         env = os.environ.get(ENV_CACHE)
-        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ml_adv" / "autotune"
+        base = (
+            Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ml_adv" / "autotune"
+        )
         directory = Path(env) if env else base
     return Path(directory) / f"{device_signature()}.json"
 
@@ -230,12 +251,15 @@ def _write_cache(path: Path, key: str, entry: dict[str, Any]) -> dict[str, Any]:
                 json.dump(payload, f, indent=1, sort_keys=True)
             os.replace(tmp, path)
     except OSError as err:  # a read-only home must not stop training
-        _log.warning("autotune: could not write %s (%s); the choice is kept for this process only", path, err)
+        _log.warning(
+            "autotune: could not write %s (%s); the choice is kept for this process only", path, err
+        )
     return entry
 
 
-def _time_candidate(fn: Callable, example: Sequence[jax.ShapeDtypeStruct], give_up_after: float,
-                    concurrent: int = 1) -> float:
+def _time_candidate(
+    fn: Callable, example: Sequence[jax.ShapeDtypeStruct], give_up_after: float, concurrent: int = 1
+) -> float:
     """Best-of-``REPEATS`` seconds per application of ``fn`` inside a scan, on random inputs.
 
     A candidate whose first timed call is already ``give_up_after`` seconds per application
@@ -289,8 +313,10 @@ def _on_devices(program: Callable, example: Sequence[jax.ShapeDtypeStruct], devi
 
     spread = jax.shard_map(per_device, mesh=mesh, in_specs=spec, out_specs=spec, check_vma=False)
     sharding = NamedSharding(mesh, spec)
-    example = [jax.ShapeDtypeStruct((devices * s.shape[0], *s.shape[1:]), s.dtype, sharding=sharding)
-               for s in example]
+    example = [
+        jax.ShapeDtypeStruct((devices * s.shape[0], *s.shape[1:]), s.dtype, sharding=sharding)
+        for s in example
+    ]
     return spread, example
 
 
@@ -353,8 +379,9 @@ def _lookup_locked(operation, signature, names) -> str | None:
     return entry["choice"] if entry is not None and entry.get("choice") in names else None
 
 
-def _record_locked(operation, signature, seconds: Mapping[str, float], keep: str | None = None,
-                   margin: float = 0.0) -> str:
+def _record_locked(
+    operation, signature, seconds: Mapping[str, float], keep: str | None = None, margin: float = 0.0
+) -> str:
     global _measure_count
     choice = min(seconds, key=seconds.get)
     if keep in seconds and seconds[choice] > (1.0 - margin) * seconds[keep]:
@@ -367,12 +394,18 @@ def _record_locked(operation, signature, seconds: Mapping[str, float], keep: str
     _measure_count += 1
     entry = _write_cache(cache_path(), _key(operation, signature), entry)
     _memory[_key(operation, signature)] = entry
-    _log.info("autotune %s %s: %s (%s us)", operation, dict(signature), entry["choice"], entry["us"])
+    _log.info(
+        "autotune %s %s: %s (%s us)", operation, dict(signature), entry["choice"], entry["us"]
+    )
     return entry["choice"]
 
 
-def lookup(operation: str, signature: Mapping[str, Any], names: Sequence[str],
-           backends: Sequence[str] = CPU) -> str | None:
+def lookup(
+    operation: str,
+    signature: Mapping[str, Any],
+    names: Sequence[str],
+    backends: Sequence[str] = CPU,
+) -> str | None:
     """The cached choice among ``names`` for this case, or None (not measured yet, or inactive).
 
     For decisions that are measured by running the real thing (``record``), e.g. the layout
@@ -384,8 +417,14 @@ def lookup(operation: str, signature: Mapping[str, Any], names: Sequence[str],
         return _lookup_locked(operation, signature, names)
 
 
-def record(operation: str, signature: Mapping[str, Any], seconds: Mapping[str, float], *,
-           keep: str | None = None, margin: float = 0.0) -> str:
+def record(
+    operation: str,
+    signature: Mapping[str, Any],
+    seconds: Mapping[str, float],
+    *,
+    keep: str | None = None,
+    margin: float = 0.0,
+) -> str:
     """Cache the fastest of ``seconds`` (``{name: seconds}``) for this case and return its name.
 
     ``keep``/``margin``: another candidate replaces ``keep`` only when it is faster by more

@@ -259,7 +259,12 @@ def _conv_cpu_forward(x, kernel, strides, pads, forward: str = "auto"):
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))
 def _conv_matmul_grad(
-    x: jax.Array, kernel: jax.Array, strides: tuple[int, int], pads: Pads, method: str, forward: str = "auto"
+    x: jax.Array,
+    kernel: jax.Array,
+    strides: tuple[int, int],
+    pads: Pads,
+    method: str,
+    forward: str = "auto",
 ) -> jax.Array:
     return _conv_cpu_forward(x, kernel, strides, pads, forward)
 
@@ -376,13 +381,18 @@ def conv2d(
     if impl == "matmul_grad":
         return matmul(x, kernel)
     if _wgrad == "auto":  # on CPU, the lowering autotune measured fastest for this shape
-        return lax.platform_dependent(x, kernel, cpu=lambda x_, k_: _conv_measured(x_, k_, strides, pads), default=xla)
+        return lax.platform_dependent(
+            x, kernel, cpu=lambda x_, k_: _conv_measured(x_, k_, strides, pads), default=xla
+        )
     return lax.platform_dependent(x, kernel, cpu=matmul, default=xla)
 
 
 def _static_training_choice(x_shape, kernel_shape, strides: tuple[int, int], pads: Pads) -> str:
     """``"<wgrad method>/<forward>"`` by the measured-on-EPYC rules (autotuning off)."""
-    n, (ho, wo) = x_shape[0], [_out_size(x_shape[1 + a], kernel_shape[a], *pads[a], strides[a]) for a in range(2)]
+    n, (ho, wo) = (
+        x_shape[0],
+        [_out_size(x_shape[1 + a], kernel_shape[a], *pads[a], strides[a]) for a in range(2)],
+    )
     small = strides == (1, 1) and n * ho * wo <= _WGRAD_CONV_MAX_POSITIONS
     return f"{'conv' if small else 'row'}/{_static_forward(kernel_shape)}"
 
@@ -397,11 +407,20 @@ def _forward_forms(kernel_shape) -> tuple[str, ...]:
 
 
 def _signature(x, kernel, strides, pads) -> dict[str, Any]:
-    return {"x": x.shape, "kernel": kernel.shape, "strides": strides, "pads": pads, "dtype": str(x.dtype)}
+    return {
+        "x": x.shape,
+        "kernel": kernel.shape,
+        "strides": strides,
+        "pads": pads,
+        "dtype": str(x.dtype),
+    }
 
 
 def _examples(x, kernel) -> list[jax.ShapeDtypeStruct]:
-    return [jax.ShapeDtypeStruct(x.shape, x.dtype), jax.ShapeDtypeStruct(kernel.shape, kernel.dtype)]
+    return [
+        jax.ShapeDtypeStruct(x.shape, x.dtype),
+        jax.ShapeDtypeStruct(kernel.shape, kernel.dtype),
+    ]
 
 
 def _measured_training(x, kernel, strides: tuple[int, int], pads: Pads) -> tuple[str, str]:
@@ -412,29 +431,47 @@ def _measured_training(x, kernel, strides: tuple[int, int], pads: Pads) -> tuple
     candidates = {}
     for method in methods:
         for forward in _forward_forms(kernel.shape):
-            conv = functools.partial(_conv_matmul_grad, strides=strides, pads=pads, method=method, forward=forward)
+            conv = functools.partial(
+                _conv_matmul_grad, strides=strides, pads=pads, method=method, forward=forward
+            )
             candidates[f"{method}/{forward}"] = _training_pass(conv)
-    choice = autotune.choose("conv2d_training", _signature(x, kernel, strides, pads), candidates,
-                             _examples(x, kernel), default=_static_training_choice(x.shape, kernel.shape, strides, pads))
+    choice = autotune.choose(
+        "conv2d_training",
+        _signature(x, kernel, strides, pads),
+        candidates,
+        _examples(x, kernel),
+        default=_static_training_choice(x.shape, kernel.shape, strides, pads),
+    )
     method, forward = choice.split("/")
     return method, forward
 
 
 def _measured_forward(x, kernel, strides: tuple[int, int], pads: Pads) -> str:
     """The forward form of a layer that is not differentiated (prediction), timed alone."""
-    candidates = {f: functools.partial(_conv_cpu_forward, strides=strides, pads=pads, forward=f)
-                  for f in _forward_forms(kernel.shape)}
-    return autotune.choose("conv2d_forward", _signature(x, kernel, strides, pads), candidates,
-                           _examples(x, kernel), default=_static_forward(kernel.shape))
+    candidates = {
+        f: functools.partial(_conv_cpu_forward, strides=strides, pads=pads, forward=f)
+        for f in _forward_forms(kernel.shape)
+    }
+    return autotune.choose(
+        "conv2d_forward",
+        _signature(x, kernel, strides, pads),
+        candidates,
+        _examples(x, kernel),
+        default=_static_forward(kernel.shape),
+    )
 
 
 def _training_pass(conv: Callable) -> Callable:
     """What a training step runs of one layer: the forward pass and both gradients."""
-    return jax.grad(lambda x, k: 0.5 * jnp.sum(jnp.square(conv(x, k).astype(jnp.float32))), argnums=(0, 1))
+    return jax.grad(
+        lambda x, k: 0.5 * jnp.sum(jnp.square(conv(x, k).astype(jnp.float32))), argnums=(0, 1)
+    )
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def _conv_measured(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], pads: Pads) -> jax.Array:
+def _conv_measured(
+    x: jax.Array, kernel: jax.Array, strides: tuple[int, int], pads: Pads
+) -> jax.Array:
     """The CPU conv with measured lowerings: the forward form alone when not differentiated,
     the (forward, weight-gradient) pair timed together when it is. The backward asks for
     the same cached decision the forward rule made."""
@@ -507,7 +544,9 @@ class Conv(nn.Module):
         resolve_padding(self.padding, x.shape[1:3], kernel_size, strides)
 
         kernel_shape = kernel_size + (x.shape[-1], self.features)
-        kernel = self.param("kernel", _drawn_as_matrix(self.kernel_init), kernel_shape, self.param_dtype)
+        kernel = self.param(
+            "kernel", _drawn_as_matrix(self.kernel_init), kernel_shape, self.param_dtype
+        )
         bias = (
             self.param("bias", self.bias_init, (self.features,), self.param_dtype)
             if self.use_bias

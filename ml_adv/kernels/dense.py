@@ -108,7 +108,10 @@ def _dense_matmul_bwd(n_contract, preferred, residuals, dy):
             "dense_weight_grad",
             signature,
             {name: in_context(form) for name, form in candidates.items()},
-            [jax.ShapeDtypeStruct((rows, k), x_flat.dtype), jax.ShapeDtypeStruct((rows, n), dy_flat.dtype)],
+            [
+                jax.ShapeDtypeStruct((rows, k), x_flat.dtype),
+                jax.ShapeDtypeStruct((rows, n), dy_flat.dtype),
+            ],
             # Without measuring: transpose the narrower operand (dy is 4x smaller than the
             # transformer MLP's wide input and comes straight from the layer above).
             default="transpose_x" if k <= n else "transpose_dy",
@@ -140,5 +143,10 @@ def dense_dot_general(
     ):
         return _dense_matmul(lhs, rhs, len(dimension_numbers[0][0]), preferred_element_type)
     return lax.dot_general(
-        lhs, rhs, dimension_numbers, precision=precision, preferred_element_type=preferred_element_type, **kwargs
+        lhs,
+        rhs,
+        dimension_numbers,
+        precision=precision,
+        preferred_element_type=preferred_element_type,
+        **kwargs,
     )

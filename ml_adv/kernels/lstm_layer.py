@@ -44,14 +44,29 @@ class LSTMCellParams(nn.Module):
     def __call__(self, input_features: int):
         cell = nn.OptimizedLSTMCell  # its defaults: the one source of the initialisers
         fields = cell.__dataclass_fields__
-        kernel_init, recurrent_init = fields["kernel_init"].default, fields["recurrent_kernel_init"].default
+        kernel_init, recurrent_init = (
+            fields["kernel_init"].default,
+            fields["recurrent_kernel_init"].default,
+        )
         bias_init = fields["bias_init"].default
         w_i, w_h, b = [], [], []
         for gate in GATES:  # the cell's creation order: input then hidden, gate by gate
-            w_i.append(DenseParams(self.features, use_bias=False, kernel_init=kernel_init, bias_init=bias_init,
-                                   name=f"i{gate}")(jnp.zeros((1, input_features)))[0])
-            k, bias = DenseParams(self.features, use_bias=True, kernel_init=recurrent_init, bias_init=bias_init,
-                                  name=f"h{gate}")(jnp.zeros((1, self.features)))
+            w_i.append(
+                DenseParams(
+                    self.features,
+                    use_bias=False,
+                    kernel_init=kernel_init,
+                    bias_init=bias_init,
+                    name=f"i{gate}",
+                )(jnp.zeros((1, input_features)))[0]
+            )
+            k, bias = DenseParams(
+                self.features,
+                use_bias=True,
+                kernel_init=recurrent_init,
+                bias_init=bias_init,
+                name=f"h{gate}",
+            )(jnp.zeros((1, self.features)))
             w_h.append(k)
             b.append(bias)
         return jnp.concatenate(w_i, -1), jnp.concatenate(w_h, -1), jnp.concatenate(b, -1)
@@ -100,8 +115,15 @@ def _lstm_bwd(saved, cotangents):
         dh_out, c_p, i, f, g, o, tanh_c = inputs
         dh = dh + dh_out
         dc = dc + dh * o * (1.0 - tanh_c * tanh_c)
-        dz = jnp.concatenate([dc * g * i * (1.0 - i), dc * c_p * f * (1.0 - f), dc * i * (1.0 - g * g),
-                              dh * tanh_c * o * (1.0 - o)], axis=-1)
+        dz = jnp.concatenate(
+            [
+                dc * g * i * (1.0 - i),
+                dc * c_p * f * (1.0 - f),
+                dc * i * (1.0 - g * g),
+                dh * tanh_c * o * (1.0 - o),
+            ],
+            axis=-1,
+        )
         return (dc * f, dz @ w_h_t), dz
 
     _, dz = jax.lax.scan(step, (dc_last, dh_last), (dhs, c_prev, i, f, g, o, tanh_c), reverse=True)
@@ -165,9 +187,27 @@ def measured_lowering(x_shape, hidden: int, dtype, *, reverse: bool) -> str:
 
         return jax.grad(loss, argnums=(0, 1, 2, 3))
 
-    example = [jax.ShapeDtypeStruct(s, jnp.float32)
-               for s in ((batch, steps, features), (features, 4 * hidden), (hidden, 4 * hidden), (4 * hidden,))]
-    signature = {"batch": batch, "steps": steps, "features": features, "hidden": hidden, "reverse": reverse}
-    return autotune.choose("lstm_layer", signature,
-                           {"flax": training(_flax_sequence), "fused": training(lstm_sequence)},
-                           example, default="flax", backends=autotune.CPU_AND_GPU)
+    example = [
+        jax.ShapeDtypeStruct(s, jnp.float32)
+        for s in (
+            (batch, steps, features),
+            (features, 4 * hidden),
+            (hidden, 4 * hidden),
+            (4 * hidden,),
+        )
+    ]
+    signature = {
+        "batch": batch,
+        "steps": steps,
+        "features": features,
+        "hidden": hidden,
+        "reverse": reverse,
+    }
+    return autotune.choose(
+        "lstm_layer",
+        signature,
+        {"flax": training(_flax_sequence), "fused": training(lstm_sequence)},
+        example,
+        default="flax",
+        backends=autotune.CPU_AND_GPU,
+    )

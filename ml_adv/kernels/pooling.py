@@ -30,7 +30,9 @@ def _windows(x: jax.Array, size: int) -> jax.Array:
 
 def _window_positions(size: int) -> jax.Array:
     """``[1, 1, s, 1, s, 1]`` int8 row-major position of each element inside its window."""
-    pos = jnp.arange(size, dtype=jnp.int8)[:, None] * size + jnp.arange(size, dtype=jnp.int8)[None, :]
+    pos = (
+        jnp.arange(size, dtype=jnp.int8)[:, None] * size + jnp.arange(size, dtype=jnp.int8)[None, :]
+    )
     return pos[None, None, :, None, :, None]
 
 
@@ -55,10 +57,15 @@ def _first_max(x: jax.Array, y: jax.Array, size: int) -> jax.Array:
     return jnp.where(is_max, _window_positions(size), jnp.int8(size * size)).min(axis=(2, 4))
 
 
-def _scatter_to_first(first: jax.Array, dy: jax.Array, size: int, height: int, width: int) -> jax.Array:
+def _scatter_to_first(
+    first: jax.Array, dy: jax.Array, size: int, height: int, width: int
+) -> jax.Array:
     """Each output gradient at its window's first maximum, zeros elsewhere (and on a ragged border)."""
-    dx = jnp.where(first[:, :, None, :, None, :] == _window_positions(size),
-                   dy[:, :, None, :, None, :], jnp.zeros((), dy.dtype))
+    dx = jnp.where(
+        first[:, :, None, :, None, :] == _window_positions(size),
+        dy[:, :, None, :, None, :],
+        jnp.zeros((), dy.dtype),
+    )
     n, rows, _, cols, _, c = dx.shape
     dx = dx.reshape(n, rows * size, cols * size, c)
     if (height, width) != dx.shape[1:3]:
@@ -112,9 +119,16 @@ def _measured_backward(x: jax.Array, size: int) -> str:
     """
     from ml_adv.kernels import autotune
 
-    candidates = {name: jax.grad(lambda v, f=fn: 0.5 * jnp.sum(jnp.square(f(v, size).astype(jnp.float32))))
-                  for name, fn in _BACKWARDS.items()}
+    candidates = {
+        name: jax.grad(lambda v, f=fn: 0.5 * jnp.sum(jnp.square(f(v, size).astype(jnp.float32))))
+        for name, fn in _BACKWARDS.items()
+    }
     signature = {"x": tuple(x.shape), "size": size, "dtype": str(x.dtype)}
-    return autotune.choose("max_pool_training", signature, candidates,
-                           [jax.ShapeDtypeStruct(x.shape, x.dtype)], default="index",
-                           backends=autotune.CPU_AND_GPU)
+    return autotune.choose(
+        "max_pool_training",
+        signature,
+        candidates,
+        [jax.ShapeDtypeStruct(x.shape, x.dtype)],
+        default="index",
+        backends=autotune.CPU_AND_GPU,
+    )

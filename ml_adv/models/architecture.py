@@ -25,7 +25,13 @@ from ml_adv.models.layers import check_override_names
 from ml_adv.models.registry import ARCHITECTURES, ModelSpec, make_spec
 
 # What ``input_dim`` means for each architecture, and the input kind it implies.
-_DEFAULT_KIND = {"mlp": "features", "cnn": "image", "lstm": "sequence", "transformer": "sequence", "bert": "tokens"}
+_DEFAULT_KIND = {
+    "mlp": "features",
+    "cnn": "image",
+    "lstm": "sequence",
+    "transformer": "sequence",
+    "bert": "tokens",
+}
 
 
 def _check_dim(name: str, value: Any, minimum: int) -> int:
@@ -51,9 +57,13 @@ def _mismatch(input_dim: int, input_shape: tuple, meaning: str) -> ShapeError:
     )
 
 
-def _shape_for(architecture: str, input_dim: int, input_shape: tuple | None, input_kind: str) -> tuple:
+def _shape_for(
+    architecture: str, input_dim: int, input_shape: tuple | None, input_kind: str
+) -> tuple:
     """Per-example input shape implied by ``input_dim``, checked against ``input_shape`` if given."""
-    if architecture not in _DEFAULT_KIND:  # a user-registered family: input_dim has no known meaning
+    if (
+        architecture not in _DEFAULT_KIND
+    ):  # a user-registered family: input_dim has no known meaning
         if input_shape is None:
             raise ShapeError(
                 f"input_shape: required for the custom architecture {architecture!r}, got None"
@@ -145,7 +155,9 @@ class AdvancedModelArchitecture(Estimator):
         output_dim = _check_dim("output_dim", output_dim, 2)
         if input_shape is not None:
             if isinstance(input_shape, (int, np.integer)) or not hasattr(input_shape, "__len__"):
-                raise ShapeError(f"input_shape: expected a tuple of sizes, got {describe(input_shape)}")
+                raise ShapeError(
+                    f"input_shape: expected a tuple of sizes, got {describe(input_shape)}"
+                )
             input_shape = tuple(None if d is None else int(d) for d in input_shape)
         kind = input_kind or _infer_kind(arch, input_shape)
         overrides = dict(self.config_overrides)
@@ -159,7 +171,12 @@ class AdvancedModelArchitecture(Estimator):
             overrides["vocab_size"] = input_dim
         shape = _shape_for(arch, input_dim, input_shape, kind)
         self.spec = make_spec(
-            arch, input_shape=shape, input_kind=kind, num_classes=output_dim, size=self.size, **overrides
+            arch,
+            input_shape=shape,
+            input_kind=kind,
+            num_classes=output_dim,
+            size=self.size,
+            **overrides,
         )
         return self.spec
 

@@ -89,7 +89,14 @@ class BERTConfig:
         owner = type(self).__name__
         check_int(owner, "num_classes", self.num_classes, minimum=2)
         check_int(owner, "vocab_size", self.vocab_size, minimum=2)
-        for name in ("max_length", "type_vocab_size", "hidden_size", "num_heads", "num_layers", "intermediate_size"):
+        for name in (
+            "max_length",
+            "type_vocab_size",
+            "hidden_size",
+            "num_heads",
+            "num_layers",
+            "intermediate_size",
+        ):
             check_int(owner, name, getattr(self, name))
         if self.hidden_size % self.num_heads:
             raise ConfigError(
@@ -105,16 +112,28 @@ class BERTConfig:
 
 SIZES: dict[str, dict[str, Any]] = {
     "tiny": {
-        "vocab_size": 64, "max_length": 32, "hidden_size": 16, "num_heads": 2,
-        "num_layers": 1, "intermediate_size": 32,
+        "vocab_size": 64,
+        "max_length": 32,
+        "hidden_size": 16,
+        "num_heads": 2,
+        "num_layers": 1,
+        "intermediate_size": 32,
     },
     "small": {
-        "vocab_size": 512, "max_length": 128, "hidden_size": 128, "num_heads": 2,
-        "num_layers": 2, "intermediate_size": 512,
+        "vocab_size": 512,
+        "max_length": 128,
+        "hidden_size": 128,
+        "num_heads": 2,
+        "num_layers": 2,
+        "intermediate_size": 512,
     },
     "base": {  # BERT-base
-        "vocab_size": 30522, "max_length": 512, "hidden_size": 768, "num_heads": 12,
-        "num_layers": 12, "intermediate_size": 3072,
+        "vocab_size": 30522,
+        "max_length": 512,
+        "hidden_size": 768,
+        "num_heads": 12,
+        "num_layers": 12,
+        "intermediate_size": 3072,
     },
 }
 
@@ -128,7 +147,9 @@ class BERTEncoder(nn.Module):
         cfg = self.config
         self.word_embeddings = nn.Embed(cfg.vocab_size, cfg.hidden_size, embedding_init=INIT)
         self.position_embeddings = nn.Embed(cfg.max_length, cfg.hidden_size, embedding_init=INIT)
-        self.token_type_embeddings = nn.Embed(cfg.type_vocab_size, cfg.hidden_size, embedding_init=INIT)
+        self.token_type_embeddings = nn.Embed(
+            cfg.type_vocab_size, cfg.hidden_size, embedding_init=INIT
+        )
         self.embeddings_ln = nn.LayerNorm(epsilon=cfg.layer_norm_eps)
         self.layers = [
             EncoderBlock(
@@ -145,14 +166,20 @@ class BERTEncoder(nn.Module):
         self.pooler = nn.Dense(cfg.hidden_size, kernel_init=INIT)
         self.dropout = nn.Dropout(cfg.dropout)
 
-    def __call__(self, tokens: jax.Array, train: bool = False, segment_ids: jax.Array | None = None) -> jax.Array:
+    def __call__(
+        self, tokens: jax.Array, train: bool = False, segment_ids: jax.Array | None = None
+    ) -> jax.Array:
         """Final hidden states ``[B, L, hidden_size]``."""
         cfg = self.config
         if tokens.ndim != 2:
-            raise ShapeError(f"tokens: bert expects a [B, L] batch of token ids, got shape {tokens.shape}")
+            raise ShapeError(
+                f"tokens: bert expects a [B, L] batch of token ids, got shape {tokens.shape}"
+            )
         length = tokens.shape[1]
         if length > cfg.max_length:
-            raise ShapeError(f"tokens: bert accepts sequences of length <= {cfg.max_length}, got {length}")
+            raise ShapeError(
+                f"tokens: bert accepts sequences of length <= {cfg.max_length}, got {length}"
+            )
         if segment_ids is None:
             segment_ids = jnp.zeros_like(tokens)
         elif segment_ids.shape != tokens.shape:
@@ -185,8 +212,9 @@ class MLMHead(nn.Module):
     def __call__(self, hidden: jax.Array, attend) -> jax.Array:
         cfg = self.config
         act = ACTIVATIONS.get(cfg.activation)
-        h = nn.LayerNorm(epsilon=cfg.layer_norm_eps, name="ln")(act(nn.Dense(cfg.hidden_size, kernel_init=INIT,
-                                                                              name="transform")(hidden)))
+        h = nn.LayerNorm(epsilon=cfg.layer_norm_eps, name="ln")(
+            act(nn.Dense(cfg.hidden_size, kernel_init=INIT, name="transform")(hidden))
+        )
         logits = attend(h)
         bias = self.param("bias", nn.initializers.zeros_init(), (cfg.vocab_size,))
         return logits + bias[None, None].astype(logits.dtype)
@@ -204,7 +232,11 @@ class BERT(nn.Module):
         self.dropout = nn.Dropout(self.config.dropout)
 
     def encode(
-        self, tokens: Int[Array, "B L"], train: bool = False, *, segment_ids: Int[Array, "B L"] | None = None
+        self,
+        tokens: Int[Array, "B L"],
+        train: bool = False,
+        *,
+        segment_ids: Int[Array, "B L"] | None = None,
     ) -> Float[Array, "B L H"]:
         """Final hidden states ``[B, L, hidden_size]``."""
         return self.encoder(tokens, train, segment_ids)
@@ -216,13 +248,21 @@ class BERT(nn.Module):
         return self.mlm(hidden, self.encoder.attend)
 
     def features(
-        self, tokens: Int[Array, "B L"], train: bool = False, *, segment_ids: Int[Array, "B L"] | None = None
+        self,
+        tokens: Int[Array, "B L"],
+        train: bool = False,
+        *,
+        segment_ids: Int[Array, "B L"] | None = None,
     ) -> Float[Array, "B H"]:
         """Pooled [CLS] features ``[B, hidden_size]``."""
         return self.encoder.pool(self.encode(tokens, train, segment_ids=segment_ids))
 
     def masked_lm(
-        self, tokens: Int[Array, "B L"], *, segment_ids: Int[Array, "B L"] | None = None, train: bool = False
+        self,
+        tokens: Int[Array, "B L"],
+        *,
+        segment_ids: Int[Array, "B L"] | None = None,
+        train: bool = False,
     ) -> Float[Array, "B L V"]:
         """Masked-LM logits ``[B, L, vocab_size]``."""
         hidden = self.encode(tokens, train, segment_ids=segment_ids)
@@ -231,7 +271,11 @@ class BERT(nn.Module):
         return self._mlm_logits(hidden)
 
     def __call__(
-        self, tokens: Int[Array, "B L"], train: bool = False, *, segment_ids: Int[Array, "B L"] | None = None
+        self,
+        tokens: Int[Array, "B L"],
+        train: bool = False,
+        *,
+        segment_ids: Int[Array, "B L"] | None = None,
     ) -> Float[Array, "B C"]:
         """Classification logits ``[B, num_classes]``."""
         hidden = self.encode(tokens, train, segment_ids=segment_ids)

@@ -94,7 +94,9 @@ class CNNConfig:
     def __post_init__(self):
         owner = type(self).__name__
         check_int(owner, "num_classes", self.num_classes, minimum=2)
-        set_field(self, "conv_features", check_int_tuple(owner, "conv_features", self.conv_features))
+        set_field(
+            self, "conv_features", check_int_tuple(owner, "conv_features", self.conv_features)
+        )
         check_int(owner, "kernel_size", self.kernel_size)
         check_int(owner, "pool_size", self.pool_size)
         set_field(
@@ -107,12 +109,22 @@ class CNNConfig:
         check_choice(owner, "padding", self.padding, PADDINGS)
         if self.pool_after is not None:
             pools = tuple(self.pool_after) if isinstance(self.pool_after, (list, tuple)) else None
-            if pools is None or len(pools) != len(self.conv_features) or not all(isinstance(p, bool) for p in pools):
-                raise ConfigError(f"{owner}.pool_after: expected one True/False per conv stage "
-                                  f"({len(self.conv_features)}), got {self.pool_after!r}")
+            if (
+                pools is None
+                or len(pools) != len(self.conv_features)
+                or not all(isinstance(p, bool) for p in pools)
+            ):
+                raise ConfigError(
+                    f"{owner}.pool_after: expected one True/False per conv stage "
+                    f"({len(self.conv_features)}), got {self.pool_after!r}"
+                )
             set_field(self, "pool_after", pools)
         check_rate(owner, "conv_dropout", self.conv_dropout)
-        set_field(self, "head_hidden", check_int_tuple(owner, "head_hidden", self.head_hidden, allow_empty=True))
+        set_field(
+            self,
+            "head_hidden",
+            check_int_tuple(owner, "head_hidden", self.head_hidden, allow_empty=True),
+        )
 
     @property
     def pools(self) -> tuple[bool, ...]:
@@ -126,12 +138,25 @@ SIZES: dict[str, dict[str, Any]] = {
     "base": {"conv_features": (32, 64), "dense_features": (128,)},
     # Gal, Islam and Ghahramani (2017), the active-learning MNIST network (their Keras code):
     # conv32-conv32 (4x4, VALID), max-pool, dropout 0.25, dense 128, dropout 0.5.
-    "gal": {"conv_features": (32, 32), "kernel_size": 4, "padding": "VALID", "pool_after": (False, True),
-            "conv_dropout": 0.25, "dense_features": (128,), "dropout": 0.5},
+    "gal": {
+        "conv_features": (32, 32),
+        "kernel_size": 4,
+        "padding": "VALID",
+        "pool_after": (False, True),
+        "conv_dropout": 0.25,
+        "dense_features": (128,),
+        "dropout": 0.5,
+    },
     # Ganin et al. (2016), the DANN MNIST network: conv32 5x5, pool, conv48 5x5, pool (the
     # feature extractor, where the domain classifier attaches), label predictor 100-100-10.
-    "dann": {"conv_features": (32, 48), "kernel_size": 5, "padding": "VALID", "dense_features": (),
-             "dropout": 0.0, "head_hidden": (100, 100)},
+    "dann": {
+        "conv_features": (32, 48),
+        "kernel_size": 5,
+        "padding": "VALID",
+        "dense_features": (),
+        "dropout": 0.0,
+        "head_hidden": (100, 100),
+    },
 }
 
 
@@ -181,8 +206,11 @@ class CNN(nn.Module):
     def setup(self):
         cfg = self.config
         self.encoder = CNNEncoder(cfg)
-        self.head = (MLPHead(cfg.head_hidden, cfg.num_classes, cfg.activation) if cfg.head_hidden
-                     else nn.Dense(cfg.num_classes))
+        self.head = (
+            MLPHead(cfg.head_hidden, cfg.num_classes, cfg.activation)
+            if cfg.head_hidden
+            else nn.Dense(cfg.num_classes)
+        )
 
     def features(self, x: Float[Array, "B H W C"], train: bool = False) -> Float[Array, "B F"]:
         """Penultimate activations ``[B, F]``."""

@@ -81,7 +81,9 @@ def float_input(x: jax.Array, dtype=jnp.float32) -> jax.Array:
 def check_int(owner: str, name: str, value: Any, *, minimum: int = 1) -> None:
     """ConfigError unless ``value`` is an int >= ``minimum`` (bools rejected)."""
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{owner}.{name}: expected an integer >= {minimum}, got {describe(value)}")
+        raise ConfigError(
+            f"{owner}.{name}: expected an integer >= {minimum}, got {describe(value)}"
+        )
 
 
 def check_rate(owner: str, name: str, value: Any) -> None:
@@ -92,15 +94,21 @@ def check_rate(owner: str, name: str, value: Any) -> None:
 
 def check_choice(owner: str, name: str, value: Any, choices: tuple[str, ...] | list[str]) -> None:
     if value not in choices:
-        raise ConfigError(f"{owner}.{name}: expected one of {sorted(choices)}, got {describe(value)}")
+        raise ConfigError(
+            f"{owner}.{name}: expected one of {sorted(choices)}, got {describe(value)}"
+        )
 
 
 def check_activation(owner: str, name: str, value: Any) -> None:
     if not isinstance(value, str) or value not in ACTIVATIONS:
-        raise ConfigError(f"{owner}.{name}: expected one of {ACTIVATIONS.names()}, got {describe(value)}")
+        raise ConfigError(
+            f"{owner}.{name}: expected one of {ACTIVATIONS.names()}, got {describe(value)}"
+        )
 
 
-def check_int_tuple(owner: str, name: str, value: Any, *, allow_empty: bool = False) -> tuple[int, ...]:
+def check_int_tuple(
+    owner: str, name: str, value: Any, *, allow_empty: bool = False
+) -> tuple[int, ...]:
     """Return ``value`` as a tuple of positive ints (lists from JSON accepted) or raise ConfigError."""
     expected = "a tuple of positive integers" + ("" if allow_empty else " (at least one)")
     if not isinstance(value, (tuple, list)) or (not value and not allow_empty):
@@ -137,7 +145,9 @@ def build_config(
             derived from the data, like ``num_classes``), or an invalid value.
     """
     if size not in sizes:
-        raise ConfigError(f"size: expected one of {sorted(sizes)} for {architecture!r}, got {size!r}")
+        raise ConfigError(
+            f"size: expected one of {sorted(sizes)} for {architecture!r}, got {size!r}"
+        )
     fields = {f.name for f in dataclasses.fields(config_cls)}
     fixed = {"num_classes"}
     unknown = sorted(k for k in overrides if k not in fields or k in fixed)
@@ -199,7 +209,9 @@ def check_input_shape(
     try:
         shape = tuple(input_shape)
     except TypeError:
-        raise ShapeError(f"input_shape: expected a tuple of sizes, got {describe(input_shape)}") from None
+        raise ShapeError(
+            f"input_shape: expected a tuple of sizes, got {describe(input_shape)}"
+        ) from None
     shape = tuple(int(d) if isinstance(d, np.integer) else d for d in shape)
     rank = ranks[input_kind]
     if len(shape) != rank:
@@ -255,7 +267,9 @@ class EncoderBlock(nn.Module):
     layer_norm_eps: float = 1e-6
 
     @nn.compact
-    def __call__(self, x: jax.Array, mask: jax.Array | None = None, train: bool = False) -> jax.Array:
+    def __call__(
+        self, x: jax.Array, mask: jax.Array | None = None, train: bool = False
+    ) -> jax.Array:
         deterministic = not train
         act = ACTIVATIONS.get(self.activation)
         ln = functools.partial(nn.LayerNorm, epsilon=self.layer_norm_eps)

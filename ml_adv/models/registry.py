@@ -86,11 +86,15 @@ class ModelSpec:
                 )
         max_len = getattr(self.config, "max_length", None)
         if self.input_kind in ("tokens", "sequence") and max_len is not None and shape[1] > max_len:
-            raise ShapeError(f"{argument}: {self.architecture} accepts sequences of length <= {max_len}, got {shape[1]}")
+            raise ShapeError(
+                f"{argument}: {self.architecture} accepts sequences of length <= {max_len}, got {shape[1]}"
+            )
         dtype = np.asarray(x).dtype if not hasattr(x, "dtype") else x.dtype
         if self.input_kind == "tokens":
             if np.dtype(dtype).kind not in "iu":
-                raise DataError(f"{argument}: {self.architecture} expects integer token ids, got dtype {dtype}")
+                raise DataError(
+                    f"{argument}: {self.architecture} expects integer token ids, got dtype {dtype}"
+                )
             vocab = getattr(self.config, "vocab_size", None)
             arr = np.asarray(x)
             if vocab is not None and arr.size and (arr.min() < 0 or arr.max() >= vocab):
@@ -139,10 +143,22 @@ def make_spec(
             f"input_kind: architecture {architecture!r} accepts {list(entry.input_kinds)} inputs, got {input_kind!r}"
         )
     if not isinstance(size, str) or size not in entry.sizes:
-        raise ConfigError(f"size: expected one of {sorted(entry.sizes)} for {architecture!r}, got {size!r}")
-    if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 2:
-        raise ConfigError(f"output_dim: expected an integer number of classes >= 2, got {describe(num_classes)}")
+        raise ConfigError(
+            f"size: expected one of {sorted(entry.sizes)} for {architecture!r}, got {size!r}"
+        )
+    if (
+        isinstance(num_classes, bool)
+        or not isinstance(num_classes, (int, np.integer))
+        or num_classes < 2
+    ):
+        raise ConfigError(
+            f"output_dim: expected an integer number of classes >= 2, got {describe(num_classes)}"
+        )
     config = entry.make_config(
-        input_shape=tuple(input_shape), input_kind=input_kind, num_classes=int(num_classes), size=size, **overrides
+        input_shape=tuple(input_shape),
+        input_kind=input_kind,
+        num_classes=int(num_classes),
+        size=size,
+        **overrides,
     )
     return ModelSpec(architecture, config, tuple(input_shape), input_kind, int(num_classes))

@@ -130,17 +130,23 @@ class TransformerEncoder(nn.Module):
             )
         if cfg.input_kind == "tokens":
             valid = padding_mask(x)
-            h = nn.Embed(cfg.vocab_size, cfg.d_model, embedding_init=EMBED_INIT, name="token_embed")(x)
+            h = nn.Embed(
+                cfg.vocab_size, cfg.d_model, embedding_init=EMBED_INIT, name="token_embed"
+            )(x)
         else:
             valid = None
             h = nn.Dense(cfg.d_model, name="input_proj")(float_input(x))
         batch, length = h.shape[0], h.shape[1]
         if length > cfg.max_length:
-            raise ShapeError(f"x: transformer accepts sequences of length <= {cfg.max_length}, got {length}")
+            raise ShapeError(
+                f"x: transformer accepts sequences of length <= {cfg.max_length}, got {length}"
+            )
         use_cls = cfg.pooling == "cls"
         if use_cls:
             cls = self.param("cls", EMBED_INIT, (1, 1, cfg.d_model))
-            h = jnp.concatenate([jnp.broadcast_to(cls.astype(h.dtype), (batch, 1, cfg.d_model)), h], axis=1)
+            h = jnp.concatenate(
+                [jnp.broadcast_to(cls.astype(h.dtype), (batch, 1, cfg.d_model)), h], axis=1
+            )
             if valid is not None:
                 valid = jnp.concatenate([jnp.ones((batch, 1), bool), valid], axis=1)
         positions = nn.Embed(

@@ -60,13 +60,28 @@ class AdvancedTrainingStrategy(Estimator):
         5
     """
 
-    def __init__(self, learning_rate: float = 1e-3, batch_size: int = 32, epochs: int = 10,
-                 early_stopping: bool = False, **options: Any):
+    def __init__(
+        self,
+        learning_rate: float = 1e-3,
+        batch_size: int = 32,
+        epochs: int = 10,
+        early_stopping: bool = False,
+        **options: Any,
+    ):
         unknown = set(options) - set(TRAIN_FIELDS)
         if unknown:
-            raise ConfigError(f"options: unknown training option(s) {sorted(unknown)}; expected some of {list(TRAIN_FIELDS)}")
-        fields = normalize_train_fields({"learning_rate": learning_rate, "batch_size": batch_size, "epochs": epochs,
-                                         "early_stopping": early_stopping, **options})
+            raise ConfigError(
+                f"options: unknown training option(s) {sorted(unknown)}; expected some of {list(TRAIN_FIELDS)}"
+            )
+        fields = normalize_train_fields(
+            {
+                "learning_rate": learning_rate,
+                "batch_size": batch_size,
+                "epochs": epochs,
+                "early_stopping": early_stopping,
+                **options,
+            }
+        )
         self.config = TrainConfig(**fields)
 
     def __getattr__(self, name: str) -> Any:
@@ -76,7 +91,6 @@ class AdvancedTrainingStrategy(Estimator):
 
     def to_dict(self) -> dict[str, Any]:
         return self.config.to_dict()
-
 
 
 @dataclasses.dataclass
@@ -118,17 +132,28 @@ class AdvancedCustomModelTrainer(Estimator):
         (359,)
     """
 
-    def __init__(self, architecture_type: str = "cnn", optimization_method: str = "none", *,
-                 strategy: AdvancedTrainingStrategy | None = None, size: str = "small",
-                 run_root: str | Path = "runs"):
+    def __init__(
+        self,
+        architecture_type: str = "cnn",
+        optimization_method: str = "none",
+        *,
+        strategy: AdvancedTrainingStrategy | None = None,
+        size: str = "small",
+        run_root: str | Path = "runs",
+    ):
         from ml_adv.models import ARCHITECTURES
 
         if not isinstance(architecture_type, str) or architecture_type not in ARCHITECTURES:
             raise unknown_name("architecture_type", architecture_type, ARCHITECTURES.names())
-        if not isinstance(optimization_method, str) or optimization_method not in OPTIMIZATION_METHODS:
+        if (
+            not isinstance(optimization_method, str)
+            or optimization_method not in OPTIMIZATION_METHODS
+        ):
             raise unknown_name("optimization_method", optimization_method, OPTIMIZATION_METHODS)
         if strategy is not None and not isinstance(strategy, AdvancedTrainingStrategy):
-            raise ConfigError(f"strategy: expected an AdvancedTrainingStrategy, got {describe(strategy)}")
+            raise ConfigError(
+                f"strategy: expected an AdvancedTrainingStrategy, got {describe(strategy)}"
+            )
         self.architecture_type = architecture_type
         self.optimization_method = optimization_method
         self.strategy = strategy or AdvancedTrainingStrategy()
@@ -170,7 +195,9 @@ class AdvancedCustomModelTrainer(Estimator):
         self._resource_monitoring = check_bool("enabled", enabled)
 
     # ------------------------------------------------------------------ training
-    async def train_custom_model(self, training_data: dict[str, Any], *, run_dir=None) -> TrainingResult:
+    async def train_custom_model(
+        self, training_data: dict[str, Any], *, run_dir=None
+    ) -> TrainingResult:
         """Train a model off the event loop (in a worker thread) and return a ``TrainingResult``."""
         return await asyncio.to_thread(self.train, training_data, run_dir=run_dir)
 
@@ -181,41 +208,71 @@ class AdvancedCustomModelTrainer(Estimator):
         command line does); default ``run_root/<run_name>``.
         """
         hpo = None
-        if self.optimization_method != "none":  # search first (validation split of the training data)
+        if (
+            self.optimization_method != "none"
+        ):  # search first (validation split of the training data)
             from ml_adv.trainer.search import search_before_training
 
             training_data, hpo = search_before_training(self, training_data)
-        plan = resolve_training_data(training_data, architecture=self.architecture_type,
-                                     base_config=self.strategy.config, settings=self._overrides,
-                                     augment=self._augment_fn, default_size=self.size)
+        plan = resolve_training_data(
+            training_data,
+            architecture=self.architecture_type,
+            base_config=self.strategy.config,
+            settings=self._overrides,
+            augment=self._augment_fn,
+            default_size=self.size,
+        )
         spec = self._spec(plan)
-        rd = _open_run_directory(run_dir if run_dir is not None else
-                                 self.run_root / (plan.run_name or _readable_run_name(self.architecture_type,
-                                                                                      plan.train.name)))
+        rd = _open_run_directory(
+            run_dir
+            if run_dir is not None
+            else self.run_root
+            / (plan.run_name or _readable_run_name(self.architecture_type, plan.train.name))
+        )
         started = time.perf_counter()
         fit_result, error = self._fit(spec, plan, rd, _replayed(hpo, plan.config.epochs))
-        record, model, history = self._record(spec, plan, rd, fit_result, error, hpo,
-                                              time.perf_counter() - started)
+        record, model, history = self._record(
+            spec, plan, rd, fit_result, error, hpo, time.perf_counter() - started
+        )
         if fit_result is not None:
             _write_run_outputs(rd, record, history)
-        return TrainingResult(error is None, model, record["model_id"], record["metrics"], history, str(rd.path), error)
+        return TrainingResult(
+            error is None,
+            model,
+            record["model_id"],
+            record["metrics"],
+            history,
+            str(rd.path),
+            error,
+        )
 
     def check(self, training_data: dict[str, Any]) -> None:
         """Check ``training_data`` against this trainer's model (data, shapes, settings) without
         training or writing anything: what ``train`` would reject, raised now."""
-        self._spec(resolve_training_data(training_data, architecture=self.architecture_type,
-                                         base_config=self.strategy.config, settings=self._overrides,
-                                         augment=self._augment_fn, default_size=self.size))
+        self._spec(
+            resolve_training_data(
+                training_data,
+                architecture=self.architecture_type,
+                base_config=self.strategy.config,
+                settings=self._overrides,
+                augment=self._augment_fn,
+                default_size=self.size,
+            )
+        )
 
     def _spec(self, plan):
         """The model of ``plan``'s data, checked against its validation and test splits."""
         from ml_adv.models import AdvancedModelArchitecture
 
         train = plan.train
-        spec = AdvancedModelArchitecture(self.architecture_type, size=plan.size, **plan.model_overrides
-                                         ).design_architecture(plan.input_dim, plan.output_dim,
-                                                               input_shape=train.example_shape,
-                                                               input_kind=train.input_kind)
+        spec = AdvancedModelArchitecture(
+            self.architecture_type, size=plan.size, **plan.model_overrides
+        ).design_architecture(
+            plan.input_dim,
+            plan.output_dim,
+            input_shape=train.example_shape,
+            input_kind=train.input_kind,
+        )
         _check_against_model(spec, plan.val, plan.test)
         train.check_batch_size(plan.config.batch_size)  # before a run directory is made
         return spec
@@ -225,7 +282,9 @@ class AdvancedCustomModelTrainer(Estimator):
         train, val, test = plan.train, plan.val, plan.test
         meta = {"data": {"train": train.name, "val": val.name, "test": test.name if test else None}}
         try:
-            return fit(spec, train, plan.config, val=val, run=Run(rd, meta=meta), hparam_schedule=schedule), None
+            return fit(
+                spec, train, plan.config, val=val, run=Run(rd, meta=meta), hparam_schedule=schedule
+            ), None
         except TrainingDivergedError as exc:
             return None, str(exc)
         except MlAdvError:
@@ -236,8 +295,13 @@ class AdvancedCustomModelTrainer(Estimator):
         """The run's record (also kept in the registry and history), its model and its history."""
         config, model_id = plan.config, uuid.uuid4().hex[:12]
         if fit_result is not None:
-            model = TrainedModel(spec, fit_result.state.variables(), model_id, mixed_precision=config.mixed_precision)
-            metrics, history = self._metrics(fit_result, model, plan.val, plan.test, wall), fit_result.history
+            model = TrainedModel(
+                spec, fit_result.state.variables(), model_id, mixed_precision=config.mixed_precision
+            )
+            metrics, history = (
+                self._metrics(fit_result, model, plan.val, plan.test, wall),
+                fit_result.history,
+            )
         else:
             model = self._last_good_model(spec, config, rd.path, model_id)
             metrics, history = {"wall_seconds": wall}, rd.read_jsonl("metrics.jsonl")
@@ -247,9 +311,17 @@ class AdvancedCustomModelTrainer(Estimator):
             metrics["resources"] = _resources()
         if model is not None:
             model.metrics = metrics
-        record = {"model_id": model_id, "architecture": self.architecture_type, "spec": spec.to_dict(),
-                  "train_config": config.to_dict(), "run_dir": str(rd.path), "success": error is None,
-                  "metrics": metrics, "error": error, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        record = {
+            "model_id": model_id,
+            "architecture": self.architecture_type,
+            "spec": spec.to_dict(),
+            "train_config": config.to_dict(),
+            "run_dir": str(rd.path),
+            "success": error is None,
+            "metrics": metrics,
+            "error": error,
+            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        }
         with self._lock:
             self._registry[model_id] = record
             if model is not None:
@@ -265,13 +337,22 @@ class AdvancedCustomModelTrainer(Estimator):
         with self._lock:
             for model_id, model in self._models.items():
                 model.save(folder / "models" / model_id)
-            return json_safe({"registry": self._registry, "history": self._history, "overrides": self._overrides,
-                              "resource_monitoring": self._resource_monitoring,
-                              "augment_fn": None if self._augment_fn is None else describe(self._augment_fn)})
+            return json_safe(
+                {
+                    "registry": self._registry,
+                    "history": self._history,
+                    "overrides": self._overrides,
+                    "resource_monitoring": self._resource_monitoring,
+                    "augment_fn": None if self._augment_fn is None else describe(self._augment_fn),
+                }
+            )
 
     def _restore_state(self, state: dict[str, Any], folder: Path) -> None:
         self._registry, self._history = state["registry"], state["history"]
-        self._overrides, self._resource_monitoring = state["overrides"], state["resource_monitoring"]
+        self._overrides, self._resource_monitoring = (
+            state["overrides"],
+            state["resource_monitoring"],
+        )
         for model_id in self._registry:
             if (folder / "models" / model_id).is_dir():
                 self._models[model_id] = TrainedModel.load(folder / "models" / model_id)
@@ -302,8 +383,12 @@ class AdvancedCustomModelTrainer(Estimator):
         if not runs:
             return {"runs": 0}
         latest = runs[-1]
-        return {"runs": len(runs), "successful_runs": sum(r["success"] for r in runs),
-                "latest_model_id": latest["model_id"], **latest["metrics"]}
+        return {
+            "runs": len(runs),
+            "successful_runs": sum(r["success"] for r in runs),
+            "latest_model_id": latest["model_id"],
+            **latest["metrics"],
+        }
 
     def validate_system_integrity(self) -> bool:
         """Check the backend computes, every architecture builds, and every trained model's weights are finite."""
@@ -319,13 +404,26 @@ class AdvancedCustomModelTrainer(Estimator):
             entry = ARCHITECTURES.get(name)
             try:
                 kind = entry.input_kinds[0]
-                shape = {"features": (8,), "image": (8, 8, 1), "sequence": (None, 4), "tokens": (None,)}[kind]
-                spec = make_spec(name, input_shape=shape, input_kind=kind, num_classes=3, size="tiny")
-                jax.eval_shape(lambda s=spec: s.build().init(jax.random.PRNGKey(0), s.example_input(2), train=False))
+                shape = {
+                    "features": (8,),
+                    "image": (8, 8, 1),
+                    "sequence": (None, 4),
+                    "tokens": (None,),
+                }[kind]
+                spec = make_spec(
+                    name, input_shape=shape, input_kind=kind, num_classes=3, size="tiny"
+                )
+                jax.eval_shape(
+                    lambda s=spec: s.build().init(
+                        jax.random.PRNGKey(0), s.example_input(2), train=False
+                    )
+                )
             except Exception as exc:  # noqa: BLE001
                 problems.append(f"architecture {name!r} does not build: {exc}")
         for model_id, model in self._models.items():
-            if not all(bool(np.all(np.isfinite(np.asarray(a)))) for a in jax.tree.leaves(model.variables)):
+            if not all(
+                bool(np.all(np.isfinite(np.asarray(a)))) for a in jax.tree.leaves(model.variables)
+            ):
                 problems.append(f"model {model_id} has non-finite weights")
         self.integrity_problems = problems
         return not problems
@@ -334,16 +432,34 @@ class AdvancedCustomModelTrainer(Estimator):
         """Summary of every run (best accuracy, timings); also written to ``run_root/training_report.json``."""
         runs = self.get_training_history()
         ok = [r for r in runs if r["success"]]
-        best = max(ok, key=lambda r: r["metrics"].get("test_accuracy", r["metrics"].get("val_accuracy", 0)), default=None)
-        report = {"architecture_type": self.architecture_type, "optimization_method": self.optimization_method,
-                  "runs": len(runs), "successful_runs": len(ok), "failed_runs": len(runs) - len(ok),
-                  "best_model_id": best["model_id"] if best else None,
-                  "best_metrics": best["metrics"] if best else None,
-                  "hpo_studies": [r["metrics"]["hpo"] for r in runs if "hpo" in r["metrics"]],
-                  "system_integrity": self.validate_system_integrity(),
-                  "models": [{"model_id": r["model_id"], "success": r["success"], "run_dir": r["run_dir"],
-                              **{k: r["metrics"].get(k) for k in ("val_accuracy", "test_accuracy", "epochs_run", "wall_seconds")}}
-                             for r in runs]}
+        best = max(
+            ok,
+            key=lambda r: r["metrics"].get("test_accuracy", r["metrics"].get("val_accuracy", 0)),
+            default=None,
+        )
+        report = {
+            "architecture_type": self.architecture_type,
+            "optimization_method": self.optimization_method,
+            "runs": len(runs),
+            "successful_runs": len(ok),
+            "failed_runs": len(runs) - len(ok),
+            "best_model_id": best["model_id"] if best else None,
+            "best_metrics": best["metrics"] if best else None,
+            "hpo_studies": [r["metrics"]["hpo"] for r in runs if "hpo" in r["metrics"]],
+            "system_integrity": self.validate_system_integrity(),
+            "models": [
+                {
+                    "model_id": r["model_id"],
+                    "success": r["success"],
+                    "run_dir": r["run_dir"],
+                    **{
+                        k: r["metrics"].get(k)
+                        for k in ("val_accuracy", "test_accuracy", "epochs_run", "wall_seconds")
+                    },
+                }
+                for r in runs
+            ],
+        }
         self.run_root.mkdir(parents=True, exist_ok=True)
         (self.run_root / "training_report.json").write_text(dumps(report, indent=2))
         return report
@@ -357,8 +473,11 @@ class AdvancedCustomModelTrainer(Estimator):
         ckpt = RunCheckpointer(run_dir / "checkpoints")
         try:
             # The run's own set-up, traced only for its shapes: the target always matches what fit saved.
-            target = jax.eval_shape(lambda: init_run(spec, config, example_x=spec.example_input(),
-                                                     steps_per_epoch=1).state.checkpoint_items())
+            target = jax.eval_shape(
+                lambda: init_run(
+                    spec, config, example_x=spec.example_input(), steps_per_epoch=1
+                ).state.checkpoint_items()
+            )
             # Newest intact checkpoint first: a damaged latest one falls back to best.
             for which in ("latest", "best"):
                 if ckpt.latest_step(which) is None:
@@ -366,21 +485,33 @@ class AdvancedCustomModelTrainer(Estimator):
                 try:
                     items, _ = ckpt.restore(target, which=which)
                 except CheckpointError as exc:
-                    warnings.warn(f"run_dir: the {which!r} checkpoint in {run_dir} is damaged, "
-                                  f"trying the next one ({str(exc)[:200]})", RuntimeWarning, stacklevel=2)
+                    warnings.warn(
+                        f"run_dir: the {which!r} checkpoint in {run_dir} is damaged, "
+                        f"trying the next one ({str(exc)[:200]})",
+                        RuntimeWarning,
+                        stacklevel=2,
+                    )
                     continue
-                return TrainedModel(spec, {"params": items["params"], **items["model_state"]}, model_id,
-                                    mixed_precision=config.mixed_precision)
+                return TrainedModel(
+                    spec,
+                    {"params": items["params"], **items["model_state"]},
+                    model_id,
+                    mixed_precision=config.mixed_precision,
+                )
             return None
         finally:
             ckpt.close()
 
     def _metrics(self, fit_result, model: TrainedModel, val, test, wall: float) -> dict[str, Any]:
         metrics: dict[str, Any] = {
-            "epochs_run": len(fit_result.history), "best_epoch": fit_result.best_epoch,
-            "stopped_early": fit_result.stopped_early, "compile_seconds": round(fit_result.compile_seconds, 3),
-            "steps_per_second": round(fit_result.steps_per_second, 2), "wall_seconds": round(wall, 3),
-            "nonfinite_steps": fit_result.nonfinite_steps, "resumed_from": fit_result.resumed_from,
+            "epochs_run": len(fit_result.history),
+            "best_epoch": fit_result.best_epoch,
+            "stopped_early": fit_result.stopped_early,
+            "compile_seconds": round(fit_result.compile_seconds, 3),
+            "steps_per_second": round(fit_result.steps_per_second, 2),
+            "wall_seconds": round(wall, 3),
+            "nonfinite_steps": fit_result.nonfinite_steps,
+            "resumed_from": fit_result.resumed_from,
         }
         if fit_result.history:
             metrics["train_loss"] = fit_result.history[-1]["train_loss"]
@@ -431,7 +562,9 @@ def _replayed(hpo: dict[str, Any] | None, epochs: int) -> list | None:
 
     schedule = replay_schedule(hpo, epochs)
     if schedule is not None:
-        hpo["replayed_schedule"] = [{"first_epoch": first, "values": values} for first, values in schedule]
+        hpo["replayed_schedule"] = [
+            {"first_epoch": first, "values": values} for first, values in schedule
+        ]
     return schedule
 
 
@@ -445,11 +578,12 @@ def _open_run_directory(run_dir) -> RunDirectory:
     return rd
 
 
-def _write_run_outputs(rd: RunDirectory, record: dict[str, Any], history: list[dict[str, Any]]) -> None:
+def _write_run_outputs(
+    rd: RunDirectory, record: dict[str, Any], history: list[dict[str, Any]]
+) -> None:
     """report.json (strict JSON) and plots/learning_curve.png in the run directory."""
     from ml_adv.plots import plot_learning_curves
 
     rd.write_report(record)
     if history:
         plot_learning_curves(history, rd.plot_path("learning_curve"), title=record["architecture"])
-

@@ -35,38 +35,68 @@ HPO_KEYS = ("search_space", "max_trials", "search_epochs", "search_seed")
 DEFAULT_MAX_TRIALS = 10
 
 
-def search_before_training(trainer, training_data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+def search_before_training(
+    trainer, training_data: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """Run the trainer's search; return ``(training_data with the best configuration, study report)``."""
     from ml_adv.trainer.training_data import resolve_training_data
 
     if not isinstance(training_data, dict):
-        raise ConfigError(f"training_data: expected a dict with 'data' and hyper-parameters, got {describe(training_data)}")
+        raise ConfigError(
+            f"training_data: expected a dict with 'data' and hyper-parameters, got {describe(training_data)}"
+        )
     data = {k: v for k, v in training_data.items() if k not in HPO_KEYS}
     options = {k: training_data[k] for k in HPO_KEYS if k in training_data}
     max_trials = options.get("max_trials", DEFAULT_MAX_TRIALS)
     check_positive("max_trials", max_trials)
-    plan = resolve_training_data(data, architecture=trainer.architecture_type, base_config=trainer.strategy.config,
-                                 settings=trainer._overrides, augment=trainer._augment_fn,
-                                 default_size=trainer.size)
+    plan = resolve_training_data(
+        data,
+        architecture=trainer.architecture_type,
+        base_config=trainer.strategy.config,
+        settings=trainer._overrides,
+        augment=trainer._augment_fn,
+        default_size=trainer.size,
+    )
     space = as_space(options.get("search_space")) or default_space(
-        (trainer.architecture_type,), max_batch_size=len(plan.train),
-        population=resolve_method(trainer.optimization_method).population)
+        (trainer.architecture_type,),
+        max_batch_size=len(plan.train),
+        population=resolve_method(trainer.optimization_method).population,
+    )
     if "architecture" in space:
-        raise ConfigError("search_space: the trainer's architecture is fixed by architecture_type; "
-                          "search over architectures with AdvancedHyperparameterOptimizer, got an 'architecture' parameter")
+        raise ConfigError(
+            "search_space: the trainer's architecture is fixed by architecture_type; "
+            "search over architectures with AdvancedHyperparameterOptimizer, got an 'architecture' parameter"
+        )
     base = plan.config
     if "search_epochs" in options:
         check_positive("search_epochs", options["search_epochs"])
         base = base.replace(epochs=int(options["search_epochs"]))
-    objective = TrainingObjective(views={"*": (plan.train, plan.val)}, base_config=base,
-                                  architecture=trainer.architecture_type, size=plan.size,
-                                  model_overrides=dict(plan.model_overrides), data_name=plan.train.name)
-    run_name = plan.run_name or f"{trainer.architecture_type}-{trainer.optimization_method}-{uuid.uuid4().hex[:8]}"
-    study = Study(objective, space, method=trainer.optimization_method, max_trials=max_trials,
-                  seed=options.get("search_seed", 0), run_dir=trainer.run_root / run_name / "hpo", progress=False)
+    objective = TrainingObjective(
+        views={"*": (plan.train, plan.val)},
+        base_config=base,
+        architecture=trainer.architecture_type,
+        size=plan.size,
+        model_overrides=dict(plan.model_overrides),
+        data_name=plan.train.name,
+    )
+    run_name = (
+        plan.run_name
+        or f"{trainer.architecture_type}-{trainer.optimization_method}-{uuid.uuid4().hex[:8]}"
+    )
+    study = Study(
+        objective,
+        space,
+        method=trainer.optimization_method,
+        max_trials=max_trials,
+        seed=options.get("search_seed", 0),
+        run_dir=trainer.run_root / run_name / "hpo",
+        progress=False,
+    )
     result = study.run()
     final = {**data, "run_name": run_name}
-    if result.best_config is not None:  # no trial succeeded: train the configuration given, say so in the report
+    if (
+        result.best_config is not None
+    ):  # no trial succeeded: train the configuration given, say so in the report
         overrides = dict(final.get("model_overrides") or {})
         for key, value in result.best_config.items():
             if key in train_fields():
@@ -77,13 +107,18 @@ def search_before_training(trainer, training_data: dict[str, Any]) -> tuple[dict
                 overrides[key] = value
         if overrides:
             final["model_overrides"] = overrides
-    report = {**result.summary(), "search_space": space.to_dict(),
-              "split": {"train": len(plan.train), "validation": len(plan.val)},
-              "trial_epochs": base.epochs}
+    report = {
+        **result.summary(),
+        "search_space": space.to_dict(),
+        "split": {"train": len(plan.train), "validation": len(plan.val)},
+        "trial_epochs": base.epochs,
+    }
     return final, report
 
 
-def replay_schedule(report: dict[str, Any] | None, epochs: int) -> list[tuple[int, dict[str, float]]] | None:
+def replay_schedule(
+    report: dict[str, Any] | None, epochs: int
+) -> list[tuple[int, dict[str, float]]] | None:
     """PBT's best schedule as ``fit(hparam_schedule=...)`` segments over ``epochs`` epochs.
 
     A segment that started at trial epoch ``s`` of ``E`` starts at ``round(s * epochs / E)``;

@@ -50,14 +50,29 @@ from ml_adv.errors import (
 from ml_adv.training.augment import default_augmentation
 from ml_adv.training.config import MONITORS, TrainConfig
 
-DATA_KEYS = ("data", "x", "y", "validation_data", "test_data", "validation_split", "input_dim",
-             "output_dim", "input_kind", "size", "model_overrides", "run_name", "download")
+DATA_KEYS = (
+    "data",
+    "x",
+    "y",
+    "validation_data",
+    "test_data",
+    "validation_split",
+    "input_dim",
+    "output_dim",
+    "input_kind",
+    "size",
+    "model_overrides",
+    "run_name",
+    "download",
+)
 TRAIN_FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig))
 DEFAULT_VALIDATION_SPLIT = 0.15
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
 # Fields whose value is a plain number or flag (the others take names or callables too).
 _BOOL_FIELDS = tuple(k for k, v in _DEFAULTS.items() if isinstance(v, bool))
-_INT_FIELDS = tuple(k for k, v in _DEFAULTS.items() if isinstance(v, int) and not isinstance(v, bool))
+_INT_FIELDS = tuple(
+    k for k, v in _DEFAULTS.items() if isinstance(v, int) and not isinstance(v, bool)
+)
 _FLOAT_FIELDS = tuple(k for k, v in _DEFAULTS.items() if isinstance(v, float)) + ("grad_clip_norm",)
 
 
@@ -128,26 +143,38 @@ def resolve_training_data(
         default_size: model size variant when ``training_data`` has no ``size``.
     """
     if not isinstance(training_data, dict):
-        raise ConfigError(f"training_data: expected a dict with 'data' and hyper-parameters, got {describe(training_data)}")
+        raise ConfigError(
+            f"training_data: expected a dict with 'data' and hyper-parameters, got {describe(training_data)}"
+        )
     unknown = set(training_data) - set(DATA_KEYS) - set(TRAIN_FIELDS)
     if unknown:
-        raise ConfigError(f"training_data: unknown key(s) {sorted(unknown)}; expected some of {sorted(DATA_KEYS + TRAIN_FIELDS)}")
+        raise ConfigError(
+            f"training_data: unknown key(s) {sorted(unknown)}; expected some of {sorted(DATA_KEYS + TRAIN_FIELDS)}"
+        )
     td = training_data
     # Hyper-parameters first: they are cheap to check and a typo should not wait for data loading.
-    config_fields = normalize_train_fields({**settings, **{k: td[k] for k in TRAIN_FIELDS if k in td}})
+    config_fields = normalize_train_fields(
+        {**settings, **{k: td[k] for k in TRAIN_FIELDS if k in td}}
+    )
     config = base_config.replace(**{k: v for k, v in config_fields.items() if k != "augment"})
     run_name = _check_run_name(td.get("run_name"))
     kind = _input_kind(td.get("input_kind"), architecture)
 
     train, test = _load_data(td, architecture, kind)
     if td.get("validation_data") is not None:
-        val = _conform("validation_data", to_dataset("validation_data", td["validation_data"], train.input_kind),
-                       train, kind)
+        val = _conform(
+            "validation_data",
+            to_dataset("validation_data", td["validation_data"], train.input_kind),
+            train,
+            kind,
+        )
     else:
         train, val = _hold_out(train, td.get("validation_split", DEFAULT_VALIDATION_SPLIT))
 
     if augment is not None and "augment" not in config_fields:
-        config_fields["augment"] = default_augmentation(train.input_kind) if augment == "default" else augment
+        config_fields["augment"] = (
+            default_augmentation(train.input_kind) if augment == "default" else augment
+        )
     if "augment" in config_fields:
         config = config.replace(augment=config_fields["augment"])
 
@@ -159,15 +186,24 @@ def resolve_training_data(
     size = td.get("size", default_size)
     if not isinstance(size, str):
         raise ConfigError(f"size: expected a size name such as 'small', got {describe(size)}")
-    return TrainingPlan(train, val, test, config, input_dim, output_dim, size, dict(overrides), run_name)
+    return TrainingPlan(
+        train, val, test, config, input_dim, output_dim, size, dict(overrides), run_name
+    )
 
 
 def _check_run_name(name: Any) -> str | None:
     # The run name becomes one folder under run_root: no separators, no '..'.
     if name is None:
         return None
-    if not isinstance(name, str) or not name.strip() or name in (".", "..") or any(c in name for c in "/\\\0"):
-        raise ConfigError(f"run_name: expected a folder name without path separators, got {describe(name)}")
+    if (
+        not isinstance(name, str)
+        or not name.strip()
+        or name in (".", "..")
+        or any(c in name for c in "/\\\0")
+    ):
+        raise ConfigError(
+            f"run_name: expected a folder name without path separators, got {describe(name)}"
+        )
     return name
 
 
@@ -181,7 +217,9 @@ def _input_kind(given: Any, architecture: str) -> str | None:
     if given not in INPUT_KINDS:
         raise ConfigError(f"input_kind: expected one of {list(INPUT_KINDS)}, got {describe(given)}")
     if given not in accepted:
-        raise ConfigError(f"input_kind: architecture {architecture!r} takes {list(accepted)} inputs, got {given!r}")
+        raise ConfigError(
+            f"input_kind: architecture {architecture!r} takes {list(accepted)} inputs, got {given!r}"
+        )
     return given
 
 
@@ -230,21 +268,35 @@ def array_kind(value: Any, architecture: str, explicit: str | None) -> str | Non
 
 
 # Example rank and description per input kind (what the model families take).
-_RANKS = {"features": (1, "feature vectors"), "image": (3, "(H, W, C) images"),
-          "sequence": (2, "(length, features) sequences"), "tokens": (1, "token-id sequences")}
+_RANKS = {
+    "features": (1, "feature vectors"),
+    "image": (3, "(H, W, C) images"),
+    "sequence": (2, "(length, features) sequences"),
+    "tokens": (1, "token-id sequences"),
+}
 
 
-def _conform(argument: str, ds: ArrayDataset, train: ArrayDataset | None, kind: str | None,
-             architecture: str | None = None) -> ArrayDataset:
+def _conform(
+    argument: str,
+    ds: ArrayDataset,
+    train: ArrayDataset | None,
+    kind: str | None,
+    architecture: str | None = None,
+) -> ArrayDataset:
     """``ds`` read as ``train``'s input kind, with the same example shape (else DataError naming ``argument``)."""
     target = train.input_kind if train is not None else _kind_for(ds, architecture, kind)
     features = "x" if argument == "x/y" else f"{argument}.x"  # the 'x' key names itself
     rank, what = _RANKS[target]
     if len(ds.example_shape) != rank:
-        hint = ("; add a trailing axis (x[..., None]) if that is what they are"
-                if len(ds.example_shape) == rank - 1 else "")
-        raise ShapeError(f"{features}: {architecture or 'the model'} takes {what}, got examples of shape "
-                         f"{ds.example_shape}{hint}")
+        hint = (
+            "; add a trailing axis (x[..., None]) if that is what they are"
+            if len(ds.example_shape) == rank - 1
+            else ""
+        )
+        raise ShapeError(
+            f"{features}: {architecture or 'the model'} takes {what}, got examples of shape "
+            f"{ds.example_shape}{hint}"
+        )
     ds = _renamed(argument, lambda: ds.with_input_kind(target, argument=features))
     if train is not None and ds.example_shape != train.example_shape:
         raise DataError(
@@ -269,9 +321,13 @@ def _output_dim(td, train, val, test) -> int:
     num_classes = max(train.num_classes, val.num_classes, test.num_classes if test else 0)
     output_dim = check_positive("output_dim", td.get("output_dim", num_classes))
     if output_dim < num_classes:
-        raise DataError(f"output_dim: the data has {num_classes} classes, got output_dim={output_dim}")
+        raise DataError(
+            f"output_dim: the data has {num_classes} classes, got output_dim={output_dim}"
+        )
     if output_dim < 2:
-        raise DataError(f"data: expected labels of at least 2 classes, got only class {int(train.y.max())}")
+        raise DataError(
+            f"data: expected labels of at least 2 classes, got only class {int(train.y.max())}"
+        )
     return int(output_dim)
 
 
@@ -282,15 +338,21 @@ def _input_dim(td, architecture, train, val, test) -> int:
     given = check_positive("input_dim", td["input_dim"])
     if train.input_kind == "tokens":
         if given < inferred:
-            raise DataError(f"input_dim: the vocabulary size must exceed every token id (largest {inferred - 1}), "
-                            f"got input_dim={given}")
+            raise DataError(
+                f"input_dim: the vocabulary size must exceed every token id (largest {inferred - 1}), "
+                f"got input_dim={given}"
+            )
     elif given != inferred:
-        raise ShapeError(f"input_dim: the data has examples of shape {train.example_shape}, which for "
-                        f"{architecture!r} means input_dim={inferred}, got input_dim={given}")
+        raise ShapeError(
+            f"input_dim: the data has examples of shape {train.example_shape}, which for "
+            f"{architecture!r} means input_dim={inferred}, got input_dim={given}"
+        )
     return int(given)
 
 
-def _load_data(td: dict[str, Any], architecture: str, kind: str | None) -> tuple[ArrayDataset, ArrayDataset | None]:
+def _load_data(
+    td: dict[str, Any], architecture: str, kind: str | None
+) -> tuple[ArrayDataset, ArrayDataset | None]:
     from ml_adv.data.catalog import load_dataset, view_for
 
     if "data" in td and ("x" in td or "y" in td):
@@ -307,8 +369,14 @@ def _load_data(td: dict[str, Any], architecture: str, kind: str | None) -> tuple
     if isinstance(data, str):
         name = view_for(data, architecture)
         download = check_bool("download", td.get("download", True))
-        train = _conform("data", load_dataset(name, split="train", download=download), None, kind, architecture)
-        test = load_dataset(name, split="test", download=download) if td.get("test_data") is None else None
+        train = _conform(
+            "data", load_dataset(name, split="train", download=download), None, kind, architecture
+        )
+        test = (
+            load_dataset(name, split="test", download=download)
+            if td.get("test_data") is None
+            else None
+        )
     else:
         raw = to_dataset(argument, data, array_kind(data, architecture, kind))
         train, test = _conform(argument, raw, None, kind, architecture), None
@@ -327,8 +395,11 @@ def _renamed(argument: str, build):
         text = str(exc)
         if text.startswith(argument) or argument == "x/y":  # x/y keys: "x: ..." already names them
             raise
-        raise type(exc)(f"{argument}.{text}" if text[:2] in ("x:", "y:") or text.startswith("domain:")
-                        else f"{argument}: {text}") from None
+        raise type(exc)(
+            f"{argument}.{text}"
+            if text[:2] in ("x:", "y:") or text.startswith("domain:")
+            else f"{argument}: {text}"
+        ) from None
 
 
 def to_dataset(argument: str, value: Any, input_kind: str | None = None) -> ArrayDataset:
@@ -345,10 +416,14 @@ def to_dataset(argument: str, value: Any, input_kind: str | None = None) -> Arra
     if isinstance(value, (tuple, list)) and len(value) == 2:
         x, y = value
         if x is None or y is None:
-            raise DataError(f"{argument}: expected both features and labels, got {'x' if x is None else 'y'}=None")
+            raise DataError(
+                f"{argument}: expected both features and labels, got {'x' if x is None else 'y'}=None"
+            )
         name = "data" if argument == "x/y" else argument
         return _renamed(argument, lambda: ArrayDataset(x, y, input_kind=input_kind, name=name))
-    raise DataError(f"{argument}: expected an ArrayDataset, a dataset name or an (x, y) pair, got {describe(value)}")
+    raise DataError(
+        f"{argument}: expected an ArrayDataset, a dataset name or an (x, y) pair, got {describe(value)}"
+    )
 
 
 def infer_input_dim(architecture: str, ds: ArrayDataset, *others: ArrayDataset) -> int:

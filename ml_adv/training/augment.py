@@ -27,7 +27,9 @@ def random_shift(max_shift: int = 1) -> Callable[[Batch, jax.Array], Batch]:
         padded = jnp.pad(x, ((0, 0), (max_shift, max_shift), (max_shift, max_shift), (0, 0)))
 
         def crop(img, s):
-            return jax.lax.dynamic_slice(img, (max_shift + s[0], max_shift + s[1], 0), (h, w, img.shape[-1]))
+            return jax.lax.dynamic_slice(
+                img, (max_shift + s[0], max_shift + s[1], 0), (h, w, img.shape[-1])
+            )
 
         return {**batch, "x": jax.vmap(crop)(padded, shifts)}
 

@@ -115,31 +115,60 @@ class TrainConfig:
         from ml_adv.training.optim import OPTIMIZERS, SCHEDULES
 
         # NumPy/JAX scalars (what searches and user loops produce) are stored as Python numbers.
-        for name, kind in (("learning_rate", float), ("batch_size", int), ("epochs", int), ("grad_accum_steps", int),
-                           ("patience", int), ("eval_batch_size", int), ("scan_unroll", int)):
+        for name, kind in (
+            ("learning_rate", float),
+            ("batch_size", int),
+            ("epochs", int),
+            ("grad_accum_steps", int),
+            ("patience", int),
+            ("eval_batch_size", int),
+            ("scan_unroll", int),
+        ):
             object.__setattr__(self, name, check_positive(name, getattr(self, name), kind=kind))
         object.__setattr__(self, "seed", check_seed("seed", self.seed))
         for name in ("weight_decay", "label_smoothing", "warmup_fraction", "min_delta"):
-            object.__setattr__(self, name, check_non_negative(name, getattr(self, name), kind=float))
-        for name in ("mixed_precision", "early_stopping", "restore_best", "spread_members", "scan_epochs"):
+            object.__setattr__(
+                self, name, check_non_negative(name, getattr(self, name), kind=float)
+            )
+        for name in (
+            "mixed_precision",
+            "early_stopping",
+            "restore_best",
+            "spread_members",
+            "scan_epochs",
+        ):
             object.__setattr__(self, name, check_bool(name, getattr(self, name)))
         if not (isinstance(self.data_parallel, str) and self.data_parallel == DATA_PARALLEL_AUTO):
             try:
-                object.__setattr__(self, "data_parallel", check_bool("data_parallel", self.data_parallel))
+                object.__setattr__(
+                    self, "data_parallel", check_bool("data_parallel", self.data_parallel)
+                )
             except ConfigError:
-                raise ConfigError(f"data_parallel: expected True, False or {DATA_PARALLEL_AUTO!r}, "
-                                  f"got {describe(self.data_parallel)}") from None
+                raise ConfigError(
+                    f"data_parallel: expected True, False or {DATA_PARALLEL_AUTO!r}, "
+                    f"got {describe(self.data_parallel)}"
+                ) from None
         if self.label_smoothing >= 1:
-            raise ConfigError(f"label_smoothing: expected a value in [0, 1), got {self.label_smoothing}")
+            raise ConfigError(
+                f"label_smoothing: expected a value in [0, 1), got {self.label_smoothing}"
+            )
         if self.warmup_fraction >= 1:
-            raise ConfigError(f"warmup_fraction: expected a value in [0, 1), got {self.warmup_fraction}")
+            raise ConfigError(
+                f"warmup_fraction: expected a value in [0, 1), got {self.warmup_fraction}"
+            )
         if self.grad_clip_norm is not None:
-            object.__setattr__(self, "grad_clip_norm", check_positive("grad_clip_norm", self.grad_clip_norm, kind=float))
+            object.__setattr__(
+                self,
+                "grad_clip_norm",
+                check_positive("grad_clip_norm", self.grad_clip_norm, kind=float),
+            )
         OPTIMIZERS.resolve(self.optimizer, argument="optimizer", accept=_is_gradient_transformation)
         SCHEDULES.resolve(self.schedule, argument="schedule")
         LOSSES.resolve(self.loss, argument="loss")
         if self.nan_policy not in NAN_POLICIES:
-            raise ConfigError(f"nan_policy: expected one of {list(NAN_POLICIES)}, got {self.nan_policy!r}")
+            raise ConfigError(
+                f"nan_policy: expected one of {list(NAN_POLICIES)}, got {self.nan_policy!r}"
+            )
         if self.monitor not in MONITORS:
             raise ConfigError(f"monitor: expected one of {list(MONITORS)}, got {self.monitor!r}")
         if self.label_smoothing > 0 and self.loss != "cross_entropy":
@@ -148,27 +177,41 @@ class TrainConfig:
             )
         self._check_optimizer_options()
         if self.monitor_mode not in MONITOR_MODES:
-            raise ConfigError(f"monitor_mode: expected one of {list(MONITOR_MODES)}, got {self.monitor_mode!r}")
+            raise ConfigError(
+                f"monitor_mode: expected one of {list(MONITOR_MODES)}, got {self.monitor_mode!r}"
+            )
         if self.augment is not None and not callable(self.augment):
-            raise ConfigError(f"augment: expected a callable (batch, key) -> batch, got {describe(self.augment)}")
+            raise ConfigError(
+                f"augment: expected a callable (batch, key) -> batch, got {describe(self.augment)}"
+            )
 
     def _check_optimizer_options(self) -> None:
         from ml_adv.training.optim import ParamGroup, optimizer_hyperparams
 
         if not isinstance(self.optimizer_options, dict):
-            raise ConfigError(f"optimizer_options: expected a dict like {{'b1': 0.9}}, got {describe(self.optimizer_options)}")
+            raise ConfigError(
+                f"optimizer_options: expected a dict like {{'b1': 0.9}}, got {describe(self.optimizer_options)}"
+            )
         for name, value in self.optimizer_options.items():
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-                raise ConfigError(f"optimizer_options[{name!r}]: expected a non-negative number, got {describe(value)}")
+                raise ConfigError(
+                    f"optimizer_options[{name!r}]: expected a non-negative number, got {describe(value)}"
+                )
         if self.optimizer_options:
             if not isinstance(self.optimizer, str):
-                raise ConfigError("optimizer_options: only apply to a named optimizer, got a custom GradientTransformation")
+                raise ConfigError(
+                    "optimizer_options: only apply to a named optimizer, got a custom GradientTransformation"
+                )
             optimizer_hyperparams(self)
         groups = self.param_groups
         if isinstance(groups, ParamGroup):
             object.__setattr__(self, "param_groups", (groups,))
-        elif not isinstance(groups, (tuple, list)) or not all(isinstance(g, ParamGroup) for g in groups):
-            raise ConfigError(f"param_groups: expected a tuple of ParamGroup, got {describe(groups)}")
+        elif not isinstance(groups, (tuple, list)) or not all(
+            isinstance(g, ParamGroup) for g in groups
+        ):
+            raise ConfigError(
+                f"param_groups: expected a tuple of ParamGroup, got {describe(groups)}"
+            )
         else:
             object.__setattr__(self, "param_groups", tuple(groups))
 

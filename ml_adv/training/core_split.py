@@ -66,7 +66,9 @@ def recorded_layout(run) -> bool | None:
     if run.directory is None or not run.resume or run.overwrite:
         return None
     try:
-        saved = json.loads(run.directory.path_for("config.json").read_text())["train_config"]["data_parallel"]
+        saved = json.loads(run.directory.path_for("config.json").read_text())["train_config"][
+            "data_parallel"
+        ]
     except (OSError, ValueError, KeyError, TypeError):
         return None
     return saved if isinstance(saved, bool) else None
@@ -75,8 +77,17 @@ def recorded_layout(run) -> bool | None:
 def program_signature(setup, config, example_x, streams) -> dict[str, Any]:
     """What identifies the compiled step for this decision (hashed; the architecture kept readable)."""
     saved = config.to_dict()
-    keys = ("batch_size", "optimizer", "optimizer_options", "param_groups", "mixed_precision", "grad_accum_steps",
-            "loss", "scan_epochs", "nan_policy")
+    keys = (
+        "batch_size",
+        "optimizer",
+        "optimizer_options",
+        "param_groups",
+        "mixed_precision",
+        "grad_accum_steps",
+        "loss",
+        "scan_epochs",
+        "nan_policy",
+    )
     program = {
         "model": setup.spec.to_dict() if setup.spec is not None else repr(setup.module),
         "config": {k: saved.get(k) for k in keys},
@@ -85,9 +96,16 @@ def program_signature(setup, config, example_x, streams) -> dict[str, Any]:
         "streams": list(streams) if streams else None,
         "augment": config.augment is not None,
     }
-    digest = hashlib.sha256(json.dumps(program, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    digest = hashlib.sha256(json.dumps(program, sort_keys=True, default=str).encode()).hexdigest()[
+        :16
+    ]
     arch = setup.spec.architecture if setup.spec is not None else type(setup.module).__name__
-    return {"arch": arch, "batch": config.batch_size, "devices": jax.device_count(), "program": digest}
+    return {
+        "arch": arch,
+        "batch": config.batch_size,
+        "devices": jax.device_count(),
+        "program": digest,
+    }
 
 
 def _trial(setup, mesh, data, plan) -> Callable[[], float]:
@@ -143,11 +161,17 @@ def resolve(config, setup, make_setup, place_data, plan, streams, example_x, rec
         try:
             return _trial(sharded(), mesh, place_data(mesh), plan)
         except Exception as err:  # noqa: BLE001  (a model that cannot be sharded stays on one device)
-            _log.warning("data_parallel='auto': the sharded layout failed to build (%s); using one device", err)
+            _log.warning(
+                "data_parallel='auto': the sharded layout failed to build (%s); using one device",
+                err,
+            )
             return lambda: float("inf")
 
-    choice = choose(signature, {
-        ONE_DEVICE: lambda: _trial(setup, None, place_data(None), plan),
-        SHARDED: sharded_trial,
-    })
+    choice = choose(
+        signature,
+        {
+            ONE_DEVICE: lambda: _trial(setup, None, place_data(None), plan),
+            SHARDED: sharded_trial,
+        },
+    )
     return (mesh, sharded()) if choice == SHARDED else (None, setup)

@@ -25,7 +25,11 @@ def as_model_inputs(model_spec, data):
         return data
     if isinstance(data, dict):
         return {name: as_model_inputs(model_spec, d) for name, d in data.items()}
-    if isinstance(data, ArrayDataset) and data.input_kind == "tokens" and model_spec.input_kind != "tokens":
+    if (
+        isinstance(data, ArrayDataset)
+        and data.input_kind == "tokens"
+        and model_spec.input_kind != "tokens"
+    ):
         return data.with_input_kind(model_spec.input_kind)
     return data
 
@@ -53,7 +57,9 @@ def validate_fit_inputs(model_spec, train, val: ArrayDataset | None, config: Tra
             )
         first = first or data
         if model_spec is not None:
-            model_spec.validate_inputs(data.x, argument=f"{argument}.x")  # every row: token ids are range-checked
+            model_spec.validate_inputs(
+                data.x, argument=f"{argument}.x"
+            )  # every row: token ids are range-checked
             if data.num_classes > model_spec.num_classes:
                 raise DataError(
                     f"{argument}.y: the model has {model_spec.num_classes} outputs, got labels needing {data.num_classes}"
@@ -68,7 +74,9 @@ def validate_fit_inputs(model_spec, train, val: ArrayDataset | None, config: Tra
                     f"val.y: expected labels in [0, {model_spec.num_classes}), got labels needing {val.num_classes} classes"
                 )
         if val.example_shape != first.example_shape:
-            raise DataError(f"val.x: expected example shape {first.example_shape} like train, got {val.example_shape}")
+            raise DataError(
+                f"val.x: expected example shape {first.example_shape} like train, got {val.example_shape}"
+            )
 
 
 def check_model(model):
@@ -81,8 +89,14 @@ def check_model(model):
         return model
     if isinstance(model, nn.Module):
         return None
-    hint = " (build one with make_spec or AdvancedModelArchitecture(...).design_architecture)" if isinstance(model, str) else ""
-    raise ConfigError(f"model: expected a ModelSpec or a flax.linen Module{hint}, got {describe(model)}")
+    hint = (
+        " (build one with make_spec or AdvancedModelArchitecture(...).design_architecture)"
+        if isinstance(model, str)
+        else ""
+    )
+    raise ConfigError(
+        f"model: expected a ModelSpec or a flax.linen Module{hint}, got {describe(model)}"
+    )
 
 
 def check_init_params(init_params, state_params) -> None:
@@ -93,10 +107,14 @@ def check_init_params(init_params, state_params) -> None:
     got = jax.tree.structure(init_params)
     if want != got:
         raise ConfigError(f"init_params: expected the model's parameter tree {want}, got {got}")
-    for path, (a, b) in zip(jax.tree_util.tree_flatten_with_path(state_params)[0],
-                            zip(jax.tree.leaves(state_params), jax.tree.leaves(init_params))):
+    for path, (a, b) in zip(
+        jax.tree_util.tree_flatten_with_path(state_params)[0],
+        zip(jax.tree.leaves(state_params), jax.tree.leaves(init_params)),
+    ):
         if np.shape(a) != np.shape(b):
-            raise ConfigError(f"init_params: expected shape {np.shape(a)} at {jax.tree_util.keystr(path[0])}, got {np.shape(b)}")
+            raise ConfigError(
+                f"init_params: expected shape {np.shape(a)} at {jax.tree_util.keystr(path[0])}, got {np.shape(b)}"
+            )
 
 
 def check_example_mask(example_mask, train, config: TrainConfig) -> np.ndarray | None:
@@ -106,9 +124,13 @@ def check_example_mask(example_mask, train, config: TrainConfig) -> np.ndarray |
         raise DataError("example_mask: applies to one training stream, got a dict of streams")
     mask = np.asarray(example_mask)
     if mask.dtype != bool or mask.shape != (len(train),):
-        raise DataError(f"example_mask: expected a bool array of shape ({len(train)},), got {describe(mask)}")
+        raise DataError(
+            f"example_mask: expected a bool array of shape ({len(train)},), got {describe(mask)}"
+        )
     if mask.sum() < config.batch_size:
-        raise DataError(f"example_mask: expected at least batch_size={config.batch_size} selected rows, got {int(mask.sum())}")
+        raise DataError(
+            f"example_mask: expected at least batch_size={config.batch_size} selected rows, got {int(mask.sum())}"
+        )
     return mask
 
 
@@ -117,14 +139,20 @@ def continue_from(state: TrainState, init_state: TrainState | None) -> TrainStat
     if init_state is None:
         return state
     if not isinstance(init_state, TrainState):
-        raise ConfigError(f"init_state: expected a TrainState (FitResult.state), got {describe(init_state)}")
+        raise ConfigError(
+            f"init_state: expected a TrainState (FitResult.state), got {describe(init_state)}"
+        )
     items = init_state.checkpoint_items()
     if jax.tree.structure(items) != jax.tree.structure(state.checkpoint_items()):
-        raise ConfigError("init_state: expected a state of this model and optimizer, got one of another structure")
+        raise ConfigError(
+            "init_state: expected a state of this model and optimizer, got one of another structure"
+        )
     return state.with_checkpoint_items(jax.tree.map(lambda a: jnp.array(a, copy=True), items))
 
 
-def check_hparam_schedule(schedule, known, epochs: int) -> list[tuple[int, dict[str, float]]] | None:
+def check_hparam_schedule(
+    schedule, known, epochs: int
+) -> list[tuple[int, dict[str, float]]] | None:
     """``[(first_epoch, {name: value}), ...]`` for ``fit(hparam_schedule=...)``, validated.
 
     ``known``: the run's traced hyper-parameter names. First epochs are integers in
@@ -136,25 +164,45 @@ def check_hparam_schedule(schedule, known, epochs: int) -> list[tuple[int, dict[
     try:
         segments = [(first, values) for first, values in schedule]
     except (TypeError, ValueError):
-        raise ConfigError(f"{argument}: expected a list of (first_epoch, {{name: value}}) pairs, "
-                          f"got {describe(schedule)}") from None
+        raise ConfigError(
+            f"{argument}: expected a list of (first_epoch, {{name: value}}) pairs, "
+            f"got {describe(schedule)}"
+        ) from None
     if not segments:
-        raise ConfigError(f"{argument}: expected at least one (first_epoch, values) pair, got an empty list")
+        raise ConfigError(
+            f"{argument}: expected at least one (first_epoch, values) pair, got an empty list"
+        )
     out, previous = [], -1
     for first, values in segments:
-        if isinstance(first, bool) or not isinstance(first, (int, np.integer)) or not previous < first < epochs:
-            raise ConfigError(f"{argument}: expected strictly increasing first epochs in [0, {epochs}), "
-                              f"got {first!r} after {previous}")
+        if (
+            isinstance(first, bool)
+            or not isinstance(first, (int, np.integer))
+            or not previous < first < epochs
+        ):
+            raise ConfigError(
+                f"{argument}: expected strictly increasing first epochs in [0, {epochs}), "
+                f"got {first!r} after {previous}"
+            )
         if not isinstance(values, dict) or not values:
-            raise ConfigError(f"{argument}: expected a non-empty {{name: value}} dict at epoch {first}, "
-                              f"got {describe(values)}")
+            raise ConfigError(
+                f"{argument}: expected a non-empty {{name: value}} dict at epoch {first}, "
+                f"got {describe(values)}"
+            )
         unknown = sorted(set(values) - set(known))
         if unknown:
-            raise ConfigError(f"{argument}: this run's traced hyper-parameters are {sorted(known)}, "
-                              f"got {unknown} at epoch {first}")
+            raise ConfigError(
+                f"{argument}: this run's traced hyper-parameters are {sorted(known)}, "
+                f"got {unknown} at epoch {first}"
+            )
         for name, value in values.items():
-            if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not np.isfinite(value):
-                raise ConfigError(f"{argument}: expected a finite number for {name!r} at epoch {first}, got {value!r}")
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float, np.number))
+                or not np.isfinite(value)
+            ):
+                raise ConfigError(
+                    f"{argument}: expected a finite number for {name!r} at epoch {first}, got {value!r}"
+                )
         out.append((int(first), {k: float(v) for k, v in values.items()}))
         previous = int(first)
     return out

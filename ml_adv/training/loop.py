@@ -98,7 +98,9 @@ class EpochCallback(Hook):
 
     def __init__(self, fn: Callable[[dict[str, Any]], Any]):
         if not callable(fn):
-            raise ConfigError(f"epoch_callback: expected a callable (record) -> bool, got {describe(fn)}")
+            raise ConfigError(
+                f"epoch_callback: expected a callable (record) -> bool, got {describe(fn)}"
+            )
         self.fn = fn
 
     def after_save(self, loop, epoch):
@@ -160,7 +162,9 @@ class BestInState:
 
     def __init__(self, loop: TrainingLoop):
         self.loop = loop
-        self.tree = jax.tree.map(jnp.copy, {"params": loop.state.params, "model_state": loop.state.model_state})
+        self.tree = jax.tree.map(
+            jnp.copy, {"params": loop.state.params, "model_state": loop.state.model_state}
+        )
 
     def items(self, state) -> dict[str, Any]:
         return {"state": state.checkpoint_items(), "best": self.tree}
@@ -171,20 +175,26 @@ class BestInState:
 
     def update(self, improved: np.ndarray) -> None:
         state = self.loop.state
-        self.tree = _keep_where(self.tree, {"params": state.params, "model_state": state.model_state},
-                                jnp.asarray(improved))
+        self.tree = _keep_where(
+            self.tree,
+            {"params": state.params, "model_state": state.model_state},
+            jnp.asarray(improved),
+        )
 
     def final(self, state: TrainState) -> TrainState:
         if not self.loop.keeps_best:
             return state
         restore = jnp.asarray(self.loop.tracker.best_epoch > 0)
-        kept = _keep_where({"params": state.params, "model_state": state.model_state}, self.tree, restore)
+        kept = _keep_where(
+            {"params": state.params, "model_state": state.model_state}, self.tree, restore
+        )
         return state.replace(params=kept["params"], model_state=kept["model_state"])
 
 
 @jax.jit
 def _keep_where(kept, current, take):
     """Per member, ``current`` where ``take`` else ``kept`` (leading member axis)."""
+
     def pick(a, b):
         return jnp.where(take.reshape((-1,) + (1,) * (b.ndim - 1)), b, a)
 
@@ -207,12 +217,31 @@ class TrainingLoop:
         run: the run folder and how to use it (``rundir.Run``).
     """
 
-    def __init__(self, setup, config: TrainConfig, plan, runner: EpochRunner, *, members: int | None,
-                 monitor: str, mode: str, evaluate=None, hooks: Sequence[Hook] = (), run: Run = NO_RUN):
+    def __init__(
+        self,
+        setup,
+        config: TrainConfig,
+        plan,
+        runner: EpochRunner,
+        *,
+        members: int | None,
+        monitor: str,
+        mode: str,
+        evaluate=None,
+        hooks: Sequence[Hook] = (),
+        run: Run = NO_RUN,
+    ):
         self.setup, self.config, self.plan, self.runner = setup, config, plan, runner
         self.stacked, self.k = members is not None, members or 1
-        self.monitor, self.evaluate, self.hooks, self.run_options = monitor, evaluate, list(hooks), run
-        self.tracker = EarlyStopping(self.k, mode, config.min_delta, config.patience, config.early_stopping)
+        self.monitor, self.evaluate, self.hooks, self.run_options = (
+            monitor,
+            evaluate,
+            list(hooks),
+            run,
+        )
+        self.tracker = EarlyStopping(
+            self.k, mode, config.min_delta, config.patience, config.early_stopping
+        )
         self.keeps_best = config.early_stopping and config.restore_best
         self.state, self.placement = setup.state, None
         self.histories: list[list[dict[str, Any]]] = [[] for _ in range(self.k)]
@@ -240,15 +269,21 @@ class TrainingLoop:
             if self.checkpointer.latest_step() is not None:
                 if not run.resume:
                     self.checkpointer.close()
-                    raise CheckpointError(f"run_dir: {self.directory.path} already has checkpoints; pass "
-                                          "resume=True to continue or overwrite=True to restart")
+                    raise CheckpointError(
+                        f"run_dir: {self.directory.path} already has checkpoints; pass "
+                        "resume=True to continue or overwrite=True to restart"
+                    )
                 items, meta = self.checkpointer.restore_newest_intact(self.best.items(self.state))
                 self._resume(items, meta)
         for hook in self.hooks:
             hook.on_open(self)
         if self.directory is not None:
-            self.directory.write_config({**self._config_record(), **dict(run.meta), **(extra_config or {})})
-            self.directory.rewrite_metrics([self._metrics_line(e) for e in range(self._epochs_recorded())])
+            self.directory.write_config(
+                {**self._config_record(), **dict(run.meta), **(extra_config or {})}
+            )
+            self.directory.rewrite_metrics(
+                [self._metrics_line(e) for e in range(self._epochs_recorded())]
+            )
 
     def restore(self, epoch: int) -> None:
         """Go on from the checkpoint of ``epoch`` (a hook's choice: it must still be kept), or from
@@ -256,8 +291,13 @@ class TrainingLoop:
         if epoch == 0:
             self.state, self.histories = self.setup.state, [[] for _ in range(self.k)]
             self.failed, self.stopped = np.zeros(self.k, bool), np.zeros(self.k, bool)
-            self.tracker = EarlyStopping(self.k, self.tracker.mode, self.config.min_delta, self.config.patience,
-                                         self.config.early_stopping)
+            self.tracker = EarlyStopping(
+                self.k,
+                self.tracker.mode,
+                self.config.min_delta,
+                self.config.patience,
+                self.config.early_stopping,
+            )
             self.start_epoch, self.resumed_from = 0, None
             self.best = BestInState(self) if self.stacked else BestInCheckpoints(self)
             return
@@ -267,19 +307,28 @@ class TrainingLoop:
     def _resume(self, items, meta: dict[str, Any]) -> None:
         _check_same_run(meta, self.setup.spec, self.config)
         if int(meta.get("members") or 1) != self.k or bool(meta.get("members")) != self.stacked:
-            raise CheckpointError(f"run_dir: the checkpoint has {meta.get('members') or 'no stacked'} members, "
-                                  f"got members={self.k if self.stacked else None}")
+            raise CheckpointError(
+                f"run_dir: the checkpoint has {meta.get('members') or 'no stacked'} members, "
+                f"got members={self.k if self.stacked else None}"
+            )
         self.state = self.best.restore_items(items)
-        self.histories = [list(h) for h in meta["histories"]] if "histories" in meta else [list(meta["history"])]
+        self.histories = (
+            [list(h) for h in meta["histories"]] if "histories" in meta else [list(meta["history"])]
+        )
         self.tracker.load_meta(meta)
         self.failed = np.array(meta.get("failed", [False] * self.k), bool)
         # A single run's checkpoint holds the tracker only: out of patience means it had stopped.
-        self.stopped = np.array(meta["stopped"], bool) if "stopped" in meta else self.tracker.stopped.copy()
+        self.stopped = (
+            np.array(meta["stopped"], bool) if "stopped" in meta else self.tracker.stopped.copy()
+        )
         self.start_epoch = self.resumed_from = int(meta["epoch"])
 
     def _config_record(self) -> dict[str, Any]:
         spec = self.setup.spec
-        record = {"train_config": self.config.to_dict(), "model": spec.to_dict() if spec else repr(self.setup.module)}
+        record = {
+            "train_config": self.config.to_dict(),
+            "model": spec.to_dict() if spec else repr(self.setup.module),
+        }
         if self.stacked:
             record["members"] = self.k
         return record
@@ -297,14 +346,24 @@ class TrainingLoop:
         """Epochs from ``start_epoch`` until the last, every member stopped, or a hook says stop."""
         done = (self.failed | self.stopped).all()
         epochs = range(self.start_epoch, self.config.epochs) if not done else range(0)
-        bar = progress_bar(epochs, self.run_options.progress, total=self.config.epochs, initial=self.start_epoch,
-                           desc="stacked epochs" if self.stacked else "epochs")
+        bar = progress_bar(
+            epochs,
+            self.run_options.progress,
+            total=self.config.epochs,
+            initial=self.start_epoch,
+            desc="stacked epochs" if self.stacked else "epochs",
+        )
         try:
             for epoch in bar:
                 records, stop = self.epoch(data, epoch)
                 if hasattr(bar, "set_postfix") and not self.stacked:
-                    bar.set_postfix({k: f"{records[0][k]:.4f}" for k in ("train_loss", "val_accuracy")
-                                     if k in records[0]})
+                    bar.set_postfix(
+                        {
+                            k: f"{records[0][k]:.4f}"
+                            for k in ("train_loss", "val_accuracy")
+                            if k in records[0]
+                        }
+                    )
                 if stop or (self.failed | self.stopped).all():
                     self.stopped_by_hook = bool(stop)
                     break
@@ -348,7 +407,8 @@ class TrainingLoop:
         if self.config.nan_policy == "raise" and self.failed.all():
             raise TrainingDivergedError(
                 f"loss: every one of the {self.k} members turned NaN/inf by epoch {epoch + 1}; "
-                "lower the learning rates or enable grad_clip_norm")
+                "lower the learning rates or enable grad_clip_norm"
+            )
 
     def _diverged(self, epoch_step: int, epoch: int) -> TrainingDivergedError:
         step = epoch * self.plan.steps + epoch_step
@@ -358,14 +418,22 @@ class TrainingLoop:
             where = self.checkpointer.path()
         return TrainingDivergedError(
             f"loss: expected finite values, got NaN/inf at step {step} (epoch {epoch + 1}); "
-            "training stopped, the last good checkpoint is kept" + (f" at {where}" if where else "")
+            "training stopped, the last good checkpoint is kept"
+            + (f" at {where}" if where else "")
             + ". Lower the learning rate, enable grad_clip_norm, or set nan_policy='skip'.",
-            step=step, last_good_checkpoint=where)
+            step=step,
+            last_good_checkpoint=where,
+        )
 
-    def _records(self, epoch: int, metrics, seconds: float, extra: dict[str, Any]) -> list[dict[str, Any]]:
+    def _records(
+        self, epoch: int, metrics, seconds: float, extra: dict[str, Any]
+    ) -> list[dict[str, Any]]:
         """One record per member: epoch, step, train means, validation metrics, ``extra``."""
         summary = {k: np.atleast_1d(v) for k, v in summarize(metrics, axis=0).items()}
-        val = {k: np.atleast_1d(v) for k, v in (self.evaluate(self.state) if self.evaluate else {}).items()}
+        val = {
+            k: np.atleast_1d(v)
+            for k, v in (self.evaluate(self.state) if self.evaluate else {}).items()
+        }
         steps = np.atleast_1d(np.asarray(jax.device_get(self.state.step)))
         self.steps_run += self.plan.live_steps if not self.stacked else self.plan.steps
         records = []
@@ -373,7 +441,9 @@ class TrainingLoop:
             record = {"epoch": epoch + 1, "step": int(steps[i])}
             for name, value in summary.items():
                 if name != "steps" or self.stacked:
-                    record[name] = int(value[i]) if name in ("nonfinite_steps", "steps") else float(value[i])
+                    record[name] = (
+                        int(value[i]) if name in ("nonfinite_steps", "steps") else float(value[i])
+                    )
             if self.stacked:
                 record.update({name: float(value[i]) for name, value in val.items()})
                 record["failed"] = bool(self.failed[i])
@@ -403,16 +473,26 @@ class TrainingLoop:
 
     def save(self, epoch: int) -> None:
         """The epoch's checkpoint (with everything a resumed run needs) and its metrics line."""
-        meta = {"epoch": epoch + 1, **self.tracker.to_meta(), "train_config": self.config.to_dict(),
-                "model": self.setup.spec.to_dict() if self.setup.spec else None}
+        meta = {
+            "epoch": epoch + 1,
+            **self.tracker.to_meta(),
+            "train_config": self.config.to_dict(),
+            "model": self.setup.spec.to_dict() if self.setup.spec else None,
+        }
         if self.stacked:
-            meta.update(members=self.k, histories=self.histories, failed=self.failed.tolist(),
-                        stopped=self.stopped.tolist())
+            meta.update(
+                members=self.k,
+                histories=self.histories,
+                failed=self.failed.tolist(),
+                stopped=self.stopped.tolist(),
+            )
             self.checkpointer.save(epoch + 1, self.best.items(self.state), meta)
         else:
             meta["history"] = self.histories[0]
             meta.update({k: v[0] for k, v in self.tracker.to_meta().items()})
-            self.checkpointer.save(epoch + 1, self.best.items(self.state), meta, is_best=bool(self.improved[0]))
+            self.checkpointer.save(
+                epoch + 1, self.best.items(self.state), meta, is_best=bool(self.improved[0])
+            )
         self.directory.append_metrics(self._metrics_line(epoch))
 
     def finish(self) -> TrainState:
@@ -487,8 +567,13 @@ def device_data(train, mesh=None) -> dict[str, Any]:
 
 def evaluate(state: TrainState, val: ArrayDataset, config: TrainConfig) -> dict[str, float]:
     """``val_loss`` and ``val_accuracy`` of the current parameters."""
-    logits = predict_logits(state.apply_fn, state.variables(), val.x, chunk=config.eval_batch_size,
-                            mixed_precision=config.mixed_precision)
+    logits = predict_logits(
+        state.apply_fn,
+        state.variables(),
+        val.x,
+        chunk=config.eval_batch_size,
+        mixed_precision=config.mixed_precision,
+    )
     return {f"val_{k}": v for k, v in classification_metrics(logits, val.y).items()}
 
 
@@ -562,17 +647,40 @@ def fit(
     example = next(iter(streams.values())).x[:1] if streams else train.x[:1]
 
     def make_setup(mesh):
-        return init_run(model, config, example_x=example, steps_per_epoch=sizes[0] // config.batch_size, key=key,
-                        objective=objective, init_params=init_params, mesh=mesh)
+        return init_run(
+            model,
+            config,
+            example_x=example,
+            steps_per_epoch=sizes[0] // config.batch_size,
+            key=key,
+            objective=objective,
+            init_params=init_params,
+            mesh=mesh,
+        )
 
-    mesh, config, setup, plan = _layout(config, make_setup, train, streams, sizes, example, example_mask, run)
+    mesh, config, setup, plan = _layout(
+        config, make_setup, train, streams, sizes, example, example_mask, run
+    )
     schedule = check_hparam_schedule(hparam_schedule, state_hyperparams(setup.state), config.epochs)
     all_hooks = [HparamSchedule(schedule)] if schedule else []
-    runner = EpochRunner(setup.train_step, scan=config.scan_epochs, guard_steps=setup.guard_steps,
-                         unroll=config.scan_unroll)
-    loop = TrainingLoop(setup, config, plan, runner, members=None, monitor=monitor, mode=mode,
-                        evaluate=(lambda state: evaluate(state, val, config)) if val is not None else None,
-                        hooks=[*all_hooks, *hooks], run=run)
+    runner = EpochRunner(
+        setup.train_step,
+        scan=config.scan_epochs,
+        guard_steps=setup.guard_steps,
+        unroll=config.scan_unroll,
+    )
+    loop = TrainingLoop(
+        setup,
+        config,
+        plan,
+        runner,
+        members=None,
+        monitor=monitor,
+        mode=mode,
+        evaluate=(lambda state: evaluate(state, val, config)) if val is not None else None,
+        hooks=[*all_hooks, *hooks],
+        run=run,
+    )
     loop.state = continue_from(setup.state, init_state)
     try:
         loop.open()
@@ -584,12 +692,18 @@ def fit(
         state = loop.finish()
     finally:
         loop.close()
-    return FitResult(state=state, history=loop.histories[0], best_epoch=int(loop.tracker.best_epoch[0]),
-                     best_value=float(loop.tracker.best_value[0]),
-                     stopped_early=bool(loop.stopped[0] or loop.stopped_by_hook), resumed_from=loop.resumed_from,
-                     compile_seconds=runner.compile_seconds, steps_per_second=loop.steps_per_second,
-                     nonfinite_steps=loop.nonfinite_total,
-                     run_dir=str(run.directory.path) if run.directory is not None else None)
+    return FitResult(
+        state=state,
+        history=loop.histories[0],
+        best_epoch=int(loop.tracker.best_epoch[0]),
+        best_value=float(loop.tracker.best_value[0]),
+        stopped_early=bool(loop.stopped[0] or loop.stopped_by_hook),
+        resumed_from=loop.resumed_from,
+        compile_seconds=runner.compile_seconds,
+        steps_per_second=loop.steps_per_second,
+        nonfinite_steps=loop.nonfinite_total,
+        run_dir=str(run.directory.path) if run.directory is not None else None,
+    )
 
 
 def _layout(config, make_setup, train, streams, sizes, example, example_mask, run: Run):
@@ -600,10 +714,22 @@ def _layout(config, make_setup, train, streams, sizes, example, example_mask, ru
         parallel.check_divisible(config.batch_size, mesh)
     setup = make_setup(mesh)
     mask = check_example_mask(example_mask, train, config)
-    plan = EpochPlan(sizes, config.batch_size, setup.shuffle_key, tuple(streams) if streams else None, mask)
-    if config.data_parallel == DATA_PARALLEL_AUTO:  # one device or the batch over the cores, as measured
+    plan = EpochPlan(
+        sizes, config.batch_size, setup.shuffle_key, tuple(streams) if streams else None, mask
+    )
+    if (
+        config.data_parallel == DATA_PARALLEL_AUTO
+    ):  # one device or the batch over the cores, as measured
         recorded = core_split.recorded_layout(run)
-        mesh, setup = core_split.resolve(config, setup, make_setup, lambda m: device_data(train, m), plan,
-                                         plan.streams, example, recorded)
+        mesh, setup = core_split.resolve(
+            config,
+            setup,
+            make_setup,
+            lambda m: device_data(train, m),
+            plan,
+            plan.streams,
+            example,
+            recorded,
+        )
         config = config.replace(data_parallel=mesh is not None)  # what the run folder records
     return mesh, config, setup, plan

@@ -27,7 +27,9 @@ def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
     return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
 
 
-def smoothed_cross_entropy(logits: jax.Array, labels: jax.Array, smoothing: jax.Array | float) -> jax.Array:
+def smoothed_cross_entropy(
+    logits: jax.Array, labels: jax.Array, smoothing: jax.Array | float
+) -> jax.Array:
     """Cross-entropy against labels smoothed towards uniform, with a traced ``smoothing``.
 
     Written as ``(1 - s) * CE(y) + s * mean_c CE(c)``, which equals cross-entropy against
@@ -82,6 +84,8 @@ def resolve_traced_loss(config) -> Callable[[jax.Array, jax.Array, dict], jax.Ar
     """``(logits, labels, hparams) -> [B]``: the built-in cross-entropy reads its smoothing from
     the traced ``hparams['label_smoothing']``; other losses ignore ``hparams``."""
     if config.loss == "cross_entropy":
-        return lambda logits, labels, hparams: smoothed_cross_entropy(logits, labels, hparams["label_smoothing"])
+        return lambda logits, labels, hparams: smoothed_cross_entropy(
+            logits, labels, hparams["label_smoothing"]
+        )
     loss = LOSSES.resolve(config.loss, argument="loss")
     return lambda logits, labels, hparams: loss(logits, labels)

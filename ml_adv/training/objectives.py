@@ -40,6 +40,7 @@ def cast_floats(tree: Any, dtype) -> Any:
     Other integers (token ids, labels) are untouched. uint8 leaves are scaled here, not left
     to the model's ``float_input``, so a mixed-precision model reads them in ``dtype``.
     """
+
     def cast(a):
         if a.dtype == jnp.uint8:
             return float_input(a, dtype)
@@ -48,8 +49,17 @@ def cast_floats(tree: Any, dtype) -> Any:
     return jax.tree.map(cast, tree)
 
 
-def forward(apply_fn, params, model_state, x, *, train: bool, dropout_key=None, compute_dtype=None,
-            method=None) -> tuple[jax.Array, Any]:
+def forward(
+    apply_fn,
+    params,
+    model_state,
+    x,
+    *,
+    train: bool,
+    dropout_key=None,
+    compute_dtype=None,
+    method=None,
+) -> tuple[jax.Array, Any]:
     """Forward pass returning float32 outputs and the updated model state (mutable collections)."""
     if compute_dtype is not None:
         params, x = cast_floats(params, compute_dtype), cast_floats(x, compute_dtype)
@@ -80,16 +90,33 @@ def supervised_objective(apply_fn, loss_fn, *, compute_dtype=None) -> Objective:
 
     def objective(params, model_state, batch, key, hparams):
         dropout_key = jax.random.split(key)[1]  # [0] is the step's augmentation key
-        logits, new_model_state = forward(apply_fn, params, model_state, batch["x"], train=True,
-                                          dropout_key=dropout_key, compute_dtype=compute_dtype)
+        logits, new_model_state = forward(
+            apply_fn,
+            params,
+            model_state,
+            batch["x"],
+            train=True,
+            dropout_key=dropout_key,
+            compute_dtype=compute_dtype,
+        )
         loss = jnp.mean(loss_fn(logits, batch["y"], hparams))
-        return loss, {"model_state": new_model_state, "metrics": {"accuracy": accuracy(logits, batch["y"])}}
+        return loss, {
+            "model_state": new_model_state,
+            "metrics": {"accuracy": accuracy(logits, batch["y"])},
+        }
 
     return objective
 
 
-def mask_tokens(tokens: jax.Array, key: jax.Array, *, vocab_size: int, mask_rate: float = 0.15,
-                mask_id: int = MASK_ID, num_special: int = NUM_SPECIAL) -> tuple[jax.Array, jax.Array]:
+def mask_tokens(
+    tokens: jax.Array,
+    key: jax.Array,
+    *,
+    vocab_size: int,
+    mask_rate: float = 0.15,
+    mask_id: int = MASK_ID,
+    num_special: int = NUM_SPECIAL,
+) -> tuple[jax.Array, jax.Array]:
     """BERT corruption: returns ``(corrupted_tokens, target_mask)``; special tokens are never chosen."""
     choose_key, kind_key, random_key = jax.random.split(key, 3)
     candidates = tokens >= num_special
@@ -101,7 +128,9 @@ def mask_tokens(tokens: jax.Array, key: jax.Array, *, vocab_size: int, mask_rate
     return corrupted, chosen
 
 
-def masked_lm_objective(apply_fn, *, vocab_size: int, mask_rate: float, compute_dtype=None) -> Objective:
+def masked_lm_objective(
+    apply_fn, *, vocab_size: int, mask_rate: float, compute_dtype=None
+) -> Objective:
     """BERT masked-token prediction on ``batch['x']`` token ids (labels unused).
 
     The corruption (``pretraining.mask_tokens``) is drawn from ``key`` inside the step.
@@ -111,9 +140,19 @@ def masked_lm_objective(apply_fn, *, vocab_size: int, mask_rate: float, compute_
     def objective(params, model_state, batch, key, hparams):
         mask_key, dropout_key = jax.random.split(key)
         tokens = batch["x"]
-        corrupted, target_mask = mask_tokens(tokens, mask_key, vocab_size=vocab_size, mask_rate=mask_rate)
-        logits, _ = forward(apply_fn, params, model_state, corrupted, train=True, dropout_key=dropout_key,
-                            compute_dtype=compute_dtype, method=BERT.masked_lm)
+        corrupted, target_mask = mask_tokens(
+            tokens, mask_key, vocab_size=vocab_size, mask_rate=mask_rate
+        )
+        logits, _ = forward(
+            apply_fn,
+            params,
+            model_state,
+            corrupted,
+            train=True,
+            dropout_key=dropout_key,
+            compute_dtype=compute_dtype,
+            method=BERT.masked_lm,
+        )
         loss = masked_lm_loss(logits, tokens, target_mask)
         weights = target_mask.astype(jnp.float32)
         correct = (jnp.argmax(logits, -1) == tokens).astype(jnp.float32)

@@ -44,7 +44,9 @@ class OptimizerEntry:
 OPTIMIZERS: Registry[OptimizerEntry] = Registry("optimizer")
 
 
-def _register(name: str, make: Callable[..., optax.GradientTransformation], **defaults: float) -> None:
+def _register(
+    name: str, make: Callable[..., optax.GradientTransformation], **defaults: float
+) -> None:
     OPTIMIZERS.register(name, OptimizerEntry(make, dict(defaults)))
 
 
@@ -59,11 +61,16 @@ def _sgd(learning_rate, weight_decay):
 
 
 def _momentum(learning_rate, weight_decay, momentum):
-    return optax.chain(optax.add_decayed_weights(weight_decay), optax.sgd(learning_rate, momentum=momentum, nesterov=True))
+    return optax.chain(
+        optax.add_decayed_weights(weight_decay),
+        optax.sgd(learning_rate, momentum=momentum, nesterov=True),
+    )
 
 
 def _rmsprop(learning_rate, weight_decay, decay):
-    return optax.chain(optax.add_decayed_weights(weight_decay), optax.rmsprop(learning_rate, decay=decay))
+    return optax.chain(
+        optax.add_decayed_weights(weight_decay), optax.rmsprop(learning_rate, decay=decay)
+    )
 
 
 # Factories take their hyper-parameters by name: inject_hyperparams reads the signature.
@@ -72,34 +79,62 @@ _register("adamw", _adamw, b1=0.9, b2=0.999, eps=1e-8)
 _register("sgd", _sgd)
 _register("momentum", _momentum, momentum=0.9)
 _register("rmsprop", _rmsprop, decay=0.9)
-_register("lamb", lambda learning_rate, weight_decay, b1, b2: optax.lamb(
-    learning_rate, b1=b1, b2=b2, weight_decay=weight_decay), b1=0.9, b2=0.999)
-_register("lion", lambda learning_rate, weight_decay, b1, b2: optax.lion(
-    learning_rate, b1=b1, b2=b2, weight_decay=weight_decay), b1=0.9, b2=0.99)
-_register("adafactor", lambda learning_rate, weight_decay: optax.adafactor(
-    learning_rate, weight_decay_rate=weight_decay))
+_register(
+    "lamb",
+    lambda learning_rate, weight_decay, b1, b2: optax.lamb(
+        learning_rate, b1=b1, b2=b2, weight_decay=weight_decay
+    ),
+    b1=0.9,
+    b2=0.999,
+)
+_register(
+    "lion",
+    lambda learning_rate, weight_decay, b1, b2: optax.lion(
+        learning_rate, b1=b1, b2=b2, weight_decay=weight_decay
+    ),
+    b1=0.9,
+    b2=0.99,
+)
+_register(
+    "adafactor",
+    lambda learning_rate, weight_decay: optax.adafactor(
+        learning_rate, weight_decay_rate=weight_decay
+    ),
+)
 
 # name -> (total_steps, warmup_steps) -> unit schedule (peak 1.0); scaled by the traced peak rate.
 SCHEDULES: Registry[Callable[[int, int], optax.Schedule]] = Registry("schedule")
 SCHEDULES.register("constant", lambda total, warm: optax.constant_schedule(1.0))
-SCHEDULES.register("warmup_constant", lambda total, warm: optax.warmup_constant_schedule(0.0, 1.0, max(warm, 1)))
+SCHEDULES.register(
+    "warmup_constant", lambda total, warm: optax.warmup_constant_schedule(0.0, 1.0, max(warm, 1))
+)
 SCHEDULES.register(
     "warmup_cosine",
-    lambda total, warm: optax.warmup_cosine_decay_schedule(0.0, 1.0, max(warm, 1), max(total, warm + 1), end_value=1e-2),
+    lambda total, warm: optax.warmup_cosine_decay_schedule(
+        0.0, 1.0, max(warm, 1), max(total, warm + 1), end_value=1e-2
+    ),
 )
-SCHEDULES.register("cosine", lambda total, warm: optax.cosine_decay_schedule(1.0, max(total, 1), alpha=1e-2))
+SCHEDULES.register(
+    "cosine", lambda total, warm: optax.cosine_decay_schedule(1.0, max(total, 1), alpha=1e-2)
+)
 SCHEDULES.register(
     "exponential",
     # Decays by 100x over the run; a fixed per-step rate would depend on the run length.
-    lambda total, warm: optax.exponential_decay(1.0, transition_steps=max(total, 1), decay_rate=0.01),
+    lambda total, warm: optax.exponential_decay(
+        1.0, transition_steps=max(total, 1), decay_rate=0.01
+    ),
 )
 SCHEDULES.register("linear", lambda total, warm: optax.linear_schedule(1.0, 0.0, max(total, 1)))
-SCHEDULES.register("one_cycle", lambda total, warm: optax.cosine_onecycle_schedule(max(total, 2), 1.0))
+SCHEDULES.register(
+    "one_cycle", lambda total, warm: optax.cosine_onecycle_schedule(max(total, 2), 1.0)
+)
 # Ganin et al. (2016), DANN: mu_p = mu_0 / (1 + alpha p)^beta, p the share of the run done.
 DANN_ALPHA, DANN_BETA = 10.0, 0.75
 
 
-def dann_annealing(total: int, warm: int = 0, *, alpha: float = DANN_ALPHA, beta: float = DANN_BETA) -> optax.Schedule:
+def dann_annealing(
+    total: int, warm: int = 0, *, alpha: float = DANN_ALPHA, beta: float = DANN_BETA
+) -> optax.Schedule:
     """``(1 + alpha * step / total) ** -beta``: DANN's learning-rate annealing (unit peak; ``warm`` unused).
 
     Example:
@@ -133,11 +168,21 @@ class ParamGroup:
 
     def __post_init__(self):
         if not isinstance(self.prefix, str) or not self.prefix:
-            raise ConfigError(f"ParamGroup.prefix: expected a non-empty path prefix like 'encoder', got {describe(self.prefix)}")
-        if isinstance(self.lr_scale, bool) or not isinstance(self.lr_scale, (int, float)) or self.lr_scale < 0:
-            raise ConfigError(f"ParamGroup.lr_scale: expected a non-negative number, got {describe(self.lr_scale)}")
+            raise ConfigError(
+                f"ParamGroup.prefix: expected a non-empty path prefix like 'encoder', got {describe(self.prefix)}"
+            )
+        if (
+            isinstance(self.lr_scale, bool)
+            or not isinstance(self.lr_scale, (int, float))
+            or self.lr_scale < 0
+        ):
+            raise ConfigError(
+                f"ParamGroup.lr_scale: expected a non-negative number, got {describe(self.lr_scale)}"
+            )
         if not isinstance(self.trainable, bool):
-            raise ConfigError(f"ParamGroup.trainable: expected True or False, got {describe(self.trainable)}")
+            raise ConfigError(
+                f"ParamGroup.trainable: expected True or False, got {describe(self.trainable)}"
+            )
 
 
 def unit_schedule(config, total_updates: int) -> optax.Schedule | None:
@@ -167,8 +212,11 @@ def optimizer_hyperparams(config) -> dict[str, float]:
     """Initial values of the optimizer's traced hyper-parameters for ``config``."""
     entry = OPTIMIZERS.get(config.optimizer, argument="optimizer")
     custom_schedule = callable(config.schedule) and not isinstance(config.schedule, str)
-    values = {"learning_rate": 1.0 if custom_schedule else float(config.learning_rate),
-              "weight_decay": float(config.weight_decay), **entry.defaults}
+    values = {
+        "learning_rate": 1.0 if custom_schedule else float(config.learning_rate),
+        "weight_decay": float(config.weight_decay),
+        **entry.defaults,
+    }
     options = dict(getattr(config, "optimizer_options", {}) or {})
     unknown = set(options) - set(entry.defaults)
     if unknown:
@@ -181,8 +229,12 @@ def optimizer_hyperparams(config) -> dict[str, float]:
 
 # inject_hyperparams' state class (optax >= 0.2.3 names it InjectStatefulHyperparamsState).
 _INJECTED_STATES = tuple(
-    cls for cls in (getattr(optax, "InjectHyperparamsState", None),
-                    getattr(optax.schedules, "InjectStatefulHyperparamsState", None)) if cls is not None
+    cls
+    for cls in (
+        getattr(optax, "InjectHyperparamsState", None),
+        getattr(optax.schedules, "InjectStatefulHyperparamsState", None),
+    )
+    if cls is not None
 )
 
 
@@ -203,8 +255,11 @@ def scale_by_param_groups(groups: tuple[ParamGroup, ...]) -> optax.GradientTrans
         return 1.0
 
     def init(params):
-        return GroupScaleState(jax.tree_util.tree_map_with_path(
-            lambda path, _: jnp.asarray(scale_for(path), jnp.float32), params))
+        return GroupScaleState(
+            jax.tree_util.tree_map_with_path(
+                lambda path, _: jnp.asarray(scale_for(path), jnp.float32), params
+            )
+        )
 
     def update(updates, state, params=None):
         del params
@@ -259,15 +314,21 @@ def set_hyperparams(opt_state: Any, **values: Any) -> Any:
             f"hyper-parameters: the optimizer has {sorted(present)}, got {sorted(unknown)}"
         )
     # Broadcast: a scalar sets every member of a stacked state alike.
-    cast = {k: jnp.broadcast_to(jnp.asarray(v, present[k].dtype), jnp.shape(present[k])) for k, v in values.items()}
+    cast = {
+        k: jnp.broadcast_to(jnp.asarray(v, present[k].dtype), jnp.shape(present[k]))
+        for k, v in values.items()
+    }
     return optax.tree.set(opt_state, **cast)
 
 
 def group_scales(opt_state: Any) -> Any:
     """The per-leaf parameter-group multipliers in ``opt_state`` (None without groups)."""
     found = []
-    jax.tree.map(lambda n: found.append(n) if isinstance(n, GroupScaleState) else None, opt_state,
-                 is_leaf=lambda n: isinstance(n, GroupScaleState))
+    jax.tree.map(
+        lambda n: found.append(n) if isinstance(n, GroupScaleState) else None,
+        opt_state,
+        is_leaf=lambda n: isinstance(n, GroupScaleState),
+    )
     return found[0].group_scales if found else None
 
 
@@ -276,6 +337,13 @@ def set_group_scales(opt_state: Any, scales: Any) -> Any:
     if group_scales(opt_state) is None:
         raise ConfigError("param_groups: the optimizer was built without parameter groups")
     return jax.tree.map(
-        lambda n: GroupScaleState(jax.tree.map(lambda new, old: jnp.asarray(new, old.dtype), scales, n.group_scales))
-        if isinstance(n, GroupScaleState) else n,
-        opt_state, is_leaf=lambda n: isinstance(n, GroupScaleState))
+        lambda n: (
+            GroupScaleState(
+                jax.tree.map(lambda new, old: jnp.asarray(new, old.dtype), scales, n.group_scales)
+            )
+            if isinstance(n, GroupScaleState)
+            else n
+        ),
+        opt_state,
+        is_leaf=lambda n: isinstance(n, GroupScaleState),
+    )

@@ -30,8 +30,12 @@ def make_mlm_train_step(spec, *, mask_rate: float, mixed_precision: bool = False
     from ml_adv.training.objectives import masked_lm_objective  # noqa: F401  (mask_tokens re-exported)
     from ml_adv.training.steps import guard_for_architecture, make_train_step
 
-    objective = masked_lm_objective(spec.build().apply, vocab_size=spec.config.vocab_size, mask_rate=mask_rate,
-                                    compute_dtype=jnp.bfloat16 if mixed_precision else None)
+    objective = masked_lm_objective(
+        spec.build().apply,
+        vocab_size=spec.config.vocab_size,
+        mask_rate=mask_rate,
+        compute_dtype=jnp.bfloat16 if mixed_precision else None,
+    )
     return make_train_step(objective, guard=guard_for_architecture(spec.architecture))
 
 
@@ -43,8 +47,9 @@ class PretrainResult:
     history: list[dict[str, float]]
 
 
-def pretrain_masked_lm(spec, data: ArrayDataset, config: TrainConfig | None = None, *,
-                       mask_rate: float = 0.15) -> PretrainResult:
+def pretrain_masked_lm(
+    spec, data: ArrayDataset, config: TrainConfig | None = None, *, mask_rate: float = 0.15
+) -> PretrainResult:
     """Pretrain a BERT ``spec`` on the token ids of ``data`` with the masked-LM objective.
 
     Example:
@@ -59,16 +64,26 @@ def pretrain_masked_lm(spec, data: ArrayDataset, config: TrainConfig | None = No
     """
     config = TrainConfig() if config is None else config
     if spec.architecture != "bert":
-        raise ConfigError(f"spec: masked-LM pretraining needs a 'bert' spec, got {spec.architecture!r}")
+        raise ConfigError(
+            f"spec: masked-LM pretraining needs a 'bert' spec, got {spec.architecture!r}"
+        )
     if data.input_kind != "tokens":
-        raise DataError(f"data: masked-LM pretraining needs token ids, got input_kind {data.input_kind!r}")
+        raise DataError(
+            f"data: masked-LM pretraining needs token ids, got input_kind {data.input_kind!r}"
+        )
     if not 0 < mask_rate < 1:
         raise ConfigError(f"mask_rate: expected a value in (0, 1), got {mask_rate}")
     spec.validate_inputs(data.x[:1], argument="data.x")
     data.check_batch_size(config.batch_size)
-    objective = masked_lm_objective(spec.build().apply, vocab_size=spec.config.vocab_size, mask_rate=mask_rate,
-                                    compute_dtype=jnp.bfloat16 if config.mixed_precision else None)
+    objective = masked_lm_objective(
+        spec.build().apply,
+        vocab_size=spec.config.vocab_size,
+        mask_rate=mask_rate,
+        compute_dtype=jnp.bfloat16 if config.mixed_precision else None,
+    )
     result = fit(spec, data, config, objective=objective, run=Run(progress=False))
-    history = [{"epoch": r["epoch"], "mlm_loss": r["train_loss"], "mlm_accuracy": r["train_accuracy"]}
-               for r in result.history]
+    history = [
+        {"epoch": r["epoch"], "mlm_loss": r["train_loss"], "mlm_accuracy": r["train_accuracy"]}
+        for r in result.history
+    ]
     return PretrainResult(result.state.variables(), history)

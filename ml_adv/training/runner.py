@@ -129,19 +129,25 @@ class EpochRunner:
                 self._begin_guard_trial(args)
             program, trial_guard, placed = self._program, None, self._placed(self.layout, args)
             if self._trial is not None:  # this epoch runs the next guard on trial
-                trial_guard = self._trial["order"][self._trial["epochs"] % len(self._trial["order"])]
+                trial_guard = self._trial["order"][
+                    self._trial["epochs"] % len(self._trial["order"])
+                ]
                 program = self._compiled(self.layout, *placed, step=self.guard_steps[trial_guard])
                 self._trial["programs"][trial_guard] = program
             self.compile_seconds += time.perf_counter() - t0  # measuring a layout counts here
             t0 = time.perf_counter()
             state, metrics = program(*placed)
-            self._last_placement = None  # donated: a later call with the same arguments places again
+            self._last_placement = (
+                None  # donated: a later call with the same arguments places again
+            )
             if trial_guard is not None:
                 metrics = jax.device_get(metrics)  # waits for the epoch
                 self._guard_timed(trial_guard, time.perf_counter() - t0)
         else:
             if self.stacked or active is not None:
-                raise ConfigError("scan_epochs: stacked and multi-pool runs need scan_epochs=True, got False")
+                raise ConfigError(
+                    "scan_epochs: stacked and multi-pool runs need scan_epochs=True, got False"
+                )
             if self._program is None:
                 self._program = make_step_fn(self.train_step)
             state, metrics = run_epoch_stepwise(self._program, state, data, order)
@@ -154,11 +160,19 @@ class EpochRunner:
         args = (state, data, order, active)
         spreadable = self.stacked and self.spmd_axis_name is None and self.member_mesh is not None
         layouts = MEMBER_LAYOUTS + (SPREAD_LAYOUTS if spreadable else ())
-        measurable = (self.stacked and self.spmd_axis_name is None and self.members_as == "auto"
-                      and autotune.active())
+        measurable = (
+            self.stacked
+            and self.spmd_axis_name is None
+            and self.members_as == "auto"
+            and autotune.active()
+        )
         if not measurable:
-            self.layout = self.members_as if self.members_as != "auto" else "spread" if spreadable else "vmap"
-            if self.layout in SPREAD_LAYOUTS and not spreadable:  # asked for a split without devices
+            self.layout = (
+                self.members_as if self.members_as != "auto" else "spread" if spreadable else "vmap"
+            )
+            if (
+                self.layout in SPREAD_LAYOUTS and not spreadable
+            ):  # asked for a split without devices
                 self.layout = {"spread": "vmap", "spread_scan": "scan"}[self.layout]
             self._program = self._compiled(self.layout, *self._placed(self.layout, args))
             return None
@@ -168,14 +182,22 @@ class EpochRunner:
             lowered = self._epoch_fn("vmap").lower(*args)
             # The candidates are part of the case: a decision cached before a layout existed
             # must not stand in for a measurement that includes it.
-            signature = {"program": hashlib.sha256(lowered.as_text().encode()).hexdigest()[:20],
-                         "devices": self.member_mesh.devices.size if spreadable else 1, "layouts": list(layouts)}
+            signature = {
+                "program": hashlib.sha256(lowered.as_text().encode()).hexdigest()[:20],
+                "devices": self.member_mesh.devices.size if spreadable else 1,
+                "layouts": list(layouts),
+            }
             self.layout = autotune.lookup(_LAYOUT_DECISION, signature, layouts)
             if self.layout is None:
-                programs = {name: self._compiled(name, *self._placed(name, args),
-                                                 lowered=lowered if name == "vmap" else None)
-                            for name in layouts}
-                self.layout = autotune.record(_LAYOUT_DECISION, signature, _time_layouts(programs, self._placed, args))
+                programs = {
+                    name: self._compiled(
+                        name, *self._placed(name, args), lowered=lowered if name == "vmap" else None
+                    )
+                    for name in layouts
+                }
+                self.layout = autotune.record(
+                    _LAYOUT_DECISION, signature, _time_layouts(programs, self._placed, args)
+                )
             PROGRAMS.put("layouts", known, self.layout)
             if self.layout == "vmap":  # compile the program already lowered for the fingerprint
                 self._program = self._compiled("vmap", *args, lowered=lowered)
@@ -209,7 +231,9 @@ class EpochRunner:
         placed = self._placed(self.layout, args)
         known = self._program_key(self.layout, *placed) + ("guard",)
         choice = PROGRAMS.get("guards", known)
-        if choice is None and ("guard_trials", known) in PROGRAMS:  # a shorter run of this program began it
+        if (
+            choice is None and ("guard_trials", known) in PROGRAMS
+        ):  # a shorter run of this program began it
             self._trial = PROGRAMS.get("guard_trials", known)
             return
         if choice is None:
@@ -217,8 +241,14 @@ class EpochRunner:
             signature = {"program": hashlib.sha256(lowered.as_text().encode()).hexdigest()[:20]}
             choice = autotune.lookup(_GUARD_DECISION, signature, tuple(steps))
             if choice is None:
-                self._trial = {"signature": signature, "known": known, "seconds": {}, "programs": {}, "epochs": 0,
-                               "order": [default, *(g for g in steps if g != default)]}
+                self._trial = {
+                    "signature": signature,
+                    "known": known,
+                    "seconds": {},
+                    "programs": {},
+                    "epochs": 0,
+                    "order": [default, *(g for g in steps if g != default)],
+                }
                 PROGRAMS.put("guard_trials", known, self._trial)
                 return
             PROGRAMS.put("guards", known, choice)
@@ -233,8 +263,13 @@ class EpochRunner:
             return
         self._trial = None
         PROGRAMS.pop("guard_trials", trial["known"])
-        choice = autotune.record(_GUARD_DECISION, trial["signature"], trial["seconds"], keep=trial["order"][0],
-                                 margin=GUARD_MARGIN)
+        choice = autotune.record(
+            _GUARD_DECISION,
+            trial["signature"],
+            trial["seconds"],
+            keep=trial["order"][0],
+            margin=GUARD_MARGIN,
+        )
         PROGRAMS.put("guards", trial["known"], choice)
         self.guard, self.train_step = choice, self.guard_steps[choice]
         self._program = trial["programs"][choice]
@@ -254,7 +289,11 @@ class EpochRunner:
         from ml_adv.training import parallel
 
         last = self._last_placement
-        if last is not None and last[0] == layout and all(a is b for a, b in zip(last[1], args, strict=True)):
+        if (
+            last is not None
+            and last[0] == layout
+            and all(a is b for a, b in zip(last[1], args, strict=True))
+        ):
             # The first epoch asks three times (layout, guard, run) for the same arguments:
             # copying the state to the devices each time cost ~7 ms a run for a digits MLP
             # population. The epoch donates the placement, and __call__ forgets it then.
@@ -263,8 +302,11 @@ class EpochRunner:
         if self._placed_data is None or self._placed_data[0] is not data:
             # The pool is the same object every epoch: copy it to the devices once, not per epoch.
             self._placed_data = (data, jax.device_put(data, parallel.replicated(self.member_mesh)))
-        placed = (_put(state, parallel.member_sharded(self.member_mesh)), self._placed_data[1],
-                  *_put(tuple(rest), parallel.replicated(self.member_mesh)))
+        placed = (
+            _put(state, parallel.member_sharded(self.member_mesh)),
+            self._placed_data[1],
+            *_put(tuple(rest), parallel.replicated(self.member_mesh)),
+        )
         self._last_placement = (layout, args, placed)
         return placed
 
@@ -272,19 +314,39 @@ class EpochRunner:
         from ml_adv.training.parallel import MEMBER_AXIS
 
         if layout == "spread_scan":
-            return _spread_member_scans(self.train_step if step is None else step, self.member_mesh,
-                                        self.member_batches)
+            return _spread_member_scans(
+                self.train_step if step is None else step, self.member_mesh, self.member_batches
+            )
         spmd_axis_name = MEMBER_AXIS if layout == "spread" else self.spmd_axis_name
-        return make_epoch_fn(self.train_step if step is None else step, stacked=self.stacked,
-                             member_batches=self.member_batches, spmd_axis_name=spmd_axis_name,
-                             members_as="vmap" if layout == "spread" else layout, unroll=self.unroll)
+        return make_epoch_fn(
+            self.train_step if step is None else step,
+            stacked=self.stacked,
+            member_batches=self.member_batches,
+            spmd_axis_name=spmd_axis_name,
+            members_as="vmap" if layout == "spread" else layout,
+            unroll=self.unroll,
+        )
 
     def _program_key(self, layout: str, *args, step=None) -> tuple:
         leaves, treedef = jax.tree.flatten(args)
         step = self.train_step if step is None else step
-        return (step, self.stacked, self.member_batches, self.spmd_axis_name, layout, self.unroll, treedef,
-                tuple((np.shape(a), np.asarray(a).dtype if not hasattr(a, "dtype") else a.dtype,
-                       getattr(a, "sharding", None)) for a in leaves))
+        return (
+            step,
+            self.stacked,
+            self.member_batches,
+            self.spmd_axis_name,
+            layout,
+            self.unroll,
+            treedef,
+            tuple(
+                (
+                    np.shape(a),
+                    np.asarray(a).dtype if not hasattr(a, "dtype") else a.dtype,
+                    getattr(a, "sharding", None),
+                )
+                for a in leaves
+            ),
+        )
 
     def _compiled(self, layout: str, *args, lowered=None, step=None):
         """The compiled epoch for these argument shapes; reused across runs with the same step.
@@ -293,7 +355,9 @@ class EpochRunner:
         key = self._program_key(layout, *args, step=step)
         program = PROGRAMS.get("epochs", key)
         if program is None:
-            program = (lowered if lowered is not None else self._epoch_fn(layout, step).lower(*args)).compile()
+            program = (
+                lowered if lowered is not None else self._epoch_fn(layout, step).lower(*args)
+            ).compile()
             PROGRAMS.put("epochs", key, program)
         return program
 
@@ -307,7 +371,11 @@ def _put(tree, sharding):
     epoch returned is placed but for the hyper-parameters set on the host between epochs,
     and putting a placed leaf again still re-wraps each of its shards (~0.1 ms a leaf)."""
     leaves, treedef = jax.tree.flatten(tree)
-    todo = [i for i, leaf in enumerate(leaves) if not (isinstance(leaf, jax.Array) and leaf.sharding == sharding)]
+    todo = [
+        i
+        for i, leaf in enumerate(leaves)
+        if not (isinstance(leaf, jax.Array) and leaf.sharding == sharding)
+    ]
     if todo:
         for i, moved in zip(todo, jax.device_put([leaves[i] for i in todo], sharding), strict=True):
             leaves[i] = moved
@@ -330,12 +398,18 @@ def _spread_member_scans(train_step, mesh, member_batches: bool):
         if active is None:
             active = jnp.ones((steps, state.step.shape[0]), bool)
         by_member = P(None, MEMBER_AXIS)
-        spread = jax.shard_map(local, mesh=mesh, check_vma=False,
-                               in_specs=(P(MEMBER_AXIS), P(), by_member if member_batches else P(), by_member),
-                               out_specs=(P(MEMBER_AXIS), by_member))
+        spread = jax.shard_map(
+            local,
+            mesh=mesh,
+            check_vma=False,
+            in_specs=(P(MEMBER_AXIS), P(), by_member if member_batches else P(), by_member),
+            out_specs=(P(MEMBER_AXIS), by_member),
+        )
         return spread(state, data, order, active)
 
     return jax.jit(run_epoch, donate_argnums=0)
+
+
 _GUARD_DECISION = "nonfinite_guard"
 # A guard replaces the static choice only when its epoch ran this much faster: each is timed
 # on one real epoch (its first execution), so small differences are noise.

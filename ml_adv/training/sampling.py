@@ -73,7 +73,9 @@ class EpochPlan:
             return first, None
         order = {self.streams[0]: first}
         for j, (name, n) in enumerate(zip(self.streams[1:], self.sizes[1:]), start=1):
-            order[name] = _cycled_order(jax.random.fold_in(key, 1_000_003 * j), n, self.batch_size, self.steps)
+            order[name] = _cycled_order(
+                jax.random.fold_in(key, 1_000_003 * j), n, self.batch_size, self.steps
+            )
         return order, None
 
 
@@ -106,8 +108,9 @@ class StackedPlan:
             self.pools = [np.flatnonzero(m) for m in self.masks]
         elif self.bootstrap:
             self.pools = [
-                np.random.default_rng(np.asarray(jax.random.fold_in(self.member_keys[i], 0x0B007)).tolist())
-                .integers(0, self.size, self.size)
+                np.random.default_rng(
+                    np.asarray(jax.random.fold_in(self.member_keys[i], 0x0B007)).tolist()
+                ).integers(0, self.size, self.size)
                 for i in range(k)
             ]
         else:
@@ -124,12 +127,18 @@ class StackedPlan:
     def draw(self, epoch: int):
         """``(order, active)``: ``[steps, B]`` and None when shared, else ``[steps, K, B]`` and ``[steps, K]``."""
         if not self.member_orders:
-            return epoch_order(jax.random.fold_in(self.shared_key, epoch), self.size, self.batch_size), None
+            return epoch_order(
+                jax.random.fold_in(self.shared_key, epoch), self.size, self.batch_size
+            ), None
         steps = self.steps
         order = np.zeros((steps, len(self.pools), self.batch_size), np.int32)
         active = np.zeros((steps, len(self.pools)), bool)
         for i, pool in enumerate(self.pools):
-            own = pool[epoch_order(jax.random.fold_in(self.member_keys[i], epoch), len(pool), self.batch_size)]
+            own = pool[
+                epoch_order(
+                    jax.random.fold_in(self.member_keys[i], epoch), len(pool), self.batch_size
+                )
+            ]
             order[: len(own), i] = own
             active[: len(own), i] = True
         return order, active

@@ -91,12 +91,16 @@ def traceable_hparam_names(config: TrainConfig) -> tuple[str, ...]:
     return tuple(sorted(set(optimizer_hyperparams(config)) | set(DEFAULT_HPARAMS)))
 
 
-def check_member_hparams(member_hparams: Mapping[str, Any] | None, members: int, config: TrainConfig) -> dict[str, np.ndarray]:
+def check_member_hparams(
+    member_hparams: Mapping[str, Any] | None, members: int, config: TrainConfig
+) -> dict[str, np.ndarray]:
     """Validate per-member hyper-parameters: known names, length K, finite numbers."""
     if member_hparams is None:
         return {}
     if not isinstance(member_hparams, Mapping):
-        raise ConfigError(f"member_hparams: expected a dict name -> [K] values, got {describe(member_hparams)}")
+        raise ConfigError(
+            f"member_hparams: expected a dict name -> [K] values, got {describe(member_hparams)}"
+        )
     valid = traceable_hparam_names(config)
     out = {}
     for name, values in member_hparams.items():
@@ -113,20 +117,30 @@ def check_member_hparams(member_hparams: Mapping[str, Any] | None, members: int,
                 f"member_hparams[{name!r}]: expected {members} numbers (a traced value), got {describe(values)}"
             ) from None
         if arr.shape != (members,):
-            raise ConfigError(f"member_hparams[{name!r}]: expected {members} values (one per member), got shape {arr.shape}")
+            raise ConfigError(
+                f"member_hparams[{name!r}]: expected {members} values (one per member), got shape {arr.shape}"
+            )
         if not np.all(np.isfinite(arr)) or np.any(arr < 0):
-            raise ConfigError(f"member_hparams[{name!r}]: expected finite non-negative values, got {arr.tolist()}")
+            raise ConfigError(
+                f"member_hparams[{name!r}]: expected finite non-negative values, got {arr.tolist()}"
+            )
         if name == "learning_rate" and np.any(arr <= 0):
-            raise ConfigError(f"member_hparams['learning_rate']: expected positive values, got {arr.tolist()}")
+            raise ConfigError(
+                f"member_hparams['learning_rate']: expected positive values, got {arr.tolist()}"
+            )
         if name == "label_smoothing" and np.any(arr >= 1):
-            raise ConfigError(f"member_hparams['label_smoothing']: expected values in [0, 1), got {arr.tolist()}")
+            raise ConfigError(
+                f"member_hparams['label_smoothing']: expected values in [0, 1), got {arr.tolist()}"
+            )
         out[name] = arr.astype(np.float32)
     return out
 
 
 def default_objective(module, config: TrainConfig) -> Objective:
     compute_dtype = jnp.bfloat16 if config.mixed_precision else None
-    return supervised_objective(module.apply, resolve_traced_loss(config), compute_dtype=compute_dtype)
+    return supervised_objective(
+        module.apply, resolve_traced_loss(config), compute_dtype=compute_dtype
+    )
 
 
 def init_run(
@@ -161,8 +175,15 @@ def init_run(
 
     spec = model if isinstance(model, ModelSpec) else None
     hp = check_member_hparams(member_hparams, members, config) if members is not None else {}
-    module, tx, train_step, guard_steps = _program_parts(spec, model, config, total_updates(config, steps_per_epoch),
-                                                         objective, mesh, freeze_on_nonfinite)
+    module, tx, train_step, guard_steps = _program_parts(
+        spec,
+        model,
+        config,
+        total_updates(config, steps_per_epoch),
+        objective,
+        mesh,
+        freeze_on_nonfinite,
+    )
     root = run_key(config, key)
     obj_hparams = {"label_smoothing": config.label_smoothing}
     example_x = jnp.asarray(example_x)
@@ -170,15 +191,22 @@ def init_run(
     if init_params is not None:
         from ml_adv.training.inputs import check_init_params
 
-        abstract = jax.eval_shape(lambda: module.init({"params": jax.random.PRNGKey(0), "dropout": jax.random.PRNGKey(0)},
-                                                      jnp.asarray(example_x), train=False))
+        abstract = jax.eval_shape(
+            lambda: module.init(
+                {"params": jax.random.PRNGKey(0), "dropout": jax.random.PRNGKey(0)},
+                jnp.asarray(example_x),
+                train=False,
+            )
+        )
         check_init_params(init_params, abstract["params"])
         # A copy: the state is donated to the compiled epoch, which must not delete the caller's arrays.
         init_params = jax.tree.map(lambda a: jnp.array(a, copy=True), init_params)
 
     def create(k, x, hparams, params):
         init_key, dropout_key, _ = jax.random.split(k, 3)
-        state = create_train_state(module, x, tx, init_key=init_key, rng=dropout_key, hparams=hparams)
+        state = create_train_state(
+            module, x, tx, init_key=init_key, rng=dropout_key, hparams=hparams
+        )
         if params is not None:
             state = state.replace(params=params, opt_state=tx.init(params))
         return state
@@ -192,7 +220,9 @@ def init_run(
         shuffle_key = jax.vmap(lambda k: jax.random.split(k, 3)[2])(keys)
     if isinstance(config.optimizer, str):
         # The optimizer may come from the cache, built with another run's values: set this run's.
-        state = state.replace(opt_state=set_hyperparams(state.opt_state, **optimizer_hyperparams(config)))
+        state = state.replace(
+            opt_state=set_hyperparams(state.opt_state, **optimizer_hyperparams(config))
+        )
     if hp:
         state = apply_member_hparams(state, hp)
     return RunSetup(module, spec, config, tx, state, train_step, shuffle_key, members, guard_steps)
@@ -208,18 +238,32 @@ def _structure_key(config: TrainConfig, total: int) -> tuple:
     """The config fields that shape the compiled program (traced values left out)."""
     custom_schedule = callable(config.schedule) and not isinstance(config.schedule, str)
     return (
-        config.optimizer, tuple(sorted(config.optimizer_options)), config.schedule,
+        config.optimizer,
+        tuple(sorted(config.optimizer_options)),
+        config.schedule,
         None if config.schedule == "constant" else (round(config.warmup_fraction * total), total),
-        custom_schedule, config.grad_clip_norm, config.grad_accum_steps, config.mixed_precision, config.loss,
-        config.augment, config.param_groups,
+        custom_schedule,
+        config.grad_clip_norm,
+        config.grad_accum_steps,
+        config.mixed_precision,
+        config.loss,
+        config.augment,
+        config.param_groups,
     )
 
 
-def _program_parts(spec, model, config: TrainConfig, total: int, objective, mesh, freeze_on_nonfinite: bool):
+def _program_parts(
+    spec, model, config: TrainConfig, total: int, objective, mesh, freeze_on_nonfinite: bool
+):
     """``(module, tx, train_step)`` for this program structure, from the cache when possible."""
     try:
-        key = (spec if spec is not None else model, _structure_key(config, total), objective, mesh,
-               freeze_on_nonfinite)
+        key = (
+            spec if spec is not None else model,
+            _structure_key(config, total),
+            objective,
+            mesh,
+            freeze_on_nonfinite,
+        )
         hash(key)
     except TypeError:  # an unhashable custom module or callable: build afresh
         key = None
@@ -231,10 +275,19 @@ def _program_parts(spec, model, config: TrainConfig, total: int, objective, mesh
     objective = objective if objective is not None else default_objective(module, config)
     # One step per guard form (same result, machine-dependent speed): the static choice runs
     # unless the epoch runner measures another faster (``runner.EpochRunner``, autotuning on).
-    guard_steps = {guard: make_train_step(objective, augment=config.augment, mesh=mesh, guard=guard,
-                                          freeze_on_nonfinite=freeze_on_nonfinite)
-                   for guard in GUARDS}
-    train_step = guard_steps[guard_for_architecture(spec.architecture if spec is not None else None)]
+    guard_steps = {
+        guard: make_train_step(
+            objective,
+            augment=config.augment,
+            mesh=mesh,
+            guard=guard,
+            freeze_on_nonfinite=freeze_on_nonfinite,
+        )
+        for guard in GUARDS
+    }
+    train_step = guard_steps[
+        guard_for_architecture(spec.architecture if spec is not None else None)
+    ]
     if key is not None:
         PROGRAMS.put("parts", key, (module, tx, train_step, guard_steps))
     return module, tx, train_step, guard_steps
@@ -247,7 +300,11 @@ def _stacked_init(module, tx, create):
     entry = PROGRAMS.get("stacked_inits", key)
     if entry is None:
         # The module and tx are kept in the value so their ids stay theirs while cached.
-        entry = PROGRAMS.put("stacked_inits", key, (module, tx, jax.jit(jax.vmap(create, in_axes=(0, None, None, None)))))
+        entry = PROGRAMS.put(
+            "stacked_inits",
+            key,
+            (module, tx, jax.jit(jax.vmap(create, in_axes=(0, None, None, None)))),
+        )
     return entry[2]
 
 

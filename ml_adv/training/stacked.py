@@ -55,12 +55,16 @@ def unstack_tree(tree: Any, i: int) -> Any:
     return jax.tree.map(lambda a: a[i], tree)
 
 
-def stacked_logits(apply_fn, variables, x, *, chunk: int = 256, mixed_precision: bool = False,
-                   method=None) -> jax.Array:
+def stacked_logits(
+    apply_fn, variables, x, *, chunk: int = 256, mixed_precision: bool = False, method=None
+) -> jax.Array:
     """``[K, N, C]`` outputs of K stacked members on shared inputs: one vmapped program."""
     x = jnp.asarray(x)
-    return jax.vmap(lambda v: predict_logits(apply_fn, v, x, chunk=chunk, mixed_precision=mixed_precision,
-                                             method=method))(variables)
+    return jax.vmap(
+        lambda v: predict_logits(
+            apply_fn, v, x, chunk=chunk, mixed_precision=mixed_precision, method=method
+        )
+    )(variables)
 
 
 @dataclasses.dataclass
@@ -81,20 +85,33 @@ class StackedModel:
 
         arr = validate_features("x", x.x if isinstance(x, ArrayDataset) else x)
         self.spec.validate_inputs(arr)
-        return np.asarray(stacked_logits(self.spec.build().apply, self.variables, arr, chunk=batch_size,
-                                         mixed_precision=self.mixed_precision))
+        return np.asarray(
+            stacked_logits(
+                self.spec.build().apply,
+                self.variables,
+                arr,
+                chunk=batch_size,
+                mixed_precision=self.mixed_precision,
+            )
+        )
 
     def predict_proba(self, x, *, batch_size: int = 256) -> np.ndarray:
         """``[K, N, num_classes]`` per-member class probabilities."""
-        return np.asarray(jax.nn.softmax(jnp.asarray(self.logits(x, batch_size=batch_size)), axis=-1))
+        return np.asarray(
+            jax.nn.softmax(jnp.asarray(self.logits(x, batch_size=batch_size)), axis=-1)
+        )
 
     def member(self, i: int):
         """Member ``i`` as an ordinary ``TrainedModel``."""
         from ml_adv.training.trained_model import TrainedModel
 
         if isinstance(i, bool) or not isinstance(i, (int, np.integer)) or not 0 <= i < self.members:
-            raise ConfigError(f"i: expected a member index in [0, {self.members}), got {describe(i)}")
-        return TrainedModel(self.spec, unstack_tree(self.variables, int(i)), mixed_precision=self.mixed_precision)
+            raise ConfigError(
+                f"i: expected a member index in [0, {self.members}), got {describe(i)}"
+            )
+        return TrainedModel(
+            self.spec, unstack_tree(self.variables, int(i)), mixed_precision=self.mixed_precision
+        )
 
 
 @dataclasses.dataclass
@@ -133,14 +150,20 @@ class StackedFitResult:
         return trained
 
 
-def check_stacked_inputs(members, train: ArrayDataset, config: TrainConfig, example_masks, bootstrap: bool) -> np.ndarray | None:
+def check_stacked_inputs(
+    members, train: ArrayDataset, config: TrainConfig, example_masks, bootstrap: bool
+) -> np.ndarray | None:
     """Members, masks and folds are checked before anything compiles."""
     if isinstance(members, bool) or not isinstance(members, (int, np.integer)) or members < 1:
         raise ConfigError(f"members: expected a positive integer, got {describe(members)}")
     if isinstance(train, dict):
-        raise DataError("train: stacked runs take one ArrayDataset (multi-stream objectives use fit), got a dict")
+        raise DataError(
+            "train: stacked runs take one ArrayDataset (multi-stream objectives use fit), got a dict"
+        )
     if not config.scan_epochs:
-        raise ConfigError("scan_epochs: stacked runs vmap members inside the scanned epoch, so expected True, got False")
+        raise ConfigError(
+            "scan_epochs: stacked runs vmap members inside the scanned epoch, so expected True, got False"
+        )
     if not isinstance(bootstrap, bool):
         raise ConfigError(f"bootstrap: expected True or False, got {describe(bootstrap)}")
     if example_masks is None:
@@ -152,7 +175,9 @@ def check_stacked_inputs(members, train: ArrayDataset, config: TrainConfig, exam
             f"got {describe(masks)}"
         )
     if bootstrap:
-        raise ConfigError("bootstrap: cannot be combined with example_masks (pick bagging or folds)")
+        raise ConfigError(
+            "bootstrap: cannot be combined with example_masks (pick bagging or folds)"
+        )
     smallest = int(masks.sum(axis=1).min())
     if smallest < config.batch_size:
         raise DataError(
@@ -173,7 +198,9 @@ def fold_masks(labels, folds: int, *, seed: int = 0) -> np.ndarray:
     present = np.bincount(labels)
     smallest = int(present[present > 0].min()) if present.any() else 0
     if folds > smallest:
-        raise ConfigError(f"folds: expected at most {smallest} (examples in the smallest class), got {folds}")
+        raise ConfigError(
+            f"folds: expected at most {smallest} (examples in the smallest class), got {folds}"
+        )
     masks = np.ones((folds, len(labels)), bool)
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     for i, (_, held_out) in enumerate(splitter.split(np.zeros(len(labels)), labels)):
@@ -181,7 +208,9 @@ def fold_masks(labels, folds: int, *, seed: int = 0) -> np.ndarray:
     return masks
 
 
-def member_metrics(logits: np.ndarray, labels: np.ndarray, weights: np.ndarray | None = None) -> dict[str, np.ndarray]:
+def member_metrics(
+    logits: np.ndarray, labels: np.ndarray, weights: np.ndarray | None = None
+) -> dict[str, np.ndarray]:
     """``[K]`` accuracy and mean NLL of ``[K, N, C]`` logits (rows weighted by ``[K, N]``)."""
     logits = jnp.asarray(logits)
     log_p = jax.nn.log_softmax(logits, axis=-1)
@@ -190,7 +219,10 @@ def member_metrics(logits: np.ndarray, labels: np.ndarray, weights: np.ndarray |
     correct = (jnp.argmax(logits, -1) == labels[None]).astype(jnp.float32)
     w = jnp.ones(nll.shape, jnp.float32) if weights is None else jnp.asarray(weights, jnp.float32)
     total = jnp.maximum(w.sum(axis=1), 1.0)
-    return {"loss": np.asarray((nll * w).sum(axis=1) / total), "accuracy": np.asarray((correct * w).sum(axis=1) / total)}
+    return {
+        "loss": np.asarray((nll * w).sum(axis=1) / total),
+        "accuracy": np.asarray((correct * w).sum(axis=1) / total),
+    }
 
 
 def fit_stacked(
@@ -246,18 +278,47 @@ def fit_stacked(
     run = Run.of(run)
     cv_validation = val is None and masks is not None
     monitor, mode = monitor_for(config, val is not None or cv_validation)
-    mesh = parallel.stacked_mesh(members) if config.data_parallel is True else None  # "auto": spread members
-    steps_guess = (int(masks.sum(1).max()) if masks is not None else len(train)) // config.batch_size
-    setup = init_run(model, config, example_x=train.x[:1], steps_per_epoch=steps_guess, key=key, members=members,
-                     member_hparams=member_hparams, init_params=init_params, mesh=mesh,
-                     freeze_on_nonfinite=config.nan_policy == "raise")
+    mesh = (
+        parallel.stacked_mesh(members) if config.data_parallel is True else None
+    )  # "auto": spread members
+    steps_guess = (
+        int(masks.sum(1).max()) if masks is not None else len(train)
+    ) // config.batch_size
+    setup = init_run(
+        model,
+        config,
+        example_x=train.x[:1],
+        steps_per_epoch=steps_guess,
+        key=key,
+        members=members,
+        member_hparams=member_hparams,
+        init_params=init_params,
+        mesh=mesh,
+        freeze_on_nonfinite=config.nan_policy == "raise",
+    )
     shared_key = jax.random.split(setup.shuffle_key[0], 2)[1]
-    plan = StackedPlan(len(train), config.batch_size, setup.shuffle_key, shared_key, member_orders=member_orders,
-                       bootstrap=bootstrap, masks=masks)
+    plan = StackedPlan(
+        len(train),
+        config.batch_size,
+        setup.shuffle_key,
+        shared_key,
+        member_orders=member_orders,
+        bootstrap=bootstrap,
+        masks=masks,
+    )
     runner = stacked_runner(setup, config, plan, mesh)
-    loop = TrainingLoop(setup, config, plan, runner, members=members, monitor=monitor, mode=mode,
-                        evaluate=_evaluator(setup, config, val, train, masks if cv_validation else None),
-                        hooks=hooks, run=run)
+    loop = TrainingLoop(
+        setup,
+        config,
+        plan,
+        runner,
+        members=members,
+        monitor=monitor,
+        mode=mode,
+        evaluate=_evaluator(setup, config, val, train, masks if cv_validation else None),
+        hooks=hooks,
+        run=run,
+    )
     try:
         loop.open()
         data = device_data(train)
@@ -275,12 +336,21 @@ def _result(loop: TrainingLoop, state: TrainState, spec) -> StackedFitResult:
     variables = {"params": state.params, **state.model_state}
     folder = loop.run_options.directory
     return StackedFitResult(
-        state=state, histories=loop.histories, best_epochs=loop.tracker.best_epoch.copy(),
-        best_values=loop.tracker.best_value.copy(), failed=loop.failed.copy(), stopped_early=loop.stopped.copy(),
-        hyperparams=state_hyperparams(state), compile_seconds=loop.runner.compile_seconds,
-        steps_per_second=loop.steps_per_second, resumed_from=loop.resumed_from,
-        model=StackedModel(spec, variables, loop.config.mixed_precision) if spec is not None else None,
-        run_dir=str(folder.path) if folder is not None else None)
+        state=state,
+        histories=loop.histories,
+        best_epochs=loop.tracker.best_epoch.copy(),
+        best_values=loop.tracker.best_value.copy(),
+        failed=loop.failed.copy(),
+        stopped_early=loop.stopped.copy(),
+        hyperparams=state_hyperparams(state),
+        compile_seconds=loop.runner.compile_seconds,
+        steps_per_second=loop.steps_per_second,
+        resumed_from=loop.resumed_from,
+        model=StackedModel(spec, variables, loop.config.mixed_precision)
+        if spec is not None
+        else None,
+        run_dir=str(folder.path) if folder is not None else None,
+    )
 
 
 def stacked_runner(setup, config: TrainConfig, plan: StackedPlan, mesh=None) -> EpochRunner:
@@ -288,9 +358,15 @@ def stacked_runner(setup, config: TrainConfig, plan: StackedPlan, mesh=None) -> 
     several devices is one of the layouts it measures (``"spread"``, ``"spread_scan"``)."""
     members = setup.members
     spread = parallel.member_mesh(members) if config.spread_members and mesh is None else None
-    return EpochRunner(setup.train_step, stacked=True, member_batches=plan.member_batches,
-                       spmd_axis_name=parallel.MEMBER_AXIS if mesh is not None else None, member_mesh=spread,
-                       guard_steps=setup.guard_steps, unroll=config.scan_unroll)
+    return EpochRunner(
+        setup.train_step,
+        stacked=True,
+        member_batches=plan.member_batches,
+        spmd_axis_name=parallel.MEMBER_AXIS if mesh is not None else None,
+        member_mesh=spread,
+        guard_steps=setup.guard_steps,
+        unroll=config.scan_unroll,
+    )
 
 
 def _evaluator(setup, config: TrainConfig, val, train, cv_masks):
@@ -301,8 +377,13 @@ def _evaluator(setup, config: TrainConfig, val, train, cv_masks):
     weights = None if cv_masks is None else ~cv_masks
 
     def evaluate(state: TrainState) -> dict[str, np.ndarray]:
-        logits = stacked_logits(state.apply_fn, {"params": state.params, **state.model_state}, data.x,
-                                chunk=config.eval_batch_size, mixed_precision=config.mixed_precision)
+        logits = stacked_logits(
+            state.apply_fn,
+            {"params": state.params, **state.model_state},
+            data.x,
+            chunk=config.eval_batch_size,
+            mixed_precision=config.mixed_precision,
+        )
         return {f"val_{k}": v for k, v in member_metrics(logits, data.y, weights).items()}
 
     return evaluate

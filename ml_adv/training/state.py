@@ -61,7 +61,12 @@ class TrainState(struct.PyTreeNode):
 
 
 def create_train_state(
-    module, example_x, tx: optax.GradientTransformation, *, init_key: jax.Array, rng: jax.Array,
+    module,
+    example_x,
+    tx: optax.GradientTransformation,
+    *,
+    init_key: jax.Array,
+    rng: jax.Array,
     hparams: dict[str, Any] | None = None,
 ) -> TrainState:
     """Initialise a module and its optimizer into a ``TrainState``.

@@ -55,8 +55,14 @@ def guard_for_architecture(architecture: str | None) -> str:
 
 
 def guarded_update(
-    state: TrainState, grads: Any, loss: jax.Array, new_model_state: Any, *, guard: str,
-    active: jax.Array | None = None, freeze_on_nonfinite: bool = False,
+    state: TrainState,
+    grads: Any,
+    loss: jax.Array,
+    new_model_state: Any,
+    *,
+    guard: str,
+    active: jax.Array | None = None,
+    freeze_on_nonfinite: bool = False,
 ) -> tuple[TrainState, jax.Array, jax.Array]:
     """Apply ``grads`` unless ``loss`` or the gradient norm is non-finite, or the step is inactive.
 
@@ -85,8 +91,13 @@ def guarded_update(
             lambda new, old: jnp.where(apply, new, old), updated(None), unchanged(None)
         )
     frozen = state.frozen | (live & ~finite) if freeze_on_nonfinite else state.frozen
-    new_state = state.replace(step=state.step + live.astype(state.step.dtype), params=params,
-                              opt_state=opt_state, model_state=model_state, frozen=frozen)
+    new_state = state.replace(
+        step=state.step + live.astype(state.step.dtype),
+        params=params,
+        opt_state=opt_state,
+        model_state=model_state,
+        frozen=frozen,
+    )
     return new_state, finite, grad_norm
 
 
@@ -115,9 +126,13 @@ def make_train_step(
     if guard not in GUARDS:
         raise ConfigError(f"guard: expected one of {GUARDS}, got {describe(guard)}")
     if not callable(objective):
-        raise ConfigError(f"objective: expected a callable (params, model_state, batch, key, hparams), got {describe(objective)}")
+        raise ConfigError(
+            f"objective: expected a callable (params, model_state, batch, key, hparams), got {describe(objective)}"
+        )
 
-    def train_step(state: TrainState, batch: Batch, key: jax.Array, active: jax.Array | None = None):
+    def train_step(
+        state: TrainState, batch: Batch, key: jax.Array, active: jax.Array | None = None
+    ):
         batch = constrain_batch(batch, mesh)
         if augment is not None:
             batch = augment(batch, jax.random.split(key)[0])
@@ -129,7 +144,12 @@ def make_train_step(
         with autotune.batch_split(data_devices(mesh)):
             (loss, aux), grads = jax.value_and_grad(loss_of, has_aux=True)(state.params)
         new_state, finite, grad_norm = guarded_update(
-            state, grads, loss, aux["model_state"], guard=guard, active=active,
+            state,
+            grads,
+            loss,
+            aux["model_state"],
+            guard=guard,
+            active=active,
             freeze_on_nonfinite=freeze_on_nonfinite,
         )
         live = ~state.frozen if active is None else (~state.frozen & active)
@@ -169,8 +189,15 @@ def gather_batch(data: Batch, idx) -> Batch:
     return {k: jnp.take(v, idx, axis=0) for k, v in data.items()}
 
 
-def make_epoch_fn(train_step, *, stacked: bool = False, member_batches: bool = False, unroll: int = 1,
-                  spmd_axis_name: str | None = None, members_as: str = "vmap") -> Callable:
+def make_epoch_fn(
+    train_step,
+    *,
+    stacked: bool = False,
+    member_batches: bool = False,
+    unroll: int = 1,
+    spmd_axis_name: str | None = None,
+    members_as: str = "vmap",
+) -> Callable:
     """Compile ``run_epoch(state, data, order, active=None) -> (state, stacked_metrics)`` as one scan.
 
     ``order`` is the epoch's ``[steps, batch_size]`` example indices (``epoch_order``), or a
@@ -207,8 +234,11 @@ def make_epoch_fn(train_step, *, stacked: bool = False, member_batches: bool = F
                     return jax.lax.map(lambda a: single_step(*a), (state, idx, act))
                 return jax.lax.map(lambda a: single_step(a[0], idx, a[1]), (state, act))
         elif stacked:
-            one_step = jax.vmap(one_step, in_axes=(0, 0 if member_batches else None, 0),
-                                spmd_axis_name=spmd_axis_name)
+            one_step = jax.vmap(
+                one_step,
+                in_axes=(0, 0 if member_batches else None, 0),
+                spmd_axis_name=spmd_axis_name,
+            )
 
         def body(state, xs):
             idx, act = xs
@@ -253,7 +283,9 @@ def _member_scans(train_step, member_batches: bool, unroll: int) -> Callable:
             orders = jax.tree.map(lambda o: jnp.swapaxes(o, 0, 1), order)
             state, metrics = jax.lax.map(lambda a: one_member(*a), (state, orders, by_member))
         else:
-            state, metrics = jax.lax.map(lambda a: one_member(a[0], order, a[1]), (state, by_member))
+            state, metrics = jax.lax.map(
+                lambda a: one_member(a[0], order, a[1]), (state, by_member)
+            )
         return state, jax.tree.map(lambda m: jnp.swapaxes(m, 0, 1), metrics)
 
     return run_epoch
@@ -276,7 +308,10 @@ class StepFn:
         """``(width, dtype, unravel)`` of ``train_step``'s flattened metrics (one trace, no compile)."""
         if self._layout is None:
             shapes = jax.eval_shape(
-                lambda s, d, o: self.train_step(s, gather_batch(d, o[0]), s.step_key())[1], state, data, order
+                lambda s, d, o: self.train_step(s, gather_batch(d, o[0]), s.step_key())[1],
+                state,
+                data,
+                order,
             )
             flat, unravel = ravel_pytree(jax.tree.map(lambda m: np.zeros(m.shape, m.dtype), shapes))
             self._layout = (flat.shape[0], flat.dtype, unravel)
@@ -292,7 +327,9 @@ def make_step_fn(train_step) -> StepFn:
     buffer rather than one per metric saves a further ~6% (``benchmarks/README.md``).
     """
 
-    def program(state: TrainState, data: Batch, order: jax.Array, row: jax.Array, history: jax.Array):
+    def program(
+        state: TrainState, data: Batch, order: jax.Array, row: jax.Array, history: jax.Array
+    ):
         state, metrics = train_step(state, gather_batch(data, order[row]), state.step_key())
         return state, history.at[row].set(ravel_pytree(metrics)[0])
 
@@ -311,7 +348,9 @@ def run_epoch_stepwise(step_fn: StepFn, state: TrainState, data: Batch, order):
 
 
 @partial(jax.jit, static_argnames=("apply_fn", "chunk", "mixed_precision", "method"))
-def _predict_chunks(apply_fn, variables, x, dropout_key, *, chunk: int, mixed_precision: bool, method=None):
+def _predict_chunks(
+    apply_fn, variables, x, dropout_key, *, chunk: int, mixed_precision: bool, method=None
+):
     n = x.shape[0]
     pad = (-n) % chunk
     x = jnp.concatenate([x, jnp.zeros((pad, *x.shape[1:]), x.dtype)]) if pad else x
@@ -333,7 +372,13 @@ def _predict_chunks(apply_fn, variables, x, dropout_key, *, chunk: int, mixed_pr
 
 
 def predict_logits(
-    apply_fn, variables, x, *, chunk: int = 256, mixed_precision: bool = False, method=None,
+    apply_fn,
+    variables,
+    x,
+    *,
+    chunk: int = 256,
+    mixed_precision: bool = False,
+    method=None,
     dropout_key: jax.Array | None = None,
 ) -> jax.Array:
     """Float32 outputs for all of ``x``, computed in fixed-size chunks.
@@ -345,8 +390,13 @@ def predict_logits(
     """
     n = int(x.shape[0])
     return _predict_chunks(
-        apply_fn, variables, jnp.asarray(x), dropout_key, chunk=min(chunk, n),
-        mixed_precision=mixed_precision, method=method,
+        apply_fn,
+        variables,
+        jnp.asarray(x),
+        dropout_key,
+        chunk=min(chunk, n),
+        mixed_precision=mixed_precision,
+        method=method,
     )
 
 

@@ -74,8 +74,11 @@ class EarlyStopping:
     def update(self, values, epoch: int, running=None, tiebreak=None) -> np.ndarray:
         values = np.broadcast_to(np.asarray(values, float), (self.members,))
         running = np.ones(self.members, bool) if running is None else np.asarray(running, bool)
-        tiebreak = np.full(self.members, np.inf) if tiebreak is None else np.broadcast_to(
-            np.asarray(tiebreak, float), (self.members,))
+        tiebreak = (
+            np.full(self.members, np.inf)
+            if tiebreak is None
+            else np.broadcast_to(np.asarray(tiebreak, float), (self.members,))
+        )
         first = np.isnan(self.best_value)
         if self.mode == "max":
             better = values > self.best_value + self.min_delta
@@ -94,13 +97,18 @@ class EarlyStopping:
         return (self.bad_epochs >= self.patience) if self.enabled else np.zeros(self.members, bool)
 
     def to_meta(self) -> dict[str, Any]:
-        return {"best_value": [None if np.isnan(v) else float(v) for v in self.best_value],
-                "best_epoch": self.best_epoch.tolist(), "bad_epochs": self.bad_epochs.tolist(),
-                "best_tiebreak": [None if not np.isfinite(v) else float(v) for v in self.best_tiebreak]}
+        return {
+            "best_value": [None if np.isnan(v) else float(v) for v in self.best_value],
+            "best_epoch": self.best_epoch.tolist(),
+            "bad_epochs": self.bad_epochs.tolist(),
+            "best_tiebreak": [None if not np.isfinite(v) else float(v) for v in self.best_tiebreak],
+        }
 
     def load_meta(self, meta: dict[str, Any]) -> None:
         as_list = lambda v: v if isinstance(v, list) else [v]  # noqa: E731  (single runs store scalars)
-        self.best_value = np.array([np.nan if v is None else v for v in as_list(meta["best_value"])], float)
+        self.best_value = np.array(
+            [np.nan if v is None else v for v in as_list(meta["best_value"])], float
+        )
         self.best_epoch = np.array(as_list(meta["best_epoch"]), int)
         self.bad_epochs = np.array(as_list(meta["bad_epochs"]), int)
         ties = meta.get("best_tiebreak", [None] * self.members)
@@ -116,7 +124,9 @@ def monitor_for(config, has_val: bool) -> tuple[str, str]:
     """The metric early stopping and best-epoch tracking follow (``train_loss`` without val data)."""
     if config.monitor.startswith("val_") and not has_val:
         if config.early_stopping:
-            raise ConfigError(f"early_stopping: monitoring {config.monitor!r} needs validation data, got val=None")
+            raise ConfigError(
+                f"early_stopping: monitoring {config.monitor!r} needs validation data, got val=None"
+            )
         return "train_loss", "min"
     return config.monitor, config.monitor_mode
 
@@ -128,5 +138,12 @@ def progress_bar(iterable, enabled: bool | None, *, total: int, initial: int, de
     from tqdm.auto import tqdm
 
     # disable=None: tqdm turns itself off when stderr is not a terminal (CI, logs).
-    return tqdm(iterable, total=total, initial=initial, desc=desc, unit="epoch",
-                disable=None if enabled is None else not enabled, leave=False)
+    return tqdm(
+        iterable,
+        total=total,
+        initial=initial,
+        desc=desc,
+        unit="epoch",
+        disable=None if enabled is None else not enabled,
+        leave=False,
+    )

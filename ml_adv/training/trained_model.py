@@ -86,12 +86,20 @@ class TrainedModel:
         """Float32 logits ``[N, num_classes]`` for inputs ``x`` (array or ArrayDataset)."""
         arr = self._inputs(x)
         return np.asarray(
-            predict_logits(self.apply_fn, self.variables, arr, chunk=batch_size, mixed_precision=self.mixed_precision)
+            predict_logits(
+                self.apply_fn,
+                self.variables,
+                arr,
+                chunk=batch_size,
+                mixed_precision=self.mixed_precision,
+            )
         )
 
     def predict_proba(self, x, *, batch_size: int = 256) -> np.ndarray:
         """Class probabilities ``[N, num_classes]``."""
-        return np.asarray(jax.nn.softmax(jnp.asarray(self.logits(x, batch_size=batch_size)), axis=-1))
+        return np.asarray(
+            jax.nn.softmax(jnp.asarray(self.logits(x, batch_size=batch_size)), axis=-1)
+        )
 
     def predict(self, x, *, batch_size: int = 256) -> np.ndarray:
         """Predicted class ids ``[N]``."""
@@ -120,8 +128,10 @@ class TrainedModel:
             except Exception:  # noqa: BLE001 - whatever is there, it is not our model
                 previous = None
             if previous != FORMAT:
-                raise CheckpointError(f"path: overwrite=True replaces only a model saved by TrainedModel.save, "
-                                      f"got {target}, which holds something else")
+                raise CheckpointError(
+                    f"path: overwrite=True replaces only a model saved by TrainedModel.save, "
+                    f"got {target}, which holds something else"
+                )
             shutil.rmtree(target)
         meta = {
             "format": FORMAT,
@@ -140,9 +150,19 @@ class TrainedModel:
 
         meta = load_meta(path)
         if meta.get("format") != FORMAT:
-            raise CheckpointError(f"path: expected a model saved by TrainedModel.save ({FORMAT}), got {meta.get('format')!r}")
+            raise CheckpointError(
+                f"path: expected a model saved by TrainedModel.save ({FORMAT}), got {meta.get('format')!r}"
+            )
         spec = ModelSpec.from_dict(meta["spec"])
         module = spec.build()
-        abstract = jax.eval_shape(lambda: module.init(jax.random.PRNGKey(0), spec.example_input(), train=False))
+        abstract = jax.eval_shape(
+            lambda: module.init(jax.random.PRNGKey(0), spec.example_input(), train=False)
+        )
         variables = load_pytree(path, dict(abstract))
-        return cls(spec, dict(variables), meta["model_id"], dict(meta.get("metrics", {})), bool(meta["mixed_precision"]))
+        return cls(
+            spec,
+            dict(variables),
+            meta["model_id"],
+            dict(meta.get("metrics", {})),
+            bool(meta["mixed_precision"]),
+        )
