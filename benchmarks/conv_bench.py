@@ -300,7 +300,8 @@ def main(argv: list[str] | None = None) -> dict:
         out["layers"] = rows
         print("\nConv forward+backward (y, dx, dW), float32, median of alternating repeats")
         print(
-            f"{'shape':34s} {'variant':16s} {'ms':>8s} {'GFLOP/s':>8s} {'best':>7s} {'vs torch':>8s} {'vs xla':>7s}"
+            f"{'shape':34s} {'variant':16s} {'ms':>8s} {'GFLOP/s':>8s} {'best':>7s} "
+            f"{'vs torch':>8s} {'vs xla':>7s}"
         )
         for r in rows:
             print(
@@ -313,7 +314,8 @@ def main(argv: list[str] | None = None) -> dict:
         out["cnn"] = rows
         print("\nCNN train step (batch 128, 28x28x1, Adam), median of alternating repeats")
         print(
-            f"{'variant':32s} {'ms':>8s} {'samples/s':>10s} {'best':>8s} {'vs torch':>8s} {'vs nn.Conv':>10s}"
+            f"{'variant':32s} {'ms':>8s} {'samples/s':>10s} {'best':>8s} "
+            f"{'vs torch':>8s} {'vs nn.Conv':>10s}"
         )
         for r in rows:
             print(

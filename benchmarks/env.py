@@ -76,7 +76,8 @@ def collect(torch=None) -> dict:
 
 
 def _thp_mode() -> str | None:
-    """The kernel's transparent-huge-page mode: it decides how XLA's fresh scratch memory faults in."""
+    """The kernel's transparent-huge-page mode: it decides how XLA's fresh scratch memory faults
+    in."""
     try:
         text = Path("/sys/kernel/mm/transparent_hugepage/enabled").read_text()
     except OSError:

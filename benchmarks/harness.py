@@ -195,7 +195,8 @@ def validate_row(row: dict[str, Any]) -> None:
         v = c.get("value")
         if v is not None and not isinstance(v, (int, float)):
             raise ValueError(
-                f"row {row['name']!r}: contender {cname!r} value must be a number or None, got {v!r}"
+                f"row {row['name']!r}: contender {cname!r} value must be a number or None, "
+                f"got {v!r}"
             )
     for key in ("ratios", "paired_ratios"):
         for k, r in row[key].items():
@@ -306,7 +307,8 @@ def select(patterns: list[str] | None, *, quick: bool) -> list[Benchmark]:
         return [b for b in BENCHMARKS.values() if b.default and (b.quick or not quick)]
     chosen = [
         b for b in BENCHMARKS.values()
-        if any(fnmatch.fnmatchcase(b.name, p) or b.name.startswith(p.rstrip("/") + "/") or b.name == p
+        if any(fnmatch.fnmatchcase(b.name, p) or b.name.startswith(p.rstrip("/") + "/")
+               or b.name == p
                for p in patterns)
     ]  # fmt: skip
     if not chosen:

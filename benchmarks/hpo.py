@@ -1,4 +1,5 @@
-"""Hyper-parameter search rows (issue 11): P trials as one stacked population against the same P trials one after another.
+"""Hyper-parameter search rows (issue 11): P trials as one stacked population against the same
+P trials one after another.
 
 ``hpo/population-mlp``, ``hpo/population-cnn``: P=16 configurations (learning rate, label
 smoothing; seeded random draws) of the tiny digits MLP / CNN, 2 epochs each on the

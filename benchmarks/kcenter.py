@@ -52,7 +52,8 @@ FLOOR, OURS, PRUNED, BF16, SKAL = (
 
 @partial(jax.jit, static_argnames="passes")
 def stream_passes(pool, passes: int):
-    """Read ``pool`` ``passes`` times. The carry scales each pass's sum, so no pass can be hoisted."""
+    """Read ``pool`` ``passes`` times. The carry scales each pass's sum, so no pass can be
+    hoisted."""
 
     def body(_, acc):
         return 1.0 + 1e-9 * jnp.sum(pool * acc)
@@ -102,7 +103,8 @@ def digits_embeddings(rows: int, seed: int = 0, epochs: int = 8) -> np.ndarray:
 
 
 def covering_radius(pool: np.ndarray, centres: np.ndarray) -> float:
-    """Max over ``pool`` of the Euclidean distance to the nearest centre (scikit-learn, float64 accumulation)."""
+    """Max over ``pool`` of the Euclidean distance to the nearest centre (scikit-learn, float64
+    accumulation)."""
     from sklearn.metrics import pairwise_distances_argmin_min
 
     return float(pairwise_distances_argmin_min(pool, centres)[1].max())
@@ -111,12 +113,14 @@ def covering_radius(pool: np.ndarray, centres: np.ndarray) -> float:
 def compare_picks(
     pool: np.ndarray, labelled: np.ndarray, ref: np.ndarray, other: np.ndarray
 ) -> dict:
-    """How near ``other`` is to ``ref``: identical, set overlap, covering-radius ratio (other / ref)."""
+    """How near ``other`` is to ``ref``: identical, set overlap, covering-radius ratio
+    (other / ref)."""
     ref, other = np.asarray(ref), np.asarray(other)
     radius = [covering_radius(pool, pool[np.concatenate([labelled, p])]) for p in (ref, other)]
     return {"identical": bool(np.array_equal(ref, other)),
             "overlap": len(set(ref.tolist()) & set(other.tolist())) / len(ref),
-            "first_difference": int(np.argmax(ref != other)) if not np.array_equal(ref, other) else None,
+            "first_difference": (int(np.argmax(ref != other))
+                                 if not np.array_equal(ref, other) else None),
             "radius_ratio": radius[1] / radius[0]}  # fmt: skip
 
 

@@ -51,11 +51,13 @@ def workload_flops(name: str) -> int:
     c = wl.spec().config
     seq, batch = wl.input_shape[0], wl.batch
     if wl.arch == "transformer":
-        return encoder_train_flops(batch=batch, seq=seq, d=c.d_model, layers=c.num_layers, ffn=c.mlp_dim,
+        return encoder_train_flops(batch=batch, seq=seq, d=c.d_model, layers=c.num_layers,
+                                   ffn=c.mlp_dim,
                                    head_params=c.d_model * c.num_classes)  # fmt: skip
     if wl.arch == "bert":
         d = c.hidden_size
-        return encoder_train_flops(batch=batch, seq=seq, d=d, layers=c.num_layers, ffn=c.intermediate_size,
+        return encoder_train_flops(batch=batch, seq=seq, d=d, layers=c.num_layers,
+                                   ffn=c.intermediate_size,
                                    head_params=d * d + d * c.num_classes)  # fmt: skip
     raise ValueError(f"no FLOP formula for {name!r}")
 

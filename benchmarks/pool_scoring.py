@@ -10,10 +10,10 @@ fresh interpreter so that its peak resident memory (``VmHWM``) is its own. Conte
   notebook would write first): its activations scale with N.
 
 Each probe (Linux only: it reads ``/proc/self/status`` and resets the peak through
-``/proc/self/clear_refs``) reports seconds for the scoring pass (after one warm-up chunk, so compiles are
-excluded) and the growth of the resident memory over the process's memory just before the
-pass (the pool itself, the model and the JAX runtime are already there): bounded means the
-growth does not scale with N beyond the ``[N]`` float32 scores. ``extra`` holds every
+``/proc/self/clear_refs``) reports seconds for the scoring pass (after one warm-up chunk, so
+compiles are excluded) and the growth of the resident memory over the process's memory just
+before the pass (the pool itself, the model and the JAX runtime are already there): bounded
+means the growth does not scale with N beyond the ``[N]`` float32 scores. ``extra`` holds every
 probe's numbers and the pool's bytes.
 """
 
@@ -42,7 +42,9 @@ def status(key):
             if line.startswith(key + ":"):
                 return int(line.split()[1]) / 1024  # MiB
 rows, how, chunk = {rows}, {how!r}, {chunk}
-spec = make_spec("mlp", input_shape=(64,), input_kind="features", num_classes=10, hidden_sizes=(256, 128))
+spec = make_spec(
+    "mlp", input_shape=(64,), input_kind="features", num_classes=10, hidden_sizes=(256, 128)
+)
 module = spec.build()
 variables = module.init(jax.random.PRNGKey(0), spec.example_input(), train=False)
 logits = jax.jit(lambda x: module.apply(variables, x, train=False))
@@ -99,7 +101,9 @@ def score_pool_row(ctx: Context) -> list[dict]:
         + "; ".join(f"{how} {extra['growth_mib'][how]}" for how in probes)
     )
     return [simple_row(
-        "active/score-pool", "active", f"entropy scores of {sizes[-1]:,} pool rows (MLP 64-256-128-10), seconds",
+        "active/score-pool", "active",
+        f"entropy scores of {sizes[-1]:,} pool rows (MLP 64-256-128-10), seconds",
         values, unit="s", higher_is_better=False,
-        ratios={"ml_adv score_pool/one call": values["one call"] / values["ml_adv score_pool"]}, extra=extra,
+        ratios={"ml_adv score_pool/one call": values["one call"] / values["ml_adv score_pool"]},
+        extra=extra,
     )]  # fmt: skip

@@ -158,29 +158,36 @@ def main(argv: list[str] | None = None) -> dict:
     dtype = args.dtype or ("bf16" if device == "gpu" else "f32")
     if device == "gpu" and jax.default_backend() != "gpu":
         print(
-            f"note: --device gpu but JAX's backend is {jax.default_backend()!r}: running the GPU path there"
+            f"note: --device gpu but JAX's backend is {jax.default_backend()!r}: "
+            "running the GPU path there"
         )
     torch, torch_device, torch_note = load_torch(args.no_torch, device)
     chosen = select(args.only, quick=args.quick)
     rounds = args.rounds or (3 if args.quick else 7)
-    ctx = Context(quick=args.quick, rounds=rounds, device=device, dtype=dtype, steps_scale=args.steps_scale,
+    ctx = Context(quick=args.quick, rounds=rounds, device=device, dtype=dtype,
+                  steps_scale=args.steps_scale,
                   steps=args.steps, torch=torch, torch_device=torch_device,
-                  torch_compile=torch is not None and (args.torch_compile == "on"
-                                                      or (args.torch_compile == "auto" and not args.quick)),
+                  torch_compile=torch is not None and (
+                      args.torch_compile == "on"
+                      or (args.torch_compile == "auto" and not args.quick)),
                   foreign_limit=args.foreign_limit,
-                  quiet_budget_s=args.quiet_budget if args.quiet_budget is not None else (5.0 if args.quick else 30.0))  # fmt: skip
+                  quiet_budget_s=(args.quiet_budget if args.quiet_budget is not None
+                                  else (5.0 if args.quick else 30.0)))  # fmt: skip
     env = envmod.collect(torch)
     settings = {
-        "command": " ".join(["python -m benchmarks.run", *(argv if argv is not None else sys.argv[1:])]),
+        "command": " ".join(["python -m benchmarks.run",
+                             *(argv if argv is not None else sys.argv[1:])]),
         "quick": args.quick, "only": args.only, "rounds": rounds, "device": device, "dtype": dtype,
         "steps": args.steps, "steps_scale": args.steps_scale, "foreign_limit": args.foreign_limit,
         "quiet_budget_s": ctx.quiet_budget_s, "cpu_devices": cpu_devices,
         "torch": torch_note, "torch_device": torch_device, "benchmarks": [b.name for b in chosen],
     }  # fmt: skip
     print(f"{env['cpu_model']} ({env['cores']} cores, AVX-512: {env['has_avx512']}), "
-          f"JAX {env['versions']['jax']} on {env['jax_devices'][0]}; PyTorch: {torch_note}")  # fmt: skip
+          f"JAX {env['versions']['jax']} on {env['jax_devices'][0]}; "
+          f"PyTorch: {torch_note}")  # fmt: skip
     print(
-        f"{len(chosen)} benchmarks, {rounds} rounds, dtype {dtype}, load average {env['loadavg_start']}"
+        f"{len(chosen)} benchmarks, {rounds} rounds, dtype {dtype}, "
+        f"load average {env['loadavg_start']}"
     )
     for b in chosen:
         t0 = time.perf_counter()

@@ -4,9 +4,9 @@
 100 Adam steps on real digits features (tiled), in one round. Contenders, all on the same
 data and model:
 
-* ``ml_adv stacked``: ``init_run(members=K)`` + the scanned, vmapped epoch, placed as ``fit_stacked``
-  places it: with several devices (``ml_adv.use_cpu_cores``, on by default in the harness) the
-  members are split over them and the devices run concurrently;
+* ``ml_adv stacked``: ``init_run(members=K)`` + the scanned, vmapped epoch, placed as
+  ``fit_stacked`` places it: with several devices (``ml_adv.use_cpu_cores``, on by default in the
+  harness) the members are split over them and the devices run concurrently;
 * ``ml_adv stacked, one device``: the same program on one device (only with several devices);
 * ``ml_adv member scans``: the same members as one program of per-member scans
   (``members_as="scan"``), the layout ``fit_stacked`` switches to where it measures faster;

@@ -40,7 +40,9 @@ HEAVY = ("tensorflow_datasets", "tensorflow", "nevergrad", "matplotlib", "torch"
 IMPORTS = {
     "import ml_adv": "import ml_adv",
     "from ml_adv import fit": "from ml_adv import fit",
-    "from ml_adv import AdvancedCustomModelTrainer": "from ml_adv import AdvancedCustomModelTrainer",
+    "from ml_adv import AdvancedCustomModelTrainer": (
+        "from ml_adv import AdvancedCustomModelTrainer"
+    ),
     "import jax": "import jax",
 }
 _PROBE = """
@@ -184,9 +186,11 @@ def checkpoint(ctx: Context) -> list[dict]:
         rows.append(make_row(
             f"startup/checkpoint-{op}", "checkpoint", f"{op} {mb:.0f} MB train state", sub,
             rounds=ctx.rounds, work_per_round=mb, unit="MB/s", subject=ours, peers=peers,
-            contender_extra={"ml_adv save": {"blocking_s": blocking_s[1:]}} if op == "save" else None,
+            contender_extra=({"ml_adv save": {"blocking_s": blocking_s[1:]}}
+                             if op == "save" else None),
             extra={"megabytes": mb, "arrays": len(leaves), "orbax_disk_mb": disk_mb,
-                   "state": f"transformer d256 x4 layers, vocab {vocab}: params + AdamW moments after one update",
+                   "state": f"transformer d256 x4 layers, vocab {vocab}: "
+                            "params + AdamW moments after one update",
                    "orbax": "OCDBT, zarr v2, compression off, async save from host copies"},
         ))  # fmt: skip
     return rows

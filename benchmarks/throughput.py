@@ -118,10 +118,12 @@ def run_workload(
     names = [c.name for c in contenders]
     peers = tuple(n for n in (TORCH, FLAX, TORCH_COMPILE) if n in names)
     config = {
-        "description": wl.description, "batch": wl.batch, "steps_per_round": steps, "epochs_per_round": epochs,
+        "description": wl.description, "batch": wl.batch, "steps_per_round": steps,
+        "epochs_per_round": epochs,
         "input_shape": list(wl.input_shape), "input_kind": wl.input_kind, "workload": wl.name,
         "optimizer": wl.optimizer, "weight_decay": wl.weight_decay, "dtype": ctx.dtype,
-        "params": contenders[0].params, "ml_adv_size": wl.ml_adv_size, "ml_adv_layout": contenders[0].layout,
+        "params": contenders[0].params, "ml_adv_size": wl.ml_adv_size,
+        "ml_adv_layout": contenders[0].layout,
         "torch_device": ctx.torch_device if ctx.torch is not None else None, **precision_facts(ctx),
     }  # fmt: skip
     row = make_row(
@@ -153,7 +155,8 @@ def run_workload(
     compile_row = simple_row(
         name.replace("throughput/", "compile/", 1), "compile", title, values, unit="s",
         higher_is_better=False,
-        extra={"note": "first-round excess = warm-up round minus median round (jit compile + first-call costs)"},
+        extra={"note": "first-round excess = warm-up round minus median round "
+                       "(jit compile + first-call costs)"},
     )  # fmt: skip
     if keep is not None:
         keep.update(wl=wl, x=x, y=y, epochs=epochs, steps=steps, contenders=contenders)

@@ -151,8 +151,10 @@ WORKLOADS: dict[str, Workload] = {
                  overrides=(("hidden_size", 1024), ("intermediate_size", 4096), *_LARGE_ENCODER),
                  description=_LARGE_DESCRIPTION),
         # ---- tiny: smoke tests and CPU dry runs of the GPU path
-        Workload("mlp", "tiny", "tiny", 16, (16,), "features", 8, 4, 2, description="16-16-10, batch 8"),
-        Workload("cnn", "tiny", "tiny", 8, (8, 8, 1), "image", 8, 4, 2, description="8x8x1 conv4-conv8"),
+        Workload("mlp", "tiny", "tiny", 16, (16,), "features", 8, 4, 2,
+                 description="16-16-10, batch 8"),
+        Workload("cnn", "tiny", "tiny", 8, (8, 8, 1), "image", 8, 4, 2,
+                 description="8x8x1 conv4-conv8"),
         Workload("lstm", "tiny", "tiny", 4, (4, 4), "sequence", 8, 4, 2, description="4 steps x 4"),
         Workload("transformer", "tiny", "tiny", 16, (8,), "tokens", 8, 4, 2, **_ENCODER,
                  description="8 tokens, d16"),

@@ -112,7 +112,8 @@ def write_result(
 
 
 def load_results(experiment: str, root: Path = RESULTS) -> list[dict[str, Any]]:
-    """Every record of ``experiment`` under ``root``, sorted by (setting, seed); quick runs skipped."""
+    """Every record of ``experiment`` under ``root``, sorted by (setting, seed); quick runs
+    skipped."""
     folder = root / experiment
     records = (
         [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
@@ -164,7 +165,8 @@ def mean_std(values: Iterable[float | None]) -> tuple[float | None, float | None
 def fmt_mean_std(
     values: Iterable[float | None], pattern: str = "{:.4f}", *, of: int | None = None
 ) -> str:
-    """``"0.9912 ± 0.0004"``; ``"-"`` when nothing; ``"(2/3 seeds)"`` appended when some are missing."""
+    """``"0.9912 ± 0.0004"``; ``"-"`` when nothing; ``"(2/3 seeds)"`` appended when some are
+    missing."""
     values = list(values)
     mean, std, n = mean_std(values)
     if mean is None:

@@ -77,7 +77,8 @@ MOONS_ANGLE, MOONS_NOISE, MOONS_GRID = 35.0, 0.1, 41
 
 @dataclasses.dataclass(frozen=True)
 class Protocol:
-    """Step budgets and sizes of one protocol (``PROTOCOLS``); every other setting is the paper's."""
+    """Step budgets and sizes of one protocol (``PROTOCOLS``); every other setting is the
+    paper's."""
 
     name: str
     mnistm_epochs: int  # passes over the source train set (937 steps of 64 each)
@@ -249,7 +250,8 @@ def train_plain(spec, data, config, run_dir):
 
 
 def train_dann(spec, source, target, config, run_dir, **options):
-    """``fit_dann`` from scratch (as the paper trains); the adapted model and its last epoch's record."""
+    """``fit_dann`` from scratch (as the paper trains); the adapted model and its last epoch's
+    record."""
     from ml_adv.domain_adaptation.dann import fit_dann
     from ml_adv.rundir import Run
     from ml_adv.training.trained_model import TrainedModel
@@ -330,7 +332,8 @@ def run_moons(seed: int, p: Protocol, runs: Path) -> dict[str, Any]:
 
 
 def _scorer(out: dict, source_test, target_test):
-    """``evaluate(name)``: a scorer recording source test accuracy and returning target test accuracy."""
+    """``evaluate(name)``: a scorer recording source test accuracy and returning target test
+    accuracy."""
 
     def evaluate(name):
         def score(model):
@@ -355,7 +358,8 @@ def source_model(seed: int, p: Protocol, runs: Path):
 
 
 def run_mnistm(seed: int, p: Protocol, runs: Path) -> dict[str, Any]:
-    """Source-only, DANN and train-on-target, each ``p.mnistm_epochs`` passes, the paper's optimiser."""
+    """Source-only, DANN and train-on-target, each ``p.mnistm_epochs`` passes, the paper's
+    optimiser."""
     source, source_test, target, target_test = mnistm_domains(p)
     spec, config, runs_ = (
         cnn(source.example_shape),
@@ -384,7 +388,8 @@ def run_mnistm(seed: int, p: Protocol, runs: Path) -> dict[str, Any]:
 
 
 def adapt(method: str, p: Protocol, seed: int, model, domains, labeled, head_fraction: float = 0.5):
-    """``AdvancedDomainAdaptation(method)`` on the labelled target sample, as a user would call it."""
+    """``AdvancedDomainAdaptation(method)`` on the labelled target sample, as a user would call
+    it."""
     from ml_adv import AdvancedDomainAdaptation
     from ml_adv.training.config import TrainConfig
 
@@ -458,7 +463,9 @@ def protocol_record(p: Protocol, setting: str) -> dict[str, Any]:
         "optimizer": "SGD momentum 0.9",
         "learning_rate": "0.01 / (1 + 10 p)^0.75 (schedule 'dann')",
         "grl_lambda": "2 / (1 + exp(-10 p)) - 1",
-        "network": "CNN size 'dann': conv32 5x5, pool, conv48 5x5, pool | 100-100-10 | domain 100-1",
+        "network": (
+            "CNN size 'dann': conv32 5x5, pool, conv48 5x5, pool | 100-100-10 | domain 100-1"
+        ),
     }
     if setting == "two_moons":
         base.update(
@@ -692,7 +699,8 @@ def summarize(records: list[dict], figures: Path) -> tuple[str, dict]:
 
 # ------------------------------------------------------------------ main
 def checkpoints_root(root: Path) -> Path:
-    """Where runs checkpoint: the ignored ``runs/`` beside the committed results, else inside ``--out``."""
+    """Where runs checkpoint: the ignored ``runs/`` beside the committed results, else inside
+    ``--out``."""
     return ROOT / "runs" / "da_mnist" if root == RESULTS else root / "runs" / "da_mnist"
 
 

@@ -75,7 +75,8 @@ def main() -> None:
     print("\n| architecture | epochs | test accuracy per seed | mean |\n|---|---|---|---|")
     for r in rows:
         print(
-            f"| {r['arch']} | {r['epochs']} | {' / '.join(f'{a:.3f}' for a in r['test_accuracy'])} | {r['mean']:.3f} |"
+            f"| {r['arch']} | {r['epochs']} | "
+            f"{' / '.join(f'{a:.3f}' for a in r['test_accuracy'])} | {r['mean']:.3f} |"
         )
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(rows, indent=2))

@@ -405,7 +405,10 @@ def main() -> None:
     parser.add_argument(
         "--diagnose",
         action="store_true",
-        help="check the gradient reversal on the CNN and probe target class information in the features",
+        help=(
+            "check the gradient reversal on the CNN and probe target class information in the "
+            "features"
+        ),
     )
     args = parser.parse_args()
     if args.bert:
@@ -476,7 +479,8 @@ def main() -> None:
         for k in ("similarity_source_only", "similarity_dann")
     }
     print(
-        f"\nMMD similarity of source/target features: source-only {sims['similarity_source_only']:.3f}, "
+        "\nMMD similarity of source/target features: "
+        f"source-only {sims['similarity_source_only']:.3f}, "
         f"DANN {sims['similarity_dann']:.3f}"
     )
     out = Path(args.out)

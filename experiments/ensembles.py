@@ -1,4 +1,5 @@
-"""Experiment: a K-member deep ensemble against a single model on digits, before and after temperature scaling.
+"""Experiment: a K-member deep ensemble against a single model on digits, before and after \
+temperature scaling.
 
 For each seed, K members of one architecture train as one program
 (``AdvancedModelEnsemble.train``: ``fit_stacked``, each member its own initialisation and
@@ -12,7 +13,8 @@ separately for each single model and once for the ensemble, on its averaged prob
 (``softmax(log p_mean / T)``: pool, then calibrate). ECE: 15 equal-width bins over the
 top-class probability (Guo et al., 2017), ``ml_adv.ensembles.calibration``.
 
-    python experiments/ensembles.py [--arch cnn] [--size small] [--members 5] [--seeds 0 1 2 3 4] [--epochs 15]
+    python experiments/ensembles.py [--arch cnn] [--size small] [--members 5]
+        [--seeds 0 1 2 3 4] [--epochs 15]
 
 Reports accuracy, NLL, Brier and ECE (mean +- std over seeds) and the ensemble's relative
 change in NLL and ECE against the single model, next to the published anchor
@@ -33,7 +35,8 @@ GOAL = {"nll": -0.25, "ece": -0.40}
 
 
 def run_seed(args, seed: int) -> dict:
-    """Test metrics of the single models (each member) and of the ensemble, before and after temperature."""
+    """Test metrics of the single models (each member) and of the ensemble, before and after
+    temperature."""
     from ml_adv import AdvancedModelEnsemble, TrainConfig, load_dataset, make_spec
     from ml_adv.data.catalog import view_for
 
@@ -169,7 +172,8 @@ def main(argv=None) -> int:
         per_seed.append(result)
         rd.append_jsonl("seeds.jsonl", result)  # kept if a later seed fails
         print(
-            f"seed {seed}: single NLL {result['single']['nll']:.4f} ECE {result['single']['ece']:.4f} | "
+            f"seed {seed}: single NLL {result['single']['nll']:.4f} "
+            f"ECE {result['single']['ece']:.4f} | "
             f"ensemble NLL {result['ensemble']['nll']:.4f} ECE {result['ensemble']['ece']:.4f} "
             f"({result['train_seconds']} s)",
             flush=True,
@@ -192,7 +196,8 @@ def main(argv=None) -> int:
 
 def _print(summary: dict, args) -> None:
     print(
-        f"\n{args.members}-member {args.arch} ({args.size}) deep ensemble vs single model, digits test split, "
+        f"\n{args.members}-member {args.arch} ({args.size}) deep ensemble vs single model, "
+        "digits test split, "
         f"{len(args.seeds)} seeds (mean +- std)\n"
     )
     print("| model | " + " | ".join(METRICS) + " |")
@@ -218,11 +223,13 @@ def _print(summary: dict, args) -> None:
         c = summary["relative_change_vs_single"][key]
         print(f"| {label} | {c['nll']:+.1%} | {c['brier']:+.1%} | {c['ece']:+.1%} |")
     print(
-        f"| published anchor (CIFAR-10 WRN-28-10, 4 members) | {ANCHOR['nll']:+.0%} | - | {ANCHOR['ece']:+.0%} |"
+        f"| published anchor (CIFAR-10 WRN-28-10, 4 members) | {ANCHOR['nll']:+.0%} | - "
+        f"| {ANCHOR['ece']:+.0%} |"
     )
     print(f"| goal | {GOAL['nll']:+.0%} | - | {GOAL['ece']:+.0%} |")
     print(
-        "\n| per-seed relative change (mean +- std over seeds) | NLL | Brier | ECE |\n|---|---|---|---|"
+        "\n| per-seed relative change (mean +- std over seeds) | NLL | Brier | ECE |"
+        "\n|---|---|---|---|"
     )
     for key, label in (
         ("ensemble", "ensemble (both uncalibrated)"),
@@ -239,7 +246,8 @@ def _print(summary: dict, args) -> None:
     t = summary["temperatures"]
     print(
         f"\nfitted temperatures (validation split): ensemble {t['ensemble']['mean']:.3f} "
-        f"[{t['ensemble']['min']:.3f}, {t['ensemble']['max']:.3f}], single models {t['single']['mean']:.3f} "
+        f"[{t['ensemble']['min']:.3f}, {t['ensemble']['max']:.3f}], "
+        f"single models {t['single']['mean']:.3f} "
         f"[{t['single']['min']:.3f}, {t['single']['max']:.3f}] (T < 1 sharpens, T > 1 softens)"
     )
     print()

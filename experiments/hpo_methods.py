@@ -8,8 +8,10 @@ in its stated order), population (successive halving over stacked programs: the 
 number of configurations, most trained for fewer epochs), and Optuna's default TPE
 sampler as the peer (``pip install -e ".[bench]"``; skipped if Optuna is missing).
 
-    python experiments/hpo_methods.py [--tasks digits_cnn breast_cancer] [--seeds 0 1 2] [--trials 9]
-    python experiments/hpo_methods.py --pbt [--pbt-arch mlp] [--population 8] [--epochs 12] [--ready 2]
+    python experiments/hpo_methods.py [--tasks digits_cnn breast_cancer] [--seeds 0 1 2]
+        [--trials 9]
+    python experiments/hpo_methods.py --pbt [--pbt-arch mlp] [--population 8] [--epochs 12]
+        [--ready 2]
 
 ``--pbt`` compares, at an equal budget of member-epochs (P x epochs), population based
 training (``method="pbt"``, P members, exploit/explore every ``--ready`` epochs), successive
@@ -44,7 +46,8 @@ TASKS = {"digits_cnn": {"arch": "cnn", "epochs": 6}, "breast_cancer": {"arch": "
 
 
 def task_data(task: str):
-    """``(train, test)`` ArrayDatasets: the built-in digits split, or a stratified 80/20 breast-cancer split."""
+    """``(train, test)`` ArrayDatasets: the built-in digits split, or a stratified 80/20
+    breast-cancer split."""
     import numpy as np
     from sklearn.datasets import load_breast_cancer
 
@@ -232,7 +235,8 @@ def pbt_compare(args) -> None:
             }
             runs.append(row)
             print(
-                f"{method} seed {seed}: {trials} configurations, {member_epochs} member-epochs, val "
+                f"{method} seed {seed}: {trials} configurations, "
+                f"{member_epochs} member-epochs, val "
                 f"{row['best_val_accuracy']:.4f} test {row['test_accuracy']:.4f} ({wall:.1f} s)",
                 flush=True,
             )
@@ -240,12 +244,13 @@ def pbt_compare(args) -> None:
                 json.dumps({"runs": runs, "args": vars(args)}, indent=2)
             )
     print(
-        f"\ndigits {args.pbt_arch} (tiny), {args.epochs} epochs, budget {budget} member-epochs, seeds {args.seeds}; "
+        f"\ndigits {args.pbt_arch} (tiny), {args.epochs} epochs, "
+        f"budget {budget} member-epochs, seeds {args.seeds}; "
         "mean ± std over seeds\n"
     )
     print(
-        "| method | configurations | member-epochs | best val accuracy | test accuracy | wall, first seed "
-        "(compiles) (s) | wall, later seeds (s) |"
+        "| method | configurations | member-epochs | best val accuracy | test accuracy "
+        "| wall, first seed (compiles) (s) | wall, later seeds (s) |"
     )
     print("|---|---|---|---|---|---|---|")
     summary = []
@@ -262,7 +267,8 @@ def pbt_compare(args) -> None:
         }
         summary.append(line)
         print(
-            f"| {method} | {line['configurations']} | {line['member_epochs']} | {line['val']} | {line['test']} | "
+            f"| {method} | {line['configurations']} | {line['member_epochs']} "
+            f"| {line['val']} | {line['test']} | "
             f"{line['wall_first']} | {line['wall_warm']} |"
         )
     (out / "report.json").write_text(
@@ -274,7 +280,10 @@ def _stat(values) -> str:
     values = [v for v in values if v is not None]
     if not values:
         return "-"
-    return f"{statistics.mean(values):.4f} ± {statistics.stdev(values) if len(values) > 1 else 0.0:.4f}"
+    return (
+        f"{statistics.mean(values):.4f} ± "
+        f"{statistics.stdev(values) if len(values) > 1 else 0.0:.4f}"
+    )
 
 
 def main() -> None:
@@ -323,7 +332,8 @@ def main() -> None:
                 row = run_one(task, method, seed, args.trials, train, test)
                 runs.append(row)
                 print(
-                    f"{task} {method} seed {seed}: val {row['best_val_accuracy']:.4f} test {row['test_accuracy']:.4f} "
+                    f"{task} {method} seed {seed}: val {row['best_val_accuracy']:.4f} "
+                    f"test {row['test_accuracy']:.4f} "
                     f"({row['wall_seconds']:.1f} s)",
                     flush=True,
                 )
@@ -332,7 +342,8 @@ def main() -> None:
                 )
     print(f"\n{args.trials} configurations per search, seeds {args.seeds}; mean ± std over seeds\n")
     print(
-        "| task | method | best val accuracy | test accuracy | search wall time (s) |\n|---|---|---|---|---|"
+        "| task | method | best val accuracy | test accuracy | search wall time (s) |"
+        "\n|---|---|---|---|---|"
     )
     summary = []
     for task in args.tasks:

@@ -205,8 +205,9 @@ class RunCheckpointer:
             state = _placed(restored["state"], abstract)
         except Exception as exc:  # orbax raises many types; give one clear error
             raise CheckpointError(
-                f"checkpoint: cannot restore step {step} from {self.directory / which} into the current "
-                f"model/optimizer (did the architecture or optimizer change?): {exc}"
+                f"checkpoint: cannot restore step {step} from {self.directory / which} "
+                "into the current model/optimizer (did the architecture or optimizer change?): "
+                f"{exc}"
             ) from exc
         return state, dict(restored["meta"])
 
@@ -228,13 +229,15 @@ class RunCheckpointer:
             except CheckpointError as exc:
                 errors.append(step)
                 warnings.warn(
-                    f"run_dir: checkpoint step {step} in {self.directory / which} is damaged ({exc}); "
+                    f"run_dir: checkpoint step {step} in {self.directory / which} "
+                    f"is damaged ({exc}); "
                     "trying an older one",
                     RuntimeWarning,
                     stacklevel=2,
                 )
         raise CheckpointError(
-            f"checkpoint: no intact {which!r} checkpoint in {self.directory} (damaged steps: {errors}); "
+            f"checkpoint: no intact {which!r} checkpoint in {self.directory} "
+            f"(damaged steps: {errors}); "
             "start over with overwrite=True (or --fresh)"
         )
 

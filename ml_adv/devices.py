@@ -67,7 +67,8 @@ def use_cpu_cores(count: int | str | None = None, *, strict: bool = True) -> int
         if not strict:
             return jax.local_device_count(backend="cpu")
         raise ConfigError(
-            "use_cpu_cores: expected to run before any JAX computation (XLA fixes the CPU device count "
-            f"when its backend starts), but JAX is already running with {jax.device_count()} device(s)"
+            "use_cpu_cores: expected to run before any JAX computation "
+            "(XLA fixes the CPU device count when its backend starts), "
+            f"but JAX is already running with {jax.device_count()} device(s)"
         ) from exc
     return count

@@ -111,7 +111,8 @@ def as_python_number(name: str, value: Any, *, kind: type = float) -> int | floa
 
 
 def check_positive(name: str, value: Any, *, kind: type = int) -> int | float:
-    """Return ``value`` as a Python number if it is a finite positive number of ``kind``, else ConfigError.
+    """Return ``value`` as a Python number if it is a finite positive number of ``kind``,
+    else ConfigError.
 
     NumPy and JAX scalars are accepted; booleans, NaN and infinity are not.
     """
@@ -140,7 +141,8 @@ def check_non_negative(name: str, value: Any, *, kind: type = float) -> int | fl
 def check_fraction(
     name: str, value: Any, *, low_open: bool = False, high_open: bool = True
 ) -> float:
-    """``value`` as a float in ``[0, 1)`` (the default; bounds open/closed as asked), else ConfigError."""
+    """``value`` as a float in ``[0, 1)`` (the default; bounds open/closed as asked), else
+    ConfigError."""
     low, high = ("(" if low_open else "["), (")" if high_open else "]")
     try:
         number = as_python_number(name, value, kind=float)
@@ -153,7 +155,8 @@ def check_fraction(
 
 
 def check_bool(name: str, value: Any) -> bool:
-    """``value`` as a Python bool if it is ``True``/``False`` or a NumPy/JAX boolean scalar, else ConfigError.
+    """``value`` as a Python bool if it is ``True``/``False`` or a NumPy/JAX boolean scalar,
+    else ConfigError.
 
     Truthy stand-ins ("false", "no", 1) are rejected: ``"false"`` is truthy.
     """
@@ -174,7 +177,8 @@ MAX_SEED = 2**63 - 1
 
 
 def check_seed(name: str, value: Any) -> int:
-    """``value`` as a Python int in ``[0, 2**63)``, else ConfigError (NumPy/JAX integers accepted)."""
+    """``value`` as a Python int in ``[0, 2**63)``, else ConfigError (NumPy/JAX integers
+    accepted)."""
     try:
         number = as_python_number(name, value, kind=int)
     except ConfigError:

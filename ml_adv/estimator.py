@@ -126,7 +126,8 @@ class Estimator:
         unknown = set(runtime) - set(cls.RUNTIME_PARAMS)
         if unknown:
             raise ConfigError(
-                f"load: expected only runtime settings {list(cls.RUNTIME_PARAMS)}, got {sorted(unknown)}"
+                f"load: expected only runtime settings {list(cls.RUNTIME_PARAMS)}, "
+                f"got {sorted(unknown)}"
             )
         codec = _Codec(folder)
         params = {name: codec.decode(value) for name, value in manifest["params"].items()}

@@ -1,4 +1,5 @@
-"""Seed import path (``from ml_adv.model_ensemble import AdvancedModelEnsemble``): re-exports only."""
+"""Seed import path (``from ml_adv.model_ensemble import AdvancedModelEnsemble``): re-exports
+only."""
 
 from ml_adv.ensembles.combine import COMBINATION_RULES
 from ml_adv.ensembles.facade import AdvancedModelEnsemble

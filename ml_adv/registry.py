@@ -52,13 +52,15 @@ class Registry(Generic[T]):
         argument: str | None = None,
         accept: Callable[[object], bool] = callable,
     ):
-        """Look ``name_or_obj`` up if it is a string; pass user objects through if ``accept`` says so."""
+        """Look ``name_or_obj`` up if it is a string; pass user objects through if ``accept`` says
+        so."""
         if isinstance(name_or_obj, str):
             return self.get(name_or_obj, argument=argument)
         if accept(name_or_obj):
             return name_or_obj
         raise ConfigError(
-            f"{argument or self.kind}: expected one of {self.names()} or a custom object, got {name_or_obj!r}"
+            f"{argument or self.kind}: expected one of {self.names()} or a custom object, "
+            f"got {name_or_obj!r}"
         )
 
     def names(self) -> list[str]:

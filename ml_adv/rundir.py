@@ -144,7 +144,8 @@ def _protected(path: Path) -> str | None:
 
 
 def check_location(path: str | os.PathLike, argument: str = "run_dir") -> Path:
-    """``path`` resolved, or ConfigError if it is a protected location or a file (see the module docstring)."""
+    """``path`` resolved, or ConfigError if it is a protected location or a file (see the module
+    docstring)."""
     if isinstance(path, bool) or not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
         raise ConfigError(
             f"{argument}: expected a folder path such as 'runs/<name>', got {describe(path)}"
@@ -153,7 +154,8 @@ def check_location(path: str | os.PathLike, argument: str = "run_dir") -> Path:
     why = _protected(resolved)
     if why is not None:
         raise ConfigError(
-            f"{argument}: expected a dedicated folder for the run (e.g. runs/<name>), got {os.fspath(path)!r}, "
+            f"{argument}: expected a dedicated folder for the run (e.g. runs/<name>), "
+            f"got {os.fspath(path)!r}, "
             f"which is {why}"
         )
     if resolved.exists() and not resolved.is_dir():
@@ -271,7 +273,8 @@ class RunDirectory:
 
     @property
     def checkpoint_dir(self) -> Path:
-        """``checkpoints/`` for ``RunCheckpointer``; its ``latest/`` and ``best/`` trees are recorded."""
+        """``checkpoints/`` for ``RunCheckpointer``; its ``latest/`` and ``best/`` trees are
+        recorded."""
         for tree in CHECKPOINT_TREES:
             self._record(f"checkpoints/{tree}", "trees")
         return self.path / "checkpoints"
@@ -317,7 +320,8 @@ class RunDirectory:
         return path
 
     def read_jsonl(self, name: str) -> list[Any]:
-        """The records of a JSON-lines artifact ([] if it does not exist); a torn last line is skipped."""
+        """The records of a JSON-lines artifact ([] if it does not exist); a torn last line is
+        skipped."""
         path = self.path / _relative(name)
         if not path.exists():
             return []
@@ -362,8 +366,9 @@ class RunDirectory:
             return []
         if not cls.is_run_directory(root):
             raise ConfigError(
-                f"run_dir: {os.fspath(path)!r} is not an ml_adv run directory (no {MARKER} marker); "
-                "refusing to delete anything in it. Choose another run directory or remove it yourself"
+                f"run_dir: {os.fspath(path)!r} is not an ml_adv run directory "
+                f"(no {MARKER} marker); refusing to delete anything in it. "
+                "Choose another run directory or remove it yourself"
             )
         return _clean(root)
 

@@ -51,14 +51,16 @@ def deep_inputs():
 
 @functools.cache
 def deep_ensemble() -> AdvancedModelEnsemble:
-    """Three tiny MLPs trained as one stacked program by ``AdvancedModelEnsemble.train`` (no run_dir)."""
+    """Three tiny MLPs trained as one stacked program by ``AdvancedModelEnsemble.train`` (no
+    run_dir)."""
     spec, train, config, members = deep_inputs()
     return AdvancedModelEnsemble.train(spec, train, config, members=members)
 
 
 @functools.cache
 def single_model(arch: str) -> TrainedModel:
-    """One tiny ``arch`` model trained with ``fit`` (a jitted step, which compiles faster than a scanned epoch)."""
+    """One tiny ``arch`` model trained with ``fit`` (a jitted step, which compiles faster than a
+    scanned epoch)."""
     train, spec = data_and_spec(arch)
     result = fit(
         spec, train, dataclasses.replace(CONFIG, scan_epochs=False), run=Run(progress=False)
@@ -68,7 +70,8 @@ def single_model(arch: str) -> TrainedModel:
 
 @functools.cache
 def heterogeneous_members() -> tuple[TrainedModel, ...]:
-    """(cnn0, mlp0, mlp1, lstm0): two of the deep ensemble's MLPs renamed, between a CNN and an LSTM."""
+    """(cnn0, mlp0, mlp1, lstm0): two of the deep ensemble's MLPs renamed, between a CNN and an
+    LSTM."""
     mlp0, mlp1 = (
         TrainedModel(m.spec, m.variables, model_id=f"mlp{i}", metrics=m.metrics)
         for i, m in enumerate(deep_ensemble().models[:2])

@@ -1,4 +1,5 @@
-"""AdvancedActiveLearning end to end on real digits with a tiny MLP: the loop, restore, budget, stopping."""
+"""AdvancedActiveLearning end to end on real digits with a tiny MLP: the loop, restore, budget,
+stopping."""
 
 import numpy as np
 import pytest
@@ -267,7 +268,9 @@ def killed_while_training(*args, **kwargs):
 
 facade.train_round = killed_while_training
 digits = load_dataset("digits", split="train").subset(np.arange(256))
-al = facade.AdvancedActiveLearning("random", architecture="mlp", size="tiny", num_classes=10, run_dir=sys.argv[1])
+al = facade.AdvancedActiveLearning(
+    "random", architecture="mlp", size="tiny", num_classes=10, run_dir=sys.argv[1]
+)
 al.add_unlabeled_data(digits.x[40:])  # no seed labels: "random" selects without a model
 al.set_budget_management(enabled=True, budget=50, costs=np.full(216, 1.5))
 samples, idx = al.select_samples(8)
@@ -312,7 +315,8 @@ def test_sigkill_during_training_loses_no_label(tmp_path, data):
 
 @pytest.mark.slow
 def test_uncertainty_beats_random_at_equal_labels_on_digits(digits_images):
-    """Real digits, small MLP, 20 seeded random labels + 2 rounds of 40: margin vs random at 100 labels.
+    """Real digits, small MLP, 20 seeded random labels + 2 rounds of 40: margin vs random at 100
+    labels.
 
     Measured (seeds 0/1/2): margin 0.914/0.911/0.919 vs random 0.883/0.894/0.877 test accuracy
     (+3.1/+1.7/+4.2 points). Asserted: margin ahead on every seed and by >= 2 points on

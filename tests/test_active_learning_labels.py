@@ -1,4 +1,5 @@
-"""The label store's journal: durable appends, replay, torn tails, idempotent re-adds, label checks."""
+"""The label store's journal: durable appends, replay, torn tails, idempotent re-adds, label
+checks."""
 
 import json
 import os

@@ -1,4 +1,5 @@
-"""Selection invariants, k-center greedy against a brute-force reference, no near-duplicates, pruning and bf16."""
+"""Selection invariants, k-center greedy against a brute-force reference, no near-duplicates,
+pruning and bf16."""
 
 import jax.numpy as jnp
 import numpy as np
@@ -231,7 +232,8 @@ def test_blocked_pass_is_bitwise_the_plain_pass(blocks):
 
 
 def test_bf16_pool_is_widened_inside_the_pass():
-    """A bfloat16 pool is read as bfloat16 every pick (not hoisted into a float32 copy), same values."""
+    """A bfloat16 pool is read as bfloat16 every pick (not hoisted into a float32 copy), same
+    values."""
     rng = np.random.default_rng(4)
     narrow = jnp.asarray(rng.normal(size=(600, 9)), jnp.bfloat16)
     available = jnp.asarray(rng.random(600) > 0.1)

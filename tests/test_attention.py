@@ -84,7 +84,8 @@ def test_bf16_softmax_runs_in_float32_and_returns_the_value_dtype():
 
 
 def test_encoder_block_keeps_flax_parameters_and_outputs():
-    """Same parameter tree as nn.MultiHeadDotProductAttention's (checkpoints unchanged), same outputs."""
+    """Same parameter tree as nn.MultiHeadDotProductAttention's (checkpoints unchanged), same
+    outputs."""
     x = jax.random.normal(jax.random.PRNGKey(7), (B, L, 8))
     block = EncoderBlock(
         num_heads=2, mlp_dim=16, dropout=0.0, attention_dropout=0.2, pre_norm=False

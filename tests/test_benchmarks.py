@@ -154,7 +154,8 @@ def test_pool_scoring_probe_reports_memory():
 def test_kcenter_row_on_a_tiny_pool():
     from benchmarks import kcenter
 
-    # the pruned / bf16 variants and the scikit-activeml peer are tested elsewhere or too slow to import
+    # the pruned / bf16 variants and the scikit-activeml peer are tested elsewhere or too slow to
+    # import
     ctx = harness.Context(quick=True, rounds=1, quiet_budget_s=0.0)
     (row,) = kcenter.selection_row(
         ctx, "kcenter/tiny", "tiny", kcenter.random_pool(256, 8), 12, peer=False, variants=False

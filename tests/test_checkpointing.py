@@ -1,4 +1,5 @@
-"""Checkpoints: save/restore round trips, latest/best, and resume == uninterrupted (in process and after SIGKILL)."""
+"""Checkpoints: save/restore round trips, latest/best, and resume == uninterrupted (in process and
+after SIGKILL)."""
 
 import json
 import os
@@ -66,13 +67,15 @@ def test_save_pytree_refuses_to_overwrite(tmp_path):
 
 
 def test_checkpoints_written_compressed_by_earlier_versions_still_restore(tmp_path):
-    """Arrays were zstd-compressed (orbax's default, StandardSave) before compression was turned off."""
+    """Arrays were zstd-compressed (orbax's default, StandardSave) before compression was turned
+    off."""
     import orbax.checkpoint as ocp
 
     tree = {"w": np.arange(12.0, dtype=np.float32).reshape(3, 4), "b": np.ones(5, jnp.bfloat16)}
     with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as ckptr:
         ckptr.save(tmp_path / "old", args=ocp.args.Composite(
-            tree=ocp.args.StandardSave(tree), meta=ocp.args.JsonSave({"format": "old"})))  # fmt: skip
+            tree=ocp.args.StandardSave(tree),
+            meta=ocp.args.JsonSave({"format": "old"})))  # fmt: skip
     assert load_meta(tmp_path / "old") == {"format": "old"}
     restored = load_pytree(tmp_path / "old", jax.tree.map(jnp.zeros_like, tree))
     assert _tree_equal(restored, tree) and restored["b"].dtype == jnp.bfloat16
@@ -151,8 +154,8 @@ def _finished_steps(run_dir: Path) -> list[int]:
 
 @pytest.mark.slow
 def test_sigkill_mid_run_then_same_command_resumes_bitwise(tmp_path):
-    """A real subprocess is SIGKILLed mid-training; re-running the same command resumes and ends with
-    parameters bitwise-identical to an uninterrupted run."""
+    """A real subprocess is SIGKILLed mid-training; re-running the same command resumes and ends
+    with parameters bitwise-identical to an uninterrupted run."""
     from ml_adv.training.trained_model import TrainedModel
 
     epochs = 12

@@ -1,4 +1,5 @@
-"""The ml-adv script: command table, self-explaining help, clean errors, safe --fresh, README commands."""
+"""The ml-adv script: command table, self-explaining help, clean errors, safe --fresh, README
+commands."""
 
 import importlib
 import json
@@ -193,7 +194,8 @@ def _readme_python_blocks() -> list[str]:
 
 @pytest.mark.slow
 def test_readme_python_blocks_run_and_rerun(tmp_path, monkeypatch):
-    """The README's trainer and core blocks run as written (1 epoch, tiny models); a rerun's save works.
+    """The README's trainer and core blocks run as written (1 epoch, tiny models); a rerun's save
+    works.
 
     Rerunning the first block would train again; re-executing its lines from ``save`` on, in
     the same namespace, checks what a second run failed on (the model folder exists).

@@ -104,7 +104,8 @@ def test_values_and_grads_bf16(case, impl):
     _, _, strides, padding = case
     x, k, g = _inputs(case, jnp.bfloat16)
     y, dx, dk = jax.jit(lambda x, k, g: _value_and_grads(
-        lambda x, k: conv2d(x, k, strides=strides, padding=padding, impl=impl), x, k, g))(x, k, g)  # fmt: skip
+        lambda x, k: conv2d(x, k, strides=strides, padding=padding, impl=impl),
+        x, k, g))(x, k, g)  # fmt: skip
     assert y.dtype == dx.dtype == dk.dtype == jnp.bfloat16
     # Reference: f32 autodiff on the same (bf16-rounded) numbers.
     f32 = [a.astype(jnp.float32) for a in (x, k, g)]

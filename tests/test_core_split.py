@@ -1,4 +1,5 @@
-"""``data_parallel="auto"`` (training.core_split): config, the measured choice and its margin, the run record.
+"""``data_parallel="auto"`` (training.core_split): config, the measured choice and its margin,
+the run record.
 
 The two-device end-to-end check (a real measurement, the cache, resume) is in test_parallel's
 core-split script; here the process has one device. The split is a CPU decision: on other

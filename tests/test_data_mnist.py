@@ -108,7 +108,8 @@ def test_search_order_and_offline_message(isolated, monkeypatch):
 
 
 class _Server:
-    """``http.server`` in a thread, serving ``files`` ({path: bytes}); ``truncate`` cuts one short."""
+    """``http.server`` in a thread, serving ``files`` ({path: bytes}); ``truncate`` cuts one
+    short."""
 
     def __init__(self, files: dict[str, bytes]):
         self.files, self.requests, self.truncate = files, [], set()

@@ -1,4 +1,5 @@
-"""Tests for ml_adv.data.dataset: validation on entry, deterministic splits, batching in a given order."""
+"""Tests for ml_adv.data.dataset: validation on entry, deterministic splits, batching in a given
+order."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""MNIST-M by name (``ml_adv/data/mnist_m.py``): Ganin's |patch - digit| construction on tiny IDX fixtures."""
+"""MNIST-M by name (``ml_adv/data/mnist_m.py``): Ganin's |patch - digit| construction on tiny IDX
+fixtures."""
 
 from __future__ import annotations
 
@@ -52,7 +53,8 @@ def test_target_and_source_by_name(tiny):
 
 
 def test_each_image_is_a_photo_crop_minus_the_digit(tiny):
-    """Some 28x28 crop of one of the photos satisfies |crop - digit| == image, channel by channel."""
+    """Some 28x28 crop of one of the photos satisfies |crop - digit| == image, channel by
+    channel."""
     target = load_dataset("mnist_m", split="test")
     photos = sample_photos()
     assert len(photos) == 6 and all(p.dtype == np.uint8 and p.shape[2] == 3 for p in photos)

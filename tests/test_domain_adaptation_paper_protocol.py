@@ -47,7 +47,8 @@ def _state(step):
 
 
 def test_domain_classifier_reads_the_conv_features(setup):
-    """The paper's split: conv-pool-conv-pool (768 features) | label MLP 100-100-10 | domain 100-1."""
+    """The paper's split: conv-pool-conv-pool (768 features) | label MLP 100-100-10 | domain
+    100-1."""
     _, module, batch, params = setup
     features = module.apply(
         {"params": params, **_state(0)}, batch["source"]["x"], method=DANNModel.features
@@ -65,8 +66,8 @@ def test_domain_classifier_reads_the_conv_features(setup):
 
 
 def test_gradient_reversal_wiring(setup):
-    """The domain term's gradient: -lambda x the plain one on the extractor, plain on the classifier,
-    none on the label predictor."""
+    """The domain term's gradient: -lambda x the plain one on the extractor, plain on the
+    classifier, none on the label predictor."""
     _, module, batch, params = setup
     step, total = 30, 100
     lam = 2 / (1 + np.exp(-10 * step / total)) - 1
@@ -105,7 +106,8 @@ def test_gradient_reversal_wiring(setup):
 
 
 def test_half_source_half_target_balanced_domain_loss(setup):
-    """Label loss on the source half only; domain loss the mean over B source (id 0) + B target (id 1)."""
+    """Label loss on the source half only; domain loss the mean over B source (id 0) + B target
+    (id 1)."""
     _, module, batch, params = setup
     objective = dann_objective(module, streams=("source", "target"), total_steps=10)
     key = jax.random.PRNGKey(3)
@@ -135,8 +137,8 @@ def test_half_source_half_target_balanced_domain_loss(setup):
 
 @pytest.mark.parametrize("accum", [1, 2])
 def test_lambda_follows_the_ramp_step_by_step(accum):
-    """Each epoch's mean lambda is the mean of 2/(1+exp(-10 p))-1 over its steps, p = step / all steps,
-    counted in micro-steps (one objective call each) when gradients accumulate."""
+    """Each epoch's mean lambda is the mean of 2/(1+exp(-10 p))-1 over its steps, p = step / all
+    steps, counted in micro-steps (one objective call each) when gradients accumulate."""
     rng = np.random.default_rng(1)
     data = [
         ArrayDataset(

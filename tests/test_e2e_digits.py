@@ -1,7 +1,7 @@
 """End to end on real data: every architecture trains on scikit-learn's digits to a stated accuracy.
 
-Thresholds were measured with `python experiments/digits_architectures.py` (seeds 0-2, same settings;
-recorded in README.md) and set a few points under the worst seed; the test itself
+Thresholds were measured with `python experiments/digits_architectures.py` (seeds 0-2, same
+settings; recorded in README.md) and set a few points under the worst seed; the test itself
 runs seed 0 only, to keep the suite short:
 
 | arch        | view     | epochs | measured test accuracy (seeds 0/1/2) | threshold |
@@ -11,7 +11,7 @@ runs seed 0 only, to keep the suite short:
 | lstm        | sequence | 20     | 0.983 / 0.978 / 0.978                | 0.95      |
 | transformer | tokens   | 15     | 0.972 / 0.930 / 0.961                | 0.92      |
 | bert        | tokens   | 25     | 0.964 / 0.950 / 0.922 (erf GELU)     | 0.88      |
-"""
+"""  # noqa: E501 - the cnn row of the table above
 
 import pytest
 
@@ -52,7 +52,8 @@ def test_architecture_reaches_stated_accuracy_on_digits(arch, tmp_path):
 
 @pytest.mark.slow
 def test_digits_m_shift_is_learnable_and_real(tmp_path):
-    """Train-on-target CNN accuracy on digits_m stays >= 90%; source-only is far lower (a real domain gap)."""
+    """Train-on-target CNN accuracy on digits_m stays >= 90%; source-only is far lower (a real
+    domain gap)."""
     from ml_adv.data.catalog import load_dataset
     from ml_adv.models import AdvancedModelArchitecture
     from ml_adv.training import TrainConfig, fit

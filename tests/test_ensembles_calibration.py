@@ -1,4 +1,5 @@
-"""ECE, reliability bins, metrics and temperature scaling (ml_adv.ensembles.calibration, .metrics)."""
+"""ECE, reliability bins, metrics and temperature scaling (ml_adv.ensembles.calibration,
+.metrics)."""
 
 import jax
 import numpy as np
@@ -31,7 +32,8 @@ def test_ece_and_metrics_by_hand():
 
 
 def test_ece_is_the_standard_15_bin_top_label_ece():
-    """Against a plain loop: 15 equal-width bins (lo, hi] over the top-class probability (Guo et al., 2017)."""
+    """Against a plain loop: 15 equal-width bins (lo, hi] over the top-class probability (Guo et
+    al., 2017)."""
     rng = np.random.default_rng(3)
     probs = np.asarray(jax.nn.softmax(3 * rng.normal(size=(500, 10)).astype(np.float32), axis=-1))
     labels = rng.integers(0, 10, 500)

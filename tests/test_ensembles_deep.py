@@ -1,4 +1,5 @@
-"""Deep ensembles through the stacked core (ml_adv.ensembles.deep) and the facade's resume after a kill.
+"""Deep ensembles through the stacked core (ml_adv.ensembles.deep) and the facade's resume after a
+kill.
 
 The shared deep ensemble (``ensembles_fixtures.deep_ensemble``: two tiny MLPs, one stacked
 program) is trained once per session; k-fold CV runs end to end in test_ensembles_command.py.
@@ -53,14 +54,17 @@ KILL_SCRIPT = textwrap.dedent(
 
     RunDirectory.append_metrics = parking
     spec, train, config, members = deep_inputs()
-    AdvancedModelEnsemble.train(spec, train, config, members=members, combination_method="weighted", run_dir=run_dir)
+    AdvancedModelEnsemble.train(
+        spec, train, config, members=members, combination_method="weighted", run_dir=run_dir
+    )
     """
 )
 
 
 @pytest.mark.slow
 def test_deep_ensemble_resumes_after_sigkill(tmp_path):
-    """Killed after epoch 1 of 2, the same call resumes: same ids and weights, same params bit for bit."""
+    """Killed after epoch 1 of 2, the same call resumes: same ids and weights, same params bit for
+    bit."""
     spec, train, config, members = deep_inputs()
     run_dir = tmp_path / "run"
     proc = subprocess.Popen(

@@ -28,7 +28,8 @@ def test_greedy_prune_rule():
     loo = np.asarray(leave_one_out_nll(probs, w, labels, np.ones(4, bool)))
     assert np.argmin(loo) == 2  # dropping B helps most
     kept, trace = greedy_prune(probs, w, labels, threshold=0.0)
-    # Step 1 removes B. Without B, dropping A2 or C changes NLL; neither improves it, so pruning stops.
+    # Step 1 removes B. Without B, dropping A2 or C changes NLL; neither improves it, so pruning
+    # stops.
     assert [t["member"] for t in trace][0] == 2
     assert not kept[2] and kept.sum() >= 2
     assert all(t["nll_after"] <= t["nll_before"] for t in trace)

@@ -42,7 +42,8 @@ def test_trainer_end_to_end_through_asyncio(tmp_path, digits_images):
     from ml_adv.custom_model_trainer import AdvancedCustomModelTrainer
 
     train, test = digits_images
-    # optimization_method="none": the search before training is ml_adv.hpo's, tested in tests/test_hpo_*.py
+    # optimization_method="none": the search before training is ml_adv.hpo's, tested in
+    # tests/test_hpo_*.py
     trainer = AdvancedCustomModelTrainer(
         architecture_type="cnn", optimization_method="none", run_root=tmp_path
     )
@@ -199,7 +200,8 @@ def test_import_is_light():
 
     code = (
         "import sys, ml_adv; from ml_adv import AdvancedCustomModelTrainer;"
-        "print(sorted(m for m in ('tensorflow_datasets', 'nevergrad', 'matplotlib', 'tensorflow') if m in sys.modules))"
+        "print(sorted(m for m in ('tensorflow_datasets', 'nevergrad', 'matplotlib', 'tensorflow')"
+        " if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr

@@ -531,7 +531,8 @@ def _damaged_copy(run, tmp_path, how: str):
 
 @pytest.mark.parametrize("how", ["arrays", "manifest"])
 def test_last_good_model_falls_back_past_a_damaged_checkpoint(how, finished_run, tmp_path):
-    """The trainer's diverged-run recovery skips a damaged latest checkpoint (facade part of item 9)."""
+    """The trainer's diverged-run recovery skips a damaged latest checkpoint (facade part of item
+    9)."""
     spec, config, _, run = finished_run
     copy, _ = _damaged_copy(run, tmp_path, how)
     trainer = AdvancedCustomModelTrainer("mlp", size="tiny", run_root=tmp_path)

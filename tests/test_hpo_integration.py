@@ -51,7 +51,8 @@ def test_trainer_searches_then_trains_the_best_configuration(tmp_path, digits_su
     assert (
         record["spec"]["config"]["dropout"] == best["dropout"] == 0.2
     )  # a model field reaches the spec
-    # the final model is the best trial retrained on the same split with the same seed (CPU: bitwise)
+    # the final model is the best trial retrained on the same split with the same seed
+    # (CPU: bitwise)
     assert result.metrics["val_accuracy"] == pytest.approx(hpo["best_score"], abs=1e-6)
     assert "test_accuracy" in result.metrics
     journal = tmp_path / "searched" / "hpo" / "trials.jsonl"
@@ -103,7 +104,8 @@ def test_trainer_pbt_replays_the_best_members_schedule(tmp_path, digits_subset):
         [0, 2],
         [2, 4],
     ]  # PBT's default: exploit/explore every 2 epochs
-    # The schedule, stretched from 4 trial epochs to the trainer's 8, is what the final run followed.
+    # The schedule, stretched from 4 trial epochs to the trainer's 8, is what the final run
+    # followed.
     replayed = hpo["replayed_schedule"]
     assert [s["first_epoch"] for s in replayed] == [0, 4]
     assert [s["values"]["learning_rate"] for s in replayed] == pytest.approx(

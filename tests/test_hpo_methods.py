@@ -55,8 +55,8 @@ def test_grid_search_runs_the_stated_order_capped_by_max_trials(caplog):
         ).run()
     assert [t["config"] for t in capped.trials] == grid[:5]  # the explicit old order, unchanged
     assert [r.getMessage() for r in caplog.records] == [
-        "grid_search: trying 5 of the 18 grid points (max_trials=5), the first in lexicographic order "
-        "(grid_order='lexicographic')"
+        "grid_search: trying 5 of the 18 grid points (max_trials=5), the first in lexicographic "
+        "order (grid_order='lexicographic')"
     ]
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="ml_adv.hpo.study"):
@@ -94,7 +94,8 @@ def _values_tried(points, space):
 
 
 def test_a_cut_grid_tries_every_value_of_every_small_enough_axis():
-    """Default order below the grid size: distinct grid points covering each axis with <= max_trials values."""
+    """Default order below the grid size: distinct grid points covering each axis with <=
+    max_trials values."""
     from ml_adv.hpo.facade import default_space
 
     for space, grid_points in (
@@ -119,7 +120,8 @@ def test_a_cut_grid_tries_every_value_of_every_small_enough_axis():
 
 
 def test_the_default_space_cut_to_four_trials_spans_the_learning_rates():
-    """The issue's case: 4 trials of the 81-point default grid no longer all use the lowest learning rate."""
+    """The issue's case: 4 trials of the 81-point default grid no longer all use the lowest
+    learning rate."""
     from ml_adv.hpo.facade import AdvancedHyperparameterOptimizer, default_space
 
     space = default_space()
@@ -160,8 +162,8 @@ def test_the_spread_choice_is_seeded_and_said_in_one_line(caplog):
     with caplog.at_level(logging.WARNING, logger="ml_adv.hpo.study"):
         first = points(0)
     assert [r.getMessage() for r in caplog.records] == [
-        "grid_search: trying 6 of the 18 grid points (max_trials=6), spread evenly over each axis's values "
-        "(seed 0; grid_order='lexicographic' keeps the first points instead)"
+        "grid_search: trying 6 of the 18 grid points (max_trials=6), spread evenly over each "
+        "axis's values (seed 0; grid_order='lexicographic' keeps the first points instead)"
     ]
     assert points(0) == first and points(0, grid_order="spread") == first
     assert points(1) != first and sorted(map(repr, points(1))) != sorted(map(repr, first))

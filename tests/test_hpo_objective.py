@@ -53,7 +53,8 @@ def test_end_to_end_study_on_digits(flat_objective, method, trials):
 
 @pytest.mark.slow
 def test_grid_search_selects_among_architectures(tmp_path):
-    # flat_objective's split: the MLP reuses the program its studies compiled; only the CNN compiles here
+    # flat_objective's split: the MLP reuses the program its studies compiled; only the CNN
+    # compiles here
     views = {
         arch: load_dataset(name, split="train").subset(np.arange(300)).split((0.8, 0.2), seed=0)
         for arch, name in (("mlp", "digits_flat"), ("cnn", "digits"))

@@ -78,7 +78,8 @@ def test_truncation_selection_and_explore_stay_in_the_space():
     rng = np.random.default_rng(0)
     scores = [0.5, 0.9, np.nan, 0.7, 0.1, 0.8, 0.3, 0.6]
     sources = select(scores, [1.0] * 8, 0.25, rng)
-    # bottom two (0.1, and NaN: a diverged member) copy one of the top two (0.9, 0.8); the rest keep theirs
+    # bottom two (0.1, and NaN: a diverged member) copy one of the top two (0.9, 0.8); the rest
+    # keep theirs
     assert set(sources[[2, 4]].tolist()) <= {1, 5} and all(
         sources[i] == i for i in (0, 1, 3, 5, 6, 7)
     )

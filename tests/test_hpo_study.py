@@ -162,7 +162,9 @@ KILL_SCRIPT = textwrap.dedent("""
         return -(config["x"] - 1.0) ** 2 - abs(config["n"] - 3) + (config["c"] == "b")
 
     space = SearchSpace([Float("x", -3.0, 3.0), Int("n", 1, 5), Categorical("c", ["a", "b"])])
-    Study(slow, space, method="genetic", max_trials=8, seed=0, run_dir=sys.argv[1], progress=False).run()
+    Study(
+        slow, space, method="genetic", max_trials=8, seed=0, run_dir=sys.argv[1], progress=False
+    ).run()
 """)
 
 

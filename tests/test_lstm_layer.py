@@ -1,4 +1,5 @@
-"""ml_adv.kernels.lstm_layer: the fused LSTM layer equals Flax's cell, and the model picks it by measurement."""
+"""ml_adv.kernels.lstm_layer: the fused LSTM layer equals Flax's cell, and the model picks it by
+measurement."""
 
 import json
 

@@ -1,4 +1,5 @@
-"""Data parallelism: training sharded over 8 simulated CPU devices matches single-device training."""
+"""Data parallelism: training sharded over 8 simulated CPU devices matches single-device
+training."""
 
 import json
 import os
@@ -31,20 +32,23 @@ SCRIPT = textwrap.dedent(
     sharded = fit(Net(), train, cfg.replace(data_parallel=True), val=test, run=Run(progress=False))
     leaf = jax.tree.leaves(sharded.state.params)[0]
     diffs = [float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
-             for a, b in zip(jax.tree.leaves(single.state.params), jax.tree.leaves(sharded.state.params))]
+             for a, b in zip(jax.tree.leaves(single.state.params),
+                             jax.tree.leaves(sharded.state.params))]
     # The compiled data-parallel step really splits the batch: gradients are all-reduced.
     from ml_adv.training import build_optimizer, create_train_state, make_train_step
     from ml_adv.training.setup import default_objective
     from ml_adv.training.parallel import data_mesh, replicated
     mesh = data_mesh()
-    state = create_train_state(Net(), train.x[:1], build_optimizer(cfg, 10), init_key=jax.random.PRNGKey(0),
-                               rng=jax.random.PRNGKey(1))
+    state = create_train_state(Net(), train.x[:1], build_optimizer(cfg, 10),
+                               init_key=jax.random.PRNGKey(0), rng=jax.random.PRNGKey(1))
     state = jax.device_put(state, replicated(mesh))
     batch = jax.device_put({"x": train.x[:64], "y": train.y[:64]}, replicated(mesh))
-    hlo = jax.jit(make_train_step(default_objective(Net(), cfg), mesh=mesh)).lower(state, batch, jax.random.PRNGKey(0)).compile().as_text()
+    hlo = (jax.jit(make_train_step(default_objective(Net(), cfg), mesh=mesh))
+           .lower(state, batch, jax.random.PRNGKey(0)).compile().as_text())
     print(json.dumps({
         "max_abs_diff": max(diffs),
-        "param_scale": float(max(np.max(np.abs(np.asarray(a))) for a in jax.tree.leaves(single.state.params))),
+        "param_scale": float(max(np.max(np.abs(np.asarray(a)))
+                                 for a in jax.tree.leaves(single.state.params))),
         "num_devices_used": len(leaf.sharding.device_set),
         "val_acc": [single.history[-1]["val_accuracy"], sharded.history[-1]["val_accuracy"]],
         "all_reduce": "all-reduce" in hlo,
@@ -55,8 +59,9 @@ SCRIPT = textwrap.dedent(
 
 @pytest.fixture(scope="module")
 def launched():
-    """The 8-device scripts (and the core-split one), started together: each is mostly a single-threaded import and
-    compile, so on two cores they overlap (one after the other took ~24 s of the suite)."""
+    """The 8-device scripts (and the core-split one), started together: each is mostly a
+    single-threaded import and compile, so on two cores they overlap (one after the other took
+    ~24 s of the suite)."""
     env = dict(
         os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu"
     )
@@ -111,33 +116,45 @@ STACKED_SCRIPT = textwrap.dedent(
     from ml_adv.training.parallel import MEMBER_AXIS, DATA_AXIS
     from ml_adv.training.stacked import fit_stacked
     train = load_dataset("digits", split="train").subset(np.arange(256))
-    spec = make_spec("mlp", input_shape=train.example_shape, input_kind="image", num_classes=10, size="tiny")
+    spec = make_spec("mlp", input_shape=train.example_shape, input_kind="image", num_classes=10,
+                     size="tiny")
     cfg = TrainConfig(epochs=2, batch_size=32, learning_rate=3e-3)
     hp = {"learning_rate": [1e-3, 2e-3, 3e-3, 4e-3]}
-    single = fit_stacked(spec, train, cfg.replace(spread_members=False), members=4, member_hparams=hp, run=Run(progress=False))
-    sharded = fit_stacked(spec, train, cfg.replace(data_parallel=True), members=4, member_hparams=hp, run=Run(progress=False))
-    spread = fit_stacked(spec, train, cfg, members=4, member_hparams=hp, run=Run(progress=False))  # the default
+    single = fit_stacked(spec, train, cfg.replace(spread_members=False), members=4,
+                         member_hparams=hp, run=Run(progress=False))
+    sharded = fit_stacked(spec, train, cfg.replace(data_parallel=True), members=4,
+                          member_hparams=hp, run=Run(progress=False))
+    spread = fit_stacked(spec, train, cfg, members=4, member_hparams=hp,
+                         run=Run(progress=False))  # the default
     # The per-member scans split over the devices (the layout the runner may measure fastest),
     # also with per-member data orders (bootstrap): the order's member axis is split too.
     import functools
     from ml_adv.training import stacked as st
     runner = st.EpochRunner
-    boot = fit_stacked(spec, train, cfg.replace(spread_members=False), members=4, bootstrap=True, run=Run(progress=False))
+    boot = fit_stacked(spec, train, cfg.replace(spread_members=False), members=4, bootstrap=True,
+                       run=Run(progress=False))
     st.EpochRunner = functools.partial(runner, members_as="spread_scan")
-    spread_scan = fit_stacked(spec, train, cfg, members=4, member_hparams=hp, run=Run(progress=False))
+    spread_scan = fit_stacked(spec, train, cfg, members=4, member_hparams=hp,
+                              run=Run(progress=False))
     boot_scan = fit_stacked(spec, train, cfg, members=4, bootstrap=True, run=Run(progress=False))
     st.EpochRunner = runner
     scan_leaf = jax.tree.leaves(spread_scan.state.params)[0]
     def max_diff(a, b):
         return max(float(np.max(np.abs(np.asarray(u) - np.asarray(v))))
-                   for u, v in zip(jax.tree.leaves(a.state.params), jax.tree.leaves(b.state.params)))
-    leaf, spread_leaf = jax.tree.leaves(sharded.state.params)[0], jax.tree.leaves(spread.state.params)[0]
-    print(json.dumps({"max_abs_diff": max_diff(single, sharded), "devices": len(leaf.sharding.device_set),
+                   for u, v in zip(jax.tree.leaves(a.state.params),
+                                   jax.tree.leaves(b.state.params)))
+    leaf, spread_leaf = (jax.tree.leaves(sharded.state.params)[0],
+                         jax.tree.leaves(spread.state.params)[0])
+    print(json.dumps({"max_abs_diff": max_diff(single, sharded),
+                      "devices": len(leaf.sharding.device_set),
                       "mesh": dict(leaf.sharding.mesh.shape), "spec": str(leaf.sharding.spec),
-                      "single_devices": len(jax.tree.leaves(single.state.params)[0].sharding.device_set),
-                      "spread_diff": max_diff(single, spread), "spread_mesh": dict(spread_leaf.sharding.mesh.shape),
+                      "single_devices": len(
+                          jax.tree.leaves(single.state.params)[0].sharding.device_set),
+                      "spread_diff": max_diff(single, spread),
+                      "spread_mesh": dict(spread_leaf.sharding.mesh.shape),
                       "spread_devices": len(spread_leaf.sharding.device_set),
-                      "spread_scan_diff": max_diff(single, spread_scan), "boot_scan_diff": max_diff(boot, boot_scan),
+                      "spread_scan_diff": max_diff(single, spread_scan),
+                      "boot_scan_diff": max_diff(boot, boot_scan),
                       "spread_scan_devices": len(scan_leaf.sharding.device_set)}))
     """
 )
@@ -183,8 +200,10 @@ CORES_SCRIPT = textwrap.dedent(
     cache = tempfile.mkdtemp()
     autotune.configure(enabled=True, cache_dir=cache)
     train = load_dataset("digits_flat", split="train").subset(np.arange(256))
-    spec = make_spec("mlp", input_shape=(64,), input_kind="features", num_classes=10, hidden_sizes=(16,), dropout=0.0)
-    fit_stacked(spec, train, TrainConfig(epochs=1, batch_size=32), members=2, run=Run(progress=False))
+    spec = make_spec("mlp", input_shape=(64,), input_kind="features", num_classes=10,
+                     hidden_sizes=(16,), dropout=0.0)
+    fit_stacked(spec, train, TrainConfig(epochs=1, batch_size=32), members=2,
+                run=Run(progress=False))
     entries = json.load(open(autotune.cache_path()))["entries"]
     layout = [v for k, v in entries.items() if k.startswith("stacked_epoch_layout")]
     # A single run with data_parallel="auto" (the default) times one device against the batch
@@ -195,12 +214,14 @@ CORES_SCRIPT = textwrap.dedent(
     run_dir = tempfile.mkdtemp()
     auto = fit(spec, train, cfg, run=Run.at(run_dir, progress=False))
     measured = autotune.measurements() - before
-    fit_layout = [v for k, v in json.load(open(autotune.cache_path()))["entries"].items() if k.startswith("fit_layout")]
+    fit_layout = [v for k, v in json.load(open(autotune.cache_path()))["entries"].items()
+                  if k.startswith("fit_layout")]
     sharded = fit_layout[0]["choice"] == "batch_over_cores"
     recorded = json.load(open(run_dir + "/config.json"))["train_config"]["data_parallel"]
     again = fit(spec, train, cfg, run=Run(progress=False))
     explicit = fit(spec, train, cfg.replace(data_parallel=sharded), run=Run(progress=False))
-    same = all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(auto.state.params), jax.tree.leaves(explicit.state.params)))
+    same = all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(auto.state.params),
+                                                    jax.tree.leaves(explicit.state.params)))
     remeasured = autotune.measurements() - before - measured
     # a run directory written with the other layout keeps it when resumed with "auto"
     other_dir = tempfile.mkdtemp()
@@ -218,16 +239,20 @@ CORES_SCRIPT = textwrap.dedent(
     class Wide(nn.Module):
         @nn.compact
         def __call__(self, x, train=False):
-            return nn.Dense(10, dot_general=dense_dot_general)(nn.relu(nn.Dense(48, dot_general=dense_dot_general)(x)))
+            return nn.Dense(10, dot_general=dense_dot_general)(
+                nn.relu(nn.Dense(48, dot_general=dense_dot_general)(x)))
 
     mesh = data_mesh()
-    state = create_train_state(Wide(), train.x[:1], build_optimizer(cfg, 10), init_key=jax.random.PRNGKey(0),
-                               rng=jax.random.PRNGKey(1))
+    state = create_train_state(Wide(), train.x[:1], build_optimizer(cfg, 10),
+                               init_key=jax.random.PRNGKey(0), rng=jax.random.PRNGKey(1))
     batch = {"x": train.x[:64], "y": train.y[:64]}
     for m in (mesh, None):
-        placed = (jax.device_put(state, replicated(m)), jax.device_put(batch, replicated(m))) if m else (state, batch)
-        jax.jit(make_train_step(default_objective(Wide(), cfg), mesh=m)).lower(*placed, jax.random.PRNGKey(0))
-    dense = sorted(k for k in json.load(open(autotune.cache_path()))["entries"] if k.startswith("dense_weight_grad"))
+        placed = ((jax.device_put(state, replicated(m)), jax.device_put(batch, replicated(m)))
+                  if m else (state, batch))
+        jax.jit(make_train_step(default_objective(Wide(), cfg), mesh=m)).lower(
+            *placed, jax.random.PRNGKey(0))
+    dense = sorted(k for k in json.load(open(autotune.cache_path()))["entries"]
+                   if k.startswith("dense_weight_grad"))
     print(json.dumps({"devices": devices, "late": late, "layout": layout, "fit_layout": fit_layout,
                       "measured": measured, "recorded": recorded, "sharded": sharded,
                       "remeasured": remeasured, "same_as_explicit": same,

@@ -1,4 +1,5 @@
-"""max_pool: values and gradients equal to flax's nn.max_pool (select-and-scatter), ties included."""
+"""max_pool: values and gradients equal to flax's nn.max_pool (select-and-scatter), ties
+included."""
 
 import flax.linen as nn
 import jax

@@ -1,4 +1,5 @@
-"""BERT masked-token pretraining: the corruption rule, learning, and transfer into classification."""
+"""BERT masked-token pretraining: the corruption rule, learning, and transfer into
+classification."""
 
 import jax
 import jax.numpy as jnp

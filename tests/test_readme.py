@@ -1,4 +1,5 @@
-"""The README stays true: its two commands, CI's test command, its ``ml-adv`` commands, its links."""
+"""The README stays true: its two commands, CI's test command, its ``ml-adv`` commands, its
+links."""
 
 import re
 import shlex
@@ -48,7 +49,8 @@ def _commands(block: str) -> list[str]:
 
 
 def _relative_links(markdown: str) -> list[str]:
-    """Link targets that name a file of the repository (no URL, no pure ``#anchor``), anchors cut."""
+    """Link targets that name a file of the repository (no URL, no pure ``#anchor``), anchors
+    cut."""
     prose = INLINE_CODE.sub("", FENCE.sub("", markdown))
     targets = LINK.findall(prose) + REFERENCE.findall(prose)
     return [
@@ -107,7 +109,10 @@ def test_relative_links_resolve_to_files_of_the_repository(document):
 
 def test_the_readme_checks_can_fail():
     """The extractors on a made-up document: a broken command, links of every kind."""
-    block = "ml-adv train --epochs 3 \\\n  --data digits   # a comment\npip install x && ml-adv hpo --trials 2; ls | wc > n\n"
+    block = (
+        "ml-adv train --epochs 3 \\\n  --data digits   # a comment\n"
+        "pip install x && ml-adv hpo --trials 2; ls | wc > n\n"
+    )
     assert _commands(block) == [
         "ml-adv train --epochs 3 --data digits",
         "pip install x",
@@ -118,7 +123,8 @@ def test_the_readme_checks_can_fail():
     with pytest.raises(SystemExit):
         build_parser(["train", "--epochs", "zero"]).parse_args(["train", "--epochs", "zero"])
     markdown = (
-        'See [a](docs/a.md#part), ![plot](plots/x.png "title"), [web](https://x.org/a.md), [top](#top),\n'
+        'See [a](docs/a.md#part), ![plot](plots/x.png "title"), [web](https://x.org/a.md), '
+        "[top](#top),\n"
         "`[code](not/a/link.md)` and [ref]: ../b.md\n\n[ref]: ../b.md\n```python\nx = [1](2)\n```\n"
     )
     assert _relative_links(markdown) == ["docs/a.md", "plots/x.png", "../b.md"]

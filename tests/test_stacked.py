@@ -1,4 +1,5 @@
-"""Stacked training: K members as one program equal K single runs; populations, folds, NaN isolation, resume."""
+"""Stacked training: K members as one program equal K single runs; populations, folds, NaN
+isolation, resume."""
 
 import json
 import os
@@ -313,9 +314,11 @@ KILL_SCRIPT = textwrap.dedent(
     from ml_adv.rundir import Run
     from ml_adv.training.stacked import fit_stacked
     train = load_dataset("digits", split="train").subset(np.arange(256))
-    spec = make_spec("mlp", input_shape=train.example_shape, input_kind="image", num_classes=10, size="tiny")
+    spec = make_spec("mlp", input_shape=train.example_shape, input_kind="image", num_classes=10,
+                     size="tiny")
     cfg = TrainConfig(epochs=int(sys.argv[2]), batch_size=32, learning_rate=3e-3)
-    r = fit_stacked(spec, train, cfg, members=3, member_orders=True, run=Run.at(sys.argv[1], progress=False),
+    r = fit_stacked(spec, train, cfg, members=3, member_orders=True,
+                    run=Run.at(sys.argv[1], progress=False),
                     member_hparams={"learning_rate": [1e-3, 3e-3, 1e-2]})
     """
 )

@@ -4,7 +4,8 @@ circles, no function longer than ~60 lines of code (DESIGN.md's layout).
 Floors (a module may import from its own package and from lower floors only):
 
     0  errors, tokens, plots                        the ground floor
-    1  registry, devices, checkpointing, rundir     infrastructure
+    1  registry, devices, checkpointing, rundir,    infrastructure
+       estimator
     2  kernels/ data/                               hand-written fast paths; datasets
     3  models/
     4  training/
@@ -32,6 +33,7 @@ FLOORS = {
     "devices": 1,
     "checkpointing": 1,
     "rundir": 1,
+    "estimator": 1,
     "kernels": 2,
     "data": 2,
     "models": 3,

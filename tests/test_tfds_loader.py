@@ -1,4 +1,5 @@
-"""Tests for ml_adv.data.tfds_loader with ``tfds.testing.mock_data`` (this machine has no internet)."""
+"""Tests for ml_adv.data.tfds_loader with ``tfds.testing.mock_data`` (this machine has no
+internet)."""
 
 from __future__ import annotations
 
@@ -90,7 +91,8 @@ def test_dataset_not_prepared_and_download_off_is_a_clear_data_error(tmp_path):
 
 
 class _TinyBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
-    """A TFDS dataset that 'downloads' by generating 18 examples: the download path without a network."""
+    """A TFDS dataset that 'downloads' by generating 18 examples: the download path without a
+    network."""
 
     VERSION = tfds.core.Version("1.0.0")
     fail = False

@@ -383,7 +383,8 @@ def test_fit_rejects_bad_inputs_before_compiling(small_digits):
 
 
 def test_a_new_learning_rate_never_recompiles(small_digits, monkeypatch):
-    """Trials that differ only in traced values (rates, decay, smoothing, seed) share one program."""
+    """Trials that differ only in traced values (rates, decay, smoothing, seed) share one
+    program."""
     from ml_adv import make_spec
     from ml_adv.training import runner as host
 

@@ -1,1 +1,2 @@
-"""Peers the harness compares ml_adv with: plain Flax (always) and PyTorch eager (the ``bench`` extra)."""
+"""Peers the harness compares ml_adv with: plain Flax (always) and PyTorch eager (the ``bench``
+extra)."""

@@ -180,11 +180,12 @@ def build(spec, dtype=None) -> nn.Module:
             raise ValueError(
                 "transformer: the plain-Flax twin covers token inputs with mean pooling"
             )
-        return Transformer(c.vocab_size, c.max_length, c.d_model, c.num_heads, c.num_layers, c.mlp_dim,
-                           c.num_classes, dtype)  # fmt: skip
+        return Transformer(c.vocab_size, c.max_length, c.d_model, c.num_heads, c.num_layers,
+                           c.mlp_dim, c.num_classes, dtype)  # fmt: skip
     if arch == "bert":
         return BERT(c.vocab_size, c.max_length, c.type_vocab_size, c.hidden_size, c.num_heads,
-                    c.num_layers, c.intermediate_size, c.num_classes, c.layer_norm_eps, dtype)  # fmt: skip
+                    c.num_layers, c.intermediate_size, c.num_classes, c.layer_norm_eps,
+                    dtype)  # fmt: skip
     raise ValueError(f"architecture: no plain-Flax twin for {arch!r}")
 
 

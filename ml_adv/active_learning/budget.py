@@ -45,7 +45,8 @@ class Budget:
             costs = np.asarray(self.costs, dtype=np.float64)
             if costs.ndim != 1 or not np.all(np.isfinite(costs)) or np.any(costs < 0):
                 raise DataError(
-                    f"costs: expected a 1-D array of finite non-negative costs, got {describe(self.costs)}"
+                    "costs: expected a 1-D array of finite non-negative costs, got "
+                    f"{describe(self.costs)}"
                 )
             self.costs = costs
         self.total = float(self.total)
@@ -73,7 +74,9 @@ class Budget:
         return self.costs[idx]
 
     def fit(self, indices) -> np.ndarray:
-        """``indices`` if they fit in what is left; else their longest fitting prefix (``trim``) or BudgetError."""
+        """``indices`` if they fit in what is left; else their longest fitting prefix
+        (``trim``) or BudgetError.
+        """
         idx = np.asarray(indices, dtype=np.int64)
         cumulative = np.cumsum(self.cost_of(idx))
         # A tolerance so costs like 0.1 * 10 are not rejected by float round-off.
@@ -82,9 +85,9 @@ class Budget:
             return idx
         if not self.trim:
             raise BudgetError(
-                f"n_samples: selecting {idx.size} samples costs {cumulative[-1]:g}, but only {self.left:g} of the "
-                f"budget {self.total:g} is left; select fewer, or enable trimming with "
-                f"set_budget_management(..., trim=True)"
+                f"n_samples: selecting {idx.size} samples costs {cumulative[-1]:g}, but only "
+                f"{self.left:g} of the budget {self.total:g} is left; select fewer, or enable "
+                "trimming with set_budget_management(..., trim=True)"
             )
         return idx[: int(np.argmin(fits))]
 

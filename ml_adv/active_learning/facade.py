@@ -8,8 +8,13 @@ started again with the same ``run_dir`` (and the same script) continues where it
 
 Example:
     >>> from ml_adv.data import load_dataset
-    >>> pool, val = load_dataset("digits_flat", split="train"), load_dataset("digits_flat", split="test")
-    >>> al = AdvancedActiveLearning(sampling_strategy="uncertainty", size="tiny", validation_data=val)
+    >>> pool, val = (
+    ...     load_dataset("digits_flat", split="train"),
+    ...     load_dataset("digits_flat", split="test"),
+    ... )
+    >>> al = AdvancedActiveLearning(
+    ...     sampling_strategy="uncertainty", size="tiny", validation_data=val
+    ... )
     >>> al.add_labeled_data(pool.x[:20], pool.y[:20])
     >>> al.add_unlabeled_data(pool.x[20:200])
     >>> samples, indices = al.select_samples(n_samples=10)
@@ -177,7 +182,9 @@ class AdvancedActiveLearning(Estimator):
     def set_budget_management(
         self, enabled: bool = True, budget: float | None = None, costs=None, *, trim: bool = False
     ) -> None:
-        """Cap the labelling cost; ``costs`` per pool sample (default 1 each); ``trim`` instead of raising."""
+        """Cap the labelling cost; ``costs`` per pool sample (default 1 each); ``trim``
+        instead of raising.
+        """
         if not enabled:
             self.store.set_setting("budget", {"enabled": False})
             self._apply_settings()
@@ -199,7 +206,9 @@ class AdvancedActiveLearning(Estimator):
         patience: int = 2,
         min_gain: float = 0.005,
     ) -> None:
-        """Switch between the strategy and ``fallback`` when one stagnates (``loop.adaptive_choice``)."""
+        """Switch between the strategy and ``fallback`` when one stagnates
+        (``loop.adaptive_choice``).
+        """
         if enabled:
             STRATEGIES.get(fallback, argument="fallback")  # a name: it is journaled
             check_positive("patience", patience)
@@ -242,8 +251,9 @@ class AdvancedActiveLearning(Estimator):
         if store.pending is not None:
             if len(store.pending) != n_samples:
                 raise ConfigError(
-                    f"n_samples: the {len(store.pending)} samples selected in round {store.rounds + 1} still await "
-                    f"labels; call update_model(labels) first, got n_samples={n_samples}"
+                    f"n_samples: the {len(store.pending)} samples selected in round "
+                    f"{store.rounds + 1} still await labels; call update_model(labels) first, got "
+                    f"n_samples={n_samples}"
                 )
             return Selection(store.pool_x[store.pending], store.pending.copy())
         if self.stop_reason is not None:
@@ -319,7 +329,10 @@ class AdvancedActiveLearning(Estimator):
             and curve[-1].get("val_accuracy") is not None
             and curve[-1]["val_accuracy"] >= self.threshold
         ):
-            return f"validation accuracy {curve[-1]['val_accuracy']:.4f} reached the threshold {self.threshold}"
+            return (
+                f"validation accuracy {curve[-1]['val_accuracy']:.4f} reached the threshold "
+                f"{self.threshold}"
+            )
         if self.store.pool_size and not self.store.available.any():
             return "the unlabelled pool is exhausted"
         if self.budget is not None and self.budget.left <= 1e-9 * self.budget.total:
@@ -521,8 +534,8 @@ class AdvancedActiveLearning(Estimator):
         model = load_model(self.run_dir / path)
         if self._spec is not None and model.spec.to_dict() != self._spec.to_dict():
             raise CheckpointError(
-                f"run_dir: {self.run_dir} holds a {model.spec.architecture} model that differs from "
-                f"the requested one; use another run_dir"
+                f"run_dir: {self.run_dir} holds a {model.spec.architecture} model that differs "
+                "from the requested one; use another run_dir"
             )
         if self._spec is None and model.spec.architecture != self._arch:
             raise CheckpointError(

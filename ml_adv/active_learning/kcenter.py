@@ -10,10 +10,10 @@ bytes, against the 512 of a 128-d float32 row).
 XLA has no data-dependent skipping, so the skip is made physical: each pick tests every
 point, lists the live ones (those that may change), and a ``while`` loop gathers them
 ``N/16`` rows at a time, computes their distances and scatters the new minima back; when
-more than half are live, the pick streams the whole pool as the plain greedy does. Skipping whole blocks of rows
-instead (rows sorted by centre, even nested by the centre hierarchy) was measured first
-and skipped almost nothing on digits embeddings: the live points of one pick are spread
-over most cells (benchmarks/README.md).
+more than half are live, the pick streams the whole pool as the plain greedy does.
+Skipping whole blocks of rows instead (rows sorted by centre, even nested by the centre
+hierarchy) was measured first and skipped almost nothing on digits embeddings: the live
+points of one pick are spread over most cells (benchmarks/README.md).
 
 The test keeps a relative safety margin (``_MARGIN``) far above float32 rounding, so a
 skipped point is one whose distance could not have gone down, and the picks are the plain
@@ -76,7 +76,9 @@ def row_blocks(rows: int, cores: int | None = None) -> int:
 
 
 def blocked_pool(features, blocks: int):
-    """``[N, F] -> [blocks, ceil(N / blocks), F]``, zero rows appended when ``blocks`` does not divide N."""
+    """``[N, F] -> [blocks, ceil(N / blocks), F]``, zero rows appended when ``blocks`` does
+    not divide N.
+    """
     rows, width = features.shape
     per_block = -(-rows // blocks)
     pad = blocks * per_block - rows
@@ -86,13 +88,16 @@ def blocked_pool(features, blocks: int):
 
 
 def sq_dist(pool, c, rows: int | None = None):
-    """``|pool_i - c|^2`` in float32 for the first ``rows`` rows (all by default) of a (blocked) pool."""
+    """``|pool_i - c|^2`` in float32 for the first ``rows`` rows (all by default) of a
+    (blocked) pool.
+    """
     diff = pool.astype(jnp.float32) - c.reshape((1,) * (pool.ndim - 1) + c.shape)
     return jnp.sum(diff * diff, axis=-1).reshape(-1)[:rows]
 
 
 def narrow_in_loop(pool, carry):
-    """``pool``, tied to a loop ``carry`` when narrower than float32, so it is widened inside the pass.
+    """``pool``, tied to a loop ``carry`` when narrower than float32, so it is widened
+    inside the pass.
 
     Without the tie, XLA sees ``pool.astype(float32)`` as loop-invariant, hoists it out of
     the pick loop and streams a float32 copy every pick: a bfloat16 pool then saved no

@@ -77,7 +77,8 @@ class Journal:
             except json.JSONDecodeError:
                 if complete:
                     raise CheckpointError(
-                        f"run_dir: {self.path} line {i + 1} is not valid JSON; the journal is damaged"
+                        f"run_dir: {self.path} line {i + 1} is not valid JSON; the journal is "
+                        "damaged"
                     ) from None
                 break
             if not complete:
@@ -104,7 +105,9 @@ class Journal:
         self.records.append(record)
 
     def save_array(self, name: str, array: np.ndarray) -> str:
-        """Write ``data/<name>.npy`` atomically and durably; returns its path relative to the run directory."""
+        """Write ``data/<name>.npy`` atomically and durably; returns its path relative to
+        the run directory.
+        """
         rel = f"data/{name}.npy"
         final = self.root / rel
         tmp = final.with_suffix(".npy.tmp")
@@ -202,7 +205,9 @@ class LabelStore:
         return sum(len(y) for y in self._labelled_y) + len(self.label_order)
 
     def labelled(self) -> tuple[np.ndarray, np.ndarray]:
-        """``(x, y)`` of every label: the initial labelled data, then pool labels in recording order."""
+        """``(x, y)`` of every label: the initial labelled data, then pool labels in
+        recording order.
+        """
         xs, ys = list(self._labelled_x), list(self._labelled_y)
         if self.label_order:
             order = np.asarray(self.label_order, np.int64)
@@ -251,8 +256,8 @@ class LabelStore:
             seen = self._adds[k]
             if seen["op"] != op or seen["sha256"] != digest:
                 raise DataError(
-                    f"{op}: the run directory already holds different data at this step ({seen['op']} of "
-                    f"{seen['n']} samples); use a new run_dir for a new experiment"
+                    f"{op}: the run directory already holds different data at this step "
+                    f"({seen['op']} of {seen['n']} samples); use a new run_dir for a new experiment"
                 )
             self._add_calls += 1
             return False
@@ -301,7 +306,8 @@ class LabelStore:
             if set(by_index) != set(expected) or len(by_index) != len(labels):
                 extra = sorted(set(by_index) - set(expected))[:5]
                 raise DataError(
-                    f"new_labels: expected labels for exactly the selected pool indices {expected[:10]}, "
+                    "new_labels: expected labels for exactly the selected pool indices "
+                    f"{expected[:10]}, "
                     f"got {len(labels)} keys" + (f" including unselected {extra}" if extra else "")
                 )
             labels = [by_index[i] for i in expected]
@@ -309,13 +315,14 @@ class LabelStore:
             given = np.asarray(indices, dtype=np.int64).reshape(-1)
             if given.shape != self.pending.shape or not np.array_equal(given, self.pending):
                 raise DataError(
-                    f"indices: expected the selected pool indices {self.pending[:10].tolist()} in order, "
-                    f"got {given[:10].tolist()}"
+                    f"indices: expected the selected pool indices {self.pending[:10].tolist()} in "
+                    f"order, got {given[:10].tolist()}"
                 )
         arr = np.asarray(labels)
         if arr.ndim != 1 or arr.shape[0] != self.pending.shape[0]:
             raise DataError(
-                f"new_labels: expected {self.pending.shape[0]} labels (one per selected sample, in order), got {describe(arr)}"
+                f"new_labels: expected {self.pending.shape[0]} labels (one per selected sample, in "
+                f"order), got {describe(arr)}"
             )
         if arr.dtype.kind == "f" and np.all(np.isfinite(arr)) and np.all(arr == np.round(arr)):
             arr = arr.astype(np.int64)
@@ -323,7 +330,8 @@ class LabelStore:
             raise DataError(f"new_labels: expected integer class ids, got dtype {arr.dtype}")
         if arr.size and (arr.min() < 0 or (num_classes is not None and arr.max() >= num_classes)):
             raise DataError(
-                f"new_labels: expected class ids in [0, {num_classes}), got range [{int(arr.min())}, {int(arr.max())}]"
+                f"new_labels: expected class ids in [0, {num_classes}), got range "
+                f"[{int(arr.min())}, {int(arr.max())}]"
             )
         already = self.pool_labels[self.pending] >= 0
         if already.any():
@@ -333,7 +341,9 @@ class LabelStore:
         return arr.astype(np.int32)
 
     def record_labels(self, labels: np.ndarray) -> np.ndarray:
-        """Journal (fsync) validated labels for the pending selection; returns their pool indices."""
+        """Journal (fsync) validated labels for the pending selection; returns their pool
+        indices.
+        """
         indices = self.pending
         record = {
             "op": "label",
@@ -407,5 +417,6 @@ class LabelStore:
 def check_same_shape(name: str, x: np.ndarray, example_shape: tuple[int, ...] | None) -> None:
     if example_shape is not None and tuple(x.shape[1:]) != tuple(example_shape):
         raise DataError(
-            f"{name}: expected examples of shape {tuple(example_shape)} like the data added before, got {describe(x)}"
+            f"{name}: expected examples of shape {tuple(example_shape)} like the data added "
+            f"before, got {describe(x)}"
         )

@@ -254,7 +254,9 @@ def choose(
     labelled_x: np.ndarray | None,
     config: ActiveLearningConfig,
 ) -> np.ndarray:
-    """Pool indices of ``n`` picks, best first, by ``strategy`` (host orchestration of jitted kernels)."""
+    """Pool indices of ``n`` picks, best first, by ``strategy`` (host orchestration of
+    jitted kernels).
+    """
     check_request(n, available)
     mask = jnp.asarray(available)
     if not strategy.uses_model:
@@ -280,7 +282,8 @@ def choose(
         scores = S.score_pool(outputs, score_fn, pool_x, chunk=config.chunk, indexed=True)
         if strategy.samples and not np.any(scores[available] > 0):
             warnings.warn(
-                "bald: every score is 0; the model has no dropout and no committee, so samples agree",
+                "bald: every score is 0; the model has no dropout and no committee, so samples "
+                "agree",
                 stacklevel=3,
             )
     if not strategy.diversity:
@@ -319,5 +322,6 @@ def adaptive_choice(
     other = fallback if current == primary else primary
     return (
         other,
-        f"{current} gained {gain:+.4f} val accuracy over {patience} rounds (< {min_gain}); switched to {other}",
+        f"{current} gained {gain:+.4f} val accuracy over {patience} rounds (< {min_gain}); "
+        f"switched to {other}",
     )

@@ -39,7 +39,9 @@ def _entropy_from_log_probs(log_p: jax.Array) -> jax.Array:
 
 @jax.jit
 def entropy(logits: Float[Array, "N C"]) -> Float[Array, " N"]:
-    """Predictive entropy (nats) of ``softmax(logits)``; maximal, log C, for a uniform prediction."""
+    """Predictive entropy (nats) of ``softmax(logits)``; maximal, log C, for a uniform
+    prediction.
+    """
     return _entropy_from_log_probs(jax.nn.log_softmax(logits, axis=-1))
 
 
@@ -141,9 +143,10 @@ def score_pool(
 ) -> np.ndarray:
     """``[N]`` float32 scores for every row of ``x``, streamed ``chunk`` rows at a time.
 
-    ``outputs_fn(x_chunk)`` (``outputs_fn(x_chunk, i)`` with ``indexed``) gives the model outputs of one chunk (``[n, C]`` logits, or
-    ``[S, n, C]`` samples) and ``score_fn`` maps them to ``[n]`` scores; only the scores
-    of the whole pool are kept, so memory is bounded by one chunk of outputs.
+    ``outputs_fn(x_chunk)`` (``outputs_fn(x_chunk, i)`` with ``indexed``) gives the model
+    outputs of one chunk (``[n, C]`` logits, or ``[S, n, C]`` samples) and ``score_fn``
+    maps them to ``[n]`` scores; only the scores of the whole pool are kept, so memory is
+    bounded by one chunk of outputs.
     """
 
     def one(part, *i):

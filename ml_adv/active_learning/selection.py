@@ -1,4 +1,5 @@
-"""Batch selection from scores and embeddings: top-k, k-center greedy, uncertainty-weighted k-center.
+"""Batch selection from scores and embeddings: top-k, k-center greedy, uncertainty-weighted
+k-center.
 
 All three are jitted and work on the whole pool with an ``available`` mask (labelled or
 already-picked rows are ``False``), so the pool keeps one shape for the whole loop and a
@@ -62,7 +63,9 @@ def check_request(n: int, available) -> None:
 
 @partial(jax.jit, static_argnames=("n",))
 def top_k(scores: Float[Array, " N"], available: Bool[Array, " N"], n: int) -> Int[Array, " n"]:
-    """Indices of the ``n`` highest scores among available rows, best first (NaN counts as lowest)."""
+    """Indices of the ``n`` highest scores among available rows, best first (NaN counts as
+    lowest).
+    """
     # Available rows with NaN/-inf scores become the lowest finite value, so they still
     # outrank every unavailable row (-inf) and a request for n <= available never picks one.
     lowest = jnp.finfo(scores.dtype).min
@@ -74,7 +77,8 @@ def top_k(scores: Float[Array, " N"], available: Bool[Array, " N"], n: int) -> I
 def nearest_centres(
     points: Float[Array, "N F"], centres: Float[Array, "M F"], *, chunk: int = 256
 ) -> tuple[Float[Array, " N"], Int[Array, " N"]]:
-    """``(min_j |points_i - centres_j|^2, argmin_j)``, scanning ``chunk`` centres at a time (``M >= 1``).
+    """``(min_j |points_i - centres_j|^2, argmin_j)``, scanning ``chunk`` centres at a time
+    (``M >= 1``).
 
     Memory stays at ``[N, chunk]``; the centre list is padded with copies of its first
     row, which cannot change a minimum (ties keep the lowest index). Either array may be
@@ -180,8 +184,8 @@ def k_center_greedy(
     available = jnp.asarray(available, bool)
     if features.ndim != 2 or available.shape != (features.shape[0],):
         raise DataError(
-            f"features: expected [N, F] embeddings with an [N] available mask, got {describe(features)} "
-            f"and mask {describe(available)}"
+            "features: expected [N, F] embeddings with an [N] available mask, got "
+            f"{describe(features)} and mask {describe(available)}"
         )
     check_request(n, available)
     if not bool(jnp.all(jnp.isfinite(features))):

@@ -20,7 +20,9 @@ from ml_adv.errors import ConfigError, check_positive
 
 
 def initial_split(train: ArrayDataset, n_initial: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """``(seed_indices, pool_indices)``: a seeded random initial labelled set; the rest is the pool."""
+    """``(seed_indices, pool_indices)``: a seeded random initial labelled set; the rest is
+    the pool.
+    """
     check_positive("initial", n_initial)
     if n_initial >= len(train):
         raise ConfigError(
@@ -44,7 +46,9 @@ def simulate_loop(
     config: ActiveLearningConfig | None = None,
     run_dir=None,
 ) -> list[dict[str, Any]]:
-    """One active-learning run with an oracle; returns its learning curve (test accuracy per round)."""
+    """One active-learning run with an oracle; returns its learning curve (test accuracy per
+    round).
+    """
     check_positive("rounds", rounds)
     check_positive("query_size", query_size)
     seed_idx, pool_idx = initial_split(train, initial, seed)
@@ -91,7 +95,9 @@ def labels_to_reach(curve: list[dict[str, Any]], target: float) -> int | None:
 def summarise_curves(
     curves: dict[str, list[list[dict[str, Any]]]], targets=(0.9, 0.95)
 ) -> dict[str, dict[str, Any]]:
-    """Per strategy: mean/std accuracy at each label count over seeds, and labels to reach each target."""
+    """Per strategy: mean/std accuracy at each label count over seeds, and labels to reach
+    each target.
+    """
     out = {}
     for name, runs in curves.items():
         labels = sorted({p["labels"] for run in runs for p in run})

@@ -14,7 +14,8 @@ uncertainty         entropy                    top-k (SEED.md's "uncertainty")
 entropy             entropy                    top-k
 margin              margin                     top-k
 least_confidence    least_confidence           top-k
-bald                bald on posterior samples  top-k (Gal et al. 2017): MC dropout, or the members of a committee
+bald                bald on posterior samples  top-k (Gal et al. 2017): MC dropout, or the
+                                               members of a committee
 diversity, coreset  none                       k-center greedy on embeddings (Sener & Savarese 2018)
 hybrid              entropy                    uncertainty-weighted k-center (selection.py says why)
 ==================  =========================  ===========================================
@@ -53,7 +54,8 @@ class Strategy:
             SCORES.get(self.score, argument=f"Strategy({self.name!r}).score")
         if self.samples and self.score is None:
             raise ConfigError(
-                f"Strategy({self.name!r}).samples: needs a score to compute on samples, got score=None"
+                f"Strategy({self.name!r}).samples: needs a score to compute on samples, got "
+                "score=None"
             )
 
     @property

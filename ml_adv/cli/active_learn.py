@@ -79,17 +79,54 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Validate, clean with --fresh, run (or resume) every loop, plot, report, print a table."""
-    from ml_adv.active_learning.loop import ActiveLearningConfig
     from ml_adv.active_learning.plots import plot_strategy_curves
-    from ml_adv.active_learning.simulate import simulate_loop, summarise_curves
-    from ml_adv.active_learning.strategies import resolve_strategy
+    from ml_adv.active_learning.simulate import summarise_curves
     from ml_adv.cli.common import open_run, settings
     from ml_adv.data.catalog import load_dataset
+
+    config = _loop_config(args)
+    download = not args.no_download
+    train, test = (load_dataset(args.data, split=s, download=download) for s in ("train", "test"))
+    rd = open_run(args, f"active-learn-{args.data}")
+    print(
+        f"ml-adv: active learning on {args.data}: {', '.join(args.strategies)} x {args.seeds} "
+        f"seed(s), {args.initial} + {args.rounds} x {args.query_size} labels -> {rd.path}/",
+        flush=True,
+    )
+    started = time.perf_counter()
+    curves, records = _run_loops(args, config, train, test, rd)
+    rd.rewrite_metrics(records)
+    summary = summarise_curves(curves, TARGETS)
+    plot = plot_strategy_curves(
+        summary,
+        rd.plot_path("learning_curve"),
+        targets=TARGETS,
+        title=f"{args.data}: {args.arch}/{args.size}, {args.seeds} seed(s)",
+    )
+    rd.write_report(
+        {
+            "command": "active-learn",
+            "data": args.data,
+            "strategies": summary,
+            "settings": settings(args),
+            "wall_seconds": round(time.perf_counter() - started, 1),
+            "plot": plot,
+        }
+    )
+    _print_table(summary)
+    return 0
+
+
+def _loop_config(args: argparse.Namespace):
+    """The checked strategies' shared ``ActiveLearningConfig`` (unknown names fail here, before
+    anything is deleted or trained)."""
+    from ml_adv.active_learning.loop import ActiveLearningConfig
+    from ml_adv.active_learning.strategies import resolve_strategy
     from ml_adv.training.config import TrainConfig
 
     for name in args.strategies:
         resolve_strategy(name)  # unknown names fail before anything is deleted or trained
-    config = ActiveLearningConfig(
+    return ActiveLearningConfig(
         train=TrainConfig(
             epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr, seed=args.seed
         ),
@@ -98,15 +135,12 @@ def run(args: argparse.Namespace) -> int:
         mc_samples=args.mc_samples,
         members=args.members,
     )
-    download = not args.no_download
-    train, test = (load_dataset(args.data, split=s, download=download) for s in ("train", "test"))
-    rd = open_run(args, f"active-learn-{args.data}")
-    print(
-        f"ml-adv: active learning on {args.data}: {', '.join(args.strategies)} x {args.seeds} seed(s), "
-        f"{args.initial} + {args.rounds} x {args.query_size} labels -> {rd.path}/",
-        flush=True,
-    )
-    started = time.perf_counter()
+
+
+def _run_loops(args: argparse.Namespace, config, train, test, rd):
+    """Run (or resume) one loop per (strategy, seed); the curves by strategy and every record."""
+    from ml_adv.active_learning.simulate import simulate_loop
+
     curves: dict[str, list] = {}
     records = []
     for name in args.strategies:
@@ -132,26 +166,7 @@ def run(args: argparse.Namespace) -> int:
                 f"{curve[-1]['val_accuracy']:.4f} ({time.perf_counter() - t0:.1f} s)",
                 flush=True,
             )
-    rd.rewrite_metrics(records)
-    summary = summarise_curves(curves, TARGETS)
-    plot = plot_strategy_curves(
-        summary,
-        rd.plot_path("learning_curve"),
-        targets=TARGETS,
-        title=f"{args.data}: {args.arch}/{args.size}, {args.seeds} seed(s)",
-    )
-    rd.write_report(
-        {
-            "command": "active-learn",
-            "data": args.data,
-            "strategies": summary,
-            "settings": settings(args),
-            "wall_seconds": round(time.perf_counter() - started, 1),
-            "plot": plot,
-        }
-    )
-    _print_table(summary)
-    return 0
+    return curves, records
 
 
 def _print_table(summary) -> None:

@@ -49,7 +49,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=600,
         help="optimizer steps of the adaptation (all stages together)",
     )
-    # --epochs is the source-only training's; --data is unused here (--source/--target name the domains).
+    # --epochs is the source-only training's; --data is unused here (--source/--target name
+    # the domains).
     add_model_arguments(parser, epochs=10)
     add_run_arguments(
         parser.add_argument_group("run directory"), None, "runs/adapt-<method>-<target>"
@@ -73,43 +74,25 @@ def labelled_sample(data, per_class: int, seed: int):
 
 def run(args: argparse.Namespace) -> int:
     """Check, train source-only, adapt, evaluate, plot, report."""
-    from ml_adv.cli.common import fmt, open_run, print_table
-    from ml_adv.data.catalog import load_dataset
+    from ml_adv.cli.common import open_run
     from ml_adv.domain_adaptation.facade import AdvancedDomainAdaptation
-    from ml_adv.domain_adaptation.plots import plot_domain_embeddings
-    from ml_adv.domain_adaptation.similarity import features_of
     from ml_adv.models.registry import make_spec
-    from ml_adv.rundir import Run
+    from ml_adv.training.config import TrainConfig
 
     # Everything is checked before --fresh deletes anything or anything compiles.
-    from ml_adv.training.config import TrainConfig
-    from ml_adv.training.loop import fit
-    from ml_adv.training.trained_model import TrainedModel
-
     da = AdvancedDomainAdaptation(
         args.method,
         TrainConfig(batch_size=args.batch_size, learning_rate=args.lr, seed=args.seed),
         steps=args.steps,
         domain_weight=args.domain_weight,
     )
-    download = not args.no_download
-    source, source_test = (
-        load_dataset(args.source, split=s, download=download) for s in ("train", "test")
-    )
-    target, target_test = (
-        load_dataset(args.target, split=s, download=download) for s in ("train", "test")
-    )
-    labeled = labelled_sample(target, args.labels_per_class, args.seed)
+    source, source_test, target_test = _set_domains(args, da)
     spec = make_spec(
         args.arch,
         input_shape=source.example_shape,
         input_kind=source.input_kind,
         num_classes=source.num_classes,
         size=args.size,
-    )
-    da.set_source_domain(source, test=source_test)
-    da.set_target_domain(
-        target, labeled=labeled if args.method != "domain_adversarial" else None, test=target_test
     )
     config = TrainConfig(
         epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr, seed=args.seed
@@ -121,14 +104,12 @@ def run(args: argparse.Namespace) -> int:
         source_config=config.to_dict(),
     )
     print(
-        f"ml-adv: {args.arch} ({args.size}) {args.source} -> {args.target} by {args.method} -> {rd.path}/",
+        f"ml-adv: {args.arch} ({args.size}) {args.source} -> {args.target} by {args.method} -> "
+        f"{rd.path}/",
         flush=True,
     )
     started = time.perf_counter()
-
-    # Recorded trees, so --fresh removes the nested runs' checkpoints too.
-    trained = fit(spec, source, config, run=Run(rd, progress=False).nested("source"))
-    source_model = TrainedModel(spec, trained.state.variables())
+    source_model = _train_source_only(spec, source, config, rd)
     adapted = da.adapt_model(source_model, run_dir=rd.tree_for("adaptation"))
     evaluation = da.evaluate_adaptation(adapted)
     similarity = {
@@ -137,6 +118,57 @@ def run(args: argparse.Namespace) -> int:
     }
     history = da.runs[-1]["history"]
     rd.rewrite_metrics(history)
+    plot = _plot_embeddings(args, rd, evaluation, (source_model, adapted), source_test, target_test)
+    saved = adapted.save(rd.model_dir, overwrite=True)
+    report = {
+        "evaluation": evaluation,
+        "similarity": similarity,
+        "plot": plot,
+        "model": saved,
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+    rd.write_report(report)
+    _print_summary(args, rd, evaluation, similarity, plot)
+    return 0
+
+
+def _set_domains(args: argparse.Namespace, da):
+    """Load the source and target splits and hand them to ``da`` (the labelled target sample
+    only to methods that use labels); the source train, source test and target test splits."""
+    from ml_adv.data.catalog import load_dataset
+
+    download = not args.no_download
+    source, source_test = (
+        load_dataset(args.source, split=s, download=download) for s in ("train", "test")
+    )
+    target, target_test = (
+        load_dataset(args.target, split=s, download=download) for s in ("train", "test")
+    )
+    labeled = labelled_sample(target, args.labels_per_class, args.seed)
+    da.set_source_domain(source, test=source_test)
+    da.set_target_domain(
+        target, labeled=labeled if args.method != "domain_adversarial" else None, test=target_test
+    )
+    return source, source_test, target_test
+
+
+def _train_source_only(spec, source, config, rd):
+    """Train (or resume) the source-only model in the run's ``source/`` tree."""
+    from ml_adv.rundir import Run
+    from ml_adv.training.loop import fit
+    from ml_adv.training.trained_model import TrainedModel
+
+    # Recorded trees, so --fresh removes the nested runs' checkpoints too.
+    trained = fit(spec, source, config, run=Run(rd, progress=False).nested("source"))
+    return TrainedModel(spec, trained.state.variables())
+
+
+def _plot_embeddings(args: argparse.Namespace, rd, evaluation, models, source_test, target_test):
+    """PCA panels of source and target test features, source-only and adapted; the plot's path."""
+    from ml_adv.domain_adaptation.plots import plot_domain_embeddings
+    from ml_adv.domain_adaptation.similarity import features_of
+
+    source_model, adapted = models
     panels = {
         name: (
             features_of(m, source_test, max_examples=400),
@@ -148,21 +180,18 @@ def run(args: argparse.Namespace) -> int:
         "source-only": f"target acc {evaluation['unadapted_target_accuracy']:.3f}",
         args.method: f"target acc {evaluation['target_accuracy']:.3f}",
     }
-    plot = plot_domain_embeddings(
+    return plot_domain_embeddings(
         panels,
         rd.plot_path("embedding"),
         subtitles=subtitles,
         title=f"{args.source} -> {args.target}: features (PCA)",
     )
-    saved = adapted.save(rd.model_dir, overwrite=True)
-    report = {
-        "evaluation": evaluation,
-        "similarity": similarity,
-        "plot": plot,
-        "model": saved,
-        "seconds": round(time.perf_counter() - started, 2),
-    }
-    rd.write_report(report)
+
+
+def _print_summary(args: argparse.Namespace, rd, evaluation, similarity, plot) -> None:
+    """The closing table: accuracies before and after, similarity, where the run lies."""
+    from ml_adv.cli.common import fmt, print_table
+
     print_table(
         [
             ("source test accuracy", fmt(evaluation["source_accuracy"])),
@@ -184,4 +213,3 @@ def run(args: argparse.Namespace) -> int:
             ),
         ]
     )
-    return 0

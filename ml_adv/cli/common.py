@@ -30,7 +30,9 @@ DEFAULTS: dict[str, Any] = {
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Shows every option's default (not for on/off flags) and keeps the description's line breaks."""
+    """Shows every option's default (not for on/off flags) and keeps the description's line
+    breaks.
+    """
 
     def _get_help_string(self, action: argparse.Action) -> str:
         if action.nargs == 0:  # store_true / store_false flags: "default: False" says nothing
@@ -96,14 +98,17 @@ def add_run_arguments(
 
 
 def clean_if_fresh(run_dir: str | Path, fresh: bool) -> None:
-    """With ``--fresh``, remove the previous run's artifacts (only ml_adv's own files) and say so."""
+    """With ``--fresh``, remove the previous run's artifacts (only ml_adv's own files) and
+    say so.
+    """
     from ml_adv.rundir import RunDirectory
 
     if fresh:
         removed = RunDirectory.clean(run_dir)
         if removed:
             print(
-                f"ml-adv: --fresh removed {len(removed)} artifact(s) of the previous run in {run_dir}/",
+                f"ml-adv: --fresh removed {len(removed)} artifact(s) of the previous run in "
+                f"{run_dir}/",
                 flush=True,
             )
 

@@ -65,15 +65,12 @@ def _load(args):
 
 
 def run(args: argparse.Namespace) -> int:
-    """Validate, clean with --fresh, train (or resume), weight, calibrate, evaluate, plot, report."""
-    import numpy as np
-
+    """Validate, clean with --fresh, train (or resume), weight, calibrate, evaluate, plot,
+    report.
+    """
     from ml_adv.cli.common import open_run, settings
-    from ml_adv.ensembles.calibration import expected_calibration_error, reliability_bins
     from ml_adv.ensembles.combine import resolve_rule
-    from ml_adv.ensembles.facade import AdvancedModelEnsemble
     from ml_adv.ensembles.folds import check_folds
-    from ml_adv.ensembles.plots import plot_reliability
     from ml_adv.models.registry import make_spec
     from ml_adv.training.config import TrainConfig
 
@@ -99,65 +96,19 @@ def run(args: argparse.Namespace) -> int:
         spec=spec.to_dict(),
         train_config=config.to_dict(),
     )
-    _ = (
-        rd.checkpoint_dir
-    )  # records checkpoints/ so that --fresh removes the stacked run's checkpoints
+    # Records checkpoints/ so that --fresh removes the stacked run's checkpoints.
+    _ = rd.checkpoint_dir
     print(
-        f"ml-adv: {args.folds or args.members} x {args.arch} ({args.size}) on {args.data!r} as one program "
-        f"-> {rd.path}/",
+        f"ml-adv: {args.folds or args.members} x {args.arch} ({args.size}) on {args.data!r} as one "
+        f"program -> {rd.path}/",
         flush=True,
     )
     started = time.perf_counter()
-
-    ensemble = AdvancedModelEnsemble(args.method, seed=args.seed)
-    if args.folds:
-        ensemble.set_cross_validation(args.folds)
-    training = ensemble.fit(
-        spec,
-        train,
-        config,
-        members=None if args.folds else args.members,
-        val=None if args.folds else val,
-        run_dir=rd,
-    )
-    if rule.uses_weights or rule.needs_meta_learner:
-        ensemble.update_model_weights(val)
-    before = ensemble.get_ensemble_performance(test)
-    probs = {"ensemble": ensemble.predict_proba(test)}
-    members = before["members"]
-    best = max(members, key=lambda m: members[m]["accuracy"])
-    probs["best member"] = ensemble.member_probabilities(test)[ensemble.model_ids.index(best)]
-    calibration, after = None, None
-    if not args.no_calibration:
-        calibration = ensemble.calibrate(val)
-        after = ensemble.get_ensemble_performance(test)
-        probs["ensemble + temperature"] = ensemble.predict_proba(test)
-    curves = {
-        label: {
-            **{k: np.asarray(v) for k, v in reliability_bins(probs[label], test.y).items()},
-            "ece": float(expected_calibration_error(probs[label], test.y)),
-        }
-        for label in ("best member", "ensemble", "ensemble + temperature")
-        if label in probs
-    }
-    plot = plot_reliability(
-        curves,
-        rd.plot_path("reliability"),
-        title=f"{args.arch} x {len(ensemble)} on {args.data} (test)",
-    )
-
-    rd.rewrite_metrics(
-        [{"model": mid, "kind": "member", **m} for mid, m in members.items()]
-        + [{"model": "ensemble", "kind": "ensemble", **before["ensemble"]}]
-        + (
-            [{"model": "ensemble+temperature", "kind": "ensemble", **after["ensemble"]}]
-            if after
-            else []
-        )
-    )
-    if (rd.path / "ensemble").exists():  # a resumed or repeated run replaces the saved ensemble
-        rd.remove("ensemble")
-    saved = ensemble.save(rd.tree_for("ensemble"))
+    ensemble, training = _train(args, spec, train, val, config, rd)
+    before, after, calibration, probs = _evaluate(args, ensemble, rule, val, test)
+    plot = _plot(args, rd, len(ensemble), probs, test)
+    _write_metrics(rd, before, after)
+    saved = _save(rd, ensemble)
     summary = _summary(before, after)
     rd.write_report(
         {
@@ -175,6 +126,86 @@ def run(args: argparse.Namespace) -> int:
     )
     _print_table(summary, training)
     return 0
+
+
+def _train(args: argparse.Namespace, spec, train, val, config, rd):
+    """Train (or resume) the members (or the fold models) as one program; the ensemble and
+    its training record."""
+    from ml_adv.ensembles.facade import AdvancedModelEnsemble
+
+    ensemble = AdvancedModelEnsemble(args.method, seed=args.seed)
+    if args.folds:
+        ensemble.set_cross_validation(args.folds)
+    training = ensemble.fit(
+        spec,
+        train,
+        config,
+        members=None if args.folds else args.members,
+        val=None if args.folds else val,
+        run_dir=rd,
+    )
+    return ensemble, training
+
+
+def _evaluate(args: argparse.Namespace, ensemble, rule, val, test):
+    """Weight (where the rule learns), evaluate, calibrate (unless --no-calibration) and
+    evaluate again; the performance before and after, the calibration and the test
+    probabilities of the best member, the ensemble and the calibrated ensemble."""
+    if rule.uses_weights or rule.needs_meta_learner:
+        ensemble.update_model_weights(val)
+    before = ensemble.get_ensemble_performance(test)
+    probs = {"ensemble": ensemble.predict_proba(test)}
+    members = before["members"]
+    best = max(members, key=lambda m: members[m]["accuracy"])
+    probs["best member"] = ensemble.member_probabilities(test)[ensemble.model_ids.index(best)]
+    calibration, after = None, None
+    if not args.no_calibration:
+        calibration = ensemble.calibrate(val)
+        after = ensemble.get_ensemble_performance(test)
+        probs["ensemble + temperature"] = ensemble.predict_proba(test)
+    return before, after, calibration, probs
+
+
+def _plot(args: argparse.Namespace, rd, size: int, probs, test):
+    """The reliability diagram of each model in ``probs``; the plot's path."""
+    import numpy as np
+
+    from ml_adv.ensembles.calibration import expected_calibration_error, reliability_bins
+    from ml_adv.ensembles.plots import plot_reliability
+
+    curves = {
+        label: {
+            **{k: np.asarray(v) for k, v in reliability_bins(probs[label], test.y).items()},
+            "ece": float(expected_calibration_error(probs[label], test.y)),
+        }
+        for label in ("best member", "ensemble", "ensemble + temperature")
+        if label in probs
+    }
+    return plot_reliability(
+        curves,
+        rd.plot_path("reliability"),
+        title=f"{args.arch} x {size} on {args.data} (test)",
+    )
+
+
+def _write_metrics(rd, before: dict[str, Any], after: dict[str, Any] | None) -> None:
+    """metrics.jsonl: one line per member, the ensemble and the calibrated ensemble."""
+    rd.rewrite_metrics(
+        [{"model": mid, "kind": "member", **m} for mid, m in before["members"].items()]
+        + [{"model": "ensemble", "kind": "ensemble", **before["ensemble"]}]
+        + (
+            [{"model": "ensemble+temperature", "kind": "ensemble", **after["ensemble"]}]
+            if after
+            else []
+        )
+    )
+
+
+def _save(rd, ensemble) -> str:
+    """Save the ensemble under ensemble/ (replacing a resumed or repeated run's); its path."""
+    if (rd.path / "ensemble").exists():  # a resumed or repeated run replaces the saved ensemble
+        rd.remove("ensemble")
+    return ensemble.save(rd.tree_for("ensemble"))
 
 
 def _summary(before: dict[str, Any], after: dict[str, Any] | None) -> dict[str, Any]:

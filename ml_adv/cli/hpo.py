@@ -15,7 +15,7 @@ line per finished trial, flushed and fsync'd), best_config.json, plots/best_so_f
 plots/parallel_coordinates.png and report.json under the run directory. Killed and
 started again with the same command, the study replays trials.jsonl and runs only the
 trials that never finished; --fresh starts over.
-"""
+"""  # noqa: E501 (the example commands are printed verbatim by --help)
 
 from __future__ import annotations
 
@@ -29,10 +29,30 @@ from ml_adv.errors import ConfigError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    search = parser.add_argument_group("search")
+    _add_method_arguments(search)
+    _add_parallel_arguments(search)
+    _add_pbt_arguments(search)
+    search.add_argument(
+        "--validation-split",
+        type=float,
+        default=0.2,
+        metavar="FRACTION",
+        help="fraction of the training split each trial is scored on",
+    )
+    # --epochs, --batch-size and --lr are each trial's (a search's space may override the last two);
+    # trials are short and small, so 5 epochs of the tiny size unless asked otherwise.
+    add_model_arguments(parser, several=True, size="tiny", epochs=5)
+    add_run_arguments(
+        parser.add_argument_group("run directory"), None, "runs/hpo-<arch>-<data>-<method>"
+    )
+
+
+def _add_method_arguments(search) -> None:
+    """``--method --trials --space --pruner --grid-points``: what is searched, and how."""
     from ml_adv.hpo.methods import SEARCH_METHODS
     from ml_adv.hpo.pruning import PRUNERS
 
-    search = parser.add_argument_group("search")
     search.add_argument(
         "--method",
         default="bayesian",
@@ -62,6 +82,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     search.add_argument(
         "--grid-points", type=positive_int, default=3, help="values per float axis (grid_search)"
     )
+
+
+def _add_parallel_arguments(search) -> None:
+    """``--workers --stacked``: several trials at once, in processes or as one program."""
     search.add_argument(
         "--workers",
         type=positive_int,
@@ -76,6 +100,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="ask P configurations at a time and train them as one stacked program "
         "(configurations that differ only in learning rate / label smoothing share it)",
     )
+
+
+def _add_pbt_arguments(search) -> None:
+    """``--ready --fraction``: population-based training's schedule."""
     search.add_argument(
         "--ready",
         type=positive_int,
@@ -87,20 +115,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--fraction",
         type=float,
         default=None,
-        help="pbt: the bottom fraction copies members of the top fraction, in (0, 0.5] (default 0.25)",
-    )
-    search.add_argument(
-        "--validation-split",
-        type=float,
-        default=0.2,
-        metavar="FRACTION",
-        help="fraction of the training split each trial is scored on",
-    )
-    # --epochs, --batch-size and --lr are each trial's (a search's space may override the last two);
-    # trials are short and small, so 5 epochs of the tiny size unless asked otherwise.
-    add_model_arguments(parser, several=True, size="tiny", epochs=5)
-    add_run_arguments(
-        parser.add_argument_group("run directory"), None, "runs/hpo-<arch>-<data>-<method>"
+        help="pbt: the bottom fraction copies members of the top fraction, in (0, 0.5] "
+        "(default 0.25)",
     )
 
 
@@ -122,19 +138,28 @@ def _space(text: str | None):
 
 def run(args: argparse.Namespace) -> int:
     """Validate, clean with --fresh, run (or resume) the study, print a table."""
-    from concurrent.futures import ProcessPoolExecutor
-    from multiprocessing import get_context
-
-    from ml_adv.cli.common import open_run, print_table
-    from ml_adv.hpo.facade import AdvancedHyperparameterOptimizer, default_space
+    from ml_adv.hpo.facade import default_space
     from ml_adv.hpo.methods import resolve_method
+
+    objective = _objective(args)
+    smallest = min(len(t) for t, _ in objective.views.values())
+    population = resolve_method(args.method).population
+    space = _space(args.space) or default_space(
+        args.arch, args.size, max_batch_size=smallest, population=population
+    )
+    result, rd, started = _search(args, objective, space, _method_options(args))
+    return _print_summary(args, result, rd, started)
+
+
+def _objective(args: argparse.Namespace):
+    """Each trial's ``TrainingObjective``: the data split once, the base training config."""
     from ml_adv.hpo.objective import TrainingObjective
     from ml_adv.training.config import TrainConfig
 
     base = TrainConfig(
         epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr, seed=args.seed
     )
-    objective = TrainingObjective.from_data(
+    return TrainingObjective.from_data(
         args.data,
         architectures=args.arch,
         validation_split=args.validation_split,
@@ -143,16 +168,27 @@ def run(args: argparse.Namespace) -> int:
         split_seed=args.seed,
         download=not args.no_download,
     )
-    smallest = min(len(t) for t, _ in objective.views.values())
-    population = resolve_method(args.method).population
-    space = _space(args.space) or default_space(
-        args.arch, args.size, max_batch_size=smallest, population=population
-    )
+
+
+def _method_options(args: argparse.Namespace) -> dict:
+    """The method's own options: grid_search's --grid-points, pbt's --ready and --fraction."""
     options = {"grid_points": args.grid_points} if args.method == "grid_search" else {}
     if args.method == "pbt":
         options = {
             k: v for k, v in (("ready", args.ready), ("fraction", args.fraction)) if v is not None
         }
+    return options
+
+
+def _search(args: argparse.Namespace, objective, space, options: dict):
+    """Check the study, open the run, run (or resume) the trials; the result, the run
+    directory and when the search started."""
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    from ml_adv.cli.common import open_run
+    from ml_adv.hpo.facade import AdvancedHyperparameterOptimizer
+
     # Trials run in spawned processes: forking a process that already runs JAX threads is unsafe.
     executor = (
         ProcessPoolExecutor(args.workers, mp_context=get_context("spawn"))
@@ -171,15 +207,14 @@ def run(args: argparse.Namespace) -> int:
             trials_per_batch=args.stacked,
             **options,
         )
-        optimizer.study(
-            objective
-        )  # validates the space against the data before --fresh deletes anything
+        # Validates the space against the data before --fresh deletes anything.
+        optimizer.study(objective)
         optimizer.run_dir = rd = open_run(
             args, f"hpo-{'-'.join(args.arch)}-{args.data}-{args.method}"
         )
         print(
-            f"ml-adv: {args.method} search over {space.names} ({args.trials} trials, {args.epochs} epochs each) "
-            f"-> {rd.path}/",
+            f"ml-adv: {args.method} search over {space.names} ({args.trials} trials, {args.epochs} "
+            f"epochs each) -> {rd.path}/",
             flush=True,
         )
         started = time.perf_counter()
@@ -187,6 +222,13 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if executor is not None:
             executor.shutdown()
+    return result, rd, started
+
+
+def _print_summary(args: argparse.Namespace, result, rd, started: float) -> int:
+    """The closing table; the exit status: 0 when some trial succeeded."""
+    from ml_adv.cli.common import print_table
+
     summary = result.summary()
     if result.resumed_trials:
         print(f"resumed: {result.resumed_trials} finished trial(s) replayed from trials.jsonl")

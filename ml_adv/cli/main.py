@@ -28,6 +28,7 @@ COMMANDS: dict[str, str] = {
     "active-learn": "ml_adv.cli.active_learn",
     "ensemble": "ml_adv.cli.ensemble",
     "adapt": "ml_adv.cli.adapt",
+    "workflow": "ml_adv.cli.workflow",
 }
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130

@@ -40,12 +40,21 @@ MONITORS = ("val_accuracy", "val_loss", "train_accuracy", "train_loss")
 def add_arguments(parser: argparse.ArgumentParser, defaults: dict[str, Any] | None = None) -> None:
     """The train options; ``defaults`` overrides shared defaults (the quickstart's)."""
     from ml_adv.training.config import TrainConfig
-    from ml_adv.training.losses import LOSSES
-    from ml_adv.training.optim import OPTIMIZERS, SCHEDULES
 
     d = dict(defaults or {})
     cfg = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
     add_model_arguments(parser, **{k: v for k, v in d.items() if k not in ("schedule", "run_dir")})
+    _add_data_file_arguments(parser)
+    _add_optimization_arguments(parser, cfg, schedule=d.get("schedule", cfg["schedule"]))
+    _add_early_stopping_arguments(parser, cfg)
+    _add_hardware_arguments(parser, cfg)
+    add_run_arguments(
+        parser.add_argument_group("run directory"), d.get("run_dir"), "runs/<arch>-<data>-s<seed>"
+    )
+
+
+def _add_data_file_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--label-column --validation-split``: reading your own data file, holding out validation."""
     data = parser.add_argument_group("your own data")
     data.add_argument(
         "--label-column",
@@ -61,6 +70,15 @@ def add_arguments(parser: argparse.ArgumentParser, defaults: dict[str, Any] | No
         help="fraction of the training split held out for validation",
     )
 
+
+def _add_optimization_arguments(
+    parser: argparse.ArgumentParser, cfg: dict[str, Any], schedule: str
+) -> None:
+    """Optimizer, learning-rate schedule, loss and gradients, defaulting to ``TrainConfig``'s
+    (``schedule``: the schedule's default, which the quickstart overrides)."""
+    from ml_adv.training.losses import LOSSES
+    from ml_adv.training.optim import OPTIMIZERS, SCHEDULES
+
     opt = parser.add_argument_group("optimization")
     opt.add_argument(
         "--optimizer",
@@ -71,7 +89,7 @@ def add_arguments(parser: argparse.ArgumentParser, defaults: dict[str, Any] | No
     )
     opt.add_argument(
         "--schedule",
-        default=d.get("schedule", cfg["schedule"]),
+        default=schedule,
         choices=SCHEDULES.names(),
         metavar="NAME",
         help=choices_help("learning-rate schedule", SCHEDULES.names()),
@@ -113,6 +131,9 @@ def add_arguments(parser: argparse.ArgumentParser, defaults: dict[str, Any] | No
         help="accumulate gradients over this many batches per update",
     )
 
+
+def _add_early_stopping_arguments(parser: argparse.ArgumentParser, cfg: dict[str, Any]) -> None:
+    """``--early-stopping --patience --monitor``."""
     stop = parser.add_argument_group("early stopping")
     stop.add_argument(
         "--early-stopping", action="store_true", help="stop when --monitor stops improving"
@@ -135,6 +156,9 @@ def add_arguments(parser: argparse.ArgumentParser, defaults: dict[str, Any] | No
         ),
     )
 
+
+def _add_hardware_arguments(parser: argparse.ArgumentParser, cfg: dict[str, Any]) -> None:
+    """Mixed precision, data parallelism, augmentation and the compiled loop's unrolling."""
     hw = parser.add_argument_group("speed and hardware")
     hw.add_argument(
         "--mixed-precision", action="store_true", help="bfloat16 compute, float32 weights"
@@ -154,9 +178,6 @@ def add_arguments(parser: argparse.ArgumentParser, defaults: dict[str, Any] | No
         metavar="N",
         help="train steps per iteration of the compiled epoch loop (helps launch-bound small "
         "models on a GPU)",
-    )
-    add_run_arguments(
-        parser.add_argument_group("run directory"), d.get("run_dir"), "runs/<arch>-<data>-s<seed>"
     )
 
 
@@ -219,7 +240,9 @@ def make_trainer(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    """Validate everything, open the run folder (cleaned with --fresh), train, save the model, print a table."""
+    """Validate everything, open the run folder (cleaned with --fresh), train, save the
+    model, print a table.
+    """
     from ml_adv.cli.common import open_run
     from ml_adv.trainer.facade import AdvancedTrainingStrategy
     from ml_adv.trainer.training_data import TRAIN_FIELDS
@@ -240,8 +263,9 @@ def run(args: argparse.Namespace) -> int:
         result.model.save(model_dir)
     _print_table(args, result, wall)
     print(
-        f"ml-adv: the run is in {rd.path}/ (report.json, metrics.jsonl, plots/, checkpoints/"
-        f"{', model/' if result.model is not None else ''}); the same command resumes it, --fresh starts over"
+        f"ml-adv: the run is in {rd.path}/ (report.json, metrics.jsonl, plots/, "
+        f"checkpoints/{', model/' if result.model is not None else ''}); the same command resumes "
+        "it, --fresh starts over"
     )
     if not result.success:
         print(f"ml-adv: training failed: {result.error}", file=sys.stderr)
@@ -256,8 +280,8 @@ def _print_table(args, result, wall: float) -> None:
     m = result.metrics
     if m.get("resumed_from") and m["resumed_from"] >= m.get("epochs_run", 0):
         print(
-            f"{result.run_dir} already holds a finished run ({m['resumed_from']} epochs): showing it; "
-            "pass --fresh to train again"
+            f"{result.run_dir} already holds a finished run ({m['resumed_from']} epochs): showing "
+            "it; pass --fresh to train again"
         )
     elif m.get("resumed_from"):
         print(f"resumed from epoch {m['resumed_from']}")

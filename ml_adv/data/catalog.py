@@ -39,7 +39,8 @@ def load_dataset(
     Args:
         name: one of ``available_datasets()`` (digits views, ``digits_m``, ``mnist``,
             ``fashion_mnist`` and their ``_flat``/``_sequence``/``_patches``/``_tokens``
-            views, ``mnist_m`` and ``mnist_m_source``) or any TFDS name (``"cifar10"``, ``"imdb_reviews"`` ...).
+            views, ``mnist_m`` and ``mnist_m_source``) or any TFDS name (``"cifar10"``,
+            ``"imdb_reviews"`` ...).
         split: for digits ``"train"`` (80%), ``"test"`` (20%, stratified, fixed seed,
             disjoint from train) or ``"all"``; MNIST and Fashion-MNIST have their
             standard 60,000 / 10,000 ``"train"`` / ``"test"`` (and ``"all"``); for TFDS any
@@ -99,10 +100,12 @@ _VIEW_FOR = {
 
 def view_for(name: str, architecture: str) -> str:
     """The view of dataset ``name`` that ``architecture`` reads: ``view_for("mnist", "lstm")`` is
-    ``"mnist_sequence"`` (rows as steps). Names without views, and custom architectures, pass through.
+    ``"mnist_sequence"`` (rows as steps). Names without views, and custom architectures,
+    pass through.
 
     Example:
-        >>> view_for("digits", "mlp"), view_for("fashion_mnist", "transformer"), view_for("cifar10", "cnn")
+        >>> (view_for("digits", "mlp"), view_for("fashion_mnist", "transformer"),
+        ...  view_for("cifar10", "cnn"))
         ('digits_flat', 'fashion_mnist_patches', 'cifar10')
     """
     return _VIEW_FOR.get(name, {}).get(architecture, name)
@@ -116,5 +119,6 @@ def _check_kwargs(name: str, loader, kwargs: dict, skip: tuple[str, ...] = ()) -
 
 
 def available_datasets() -> list[str]:
-    """Every name ``load_dataset`` serves without TFDS: the digits views, digits_m, MNIST and Fashion-MNIST."""
+    """Every name ``load_dataset`` serves without TFDS: the digits views, digits_m, MNIST and
+    Fashion-MNIST."""
     return sorted([*available_builtin_datasets(), *IDX_NAMES, *MNIST_M_NAMES])

@@ -72,8 +72,8 @@ def validate_labels(name: str, y: Any, num_classes: int | None = None) -> np.nda
             )
     elif arr.dtype.kind in "USO":
         raise DataError(
-            f"{name}: expected integer class ids, got dtype {arr.dtype} (text labels?); encode them "
-            "first, e.g. classes, y = np.unique(y, return_inverse=True)"
+            f"{name}: expected integer class ids, got dtype {arr.dtype} (text labels?); "
+            "encode them first, e.g. classes, y = np.unique(y, return_inverse=True)"
         )
     elif arr.dtype.kind not in "iub":
         raise DataError(f"{name}: expected integer class ids, got dtype {arr.dtype}")
@@ -123,7 +123,8 @@ def validate_features(name: str, x: Any, input_kind: str | None = None) -> np.nd
                 raise DataError(f"{name}: expected token ids >= 0, got minimum {int(arr.min())}")
             if arr.max() > np.iinfo(np.int32).max or arr.min() < np.iinfo(np.int32).min:
                 raise DataError(
-                    f"{name}: expected integers that fit in int32, got range [{arr.min()}, {arr.max()}]"
+                    f"{name}: expected integers that fit in int32, "
+                    f"got range [{arr.min()}, {arr.max()}]"
                 )
             return arr.astype(np.int32)
         return arr.astype(np.float32)
@@ -147,7 +148,8 @@ def check_labels_below(argument: str, y: np.ndarray, num_classes: int) -> None:
     """DataError unless every label in ``y`` is below ``num_classes`` (a model's output count)."""
     if len(y) and int(np.max(y)) >= num_classes:
         raise DataError(
-            f"{argument}: expected class ids in [0, {num_classes}) for a model with {num_classes} outputs, "
+            f"{argument}: expected class ids in [0, {num_classes}) "
+            f"for a model with {num_classes} outputs, "
             f"got maximum {int(np.max(y))}"
         )
 
@@ -227,12 +229,14 @@ class ArrayDataset:
         )
 
     def subset(self, indices: Sequence[int] | np.ndarray, name: str | None = None) -> ArrayDataset:
-        """Dataset restricted to ``indices`` (in the given order), or to the rows of a boolean mask."""
+        """Dataset restricted to ``indices`` (in the given order), or to the rows of a boolean
+        mask."""
         raw = np.asarray(indices)
         if raw.dtype.kind == "b":
             if raw.shape != (len(self),):
                 raise DataError(
-                    f"indices: a boolean mask needs one entry per example ({len(self)}), got {describe(raw)}"
+                    f"indices: a boolean mask needs one entry per example ({len(self)}), "
+                    f"got {describe(raw)}"
                 )
             raw = np.flatnonzero(raw)
         elif raw.size and raw.dtype.kind not in "iu":
@@ -246,7 +250,8 @@ class ArrayDataset:
             raise DataError("indices: expected at least one index, got an empty selection")
         if idx.min() < -len(self) or idx.max() >= len(self):
             raise DataError(
-                f"indices: expected values in [0, {len(self)}), got range [{idx.min()}, {idx.max()}]"
+                f"indices: expected values in [0, {len(self)}), "
+                f"got range [{idx.min()}, {idx.max()}]"
             )
         return dataclasses.replace(
             self,
@@ -267,7 +272,8 @@ class ArrayDataset:
             raise DataError(f"input_kind: expected one of {list(INPUT_KINDS)}, got {input_kind!r}")
         if input_kind == "tokens" and self.x.dtype.kind not in "iu":
             raise DataError(
-                f"{argument}: {input_kind!r} inputs are integer token ids, got {self.input_kind} data of dtype {self.x.dtype}"
+                f"{argument}: {input_kind!r} inputs are integer token ids, "
+                f"got {self.input_kind} data of dtype {self.x.dtype}"
             )
         keep = input_kind == "tokens" or self.x.dtype == np.uint8  # uint8 pixels stay uint8
         x = self.x if keep else self.x.astype(np.float32)
@@ -328,7 +334,8 @@ class ArrayDataset:
         batch_size = check_positive(argument, batch_size)
         if batch_size > len(self):
             raise ConfigError(
-                f"{argument}: expected at most the dataset size ({len(self)} examples in {self.name!r}), got {batch_size}"
+                f"{argument}: expected at most the dataset size "
+                f"({len(self)} examples in {self.name!r}), got {batch_size}"
             )
 
     def iter_batches(
@@ -350,7 +357,8 @@ class ArrayDataset:
             idx_all = np.asarray(order, dtype=np.int64).reshape(-1)
             if idx_all.size and (idx_all.min() < 0 or idx_all.max() >= len(self)):
                 raise DataError(
-                    f"order: expected indices in [0, {len(self)}), got range [{idx_all.min()}, {idx_all.max()}]"
+                    f"order: expected indices in [0, {len(self)}), "
+                    f"got range [{idx_all.min()}, {idx_all.max()}]"
                 )
         stop = len(idx_all) - (len(idx_all) % batch_size if drop_remainder else 0)
         for start in range(0, stop, batch_size):

@@ -79,7 +79,8 @@ def _csv(path: Path, label_column: str | None) -> dict[str, np.ndarray]:
         raise DataError(f"data: expected numbers in every row of {path} ({exc})") from None
     if table.shape[1] != len(header):
         raise DataError(
-            f"data: the header of {path} names {len(header)} columns, the rows have {table.shape[1]}"
+            f"data: the header of {path} names {len(header)} columns, "
+            f"the rows have {table.shape[1]}"
         )
     if np.all(np.isfinite(table)) and np.all(table == np.round(table)):
         table = table.astype(np.int64)  # integer tabular data stays integer

@@ -215,7 +215,8 @@ def to_patches(images: np.ndarray, patch: int = PATCH) -> np.ndarray:
 
 @functools.lru_cache(maxsize=2)
 def load_codebook(name: str) -> np.ndarray:
-    """The ``[256, 16]`` float32 k-means centres of 4x4 training patches of ``name`` (0..255 scale)."""
+    """The ``[256, 16]`` float32 k-means centres of 4x4 training patches of ``name``
+    (0..255 scale)."""
     path = CODEBOOK_DIR / f"{name}.npy"
     if not path.is_file():
         raise DataError(
@@ -295,7 +296,8 @@ def load_mnist(
 
     Args:
         name: ``"mnist"`` or ``"fashion_mnist"``.
-        view: ``"image"``, ``"flat"``, ``"sequence"``, ``"patches"`` or ``"tokens"`` (module docstring).
+        view: ``"image"``, ``"flat"``, ``"sequence"``, ``"patches"`` or ``"tokens"``
+            (module docstring).
         split: ``"train"`` (60,000), ``"test"`` (10,000) or ``"all"`` (both, train first).
         data_dir: a folder holding ``<name>/`` with the four IDX files (searched first).
         download: fetch missing files from the canonical mirrors (sha256-checked).

@@ -1,4 +1,5 @@
-"""MNIST-M (Ganin et al. 2016) built from MNIST and real colour photos: ``mnist_m`` and ``mnist_m_source``.
+"""MNIST-M (Ganin et al. 2016) built from MNIST and real colour photos: ``mnist_m`` and
+``mnist_m_source``.
 
 Ganin's construction: each MNIST digit, as RGB, is blended with a patch cropped at random
 from a colour photo, ``|patch - digit|`` per channel, so a stroke inverts the photo's

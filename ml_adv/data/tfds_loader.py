@@ -47,7 +47,8 @@ READ_CHUNK = 1024
 
 _PREPARE_HINT = (
     "prepare it once on a machine with internet, "
-    "in the ArrayRecord format, e.g. `tfds build {name} --data_dir {data_dir} --file_format array_record` "
+    "in the ArrayRecord format, e.g. "
+    "`tfds build {name} --data_dir {data_dir} --file_format array_record` "
     "(or tfds.builder({name!r}, data_dir=..., file_format='array_record').download_and_prepare()), "
     "then pass data_dir= or set TFDS_DATA_DIR"
 )
@@ -114,7 +115,8 @@ def _builder(tfds, name: str, data_dir):
 
 
 def _download_and_prepare(tfds, name: str, data_dir) -> None:
-    """``download_and_prepare`` in the ArrayRecord format; on failure, remove what it started and raise."""
+    """``download_and_prepare`` in the ArrayRecord format; on failure, remove what it started and
+    raise."""
     builder = tfds.builder(name, data_dir=data_dir, file_format="array_record")
     root = Path(builder.data_dir_root)
     watched = [root / builder.name, root / "downloads"]
@@ -134,7 +136,8 @@ def _download_and_prepare(tfds, name: str, data_dir) -> None:
                     )
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DataError(
-            f"name: TFDS dataset {name!r} is not prepared in data_dir {str(root)!r} and downloading it failed "
+            f"name: TFDS dataset {name!r} is not prepared in data_dir {str(root)!r} "
+            "and downloading it failed "
             f"({reason[:200]}); "
             + _PREPARE_HINT.format(name=name, data_dir=data_dir or "~/tensorflow_datasets")
         ) from None
@@ -150,7 +153,8 @@ def _data_source(tfds, builder, name: str, split: str, data_dir, download: bool)
                 _download_and_prepare(tfds, name, data_dir)
                 return _builder(tfds, name, data_dir).as_data_source(split=split)
             raise DataError(
-                f"name: TFDS dataset {name!r} is not prepared in data_dir {where!r} and downloading is off "
+                f"name: TFDS dataset {name!r} is not prepared in data_dir {where!r} "
+                "and downloading is off "
                 "(download=False); "
                 + _PREPARE_HINT.format(name=name, data_dir=data_dir or "~/tensorflow_datasets")
             ) from exc
@@ -242,7 +246,8 @@ def load_tfds(
 
 
 def _kind(features, name: str, label_key: str, image_key: str, text_key: str) -> str:
-    """``"image"`` or ``"tokens"``: what the dataset's features hold (ConfigError naming a missing key)."""
+    """``"image"`` or ``"tokens"``: what the dataset's features hold (ConfigError naming a missing
+    key)."""
     keys = list(features.keys())
     if label_key not in features:
         raise ConfigError(f"label_key: dataset {name!r} has features {keys}, got {label_key!r}")
@@ -274,7 +279,8 @@ def _read_all(source, n: int, kind: str, name: str, label_key: str, key: str, ma
             x = np.empty((n, *chunk.shape[1:]), np.float32)
         elif chunk.shape[1:] != x.shape[1:]:
             raise DataError(
-                f"image_key: expected images of shape {x.shape[1:]} in {name!r}, got {chunk.shape[1:]}"
+                f"image_key: expected images of shape {x.shape[1:]} in {name!r}, "
+                f"got {chunk.shape[1:]}"
             )
         scale = np.float32(255.0) if chunk.dtype == np.uint8 else np.float32(1.0)
         x[start:stop] = chunk.astype(np.float32) / scale

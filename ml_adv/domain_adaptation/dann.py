@@ -145,7 +145,8 @@ def dann_objective(
     streams = tuple(streams)
     if len(streams) != module.num_domains:
         raise ConfigError(
-            f"streams: the model has {module.num_domains} domains, got {len(streams)} streams {streams}"
+            f"streams: the model has {module.num_domains} domains, got {len(streams)} streams "
+            f"{streams}"
         )
     total = float(check_positive("total_steps", total_steps))
 
@@ -153,38 +154,10 @@ def dann_objective(
         del hparams
         step = model_state[PROGRESS]["step"]
         lam = grl_schedule(step.astype(jnp.float32) / total, gamma)
-        x = jnp.concatenate([batch[name]["x"] for name in streams])
-        sizes = [batch[name]["x"].shape[0] for name in streams]
-        domain_ids = jnp.concatenate([jnp.full((n,), i, jnp.int32) for i, n in enumerate(sizes)])
-        n_source = sum(sizes[:-1])
-        labels = jnp.concatenate([batch[name]["y"] for name in streams[:-1]])
-
-        p, xin = (
-            (cast_floats(params, compute_dtype), cast_floats(x, compute_dtype))
-            if compute_dtype
-            else (params, x)
+        x, domain_ids, n_source, labels = _stack_streams(batch, streams)
+        logits, dom_logits, new_others = _adversarial_forward(
+            module, params, model_state, x, lam, key, compute_dtype
         )
-        others = {c: v for c, v in model_state.items() if c != PROGRESS}
-        variables = {"params": p, **model_state}
-        rngs = {"dropout": jax.random.split(key)[1]}
-        if others:
-            (logits, dom_logits), new_others = module.apply(
-                variables,
-                xin,
-                lam,
-                train=True,
-                rngs=rngs,
-                method=DANNModel.adversarial,
-                mutable=list(others),
-            )
-        else:
-            (logits, dom_logits), new_others = (
-                module.apply(
-                    variables, xin, lam, train=True, rngs=rngs, method=DANNModel.adversarial
-                ),
-                {},
-            )
-        logits, dom_logits = logits.astype(jnp.float32), dom_logits.astype(jnp.float32)
         source_logits = logits[:n_source]
         label_loss = jnp.mean(
             optax.softmax_cross_entropy_with_integer_labels(source_logits, labels)
@@ -204,6 +177,46 @@ def dann_objective(
     return objective
 
 
+def _stack_streams(batch, streams: tuple[str, ...]):
+    """One batch of every stream's rows, in stream order: ``(x, domain_ids, n_source,
+    source_labels)`` (domain id = stream position; the target, last, brings no labels)."""
+    x = jnp.concatenate([batch[name]["x"] for name in streams])
+    sizes = [batch[name]["x"].shape[0] for name in streams]
+    domain_ids = jnp.concatenate([jnp.full((n,), i, jnp.int32) for i, n in enumerate(sizes)])
+    n_source = sum(sizes[:-1])
+    labels = jnp.concatenate([batch[name]["y"] for name in streams[:-1]])
+    return x, domain_ids, n_source, labels
+
+
+def _adversarial_forward(module: DANNModel, params, model_state, x, lam, key, compute_dtype):
+    """One training-mode feature pass over ``x``: ``(class_logits, domain_logits,
+    new_model_state)`` in float32, the state without the ``dann_progress`` counter."""
+    p, xin = (
+        (cast_floats(params, compute_dtype), cast_floats(x, compute_dtype))
+        if compute_dtype
+        else (params, x)
+    )
+    others = {c: v for c, v in model_state.items() if c != PROGRESS}
+    variables = {"params": p, **model_state}
+    rngs = {"dropout": jax.random.split(key)[1]}
+    if others:
+        (logits, dom_logits), new_others = module.apply(
+            variables,
+            xin,
+            lam,
+            train=True,
+            rngs=rngs,
+            method=DANNModel.adversarial,
+            mutable=list(others),
+        )
+    else:
+        (logits, dom_logits), new_others = (
+            module.apply(variables, xin, lam, train=True, rngs=rngs, method=DANNModel.adversarial),
+            {},
+        )
+    return logits.astype(jnp.float32), dom_logits.astype(jnp.float32), new_others
+
+
 @functools.lru_cache(maxsize=32)
 def _cached_objective(
     module, streams, total_steps, domain_weight, gamma, mixed_precision
@@ -221,11 +234,14 @@ def _cached_objective(
 
 
 def check_adaptable(base: nn.Module, example_x) -> None:
-    """ConfigError unless ``base`` has ``features(x, train)`` and a ``head`` (checked abstractly)."""
+    """ConfigError unless ``base`` has ``features(x, train)`` and a ``head`` (checked
+    abstractly).
+    """
     if not callable(getattr(type(base), "features", None)):
         raise ConfigError(
-            f"model: domain adaptation needs a model that exposes its features (a `features(x, train)` method and a "
-            f"linear `head`, as every built-in architecture has), got {type(base).__name__} without `features`"
+            "model: domain adaptation needs a model that exposes its features (a "
+            "`features(x, train)` method and a linear `head`, as every built-in architecture "
+            f"has), got {type(base).__name__} without `features`"
         )
     abstract = jax.eval_shape(
         lambda: base.init(

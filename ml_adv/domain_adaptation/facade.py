@@ -123,12 +123,13 @@ class AdvancedDomainAdaptation(Estimator):
         for i, d in enumerate(sources):
             if not isinstance(d, ArrayDataset):
                 raise DataError(
-                    f"data[{i}]: expected an ArrayDataset of labelled source examples, got {describe(d)}"
+                    f"data[{i}]: expected an ArrayDataset of labelled source examples, got "
+                    f"{describe(d)}"
                 )
             if d.example_shape != sources[0].example_shape:
                 raise DataError(
-                    f"data[{i}]: expected example shape {sources[0].example_shape} like the first source, "
-                    f"got {d.example_shape}"
+                    f"data[{i}]: expected example shape {sources[0].example_shape} like the first "
+                    f"source, got {d.example_shape}"
                 )
         self._check_optional("test", test, sources[0].example_shape)
         self.sources, self.source_test = sources, test
@@ -141,7 +142,8 @@ class AdvancedDomainAdaptation(Estimator):
         test: ArrayDataset | None = None,
         target_trained_accuracy: float | None = None,
     ) -> None:
-        """Target examples (labels unused), optional labelled ones, a labelled test set, and the bound.
+        """Target examples (labels unused), optional labelled ones, a labelled test set, and
+        the bound.
 
         ``target_trained_accuracy``: a model trained on the target's test accuracy (the upper
         bound), for the share of the gap closed in ``evaluate_adaptation``.
@@ -152,8 +154,8 @@ class AdvancedDomainAdaptation(Estimator):
             )
         if self.sources is not None and data.example_shape != self.sources[0].example_shape:
             raise DataError(
-                f"data: expected target example shape {self.sources[0].example_shape} like the source, "
-                f"got {data.example_shape}"
+                f"data: expected target example shape {self.sources[0].example_shape} like the "
+                f"source, got {data.example_shape}"
             )
         self._check_optional("labeled", labeled, data.example_shape)
         self._check_optional("test", test, data.example_shape)
@@ -189,7 +191,9 @@ class AdvancedDomainAdaptation(Estimator):
         epochs_per_stage: int | None = None,
         lr_decay: float = 1.0,
     ) -> None:
-        """Fine-tuning thaws layer groups top-down over ``stages`` (``lr_decay``: per-group rate factor)."""
+        """Fine-tuning thaws layer groups top-down over ``stages`` (``lr_decay``: per-group
+        rate factor).
+        """
         self.gradual = {
             "enabled": check_bool("enabled", enabled),
             "stages": check_positive("stages", stages),
@@ -269,7 +273,8 @@ class AdvancedDomainAdaptation(Estimator):
         )
 
     def adapt_model(self, model, *, run_dir=None):
-        """Adapt ``model`` (a source-trained ``TrainedModel``); returns the adapted ``TrainedModel``.
+        """Adapt ``model`` (a source-trained ``TrainedModel``); returns the adapted
+        ``TrainedModel``.
 
         With ``run_dir`` the run checkpoints there (staged methods: ``stage_<i>/``), and the
         same call again resumes from the last checkpoint instead of starting over.
@@ -284,8 +289,8 @@ class AdvancedDomainAdaptation(Estimator):
             )
         if not isinstance(model, TrainedModel):
             raise ConfigError(
-                f"model: expected a TrainedModel (e.g. AdvancedCustomModelTrainer(...).train(...).model), "
-                f"got {describe(model)}"
+                "model: expected a TrainedModel (e.g. "
+                f"AdvancedCustomModelTrainer(...).train(...).model), got {describe(model)}"
             )
         model.spec.validate_inputs(self.target.x[:1], argument="target.x")
         request = self._request(model, run_dir)
@@ -325,8 +330,9 @@ class AdvancedDomainAdaptation(Estimator):
         if worse:
             warnings.warn(
                 f"{caller}: the {self.adaptation_method} model scores {after:.3f} on the "
-                f"{len(self.target_labeled)} labelled target examples, below the unadapted model's {before:.3f}; "
-                "keep the unadapted model, or train longer (steps=) or with another learning rate",
+                f"{len(self.target_labeled)} labelled target examples, below the unadapted model's "
+                f"{before:.3f}; keep the unadapted model, or train longer (steps=) or with another "
+                "learning rate",
                 AdaptationWarning,
                 stacklevel=2,
             )
@@ -391,7 +397,9 @@ class AdvancedDomainAdaptation(Estimator):
         return self.similarity_report(model, max_examples=max_examples)["mmd_similarity"]
 
     def similarity_report(self, model=None, *, max_examples: int = 1000) -> dict[str, float]:
-        """Every similarity measure (``similarity.domain_similarity_report``) on ``model``'s features."""
+        """Every similarity measure (``similarity.domain_similarity_report``) on ``model``'s
+        features.
+        """
         from ml_adv.domain_adaptation.similarity import domain_similarity_report
 
         model = model or self.adapted_model or self.source_model
@@ -404,7 +412,9 @@ class AdvancedDomainAdaptation(Estimator):
         )
 
     def get_domain_adaptation_metrics(self) -> dict[str, Any]:
-        """The method, every run's config and per-epoch history, the last evaluation and similarities."""
+        """The method, every run's config and per-epoch history, the last evaluation and
+        similarities.
+        """
         out: dict[str, Any] = {
             "adaptation_method": self.adaptation_method,
             "runs": list(self.runs),
@@ -419,7 +429,9 @@ class AdvancedDomainAdaptation(Estimator):
 
     # ------------------------------------------------------------- persistence
     def _state(self, folder) -> dict[str, Any]:
-        """Runs, the last evaluation, set_* settings and the two models; the domains are data, set again."""
+        """Runs, the last evaluation, set_* settings and the two models; the domains are
+        data, set again.
+        """
         from ml_adv.rundir import json_safe
 
         for name in ("source_model", "adapted_model"):

@@ -133,7 +133,8 @@ def run_stages(
     key=None,
     run: Run = QUIET,
 ) -> FineTuneResult:
-    """Train ``spec`` from ``init_params``, stage ``i`` updating ``groups[:thawed[i]]`` for ``epochs[i]``.
+    """Train ``spec`` from ``init_params``, stage ``i`` updating ``groups[:thawed[i]]`` for
+    ``epochs[i]``.
 
     With a run folder, stage ``i`` checkpoints into its ``stage_<i>/`` and a rerun resumes
     each stage from its checkpoint (a finished stage restores without training).
@@ -217,7 +218,9 @@ def finetune_gradual(
 
 
 def new_head_params(spec, params: Any, *, seed: int = 0) -> Any:
-    """``params`` with the ``head`` re-initialised (everything else, e.g. a pretrained encoder, kept)."""
+    """``params`` with the ``head`` re-initialised (everything else, e.g. a pretrained
+    encoder, kept).
+    """
     fresh = spec.build().init(
         {"params": jax.random.PRNGKey(seed), "dropout": jax.random.PRNGKey(seed)},
         spec.example_input(),

@@ -91,7 +91,9 @@ def coral_distance(source: Float[Array, "Ns F"], target: Float[Array, "Nt F"]) -
 def proxy_a_distance(
     source: Float[Array, "Ns F"], target: Float[Array, "Nt F"], *, seed: int = 0
 ) -> float:
-    """``2 (1 - 2 err)`` with ``err`` a held-out linear domain classifier's error (clipped to 0.5)."""
+    """``2 (1 - 2 err)`` with ``err`` a held-out linear domain classifier's error (clipped
+    to 0.5).
+    """
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import train_test_split
     from sklearn.pipeline import make_pipeline

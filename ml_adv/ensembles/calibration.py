@@ -27,7 +27,9 @@ TEMPERATURE_LEARNING_RATE = 0.1  # in log T; |log T| <= 3 is reached in well und
 def reliability_bins(
     probs: jax.Array, labels: jax.Array, bins: int = ECE_BINS
 ) -> dict[str, jax.Array]:
-    """Per-bin ``count``, mean ``confidence`` and ``accuracy`` (0 where a bin is empty), ``[bins]`` each."""
+    """Per-bin ``count``, mean ``confidence`` and ``accuracy`` (0 where a bin is empty),
+    ``[bins]`` each.
+    """
     confidence = jnp.max(probs, axis=-1)
     correct = (jnp.argmax(probs, axis=-1) == labels).astype(probs.dtype)
     # Bin b holds confidences in (b/bins, (b+1)/bins]; confidence is >= 1/C > 0.

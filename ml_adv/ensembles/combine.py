@@ -96,7 +96,9 @@ COMBINATION_RULES.register(
 
 
 def resolve_rule(method) -> CombinationRule:
-    """A registered rule by name, or a user callable ``(probs, weights) -> [N, C]`` wrapped as one."""
+    """A registered rule by name, or a user callable ``(probs, weights) -> [N, C]`` wrapped
+    as one.
+    """
     if isinstance(method, CombinationRule):
         return method
     if isinstance(method, str):

@@ -51,8 +51,12 @@ class AdvancedModelEnsemble(Estimator):
         >>> from ml_adv.data import load_dataset
         >>> from ml_adv.training import TrainConfig
         >>> images, flat = (load_dataset(n).subset(range(256)) for n in ("digits", "digits_flat"))
-        >>> cnn_model = AdvancedModelEnsemble.train("cnn", images, TrainConfig(epochs=1), members=1).models[0]
-        >>> mlp_model = AdvancedModelEnsemble.train("mlp", flat, TrainConfig(epochs=1), members=1).models[0]
+        >>> cnn_model = AdvancedModelEnsemble.train(
+        ...     "cnn", images, TrainConfig(epochs=1), members=1
+        ... ).models[0]
+        >>> mlp_model = AdvancedModelEnsemble.train(
+        ...     "mlp", flat, TrainConfig(epochs=1), members=1
+        ... ).models[0]
         >>> ensemble = AdvancedModelEnsemble(combination_method="weighted")
         >>> ensemble.add_model(cnn_model, weight=0.5) and ensemble.add_model(mlp_model, weight=0.5)
         True
@@ -99,8 +103,8 @@ class AdvancedModelEnsemble(Estimator):
                 )
         if self._members and model.spec.num_classes != self._members[0].spec.num_classes:
             raise ConfigError(
-                f"{argument}: expected a model with {self._members[0].spec.num_classes} classes like "
-                f"the other members, got {model.spec.num_classes}"
+                f"{argument}: expected a model with {self._members[0].spec.num_classes} classes "
+                f"like the other members, got {model.spec.num_classes}"
             )
 
     def _changed(self) -> None:
@@ -136,7 +140,9 @@ class AdvancedModelEnsemble(Estimator):
         return True
 
     def update_model(self, model_id: str, model, weight: float | None = None) -> bool:
-        """Replace member ``model_id`` by ``model`` (same number of classes), keeping or setting its weight."""
+        """Replace member ``model_id`` by ``model`` (same number of classes), keeping or
+        setting its weight.
+        """
         i = self._index(model_id)
         self._check_model(model)
         if model.model_id != model_id and model.model_id in self.model_ids:
@@ -200,7 +206,9 @@ class AdvancedModelEnsemble(Estimator):
         return np.asarray(self._output(self._member_probs(x, batch_size))[0])
 
     def predict(self, x, *, batch_size: int = DEFAULT_CHUNK) -> np.ndarray:
-        """Ensemble class ids ``[N]`` (voting: weighted hard votes with the tie rule of ``combine.py``)."""
+        """Ensemble class ids ``[N]`` (voting: weighted hard votes with the tie rule of
+        ``combine.py``).
+        """
         return np.asarray(self._output(self._member_probs(x, batch_size))[1])
 
     def _labelled(self, data, argument: str):
@@ -209,7 +217,8 @@ class AdvancedModelEnsemble(Estimator):
         probs = self._member_probs(x)
         if probs.shape[1] != y.shape[0]:
             raise DataError(
-                f"{argument}: expected {probs.shape[1]} labels to match the inputs, got {y.shape[0]}"
+                f"{argument}: expected {probs.shape[1]} labels to match the inputs, got "
+                f"{y.shape[0]}"
             )
         return x, y, probs
 
@@ -226,7 +235,8 @@ class AdvancedModelEnsemble(Estimator):
 
     # ----------------------------------------------------------------- weights
     def update_model_weights(self, val_data=None, *, weights=None) -> bool:
-        """Set ``weights`` (one per member, or ``{model_id: weight}``), or learn them on ``val_data``.
+        """Set ``weights`` (one per member, or ``{model_id: weight}``), or learn them on
+        ``val_data``.
 
         Learned rule: minimise the validation NLL of the weighted mixture over the simplex
         (``weights.py``), after/before the automatic steps in the module docstring. The
@@ -284,7 +294,9 @@ class AdvancedModelEnsemble(Estimator):
 
     # ----------------------------------------------------- statistics, scores
     def get_ensemble_performance(self, data) -> dict[str, Any]:
-        """Ensemble and per-member accuracy, NLL, Brier and ECE on ``data``, plus weights and diversity."""
+        """Ensemble and per-member accuracy, NLL, Brier and ECE on ``data``, plus weights
+        and diversity.
+        """
         _, y, probs = self._labelled(data, "data")
         if self._rule.needs_meta_learner and self._meta is None:
             self._output(probs)  # raises NotFittedError
@@ -315,7 +327,9 @@ class AdvancedModelEnsemble(Estimator):
         return report
 
     def get_ensemble_statistics(self) -> dict[str, Any]:
-        """Members, weights, groups, settings and the latest reports (performance, calibration, CV ...)."""
+        """Members, weights, groups, settings and the latest reports (performance,
+        calibration, CV ...).
+        """
         groups = group_members(self._members) if self._members else []
         return {
             "num_models": len(self),
@@ -337,7 +351,9 @@ class AdvancedModelEnsemble(Estimator):
 
     # ------------------------------------------------- calibration, selection
     def calibrate(self, val_data) -> dict[str, float]:
-        """Temperature scaling on held-out data; returns the temperature and ECE/NLL before and after."""
+        """Temperature scaling on held-out data; returns the temperature and ECE/NLL before
+        and after.
+        """
         y, probs = self._held_out(val_data, "val_data")
         self._temperature = None
         before, _ = self._output(probs)
@@ -367,7 +383,9 @@ class AdvancedModelEnsemble(Estimator):
         return removed
 
     def prune_models(self, threshold: float = 0.0, data=None) -> list[str]:
-        """Greedy backward elimination on held-out NLL (rule in ``pruning.py``); returns removed ids."""
+        """Greedy backward elimination on held-out NLL (rule in ``pruning.py``); returns
+        removed ids.
+        """
         threshold = check_weight("threshold", threshold)
         y, probs = self._held_out(data, "data")
         ids = self.model_ids
@@ -383,7 +401,9 @@ class AdvancedModelEnsemble(Estimator):
         return removed
 
     def optimize_diversity(self, data=None, *, max_members: int | None = None) -> dict[str, Any]:
-        """Greedy forward selection trading held-out NLL for disagreement (rule in ``pruning.py``)."""
+        """Greedy forward selection trading held-out NLL for disagreement (rule in
+        ``pruning.py``).
+        """
         max_members = self.diversity_settings["max_members"] if max_members is None else max_members
         if max_members is not None:
             check_positive("max_members", max_members)
@@ -410,7 +430,9 @@ class AdvancedModelEnsemble(Estimator):
     def set_diversity_optimization(
         self, enabled: bool = True, *, weight: float = 0.1, max_members: int | None = None
     ) -> bool:
-        """Run ``optimize_diversity`` (disagreement weight ``weight``) inside ``update_model_weights``."""
+        """Run ``optimize_diversity`` (disagreement weight ``weight``) inside
+        ``update_model_weights``.
+        """
         if max_members is not None:
             check_positive("max_members", max_members)
         self.diversity_settings = {
@@ -421,7 +443,9 @@ class AdvancedModelEnsemble(Estimator):
         return True
 
     def set_automatic_pruning(self, enabled: bool = True, *, threshold: float = 0.0) -> bool:
-        """Run ``prune_models(threshold)`` after the weights are learned in ``update_model_weights``."""
+        """Run ``prune_models(threshold)`` after the weights are learned in
+        ``update_model_weights``.
+        """
         self.pruning_settings = {
             "enabled": bool(enabled),
             "threshold": check_weight("threshold", threshold),
@@ -429,7 +453,9 @@ class AdvancedModelEnsemble(Estimator):
         return True
 
     def set_cross_validation(self, folds: int = 5, *, enabled: bool = True) -> bool:
-        """Make ``fit``/``train`` train ``folds`` fold models as one program and report the CV score."""
+        """Make ``fit``/``train`` train ``folds`` fold models as one program and report the
+        CV score.
+        """
         self.cross_validation_settings = {"enabled": bool(enabled), "folds": check_folds(folds)}
         return True
 
@@ -461,8 +487,8 @@ class AdvancedModelEnsemble(Estimator):
         )  # a name: the data's classes
         if self._members and classes != self._members[0].spec.num_classes:
             raise ConfigError(
-                f"spec: expected {self._members[0].spec.num_classes} classes like the other members, "
-                f"got {classes}"
+                f"spec: expected {self._members[0].spec.num_classes} classes like the other "
+                f"members, got {classes}"
             )
         cv = self.cross_validation_settings
         trained, report, fold_ids = deep.train_ensemble(
@@ -506,8 +532,10 @@ class AdvancedModelEnsemble(Estimator):
         k fold models instead. Example:
             >>> from ml_adv.data import load_dataset
             >>> from ml_adv.training import TrainConfig
-            >>> ensemble = AdvancedModelEnsemble.train("mlp", load_dataset("digits_flat").subset(range(256)),
-            ...                                        TrainConfig(epochs=1), members=3)
+            >>> ensemble = AdvancedModelEnsemble.train(
+            ...     "mlp", load_dataset("digits_flat").subset(range(256)),
+            ...     TrainConfig(epochs=1), members=3,
+            ... )
             >>> len(ensemble)
             3
         """

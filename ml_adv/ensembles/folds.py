@@ -36,5 +36,7 @@ def stratified_fold_ids(labels: np.ndarray, folds: int, seed: int = 0) -> np.nda
 
 
 def training_masks(fold_ids: np.ndarray, folds: int) -> np.ndarray:
-    """``[folds, N]`` bool: row i is True where example n is *not* in fold i (member i trains there)."""
+    """``[folds, N]`` bool: row i is True where example n is *not* in fold i (member i
+    trains there).
+    """
     return np.asarray(fold_ids)[None, :] != np.arange(folds)[:, None]

@@ -116,7 +116,8 @@ def load_ensemble(path: str | Path) -> tuple[list, np.ndarray, Any, float | None
 
 
 def run_record(rd, *, members: int, folds: int | None) -> dict[str, Any]:
-    """The facade's record of a deep-ensemble run in the ``RunDirectory`` ``rd``: its members' ids and weights.
+    """The facade's record of a deep-ensemble run in the ``RunDirectory`` ``rd``: its
+    members' ids and weights.
 
     Written before training starts, next to the stacked core's checkpoints: a run killed
     mid-training and started again with the same ``run_dir`` resumes training from the

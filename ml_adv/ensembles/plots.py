@@ -11,7 +11,8 @@ import numpy as np
 def plot_reliability(
     curves: dict[str, dict[str, Any]], path: str | Path, *, title: str = ""
 ) -> str:
-    """One panel per entry of ``curves`` (``{label: reliability_bins(...) as host arrays, plus 'ece'}``).
+    """One panel per entry of ``curves``
+    (``{label: reliability_bins(...) as host arrays, plus 'ece'}``).
 
     Bars show accuracy per confidence bin, the dashed diagonal is perfect calibration and
     the gap between bar top and diagonal is what ECE averages. Returns the PNG path.

@@ -20,7 +20,9 @@ import optax
 def minimize(
     loss: Callable[[Any], jax.Array], init: Any, *, steps: int, learning_rate: float
 ) -> tuple[Any, jax.Array]:
-    """``(params, final loss)`` after ``steps`` cosine-decayed Adam steps on ``loss`` from ``init``."""
+    """``(params, final loss)`` after ``steps`` cosine-decayed Adam steps on ``loss`` from
+    ``init``.
+    """
     opt = optax.adam(optax.cosine_decay_schedule(learning_rate, steps))
 
     def step(carry, _):

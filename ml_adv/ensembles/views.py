@@ -51,8 +51,9 @@ def resolve_views(members, x) -> tuple[list[str], dict[str, np.ndarray]]:
             key = m.model_id if m.model_id in x else m.spec.input_kind
             if key not in x:
                 raise DataError(
-                    f"x: no input view for member {m.model_id!r} ({m.spec.architecture}, input_kind "
-                    f"{m.spec.input_kind!r}); expected a key {m.model_id!r} or {m.spec.input_kind!r}, got keys {sorted(map(str, x))}"
+                    f"x: no input view for member {m.model_id!r} ({m.spec.architecture}, "
+                    f"input_kind {m.spec.input_kind!r}); expected a key {m.model_id!r} or "
+                    f"{m.spec.input_kind!r}, got keys {sorted(map(str, x))}"
                 )
             if key not in views:
                 views[key] = _array(f"x[{key!r}]", x[key], m.spec.input_kind)
@@ -69,7 +70,8 @@ def resolve_views(members, x) -> tuple[list[str], dict[str, np.ndarray]]:
         if len(misfits) == len(members):
             wanted = sorted(
                 {
-                    f"{m.spec.architecture}: (N, {', '.join('L' if d is None else str(d) for d in m.spec.input_shape)})"
+                    f"{m.spec.architecture}: (N, "
+                    f"{', '.join('L' if d is None else str(d) for d in m.spec.input_shape)})"
                     for m, _ in misfits
                 }
             )
@@ -79,8 +81,8 @@ def resolve_views(members, x) -> tuple[list[str], dict[str, np.ndarray]]:
         if misfits:
             m, exc = misfits[0]
             raise ShapeError(
-                f"x: {len(misfits)} of {len(members)} members cannot take this input (first: {m.model_id!r}: {exc}); "
-                "pass a dict of views keyed by model id or input kind"
+                f"x: {len(misfits)} of {len(members)} members cannot take this input (first: "
+                f"{m.model_id!r}: {exc}); pass a dict of views keyed by model id or input kind"
             )
         views, member_views = {"x": arr}, ["x"] * len(members)
     sizes = {k: v.shape[0] for k, v in views.items()}
@@ -110,6 +112,7 @@ def split_labelled(data, num_classes: int, *, argument: str = "data"):
         x, y = data
     else:
         raise DataError(
-            f"{argument}: expected an ArrayDataset, a dict of ArrayDataset views or an (x, y) tuple, got {describe(data)}"
+            f"{argument}: expected an ArrayDataset, a dict of ArrayDataset views or an (x, y) "
+            f"tuple, got {describe(data)}"
         )
     return x, validate_labels(f"{argument} labels", y, num_classes)

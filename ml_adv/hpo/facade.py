@@ -6,7 +6,9 @@ live here.
 
 Example:
     >>> from ml_adv.training import TrainConfig
-    >>> optimizer = AdvancedHyperparameterOptimizer(optimization_method="random", max_trials=2, progress=False)
+    >>> optimizer = AdvancedHyperparameterOptimizer(
+    ...     optimization_method="random", max_trials=2, progress=False
+    ... )
     >>> result = optimizer.optimize("digits", architectures=("mlp",), sizes=("tiny",),
     ...                             base_config=TrainConfig(epochs=1))
     >>> len(result.trials), 0 <= result.best_score <= 1
@@ -126,7 +128,9 @@ class AdvancedHyperparameterOptimizer(Estimator):
     RUNTIME_PARAMS = ("executor",)  # a live resource: given again to load(path, executor=...)
 
     def _state(self, folder) -> dict[str, Any]:
-        """The last study's trials and best configuration (its model, when it kept one, in ``model/``)."""
+        """The last study's trials and best configuration (its model, when it kept one, in
+        ``model/``).
+        """
         import dataclasses
 
         from ml_adv.rundir import json_safe

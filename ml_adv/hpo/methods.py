@@ -11,13 +11,14 @@ Registered methods (``SEARCH_METHODS``):
   nevergrad asks for a positive GP noise term on discontinuous spaces (integers,
   choices) and noisy objectives, and a trained network's validation score is both.
 * ``genetic``: nevergrad's ``TwoPointsDE`` (differential evolution with two-point
-  crossover) with a population sized to the budget (``genetic_population``). Why this one for mixed spaces: it works on nevergrad's continuous data
-  space, where a ``Choice`` is a block of per-option weights and an integer is a
-  rounded float, so one variation operator handles floats, integers and choices alike;
-  two-point crossover inherits contiguous blocks (a whole choice's weights) from one
-  parent; it is population based, so batched asks (``num_workers``) are natural; and it
-  is among the most robust nevergrad optimizers in its benchmarks at small budgets and
-  high parallelism. ``evolutionary`` is an alias.
+  crossover) with a population sized to the budget (``genetic_population``). Why this one
+  for mixed spaces: it works on nevergrad's continuous data space, where a ``Choice`` is a
+  block of per-option weights and an integer is a rounded float, so one variation operator
+  handles floats, integers and choices alike; two-point crossover inherits contiguous
+  blocks (a whole choice's weights) from one parent; it is population based, so batched
+  asks (``num_workers``) are natural; and it is among the most robust nevergrad
+  optimizers in its benchmarks at small budgets and high parallelism. ``evolutionary`` is
+  an alias.
 * ``grid_search``: the space's grid (``SearchSpace.grid``). When ``max_trials`` covers it,
   every point in lexicographic order of the declared parameters (last parameter fastest).
   When ``max_trials`` is smaller, the default ``grid_order="spread"`` tries a seeded,
@@ -71,7 +72,8 @@ class NevergradSearcher:
     ):
         self.space = space
         with warnings.catch_warnings():
-            # nevergrad warns about settings it considers inefficient; the choices are documented above.
+            # nevergrad warns about settings it considers inefficient; the choices are
+            # documented above.
             warnings.simplefilter("ignore")
             self.optimizer = optimizer_cls(
                 parametrization=space.to_nevergrad(seed), budget=budget, num_workers=num_workers
@@ -131,7 +133,8 @@ class _InteriorNormalizer:
 
 
 class GridSearcher:
-    """The space's grid, or ``budget`` points of it, in a stated order; ``ask`` returns None at the end.
+    """The space's grid, or ``budget`` points of it, in a stated order; ``ask`` returns None
+    at the end.
 
     ``order`` matters only when ``budget`` is below the grid size (otherwise every point runs
     in lexicographic order): ``"spread"`` (``spread_grid_indices``), ``"lexicographic"``
@@ -155,9 +158,14 @@ class GridSearcher:
                 "spread": f"spread evenly over each axis's values (seed {seed}; "
                 "grid_order='lexicographic' keeps the first points instead)",
                 "lexicographic": "the first in lexicographic order (grid_order='lexicographic')",
-                "shuffled": f"the first of a seeded permutation (grid_order='shuffled', seed {seed})",
+                "shuffled": (
+                    f"the first of a seeded permutation (grid_order='shuffled', seed {seed})"
+                ),
             }[order]
-            self.notice = f"grid_search: trying {budget} of the {total} grid points (max_trials={budget}), {how}"
+            self.notice = (
+                f"grid_search: trying {budget} of the {total} grid points "
+                f"(max_trials={budget}), {how}"
+            )
         if order == "spread" and budget < total:
             names = space.names
             self.points = [
@@ -333,7 +341,9 @@ for _name, _make, _doc in (
 
 
 def _lazy(module: str, name: str):
-    """``module.name`` imported on first call (``import ml_adv.hpo`` stays light, no import circle)."""
+    """``module.name`` imported on first call (``import ml_adv.hpo`` stays light, no import
+    circle).
+    """
 
     def call(*args, **kwargs):
         import importlib
@@ -360,7 +370,8 @@ SEARCH_METHODS.register(
     MethodEntry(
         "pbt",
         _nevergrad(_registry_entry("RandomSearch")),
-        "population based training: exploit/explore every `ready` epochs inside one compiled stacked program",
+        "population based training: exploit/explore every `ready` epochs inside one compiled "
+        "stacked program",
         population=True,
         run=_lazy("ml_adv.hpo.pbt_loop", "run_pbt_study"),
         check=_lazy("ml_adv.hpo.pbt", "check_study"),

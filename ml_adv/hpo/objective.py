@@ -147,8 +147,9 @@ class TrainingObjective:
                 and name not in (model_fields or set())
             ):
                 raise ConfigError(
-                    f"space: parameter {name!r} is neither a TrainConfig field nor a model option of "
-                    f"every architecture in {archs}; expected one of {sorted(train_fields() | (model_fields or set()))}"
+                    f"space: parameter {name!r} is neither a TrainConfig field nor a model option "
+                    f"of every architecture in {archs}; expected one of "
+                    f"{sorted(train_fields() | (model_fields or set()))}"
                 )
         if "batch_size" in space:
             largest = max(

@@ -76,7 +76,8 @@ class PBTOptions:
             or self.ready < 1
         ):
             raise ConfigError(
-                f"ready: expected an integer >= 1 (epochs between exploit steps), got {describe(self.ready)}"
+                "ready: expected an integer >= 1 (epochs between exploit steps), got "
+                f"{describe(self.ready)}"
             )
         if not _number(self.fraction) or not 0 < self.fraction <= 0.5:
             raise ConfigError(
@@ -84,7 +85,8 @@ class PBTOptions:
             )
         if not _number(self.resample_probability) or not 0 <= self.resample_probability <= 1:
             raise ConfigError(
-                f"resample_probability: expected a number in [0, 1], got {describe(self.resample_probability)}"
+                "resample_probability: expected a number in [0, 1], got "
+                f"{describe(self.resample_probability)}"
             )
         factors = self.perturb_factors
         if (
@@ -152,7 +154,8 @@ def check_study(study) -> PBTOptions:
     if base.data_parallel is True or not base.scan_epochs:
         raise ConfigError(
             "base_config: PBT runs one scanned stacked program on one device; expected "
-            f"data_parallel False or 'auto' and scan_epochs=True, got {base.data_parallel}, {base.scan_epochs}"
+            f"data_parallel False or 'auto' and scan_epochs=True, got {base.data_parallel}, "
+            f"{base.scan_epochs}"
         )
     return options
 
@@ -180,7 +183,9 @@ def exploit(state, sources) -> Any:
 
 
 def set_member_values(state, configs: list[dict[str, Any]]) -> Any:
-    """Write each member's hyper-parameters (``configs[i]``) into the stacked state; no recompile."""
+    """Write each member's hyper-parameters (``configs[i]``) into the stacked state; no
+    recompile.
+    """
     from ml_adv.training.setup import apply_member_hparams
 
     names = list(configs[0])
@@ -191,7 +196,9 @@ def set_member_values(state, configs: list[dict[str, Any]]) -> Any:
 
 # ------------------------------------------------------------------ the host side
 def rank(scores, tiebreak) -> np.ndarray:
-    """Member indices best first: higher score, then lower ``tiebreak`` (validation loss), then index."""
+    """Member indices best first: higher score, then lower ``tiebreak`` (validation loss),
+    then index.
+    """
     scores = np.asarray(scores, float)
     key = np.where(np.isfinite(scores), scores, -np.inf)
     tie = np.where(np.isfinite(np.asarray(tiebreak, float)), tiebreak, np.inf)
@@ -259,7 +266,9 @@ def next_generation(
     seed: int,
     interval: int,
 ) -> tuple[np.ndarray | None, list[dict[str, Any]]]:
-    """``(sources, next configs)`` after ``interval``: exploit then explore, seeded by ``(seed, interval)``."""
+    """``(sources, next configs)`` after ``interval``: exploit then explore, seeded by
+    ``(seed, interval)``.
+    """
     rng = np.random.default_rng([int(seed), int(interval)])
     sources = select(scores, tiebreak, options.fraction, rng)
     if sources is None:

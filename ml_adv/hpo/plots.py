@@ -16,7 +16,9 @@ from ml_adv.plots import _pyplot, save_figure
 
 
 def plot_best_so_far(trials: Sequence[dict[str, Any]], path: str | Path, *, title: str = "") -> str:
-    """Each trial's score (dots; failed trials as crosses at the bottom) and the best so far (line)."""
+    """Each trial's score (dots; failed trials as crosses at the bottom) and the best so far
+    (line).
+    """
     plt = _pyplot()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -53,7 +55,9 @@ def plot_best_so_far(trials: Sequence[dict[str, Any]], path: str | Path, *, titl
 def plot_parallel_coordinates(
     trials: Sequence[dict[str, Any]], space, path: str | Path, *, title: str = ""
 ) -> str:
-    """One line per finished trial across the parameters (log axes in log units), coloured by score."""
+    """One line per finished trial across the parameters (log axes in log units), coloured
+    by score.
+    """
     plt = _pyplot()
     from ml_adv.hpo.space import Categorical
 

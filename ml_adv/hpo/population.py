@@ -145,30 +145,73 @@ def _member_outcome(result, j: int, config, metric: str, seconds: float) -> dict
 
 
 def rung_epochs(epochs: int, population: int, eta: int) -> list[int]:
-    """Epochs per rung: ``epochs / eta**(R-1-k)`` for ``R = 1 + floor(log_eta P)`` rungs (at least 1 each)."""
+    """Epochs per rung: ``epochs / eta**(R-1-k)`` for ``R = 1 + floor(log_eta P)`` rungs (at
+    least 1 each).
+    """
     rungs = 1 + int(math.floor(math.log(population, eta) + 1e-9)) if population > 1 else 1
     out = [max(1, int(round(epochs / eta ** (rungs - 1 - k)))) for k in range(rungs)]
     return sorted(set(out))  # a short budget merges rungs that would train equally long
 
 
 def run_population_study(study):
-    """Successive halving over a stacked population for ``study`` (its ``method`` is ``population``)."""
-    from ml_adv.hpo.journal import TrialJournal
+    """Successive halving over a stacked population for ``study`` (its ``method`` is
+    ``population``).
+    """
     from ml_adv.hpo.methods import make_searcher
-    from ml_adv.hpo.report import write_study_outputs
-    from ml_adv.hpo.result import StudyResult
 
     check_stackable(study.objective)
-    options = dict(study.method_options)
+    eta = _reduction_factor(study.method_options)
+    started = time.perf_counter()
+    searcher = make_searcher("random", study.space, study.max_trials, seed=study.seed)
+    configs = [searcher.ask().config for _ in range(study.max_trials)]
+    schedule = rung_epochs(int(study.objective.base_config.epochs), len(configs), eta)
+    journal, finished, done_rungs = _open_journal(study)
+    resumed = len(finished)
+    alive, curves = list(range(len(configs))), {i: [] for i in range(len(configs))}
+    for k, epochs in enumerate(schedule):
+        last = k == len(schedule) - 1
+        done = done_rungs[k] if k < len(done_rungs) else None
+        outcomes, scores = _rung_scores(study.objective, configs, alive, epochs, done)
+        for i in alive:
+            curves[i].append(scores[i])
+        ranked = sorted((i for i in alive if scores[i] is not None), key=lambda i: -scores[i])
+        keep = ranked if last else ranked[: max(1, len(ranked) // eta)]
+        if outcomes is not None:
+            _journal_rung(
+                journal,
+                finished,
+                configs,
+                curves,
+                rung=k,
+                epochs=epochs,
+                last=last,
+                alive=alive,
+                outcomes=outcomes,
+                scores=scores,
+                keep=keep,
+            )
+        alive = keep
+        if not alive:
+            break
+    return _study_result(study, finished, resumed, started)
+
+
+def _reduction_factor(method_options) -> int:
+    """The method options' ``reduction_factor`` (eta, default 3), checked; no other option."""
+    options = dict(method_options)
     eta = options.pop("reduction_factor", DEFAULT_REDUCTION_FACTOR)
     if isinstance(eta, bool) or not isinstance(eta, int) or eta < 2:
         raise ConfigError(f"reduction_factor: expected an integer >= 2, got {describe(eta)}")
     if options:
         raise ConfigError(f"method options: unknown option(s) {sorted(options)} for 'population'")
-    started = time.perf_counter()
-    searcher = make_searcher("random", study.space, study.max_trials, seed=study.seed)
-    configs = [searcher.ask().config for _ in range(study.max_trials)]
-    schedule = rung_epochs(int(study.objective.base_config.epochs), len(configs), eta)
+    return eta
+
+
+def _open_journal(study):
+    """``(journal, finished trials by id, finished rung records)``: started (or replayed) in
+    the run directory, or ``(None, {}, [])`` without one."""
+    from ml_adv.hpo.journal import TrialJournal
+
     journal = (
         TrialJournal(study.run_dir.path_for("trials.jsonl")) if study.run_dir is not None else None
     )
@@ -176,54 +219,59 @@ def run_population_study(study):
         t["trial"]: t for t in (journal.start(study.header()) if journal is not None else [])
     }
     done_rungs = journal.read_records("rung") if journal is not None else []
-    resumed = len(finished)
-    alive, curves = list(range(len(configs))), {i: [] for i in range(len(configs))}
-    for k, epochs in enumerate(schedule):
-        last = k == len(schedule) - 1
-        outcomes = None
-        if k < len(done_rungs):  # a rung finished before a kill: replay its scores
-            scores = dict(zip(done_rungs[k]["trials"], done_rungs[k]["scores"]))
-        else:
-            trained = stacked_trials(
-                study.objective, [{**configs[i], "epochs": epochs} for i in alive]
+    return journal, finished, done_rungs
+
+
+def _rung_scores(objective, configs, alive: list[int], epochs: int, done: dict | None):
+    """``(outcomes, scores)`` of the ``alive`` trials at one rung: replayed from ``done`` (a
+    rung finished before a kill; no outcomes) or trained as stacked populations now."""
+    if done is not None:  # a rung finished before a kill: replay its scores
+        return None, dict(zip(done["trials"], done["scores"]))
+    trained = stacked_trials(objective, [{**configs[i], "epochs": epochs} for i in alive])
+    outcomes = dict(zip(alive, trained))
+    scores = {i: o["score"] if o["status"] == "ok" else None for i, o in outcomes.items()}
+    return outcomes, scores
+
+
+def _journal_rung(
+    journal, finished: dict, configs, curves, *, rung, epochs, last, alive, outcomes, scores, keep
+) -> None:
+    """Journal the trials decided at this rung (failed, pruned, or ok at the last rung), then
+    the rung itself."""
+    for i in alive:  # trials decided at this rung are journaled before the rung itself
+        status = (
+            outcomes[i]["status"]
+            if outcomes[i]["status"] == "failed"
+            else ("ok" if last else "pruned" if i not in keep else None)
+        )
+        if status is not None:
+            _finish(
+                journal,
+                finished,
+                i,
+                rung,
+                epochs,
+                configs[i],
+                {**outcomes[i], "status": status},
+                curves[i],
             )
-            outcomes = dict(zip(alive, trained))
-            scores = {i: o["score"] if o["status"] == "ok" else None for i, o in outcomes.items()}
-        for i in alive:
-            curves[i].append(scores[i])
-        ranked = sorted((i for i in alive if scores[i] is not None), key=lambda i: -scores[i])
-        keep = ranked if last else ranked[: max(1, len(ranked) // eta)]
-        if outcomes is not None:
-            for i in alive:  # trials decided at this rung are journaled before the rung itself
-                status = (
-                    outcomes[i]["status"]
-                    if outcomes[i]["status"] == "failed"
-                    else ("ok" if last else "pruned" if i not in keep else None)
-                )
-                if status is not None:
-                    _finish(
-                        journal,
-                        finished,
-                        i,
-                        k,
-                        epochs,
-                        configs[i],
-                        {**outcomes[i], "status": status},
-                        curves[i],
-                    )
-            if journal is not None:
-                journal.append_record(
-                    "rung",
-                    {
-                        "rung": k,
-                        "epochs": epochs,
-                        "trials": alive,
-                        "scores": [scores[i] for i in alive],
-                    },
-                )
-        alive = keep
-        if not alive:
-            break
+    if journal is not None:
+        journal.append_record(
+            "rung",
+            {
+                "rung": rung,
+                "epochs": epochs,
+                "trials": alive,
+                "scores": [scores[i] for i in alive],
+            },
+        )
+
+
+def _study_result(study, finished: dict, resumed: int, started: float):
+    """Record the finished trials on ``study`` and write its outputs; the ``StudyResult``."""
+    from ml_adv.hpo.report import write_study_outputs
+    from ml_adv.hpo.result import StudyResult
+
     study.trials = [finished[i] for i in sorted(finished)]
     ok = [t for t in study.trials if t["status"] == "ok"]
     best = max(ok, key=lambda t: t["score"], default=None)

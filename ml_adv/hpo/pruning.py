@@ -56,7 +56,8 @@ class MedianPruner:
             or self.n_warmup_epochs < 0
         ):
             raise ConfigError(
-                f"n_warmup_epochs: expected a non-negative integer, got {describe(self.n_warmup_epochs)}"
+                "n_warmup_epochs: expected a non-negative integer, got "
+                f"{describe(self.n_warmup_epochs)}"
             )
 
     def should_prune(self, epoch: int, value: float, reference: Reference) -> bool:
@@ -119,5 +120,6 @@ def resolve_pruner(pruner):
     if isinstance(pruner, str):
         return PRUNERS.get(pruner, argument="pruner")()
     raise ConfigError(
-        f"pruner: expected None, one of {PRUNERS.names()} or an object with should_prune, got {describe(pruner)}"
+        f"pruner: expected None, one of {PRUNERS.names()} or an object with should_prune, got "
+        f"{describe(pruner)}"
     )

@@ -2,8 +2,8 @@
 
 ``best_config.json`` (the best configuration and its score), ``report.json`` (the study
 header, summary and per-trial table), ``plots/best_so_far.png`` and
-``plots/parallel_coordinates.png`` (and ``plots/pbt_lineage.png`` for PBT); all through ``RunDirectory`` so ``--fresh``
-removes exactly these.
+``plots/parallel_coordinates.png`` (and ``plots/pbt_lineage.png`` for PBT); all through
+``RunDirectory`` so ``--fresh`` removes exactly these.
 """
 
 from __future__ import annotations
@@ -39,7 +39,8 @@ def write_study_outputs(run_dir, result, header: dict[str, Any], space=None) -> 
     from ml_adv.hpo.space import SearchSpace
 
     space = space or SearchSpace.from_dict(header["space"])
-    title = f"{header['method']} on {header['objective'].get('data', header['objective'].get('fn', ''))}"
+    objective = header["objective"]
+    title = f"{header['method']} on {objective.get('data', objective.get('fn', ''))}"
     paths = {
         "best_config": str(
             run_dir.write_json(

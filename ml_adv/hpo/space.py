@@ -234,7 +234,8 @@ class SearchSpace:
         return param
 
     def grid(self, points: int = 3) -> list[dict[str, Any]]:
-        """Every grid point, in lexicographic order of the declared parameters (the last varies fastest).
+        """Every grid point, in lexicographic order of the declared parameters (the last
+        varies fastest).
 
         Floats get ``points`` values (geometric when ``log``); integers all their values or
         ``points`` of them; categorical parameters all their choices.
@@ -278,7 +279,9 @@ class SearchSpace:
         ``["logint", low, high]``, or a list of choices (``{"choices": [...]}`` also works).
 
         Example:
-            >>> SearchSpace.from_dict({"learning_rate": ["log", 1e-4, 1e-2], "batch_size": [16, 32, 64]}).names
+            >>> SearchSpace.from_dict(
+            ...     {"learning_rate": ["log", 1e-4, 1e-2], "batch_size": [16, 32, 64]}
+            ... ).names
             ['learning_rate', 'batch_size']
         """
         if isinstance(spec, Mapping):
@@ -293,7 +296,8 @@ class SearchSpace:
                 kind = {"float": Float, "int": Int, "categorical": Categorical}.get(rec["type"])
                 if kind is None:
                     raise ConfigError(
-                        f"space: unknown parameter type {rec['type']!r}; expected float, int or categorical"
+                        f"space: unknown parameter type {rec['type']!r}; expected float, int or "
+                        "categorical"
                     )
                 params.append(kind(**{k: v for k, v in rec.items() if k != "type"}))
             return cls(params)
@@ -323,5 +327,6 @@ def _param_from_short(name: str, decl: Any) -> Param:
     if isinstance(decl, (list, tuple)):
         return Categorical(name, decl)
     raise ConfigError(
-        f"space[{name!r}]: expected ['log'|'float'|'int'|'logint', low, high] or a list of choices, got {describe(decl)}"
+        f"space[{name!r}]: expected ['log'|'float'|'int'|'logint', low, high] or a list of "
+        f"choices, got {describe(decl)}"
     )

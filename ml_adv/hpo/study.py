@@ -143,7 +143,9 @@ class Study:
         }
 
     def run(self) -> StudyResult:
-        """Run (or resume) the study until ``max_trials`` trials finished or the grid is exhausted."""
+        """Run (or resume) the study until ``max_trials`` trials finished or the grid is
+        exhausted.
+        """
         if self.entry.run is not None:
             return self.entry.run(self)
         started = time.perf_counter()
@@ -261,8 +263,8 @@ class Study:
     def _replay(self, searcher, done: list[dict[str, Any]]):
         """Feed journaled trials to ``searcher``.
 
-        Returns ``(trials, pending, mismatches)``; ``pending`` is ``(batch, finished members)`` when the
-        last batch was cut short by a kill, else None.
+        Returns ``(trials, pending, mismatches)``; ``pending`` is ``(batch, finished members)``
+        when the last batch was cut short by a kill, else None.
         """
         by_batch: dict[int, dict[int, dict[str, Any]]] = {}
         for t in done:
@@ -335,7 +337,8 @@ def _as_executor(executor):
     if hasattr(executor, "get_executor"):  # a dask.distributed Client
         return executor.get_executor()
     raise ConfigError(
-        f"executor: expected a concurrent.futures.Executor or a dask Client, got {describe(executor)}"
+        "executor: expected a concurrent.futures.Executor or a dask Client, got "
+        f"{describe(executor)}"
     )
 
 

@@ -33,7 +33,8 @@ LOWERINGS = ("flax", "fused")
 
 
 class LSTMCellParams(nn.Module):
-    """``nn.OptimizedLSTMCell``'s parameters (same names and initialisers), packed for ``lstm_sequence``.
+    """``nn.OptimizedLSTMCell``'s parameters (same names and initialisers), packed for
+    ``lstm_sequence``.
 
     Returns ``(w_i [D, 4H], w_h [H, 4H], b [4H])`` with the gates in ``i, f, g, o`` order.
     """

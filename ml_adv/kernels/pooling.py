@@ -22,7 +22,8 @@ import jax.numpy as jnp
 
 
 def _windows(x: jax.Array, size: int) -> jax.Array:
-    """``[N, H, W, C]`` -> ``[N, H/s, s, W/s, s, C]`` (a ragged border is dropped, as VALID pooling does)."""
+    """``[N, H, W, C]`` -> ``[N, H/s, s, W/s, s, C]`` (a ragged border is dropped, as VALID
+    pooling does)."""
     n, h, w, c = x.shape
     h, w = h - h % size, w - w % size
     return x[:, :h, :w, :].reshape(n, h // size, size, w // size, size, c)
@@ -60,7 +61,8 @@ def _first_max(x: jax.Array, y: jax.Array, size: int) -> jax.Array:
 def _scatter_to_first(
     first: jax.Array, dy: jax.Array, size: int, height: int, width: int
 ) -> jax.Array:
-    """Each output gradient at its window's first maximum, zeros elsewhere (and on a ragged border)."""
+    """Each output gradient at its window's first maximum, zeros elsewhere (and on a ragged
+    border)."""
     dx = jnp.where(
         first[:, :, None, :, None, :] == _window_positions(size),
         dy[:, :, None, :, None, :],

@@ -53,14 +53,16 @@ def _infer_kind(architecture: str, input_shape: tuple | None) -> str:
 
 def _mismatch(input_dim: int, input_shape: tuple, meaning: str) -> ShapeError:
     return ShapeError(
-        f"input_shape: expected {meaning} equal to input_dim={input_dim}, got input_shape {input_shape}"
+        f"input_shape: expected {meaning} equal to input_dim={input_dim}, "
+        f"got input_shape {input_shape}"
     )
 
 
 def _shape_for(
     architecture: str, input_dim: int, input_shape: tuple | None, input_kind: str
 ) -> tuple:
-    """Per-example input shape implied by ``input_dim``, checked against ``input_shape`` if given."""
+    """Per-example input shape implied by ``input_dim``, checked against ``input_shape`` if
+    given."""
     if (
         architecture not in _DEFAULT_KIND
     ):  # a user-registered family: input_dim has no known meaning
@@ -109,7 +111,8 @@ class AdvancedModelArchitecture(Estimator):
         entry = ARCHITECTURES.get(architecture_type, argument="architecture_type")
         if not isinstance(size, str) or size not in entry.sizes:
             raise ConfigError(
-                f"size: expected one of {sorted(entry.sizes)} for {architecture_type!r}, got {size!r}"
+                f"size: expected one of {sorted(entry.sizes)} for {architecture_type!r}, "
+                f"got {size!r}"
             )
         check_override_names(entry.config_cls, architecture_type, config_overrides)
         self.architecture_type = architecture_type
@@ -188,7 +191,8 @@ class AdvancedModelArchitecture(Estimator):
 
 
 def abstract_variables(spec: ModelSpec, batch_size: int = 1) -> Any:
-    """Shapes and dtypes of ``spec.build().init(...)`` (``jax.ShapeDtypeStruct`` leaves), no allocation."""
+    """Shapes and dtypes of ``spec.build().init(...)`` (``jax.ShapeDtypeStruct`` leaves), no
+    allocation."""
     module = spec.build()
     x = spec.example_input(batch_size)
     return jax.eval_shape(lambda key: module.init(key, x), jax.random.key(0))

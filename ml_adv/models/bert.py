@@ -100,7 +100,8 @@ class BERTConfig:
             check_int(owner, name, getattr(self, name))
         if self.hidden_size % self.num_heads:
             raise ConfigError(
-                f"{owner}.hidden_size: expected a multiple of num_heads={self.num_heads}, got {self.hidden_size}"
+                f"{owner}.hidden_size: expected a multiple of num_heads={self.num_heads}, "
+                f"got {self.hidden_size}"
             )
         check_rate(owner, "dropout", self.dropout)
         check_rate(owner, "attention_dropout", self.attention_dropout)
@@ -221,7 +222,8 @@ class MLMHead(nn.Module):
 
 
 class BERT(nn.Module):
-    """BERT: ``encoder`` (embeddings, blocks, pooler), classification ``head`` and tied ``mlm`` head."""
+    """BERT: ``encoder`` (embeddings, blocks, pooler), classification ``head`` and tied ``mlm``
+    head."""
 
     config: BERTConfig
 

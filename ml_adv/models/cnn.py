@@ -245,8 +245,9 @@ def make_config(
         side = side // config.pool_size if pool else side
         if side < 1:
             raise ConfigError(
-                f"conv_features: stage {i} of {len(config.pools)} ({config.padding} {config.kernel_size}x"
-                f"{config.kernel_size} convs, pools of {config.pool_size}) leaves nothing of an image of side "
+                f"conv_features: stage {i} of {len(config.pools)} "
+                f"({config.padding} {config.kernel_size}x{config.kernel_size} convs, "
+                f"pools of {config.pool_size}) leaves nothing of an image of side "
                 f"{min(shape[0], shape[1])} (input_shape {shape})"
             )
     return config

@@ -109,7 +109,8 @@ def check_activation(owner: str, name: str, value: Any) -> None:
 def check_int_tuple(
     owner: str, name: str, value: Any, *, allow_empty: bool = False
 ) -> tuple[int, ...]:
-    """Return ``value`` as a tuple of positive ints (lists from JSON accepted) or raise ConfigError."""
+    """Return ``value`` as a tuple of positive ints (lists from JSON accepted) or raise
+    ConfigError."""
     expected = "a tuple of positive integers" + ("" if allow_empty else " (at least one)")
     if not isinstance(value, (tuple, list)) or (not value and not allow_empty):
         raise ConfigError(f"{owner}.{name}: expected {expected}, got {describe(value)}")
@@ -166,7 +167,8 @@ def check_override_names(config_cls: type, architecture: str, overrides: Mapping
     unknown = sorted(k for k in overrides if k not in fields)
     if unknown:
         raise ConfigError(
-            f"config_overrides: unknown option(s) {unknown} for {architecture!r}; expected some of {sorted(fields)}"
+            f"config_overrides: unknown option(s) {unknown} for {architecture!r}; "
+            f"expected some of {sorted(fields)}"
         )
 
 
@@ -204,7 +206,8 @@ def check_input_shape(
     """
     if input_kind not in ranks:
         raise ShapeError(
-            f"input_kind: architecture {architecture!r} accepts {sorted(ranks)} inputs, got {input_kind!r}"
+            f"input_kind: architecture {architecture!r} accepts {sorted(ranks)} inputs, "
+            f"got {input_kind!r}"
         )
     try:
         shape = tuple(input_shape)
@@ -216,15 +219,17 @@ def check_input_shape(
     rank = ranks[input_kind]
     if len(shape) != rank:
         raise ShapeError(
-            f"input_shape: {architecture!r} expects {rank}-D {input_kind!r} examples, got shape {shape}"
+            f"input_shape: {architecture!r} expects {rank}-D {input_kind!r} examples, "
+            f"got shape {shape}"
         )
     for axis, d in enumerate(shape):
         if d is None and axis == 0 and input_kind in free_length:
             continue
         if isinstance(d, bool) or not isinstance(d, int) or d < 1:
+            none_note = " (None allowed for the length axis)" if input_kind in free_length else ""
             raise ShapeError(
                 f"input_shape: expected positive integer sizes for {architecture!r} {input_kind!r} "
-                f"inputs{' (None allowed for the length axis)' if input_kind in free_length else ''}, got {shape}"
+                f"inputs{none_note}, got {shape}"
             )
     return shape
 
@@ -236,7 +241,8 @@ def padding_mask(tokens: jax.Array) -> jax.Array:
 
 
 def masked_mean(x: jax.Array, mask: jax.Array | None) -> jax.Array:
-    """Mean of ``x`` ``[B, L, D]`` over L, counting only positions where ``mask`` ``[B, L]`` is True.
+    """Mean of ``x`` ``[B, L, D]`` over L, counting only positions where ``mask`` ``[B, L]`` is
+    True.
 
     Rows with no valid position give zeros (not NaN).
     """

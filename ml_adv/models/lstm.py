@@ -87,7 +87,8 @@ SIZES: dict[str, dict[str, Any]] = {
 
 
 class FusedLSTM(nn.Module):
-    """One float32 LSTM layer through ``lstm_layer.lstm_sequence``, with ``nn.RNN``'s parameters and outputs."""
+    """One float32 LSTM layer through ``lstm_layer.lstm_sequence``, with ``nn.RNN``'s parameters
+    and outputs."""
 
     hidden_size: int
     reverse: bool = False

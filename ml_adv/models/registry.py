@@ -76,18 +76,22 @@ class ModelSpec:
         if len(shape) != len(self.input_shape) + 1:
             raise ShapeError(
                 f"{argument}: {self.architecture} expects a batch of shape "
-                f"(N, {', '.join('L' if d is None else str(d) for d in self.input_shape)}), got {describe(np.asarray(x))}"
+                f"(N, {', '.join('L' if d is None else str(d) for d in self.input_shape)}), "
+                f"got {describe(np.asarray(x))}"
             )
         for axis, (want, got) in enumerate(zip(self.input_shape, shape[1:]), start=1):
             if want is not None and want != got:
                 raise ShapeError(
                     f"{argument}: {self.architecture} expects size {want} on axis {axis} "
-                    f"(input shape (N, {', '.join('L' if d is None else str(d) for d in self.input_shape)})), got shape {shape}"
+                    "(input shape (N, "
+                    f"{', '.join('L' if d is None else str(d) for d in self.input_shape)})), "
+                    f"got shape {shape}"
                 )
         max_len = getattr(self.config, "max_length", None)
         if self.input_kind in ("tokens", "sequence") and max_len is not None and shape[1] > max_len:
             raise ShapeError(
-                f"{argument}: {self.architecture} accepts sequences of length <= {max_len}, got {shape[1]}"
+                f"{argument}: {self.architecture} accepts sequences of length <= {max_len}, "
+                f"got {shape[1]}"
             )
         dtype = np.asarray(x).dtype if not hasattr(x, "dtype") else x.dtype
         if self.input_kind == "tokens":
@@ -99,7 +103,8 @@ class ModelSpec:
             arr = np.asarray(x)
             if vocab is not None and arr.size and (arr.min() < 0 or arr.max() >= vocab):
                 raise DataError(
-                    f"{argument}: expected token ids in [0, {vocab}), got range [{arr.min()}, {arr.max()}]"
+                    f"{argument}: expected token ids in [0, {vocab}), "
+                    f"got range [{arr.min()}, {arr.max()}]"
                 )
 
     def to_dict(self) -> dict[str, Any]:
@@ -140,7 +145,8 @@ def make_spec(
     entry = ARCHITECTURES.get(architecture, argument="architecture_type")
     if not isinstance(input_kind, str) or input_kind not in entry.input_kinds:
         raise ShapeError(
-            f"input_kind: architecture {architecture!r} accepts {list(entry.input_kinds)} inputs, got {input_kind!r}"
+            f"input_kind: architecture {architecture!r} accepts {list(entry.input_kinds)} inputs, "
+            f"got {input_kind!r}"
         )
     if not isinstance(size, str) or size not in entry.sizes:
         raise ConfigError(

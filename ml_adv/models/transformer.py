@@ -98,7 +98,8 @@ class TransformerConfig:
             check_int(owner, name, getattr(self, name))
         if self.d_model % self.num_heads:
             raise ConfigError(
-                f"{owner}.d_model: expected a multiple of num_heads={self.num_heads}, got {self.d_model}"
+                f"{owner}.d_model: expected a multiple of num_heads={self.num_heads}, "
+                f"got {self.d_model}"
             )
         check_rate(owner, "dropout", self.dropout)
         check_rate(owner, "attention_dropout", self.attention_dropout)
@@ -126,7 +127,8 @@ class TransformerEncoder(nn.Module):
         want_ndim = 2 if cfg.input_kind == "tokens" else 3
         if x.ndim != want_ndim:
             raise ShapeError(
-                f"x: transformer with {cfg.input_kind!r} input expects a {want_ndim}-D batch, got shape {x.shape}"
+                f"x: transformer with {cfg.input_kind!r} input expects a {want_ndim}-D batch, "
+                f"got shape {x.shape}"
             )
         if cfg.input_kind == "tokens":
             valid = padding_mask(x)

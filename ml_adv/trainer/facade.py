@@ -1,4 +1,5 @@
-"""The SEED product API for training: ``AdvancedTrainingStrategy`` and ``AdvancedCustomModelTrainer``.
+"""The SEED product API for training: ``AdvancedTrainingStrategy`` and
+``AdvancedCustomModelTrainer``.
 
 Thin stateful facades for scripts and notebooks. They hold data, history and
 the registry of trained models and call the functional core (``fit``); no
@@ -55,7 +56,9 @@ class AdvancedTrainingStrategy(Estimator):
         **options: any other ``TrainConfig`` field (optimizer, schedule, loss, patience ...).
 
     Example:
-        >>> strategy = AdvancedTrainingStrategy(learning_rate=1e-4, batch_size=32, epochs=100, early_stopping=True)
+        >>> strategy = AdvancedTrainingStrategy(
+        ...     learning_rate=1e-4, batch_size=32, epochs=100, early_stopping=True
+        ... )
         >>> strategy.config.patience
         5
     """
@@ -71,7 +74,8 @@ class AdvancedTrainingStrategy(Estimator):
         unknown = set(options) - set(TRAIN_FIELDS)
         if unknown:
             raise ConfigError(
-                f"options: unknown training option(s) {sorted(unknown)}; expected some of {list(TRAIN_FIELDS)}"
+                f"options: unknown training option(s) {sorted(unknown)}; expected some of "
+                f"{list(TRAIN_FIELDS)}"
             )
         fields = normalize_train_fields(
             {
@@ -331,7 +335,9 @@ class AdvancedCustomModelTrainer(Estimator):
 
     # ------------------------------------------------------------- persistence
     def _state(self, folder: Path) -> dict[str, Any]:
-        """The registry, the history, the set_* settings and every trained model (``models/<id>``)."""
+        """The registry, the history, the set_* settings and every trained model
+        (``models/<id>``).
+        """
         from ml_adv.rundir import json_safe
 
         with self._lock:
@@ -359,7 +365,9 @@ class AdvancedCustomModelTrainer(Estimator):
 
     # ------------------------------------------------------------------ queries
     def get_model_registry(self) -> dict[str, Any]:
-        """model_id -> record (architecture, spec, config, metrics, run_dir) of every trained model."""
+        """model_id -> record (architecture, spec, config, metrics, run_dir) of every
+        trained model.
+        """
         with self._lock:
             return {k: dict(v) for k, v in self._registry.items()}
 
@@ -391,7 +399,9 @@ class AdvancedCustomModelTrainer(Estimator):
         }
 
     def validate_system_integrity(self) -> bool:
-        """Check the backend computes, every architecture builds, and every trained model's weights are finite."""
+        """Check the backend computes, every architecture builds, and every trained model's
+        weights are finite.
+        """
         from ml_adv.models import ARCHITECTURES, make_spec
 
         problems = []
@@ -429,7 +439,9 @@ class AdvancedCustomModelTrainer(Estimator):
         return not problems
 
     def generate_training_report(self) -> dict[str, Any]:
-        """Summary of every run (best accuracy, timings); also written to ``run_root/training_report.json``."""
+        """Summary of every run (best accuracy, timings); also written to
+        ``run_root/training_report.json``.
+        """
         runs = self.get_training_history()
         ok = [r for r in runs if r["success"]]
         best = max(
@@ -466,13 +478,16 @@ class AdvancedCustomModelTrainer(Estimator):
 
     # ------------------------------------------------------------------ helpers
     def _last_good_model(self, spec, config, run_dir: Path, model_id: str) -> TrainedModel | None:
-        """The weights of the last checkpoint written before training diverged (None if there is none)."""
+        """The weights of the last checkpoint written before training diverged (None if
+        there is none).
+        """
         from ml_adv.checkpointing import RunCheckpointer
         from ml_adv.training.setup import init_run
 
         ckpt = RunCheckpointer(run_dir / "checkpoints")
         try:
-            # The run's own set-up, traced only for its shapes: the target always matches what fit saved.
+            # The run's own set-up, traced only for its shapes: the target always matches what
+            # fit saved.
             target = jax.eval_shape(
                 lambda: init_run(
                     spec, config, example_x=spec.example_input(), steps_per_epoch=1

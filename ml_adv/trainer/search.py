@@ -38,17 +38,12 @@ DEFAULT_MAX_TRIALS = 10
 def search_before_training(
     trainer, training_data: dict[str, Any]
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Run the trainer's search; return ``(training_data with the best configuration, study report)``."""
+    """Run the trainer's search; return
+    ``(training_data with the best configuration, study report)``.
+    """
     from ml_adv.trainer.training_data import resolve_training_data
 
-    if not isinstance(training_data, dict):
-        raise ConfigError(
-            f"training_data: expected a dict with 'data' and hyper-parameters, got {describe(training_data)}"
-        )
-    data = {k: v for k, v in training_data.items() if k not in HPO_KEYS}
-    options = {k: training_data[k] for k in HPO_KEYS if k in training_data}
-    max_trials = options.get("max_trials", DEFAULT_MAX_TRIALS)
-    check_positive("max_trials", max_trials)
+    data, options, max_trials = _split_search_options(training_data)
     plan = resolve_training_data(
         data,
         architecture=trainer.architecture_type,
@@ -57,28 +52,8 @@ def search_before_training(
         augment=trainer._augment_fn,
         default_size=trainer.size,
     )
-    space = as_space(options.get("search_space")) or default_space(
-        (trainer.architecture_type,),
-        max_batch_size=len(plan.train),
-        population=resolve_method(trainer.optimization_method).population,
-    )
-    if "architecture" in space:
-        raise ConfigError(
-            "search_space: the trainer's architecture is fixed by architecture_type; "
-            "search over architectures with AdvancedHyperparameterOptimizer, got an 'architecture' parameter"
-        )
-    base = plan.config
-    if "search_epochs" in options:
-        check_positive("search_epochs", options["search_epochs"])
-        base = base.replace(epochs=int(options["search_epochs"]))
-    objective = TrainingObjective(
-        views={"*": (plan.train, plan.val)},
-        base_config=base,
-        architecture=trainer.architecture_type,
-        size=plan.size,
-        model_overrides=dict(plan.model_overrides),
-        data_name=plan.train.name,
-    )
+    space = _search_space(trainer, options, max_batch_size=len(plan.train))
+    objective = _search_objective(trainer, plan, options)
     run_name = (
         plan.run_name
         or f"{trainer.architecture_type}-{trainer.optimization_method}-{uuid.uuid4().hex[:8]}"
@@ -93,12 +68,71 @@ def search_before_training(
         progress=False,
     )
     result = study.run()
-    final = {**data, "run_name": run_name}
-    if (
-        result.best_config is not None
-    ):  # no trial succeeded: train the configuration given, say so in the report
+    final = _with_best_config({**data, "run_name": run_name}, result.best_config)
+    report = {
+        **result.summary(),
+        "search_space": space.to_dict(),
+        "split": {"train": len(plan.train), "validation": len(plan.val)},
+        "trial_epochs": objective.base_config.epochs,
+    }
+    return final, report
+
+
+def _split_search_options(training_data) -> tuple[dict[str, Any], dict[str, Any], int]:
+    """``training_data`` as ``(the training settings, the search options, max_trials)``,
+    checked."""
+    if not isinstance(training_data, dict):
+        raise ConfigError(
+            "training_data: expected a dict with 'data' and hyper-parameters, got "
+            f"{describe(training_data)}"
+        )
+    data = {k: v for k, v in training_data.items() if k not in HPO_KEYS}
+    options = {k: training_data[k] for k in HPO_KEYS if k in training_data}
+    max_trials = options.get("max_trials", DEFAULT_MAX_TRIALS)
+    check_positive("max_trials", max_trials)
+    return data, options, max_trials
+
+
+def _search_space(trainer, options: dict[str, Any], max_batch_size: int):
+    """The ``search_space`` option (or the method's default space), which must leave the
+    architecture alone: the trainer's is fixed."""
+    space = as_space(options.get("search_space")) or default_space(
+        (trainer.architecture_type,),
+        max_batch_size=max_batch_size,
+        population=resolve_method(trainer.optimization_method).population,
+    )
+    if "architecture" in space:
+        raise ConfigError(
+            "search_space: the trainer's architecture is fixed by architecture_type; search over "
+            "architectures with AdvancedHyperparameterOptimizer, got an 'architecture' parameter"
+        )
+    return space
+
+
+def _search_objective(trainer, plan, options: dict[str, Any]) -> TrainingObjective:
+    """Each trial's objective: the plan's split and configuration (``search_epochs`` epochs
+    when given)."""
+    base = plan.config
+    if "search_epochs" in options:
+        check_positive("search_epochs", options["search_epochs"])
+        base = base.replace(epochs=int(options["search_epochs"]))
+    return TrainingObjective(
+        views={"*": (plan.train, plan.val)},
+        base_config=base,
+        architecture=trainer.architecture_type,
+        size=plan.size,
+        model_overrides=dict(plan.model_overrides),
+        data_name=plan.train.name,
+    )
+
+
+def _with_best_config(final: dict[str, Any], best_config: dict[str, Any] | None) -> dict[str, Any]:
+    """``final`` with the search's best configuration applied: training fields and the size
+    directly, everything else as model overrides. Without one (no trial succeeded) ``final``
+    is returned as given: the configuration given is trained, and the report says so."""
+    if best_config is not None:
         overrides = dict(final.get("model_overrides") or {})
-        for key, value in result.best_config.items():
+        for key, value in best_config.items():
             if key in train_fields():
                 final[key] = value
             elif key == "size":
@@ -107,13 +141,7 @@ def search_before_training(
                 overrides[key] = value
         if overrides:
             final["model_overrides"] = overrides
-    report = {
-        **result.summary(),
-        "search_space": space.to_dict(),
-        "split": {"train": len(plan.train), "validation": len(plan.val)},
-        "trial_epochs": base.epochs,
-    }
-    return final, report
+    return final
 
 
 def replay_schedule(

@@ -6,7 +6,8 @@
         "data": "digits" | ArrayDataset | (x, y),   # or "x": ..., "y": ...
         "validation_data": ArrayDataset | (x, y),    # optional; else split off the training data
         "validation_split": 0.15,                    # used when validation_data is absent
-        "test_data": ArrayDataset | (x, y),          # optional; a named dataset brings its test split
+        "test_data": ArrayDataset | (x, y),          # optional; a named dataset brings its
+                                                     # test split
         "input_dim": 8, "output_dim": 10,            # optional; inferred from the data and checked
         "input_kind": "features",                    # optional; else the architecture's kind
         "download": True,                            # fetch a missing named dataset (MNIST, TFDS)
@@ -144,12 +145,14 @@ def resolve_training_data(
     """
     if not isinstance(training_data, dict):
         raise ConfigError(
-            f"training_data: expected a dict with 'data' and hyper-parameters, got {describe(training_data)}"
+            "training_data: expected a dict with 'data' and hyper-parameters, got "
+            f"{describe(training_data)}"
         )
     unknown = set(training_data) - set(DATA_KEYS) - set(TRAIN_FIELDS)
     if unknown:
         raise ConfigError(
-            f"training_data: unknown key(s) {sorted(unknown)}; expected some of {sorted(DATA_KEYS + TRAIN_FIELDS)}"
+            f"training_data: unknown key(s) {sorted(unknown)}; expected some of "
+            f"{sorted(DATA_KEYS + TRAIN_FIELDS)}"
         )
     td = training_data
     # Hyper-parameters first: they are cheap to check and a typo should not wait for data loading.
@@ -218,7 +221,8 @@ def _input_kind(given: Any, architecture: str) -> str | None:
         raise ConfigError(f"input_kind: expected one of {list(INPUT_KINDS)}, got {describe(given)}")
     if given not in accepted:
         raise ConfigError(
-            f"input_kind: architecture {architecture!r} takes {list(accepted)} inputs, got {given!r}"
+            f"input_kind: architecture {architecture!r} takes {list(accepted)} inputs, got "
+            f"{given!r}"
         )
     return given
 
@@ -283,7 +287,9 @@ def _conform(
     kind: str | None,
     architecture: str | None = None,
 ) -> ArrayDataset:
-    """``ds`` read as ``train``'s input kind, with the same example shape (else DataError naming ``argument``)."""
+    """``ds`` read as ``train``'s input kind, with the same example shape (else DataError
+    naming ``argument``).
+    """
     target = train.input_kind if train is not None else _kind_for(ds, architecture, kind)
     features = "x" if argument == "x/y" else f"{argument}.x"  # the 'x' key names itself
     rank, what = _RANKS[target]
@@ -312,8 +318,8 @@ def _hold_out(train: ArrayDataset, fraction: Any) -> tuple[ArrayDataset, ArrayDa
         return train.split((1 - fraction, fraction), seed=0)
     except DataError as exc:
         raise DataError(
-            f"validation_split: holding out {fraction} of {len(train)} training examples leaves an empty part "
-            f"({exc}); pass more data, a larger validation_split, or validation_data"
+            f"validation_split: holding out {fraction} of {len(train)} training examples leaves an "
+            f"empty part ({exc}); pass more data, a larger validation_split, or validation_data"
         ) from None
 
 
@@ -339,8 +345,8 @@ def _input_dim(td, architecture, train, val, test) -> int:
     if train.input_kind == "tokens":
         if given < inferred:
             raise DataError(
-                f"input_dim: the vocabulary size must exceed every token id (largest {inferred - 1}), "
-                f"got input_dim={given}"
+                "input_dim: the vocabulary size must exceed every token id (largest "
+                f"{inferred - 1}), got input_dim={given}"
             )
     elif given != inferred:
         raise ShapeError(
@@ -363,8 +369,8 @@ def _load_data(
         data, argument = td["data"], "data"
     else:
         raise ConfigError(
-            "training_data: expected real data under 'data' (a dataset name such as 'digits', an ArrayDataset "
-            "or an (x, y) pair) or under 'x' and 'y'; got only " + repr(sorted(td))
+            "training_data: expected real data under 'data' (a dataset name such as 'digits', an "
+            "ArrayDataset or an (x, y) pair) or under 'x' and 'y'; got only " + repr(sorted(td))
         )
     if isinstance(data, str):
         name = view_for(data, architecture)
@@ -388,7 +394,9 @@ def _load_data(
 
 
 def _renamed(argument: str, build):
-    """Run ``build``; a DataError about ``x``/``y`` is re-raised naming ``argument.x``/``argument.y``."""
+    """Run ``build``; a DataError about ``x``/``y`` is re-raised naming
+    ``argument.x``/``argument.y``.
+    """
     try:
         return build()
     except MlAdvError as exc:
@@ -403,7 +411,8 @@ def _renamed(argument: str, build):
 
 
 def to_dataset(argument: str, value: Any, input_kind: str | None = None) -> ArrayDataset:
-    """An ``ArrayDataset`` from an ArrayDataset, an ``(x, y)`` pair or a ``{'x', 'y'}`` mapping (validated).
+    """An ``ArrayDataset`` from an ArrayDataset, an ``(x, y)`` pair or a ``{'x', 'y'}``
+    mapping (validated).
 
     ``input_kind``: how arrays are read (the trainer passes its architecture's choice, so
     integer tabular features are numbers for an MLP, never token ids); None lets
@@ -417,12 +426,14 @@ def to_dataset(argument: str, value: Any, input_kind: str | None = None) -> Arra
         x, y = value
         if x is None or y is None:
             raise DataError(
-                f"{argument}: expected both features and labels, got {'x' if x is None else 'y'}=None"
+                f"{argument}: expected both features and labels, got "
+                f"{'x' if x is None else 'y'}=None"
             )
         name = "data" if argument == "x/y" else argument
         return _renamed(argument, lambda: ArrayDataset(x, y, input_kind=input_kind, name=name))
     raise DataError(
-        f"{argument}: expected an ArrayDataset, a dataset name or an (x, y) pair, got {describe(value)}"
+        f"{argument}: expected an ArrayDataset, a dataset name or an (x, y) pair, got "
+        f"{describe(value)}"
     )
 
 

@@ -1,4 +1,5 @@
-"""Training core: config, state, optimizers, objectives, compiled steps, the fit loops, data parallelism."""
+"""Training core: config, state, optimizers, objectives, compiled steps, the fit loops, data
+parallelism."""
 
 from ml_adv.training.config import TrainConfig
 from ml_adv.training.loop import FitResult, fit

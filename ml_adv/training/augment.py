@@ -49,7 +49,8 @@ def gaussian_noise(stddev: float = 0.05) -> Callable[[Batch, jax.Array], Batch]:
 
 
 def token_dropout(rate: float = 0.1, replacement_id: int = 3, protect_first: bool = True):
-    """Replace a random ``rate`` of tokens by ``replacement_id`` (the [MASK] id of the built-in vocabularies)."""
+    """Replace a random ``rate`` of tokens by ``replacement_id`` (the [MASK] id of the built-in
+    vocabularies)."""
 
     def augment(batch: Batch, key: jax.Array) -> Batch:
         x = batch["x"]

@@ -111,9 +111,20 @@ class TrainConfig:
     seed: int = 0
 
     def __post_init__(self):
-        from ml_adv.training.losses import LOSSES
-        from ml_adv.training.optim import OPTIMIZERS, SCHEDULES
+        self._normalize_values()
+        self._check_choices()
+        self._check_optimizer_options()
+        if self.monitor_mode not in MONITOR_MODES:
+            raise ConfigError(
+                f"monitor_mode: expected one of {list(MONITOR_MODES)}, got {self.monitor_mode!r}"
+            )
+        if self.augment is not None and not callable(self.augment):
+            raise ConfigError(
+                f"augment: expected a callable (batch, key) -> batch, got {describe(self.augment)}"
+            )
 
+    def _normalize_values(self) -> None:
+        """Check the numbers and switches, and store each as a plain Python value."""
         # NumPy/JAX scalars (what searches and user loops produce) are stored as Python numbers.
         for name, kind in (
             ("learning_rate", float),
@@ -148,6 +159,18 @@ class TrainConfig:
                     f"data_parallel: expected True, False or {DATA_PARALLEL_AUTO!r}, "
                     f"got {describe(self.data_parallel)}"
                 ) from None
+        if self.grad_clip_norm is not None:
+            object.__setattr__(
+                self,
+                "grad_clip_norm",
+                check_positive("grad_clip_norm", self.grad_clip_norm, kind=float),
+            )
+
+    def _check_choices(self) -> None:
+        """Check the ranges and the registered names (optimizer, schedule, loss, policies)."""
+        from ml_adv.training.losses import LOSSES
+        from ml_adv.training.optim import OPTIMIZERS, SCHEDULES
+
         if self.label_smoothing >= 1:
             raise ConfigError(
                 f"label_smoothing: expected a value in [0, 1), got {self.label_smoothing}"
@@ -155,12 +178,6 @@ class TrainConfig:
         if self.warmup_fraction >= 1:
             raise ConfigError(
                 f"warmup_fraction: expected a value in [0, 1), got {self.warmup_fraction}"
-            )
-        if self.grad_clip_norm is not None:
-            object.__setattr__(
-                self,
-                "grad_clip_norm",
-                check_positive("grad_clip_norm", self.grad_clip_norm, kind=float),
             )
         OPTIMIZERS.resolve(self.optimizer, argument="optimizer", accept=_is_gradient_transformation)
         SCHEDULES.resolve(self.schedule, argument="schedule")
@@ -173,16 +190,8 @@ class TrainConfig:
             raise ConfigError(f"monitor: expected one of {list(MONITORS)}, got {self.monitor!r}")
         if self.label_smoothing > 0 and self.loss != "cross_entropy":
             raise ConfigError(
-                f"label_smoothing: applies to the 'cross_entropy' loss only, got loss={self.to_dict()['loss']!r}"
-            )
-        self._check_optimizer_options()
-        if self.monitor_mode not in MONITOR_MODES:
-            raise ConfigError(
-                f"monitor_mode: expected one of {list(MONITOR_MODES)}, got {self.monitor_mode!r}"
-            )
-        if self.augment is not None and not callable(self.augment):
-            raise ConfigError(
-                f"augment: expected a callable (batch, key) -> batch, got {describe(self.augment)}"
+                "label_smoothing: applies to the 'cross_entropy' loss only, "
+                f"got loss={self.to_dict()['loss']!r}"
             )
 
     def _check_optimizer_options(self) -> None:
@@ -190,17 +199,20 @@ class TrainConfig:
 
         if not isinstance(self.optimizer_options, dict):
             raise ConfigError(
-                f"optimizer_options: expected a dict like {{'b1': 0.9}}, got {describe(self.optimizer_options)}"
+                f"optimizer_options: expected a dict like {{'b1': 0.9}}, "
+                f"got {describe(self.optimizer_options)}"
             )
         for name, value in self.optimizer_options.items():
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
                 raise ConfigError(
-                    f"optimizer_options[{name!r}]: expected a non-negative number, got {describe(value)}"
+                    f"optimizer_options[{name!r}]: expected a non-negative number, "
+                    f"got {describe(value)}"
                 )
         if self.optimizer_options:
             if not isinstance(self.optimizer, str):
                 raise ConfigError(
-                    "optimizer_options: only apply to a named optimizer, got a custom GradientTransformation"
+                    "optimizer_options: only apply to a named optimizer, "
+                    "got a custom GradientTransformation"
                 )
             optimizer_hyperparams(self)
         groups = self.param_groups
@@ -220,7 +232,8 @@ class TrainConfig:
         unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
         if unknown:
             raise ConfigError(
-                f"TrainConfig: unknown field(s) {sorted(unknown)}; expected some of {[f.name for f in dataclasses.fields(self)]}"
+                f"TrainConfig: unknown field(s) {sorted(unknown)}; "
+                f"expected some of {[f.name for f in dataclasses.fields(self)]}"
             )
         return dataclasses.replace(self, **changes)
 

@@ -41,7 +41,8 @@ from ml_adv.training.steps import make_epoch_fn
 
 OPERATION = "fit_layout"
 ONE_DEVICE, SHARDED = "one_device", "batch_over_cores"
-TRIAL_STEPS = 4  # steps per timed call: per-execution costs (scratch-buffer faults) are paid per call, as per epoch
+# steps per timed call: per-execution costs (scratch-buffer faults) are paid per call, as per epoch
+TRIAL_STEPS = 4
 TRIAL_REPEATS = 3  # alternating timed calls per layout, after one warm-up each; the best counts
 MARGIN = 0.05  # sharding must win by more than this to replace the one-device default
 
@@ -75,7 +76,8 @@ def recorded_layout(run) -> bool | None:
 
 
 def program_signature(setup, config, example_x, streams) -> dict[str, Any]:
-    """What identifies the compiled step for this decision (hashed; the architecture kept readable)."""
+    """What identifies the compiled step for this decision (hashed; the architecture kept
+    readable)."""
     saved = config.to_dict()
     keys = (
         "batch_size",
@@ -109,7 +111,8 @@ def program_signature(setup, config, example_x, streams) -> dict[str, Any]:
 
 
 def _trial(setup, mesh, data, plan) -> Callable[[], float]:
-    """A timed call of the run's compiled epoch over its first ``TRIAL_STEPS`` batches (results discarded)."""
+    """A timed call of the run's compiled epoch over its first ``TRIAL_STEPS`` batches (results
+    discarded)."""
     order, active = plan.draw(0)
     steps = min(TRIAL_STEPS, plan.steps)
     order = jax.tree.map(lambda o: o[:steps], order)

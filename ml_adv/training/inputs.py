@@ -52,7 +52,8 @@ def validate_fit_inputs(model_spec, train, val: ArrayDataset | None, config: Tra
         data.check_batch_size(config.batch_size)
         if first is not None and data.example_shape != first.example_shape:
             raise DataError(
-                f"{argument}: every stream feeds one model, so expected example shape {first.example_shape} "
+                f"{argument}: every stream feeds one model, "
+                f"so expected example shape {first.example_shape} "
                 f"like the first stream, got {data.example_shape}"
             )
         first = first or data
@@ -62,7 +63,8 @@ def validate_fit_inputs(model_spec, train, val: ArrayDataset | None, config: Tra
             )  # every row: token ids are range-checked
             if data.num_classes > model_spec.num_classes:
                 raise DataError(
-                    f"{argument}.y: the model has {model_spec.num_classes} outputs, got labels needing {data.num_classes}"
+                    f"{argument}.y: the model has {model_spec.num_classes} outputs, "
+                    f"got labels needing {data.num_classes}"
                 )
     if val is not None:
         if not isinstance(val, ArrayDataset):
@@ -71,16 +73,19 @@ def validate_fit_inputs(model_spec, train, val: ArrayDataset | None, config: Tra
             model_spec.validate_inputs(val.x, argument="val.x")
             if val.num_classes > model_spec.num_classes:
                 raise DataError(
-                    f"val.y: expected labels in [0, {model_spec.num_classes}), got labels needing {val.num_classes} classes"
+                    f"val.y: expected labels in [0, {model_spec.num_classes}), "
+                    f"got labels needing {val.num_classes} classes"
                 )
         if val.example_shape != first.example_shape:
             raise DataError(
-                f"val.x: expected example shape {first.example_shape} like train, got {val.example_shape}"
+                f"val.x: expected example shape {first.example_shape} like train, "
+                f"got {val.example_shape}"
             )
 
 
 def check_model(model):
-    """The ``ModelSpec`` of ``model`` (None for a custom Linen module); anything else is a ConfigError."""
+    """The ``ModelSpec`` of ``model`` (None for a custom Linen module); anything else is a
+    ConfigError."""
     import flax.linen as nn
 
     from ml_adv.models.registry import ModelSpec
@@ -113,7 +118,8 @@ def check_init_params(init_params, state_params) -> None:
     ):
         if np.shape(a) != np.shape(b):
             raise ConfigError(
-                f"init_params: expected shape {np.shape(a)} at {jax.tree_util.keystr(path[0])}, got {np.shape(b)}"
+                f"init_params: expected shape {np.shape(a)} at {jax.tree_util.keystr(path[0])}, "
+                f"got {np.shape(b)}"
             )
 
 
@@ -129,7 +135,8 @@ def check_example_mask(example_mask, train, config: TrainConfig) -> np.ndarray |
         )
     if mask.sum() < config.batch_size:
         raise DataError(
-            f"example_mask: expected at least batch_size={config.batch_size} selected rows, got {int(mask.sum())}"
+            f"example_mask: expected at least batch_size={config.batch_size} selected rows, "
+            f"got {int(mask.sum())}"
         )
     return mask
 
@@ -201,7 +208,8 @@ def check_hparam_schedule(
                 or not np.isfinite(value)
             ):
                 raise ConfigError(
-                    f"{argument}: expected a finite number for {name!r} at epoch {first}, got {value!r}"
+                    f"{argument}: expected a finite number for {name!r} at epoch {first}, "
+                    f"got {value!r}"
                 )
         out.append((int(first), {k: float(v) for k, v in values.items()}))
         previous = int(first)

@@ -212,7 +212,8 @@ class TrainingLoop:
         runner: the ``EpochRunner`` compiling and running the epoch.
         members: K, or None for a single run.
         monitor, mode: the metric early stopping and the best epoch follow.
-        evaluate: ``state -> {"val_loss": ..., "val_accuracy": ...}`` (scalars, or ``[K]``), or None.
+        evaluate: ``state -> {"val_loss": ..., "val_accuracy": ...}`` (scalars, or ``[K]``), or
+            None.
         hooks: ``Hook`` objects, called in order.
         run: the run folder and how to use it (``rundir.Run``).
     """
@@ -259,7 +260,8 @@ class TrainingLoop:
 
     # -------------------------------------------------------------- the run folder
     def open(self, extra_config: dict[str, Any] | None = None) -> None:
-        """Open the run folder's checkpoints, go on from the newest intact one, write config.json."""
+        """Open the run folder's checkpoints, go on from the newest intact one, write
+        config.json."""
         run = self.run_options
         if self.directory is not None:
             if run.overwrite:
@@ -521,7 +523,8 @@ def _check_same_run(meta: dict[str, Any], spec, config: TrainConfig) -> None:
     for key in ("seed", "batch_size", "learning_rate", "optimizer", "schedule", "grad_accum_steps"):
         if key in saved and saved[key] != config.to_dict()[key]:
             raise CheckpointError(
-                f"run_dir: cannot resume: {key} was {saved[key]!r} in the checkpoint, got {config.to_dict()[key]!r}; "
+                f"run_dir: cannot resume: {key} was {saved[key]!r} in the checkpoint, "
+                f"got {config.to_dict()[key]!r}; "
                 "use another run_dir or overwrite=True"
             )
 
@@ -630,8 +633,8 @@ def fit(
         >>> from ml_adv.data.builtin import load_digits
         >>> from ml_adv.models import make_spec
         >>> train, test = load_digits().split((0.8, 0.2))
-        >>> spec = make_spec("mlp", input_shape=train.example_shape, input_kind="image", num_classes=10,
-        ...                  size="tiny")
+        >>> spec = make_spec("mlp", input_shape=train.example_shape, input_kind="image",
+        ...                  num_classes=10, size="tiny")
         >>> result = fit(spec, train, TrainConfig(epochs=2), val=test, run=Run(progress=False))
         >>> len(result.history)
         2
@@ -663,12 +666,7 @@ def fit(
     )
     schedule = check_hparam_schedule(hparam_schedule, state_hyperparams(setup.state), config.epochs)
     all_hooks = [HparamSchedule(schedule)] if schedule else []
-    runner = EpochRunner(
-        setup.train_step,
-        scan=config.scan_epochs,
-        guard_steps=setup.guard_steps,
-        unroll=config.scan_unroll,
-    )
+    runner = _single_runner(setup, config)
     loop = TrainingLoop(
         setup,
         config,
@@ -682,6 +680,22 @@ def fit(
         run=run,
     )
     loop.state = continue_from(setup.state, init_state)
+    state = _run_single(loop, train, mesh)
+    return _fit_result(loop, runner, state, run)
+
+
+def _single_runner(setup, config: TrainConfig) -> EpochRunner:
+    """The runner of a one-model epoch (scanned or per step, as configured)."""
+    return EpochRunner(
+        setup.train_step,
+        scan=config.scan_epochs,
+        guard_steps=setup.guard_steps,
+        unroll=config.scan_unroll,
+    )
+
+
+def _run_single(loop: TrainingLoop, train, mesh) -> TrainState:
+    """Open the run, place the data (and the state on a mesh), train, and close the run."""
     try:
         loop.open()
         data = device_data(train, mesh)
@@ -689,9 +703,12 @@ def fit(
             loop.placement = parallel.replicated(mesh)
             loop.state = loop.place(loop.state)
         loop.run(data)
-        state = loop.finish()
+        return loop.finish()
     finally:
         loop.close()
+
+
+def _fit_result(loop: TrainingLoop, runner: EpochRunner, state: TrainState, run: Run) -> FitResult:
     return FitResult(
         state=state,
         history=loop.histories[0],

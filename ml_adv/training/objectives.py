@@ -35,7 +35,8 @@ DEFAULT_HPARAMS = {"label_smoothing": 0.0}
 
 
 def cast_floats(tree: Any, dtype) -> Any:
-    """Cast every floating-point leaf of ``tree`` to ``dtype``; uint8 pixels become ``x / 255`` in it.
+    """Cast every floating-point leaf of ``tree`` to ``dtype``; uint8 pixels become ``x / 255``
+    in it.
 
     Other integers (token ids, labels) are untouched. uint8 leaves are scaled here, not left
     to the model's ``float_input``, so a mixed-precision model reads them in ``dtype``.
@@ -117,7 +118,8 @@ def mask_tokens(
     mask_id: int = MASK_ID,
     num_special: int = NUM_SPECIAL,
 ) -> tuple[jax.Array, jax.Array]:
-    """BERT corruption: returns ``(corrupted_tokens, target_mask)``; special tokens are never chosen."""
+    """BERT corruption: returns ``(corrupted_tokens, target_mask)``; special tokens are never
+    chosen."""
     choose_key, kind_key, random_key = jax.random.split(key, 3)
     candidates = tokens >= num_special
     chosen = jax.random.bernoulli(choose_key, mask_rate, tokens.shape) & candidates

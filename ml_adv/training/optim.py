@@ -35,7 +35,8 @@ from ml_adv.registry import Registry
 
 @dataclasses.dataclass(frozen=True)
 class OptimizerEntry:
-    """An optimizer family: ``make(learning_rate, weight_decay, **hyper)`` and its hyper-parameter defaults."""
+    """An optimizer family: ``make(learning_rate, weight_decay, **hyper)`` and its hyper-parameter
+    defaults."""
 
     make: Callable[..., optax.GradientTransformation]
     defaults: Mapping[str, float]
@@ -135,7 +136,8 @@ DANN_ALPHA, DANN_BETA = 10.0, 0.75
 def dann_annealing(
     total: int, warm: int = 0, *, alpha: float = DANN_ALPHA, beta: float = DANN_BETA
 ) -> optax.Schedule:
-    """``(1 + alpha * step / total) ** -beta``: DANN's learning-rate annealing (unit peak; ``warm`` unused).
+    """``(1 + alpha * step / total) ** -beta``: DANN's learning-rate annealing (unit peak;
+    ``warm`` unused).
 
     Example:
         >>> float(dann_annealing(100)(100))  # 11 ** -0.75
@@ -154,7 +156,8 @@ BASE_HYPERPARAMS = ("learning_rate", "weight_decay")
 
 @dataclasses.dataclass(frozen=True)
 class ParamGroup:
-    """Leaves whose path starts with ``prefix`` (e.g. ``"encoder"``, ``"head"``, ``"encoder/dense_0"``).
+    """Leaves whose path starts with ``prefix`` (e.g. ``"encoder"``, ``"head"``,
+    ``"encoder/dense_0"``).
 
     Attributes:
         prefix: '/'-joined path prefix inside ``params``.
@@ -169,7 +172,8 @@ class ParamGroup:
     def __post_init__(self):
         if not isinstance(self.prefix, str) or not self.prefix:
             raise ConfigError(
-                f"ParamGroup.prefix: expected a non-empty path prefix like 'encoder', got {describe(self.prefix)}"
+                "ParamGroup.prefix: expected a non-empty path prefix like 'encoder', "
+                f"got {describe(self.prefix)}"
             )
         if (
             isinstance(self.lr_scale, bool)
@@ -177,7 +181,8 @@ class ParamGroup:
             or self.lr_scale < 0
         ):
             raise ConfigError(
-                f"ParamGroup.lr_scale: expected a non-negative number, got {describe(self.lr_scale)}"
+                "ParamGroup.lr_scale: expected a non-negative number, "
+                f"got {describe(self.lr_scale)}"
             )
         if not isinstance(self.trainable, bool):
             raise ConfigError(
@@ -199,7 +204,8 @@ def unit_schedule(config, total_updates: int) -> optax.Schedule | None:
 
 
 def build_schedule(config, total_updates: int) -> optax.Schedule:
-    """The absolute learning-rate schedule (peak ``config.learning_rate``), for plots and reports."""
+    """The absolute learning-rate schedule (peak ``config.learning_rate``), for plots and
+    reports."""
     unit = unit_schedule(config, total_updates)
     if unit is None:
         return optax.constant_schedule(config.learning_rate)
@@ -221,7 +227,8 @@ def optimizer_hyperparams(config) -> dict[str, float]:
     unknown = set(options) - set(entry.defaults)
     if unknown:
         raise ConfigError(
-            f"optimizer_options: {config.optimizer!r} has hyper-parameters {sorted(entry.defaults)}, got {sorted(unknown)}"
+            f"optimizer_options: {config.optimizer!r} has hyper-parameters "
+            f"{sorted(entry.defaults)}, got {sorted(unknown)}"
         )
     values.update({k: float(v) for k, v in options.items()})
     return values

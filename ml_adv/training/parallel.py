@@ -1,4 +1,5 @@
-"""Data parallelism with ``jax.sharding``: one Mesh over all devices, batch sharded, params replicated.
+"""Data parallelism with ``jax.sharding``: one Mesh over all devices, batch sharded, params
+replicated.
 
 The compiled step is unchanged; only the placement of its inputs differs. The
 batch axis is split over the ``data`` mesh axis and everything else is
@@ -40,7 +41,8 @@ def check_divisible(batch_size: int, mesh: Mesh, *, argument: str = "batch_size"
     n = mesh.devices.size
     if batch_size % n:
         raise ConfigError(
-            f"{argument}: data-parallel training over {n} devices expects a multiple of {n}, got {batch_size}"
+            f"{argument}: data-parallel training over {n} devices expects a multiple of {n}, "
+            f"got {batch_size}"
         )
 
 

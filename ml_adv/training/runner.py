@@ -207,7 +207,8 @@ class EpochRunner:
 
     @property
     def deciding(self) -> bool:
-        """Whether the coming epochs still alternate guards on trial (see ``_begin_guard_trial``)."""
+        """Whether the coming epochs still alternate guards on trial (see
+        ``_begin_guard_trial``)."""
         return self._trial is not None
 
     def _begin_guard_trial(self, args: tuple) -> None:
@@ -350,7 +351,8 @@ class EpochRunner:
 
     def _compiled(self, layout: str, *args, lowered=None, step=None):
         """The compiled epoch for these argument shapes; reused across runs with the same step.
-        ``lowered``: this layout's program already lowered (it is compiled instead of lowering again);
+        ``lowered``: this layout's program already lowered (it is compiled instead of lowering
+        again);
         ``step``: another train step than the runner's (a guard on trial)."""
         key = self._program_key(layout, *args, step=step)
         program = PROGRAMS.get("epochs", key)

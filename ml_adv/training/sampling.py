@@ -125,7 +125,8 @@ class StackedPlan:
         return self.member_orders
 
     def draw(self, epoch: int):
-        """``(order, active)``: ``[steps, B]`` and None when shared, else ``[steps, K, B]`` and ``[steps, K]``."""
+        """``(order, active)``: ``[steps, B]`` and None when shared, else ``[steps, K, B]`` and
+        ``[steps, K]``."""
         if not self.member_orders:
             return epoch_order(
                 jax.random.fold_in(self.shared_key, epoch), self.size, self.batch_size

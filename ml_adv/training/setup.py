@@ -114,11 +114,13 @@ def check_member_hparams(
             arr = np.asarray(values, dtype=np.float64)
         except (TypeError, ValueError):
             raise ConfigError(
-                f"member_hparams[{name!r}]: expected {members} numbers (a traced value), got {describe(values)}"
+                f"member_hparams[{name!r}]: expected {members} numbers (a traced value), "
+                f"got {describe(values)}"
             ) from None
         if arr.shape != (members,):
             raise ConfigError(
-                f"member_hparams[{name!r}]: expected {members} values (one per member), got shape {arr.shape}"
+                f"member_hparams[{name!r}]: expected {members} values (one per member), "
+                f"got shape {arr.shape}"
             )
         if not np.all(np.isfinite(arr)) or np.any(arr < 0):
             raise ConfigError(
@@ -189,18 +191,7 @@ def init_run(
     example_x = jnp.asarray(example_x)
 
     if init_params is not None:
-        from ml_adv.training.inputs import check_init_params
-
-        abstract = jax.eval_shape(
-            lambda: module.init(
-                {"params": jax.random.PRNGKey(0), "dropout": jax.random.PRNGKey(0)},
-                jnp.asarray(example_x),
-                train=False,
-            )
-        )
-        check_init_params(init_params, abstract["params"])
-        # A copy: the state is donated to the compiled epoch, which must not delete the caller's arrays.
-        init_params = jax.tree.map(lambda a: jnp.array(a, copy=True), init_params)
+        init_params = _checked_copy(init_params, module, example_x)
 
     def create(k, x, hparams, params):
         init_key, dropout_key, _ = jax.random.split(k, 3)
@@ -226,6 +217,25 @@ def init_run(
     if hp:
         state = apply_member_hparams(state, hp)
     return RunSetup(module, spec, config, tx, state, train_step, shuffle_key, members, guard_steps)
+
+
+def _checked_copy(init_params, module, example_x):
+    """``init_params`` checked against the module's parameter tree, as a copy.
+
+    A copy: the state is donated to the compiled epoch, which must not delete the caller's
+    arrays.
+    """
+    from ml_adv.training.inputs import check_init_params
+
+    abstract = jax.eval_shape(
+        lambda: module.init(
+            {"params": jax.random.PRNGKey(0), "dropout": jax.random.PRNGKey(0)},
+            jnp.asarray(example_x),
+            train=False,
+        )
+    )
+    check_init_params(init_params, abstract["params"])
+    return jax.tree.map(lambda a: jnp.array(a, copy=True), init_params)
 
 
 # Programs of recent runs, by structure (``runner.PROGRAMS``, map "parts"): a run that differs
@@ -309,7 +319,8 @@ def _stacked_init(module, tx, create):
 
 
 def apply_member_hparams(state: TrainState, values: Mapping[str, np.ndarray]) -> TrainState:
-    """Write per-member hyper-parameters into a stacked state (optimizer state or objective hparams)."""
+    """Write per-member hyper-parameters into a stacked state (optimizer state or objective
+    hparams)."""
     opt_values = {k: v for k, v in values.items() if k not in DEFAULT_HPARAMS}
     obj_values = {k: jnp.asarray(v, jnp.float32) for k, v in values.items() if k in DEFAULT_HPARAMS}
     opt_state = set_hyperparams(state.opt_state, **opt_values) if opt_values else state.opt_state

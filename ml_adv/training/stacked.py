@@ -158,11 +158,13 @@ def check_stacked_inputs(
         raise ConfigError(f"members: expected a positive integer, got {describe(members)}")
     if isinstance(train, dict):
         raise DataError(
-            "train: stacked runs take one ArrayDataset (multi-stream objectives use fit), got a dict"
+            "train: stacked runs take one ArrayDataset (multi-stream objectives use fit), "
+            "got a dict"
         )
     if not config.scan_epochs:
         raise ConfigError(
-            "scan_epochs: stacked runs vmap members inside the scanned epoch, so expected True, got False"
+            "scan_epochs: stacked runs vmap members inside the scanned epoch, "
+            "so expected True, got False"
         )
     if not isinstance(bootstrap, bool):
         raise ConfigError(f"bootstrap: expected True or False, got {describe(bootstrap)}")
@@ -171,7 +173,8 @@ def check_stacked_inputs(
     masks = np.asarray(example_masks)
     if masks.dtype != bool or masks.shape != (members, len(train)):
         raise DataError(
-            f"example_masks: expected a bool array of shape ({members}, {len(train)}) (members x examples), "
+            f"example_masks: expected a bool array of shape ({members}, {len(train)}) "
+            "(members x examples), "
             f"got {describe(masks)}"
         )
     if bootstrap:
@@ -264,9 +267,12 @@ def fit_stacked(
     Example:
         >>> from ml_adv.data import load_dataset
         >>> from ml_adv.models import make_spec
-        >>> train, test = (load_dataset("digits_flat", split=s).subset(range(128)) for s in ("train", "test"))
-        >>> spec = make_spec("mlp", input_shape=(64,), input_kind="features", num_classes=10, size="tiny")
-        >>> result = fit_stacked(spec, train, TrainConfig(epochs=2), members=4, val=test, run=Run(progress=False))
+        >>> train, test = (load_dataset("digits_flat", split=s).subset(range(128))
+        ...                for s in ("train", "test"))
+        >>> spec = make_spec("mlp", input_shape=(64,), input_kind="features", num_classes=10,
+        ...                  size="tiny")
+        >>> result = fit_stacked(spec, train, TrainConfig(epochs=2), members=4, val=test,
+        ...                      run=Run(progress=False))
         >>> result.model.predict_proba(test.x).mean(0).shape   # the deep-ensemble average
         (128, 10)
     """
@@ -281,20 +287,8 @@ def fit_stacked(
     mesh = (
         parallel.stacked_mesh(members) if config.data_parallel is True else None
     )  # "auto": spread members
-    steps_guess = (
-        int(masks.sum(1).max()) if masks is not None else len(train)
-    ) // config.batch_size
-    setup = init_run(
-        model,
-        config,
-        example_x=train.x[:1],
-        steps_per_epoch=steps_guess,
-        key=key,
-        members=members,
-        member_hparams=member_hparams,
-        init_params=init_params,
-        mesh=mesh,
-        freeze_on_nonfinite=config.nan_policy == "raise",
+    setup = _stacked_setup(
+        model, config, train, masks, members, key, member_hparams, init_params, mesh
     )
     shared_key = jax.random.split(setup.shuffle_key[0], 2)[1]
     plan = StackedPlan(
@@ -319,6 +313,30 @@ def fit_stacked(
         hooks=hooks,
         run=run,
     )
+    return _result(loop, _run_stacked(loop, train, mesh), spec)
+
+
+def _stacked_setup(model, config, train, masks, members, key, member_hparams, init_params, mesh):
+    """``init_run`` for K members (epoch length: the largest masked set, or the whole data)."""
+    steps_guess = (
+        int(masks.sum(1).max()) if masks is not None else len(train)
+    ) // config.batch_size
+    return init_run(
+        model,
+        config,
+        example_x=train.x[:1],
+        steps_per_epoch=steps_guess,
+        key=key,
+        members=members,
+        member_hparams=member_hparams,
+        init_params=init_params,
+        mesh=mesh,
+        freeze_on_nonfinite=config.nan_policy == "raise",
+    )
+
+
+def _run_stacked(loop: TrainingLoop, train, mesh) -> TrainState:
+    """Open the run, place the data and the members (sharded on a mesh), train, close the run."""
     try:
         loop.open()
         data = device_data(train)
@@ -326,10 +344,9 @@ def fit_stacked(
             data = jax.device_put(data, parallel.replicated(mesh))
             loop.state = jax.device_put(loop.state, parallel.member_sharded(mesh))
         loop.run(data)
-        state = loop.finish()
+        return loop.finish()
     finally:
         loop.close()
-    return _result(loop, state, spec)
 
 
 def _result(loop: TrainingLoop, state: TrainState, spec) -> StackedFitResult:

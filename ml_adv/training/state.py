@@ -6,8 +6,9 @@ most models), ``rng`` (the run's dropout/augmentation key, a raw uint32 key
 so it checkpoints as a plain array), ``hparams`` (the objective's traced
 hyper-parameters, e.g. ``label_smoothing``; the optimizer's live in ``opt_state``)
 and ``frozen`` (a member that diverged or stopped early: its steps are skipped).
-With a leading member axis on every leaf, one ``TrainState`` is K stacked runs. ``apply_fn`` and ``tx`` are static fields:
-they are part of the compiled program, never of the checkpoint.
+With a leading member axis on every leaf, one ``TrainState`` is K stacked runs.
+``apply_fn`` and ``tx`` are static fields: they are part of the compiled program,
+never of the checkpoint.
 
 Per-step randomness is ``fold_in(rng, step)``: no key is ever consumed twice,
 and a run restored at step ``s`` draws exactly the keys the uninterrupted run

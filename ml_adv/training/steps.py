@@ -127,7 +127,8 @@ def make_train_step(
         raise ConfigError(f"guard: expected one of {GUARDS}, got {describe(guard)}")
     if not callable(objective):
         raise ConfigError(
-            f"objective: expected a callable (params, model_state, batch, key, hparams), got {describe(objective)}"
+            "objective: expected a callable (params, model_state, batch, key, hparams), "
+            f"got {describe(objective)}"
         )
 
     def train_step(
@@ -183,7 +184,8 @@ def epoch_order(epoch_key: jax.Array, num_examples: int, batch_size: int) -> np.
 
 
 def gather_batch(data: Batch, idx) -> Batch:
-    """Rows ``idx`` of every array in ``data``; with several streams, ``idx`` is a dict per stream."""
+    """Rows ``idx`` of every array in ``data``; with several streams, ``idx`` is a dict per
+    stream."""
     if isinstance(idx, dict):
         return {name: gather_batch(data[name], i) for name, i in idx.items()}
     return {k: jnp.take(v, idx, axis=0) for k, v in data.items()}
@@ -198,7 +200,8 @@ def make_epoch_fn(
     spmd_axis_name: str | None = None,
     members_as: str = "vmap",
 ) -> Callable:
-    """Compile ``run_epoch(state, data, order, active=None) -> (state, stacked_metrics)`` as one scan.
+    """Compile ``run_epoch(state, data, order, active=None) -> (state, stacked_metrics)`` as one
+    scan.
 
     ``order`` is the epoch's ``[steps, batch_size]`` example indices (``epoch_order``), or a
     dict of them per stream; step ``i`` trains on ``data`` rows ``order[i]``, gathered on
@@ -305,7 +308,8 @@ class StepFn:
     _layout: tuple | None = None  # (width, dtype, unravel) of the flattened metrics
 
     def metric_layout(self, state: TrainState, data: Batch, order: jax.Array) -> tuple:
-        """``(width, dtype, unravel)`` of ``train_step``'s flattened metrics (one trace, no compile)."""
+        """``(width, dtype, unravel)`` of ``train_step``'s flattened metrics (one trace, no
+        compile)."""
         if self._layout is None:
             shapes = jax.eval_shape(
                 lambda s, d, o: self.train_step(s, gather_batch(d, o[0]), s.step_key())[1],

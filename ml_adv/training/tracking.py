@@ -116,12 +116,14 @@ class EarlyStopping:
 
 
 def tiebreak_for(monitor: str) -> str | None:
-    """The metric that breaks exact ties of ``monitor`` (validation loss for validation accuracy)."""
+    """The metric that breaks exact ties of ``monitor`` (validation loss for validation
+    accuracy)."""
     return "val_loss" if monitor == "val_accuracy" else None
 
 
 def monitor_for(config, has_val: bool) -> tuple[str, str]:
-    """The metric early stopping and best-epoch tracking follow (``train_loss`` without val data)."""
+    """The metric early stopping and best-epoch tracking follow (``train_loss`` without val
+    data)."""
     if config.monitor.startswith("val_") and not has_val:
         if config.early_stopping:
             raise ConfigError(

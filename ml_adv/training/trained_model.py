@@ -145,13 +145,15 @@ class TrainedModel:
 
     @classmethod
     def load(cls, path: str | Path) -> TrainedModel:
-        """Rebuild a model saved with ``save`` (architecture from the registry, weights from orbax)."""
+        """Rebuild a model saved with ``save`` (architecture from the registry, weights from
+        orbax)."""
         from ml_adv.models.registry import ModelSpec
 
         meta = load_meta(path)
         if meta.get("format") != FORMAT:
             raise CheckpointError(
-                f"path: expected a model saved by TrainedModel.save ({FORMAT}), got {meta.get('format')!r}"
+                f"path: expected a model saved by TrainedModel.save ({FORMAT}), "
+                f"got {meta.get('format')!r}"
             )
         spec = ModelSpec.from_dict(meta["spec"])
         module = spec.build()
