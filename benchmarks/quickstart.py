@@ -23,7 +23,7 @@ Rows:
 * ``quickstart/command`` (seconds): a fresh ``python -m ml_adv.cli quickstart --fresh``
   process (unroll 1: the command has no unroll option), its printed "wall time", compile time
   and the process's wall time (Python, JAX and import start-up included), against the 2-core
-  CPU reference of the README (14.0 s training, 17.6 s with start-up).
+  CPU reference of benchmarks/README.md (14.0 s training, 17.6 s with start-up).
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ import numpy as np
 
 from benchmarks.harness import Context, make_row, simple_row
 
-CPU_REFERENCE_S = 14.0  # README: the quickstart's training on a 2-core CPU (14.0-15.4 s)
+CPU_REFERENCE_S = 14.0  # benchmarks/README.md: the quickstart on a 2-core CPU (14.0-15.4 s)
 CPU_REFERENCE_PROCESS_S = 17.6  # the same with Python and JAX start-up
 FIT, LOOP = "fit, unroll {u}", "device loop, unroll {u}"
 
@@ -278,7 +278,7 @@ def command_row(ctx: Context, extra: tuple[str, ...], timeout_s: float) -> list[
                 "test_accuracy": summary.get("test_accuracy"),
                 "cpu_reference_training_s": CPU_REFERENCE_S,
                 "cpu_reference_process_s": CPU_REFERENCE_PROCESS_S,
-                "note": "ratio > 1: faster than the 2-core CPU's 14.0 s (README)",
+                "note": "ratio > 1: faster than the 2-core CPU's 14.0 s (benchmarks/README.md)",
             },
         )
     ]

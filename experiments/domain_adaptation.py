@@ -48,7 +48,7 @@ closes ~56%), with no wiring fault (``--diagnose``): it aligns the features (MMD
 information (linear probe with target labels: DANN 0.56-0.62, source-only 0.56-0.59,
 target-trained 0.93-0.95, seeds 0-2). Most of the gap is digit polarity: on the 112 target
 test images with backgrounds brighter than 0.5 (inverted strokes) source-only scores 0.00-0.01
-and DANN 0.01-0.03, against 0.90-0.94 on dark backgrounds. See the README's "Domain
+and DANN 0.01-0.03, against 0.90-0.94 on dark backgrounds. See docs/digits_notes.md, "Domain
 adaptation" section.
 
 BERT worked example (``--bert small --seeds 0``, then ``--seeds 1 2`` and ``--seeds 3 4``;

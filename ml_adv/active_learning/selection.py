@@ -167,8 +167,9 @@ def k_center_greedy(
         return_radii: also return each pick's (weighted) squared distance at pick time.
         precision: ``"float32"``, or ``"bfloat16"`` to store the pool (and centres) in half
             the bytes; arithmetic stays float32. Picks are near-identical, not identical
-            (README "Active learning" reports how near). Each pick streams the bfloat16
-            rows and widens them in registers (``kcenter.narrow_in_loop``), so a pick
+            (benchmarks/README.md, "k-center greedy at scale", reports how near). Each
+            pick streams the bfloat16 rows and widens them in registers
+            (``kcenter.narrow_in_loop``), so a pick
             reads half the bytes: below the float32 streaming floor on XLA:CPU
             (``benchmarks/kcenter.py``); for accelerators, unmeasured.
         prune: skip points whose distance provably cannot change (``kcenter.py``): the same
