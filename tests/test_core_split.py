@@ -66,13 +66,16 @@ def test_choice_needs_a_clear_win_and_is_cached(tuning, sharded_s, expected):
 
 
 def test_recorded_layout_is_read_only_when_resuming(tmp_path):
+    from ml_adv.rundir import Run
+
     (tmp_path / "config.json").write_text(json.dumps({"train_config": {"data_parallel": True}}))
-    assert core_split.recorded_layout(tmp_path, resume=True, overwrite=False) is True
-    assert core_split.recorded_layout(tmp_path, resume=False, overwrite=False) is None
-    assert core_split.recorded_layout(tmp_path, resume=True, overwrite=True) is None
-    assert core_split.recorded_layout(tmp_path / "absent", resume=True, overwrite=False) is None
+    assert core_split.recorded_layout(Run.at(tmp_path)) is True
+    assert core_split.recorded_layout(Run.at(tmp_path, resume=False)) is None
+    assert core_split.recorded_layout(Run.at(tmp_path, overwrite=True)) is None
+    assert core_split.recorded_layout(Run.at(tmp_path / "absent")) is None
+    assert core_split.recorded_layout(Run.at(None)) is None
     (tmp_path / "config.json").write_text(json.dumps({"train_config": {"data_parallel": "auto"}}))
-    assert core_split.recorded_layout(tmp_path, resume=True, overwrite=False) is None
+    assert core_split.recorded_layout(Run.at(tmp_path)) is None
 
 
 def test_one_device_measures_nothing_and_records_the_layout(tuning, tmp_path):

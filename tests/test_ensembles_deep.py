@@ -129,14 +129,19 @@ def test_deep_ensemble_end_to_end():
 
 
 def test_run_record_is_written_once_and_checked(tmp_path):
-    first = run_record(tmp_path / "r", members=3, folds=3)
+    from ml_adv.rundir import RunDirectory
+
+    def record(**sizes):
+        return run_record(RunDirectory(tmp_path / "r"), **sizes)
+
+    first = record(members=3, folds=3)
     assert len(set(first["model_ids"])) == 3 and first["weights"] == [1.0] * 3
-    assert run_record(tmp_path / "r", members=3, folds=3) == first
+    assert record(members=3, folds=3) == first
     with pytest.raises(CheckpointError, match="folds=3; got members=3, folds=None"):
-        run_record(tmp_path / "r", members=3, folds=None)
+        record(members=3, folds=None)
     (tmp_path / "r" / RUN_RECORD).write_text(json.dumps({"format": "other"}))
     with pytest.raises(CheckpointError, match="expected an ensemble record"):
-        run_record(tmp_path / "r", members=3, folds=3)
+        record(members=3, folds=3)
 
 
 def test_cross_validation_scores_by_hand():

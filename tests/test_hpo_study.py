@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 from concurrent.futures import ProcessPoolExecutor
 
 import pytest
@@ -172,7 +173,10 @@ def test_a_study_killed_with_sigkill_resumes_with_the_same_command(tmp_path):
     script = tmp_path / "study.py"
     script.write_text(KILL_SCRIPT)
     run_dir, journal = tmp_path / "run", tmp_path / "run" / "trials.jsonl"
-    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    # The script runs from tmp_path: ml_adv comes from this checkout, installed or not.
+    repo = str(Path(__file__).resolve().parents[1])
+    path = os.pathsep.join(p for p in (repo, os.environ.get("PYTHONPATH")) if p)
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": path}
     proc = subprocess.Popen([sys.executable, str(script), str(run_dir)], env=env)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:

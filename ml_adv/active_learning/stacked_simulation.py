@@ -231,9 +231,18 @@ def simulate_stacked(
         One ``LoopResult`` per loop, in the order of ``loops``.
 
     Example:
-        >>> results = simulate_stacked(spec, train, test, loops=grid(["random", "bald"], [0, 1, 2]),
-        ...                            config=StackedSimulationConfig(max_labels=200))
-        >>> results[1].labels_to_error(0.10)
+        >>> from ml_adv.data.catalog import load_dataset
+        >>> from ml_adv.models import make_spec
+        >>> train, test = (load_dataset("digits_flat", split=s) for s in ("train", "test"))
+        >>> spec = make_spec("mlp", input_shape=(64,), input_kind="features", num_classes=10,
+        ...                  size="tiny")
+        >>> config = StackedSimulationConfig(initial=20, query_size=10, max_labels=30,
+        ...                                  validation=20, pool_subset=100, mc_samples=2,
+        ...                                  steps_per_round=4, test_subset=100)
+        >>> results = simulate_stacked(spec, train, test, loops=grid(["random", "bald"], [0]),
+        ...                            config=config)
+        >>> [(r.strategy, r.seed, [p["labels"] for p in r.curve]) for r in results]
+        [('random', 0, [20, 30]), ('bald', 0, [20, 30])]
     """
     from ml_adv.training.inputs import as_model_inputs, check_model, validate_fit_inputs
 

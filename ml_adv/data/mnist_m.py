@@ -138,10 +138,14 @@ def load_mnist_m(
         data_dir, download: where MNIST's IDX files are looked for / whether to fetch them.
         max_examples: keep the first ``max_examples`` of the split (quick runs).
 
+    ``load_mnist_m("test")`` is ``[10000, 28, 28, 3]`` uint8. The blend itself, on two
+    blank 28x28 digits (a black digit leaves the photo crop unchanged):
+
     Example:
-        >>> target = load_mnist_m("test")  # doctest: +SKIP
-        >>> target.x.shape, target.x.dtype
-        ((10000, 28, 28, 3), dtype('uint8'))
+        >>> rng = np.random.default_rng(0)
+        >>> out = blend_with_photos(np.zeros((2, 28, 28), np.uint8), sample_photos(), rng)
+        >>> out.shape, out.dtype
+        ((2, 28, 28, 3), dtype('uint8'))
     """
     if split not in SPLITS:
         raise ConfigError(f"split: 'mnist_m' has splits {list(SPLITS)}, got {split!r}")
