@@ -114,7 +114,16 @@ CPU = Sizes(
                "command": 15},
     off={"stacked/mlp-w128": "CPU dry run: the same code as stacked/mlp-w32",
          "stacked/population-lr-cnn": "CPU dry run: the same code as stacked/population-lr",
-         "hpo/population-cnn": "CPU dry run: the same code as hpo/population-mlp"},
+         "hpo/population-cnn": "CPU dry run: the same code as hpo/population-mlp",
+         # One plain and one encoder workload run the throughput and MFU code; the other
+         # models' twins are checked parameter by parameter in tests/test_benchmarks.py.
+         **{f"throughput/{a}/medium/{p}": f"CPU dry run: the same code as throughput/mlp/medium/{p}"
+            for a in ("cnn", "lstm", "bert") for p in PRECISIONS},
+         "throughput/bert/large/bf16":
+             "CPU dry run: the same code as throughput/transformer/large/bf16",
+         "mfu/bert/medium": "CPU dry run: the same code as mfu/transformer/medium",
+         "mfu/bert/large": "CPU dry run: the same code as mfu/transformer/large",
+         "quickstart/unroll-2": "CPU dry run: the same code as quickstart/unroll-1"},
 )
 # fmt: on
 

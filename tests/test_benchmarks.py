@@ -251,7 +251,7 @@ def test_gpu_check_dry_run_on_cpu_times_both_precisions_against_torch(tmp_path):
 
 @pytest.mark.slow
 def test_gpu_check_whole_dry_run_on_cpu(tmp_path):
-    """Every task of the GPU check on CPU stand-ins (~1 minute on a quiet 2-core machine)."""
+    """Every code path of the GPU check on CPU stand-ins (~2 minutes on a 2-core machine)."""
     from benchmarks import gpu_check
 
     out = tmp_path / "gpu.json"

@@ -2,7 +2,10 @@
 
 Thresholds were measured with `python experiments/digits_architectures.py` (seeds 0-2, same
 settings; recorded in README.md) and set a few points under the worst seed; the test itself
-runs seed 0 only, to keep the suite short:
+runs seed 0 only, to keep the suite short. The suite trains the CNN, MLP and LSTM (10-20 s
+each); the Transformer and BERT rows (2 and 9 minutes on a 2-core CPU) are reproduced by that
+script, and their training is covered in the suite by tests/test_models.py and
+tests/test_pretraining.py on tiny sizes:
 
 | arch        | view     | epochs | measured test accuracy (seeds 0/1/2) | threshold |
 |-------------|----------|--------|--------------------------------------|-----------|
@@ -26,8 +29,11 @@ CASES = {
 }
 
 
+IN_SUITE = ("cnn", "mlp", "lstm")
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("arch", list(CASES))
+@pytest.mark.parametrize("arch", IN_SUITE)
 def test_architecture_reaches_stated_accuracy_on_digits(arch, tmp_path):
     from ml_adv import AdvancedCustomModelTrainer
 
