@@ -19,6 +19,31 @@ CPU_DEVICES_ENV = "ML_ADV_CPU_DEVICES"
 _FORCE_FLAG = "--xla_force_host_platform_device_count"
 
 
+CHEAP_COMPILE_FLAGS = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
+_GPU_DEVICE_FILES = ("/dev/nvidiactl", "/dev/nvidia0", "/dev/kfd")
+
+
+def cheap_cpu_compiles() -> bool:
+    """Compile with XLA:CPU's cheap optimisation settings when no GPU is present; returns
+    whether the flags were added.
+
+    For runs that check code rather than measure it (the test suite, the GPU check's CPU dry
+    run): most of their time is XLA compiling small programs, and LLVM's optimisation passes
+    are most of that (30-40% less time measured on a 2-core EPYC). Library calls (dots,
+    convolutions) run the same code either way. Call it before JAX's backend starts; flags
+    the user already set (any ``xla_backend_optimization_level``) win.
+    """
+    import shutil
+    from pathlib import Path
+
+    gpu = any(Path(d).exists() for d in _GPU_DEVICE_FILES) or shutil.which("nvidia-smi")
+    flags = os.environ.get("XLA_FLAGS", "")
+    if gpu or "xla_backend_optimization_level" in flags:
+        return False
+    os.environ["XLA_FLAGS"] = f"{flags} {CHEAP_COMPILE_FLAGS}".strip()
+    return True
+
+
 def usable_cores() -> int:
     """Cores this process may run on (its CPU affinity, not the machine's total)."""
     try:

@@ -22,6 +22,14 @@ import jax  # noqa: E402
 import numpy as np
 import pytest
 
+from ml_adv.devices import cheap_cpu_compiles  # noqa: E402
+
+# The suite checks code, not speed, and most of its time is XLA compiling small programs:
+# without a GPU, compile with LLVM's cheap settings (the environment variable also reaches the
+# tests' subprocesses). ML_ADV_TEST_OPTIMIZED_XLA=1 keeps XLA's defaults.
+if os.environ.get("ML_ADV_TEST_OPTIMIZED_XLA") != "1":
+    cheap_cpu_compiles()
+
 jax.config.update("jax_numpy_rank_promotion", "raise")
 # The suite checks maths: every comparison of two forms of one float32 computation (a kernel
 # against XLA's autodiff, the fused LSTM against Flax's cell, padded against unpadded

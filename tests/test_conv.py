@@ -1,5 +1,7 @@
 """Tests for ml_adv.kernels.conv: values and gradients equal XLA autodiff; nn.Conv drop-in."""
 
+import os
+
 import jax
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
@@ -12,6 +14,9 @@ from jax import lax  # noqa: E402
 
 from ml_adv.errors import ConfigError, ShapeError  # noqa: E402
 from ml_adv.kernels.conv import Conv, conv2d  # noqa: E402
+
+# Whether tests/conftest.py turned on XLA:CPU's cheap compile settings for this process.
+CHEAP_COMPILES = "xla_backend_optimization_level=0" in os.environ.get("XLA_FLAGS", "")
 
 DN = ("NHWC", "HWIO", "NHWC")
 
@@ -200,7 +205,12 @@ def test_params_and_outputs_identical_to_nn_conv(padding, strides, use_bias):
     assert jax.tree.structure(p_ours) == jax.tree.structure(p_ref)
     for a, b in zip(jax.tree.leaves(p_ours), jax.tree.leaves(p_ref)):
         assert a.shape == b.shape and a.dtype == b.dtype
-        np.testing.assert_array_equal(a, b)
+        if CHEAP_COMPILES:
+            # The same random bits; the suite's unoptimised XLA:CPU code (tests/conftest.py)
+            # rounds the 2-D and 4-D normal transforms differently (seen: 3e-8 absolute).
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+        else:  # XLA's default optimisation: bit for bit, as _drawn_as_matrix promises
+            np.testing.assert_array_equal(a, b)
     _assert_close(y, y_ref, 1e-5)
     for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(g_ref)):
         _assert_close(a, b, 1e-5)

