@@ -97,3 +97,29 @@ def use_cpu_cores(count: int | str | None = None, *, strict: bool = True) -> int
             f"but JAX is already running with {jax.device_count()} device(s)"
         ) from exc
     return count
+
+
+def join_processes(coordinator: str, num_processes: int, process_id: int) -> None:
+    """Make this process one of ``num_processes`` that train as one program (multi-host).
+
+    Every process runs the same command with its own ``process_id`` (0 is the coordinator,
+    listening at ``coordinator`` = ``HOST:PORT``). Call it before any JAX computation.
+    ``jax.devices()`` then lists the devices of all processes, and a data-parallel run
+    (``TrainConfig(data_parallel=True)``) splits every global batch over them; each process
+    loads the same data and keeps its own devices' part. On CPUs the collectives go over gloo
+    (TCP), so several processes on one machine or on several machines work without a GPU.
+    """
+    host, _, port = coordinator.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"coordinator: expected HOST:PORT, got {coordinator!r}")
+    if isinstance(num_processes, bool) or not isinstance(num_processes, int) or num_processes < 1:
+        raise ConfigError(f"num_processes: expected a positive integer, got {num_processes!r}")
+    if not isinstance(process_id, int) or not 0 <= process_id < num_processes:
+        raise ConfigError(
+            f"process_id: expected an integer in [0, {num_processes}), got {process_id!r}"
+        )
+    # Only the CPU backend needs a collectives implementation; GPUs use NCCL.
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(
+        coordinator_address=coordinator, num_processes=num_processes, process_id=process_id
+    )

@@ -103,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser(argv).parse_args(argv)
     run: Any = args._run
     try:
+        _join_processes(args)
         _split_cpu_into_cores()
         return int(run(args))
     except MlAdvError as exc:
@@ -114,6 +115,31 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_INTERRUPTED
+
+
+def _join_processes(args: Any) -> None:
+    """``--coordinator/--num-processes/--process-id`` (``ml-adv train``): all three or none."""
+    given = {
+        flag: getattr(args, name, None)
+        for flag, name in (
+            ("--coordinator", "coordinator"),
+            ("--num-processes", "num_processes"),
+            ("--process-id", "process_id"),
+        )
+    }
+    if all(v is None for v in given.values()):
+        return
+    from ml_adv.devices import join_processes
+    from ml_adv.errors import ConfigError
+
+    missing = [flag for flag, v in given.items() if v is None]
+    if missing:
+        raise ConfigError(
+            f"{', '.join(missing)}: expected together with the other multi-process flags "
+            f"(--coordinator, --num-processes, --process-id), got only "
+            f"{', '.join(f for f, v in given.items() if v is not None)}"
+        )
+    join_processes(args.coordinator, args.num_processes, args.process_id)
 
 
 def _split_cpu_into_cores() -> None:

@@ -179,6 +179,12 @@ def _add_hardware_arguments(parser: argparse.ArgumentParser, cfg: dict[str, Any]
         help="train steps per iteration of the compiled epoch loop (helps launch-bound small "
         "models on a GPU)",
     )
+    hosts = parser.add_argument_group(
+        "several processes or hosts (data parallel; every process runs the same command)"
+    )
+    hosts.add_argument("--coordinator", metavar="HOST:PORT", help="process 0's address")
+    hosts.add_argument("--num-processes", type=positive_int, metavar="N")
+    hosts.add_argument("--process-id", type=int, metavar="I", help="0 .. N-1; 0 coordinates")
 
 
 def run_name(args: argparse.Namespace) -> str:
@@ -233,7 +239,8 @@ def make_trainer(args: argparse.Namespace):
     trainer.set_mixed_precision(bool(args.mixed_precision))
     if args.grad_accum > 1:
         trainer.set_gradient_accumulation(args.grad_accum)
-    if args.data_parallel:  # else the default: "auto" (training.core_split)
+    # Several processes train one model only by splitting its batches.
+    if args.data_parallel or (args.num_processes or 1) > 1:  # else "auto" (core_split)
         trainer.set_distributed_training(True)
     trainer.set_data_augmentation(bool(args.augment))
     return trainer

@@ -538,7 +538,8 @@ class AdvancedCustomModelTrainer(Estimator):
 
 def _resources() -> dict[str, Any]:
     out = {"peak_host_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
-    stats = jax.devices()[0].memory_stats() if hasattr(jax.devices()[0], "memory_stats") else None
+    device = jax.local_devices()[0]  # another process's devices have no stats to read here
+    stats = device.memory_stats() if hasattr(device, "memory_stats") else None
     if stats:
         out["device_peak_bytes_in_use"] = stats.get("peak_bytes_in_use")
     out["devices"] = [str(d) for d in jax.devices()]

@@ -1,0 +1,76 @@
+"""Several processes train one model: ``ml-adv train --coordinator/--num-processes/--process-id``.
+
+Two local processes (one CPU device each, gloo collectives over localhost) train data-parallel
+and end with the parameters of one process training over the same global batches on two
+devices, bit for bit.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from ml_adv.cli.main import main
+
+ARGS = ["train", "--arch", "mlp", "--size", "tiny", "--data", "digits", "--epochs", "2",
+        "--batch-size", "32", "--seed", "1"]  # fmt: skip
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def _start(args: list[str], devices: int) -> subprocess.Popen:
+    env = dict(os.environ, ML_ADV_CPU_DEVICES=str(devices), JAX_PLATFORMS="cpu")
+    return subprocess.Popen(
+        [sys.executable, "-m", "ml_adv.cli", *ARGS, *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+@pytest.mark.slow
+def test_two_processes_train_as_one_data_parallel_run(tmp_path):
+    from ml_adv.training.trained_model import TrainedModel
+
+    hosts = ["--coordinator", f"localhost:{_free_port()}", "--num-processes", "2"]
+    procs = [
+        _start([*hosts, "--process-id", str(i), "--run-dir", str(tmp_path / f"p{i}")], 1)
+        for i in (0, 1)
+    ]
+    single = _start(["--data-parallel", "--run-dir", str(tmp_path / "single")], 2)
+    for proc in [*procs, single]:
+        out, err = proc.communicate(timeout=400)
+        assert proc.returncode == 0, err[-3000:]
+    a = TrainedModel.load(tmp_path / "p0" / "model")  # process 0 writes the model
+    b = TrainedModel.load(tmp_path / "single" / "model")
+    for x, y in zip(jax.tree.leaves(a.variables), jax.tree.leaves(b.variables)):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    reports = [json.loads((tmp_path / d / "report.json").read_text()) for d in ("p0", "p1")]
+    devices = [r["metrics"]["resources"]["devices"] for r in reports]
+    assert len(devices[0]) == 2 and devices[0] == devices[1]  # both see the global devices
+
+
+@pytest.mark.parametrize(
+    "flags,expected",
+    [
+        (["--coordinator", "localhost:1234"], "--num-processes, --process-id: expected together"),
+        (["--coordinator", "nohost", "--num-processes", "2", "--process-id", "0"], "HOST:PORT"),
+        (["--coordinator", "h:1", "--num-processes", "2", "--process-id", "2"], "process_id"),
+    ],
+)
+def test_multi_process_flags_fail_before_anything_runs(tmp_path, capsys, flags, expected):
+    assert main([*ARGS, *flags, "--run-dir", str(tmp_path / "r")]) == 2
+    assert expected in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
