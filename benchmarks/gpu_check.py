@@ -643,17 +643,12 @@ def _start_watchdog(check: Check, deadline: float) -> None:
     timer.start()
 
 
-def dry_run_compile_flags() -> None:
-    """Without a GPU, compile with XLA's cheap optimisation settings: a dry run measures
-    nothing, and compiling is most of its time (~40% less). Only before JAX's backend starts
-    (the script)."""
+if __name__ == "__main__":
     from ml_adv.devices import cheap_cpu_compiles
 
+    # Without a GPU the dry run measures nothing: compile cheaply (~40% less time). Only
+    # before JAX's backend starts, so only here, not in main().
     cheap_cpu_compiles()
-
-
-if __name__ == "__main__":
-    dry_run_compile_flags()
     result = main(watchdog=True)
     failed = [e for e in result.get("plan", []) if isinstance(e, dict) and e["status"] == "failed"]
     sys.exit(1 if failed else 0)

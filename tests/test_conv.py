@@ -12,11 +12,12 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from jax import lax  # noqa: E402
 
+from ml_adv.devices import CHEAP_COMPILE_FLAGS  # noqa: E402
 from ml_adv.errors import ConfigError, ShapeError  # noqa: E402
 from ml_adv.kernels.conv import Conv, conv2d  # noqa: E402
 
 # Whether tests/conftest.py turned on XLA:CPU's cheap compile settings for this process.
-CHEAP_COMPILES = "xla_backend_optimization_level=0" in os.environ.get("XLA_FLAGS", "")
+CHEAP_COMPILES = CHEAP_COMPILE_FLAGS in os.environ.get("XLA_FLAGS", "")
 
 DN = ("NHWC", "HWIO", "NHWC")
 
