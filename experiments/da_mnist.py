@@ -63,7 +63,10 @@ DANN_VARIANTS = {
     "batch_32": "32 + 32 images per step, as pumpikano/tf-dann: the same images, twice the steps",
     "centered_inputs": "inputs minus the per-pixel mean of both training sets "
     "(pumpikano/tf-dann's preprocessing)",
+    "epochs_10": "10 passes instead of 3 (the --full protocol's length), the schedules "
+    "stretched over the longer run",
 }
+DIAGNOSIS_LONG_EPOCHS = 10
 METHODS = {
     "two_moons": ("source_only", "dann", "dann_weight_0"),
     "mnist_to_mnistm": ("source_only", "dann", "target_only"),
@@ -482,14 +485,15 @@ def run_mnistm_diagnosis(seed: int, p: Protocol, runs: Path) -> dict[str, Any]:
     out: dict[str, Any] = {"steps": {}, "domain_accuracy_last_epoch": {}}
     for variant in DANN_VARIANTS:
         source, source_test, target, target_test = domains
-        config, options = sgd_config(p, p.mnistm_epochs, seed), {}
+        epochs = DIAGNOSIS_LONG_EPOCHS if variant == "epochs_10" else p.mnistm_epochs
+        config, options = sgd_config(p, epochs, seed), {}
         if variant == "domain_weight_2":
             options["domain_weight"] = 2.0
         elif variant == "batch_32":
-            config = sgd_config(p, p.mnistm_epochs, seed, batch_size=max(1, p.batch_size // 2))
+            config = sgd_config(p, epochs, seed, batch_size=max(1, p.batch_size // 2))
         elif variant == "centered_inputs":
             source, source_test, target, target_test = centered(domains, (source, target))
-        out["steps"][variant] = p.mnistm_epochs * (len(source) // config.batch_size)
+        out["steps"][variant] = epochs * (len(source) // config.batch_size)
         _, last = _timed(
             out,
             variant,

@@ -44,7 +44,8 @@ def test_quick_run_then_summary(tiny_data):
     out = tiny_data / "results"
     assert da_mnist.main(["--quick", "--out", str(out), "--seeds", "0"]) == 0
     files = sorted(p.name for p in (out / da_mnist.EXPERIMENT).glob("*.json"))
-    assert files == [f"{s}-seed0.json" for s in sorted(da_mnist.SETTINGS)]
+    # the diagnosis setting runs only when asked for (four more DANN trainings)
+    assert files == [f"{s}-seed0.json" for s in sorted(da_mnist.MAIN_SETTINGS)]
     records = [json.loads((out / da_mnist.EXPERIMENT / f).read_text()) for f in files]
     assert load_results(da_mnist.EXPERIMENT, out) == []  # quick records never mix with real ones
     for r in records:
@@ -83,6 +84,30 @@ def test_quick_run_then_summary(tiny_data):
     _, summary2 = da_mnist.summarize(changed, figures)
     assert png.read_bytes() != before
     assert summary2["mnist_to_mnistm"]["dann"] != summary["mnist_to_mnistm"]["dann"]
+
+    # The diagnosis table, from a made-up record (its four DANN runs are not trained here): a
+    # variant as accurate as train-on-target closes the whole gap, one at source-only none.
+    mnistm = by["mnist_to_mnistm"]
+    variants = list(da_mnist.DANN_VARIANTS)
+    accuracy = {v: mnistm["target_only"] for v in variants} | {"batch_32": mnistm["source_only"]}
+    diagnosis = {
+        "setting": "mnistm_dann_diagnosis",
+        "seed": 0,
+        "quick": True,
+        "protocol": records[0]["protocol"],
+        "results": {
+            "steps": {v: 7 for v in variants},
+            "domain_accuracy_last_epoch": {v: 0.625 for v in variants},
+            **accuracy,
+        },
+    }
+    body3, _ = da_mnist.summarize([*records, diagnosis], figures)
+    table = body3[body3.index("Why DANN closes less") :]
+    rows = {line.split(" | ")[0].strip("| "): line for line in table.splitlines() if "|" in line}
+    assert set(variants) <= set(rows) and "main protocol" in rows
+    if mnistm["target_only"] > mnistm["source_only"]:
+        assert "| 1.00 |" in rows["domain_weight_2"] and "| 0.00 |" in rows["batch_32"]
+    assert "0.625" in rows["epochs_10"]
 
 
 def test_summary_without_records_has_the_shape():

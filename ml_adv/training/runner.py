@@ -36,13 +36,21 @@ class ProgramCache:
     """Named, bounded (least recently used) maps of compiled programs and decisions.
 
     Maps: ``epochs`` (compiled epochs by step and argument shapes), ``parts`` (module,
-    optimizer and train steps by program structure), ``stacked_inits`` (vmapped
-    initialisers), ``layouts`` and ``guards`` (in-process decisions), ``guard_trials``
-    (guard trials still running). One object rather than a module-level dict each, so that
-    what the process keeps is visible and can be cleared at once.
+    optimizer and train steps by program structure), ``single_inits`` and ``stacked_inits``
+    (jitted and vmapped initialisers), ``layouts`` and ``guards`` (in-process decisions),
+    ``guard_trials`` (guard trials still running). One object rather than a module-level dict
+    each, so that what the process keeps is visible and can be cleared at once.
     """
 
-    NAMES = ("epochs", "parts", "stacked_inits", "layouts", "guards", "guard_trials")
+    NAMES = (
+        "epochs",
+        "parts",
+        "single_inits",
+        "stacked_inits",
+        "layouts",
+        "guards",
+        "guard_trials",
+    )
 
     def __init__(self, size: int = PROGRAM_CACHE_SIZE):
         self.size = size
