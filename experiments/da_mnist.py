@@ -681,11 +681,16 @@ def _diagnosis_table(records: list[dict], main: list[dict]) -> str:
     bounds = {r["seed"]: r["results"] for r in main}
     seeds = [r["seed"] for r in records if r["seed"] in bounds]
 
+    shares: dict[str, float] = {}
+
     def row(name, change, accs, domain, steps):
         gaps = [
             gap_closed({**bounds[seed], "x": acc}, "x", "target_only") if acc is not None else None
             for seed, acc in zip(seeds, accs)
         ]
+        mean, _, _ = mean_std(gaps)
+        if mean is not None:
+            shares[name] = mean
         return [
             name,
             change,
@@ -723,7 +728,15 @@ def _diagnosis_table(records: list[dict], main: list[dict]) -> str:
         "share of the gap closed",
         "domain accuracy, last epoch",
     ]
-    return f"Seeds: {seeds}.\n\n" + markdown_table(header, rows)
+    verdict = ""
+    if shares:
+        best = max(shares, key=shares.get)
+        verdict = (
+            f"\n\nThe best row, {best}, closes {shares[best]:.2f} of the gap; "
+            + ("it reaches" if shares[best] >= 0.5 else "no row reaches")
+            + " the goal of 0.50."
+        )
+    return f"Seeds: {seeds}.\n\n" + markdown_table(header, rows) + verdict
 
 
 def _summary(by: dict[str, list[dict]]) -> dict[str, dict[str, list]]:
