@@ -136,6 +136,16 @@ def _placed(restored: Any, abstract: Any) -> Any:
 class RunCheckpointer:
     """Latest and best checkpoints of one run directory.
 
+    Why each manager has its own barrier prefix: in a multi-process run
+    (``devices.join_processes``) orbax synchronises the processes around every save with
+    named barriers, whose names are the same for every manager (``async_commit_complete.1``,
+    ``ThreadSaveMultiHostValueHolder:set_value_start``). With the default prefix, latest and
+    best (which both save an improving epoch) reached one barrier from two threads: on a
+    loaded machine one process failed with "Barrier ... is already ongoing", dropped the save,
+    and the other waited for orbax's 600 s timeout (1 in 9 runs of three concurrent 2-process
+    runs; a CI run stopped after 400 s). orbax's ``barrier_sync_key_prefix`` is meant for
+    concurrent managers.
+
     Args:
         directory: ``runs/<name>/checkpoints``; created if missing.
         max_to_keep: how many of the latest checkpoints to keep.
@@ -158,7 +168,14 @@ class RunCheckpointer:
         self._latest, self._best = (
             ocp.CheckpointManager(
                 self.directory / which,
-                options=ocp.CheckpointManagerOptions(max_to_keep=keep, **options),
+                options=ocp.CheckpointManagerOptions(
+                    max_to_keep=keep,
+                    # its own barrier names: see the class docstring
+                    multiprocessing_options=ocp.options.MultiprocessingOptions(
+                        barrier_sync_key_prefix=f"ml_adv_{which}"
+                    ),
+                    **options,
+                ),
                 item_handlers={"state": _array_handler(), "meta": ocp.JsonCheckpointHandler()},
             )
             for which, keep in (("latest", max_to_keep), ("best", 1))
