@@ -4,7 +4,7 @@ stopping."""
 import numpy as np
 import pytest
 
-from ml_adv.active_learning import ActiveLearningConfig, AdvancedActiveLearning, Strategy
+from ml_adv.active_learning import ActiveLearningConfig, AdvancedActiveLearning, Budget, Strategy
 from ml_adv.active_learning.loop import choose, predictor_for
 from ml_adv.active_learning.strategies import STRATEGIES
 from ml_adv.errors import BudgetError, ConfigError, DataError, NotFittedError
@@ -230,6 +230,19 @@ def test_budget_raises_or_trims_and_reports(tmp_path, data):
         al.set_budget_management(enabled=True, budget=-1)
     with pytest.raises(DataError, match="one cost per pool sample"):
         al.set_budget_management(enabled=True, budget=5, costs=np.ones(3))
+
+
+def test_budget_management_without_a_cap_accounts_the_cost(tmp_path, data):
+    """SEED.md's ``set_budget_management(enabled=True)``: no cap, the labels' cost counted."""
+    pool = data[2]
+    al = make(tmp_path / "u", strategy="random")
+    al.add_unlabeled_data(pool)
+    al.set_budget_management(enabled=True, costs=np.full(len(pool), 2.0))
+    assert len(al.select_samples(len(pool)).indices) == len(pool)  # nothing is cut
+    stats = al.get_active_learning_statistics()["budget"]
+    assert stats == {**stats, "enabled": True, "total": None, "used": 0.0, "left": None}
+    budget = Budget(None, np.full(4, 2.0))
+    assert budget.charge([0, 3]) == 4.0 and budget.used == 4.0 and not budget.spent
 
 
 def test_config_errors():

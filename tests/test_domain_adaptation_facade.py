@@ -40,6 +40,12 @@ def test_both_import_paths_and_bad_settings():
     da = A()
     with pytest.raises(ConfigError, match="schedule"):
         da.set_learning_rate_scheduling("zigzag")
+    da.set_learning_rate_scheduling(enabled=True)  # SEED.md's call: the cosine default
+    assert da.config.schedule == "cosine"
+    da.set_learning_rate_scheduling(enabled=False)
+    assert da.config.schedule == "constant"
+    with pytest.raises(ConfigError, match="enabled"):
+        da.set_learning_rate_scheduling(enabled="yes")
     with pytest.raises(ConfigError, match="patience"):
         da.set_early_stopping(patience=0)
 

@@ -7,6 +7,7 @@ combined through their own input views of the same examples. Validation and test
 have the same size, so every compiled ensemble function is reused between them.
 """
 
+import dataclasses
 import math
 
 import jax
@@ -99,6 +100,18 @@ def test_learned_weights_stacking_calibration_and_persistence(members, views, tm
     weights = ensemble.get_ensemble_statistics()["weights"]
     assert math.isclose(sum(weights.values()), 1.0, rel_tol=1e-5) and min(weights.values()) >= 0
     assert ensemble.get_ensemble_performance(val)["ensemble"]["nll"] <= uniform_nll + 1e-6
+    # SEED.md's calls without data use the held-out data last given.
+    assert ensemble.update_model_weights() is True
+    assert ensemble.get_ensemble_statistics()["weights"] == pytest.approx(weights)
+    assert (
+        ensemble.get_ensemble_performance()["ensemble"]
+        == (ensemble.get_ensemble_performance(val)["ensemble"])
+    )
+    fresh = _ensemble(members, weights=(1, 1, 1, 1))
+    with pytest.raises(ConfigError, match="no held-out data was given before"):
+        fresh.update_model_weights()
+    with pytest.raises(NotFittedError, match="no held-out data seen yet"):
+        fresh.get_ensemble_performance()
     report = ensemble.calibrate(val)
     assert report["temperature"] > 0 and report["nll_after"] <= report["nll_before"] + 1e-6
     assert ensemble.get_ensemble_statistics()["calibration"] == report
@@ -255,3 +268,17 @@ def test_members_can_be_updated_and_removed(members, views):
         {"mlp0": 0.6, "lstm0": 0.4}
     )
     assert ensemble.predict(_x(test)).shape == (179,)
+
+
+def test_a_retrained_model_replaces_its_older_version(members):
+    """SEED.md's ``ensemble.update_model(updated_model, weight=0.5)``: no member named."""
+    first, adapted, other = (dataclasses.replace(m, lineage=None) for m in members[:3])
+    first.lineage = "trainer-a"
+    ensemble = _ensemble([first, adapted], weights=(1, 1))
+    retrained = dataclasses.replace(first, model_id="retrained")  # same trainer, new model
+    assert ensemble.update_model(retrained, weight=0.5) is True
+    assert ensemble.model_ids == ["retrained", adapted.model_id]
+    assert ensemble.get_ensemble_statistics()["weights"]["retrained"] == pytest.approx(1 / 3)
+    with pytest.raises(ConfigError, match="newer version of exactly one member.*no member"):
+        ensemble.update_model(other)  # no lineage in common: which member is unclear
+    assert ensemble.model_ids == ["retrained", adapted.model_id]

@@ -73,6 +73,7 @@ def test_trainer_end_to_end_through_asyncio(tmp_path, digits_images):
 
     loaded = TrainedModel.load(tmp_path / "saved")
     np.testing.assert_array_equal(loaded.predict(test.x), model.predict(test.x))
+    assert (loaded.model_id, loaded.lineage) == (model.model_id, trainer.lineage)
     with pytest.raises(ShapeError):
         model.predict(np.zeros((2, 9, 9, 1), np.float32))
 

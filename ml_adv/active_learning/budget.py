@@ -23,19 +23,20 @@ class Budget:
     """A labelling budget over a pool.
 
     Attributes:
-        total: the budget, in cost units (one unit per sample when ``costs`` is None).
+        total: the budget, in cost units (one unit per sample when ``costs`` is None);
+            None: no cap, the cost of the labels is only accounted (``used``).
         costs: optional ``[N]`` non-negative cost of labelling each pool sample.
         trim: cut an over-budget selection to the prefix that fits instead of raising.
         used: cost of the labels recorded so far.
     """
 
-    total: float
+    total: float | None
     costs: np.ndarray | None = None
     trim: bool = False
     used: float = 0.0
 
     def __post_init__(self):
-        if (
+        if self.total is not None and (
             isinstance(self.total, bool)
             or not isinstance(self.total, (int, float, np.number))
             or not self.total > 0
@@ -49,11 +50,16 @@ class Budget:
                     f"{describe(self.costs)}"
                 )
             self.costs = costs
-        self.total = float(self.total)
+        self.total = None if self.total is None else float(self.total)
 
     @property
     def left(self) -> float:
-        return self.total - self.used
+        return float("inf") if self.total is None else self.total - self.used
+
+    @property
+    def spent(self) -> bool:
+        """Whether nothing is left to label with (never, without a cap)."""
+        return self.total is not None and self.left <= 1e-9 * self.total
 
     def check_pool(self, pool_size: int) -> None:
         """DataError unless there is one cost per pool sample."""
@@ -79,6 +85,8 @@ class Budget:
         """
         idx = np.asarray(indices, dtype=np.int64)
         cumulative = np.cumsum(self.cost_of(idx))
+        if self.total is None:
+            return idx
         # A tolerance so costs like 0.1 * 10 are not rejected by float round-off.
         fits = cumulative <= self.left + 1e-9 * max(1.0, self.total)
         if fits.all():
@@ -102,7 +110,7 @@ class Budget:
             "enabled": True,
             "total": self.total,
             "used": self.used,
-            "left": self.left,
+            "left": None if self.total is None else self.left,
             "per_sample_costs": self.costs is not None,
             "trim": self.trim,
         }

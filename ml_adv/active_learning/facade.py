@@ -182,14 +182,19 @@ class AdvancedActiveLearning(Estimator):
     def set_budget_management(
         self, enabled: bool = True, budget: float | None = None, costs=None, *, trim: bool = False
     ) -> None:
-        """Cap the labelling cost; ``costs`` per pool sample (default 1 each); ``trim``
-        instead of raising.
+        """Cap the labelling cost at ``budget``; ``costs`` per pool sample (default 1 each);
+        ``trim`` an over-budget selection instead of raising.
+
+        Without ``budget`` (SEED.md's ``set_budget_management(enabled=True)``) nothing is capped:
+        the cost of every recorded label is accounted, and ``get_active_learning_statistics()``
+        reports it under ``budget``.
         """
         if not enabled:
             self.store.set_setting("budget", {"enabled": False})
             self._apply_settings()
             return
-        check_positive("budget", budget, kind=float)
+        if budget is not None:
+            check_positive("budget", budget, kind=float)
         checked = Budget(budget, costs, trim=bool(trim))  # validates before anything is journaled
         checked.check_pool(self.store.pool_size)
         arrays = {"costs": checked.costs} if checked.costs is not None else {}
@@ -335,7 +340,7 @@ class AdvancedActiveLearning(Estimator):
             )
         if self.store.pool_size and not self.store.available.any():
             return "the unlabelled pool is exhausted"
-        if self.budget is not None and self.budget.left <= 1e-9 * self.budget.total:
+        if self.budget is not None and self.budget.spent:
             return "the budget is spent"
         return None
 

@@ -204,9 +204,12 @@ class AdvancedDomainAdaptation(Estimator):
         }
 
     def set_learning_rate_scheduling(
-        self, schedule: str = "cosine", *, warmup_fraction: float = 0.0
+        self, schedule: str = "cosine", *, enabled: bool = True, warmup_fraction: float = 0.0
     ) -> None:
-        """A schedule name from ``SCHEDULES`` (``cosine``, ``warmup_cosine``, ``one_cycle`` ...)."""
+        """Decay the learning rate over the run: a schedule name from ``SCHEDULES``
+        (``cosine``, the default, ``warmup_cosine``, ``one_cycle`` ...); ``enabled=False``
+        keeps it constant (SEED.md: ``set_learning_rate_scheduling(enabled=True)``)."""
+        schedule = schedule if check_bool("enabled", enabled) else "constant"
         self.config = self.config.replace(schedule=schedule, warmup_fraction=warmup_fraction)
 
     def set_early_stopping(self, patience: int = 5, *, enabled: bool = True) -> None:

@@ -139,10 +139,16 @@ class AdvancedModelEnsemble(Estimator):
         self._changed()
         return True
 
-    def update_model(self, model_id: str, model, weight: float | None = None) -> bool:
+    def update_model(self, model_id, model=None, weight: float | None = None) -> bool:
         """Replace member ``model_id`` by ``model`` (same number of classes), keeping or
         setting its weight.
+
+        SEED.md's ``update_model(retrained_model, weight=0.5)`` names no member: the model
+        then replaces the member it is a newer version of, the one with its ``model_id`` or
+        else its ``lineage`` (every model one trainer trains shares it), when exactly one does.
         """
+        if model is None and not isinstance(model_id, str):
+            model, model_id = model_id, self._older_version_of(model_id)
         i = self._index(model_id)
         self._check_model(model)
         if model.model_id != model_id and model.model_id in self.model_ids:
@@ -155,6 +161,22 @@ class AdvancedModelEnsemble(Estimator):
         self._members[i], self._weights = model, weights
         self._changed()
         return True
+
+    def _older_version_of(self, model) -> str:
+        """The id of the one member ``model`` updates (same id, else same lineage)."""
+        self._check_model(model)
+        if model.model_id in self.model_ids:
+            return model.model_id
+        lineage = model.lineage
+        same = [m.model_id for m in self._members if lineage is not None and m.lineage == lineage]
+        if len(same) != 1:
+            found = "no member" if not same else f"{len(same)} members ({same})"
+            raise ConfigError(
+                "model: expected a newer version of exactly one member (same model_id or "
+                f"lineage, e.g. retrained by the same trainer), got {found} with lineage "
+                f"{lineage!r}; name the member: update_model(model_id, model), or add_model(model)"
+            )
+        return same[0]
 
     # -------------------------------------------------------------- prediction
     def _require_members(self, what: str) -> None:
@@ -236,7 +258,8 @@ class AdvancedModelEnsemble(Estimator):
     # ----------------------------------------------------------------- weights
     def update_model_weights(self, val_data=None, *, weights=None) -> bool:
         """Set ``weights`` (one per member, or ``{model_id: weight}``), or learn them on
-        ``val_data``.
+        ``val_data`` (default: the held-out data last given to this ensemble, as in SEED.md's
+        ``update_model_weights()``).
 
         Learned rule: minimise the validation NLL of the weighted mixture over the simplex
         (``weights.py``), after/before the automatic steps in the module docstring. The
@@ -255,10 +278,13 @@ class AdvancedModelEnsemble(Estimator):
             self._weights = check_weights("weights", weights, len(self)).tolist()
             self._changed()
             return True
-        if val_data is None:
+        if val_data is None and self._validation is None:
             raise ConfigError(
-                "update_model_weights: expected val_data (to learn weights) or weights, got neither"
+                "update_model_weights: expected val_data (to learn weights) or weights, got "
+                "neither, and no held-out data was given before"
             )
+        if val_data is None:
+            val_data = self._validation
         if self.diversity_settings["enabled"]:
             self.optimize_diversity(val_data)
         y, probs = self._held_out(val_data, "val_data")
@@ -293,11 +319,19 @@ class AdvancedModelEnsemble(Estimator):
         return report
 
     # ----------------------------------------------------- statistics, scores
-    def get_ensemble_performance(self, data) -> dict[str, Any]:
+    def get_ensemble_performance(self, data=None) -> dict[str, Any]:
         """Ensemble and per-member accuracy, NLL, Brier and ECE on ``data``, plus weights
         and diversity.
+
+        Without ``data`` (SEED.md's ``get_ensemble_performance()``): on the held-out data last
+        given, which is what the weights were learned on, so an optimistic figure; pass test
+        data for an honest one.
         """
-        _, y, probs = self._labelled(data, "data")
+        if data is None and self._validation is None:
+            raise NotFittedError(
+                "data: pass labelled data to score the ensemble on (no held-out data seen yet)"
+            )
+        _, y, probs = self._labelled(self._validation if data is None else data, "data")
         if self._rule.needs_meta_learner and self._meta is None:
             self._output(probs)  # raises NotFittedError
         raw = to_host(

@@ -50,6 +50,7 @@ def save_ensemble(
                 "model_id": m.model_id,
                 "metrics": m.metrics,
                 "mixed_precision": bool(m.mixed_precision),
+                "lineage": m.lineage,
             }
             for m in members
         ],
@@ -102,6 +103,7 @@ def load_ensemble(path: str | Path) -> tuple[list, np.ndarray, Any, float | None
             m["model_id"],
             dict(m["metrics"]),
             bool(m["mixed_precision"]),
+            m.get("lineage"),
         )
         for i, (s, m) in enumerate(zip(specs, meta["members"]))
     ]

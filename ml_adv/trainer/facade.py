@@ -171,6 +171,7 @@ class AdvancedCustomModelTrainer(Estimator):
         self._augment_fn = None
         self._resource_monitoring = False
         self._registry: dict[str, dict[str, Any]] = {}
+        self.lineage = uuid.uuid4().hex[:12]  # shared by every model this trainer trains
         self._models: dict[str, TrainedModel] = {}
         self._history: list[dict[str, Any]] = []
         self._lock = threading.Lock()
@@ -314,9 +315,10 @@ class AdvancedCustomModelTrainer(Estimator):
         if self._resource_monitoring:
             metrics["resources"] = _resources()
         if model is not None:
-            model.metrics = metrics
+            model.metrics, model.lineage = metrics, self.lineage
         record = {
             "model_id": model_id,
+            "lineage": self.lineage,
             "architecture": self.architecture_type,
             "spec": spec.to_dict(),
             "train_config": config.to_dict(),

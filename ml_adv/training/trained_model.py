@@ -42,6 +42,9 @@ class TrainedModel:
         model_id: a unique id (used by the trainer's registry and by ensembles).
         metrics: evaluation metrics recorded at training time.
         mixed_precision: evaluate in bfloat16, as trained.
+        lineage: what this model is a version of: every model one
+            ``AdvancedCustomModelTrainer`` trains shares its id, so an ensemble can swap an
+            older version for a retrained one (``AdvancedModelEnsemble.update_model(model)``).
     """
 
     spec: Any
@@ -49,6 +52,7 @@ class TrainedModel:
     model_id: str = dataclasses.field(default_factory=lambda: uuid.uuid4().hex[:12])
     metrics: dict[str, Any] = dataclasses.field(default_factory=dict)
     mixed_precision: bool = False
+    lineage: str | None = None
 
     @property
     def module(self):
@@ -139,6 +143,7 @@ class TrainedModel:
             "model_id": self.model_id,
             "metrics": json_safe(self.metrics),  # strict JSON: a missing figure is null, not NaN
             "mixed_precision": self.mixed_precision,
+            "lineage": self.lineage,
         }
         save_pytree(path, self.variables, meta)
         return str(Path(path).absolute())
@@ -167,4 +172,5 @@ class TrainedModel:
             meta["model_id"],
             dict(meta.get("metrics", {})),
             bool(meta["mixed_precision"]),
+            meta.get("lineage"),  # absent from models saved before it existed
         )
