@@ -43,6 +43,12 @@ QUICK_TRAIN, QUICK_TEST, QUICK_EPOCHS, QUICK_BATCH = 256, 128, 1, 32
 # stacked program, scoring and records are the same for every pair, and each extra pair costs
 # mostly compilation (15-40 CPU seconds).
 QUICK_SETTINGS = ("mnist_mlp", "fashion_mnist_cnn")
+# Quick mode's models: each architecture's layout at a fraction of its width (the same layers,
+# so the same code paths; a tiny run measures nothing, and narrow layers train in a blink).
+QUICK_MODELS: dict[str, dict[str, Any]] = {
+    "cnn": {"conv_features": (4, 8), "dense_features": (16,)},
+    "mlp": {"hidden_sizes": (32, 32)},
+}
 FIGURES_LINK = (
     "experiments/results/figures"  # where report.py's figures live, relative to the repository
 )
@@ -171,6 +177,11 @@ def train_config(recipe: Recipe, epochs: int, quick: bool = False):
     )
 
 
+def model_overrides(overrides: dict[str, Any], arch: str, quick: bool) -> dict[str, Any]:
+    """A recipe's model overrides, narrowed by ``QUICK_MODELS`` in quick mode."""
+    return {**overrides, **QUICK_MODELS.get(arch, {})} if quick else overrides
+
+
 def train_seeds(spec, train, config, seeds: list[int], run_dir: Path):
     """Train one member per seed as one stacked program (own init, dropout and order each)."""
     import jax
@@ -232,7 +243,7 @@ def run_setting(
         input_kind=train.input_kind,
         num_classes=train.num_classes,
         size=recipe.size,
-        **dict(recipe.overrides),
+        **model_overrides(dict(recipe.overrides), arch, args.quick),
     )
     name = setting_name(dataset, arch)
     run_dir = checkpoints / EXPERIMENT / f"{name}-seeds-{'-'.join(map(str, seeds))}-e{epochs}"
