@@ -2,9 +2,9 @@
 
 ``bash benchmarks/gpu_check.sh [--budget-seconds N]`` installs what is missing and runs
 ``python -m benchmarks.gpu_check``. On a machine without a GPU the same path runs on the CPU
-with tiny stand-ins (a dry run of the code, not a measurement: 94 s on a 2-core EPYC with
-the PyTorch peer installed; the goal is under a minute), which
-``tests/test_benchmarks.py`` runs so the check cannot rot.
+with tiny stand-ins (a dry run of the code, not a measurement; its programs share one
+compilation cache, ``dry_run_compiles``), which ``tests/test_benchmarks.py`` runs so the check
+cannot rot.
 
 The plan, in priority order (``build_plan``):
 
@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import contextlib
 import dataclasses
 import datetime as _dt
 import fnmatch
@@ -46,7 +47,7 @@ import tempfile
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -98,15 +99,17 @@ GPU = Sizes(
                "population": 40, "hpo": 40, "torch-compile": 60, "torch-compile-large": 120,
                "command": 45},
 )
-# The CPU dry run: tiny workloads stand in for medium and large, tiny members and populations,
-# a tiny quickstart (CNN tiny, 2 epochs). It checks the code path, not the CPU's speed; rows
-# whose code another row already runs are left out.
+# The CPU dry run: tiny workloads stand in for medium and large (2 steps a round, as the
+# run.main tests in tests/test_benchmarks.py, whose programs the dry run then loads), tiny members
+# and populations, a tiny quickstart (CNN tiny, 1 epoch: quickstart/steps' device loop over all
+# epochs is then fit's own epoch program, loaded from the dry run's cache). It checks the code
+# path, not the CPU's speed; rows whose code another row already runs are left out.
 CPU = Sizes(
     label="cpu dry run", medium="tiny", large="tiny",
-    steps={f"{a}/tiny": 4 for a in ARCHS},
+    steps={f"{a}/tiny": 2 for a in ARCHS},
     rounds=2, slow_rounds=1, peak=(256, 2), members=TINY,
     population={"p": 2, "epochs": 1, "examples": 128},
-    quickstart=("--size", "tiny", "--epochs", "2"), unrolls=(1, 2), loop_unrolls=(1,),
+    quickstart=("--size", "tiny", "--epochs", "1"), unrolls=(1, 2), loop_unrolls=(1,),
     estimates={"throughput/mlp": 1.5, "throughput/cnn": 2, "throughput/lstm": 3,
                "throughput/transformer": 3, "throughput/bert": 3, "large": 3, "peak": 1,
                "mfu": 0, "quickstart": 4, "quickstart-steps": 3, "members": 3,
@@ -546,6 +549,65 @@ def start_jax(args: argparse.Namespace) -> bool:
     return on_gpu
 
 
+# The CPU dry run's shared compilation cache (``dry_run_compiles``): JAX's persistent cache,
+# every program written (JAX's default keeps only those that took over a second).
+_CACHE_CONFIG = {
+    "jax_compilation_cache_dir": None,
+    "jax_persistent_cache_min_compile_time_secs": 0.0,
+    "jax_persistent_cache_min_entry_size_bytes": 0,
+}
+
+
+@contextlib.contextmanager
+def dry_run_compiles(on_gpu: bool) -> Iterator[str | None]:
+    """CPU dry run: one persistent compilation cache (a temporary folder) for the whole check;
+    yields its path (None on a GPU, where nothing changes).
+
+    Why: most of a dry run is XLA compiling, and many of its programs are compiled more than
+    once: ``throughput/*/large`` trains the same tiny stand-in as ``medium``, ``fit``'s runner
+    compiles the epoch the contender compiled ahead of time, ``quickstart/steps``' device loop
+    is fit's epoch, and ``quickstart/command``'s fresh process trains what
+    ``quickstart/unroll-1`` trained. With the cache each such program is compiled
+    once and loaded from the cache after that, here and in the child process (the environment
+    passes it on, with this process's matmul precision so that its programs are the same). The
+    code runs as before; only compile times are shorter, and a dry run measures nothing. A
+    real GPU run never gets here: its compile times are part of what it reports. The previous
+    settings come back afterwards (the test suite runs the dry run inside a worker).
+    """
+    if on_gpu:
+        yield None
+        return
+    import jax
+    from jax.experimental.compilation_cache import compilation_cache
+
+    given = jax.config.jax_compilation_cache_dir  # a cache already set up is used as it is
+    folder = given or tempfile.mkdtemp(prefix="ml_adv_gpu_check_xla_")
+    values = {**_CACHE_CONFIG, "jax_compilation_cache_dir": folder}
+    before = {k: getattr(jax.config, k) for k in values}
+    env = {k.upper(): str(v) for k, v in values.items()}
+    precision = jax.config.jax_default_matmul_precision
+    if precision is not None:
+        env["JAX_DEFAULT_MATMUL_PRECISION"] = str(precision)
+    env_before = {k: os.environ.get(k) for k in env}
+    try:
+        for k, v in values.items():
+            jax.config.update(k, v)
+        compilation_cache.reset_cache()  # JAX decides whether it caches at its first compile
+        os.environ.update(env)
+        yield folder
+    finally:
+        for k, v in env_before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        for k, v in before.items():
+            jax.config.update(k, v)
+        compilation_cache.reset_cache()
+        if not given:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
 def run_settings(
     args, argv, sizes: Sizes, deadline: float, started: float, torch_facts: dict
 ) -> dict:
@@ -601,7 +663,9 @@ def main(argv: list[str] | None = None, *, watchdog: bool = False) -> dict[str, 
     check = Check(args.out or default_out(env, on_gpu, bool(args.only)), env, settings, started)
     if watchdog:
         _start_watchdog(check, deadline)
-    run_plan(check, plan, budget, {"only": args.only, "skip": args.skip})
+    with dry_run_compiles(on_gpu) as cache:
+        settings["compilation_cache"] = "shared by the dry run's programs" if cache else None
+        run_plan(check, plan, budget, {"only": args.only, "skip": args.skip})
     table = check.finish()
     return {
         "path": str(check.out),

@@ -32,6 +32,18 @@ TINY = [
 ]  # inductor: ~15 s a model
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _shared_compiles():
+    """One persistent compilation cache for this file (``gpu_check.dry_run_compiles``, which the
+    dry run below joins): the GPU check's dry run trains the tiny MLP rows that the ``run.main``
+    tests train, and loads those programs instead of compiling them again. The worker's JAX
+    settings come back afterwards."""
+    from benchmarks import gpu_check
+
+    with gpu_check.dry_run_compiles(on_gpu=False):
+        yield
+
+
 def _flax_params(wl) -> int:
     model = flax_plain.build(wl.spec())
     x, _ = wl.data(1)
@@ -256,7 +268,8 @@ def _check_precision_rows(rows: dict, table: str) -> None:
 
 @pytest.mark.slow
 def test_gpu_check_whole_dry_run_on_cpu(tmp_path):
-    """Every code path of the GPU check on CPU stand-ins (~95 s on a 2-core machine)."""
+    """Every code path of the GPU check on CPU stand-ins (one compilation cache with this
+    file's other tests, see ``_shared_compiles``)."""
     from benchmarks import gpu_check
 
     out = tmp_path / "gpu.json"
