@@ -150,6 +150,13 @@ class MemberStates:
         self.module = spec.build()
         self._setups: dict[int, Any] = {}
         self._opt_init: dict[int, Any] = {}
+        # One compiled initialiser (eagerly, ``init`` compiles each operation of the network
+        # as a program of its own the first time).
+        self._init_params = jax.jit(
+            lambda key, x: self.module.init({"params": key, "dropout": key}, x, train=False)[
+                "params"
+            ]
+        )
 
     def setup(self, config: StackedSimulationConfig, steps: int):
         from ml_adv.training.setup import init_run
@@ -177,9 +184,7 @@ class MemberStates:
             params = (
                 loop.params
                 if config.warm_start and loop.params is not None
-                else self.module.init(
-                    {"params": init_key, "dropout": init_key}, self.example_x, train=False
-                )["params"]
+                else self._init_params(init_key, self.example_x)
             )
             opt_state = self._opt_init[id(tx)][1](params)
             if isinstance(config.train.optimizer, str):

@@ -360,14 +360,15 @@ def fit_dann(
     full = None
     if init_params is not None:
         init_key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 1)
-        full = dict(
-            module.init(
-                {"params": init_key, "dropout": init_key},
-                jnp.asarray(sources[0].x[:1]),
-                train=False,
-            )["params"]
-        )
-        full["base"] = init_params
+
+        def new_parts(key, x):  # jitted, without the base: XLA drops its initialisation
+            params = module.init({"params": key, "dropout": key}, x, train=False)["params"]
+            return {name: value for name, value in params.items() if name != "base"}
+
+        full = {
+            **jax.jit(new_parts)(init_key, jnp.asarray(sources[0].x[:1])),
+            "base": init_params,
+        }
     result = fit(
         module,
         dict(zip(names, [*sources, target])),

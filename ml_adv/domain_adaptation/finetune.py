@@ -221,14 +221,16 @@ def new_head_params(spec, params: Any, *, seed: int = 0) -> Any:
     """``params`` with the ``head`` re-initialised (everything else, e.g. a pretrained
     encoder, kept).
     """
-    fresh = spec.build().init(
-        {"params": jax.random.PRNGKey(seed), "dropout": jax.random.PRNGKey(seed)},
-        spec.example_input(),
-        train=False,
-    )["params"]
     if "head" not in params:
         raise ConfigError(f"params: expected a 'head' to replace, got {sorted(params)}")
-    return {**params, "head": fresh["head"]}
+    module = spec.build()
+
+    def head(key, x):
+        return module.init({"params": key, "dropout": key}, x, train=False)["params"]["head"]
+
+    # Jitted and returning the head only: XLA drops the rest of the network's initialisation
+    # (eagerly, ``init`` compiled every operation of the whole network as a program of its own).
+    return {**params, "head": jax.jit(head)(jax.random.PRNGKey(seed), spec.example_input())}
 
 
 def transfer(
