@@ -41,8 +41,8 @@ async def train():
         "learning_rate": 1e-4,  # the search replaces it with the best one it finds
         "batch_size": 32,
         "epochs": _common.budget(1, 6),  # SEED.md: 50
-        "max_trials": _common.budget(2, 4),  # the Bayesian search's budget
-        "search_epochs": _common.budget(1, 2),
+        "max_trials": _common.budget(2, 3),  # the Bayesian search's budget
+        "search_epochs": 1,
         "search_space": SEARCH_SPACE,
     }
 
