@@ -29,7 +29,8 @@ async def run() -> dict:
     )
     al.add_labeled_data(labelled.x, labelled.y)
     al.add_unlabeled_data(pool.x)
-    # SEED.md calls set_budget_management(enabled=True) alone; the facade needs the budget.
+    # SEED.md's set_budget_management(enabled=True) alone accounts the labels' cost; a budget
+    # also caps it, which ends this loop.
     al.set_budget_management(enabled=True, budget=_common.budget(20, 200))
     al.set_adaptive_sampling(enabled=True)
     al.set_performance_threshold(0.95)

@@ -107,8 +107,8 @@ async def advanced_ml_workflow(iterations: int, n_samples: int):
             ),
         )
         updated_model = await trainer.train_custom_model(updated_data)
-        # The facade names the member to replace (SEED.md: update_model(model, weight)).
-        ensemble.update_model(ensemble.model_ids[0], updated_model.model, weight=0.5)
+        # Replaces the member it is a newer version of: the first model, from the same trainer.
+        ensemble.update_model(updated_model.model, weight=0.5)
         print(
             f"iteration {iteration + 1}: {human_labeling.labels_given} target labels; target "
             f"accuracy: active learner {target_accuracy(al.model):.3f}, retrained "

@@ -23,8 +23,7 @@ def main() -> dict:
     # Optimize domain adaptation
     da = AdvancedDomainAdaptation(adaptation_method="fine_tuning", steps=_common.budget(10, 400))
     da.set_gradual_unfreezing(enabled=True)
-    # SEED.md: set_learning_rate_scheduling(enabled=True); the facade takes a schedule name.
-    da.set_learning_rate_scheduling("cosine")
+    da.set_learning_rate_scheduling(enabled=True)  # cosine decay (or a schedule name)
     da.set_early_stopping(patience=10)
 
     da.set_source_domain(_common.digits_m("source_train"), test=_common.digits_m("source_test"))

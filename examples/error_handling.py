@@ -82,7 +82,8 @@ async def active_learning_stagnation() -> dict:
     al.add_unlabeled_data(pool.x)
     # Solution: Implement adaptive sampling strategies
     al.set_adaptive_sampling(enabled=True, patience=1)
-    # SEED.md calls set_budget_management(enabled=True) alone; the facade needs the budget.
+    # SEED.md's set_budget_management(enabled=True) alone accounts the labels' cost; a budget
+    # also caps it, which ends this loop.
     al.set_budget_management(enabled=True, budget=_common.budget(20, 60))
     while not al.stopped:
         selected_samples = al.select_samples(n_samples=10)
