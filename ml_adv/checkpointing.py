@@ -142,8 +142,8 @@ class RunCheckpointer:
     ``ThreadSaveMultiHostValueHolder:set_value_start``). With the default prefix, latest and
     best (which both save an improving epoch) reached one barrier from two threads: on a
     loaded machine one process failed with "Barrier ... is already ongoing", dropped the save,
-    and the other waited for orbax's 600 s timeout (1 in 9 runs of three concurrent 2-process
-    runs; a CI run stopped after 400 s). orbax's ``barrier_sync_key_prefix`` is meant for
+    and the other waited for orbax's 600 s timeout (1 of 6 runs, three 2-process runs at once;
+    a CI run stopped after 400 s). orbax's ``barrier_sync_key_prefix`` is meant for
     concurrent managers.
 
     Args:
