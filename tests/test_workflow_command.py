@@ -42,6 +42,7 @@ def test_workflow_runs_every_phase_then_resumes_from_the_run_folder(tmp_path, ca
     first = json.loads((run_dir / "report.json").read_text())
     phases = first["phases"]
     assert set(phases) == {"search", "source", "adapt", "ensemble", "active_learning"}
+    assert all(phase["seconds"] >= 0 for phase in phases.values())  # where the time goes
     assert phases["search"]["trials"] == 2 and phases["search"]["resumed_trials"] == 0
     # 10 classes x 1 initial label, then one round of 10 queried labels.
     assert phases["active_learning"]["labels"] == 20

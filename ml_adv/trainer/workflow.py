@@ -277,8 +277,16 @@ def run_workflow(
     checked) the data before opening the run folder.
     """
     started, phases = time.perf_counter(), {}
+    lap_start = [started]
+
+    def lap() -> float:
+        """Seconds since the previous phase ended (each phase's ``seconds`` in the report)."""
+        now = time.perf_counter()
+        seconds, lap_start[0] = round(now - lap_start[0], 1), now
+        return seconds
+
     domains = load_domains(settings) if domains is None else domains
-    phases["search"] = search(settings, domains, rd)
+    phases["search"] = {**search(settings, domains, rd), "seconds": lap()}
     say(
         f"search: best validation accuracy {phases['search']['best_validation_accuracy']:.4f} "
         f"with {phases['search']['best_config']}"
@@ -287,6 +295,7 @@ def run_workflow(
     phases["source"] = {
         "source_test_accuracy": _accuracy(source_model, domains.source_test),
         "target_test_accuracy": _accuracy(source_model, domains.test),
+        "seconds": lap(),
     }
     say(f"source: target test accuracy {phases['source']['target_test_accuracy']:.4f}")
     batch = int(phases["search"]["best_config"].get("batch_size", 32))
@@ -294,15 +303,20 @@ def run_workflow(
     phases["adapt"] = {
         "target_test_accuracy": _accuracy(adapted, domains.test),
         "evaluation": da.evaluate_adaptation(adapted),
+        "seconds": lap(),
     }
     say(f"adapt: target test accuracy {phases['adapt']['target_test_accuracy']:.4f}")
     ensemble = combine(domains, source_model, adapted)
     phases["ensemble"] = {
         "target_test_accuracy": _accuracy(ensemble, domains.test),
         "weights": [float(w) for w in ensemble.effective_weights()],
+        "seconds": lap(),
     }
     say(f"ensemble: target test accuracy {phases['ensemble']['target_test_accuracy']:.4f}")
-    phases["active_learning"] = improve(settings, domains, adapted, ensemble, rd, say)
+    phases["active_learning"] = {
+        **improve(settings, domains, adapted, ensemble, rd, say),
+        "seconds": lap(),
+    }
     return {
         "settings": dataclasses.asdict(settings),
         "phases": phases,
