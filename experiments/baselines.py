@@ -426,10 +426,9 @@ def plot_accuracy(groups: dict[str, list[dict]], path: Path) -> str:
     """Per-seed test accuracy (dots) and the mean (bar) of every pair, with the CNN goals."""
     import numpy as np
 
-    from ml_adv.plots import _pyplot, save_figure
+    from ml_adv.plots import save_figure, subplots
 
-    plt = _pyplot()
-    fig, axes = plt.subplots(1, len(DATASETS), figsize=(5 * len(DATASETS), 3.8), squeeze=False)
+    fig, axes = subplots(1, len(DATASETS), figsize=(5 * len(DATASETS), 3.8), squeeze=False)
     for ax, dataset in zip(axes[0], DATASETS):
         for j, arch in enumerate(ARCHS):
             accs = [

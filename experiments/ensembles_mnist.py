@@ -408,9 +408,8 @@ def cnn_table(part: dict, n: int) -> str:
 
 def plot_against_m(part: dict, path: Path) -> str:
     """NLL, Brier, ECE, accuracy and OOD AUROC against M: per-seed points and the mean line."""
-    from ml_adv.plots import _pyplot, save_figure
+    from ml_adv.plots import save_figure, subplots
 
-    plt = _pyplot()
     panels = [
         ("nll", "test NLL"),
         ("brier", "test Brier"),
@@ -418,7 +417,7 @@ def plot_against_m(part: dict, path: Path) -> str:
         ("accuracy", "test accuracy"),
         ("ood_auroc", "OOD AUROC (Fashion-MNIST)"),
     ]
-    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.6))
+    fig, axes = subplots(1, len(panels), figsize=(4 * len(panels), 3.6))
     for ax, (key, label) in zip(axes, panels):
         values = part[key]
         ms = [m for m in ENSEMBLE_SIZES if values.get(str(m))]
@@ -440,12 +439,11 @@ def plot_against_m(part: dict, path: Path) -> str:
 
 def plot_entropy_histograms(recs: list[dict], path: Path) -> str:
     """Predictive-entropy histograms (seeds pooled), MNIST against Fashion-MNIST test, per M."""
-    from ml_adv.plots import _pyplot, save_figure
+    from ml_adv.plots import save_figure, subplots
 
-    plt = _pyplot()
     ms = [m for m in ENSEMBLE_SIZES if all(str(m) in r["results"]["ood"]["by_m"] for r in recs)]
     edges = np.asarray(recs[0]["results"]["ood"]["edges"])
-    fig, axes = plt.subplots(1, len(ms), figsize=(3.6 * len(ms), 3.4), sharey=True, squeeze=False)
+    fig, axes = subplots(1, len(ms), figsize=(3.6 * len(ms), 3.4), sharey=True, squeeze=False)
     for ax, m in zip(axes[0], ms):
         for key, label, color in (
             ("hist_in", "MNIST test", "tab:blue"),

@@ -1,7 +1,8 @@
 """Matplotlib figures written into ``runs/<name>/plots/``.
 
-matplotlib is imported lazily and with the non-interactive Agg backend, so
-``import ml_adv`` stays fast and plotting works on machines without a display.
+matplotlib is imported lazily, and figures are made outside pyplot (``subplots`` below): no
+backend is chosen or switched, so ``import ml_adv`` stays fast, plotting works without a
+display, and a notebook's inline figures keep working after the library has plotted.
 """
 
 from __future__ import annotations
@@ -11,22 +12,25 @@ from pathlib import Path
 from typing import Any
 
 
-def _pyplot():
-    import matplotlib
+def subplots(nrows: int = 1, ncols: int = 1, *, figsize=None, **kwargs):
+    """``(figure, axes)`` like ``pyplot.subplots``, but the figure belongs to no pyplot state.
 
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    Why not pyplot: choosing the Agg backend there (as this module once did) switched a
+    Jupyter kernel's inline backend off, so a user's own ``plt.show()`` drew nothing after
+    the first library plot. A bare ``Figure`` renders to PNG with Agg by itself.
+    """
+    from matplotlib.figure import Figure
 
-    return plt
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(nrows, ncols, **kwargs)
 
 
 def save_figure(fig, path: str | Path, *, title: str = "") -> str:
-    """Title (optional), tight layout, write a 100-dpi PNG, close: the end of every plot here."""
+    """Title (optional), tight layout, write a 100-dpi PNG: the end of every plot here."""
     if title:
         fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    _pyplot().close(fig)
     return str(path)
 
 
@@ -34,11 +38,10 @@ def plot_learning_curves(
     history: Sequence[dict[str, Any]], path: str | Path, *, title: str = ""
 ) -> str:
     """Loss and accuracy per epoch (train and validation) side by side; returns the PNG path."""
-    plt = _pyplot()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     epochs = [r["epoch"] for r in history]
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    fig, (ax_loss, ax_acc) = subplots(1, 2, figsize=(10, 4))
     for key, style in (("train_loss", "-"), ("val_loss", "--")):
         if all(key in r for r in history):
             ax_loss.plot(epochs, [r[key] for r in history], style, label=key.replace("_", " "))

@@ -57,6 +57,21 @@ _LOCK = (
 )  # serialises marker updates from several RunDirectory objects in one process
 
 
+def tqdm_class():
+    """tqdm's class for this front end (``tqdm.auto``: widgets in Jupyter, text elsewhere).
+
+    In a Jupyter kernel without ipywidgets, ``tqdm.auto`` falls back to text bars but warns
+    ("IProgress not found") at import, once per notebook; the fallback is what we want, so
+    the warning is not shown.
+    """
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="IProgress not found")
+        from tqdm.auto import tqdm
+    return tqdm
+
+
 @contextlib.contextmanager
 def _locked(folder: Path):
     """Marker read-modify-write under a thread lock and an advisory lock on the folder itself.

@@ -18,9 +18,37 @@ os.environ.setdefault("ML_ADV_AUTOTUNE", "0")
 # count for every later test in that process. tests/test_parallel.py splits it on purpose.
 os.environ.setdefault("ML_ADV_CPU_DEVICES", "1")
 
+
+def _share_compiled_programs() -> None:
+    """One persistent XLA cache for the whole run: the xdist workers and every subprocess the
+    tests start (CLI, examples, multi-process runs) inherit the folder through the
+    environment, so a program that several tests or processes build is compiled once.
+
+    The first process to import this file (the xdist controller, or pytest itself) creates
+    the folder and removes it at exit; a cache the user set (``JAX_COMPILATION_CACHE_DIR``)
+    is used as it is, and ``ML_ADV_TEST_COMPILE_CACHE=0`` turns sharing off. Compilation
+    counts stay the same: JAX reports a cache hit as a (short) backend compile.
+    """
+    if os.environ.get("ML_ADV_TEST_COMPILE_CACHE") == "0":
+        return
+    if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+        import atexit
+        import shutil
+        import tempfile
+
+        folder = tempfile.mkdtemp(prefix="ml_adv_tests_xla_")
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+        os.environ["JAX_COMPILATION_CACHE_DIR"] = folder
+    # Tests compile many small programs: cache every one, however quick or small.
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+
+
+_share_compiled_programs()
+
 import jax  # noqa: E402
-import numpy as np
-import pytest
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
 
 from ml_adv.devices import cheap_cpu_compiles  # noqa: E402
 

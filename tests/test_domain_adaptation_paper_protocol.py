@@ -34,10 +34,11 @@ def setup():
         }
         for name in ("source", "target")
     }
-    variables = module.init(
+    # Jitted, here and below: run eagerly, each Flax operation of the CNN compiles as a
+    # program of its own (~400 compilations for this file, most of its time).
+    variables = jax.jit(lambda keys, x: module.init(keys, x, train=False))(
         {"params": jax.random.PRNGKey(0), "dropout": jax.random.PRNGKey(1)},
         batch["source"]["x"][:1],
-        train=False,
     )
     return spec, module, batch, variables["params"]
 
@@ -50,9 +51,9 @@ def test_domain_classifier_reads_the_conv_features(setup):
     """The paper's split: conv-pool-conv-pool (768 features) | label MLP 100-100-10 | domain
     100-1."""
     _, module, batch, params = setup
-    features = module.apply(
-        {"params": params, **_state(0)}, batch["source"]["x"], method=DANNModel.features
-    )
+    features = jax.jit(
+        lambda p, x: module.apply({"params": p, **_state(0)}, x, method=DANNModel.features)
+    )(params, batch["source"]["x"])
     assert features.shape == (B, 4 * 4 * 48)
     assert params["discriminator"]["Dense_0"]["kernel"].shape == (768, 100)
     assert params["discriminator"]["Dense_1"]["kernel"].shape == (100, 1)
@@ -77,7 +78,7 @@ def test_gradient_reversal_wiring(setup):
         objective = dann_objective(
             module, streams=("source", "target"), total_steps=total, domain_weight=weight
         )
-        return jax.grad(lambda p: objective(p, _state(step), batch, key, {})[0])(params)
+        return jax.jit(jax.grad(lambda p: objective(p, _state(step), batch, key, {})[0]))(params)
 
     domain_term = jax.tree.map(lambda a, b: a - b, grads(1.0), grads(0.0))
     x = jnp.concatenate([batch["source"]["x"], batch["target"]["x"]])
@@ -90,7 +91,7 @@ def test_gradient_reversal_wiring(setup):
         )
         return jnp.mean(optax.sigmoid_binary_cross_entropy(logits[:, 0], ids))
 
-    reference = jax.grad(plain)(params)
+    reference = jax.jit(jax.grad(plain))(params)
     for layer in ("conv_0", "conv_1"):
         np.testing.assert_allclose(
             domain_term["base"]["encoder"][layer]["kernel"],
@@ -111,23 +112,26 @@ def test_half_source_half_target_balanced_domain_loss(setup):
     _, module, batch, params = setup
     objective = dann_objective(module, streams=("source", "target"), total_steps=10)
     key = jax.random.PRNGKey(3)
-    loss, aux = objective(params, _state(5), batch, key, {})
+    run = jax.jit(lambda p, b: objective(p, _state(5), b, key, {}))
+    loss, aux = run(params, batch)
     relabelled = {**batch, "target": {**batch["target"], "y": (batch["target"]["y"] + 1) % 10}}
-    assert float(objective(params, _state(5), relabelled, key, {})[0]) == float(
-        loss
-    )  # target labels unused
+    assert float(run(params, relabelled)[0]) == float(loss)  # target labels unused
     v = {"params": params, **_state(5)}
     x = jnp.concatenate([batch["source"]["x"], batch["target"]["x"]])
-    logits = module.apply(
-        v, module.apply(v, x, method=DANNModel.features), method=lambda m, f: m.discriminator(f)
-    )
+
+    @jax.jit
+    def reference_logits(v, x, source_x):
+        features = module.apply(v, x, method=DANNModel.features)
+        domain = module.apply(v, features, method=lambda m, f: m.discriminator(f))
+        return domain, module.apply(v, source_x)
+
+    logits, class_logits = reference_logits(v, x, batch["source"]["x"])
     bce = optax.sigmoid_binary_cross_entropy(
         logits[:, 0], jnp.repeat(jnp.arange(2, dtype=jnp.float32), B)
     )
     np.testing.assert_allclose(
         aux["metrics"]["domain_loss"], 0.5 * bce[:B].mean() + 0.5 * bce[B:].mean(), rtol=1e-5
     )
-    class_logits = module.apply(v, batch["source"]["x"])
     np.testing.assert_allclose(
         aux["metrics"]["label_loss"],
         optax.softmax_cross_entropy_with_integer_labels(class_logits, batch["source"]["y"]).mean(),

@@ -22,12 +22,11 @@ def plot_strategy_curves(
             (``simulate.summarise_curves``).
         targets: accuracies drawn as dotted horizontal lines (e.g. 0.9, 0.95).
     """
-    from ml_adv.plots import _pyplot, save_figure
+    from ml_adv.plots import save_figure, subplots
 
-    plt = _pyplot()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = subplots(figsize=(7, 4.5))
     for name, curve in summary.items():
         labels, mean, std = (np.asarray(curve[k], float) for k in ("labels", "mean", "std"))
         (line,) = ax.plot(

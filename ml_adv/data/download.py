@@ -85,7 +85,9 @@ def sha256_of(path: Path) -> str:
 
 
 def _progress(total: int, desc: str, enabled: bool | None):
-    from tqdm.auto import tqdm
+    from ml_adv.rundir import tqdm_class
+
+    tqdm = tqdm_class()
 
     # disable=None: quiet when stderr is not a terminal (CI, logs), like the training bars.
     disable = None if enabled is None else not enabled

@@ -29,13 +29,12 @@ def plot_domain_embeddings(
     subtitles: dict[str, str] | None = None,
 ) -> str:
     """One scatter per panel (``{label: (source_features, target_features)}``), PCA to 2-D."""
-    from ml_adv.plots import _pyplot, save_figure
+    from ml_adv.plots import save_figure, subplots
 
-    plt = _pyplot()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     projected = pca_2d(panels)
-    fig, axes = plt.subplots(1, len(projected), figsize=(5 * len(projected), 4.5), squeeze=False)
+    fig, axes = subplots(1, len(projected), figsize=(5 * len(projected), 4.5), squeeze=False)
     for ax, (label, (zs, zt)) in zip(axes[0], projected.items()):
         ax.scatter(zs[:, 0], zs[:, 1], s=6, alpha=0.5, label="source", color="tab:blue")
         ax.scatter(zt[:, 0], zt[:, 1], s=6, alpha=0.5, label="target", color="tab:orange")

@@ -1,4 +1,4 @@
-"""Reliability diagrams for ensembles (matplotlib, Agg backend, imported lazily)."""
+"""Reliability diagrams for ensembles (matplotlib, imported lazily, outside pyplot)."""
 
 from __future__ import annotations
 
@@ -17,12 +17,11 @@ def plot_reliability(
     Bars show accuracy per confidence bin, the dashed diagonal is perfect calibration and
     the gap between bar top and diagonal is what ECE averages. Returns the PNG path.
     """
-    from ml_adv.plots import _pyplot, save_figure
+    from ml_adv.plots import save_figure, subplots
 
-    plt = _pyplot()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig, axes = plt.subplots(1, len(curves), figsize=(4 * len(curves), 4), squeeze=False)
+    fig, axes = subplots(1, len(curves), figsize=(4 * len(curves), 4), squeeze=False)
     for ax, (label, rb) in zip(axes[0], curves.items()):
         count = np.asarray(rb["count"])
         bins = len(count)

@@ -1,6 +1,6 @@
 """Study figures: best score so far against trials, and parallel coordinates of the trials.
 
-matplotlib through ``ml_adv.plots._pyplot`` (Agg backend, imported lazily).
+matplotlib figures made outside pyplot (``ml_adv.plots.subplots``, imported lazily).
 """
 
 from __future__ import annotations
@@ -12,17 +12,16 @@ from typing import Any
 
 import numpy as np
 
-from ml_adv.plots import _pyplot, save_figure
+from ml_adv.plots import save_figure, subplots
 
 
 def plot_best_so_far(trials: Sequence[dict[str, Any]], path: str | Path, *, title: str = "") -> str:
     """Each trial's score (dots; failed trials as crosses at the bottom) and the best so far
     (line).
     """
-    plt = _pyplot()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = subplots(figsize=(7, 4))
     xs = [t["trial"] + 1 for t in trials]
     scores = [t["score"] if t["status"] == "ok" else None for t in trials]
     ok = [(x, s) for x, s in zip(xs, scores) if s is not None]
@@ -58,19 +57,20 @@ def plot_parallel_coordinates(
     """One line per finished trial across the parameters (log axes in log units), coloured
     by score.
     """
-    plt = _pyplot()
     from ml_adv.hpo.space import Categorical
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     done = [t for t in trials if t["status"] in ("ok", "pruned") and t["score"] is not None]
     names = space.names
-    fig, ax = plt.subplots(figsize=(max(6, 1.6 * (len(names) + 1)), 4.5))
+    fig, ax = subplots(figsize=(max(6, 1.6 * (len(names) + 1)), 4.5))
     if done:
         columns = [_normalise(space[n], [t["config"][n] for t in done]) for n in names]
         scores = np.array([t["score"] for t in done], dtype=float)
         columns.append((scores - scores.min()) / (np.ptp(scores) or 1.0))
-        cmap = plt.get_cmap("viridis")
+        from matplotlib import colormaps
+
+        cmap = colormaps["viridis"]
         colour = (scores - scores.min()) / (np.ptp(scores) or 1.0)
         for row, c in zip(np.stack(columns, axis=1), colour):
             ax.plot(range(len(names) + 1), row, color=cmap(c), alpha=0.7)
@@ -116,13 +116,12 @@ def plot_pbt_lineage(
 ) -> str:
     """PBT: each member's validation score after every interval, a dashed line for each copy
     (source's score -> the recipient's next score); and the best member's schedule per parameter."""
-    plt = _pyplot()
     from ml_adv.hpo.space import Categorical
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     numeric = [p for p in space.params if not isinstance(p, Categorical)]
-    fig, axes = plt.subplots(1, 1 + len(numeric), figsize=(6 + 3.5 * len(numeric), 4))
+    fig, axes = subplots(1, 1 + len(numeric), figsize=(6 + 3.5 * len(numeric), 4))
     ax = axes[0]
     ends = [r["epochs"][1] for r in intervals]
     members = len(intervals[0]["scores"]) if intervals else 0

@@ -360,7 +360,9 @@ def _run_directory(run_dir):
 def _progress(enabled: bool | None, *, total: int, initial: int):
     if enabled is False:
         return None
-    from tqdm.auto import tqdm
+    from ml_adv.rundir import tqdm_class
+
+    tqdm = tqdm_class()
 
     return tqdm(
         total=total,

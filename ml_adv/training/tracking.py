@@ -137,7 +137,9 @@ def progress_bar(iterable, enabled: bool | None, *, total: int, initial: int, de
     """A tqdm bar (default: only on a terminal), or the iterable itself."""
     if enabled is False:
         return iterable
-    from tqdm.auto import tqdm
+    from ml_adv.rundir import tqdm_class
+
+    tqdm = tqdm_class()
 
     # disable=None: tqdm turns itself off when stderr is not a terminal (CI, logs).
     return tqdm(
