@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from default_xla import rerun_under_default_xla
 from jax import lax
 
 from ml_adv.errors import ConfigError
@@ -238,7 +239,9 @@ def test_dense_weight_gradient_is_measured_with_autodiff_values(tuned_briefly):
     assert len(wide) == 1 and set(wide[0]["us"]) == {"xla", "transpose_x", "transpose_dy"}
 
 
-def test_the_nonfinite_guard_is_chosen_on_the_runs_own_epochs(tuned_briefly):
+def test_the_nonfinite_guard_is_chosen_on_the_runs_own_epochs(tuned_briefly, request):
+    if rerun_under_default_xla(request):  # bitwise equality is a property of XLA's codegen
+        return
     from ml_adv import load_dataset, make_spec
     from ml_adv.training import TrainConfig, fit
     from ml_adv.training.runner import GUARD_TRIAL_ROUNDS

@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from default_xla import rerun_under_default_xla
 
 from ml_adv.data.dataset import ArrayDataset
 from ml_adv.errors import ConfigError, DataError, ShapeError, TrainingDivergedError
@@ -175,7 +176,9 @@ def test_nonfinite_update_is_dropped_and_flagged(small_digits, guard):
     assert int(new.step) == 1
 
 
-def test_both_guards_give_bitwise_identical_epochs(small_digits):
+def test_both_guards_give_bitwise_identical_epochs(small_digits, request):
+    if rerun_under_default_xla(request):  # bitwise equality is a property of XLA's codegen
+        return
     cfg = TrainConfig(batch_size=32)
     # One poisoned example: 256 examples in 8 batches of 32, so exactly one step is dropped.
     data = {
