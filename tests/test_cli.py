@@ -3,6 +3,7 @@ commands."""
 
 import importlib
 import json
+import os
 import re
 import shlex
 from pathlib import Path
@@ -231,3 +232,23 @@ def test_readme_python_blocks_run_and_rerun(tmp_path, monkeypatch):
     assert (tmp_path / "my_model").is_dir() and namespace["result"].success
     exec(compile(second, "README block 2", "exec"), {})  # noqa: S102
     assert (tmp_path / "runs" / "my-cnn" / "config.json").exists()
+
+
+def test_short_commands_compile_with_the_fast_cpu_settings(monkeypatch):
+    """quickstart and workflow (fixed, short budgets) ask for the fast CPU compile settings
+    before JAX starts; a user's own optimisation level wins, and other commands keep XLA's
+    defaults."""
+    from ml_adv import devices
+
+    commands = cli.COMMANDS.items()
+    short = {n for n, m in commands if getattr(importlib.import_module(m), "SHORT_RUN", False)}
+    assert short == {"quickstart", "workflow"}
+    monkeypatch.setattr(devices, "_GPU_DEVICE_FILES", ())
+    monkeypatch.setattr("shutil.which", lambda name: None)
+    monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
+    assert devices.fast_cpu_compiles()
+    assert os.environ["XLA_FLAGS"].endswith(devices.FAST_COMPILE_FLAGS)
+    assert "device_count=2" in os.environ["XLA_FLAGS"]
+    monkeypatch.setenv("XLA_FLAGS", "--xla_backend_optimization_level=3")
+    assert not devices.fast_cpu_compiles()
+    assert os.environ["XLA_FLAGS"] == "--xla_backend_optimization_level=3"

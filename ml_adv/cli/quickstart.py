@@ -12,6 +12,9 @@ import argparse
 
 from ml_adv.cli import train
 
+# A fixed, short budget: compile with the fast CPU settings (cli/main.py).
+SHORT_RUN = True
+
 QUICKSTART_DEFAULTS = {
     "arch": "cnn",
     "data": "digits",

@@ -21,6 +21,9 @@ import time
 
 from ml_adv.cli.common import add_run_arguments, positive_int
 
+# A fixed, short budget: compile with the fast CPU settings (cli/main.py).
+SHORT_RUN = True
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The workflow's options (each phase's budget) and the run directory."""
