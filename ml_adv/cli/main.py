@@ -99,12 +99,13 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``ml-adv`` script; returns the exit status."""
     from ml_adv.errors import MlAdvError
 
+    own_process = argv is None  # the ml-adv script, not main([...]) inside a user's program
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser(argv).parse_args(argv)
     run: Any = args._run
     try:
         _join_processes(args)
-        if getattr(args, "_short", False):
+        if own_process and getattr(args, "_short", False):
             _compile_for_a_short_run()
         _split_cpu_into_cores()
         return int(run(args))
@@ -147,7 +148,9 @@ def _join_processes(args: Any) -> None:
 def _compile_for_a_short_run() -> None:
     """Commands of a fixed, short budget (``SHORT_RUN = True``: quickstart, workflow) spend
     much of a CPU run compiling: ``ml_adv.devices.fast_cpu_compiles`` halves that at nearly
-    the same step speed. An optimisation level set in ``XLA_FLAGS`` wins."""
+    the same step speed. An optimisation level set in ``XLA_FLAGS`` wins. Only in the script's
+    own process: inside a user's program JAX may already run, and the flags would only leak
+    into its subprocesses."""
     from ml_adv.devices import fast_cpu_compiles
 
     fast_cpu_compiles()
