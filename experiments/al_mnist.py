@@ -340,12 +340,9 @@ def curves_figure(records: list[dict], path: Path) -> Path | None:
     """Test accuracy against labels: mean over the seeds with a point there, ± one std band."""
     if not records:
         return None
-    import matplotlib
+    from ml_adv.plots import subplots
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    fig, ax = subplots(figsize=(7.5, 4.8))
     for s, rs in _per_strategy(records).items():
         points: dict[int, list[float]] = {}
         for r in rs:
@@ -366,7 +363,6 @@ def curves_figure(records: list[dict], path: Path) -> Path | None:
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path
 
 

@@ -618,15 +618,12 @@ def _accuracy_table(records: list[dict], setting: str, paper: dict | None) -> st
 
 def _figure_accuracies(by: dict[str, list[dict]], figures: Path) -> str | None:
     """Target accuracy per method (bars: mean over seeds; dots: seeds); the paper's as ticks."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from ml_adv.plots import subplots
 
     panels = [s for s in MAIN_SETTINGS if by.get(s)]
     if not panels:
         return None
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.6), squeeze=False)
+    fig, axes = subplots(1, len(panels), figsize=(4.6 * len(panels), 3.6), squeeze=False)
     for ax, setting in zip(axes[0], panels):
         methods = METHODS[setting]
         for i, m in enumerate(methods):
@@ -651,16 +648,12 @@ def _figure_accuracies(by: dict[str, list[dict]], figures: Path) -> str | None:
     fig.tight_layout()
     path = figures / "da_mnist_accuracy.png"
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return "experiments/results/figures/da_mnist_accuracy.png"
 
 
 def _figure_moons(records: list[dict], figures: Path) -> str | None:
     """The first seed's decision regions on the target plane, source-only against DANN."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from ml_adv.plots import subplots
 
     if not records:
         return None
@@ -669,7 +662,7 @@ def _figure_moons(records: list[dict], figures: Path) -> str | None:
     test = moons(
         300, 3 * records[0]["seed"] + 2, MOONS_ANGLE
     )  # the seed's test draw (first 300 of a new draw)
-    fig, axes = plt.subplots(1, 2, figsize=(8, 3.6))
+    fig, axes = subplots(1, 2, figsize=(8, 3.6))
     for ax, name in zip(axes, ("source_only", "dann")):
         z = np.array([int(c) for c in r["grid_predictions"][name]]).reshape(g["size"], g["size"])
         ax.imshow(
@@ -686,7 +679,6 @@ def _figure_moons(records: list[dict], figures: Path) -> str | None:
     )
     fig.tight_layout()
     fig.savefig(figures / "da_mnist_moons.png", dpi=110)
-    plt.close(fig)
     return "experiments/results/figures/da_mnist_moons.png"
 
 

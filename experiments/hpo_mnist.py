@@ -450,12 +450,9 @@ def best_so_far_curves(records: list[dict]) -> dict[str, dict[str, list]]:
 
 
 def plot_curves(curves: dict[str, dict[str, list]], path: Path) -> None:
-    import matplotlib
+    from ml_adv.plots import subplots
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    fig, ax = subplots(figsize=(7.5, 4.5))
     for method, c in curves.items():
         x, mean, std = c["member_epochs"], c["mean"], c["std"]
         if method == "pbt":  # its best member after each epoch
@@ -479,7 +476,6 @@ def plot_curves(curves: dict[str, dict[str, list]], path: Path) -> None:
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def goals(val: dict[str, list]) -> dict[str, bool | None]:

@@ -1,4 +1,4 @@
-"""2-D embeddings of source and target features, before and after adaptation (Agg backend)."""
+"""2-D embeddings of source and target features, before and after adaptation (no pyplot)."""
 
 from __future__ import annotations
 
