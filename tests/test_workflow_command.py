@@ -44,6 +44,13 @@ def test_workflow_runs_every_phase_then_resumes_from_the_run_folder(tmp_path, ca
     assert set(phases) == {"search", "source", "adapt", "ensemble", "active_learning"}
     assert all(phase["seconds"] >= 0 for phase in phases.values())  # where the time goes
     assert phases["search"]["trials"] == 2 and phases["search"]["resumed_trials"] == 0
+    # Only the hyper-parameters the compiled program takes as arrays are searched.
+    assert set(phases["search"]["best_config"]) == {"learning_rate", "label_smoothing"}
+    # Active learning improves whichever model scores higher on the labelled validation set.
+    adapt = phases["adapt"]
+    better = adapt["source_validation_accuracy"] > adapt["adapted_validation_accuracy"]
+    assert adapt["kept"] == ("source" if better else "adapted")
+    assert phases["active_learning"]["improved"] == adapt["kept"]
     # 10 classes x 1 initial label, then one round of 10 queried labels.
     assert phases["active_learning"]["labels"] == 20
     assert len(phases["active_learning"]["ensemble_weights"]) == 2

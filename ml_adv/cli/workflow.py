@@ -5,13 +5,13 @@ Examples:
   ml-adv workflow --data mnist --epochs 3 --adapt-steps 2000
 
 SEED.md's "Advanced Integration" end to end: a short bayesian HPO study on the source
-domain picks the configuration; the trainer trains it on the source; DANN adapts it to the
-unlabelled target; a weighted ensemble combines the source and adapted models (weights
-learned on --validation-per-class labelled target examples); active-learning rounds
-(uncertainty sampling, the pool's held-back labels as the oracle) update the adapted model
-and the ensemble each round. Writes report.json, plots/learning_curve.png and each phase's
-state (search/, source/, adaptation/, active_learning/): running the same command again
-resumes; --fresh starts over.
+domain picks the learning rate and label smoothing; the trainer trains it on the source;
+DANN adapts it to the unlabelled target; a weighted ensemble combines the source and adapted
+models (weights learned on --validation-per-class labelled target examples); active-learning
+rounds (uncertainty sampling, the pool's held-back labels as the oracle) update the better
+of the two on that validation set, and the ensemble, each round. Writes report.json,
+plots/learning_curve.png and each phase's state (search/, source/, adaptation/,
+active_learning/): running the same command again resumes; --fresh starts over.
 """
 
 from __future__ import annotations
@@ -102,6 +102,7 @@ def run(args: argparse.Namespace) -> int:
             ("source-only: target test accuracy", fmt(phases["source"]["target_test_accuracy"])),
             ("DANN: target test accuracy", fmt(phases["adapt"]["target_test_accuracy"])),
             ("ensemble: target test accuracy", fmt(phases["ensemble"]["target_test_accuracy"])),
+            ("active learning improves", f"the {phases['adapt']['kept']} model"),
             (
                 f"after active learning ({phases['active_learning']['labels']} labels): model",
                 fmt(phases["active_learning"]["model_test_accuracy"]),
