@@ -55,8 +55,9 @@ COMMAND = "python -m experiments.da_mnist --seeds 0 1 2"
 ROOT = Path(__file__).resolve().parents[1]
 MAIN_SETTINGS = ("two_moons", "mnist_to_mnistm", "mnist_to_digits")
 # Not run by default: DANN on MNIST -> MNIST-M with one change each from the main protocol, to
-# find out why it closes less of the gap than the paper (``--settings mnistm_dann_diagnosis``).
-SETTINGS = (*MAIN_SETTINGS, "mnistm_dann_diagnosis")
+# find out why it closes less of the gap than the paper (``--settings mnistm_dann_diagnosis``),
+# and with fewer or more varied photo backgrounds (``--settings mnistm_photo_diversity``).
+SETTINGS = (*MAIN_SETTINGS, "mnistm_dann_diagnosis", "mnistm_photo_diversity")
 DANN_VARIANTS = {
     "domain_weight_2": "the paper's objective: the source and the target domain means summed, "
     "i.e. twice our mean over the step's images",
@@ -67,6 +68,12 @@ DANN_VARIANTS = {
     "stretched over the longer run",
 }
 DIAGNOSIS_LONG_EPOCHS = 10
+# MNIST-M rebuilt from other photo sets (the main one: the 6 photos of ml_adv/data/mnist_m.py).
+PHOTO_VARIANTS = {
+    "one_photo": "1 photo (scikit-image's astronaut)",
+    "photos_x24": "the 6 photos, each mirrored 4 ways (none, left-right, up-down, both) x its "
+    "colour channels in 6 orders",
+}
 METHODS = {
     "two_moons": ("source_only", "dann", "dann_weight_0"),
     "mnist_to_mnistm": ("source_only", "dann", "target_only"),
@@ -79,6 +86,7 @@ METHODS = {
         "target_only",
     ),
     "mnistm_dann_diagnosis": tuple(DANN_VARIANTS),
+    "mnistm_photo_diversity": tuple(PHOTO_VARIANTS),
 }
 SUMMARY_METHODS = {
     "mnist_to_mnistm": METHODS["mnist_to_mnistm"],
@@ -219,6 +227,41 @@ def mnistm_domains(p: Protocol):
         _head(load_dataset("mnist_m", split="train"), p.train_examples),
         _head(load_dataset("mnist_m", split="test"), p.test_examples),
     )
+
+
+def photo_set(variant: str) -> list[np.ndarray]:
+    """The photos MNIST-M's backgrounds are cropped from, per ``PHOTO_VARIANTS`` entry."""
+    from ml_adv.data.mnist_m import sample_photos
+
+    photos = sample_photos()
+    if variant == "one_photo":
+        return photos[:1]
+    if variant == "photos_x24":
+        flips = [lambda a: a, np.fliplr, np.flipud, lambda a: a[::-1, ::-1]]
+        orders = [(0, 1, 2), (0, 2, 1), (1, 0, 2), (1, 2, 0), (2, 0, 1), (2, 1, 0)]
+        return [
+            np.ascontiguousarray(flip(photo)[..., list(order)])
+            for photo in photos
+            for flip in flips
+            for order in orders
+        ]
+    raise ValueError(f"variant: expected one of {sorted(PHOTO_VARIANTS)}, got {variant!r}")
+
+
+def mnistm_with_photos(p: Protocol, photos: list[np.ndarray], seed: int):
+    """``(target train, target test)``: MNIST-M built as ``load_dataset("mnist_m")`` is (the
+    same digits, order and blend), with backgrounds cropped from ``photos``."""
+    from ml_adv.data.mnist_m import blend_with_photos
+
+    out = []
+    for split_id, split in enumerate(("train", "test")):
+        source = _head(
+            mnistm_source(split), p.train_examples if split == "train" else p.test_examples
+        )
+        rng = np.random.default_rng([seed, split_id, len(photos)])
+        x = blend_with_photos(source.x[..., 0], photos, rng)
+        out.append(dataclasses.replace(source, x=x, domain=np.ones(len(x), np.int32)))
+    return tuple(out)
 
 
 def digits_domains(p: Protocol):
@@ -525,11 +568,55 @@ def run_mnistm_diagnosis(seed: int, p: Protocol, runs: Path) -> dict[str, Any]:
     return out
 
 
+def run_mnistm_photos(seed: int, p: Protocol, runs: Path) -> dict[str, Any]:
+    """MNIST -> MNIST-M with the backgrounds of each ``PHOTO_VARIANTS`` entry: source-only (the
+    shared source model), DANN and train-on-target on that target, ``run_mnistm``'s protocol."""
+    source, source_test = (
+        _head(mnistm_source("train"), p.train_examples),
+        _head(mnistm_source("test"), p.test_examples),
+    )
+    spec, config = cnn(source.example_shape, p), sgd_config(p, p.mnistm_epochs, seed)
+    model, _ = source_model(seed, p, runs)
+    out: dict[str, Any] = {"backgrounds": {}, "dann_last_epoch": {}}
+    for variant in PHOTO_VARIANTS:
+        photos = photo_set(variant)
+        out["backgrounds"][variant] = len(photos)
+        target, target_test = mnistm_with_photos(p, photos, seed)
+        scores: dict[str, Any] = {}
+        evaluate = _scorer(scores, source_test, target_test)
+        scores["source_only"] = evaluate("source_only")(model)
+        folder = runs / "mnistm_photo_diversity" / variant
+        _, last = _timed(
+            scores,
+            "dann",
+            functools.partial(
+                train_dann,
+                spec,
+                source,
+                target,
+                config,
+                folder / "dann",
+                discriminator_hidden=(100,),
+            ),
+            evaluate("dann"),
+        )
+        _timed(
+            scores,
+            "target_only",
+            functools.partial(train_plain, spec, target, config, folder / "target_only"),
+            evaluate("target_only"),
+        )
+        out[variant] = scores
+        out["dann_last_epoch"][variant] = _dann_record(last)
+    return out
+
+
 RUNNERS = {
     "two_moons": run_moons,
     "mnist_to_mnistm": run_mnistm,
     "mnist_to_digits": run_digits,
     "mnistm_dann_diagnosis": run_mnistm_diagnosis,
+    "mnistm_photo_diversity": run_mnistm_photos,
 }
 
 
@@ -746,6 +833,60 @@ def _diagnosis_table(records: list[dict], main: list[dict]) -> str:
     return f"Seeds: {seeds}.\n\n" + markdown_table(header, rows) + verdict
 
 
+def _photos_table(records: list[dict], main: list[dict]) -> str:
+    """Per photo set: source-only, DANN and train-on-target on that MNIST-M, and DANN's share
+    of that target's gap; the main protocol's 6 photos first (the same seeds' main results)."""
+    bounds = {r["seed"]: r["results"] for r in main}
+    header = [
+        "backgrounds cropped from",
+        "distinct backgrounds",
+        "source-only",
+        "DANN",
+        "train-on-target",
+        "share of the gap closed",
+        "domain accuracy, last epoch",
+    ]
+
+    def row(name, count, results, domain):
+        return [
+            name,
+            str(count),
+            fmt_mean_std([r.get("source_only") for r in results]),
+            fmt_mean_std([r.get("dann") for r in results]),
+            fmt_mean_std([r.get("target_only") for r in results]),
+            fmt_mean_std([gap_closed(r, "dann", "target_only") for r in results], "{:.2f}"),
+            fmt_mean_std(domain, "{:.3f}"),
+        ]
+
+    seeds = [r["seed"] for r in records]
+    main_rows = [bounds[s] for s in seeds if s in bounds]
+    rows = []
+    if main_rows:
+        rows.append(
+            row(
+                "the 6 photos (main protocol)",
+                6,
+                main_rows,
+                [m.get("dann_last_epoch", {}).get("train_domain_accuracy") for m in main_rows],
+            )
+        )
+    for variant, change in PHOTO_VARIANTS.items():
+        results = [r["results"][variant] for r in records if variant in r["results"]]
+        if results:
+            rows.append(
+                row(
+                    change,
+                    records[0]["results"]["backgrounds"][variant],
+                    results,
+                    [
+                        r["results"]["dann_last_epoch"][variant].get("train_domain_accuracy")
+                        for r in records
+                    ],
+                )
+            )
+    return f"Seeds: {seeds}.\n\n" + markdown_table(header, rows)
+
+
 def _summary(by: dict[str, list[dict]]) -> dict[str, dict[str, list]]:
     return {
         setting: {m: [r["results"].get(m) for r in by.get(setting, [])] for m in methods}
@@ -822,6 +963,15 @@ def summarize(records: list[dict], figures: Path) -> tuple[str, dict]:
             "train-on-target models above.\n\n"
             + _diagnosis_table(by["mnistm_dann_diagnosis"], by.get("mnist_to_mnistm", []))
         )
+    if by.get("mnistm_photo_diversity"):
+        parts.append(
+            "### Does the photo set matter? MNIST-M with fewer and more varied backgrounds\n\n"
+            "Produced by `python -m experiments.da_mnist --settings mnistm_photo_diversity "
+            "--seeds 0`: MNIST-M rebuilt from other photo sets (the same digits and blend), the "
+            "main protocol's source-only model, DANN and train-on-target on each; each share "
+            "of the gap is that target's own.\n\n"
+            + _photos_table(by["mnistm_photo_diversity"], by.get("mnist_to_mnistm", []))
+        )
     for name, path in (
         ("accuracy", _figure_accuracies(by, figures)),
         ("moons", _figure_moons(by["two_moons"], figures)),
@@ -846,6 +996,13 @@ def checkpoints_root(root: Path) -> Path:
     """Where runs checkpoint: the ignored ``runs/`` beside the committed results, else inside
     ``--out``."""
     return ROOT / "runs" / "da_mnist" if root == RESULTS else root / "runs" / "da_mnist"
+
+
+def _rounded(value):
+    """A result for the progress line: floats to 4 digits, dicts of them too."""
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    return round(value, 4) if isinstance(value, float) else value
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -882,7 +1039,7 @@ def main(argv: list[str] | None = None) -> int:
                 quick=args.quick,
             )
             shown = {
-                m: round(results[m], 4) for m in METHODS[setting] if results.get(m) is not None
+                m: _rounded(results[m]) for m in METHODS[setting] if results.get(m) is not None
             }
             print(
                 f"{setting} seed {seed}: {shown} ({time.perf_counter() - started:.0f} s)",

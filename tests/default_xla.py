@@ -3,7 +3,9 @@
 The suite compiles with XLA:CPU's cheap settings (``tests/conftest.py``). A few tests promise
 that two programs agree bit for bit, a property of the code XLA generates: it holds with
 XLA's default settings, which users run, and the cheap ones may round differently in the
-last bit. Such a test calls ``rerun_under_default_xla(request)`` first.
+last bit. Such a test calls ``rerun_under_default_xla(request)`` first. So does a test that
+computes far more than it compiles, where the cheap settings' slower code costs more than
+the compile time they save (measure both before adding one: most tests are the other way).
 """
 
 from __future__ import annotations

@@ -133,3 +133,24 @@ def test_digits_in_mnist_frame():
     assert np.array_equal(d.x[..., 0], d.x[..., 2])
     assert d.x[:, :4].max() == 0 and d.x[:, -4:].max() == 0  # MNIST's 4-pixel margin
     assert d.x.max() == 255
+
+
+def test_photo_sets_and_the_rebuilt_target(tiny_data):
+    """The photo-diversity study's backgrounds: 1 photo, and 6 x 4 mirrorings x 6 channel orders
+    of the main set, all distinct; its MNIST-M keeps the digits, labels and blend."""
+    from ml_adv.data.mnist_m import sample_photos
+
+    main = sample_photos()
+    one, many = da_mnist.photo_set("one_photo"), da_mnist.photo_set("photos_x24")
+    assert len(one) == 1 and np.array_equal(one[0], main[0])
+    assert len(many) == 24 * len(main)
+    assert len({p.tobytes() for p in many}) == len(many)  # no transform repeats another
+    assert np.array_equal(many[5][..., 0], main[0][..., 2])  # channel order (2, 1, 0)
+    assert np.array_equal(many[6], main[0][:, ::-1])  # mirrored left-right
+    p = da_mnist.PROTOCOLS["quick"]
+    target, target_test = da_mnist.mnistm_with_photos(p, one, seed=0)
+    source = da_mnist.mnistm_source("train").subset(np.arange(p.train_examples))
+    assert target.x.shape == source.x.shape and len(target_test) == p.test_examples
+    assert np.array_equal(target.y, source.y) and set(np.unique(target.domain)) == {1}
+    # A black digit pixel leaves the crop as it is; a white one inverts it (|patch - digit|).
+    assert target.x.dtype == np.uint8 and not np.array_equal(target.x, source.x)
