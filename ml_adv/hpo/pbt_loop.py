@@ -213,54 +213,25 @@ def _open_journal(study):
 
 
 def _train(study, hook: PBTHook) -> None:
-    """The population as one stacked program, through the training loop with ``hook``."""
+    """The population as ``fit_stacked`` trains it (one stacked program), with ``hook``."""
     from ml_adv.rundir import Run
-    from ml_adv.training.loop import TrainingLoop, device_data
-    from ml_adv.training.sampling import StackedPlan
-    from ml_adv.training.setup import init_run
-    from ml_adv.training.stacked import check_stacked_inputs, stacked_runner
-    from ml_adv.training.tracking import monitor_for
+    from ml_adv.training.stacked import fit_stacked
 
     initial = _initial_configs(study)  # the same for a resumed study (seeded)
     configs = hook.configs = hook.configs or initial
     # The program is built from the first initial configuration, so a resumed study checks its
     # checkpoints against the same config; every member's own values are arrays in the state.
-    spec, config, train, val = study.objective.build(initial[0])
-    config = config.replace(early_stopping=False)  # members are replaced by copies, never stopped
-    members = study.max_trials
-    check_stacked_inputs(members, train, config, None, False)
-    hparams = {n: [float(c[n]) for c in configs] for n in configs[0]}
-    setup = init_run(
+    spec, config, train, hook.val = study.objective.build(initial[0])
+    fit_stacked(
         spec,
-        config,
-        example_x=train.x[:1],
-        steps_per_epoch=len(train) // config.batch_size,
-        members=members,
-        member_hparams=hparams,
-        freeze_on_nonfinite=True,
-    )
-    shared_key = jax.random.split(setup.shuffle_key[0], 2)[1]
-    plan = StackedPlan(len(train), config.batch_size, setup.shuffle_key, shared_key)
-    monitor, mode = monitor_for(config, False)
-    hook.val = val
-    # Keep every checkpoint back to the last interval end: a resumed study goes on from there.
-    run = Run(study.run_dir, progress=study.progress, keep=hook.options.ready + 1)
-    loop = TrainingLoop(
-        setup,
-        config,
-        plan,
-        stacked_runner(setup, config, plan),
-        members=members,
-        monitor=monitor,
-        mode=mode,
+        train,
+        config.replace(early_stopping=False),  # members are replaced by copies, never stopped
+        members=study.max_trials,
+        member_hparams={n: [float(c[n]) for c in configs] for n in configs[0]},
         hooks=[hook],
-        run=run,
+        # Keep every checkpoint back to the last interval end: a resumed study goes on from there.
+        run=Run(study.run_dir, progress=study.progress, keep=hook.options.ready + 1),
     )
-    try:
-        loop.open()
-        loop.run(device_data(train))
-    finally:
-        loop.close()
 
 
 def run_pbt_study(study, *, on_interval=None):
