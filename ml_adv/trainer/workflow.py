@@ -3,8 +3,9 @@
 The four capabilities chained on a source and a target domain, each phase through its
 facade exactly as a user's script would call it:
 
-1. **search**: a short HPO study on the source training split picks the learning rate,
-   batch size, dropout and label smoothing (``AdvancedHyperparameterOptimizer``);
+1. **search**: a short HPO study on the source training split picks the learning rate and
+   label smoothing, which every trial's compiled program takes as arrays
+   (``AdvancedHyperparameterOptimizer``);
 2. **source**: the trainer trains that configuration on the source domain
    (``AdvancedCustomModelTrainer``);
 3. **adapt**: DANN adapts it to the unlabelled target training split
@@ -12,9 +13,10 @@ facade exactly as a user's script would call it:
 4. **ensemble**: a weighted ensemble of the source and adapted models, its weights learned
    on a small labelled target validation set (``AdvancedModelEnsemble("weighted")``);
 5. **active learning**: rounds of uncertainty sampling over the target pool with a
-   simulated oracle (the pool's held-back labels); each round updates the adapted model
-   incrementally (``update_model``), puts it in the ensemble in place of the previous one
-   (``ensemble.update_model``) and learns the weights again.
+   simulated oracle (the pool's held-back labels); each round updates the model
+   incrementally (``update_model``): the adapted one, or the source model where that scores
+   higher on the labelled target validation set. It then puts the model in the ensemble in
+   place of the adapted member (``ensemble.update_model``) and learns the weights again.
 
 Every phase keeps its state in the run folder (the study's trial journal, the trainer's and
 DANN's checkpoints, the active-learning journal), so running the same command again after a
