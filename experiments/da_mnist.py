@@ -992,7 +992,8 @@ def summarize(records: list[dict], figures: Path) -> tuple[str, dict]:
         parts.append(
             "### Does the photo set matter? MNIST-M with fewer and more varied backgrounds\n\n"
             "Produced by `python -m experiments.da_mnist --settings mnistm_photo_diversity "
-            "--seeds 0`: MNIST-M rebuilt from other photo sets (the same digits and blend), the "
+            f"--seeds {' '.join(str(r['seed']) for r in by['mnistm_photo_diversity'])}`: "
+            "MNIST-M rebuilt from other photo sets (the same digits and blend), the "
             "main protocol's source-only model, DANN and train-on-target on each; each share "
             "of the gap is that target's own.\n\n"
             + _photos_table(by["mnistm_photo_diversity"], by.get("mnist_to_mnistm", []))
