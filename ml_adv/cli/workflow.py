@@ -1,7 +1,7 @@
 """The four capabilities together: search, train, adapt, ensemble, then active learning.
 
 Examples:
-  ml-adv workflow                        # digits_m_source -> digits_m, about 2 minutes on 2 cores
+  ml-adv workflow                        # digits_m_source -> digits_m, under 2 minutes on 2 cores
   ml-adv workflow --data mnist --epochs 3 --adapt-steps 2000
 
 SEED.md's "Advanced Integration" end to end: a short bayesian HPO study on the source
