@@ -148,21 +148,21 @@ def test_fresh_keeps_user_files_and_restarts(tmp_path, capsys):
     assert rerun["metrics"]["resumed_from"] == 1 and rerun["metrics"]["steps_per_second"] is None
 
 
-def _readme_commands() -> list[tuple[str, str]]:
+def _accuracy_table_commands() -> list[tuple[str, str]]:
     rows = []
-    for line in (ROOT / "README.md").read_text().splitlines():
+    for line in (ROOT / "docs" / "digits_notes.md").read_text().splitlines():
         match = re.match(r"\| (\w+) \(small\) \|.*`(ml-adv train [^`]+)`", line)
         if match:
             rows.append((match.group(1), match.group(2)))
     return rows
 
 
-def test_readme_accuracy_table_commands_are_the_tested_settings():
+def test_digits_accuracy_table_commands_are_the_tested_settings():
     """Each row's command parses to exactly the settings tests/test_e2e_digits.py trains with."""
     from ml_adv.cli.train import training_data_from_args
 
     cases = _e2e_cases()
-    rows = _readme_commands()
+    rows = _accuracy_table_commands()
     assert sorted(arch for arch, _ in rows) == sorted(cases)
     for arch, command in rows:
         args = cli.build_parser().parse_args(shlex.split(command)[1:])
