@@ -332,6 +332,11 @@ def train_dann(spec, source, target, config, run_dir, **options):
     ] if result.fit.history else {}
 
 
+def mnist_dann(spec, source, target, config, run_dir, **options):
+    """``train_dann`` with the paper's MNIST domain classifier (one hidden layer of 100)."""
+    return train_dann(spec, source, target, config, run_dir, discriminator_hidden=(100,), **options)
+
+
 def _dann_record(last: dict) -> dict[str, float]:
     keys = ("train_domain_accuracy", "train_domain_loss", "train_label_loss", "train_grl_lambda")
     return {k: float(last[k]) for k in keys if k in last}
@@ -442,9 +447,7 @@ def run_mnistm(seed: int, p: Protocol, runs: Path) -> dict[str, Any]:
     _, last = _timed(
         out,
         "dann",
-        lambda: train_dann(
-            spec, source, target, config, runs_ / "dann", discriminator_hidden=(100,)
-        ),
+        lambda: mnist_dann(spec, source, target, config, runs_ / "dann"),
         evaluate("dann"),
     )
     out["dann_last_epoch"] = _dann_record(last)
@@ -490,13 +493,8 @@ def run_digits(seed: int, p: Protocol, runs: Path) -> dict[str, Any]:
     _, last = _timed(
         out,
         "dann",
-        lambda: train_dann(
-            spec,
-            source,
-            target,
-            sgd_config(p, p.digits_dann_epochs, seed),
-            runs_ / "dann",
-            discriminator_hidden=(100,),
+        lambda: mnist_dann(
+            spec, source, target, sgd_config(p, p.digits_dann_epochs, seed), runs_ / "dann"
         ),
         evaluate("dann"),
     )
@@ -553,13 +551,12 @@ def run_mnistm_diagnosis(seed: int, p: Protocol, runs: Path) -> dict[str, Any]:
             out,
             variant,
             functools.partial(
-                train_dann,
+                mnist_dann,
                 spec,
                 source,
                 target,
                 config,
                 runs / "mnistm_dann_diagnosis" / variant,
-                discriminator_hidden=(100,),
                 **options,
             ),
             _scorer(out, source_test, target_test)(variant),
@@ -589,15 +586,7 @@ def run_mnistm_photos(seed: int, p: Protocol, runs: Path) -> dict[str, Any]:
         _, last = _timed(
             scores,
             "dann",
-            functools.partial(
-                train_dann,
-                spec,
-                source,
-                target,
-                config,
-                folder / "dann",
-                discriminator_hidden=(100,),
-            ),
+            functools.partial(mnist_dann, spec, source, target, config, folder / "dann"),
             evaluate("dann"),
         )
         _timed(
