@@ -76,11 +76,12 @@ def test_digits_m_shift_is_learnable_and_real(tmp_path, request):
     )
     source_train = load_dataset("digits_m_source", split="train")
     # The small CNN at a higher rate reaches the same target accuracy as the default size in
-    # 25 epochs (0.950 vs 0.947, source-only 0.42 vs 0.42) in a third of the time.
+    # 25 epochs (0.950 vs 0.947, source-only 0.42 vs 0.42) in a third of the time; 5 epochs
+    # give 0.942 and 0.432 (8 gave 0.953 and 0.443) in two thirds of the training time.
     spec = AdvancedModelArchitecture("cnn", size="small").design_architecture(
         16, 10, input_shape=target_train.example_shape
     )
-    cfg = TrainConfig(epochs=8, batch_size=64, learning_rate=3e-3, seed=0)
+    cfg = TrainConfig(epochs=5, batch_size=64, learning_rate=3e-3, seed=0)
     on_target = fit(spec, target_train, cfg, run=Run(progress=False))
     on_source = fit(spec, source_train, cfg, run=Run(progress=False))
     target_acc = TrainedModel(spec, on_target.state.variables()).evaluate(target_test)["accuracy"]

@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ml_adv.training.steps import cast_floats
+from ml_adv.training.steps import cast_floats, probabilities
 
 DEFAULT_CHUNK = 256
 
@@ -112,12 +112,12 @@ def group_probs(
     logits = stacked_logits(
         group.module,
         group.variables,
-        jnp.asarray(x),
+        jax.device_put(x),
         chunk=min(chunk, int(x.shape[0])),
         mixed_precision=group.mixed_precision,
         member_batch=default_member_batch(k) if member_batch is None else member_batch,
     )
-    return jax.nn.softmax(logits, axis=-1)
+    return probabilities(logits)
 
 
 def ensemble_probs(

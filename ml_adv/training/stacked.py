@@ -42,7 +42,7 @@ from ml_adv.training.runner import EpochRunner
 from ml_adv.training.sampling import StackedPlan
 from ml_adv.training.setup import init_run, state_hyperparams
 from ml_adv.training.state import TrainState
-from ml_adv.training.steps import predict_logits
+from ml_adv.training.steps import predict_logits, softmax_probabilities
 from ml_adv.training.tracking import monitor_for
 
 
@@ -59,7 +59,7 @@ def stacked_logits(
     apply_fn, variables, x, *, chunk: int = 256, mixed_precision: bool = False, method=None
 ) -> jax.Array:
     """``[K, N, C]`` outputs of K stacked members on shared inputs: one vmapped program."""
-    x = jnp.asarray(x)
+    x = jax.device_put(x)  # placed once for all members (jnp.asarray compiles a copy per shape)
     return jax.vmap(
         lambda v: predict_logits(
             apply_fn, v, x, chunk=chunk, mixed_precision=mixed_precision, method=method
@@ -97,9 +97,7 @@ class StackedModel:
 
     def predict_proba(self, x, *, batch_size: int = 256) -> np.ndarray:
         """``[K, N, num_classes]`` per-member class probabilities."""
-        return np.asarray(
-            jax.nn.softmax(jnp.asarray(self.logits(x, batch_size=batch_size)), axis=-1)
-        )
+        return softmax_probabilities(self.logits(x, batch_size=batch_size))
 
     def member(self, i: int):
         """Member ``i`` as an ordinary ``TrainedModel``."""

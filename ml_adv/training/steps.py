@@ -396,7 +396,7 @@ def predict_logits(
     return _predict_chunks(
         apply_fn,
         variables,
-        jnp.asarray(x),
+        x,  # a host array goes in as it is: jnp.asarray would compile a copy for each new shape
         dropout_key,
         chunk=min(chunk, n),
         mixed_precision=mixed_precision,
@@ -404,10 +404,27 @@ def predict_logits(
     )
 
 
+# The two helpers below are compiled as one program each. Run eagerly, every operation in them
+# compiled a program of its own for each new input shape (about ten for the metrics), which
+# made the first evaluation of a new split cost more than the evaluation itself.
+@jax.jit
+def _loss_and_accuracy(logits, labels):
+    nll = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+    return jnp.mean(nll), jnp.mean((jnp.argmax(logits, -1) == labels).astype(jnp.float32))
+
+
 def classification_metrics(logits, labels) -> dict[str, float]:
     """Accuracy and mean negative log-likelihood (host floats)."""
-    logits = jnp.asarray(logits)
-    labels = jnp.asarray(labels)
-    nll = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
-    acc = jnp.mean((jnp.argmax(logits, -1) == labels).astype(jnp.float32))
-    return {"loss": float(jnp.mean(nll)), "accuracy": float(acc)}
+    loss, accuracy = _loss_and_accuracy(logits, labels)
+    return {"loss": float(loss), "accuracy": float(accuracy)}
+
+
+@jax.jit
+def probabilities(logits) -> jax.Array:
+    """Class probabilities: the softmax over the last axis, as one compiled program."""
+    return jax.nn.softmax(logits, axis=-1)
+
+
+def softmax_probabilities(logits) -> np.ndarray:
+    """``probabilities`` of host or device logits, on the host."""
+    return np.asarray(probabilities(logits))

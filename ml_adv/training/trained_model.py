@@ -16,13 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from ml_adv.checkpointing import load_meta, load_pytree, save_pytree
 from ml_adv.data.dataset import ArrayDataset, check_labels_below, validate_features
 from ml_adv.errors import CheckpointError, DataError
-from ml_adv.training.steps import classification_metrics, predict_logits
+from ml_adv.training.steps import classification_metrics, predict_logits, softmax_probabilities
 
 FORMAT = "ml_adv.TrainedModel/1"
 
@@ -101,9 +100,7 @@ class TrainedModel:
 
     def predict_proba(self, x, *, batch_size: int = 256) -> np.ndarray:
         """Class probabilities ``[N, num_classes]``."""
-        return np.asarray(
-            jax.nn.softmax(jnp.asarray(self.logits(x, batch_size=batch_size)), axis=-1)
-        )
+        return softmax_probabilities(self.logits(x, batch_size=batch_size))
 
     def predict(self, x, *, batch_size: int = 256) -> np.ndarray:
         """Predicted class ids ``[N]``."""
