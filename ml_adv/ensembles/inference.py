@@ -112,7 +112,7 @@ def group_probs(
     logits = stacked_logits(
         group.module,
         group.variables,
-        jax.device_put(x),
+        jnp.asarray(x),
         chunk=min(chunk, int(x.shape[0])),
         mixed_precision=group.mixed_precision,
         member_batch=default_member_batch(k) if member_batch is None else member_batch,

@@ -59,7 +59,7 @@ def stacked_logits(
     apply_fn, variables, x, *, chunk: int = 256, mixed_precision: bool = False, method=None
 ) -> jax.Array:
     """``[K, N, C]`` outputs of K stacked members on shared inputs: one vmapped program."""
-    x = jax.device_put(x)  # placed once for all members (jnp.asarray compiles a copy per shape)
+    x = jnp.asarray(x)  # a copy: jax.device_put may alias a host array on a CPU
     return jax.vmap(
         lambda v: predict_logits(
             apply_fn, v, x, chunk=chunk, mixed_precision=mixed_precision, method=method
@@ -213,17 +213,17 @@ def member_metrics(
     logits: np.ndarray, labels: np.ndarray, weights: np.ndarray | None = None
 ) -> dict[str, np.ndarray]:
     """``[K]`` accuracy and mean NLL of ``[K, N, C]`` logits (rows weighted by ``[K, N]``)."""
-    logits = jnp.asarray(logits)
+    return jax.tree.map(np.asarray, _member_metrics(logits, labels, weights))
+
+
+@jax.jit  # one program per shape; run eagerly, each operation compiled one of its own
+def _member_metrics(logits, labels, weights) -> dict[str, jax.Array]:
     log_p = jax.nn.log_softmax(logits, axis=-1)
-    labels = jnp.asarray(labels)
     nll = -jnp.take_along_axis(log_p, labels[None, :, None], axis=-1)[..., 0]
     correct = (jnp.argmax(logits, -1) == labels[None]).astype(jnp.float32)
-    w = jnp.ones(nll.shape, jnp.float32) if weights is None else jnp.asarray(weights, jnp.float32)
+    w = jnp.ones(nll.shape, jnp.float32) if weights is None else weights.astype(jnp.float32)
     total = jnp.maximum(w.sum(axis=1), 1.0)
-    return {
-        "loss": np.asarray((nll * w).sum(axis=1) / total),
-        "accuracy": np.asarray((correct * w).sum(axis=1) / total),
-    }
+    return {"loss": (nll * w).sum(axis=1) / total, "accuracy": (correct * w).sum(axis=1) / total}
 
 
 def fit_stacked(
