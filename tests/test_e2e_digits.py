@@ -1,8 +1,8 @@
 """End to end on real data: every architecture trains on scikit-learn's digits to a stated accuracy.
 
 Thresholds were measured with `python experiments/digits_architectures.py` (seeds 0-2, same
-settings; recorded in docs/digits_notes.md) and set a few points under the worst seed; the test itself
-runs seed 0 only, to keep the suite short. The suite trains the CNN, MLP and LSTM (10-20 s
+settings; recorded in docs/digits_notes.md) and set a few points under the worst seed; the test
+itself runs seed 0 only, to keep the suite short. The suite trains the CNN, MLP and LSTM (10-20 s
 each); the Transformer and BERT rows (2 and 9 minutes on a 2-core CPU) are reproduced by that
 script, and their training is covered in the suite by tests/test_models.py and
 tests/test_pretraining.py on tiny sizes:
