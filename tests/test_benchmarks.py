@@ -277,9 +277,12 @@ def test_gpu_check_whole_dry_run_on_cpu(tmp_path):
     doc = json.loads(out.read_text())
     rows = _check_plan(doc)
     _check_precision_rows(rows, res["table"])
+    # torch.compile is off on a CPU dry run; without the bench extra there is no peer at all.
+    has_torch = importlib.util.find_spec("torch") is not None
+    why_off = "CPU dry run" if has_torch else "no PyTorch peer"
     for e in doc["plan"]:
         if e["name"].startswith("torch-compile/"):
-            assert e["status"] == "skipped" and "CPU dry run" in e["reason"]
+            assert e["status"] == "skipped" and why_off in e["reason"]
     done = {e["name"] for e in doc["plan"] if e["status"] == "done"}
     assert {"throughput/mlp/medium/bf16", "throughput/mlp/medium/f32"} <= done  # the first tasks
     if "mfu/transformer/large" in done:
