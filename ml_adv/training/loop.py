@@ -53,7 +53,7 @@ from ml_adv.training.runner import EpochRunner
 from ml_adv.training.sampling import EpochPlan
 from ml_adv.training.setup import apply_member_hparams, init_run, state_hyperparams
 from ml_adv.training.state import TrainState
-from ml_adv.training.steps import classification_metrics, predict_logits
+from ml_adv.training.steps import classification_metrics, predict_logits_host
 from ml_adv.training.tracking import (
     EarlyStopping,
     first_nonfinite_step,
@@ -570,7 +570,7 @@ def device_data(train, mesh=None) -> dict[str, Any]:
 
 def evaluate(state: TrainState, val: ArrayDataset, config: TrainConfig) -> dict[str, float]:
     """``val_loss`` and ``val_accuracy`` of the current parameters."""
-    logits = predict_logits(
+    logits = predict_logits_host(
         state.apply_fn,
         state.variables(),
         val.x,

@@ -42,7 +42,12 @@ from ml_adv.training.runner import EpochRunner
 from ml_adv.training.sampling import StackedPlan
 from ml_adv.training.setup import init_run, state_hyperparams
 from ml_adv.training.state import TrainState
-from ml_adv.training.steps import predict_logits, softmax_probabilities
+from ml_adv.training.steps import (
+    pad_rows,
+    padded_rows,
+    predict_logits,
+    softmax_probabilities,
+)
 from ml_adv.training.tracking import monitor_for
 
 
@@ -59,12 +64,20 @@ def stacked_logits(
     apply_fn, variables, x, *, chunk: int = 256, mixed_precision: bool = False, method=None
 ) -> jax.Array:
     """``[K, N, C]`` outputs of K stacked members on shared inputs: one vmapped program."""
-    x = jnp.asarray(x)  # a copy: jax.device_put may alias a host array on a CPU
-    return jax.vmap(
+    out, n = _padded_stacked_logits(apply_fn, variables, x, chunk, mixed_precision, method)
+    return out if out.shape[1] == n else out[:, :n]
+
+
+def _padded_stacked_logits(apply_fn, variables, x, chunk, mixed_precision, method=None):
+    """``(stacked outputs of x padded as predict_logits pads it, len(x))``."""
+    n = int(x.shape[0])
+    x = jnp.asarray(pad_rows(x, padded_rows(n, chunk)[1]))  # a copy: device_put may alias on a CPU
+    out = jax.vmap(
         lambda v: predict_logits(
             apply_fn, v, x, chunk=chunk, mixed_precision=mixed_precision, method=method
         )
     )(variables)
+    return out, n
 
 
 @dataclasses.dataclass
@@ -85,15 +98,10 @@ class StackedModel:
 
         arr = validate_features("x", x.x if isinstance(x, ArrayDataset) else x)
         self.spec.validate_inputs(arr)
-        return np.asarray(
-            stacked_logits(
-                self.spec.build().apply,
-                self.variables,
-                arr,
-                chunk=batch_size,
-                mixed_precision=self.mixed_precision,
-            )
+        out, n = _padded_stacked_logits(
+            self.spec.build().apply, self.variables, arr, batch_size, self.mixed_precision
         )
+        return np.asarray(out)[:, :n]  # the padding cut off on the host: no slice to compile
 
     def predict_proba(self, x, *, batch_size: int = 256) -> np.ndarray:
         """``[K, N, num_classes]`` per-member class probabilities."""

@@ -21,7 +21,11 @@ import numpy as np
 from ml_adv.checkpointing import load_meta, load_pytree, save_pytree
 from ml_adv.data.dataset import ArrayDataset, check_labels_below, validate_features
 from ml_adv.errors import CheckpointError, DataError
-from ml_adv.training.steps import classification_metrics, predict_logits, softmax_probabilities
+from ml_adv.training.steps import (
+    classification_metrics,
+    predict_logits_host,
+    softmax_probabilities,
+)
 
 FORMAT = "ml_adv.TrainedModel/1"
 
@@ -88,14 +92,12 @@ class TrainedModel:
     def logits(self, x, *, batch_size: int = 256) -> np.ndarray:
         """Float32 logits ``[N, num_classes]`` for inputs ``x`` (array or ArrayDataset)."""
         arr = self._inputs(x)
-        return np.asarray(
-            predict_logits(
-                self.apply_fn,
-                self.variables,
-                arr,
-                chunk=batch_size,
-                mixed_precision=self.mixed_precision,
-            )
+        return predict_logits_host(
+            self.apply_fn,
+            self.variables,
+            arr,
+            chunk=batch_size,
+            mixed_precision=self.mixed_precision,
         )
 
     def predict_proba(self, x, *, batch_size: int = 256) -> np.ndarray:
