@@ -560,12 +560,19 @@ class FitResult:
 def device_data(train, mesh=None) -> dict[str, Any]:
     """Training arrays placed once on device: ``{"x", "y"}`` or ``{stream: {"x", "y"}}``."""
     if isinstance(train, dict):
-        data = {name: {"x": jnp.asarray(d.x), "y": jnp.asarray(d.y)} for name, d in train.items()}
+        data = {name: {"x": owned(d.x), "y": owned(d.y)} for name, d in train.items()}
     else:
-        data = {"x": jnp.asarray(train.x), "y": jnp.asarray(train.y)}
+        data = {"x": owned(train.x), "y": owned(train.y)}
     if mesh is not None:
         data = jax.device_put(data, parallel.replicated(mesh))
     return data
+
+
+def owned(x) -> jax.Array:
+    """``x`` on the device in memory of its own. A host array is copied on the host first:
+    ``jax.device_put`` may alias host memory on a CPU, and ``jnp.asarray`` compiles a copy
+    program for every new shape."""
+    return jax.device_put(np.array(x)) if isinstance(x, np.ndarray) else jnp.asarray(x)
 
 
 def evaluate(state: TrainState, val: ArrayDataset, config: TrainConfig) -> dict[str, float]:

@@ -37,7 +37,7 @@ from ml_adv.rundir import Run
 from ml_adv.training import parallel
 from ml_adv.training.config import TrainConfig
 from ml_adv.training.inputs import as_model_inputs, check_model, validate_fit_inputs
-from ml_adv.training.loop import Hook, TrainingLoop, device_data
+from ml_adv.training.loop import Hook, TrainingLoop, device_data, owned
 from ml_adv.training.runner import EpochRunner
 from ml_adv.training.sampling import StackedPlan
 from ml_adv.training.setup import init_run, state_hyperparams
@@ -71,7 +71,7 @@ def stacked_logits(
 def _padded_stacked_logits(apply_fn, variables, x, chunk, mixed_precision, method=None):
     """``(stacked outputs of x padded as predict_logits pads it, len(x))``."""
     n = int(x.shape[0])
-    x = jnp.asarray(pad_rows(x, padded_rows(n, chunk)[1]))  # a copy: device_put may alias on a CPU
+    x = owned(pad_rows(x, padded_rows(n, chunk)[1]))
     out = jax.vmap(
         lambda v: predict_logits(
             apply_fn, v, x, chunk=chunk, mixed_precision=mixed_precision, method=method
