@@ -393,8 +393,8 @@ def predict_logits(
     penultimate representation every built-in architecture exposes.
 
     ``x`` is padded to one of a few sizes (``padded_rows``), so a model compiles one
-    program for many input sizes: a pool that shrinks every active-learning round, or the
-    validation and test splits, reuse it.
+    program for many input sizes: the validation and test splits, or a user's batches of
+    varying length, mostly reuse it.
     """
     out, n = padded_predict(apply_fn, variables, x, chunk, mixed_precision, method, dropout_key)
     return out if out.shape[0] == n else out[:n]
