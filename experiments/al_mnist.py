@@ -430,13 +430,16 @@ def differences(facts: dict) -> list[str]:
 
 
 def _cost(records: list[dict]) -> str:
-    """How long the run took and where (the last loop to finish ends the run)."""
+    """How long each seed's run took and where (the last loop to finish ends a seed's run)."""
     machine = records[0].get("machine", {})
-    hours = max(r.get("seconds", 0.0) for r in records) / 3600
+    seeds = sorted({r["seed"] for r in records})
+    hours = [max(r.get("seconds", 0.0) for r in records if r["seed"] == s) / 3600 for s in seeds]
+    per_seed = ", ".join(f"{h:.1f} h (seed {s})" for s, h in zip(seeds, hours))
     return (
-        f"All loops ran in lockstep in one process: {hours:.1f} h on {machine.get('cpu', '?')} "
-        f"({machine.get('cores', '?')} cores, {machine.get('backend', '?')}) from its start (or "
-        "its last resume) to the last loop's end."
+        f"Each seed's loops ran in lockstep in one process: {per_seed} on "
+        f"{machine.get('cpu', '?')} ({machine.get('cores', '?')} cores, "
+        f"{machine.get('backend', '?')}), from the run's start (or its last resume) to its last "
+        "loop's end."
     )
 
 
