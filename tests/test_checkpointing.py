@@ -132,6 +132,8 @@ def _cli(run_dir: Path, epochs: int) -> list[str]:
         "train",
         "--arch",
         "cnn",
+        "--size",
+        "tiny",
         "--data",
         "digits",
         "--epochs",
@@ -158,7 +160,7 @@ def test_sigkill_mid_run_then_same_command_resumes_bitwise(tmp_path):
     with parameters bitwise-identical to an uninterrupted run."""
     from ml_adv.training.trained_model import TrainedModel
 
-    epochs = 12
+    epochs = 10  # a tiny CNN: ~0.3 s an epoch with its save, so the kill below lands mid-run
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     # The uninterrupted reference runs alongside the killed run (two cores; mostly compile).
     reference = subprocess.Popen(
