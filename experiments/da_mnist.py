@@ -1035,13 +1035,13 @@ def _rounded(value):
 def unfinished_diagnosis(
     root: Path, setting: str, seed: int, args: argparse.Namespace
 ) -> dict[str, Any] | None:
-    """The diagnosis results already written for ``seed`` when a variant added since is
-    missing from them (it then runs alone); None otherwise."""
+    """The diagnosis record already written for ``seed`` when a variant added since is
+    missing from its results (that variant then runs alone); None otherwise."""
     path = result_path(root, EXPERIMENT, setting, seed)
     if setting != "mnistm_dann_diagnosis" or args.force or not path.is_file():
         return None
-    results = json.loads(path.read_text())["results"]
-    return results if any(v not in results for v in DANN_VARIANTS) else None
+    record = json.loads(path.read_text())
+    return record if any(v not in record["results"] for v in DANN_VARIANTS) else None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1068,10 +1068,11 @@ def main(argv: list[str] | None = None) -> int:
             runs = checkpoints_root(root) / f"{protocol.name}-seed{seed}"
             started = time.perf_counter()
             results = (
-                RUNNERS[setting](seed, protocol, runs, finished)
+                RUNNERS[setting](seed, protocol, runs, finished["results"])
                 if finished
                 else RUNNERS[setting](seed, protocol, runs)
             )
+            earlier = finished["seconds"] if finished else 0.0  # the variants run before
             write_result(
                 root,
                 EXPERIMENT,
@@ -1079,7 +1080,7 @@ def main(argv: list[str] | None = None) -> int:
                 seed,
                 protocol=protocol_record(protocol, setting),
                 results=results,
-                seconds=time.perf_counter() - started,
+                seconds=earlier + time.perf_counter() - started,
                 quick=args.quick,
             )
             shown = {
