@@ -154,3 +154,23 @@ def test_photo_sets_and_the_rebuilt_target(tiny_data):
     assert np.array_equal(target.y, source.y) and set(np.unique(target.domain)) == {1}
     # A black digit pixel leaves the crop as it is; a white one inverts it (|patch - digit|).
     assert target.x.dtype == np.uint8 and not np.array_equal(target.x, source.x)
+
+
+def test_tf_dann_recipe_data_and_initialisation(tiny_data):
+    """tf-dann's recipe (experiments/da_tf_dann.py): binarised digits in both domains, inputs
+    centred per colour channel over both training sets, truncated-normal weights and 0.1 biases."""
+    from experiments import da_tf_dann as T
+
+    assert T.binarized(np.array([[0, 1, 254]], np.uint8)).tolist() == [[0, 255, 255]]
+    source, source_test, target, target_test = T.domains(48, 16)
+    assert (len(source), len(source_test), len(target), len(target_test)) == (48, 16, 48, 16)
+    raw = (source.x.astype(np.float64) * 255.0, target.x.astype(np.float64) * 255.0)
+    mean = np.mean(np.concatenate([r.reshape(-1, 3) for r in raw]), axis=0)
+    assert np.allclose(mean, 0.0, atol=1e-3)  # centred on both training sets, per channel
+    digit = raw[0][..., 0] - raw[0][..., 0].min()  # the binarised source: two levels only
+    assert len(np.unique(np.round(digit))) == 2 and np.array_equal(target.y, source.y)
+    spec = da_mnist.cnn(source.example_shape, da_mnist.PROTOCOLS["quick"], padding="SAME")
+    params = T.truncated_normal_init(spec, seed=0)
+    kernel = np.asarray(params["encoder"]["conv_1"]["kernel"])
+    assert np.all(np.abs(kernel) <= 2 * T.INIT_STD) and 0.07 < kernel.std() < 0.1
+    assert np.all(np.asarray(params["head"]["out"]["bias"]) == T.INIT_BIAS)
