@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from ml_adv.errors import ConfigError
+from ml_adv.hpo.methods import make_searcher
 from ml_adv.hpo.space import Categorical, Float, Int, SearchSpace
 
 
@@ -86,6 +87,35 @@ def test_nevergrad_parametrization_is_seeded_and_respects_types_and_bounds():
     # log-uniform: about half the samples below the geometric midpoint 1e-2.5
     below = np.mean([s["lr"] < 10**-2.5 for s in a])
     assert 0.35 < below < 0.65
+
+
+def test_ordered_choices_are_one_coordinate_for_the_bayesian_searcher():
+    """Numbers and elementwise-growing tuples have an order: with ``ordinal`` (the bayesian
+    method's encoding) each is one coordinate instead of one weight per option; names and
+    tuples without an order keep one weight per option."""
+    space = SearchSpace(
+        [
+            Float("lr", 1e-4, 1e-1, log=True),
+            Categorical("batch_size", [64, 32, 128]),
+            Categorical("widths", [(4, 8), (8, 16), (16, 32)]),
+            Categorical("hidden_sizes", [(16,), (32, 16)]),
+            Categorical("architecture", ["mlp", "cnn"]),
+        ]
+    )
+    assert space.params[1].ordered == (32, 64, 128)
+    assert space.params[2].ordered == ((4, 8), (8, 16), (16, 32))
+    assert space.params[3].ordered is None and space.params[4].ordered is None
+    assert space.to_nevergrad(0).dimension == 1 + 3 + 3 + 2 + 2
+    param = space.to_nevergrad(0, ordinal=True)
+    assert param.dimension == 1 + 1 + 1 + 2 + 2
+    values = [space.canonical(param.sample().value) for _ in range(300)]
+    assert {v["batch_size"] for v in values} == {32, 64, 128}
+    assert {v["widths"] for v in values} == {(4, 8), (8, 16), (16, 32)}
+    searcher = make_searcher("bayesian", space, budget=6, seed=0)
+    for i in range(6):  # asks and tells through the GP (the first are its random design)
+        suggestion = searcher.ask()
+        assert suggestion.config["batch_size"] in (32, 64, 128)
+        searcher.tell(suggestion, float(i))
 
 
 def test_json_declarations_round_trip():

@@ -10,6 +10,10 @@ Registered methods (``SEARCH_METHODS``):
   with a UCB acquisition, through ``bayes_opt``). ``gp_parameters={"alpha": 1e-3}``:
   nevergrad asks for a positive GP noise term on discontinuous spaces (integers,
   choices) and noisy objectives, and a trained network's validation score is both.
+  Ordered choices (numbers such as batch sizes or dropout rates, growing width tuples)
+  are one coordinate each (``ng.p.TransitionChoice``), not one weight per option: a GP
+  fitted on a few dozen trials needs few dimensions (the MNIST study's space: 5 instead of
+  11), and neighbouring options are then neighbours for its kernel.
 * ``genetic``: nevergrad's ``TwoPointsDE`` (differential evolution with two-point
   crossover) with a population sized to the budget (``genetic_population``). Why this one
   for mixed spaces: it works on nevergrad's continuous data space, where a ``Choice`` is a
@@ -68,7 +72,13 @@ class NevergradSearcher:
     """Ask/tell over any nevergrad optimizer class or configured family."""
 
     def __init__(
-        self, optimizer_cls, space: SearchSpace, budget: int, seed: int, num_workers: int = 1
+        self,
+        optimizer_cls,
+        space: SearchSpace,
+        budget: int,
+        seed: int,
+        num_workers: int = 1,
+        ordinal: bool = False,
     ):
         self.space = space
         with warnings.catch_warnings():
@@ -76,7 +86,9 @@ class NevergradSearcher:
             # documented above.
             warnings.simplefilter("ignore")
             self.optimizer = optimizer_cls(
-                parametrization=space.to_nevergrad(seed), budget=budget, num_workers=num_workers
+                parametrization=space.to_nevergrad(seed, ordinal=ordinal),
+                budget=budget,
+                num_workers=num_workers,
             )
         self._bayes_opt = hasattr(self.optimizer, "_normalizer") and hasattr(self.optimizer, "bo")
         if self._bayes_opt:
@@ -262,10 +274,10 @@ class MethodEntry:
 SEARCH_METHODS: Registry[MethodEntry] = Registry("optimization_method")
 
 
-def _nevergrad(factory: Callable[[], Any]):
+def _nevergrad(factory: Callable[[], Any], ordinal: bool = False):
     def make(space, budget, seed, num_workers=1, **options):
         _no_options(options)
-        return NevergradSearcher(factory(), space, budget, seed, num_workers)
+        return NevergradSearcher(factory(), space, budget, seed, num_workers, ordinal=ordinal)
 
     return make
 
@@ -326,7 +338,11 @@ def _no_options(options: dict[str, Any]) -> None:
 
 
 for _name, _make, _doc in (
-    ("bayesian", _nevergrad(_bayesian), "nevergrad ParametrizedBO (GP + UCB, alpha=1e-3)"),
+    (
+        "bayesian",
+        _nevergrad(_bayesian, ordinal=True),
+        "nevergrad ParametrizedBO (GP + UCB, alpha=1e-3), ordered choices as one coordinate",
+    ),
     (
         "genetic",
         _genetic,

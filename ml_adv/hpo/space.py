@@ -76,7 +76,7 @@ class Float:
         _check_name(self.name)
         _check_bounds(f"Float({self.name!r})", self.low, self.high, self.log, integer=False)
 
-    def to_nevergrad(self):
+    def to_nevergrad(self, ordinal: bool = False):
         import nevergrad as ng
 
         if self.log:
@@ -108,7 +108,7 @@ class Int:
         _check_name(self.name)
         _check_bounds(f"Int({self.name!r})", self.low, self.high, self.log, integer=True)
 
-    def to_nevergrad(self):
+    def to_nevergrad(self, ordinal: bool = False):
         import nevergrad as ng
 
         # Widen by half a step so the end points are as likely as the inner integers after rounding.
@@ -162,9 +162,34 @@ class Categorical:
             raise ConfigError(f"{owner}.choices: expected distinct options, got {list(choices)}")
         object.__setattr__(self, "choices", choices)
 
-    def to_nevergrad(self):
+    @property
+    def ordered(self) -> tuple | None:
+        """The choices in their natural order when they have one, else None: numbers (sorted),
+        or equal-length tuples of numbers that grow elementwise as declared (layer widths)."""
+
+        def numeric(v):
+            return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+        if all(numeric(c) for c in self.choices):
+            return tuple(sorted(self.choices))
+        if (
+            all(isinstance(c, tuple) and c and all(map(numeric, c)) for c in self.choices)
+            and len({len(c) for c in self.choices}) == 1
+            and all(
+                all(a <= b for a, b in zip(x, y)) and x != y
+                for x, y in zip(self.choices, self.choices[1:])
+            )
+        ):
+            return self.choices
+        return None
+
+    def to_nevergrad(self, ordinal: bool = False):
+        """``ng.p.Choice`` (one weight per option); with ``ordinal`` and ordered choices
+        (``ordered``), ``ng.p.TransitionChoice``: one coordinate along the order."""
         import nevergrad as ng
 
+        if ordinal and self.ordered is not None and len(self.choices) > 1:
+            return ng.p.TransitionChoice(list(self.ordered))
         return ng.p.Choice(list(self.choices), deterministic=True)
 
     def grid(self, points: int) -> list:
@@ -225,11 +250,12 @@ class SearchSpace:
         return f"SearchSpace({list(self.params)})"
 
     # ------------------------------------------------------------ conversions
-    def to_nevergrad(self, seed: int):
-        """An ``ng.p.Dict`` over the parameters whose random state is seeded with ``seed``."""
+    def to_nevergrad(self, seed: int, ordinal: bool = False):
+        """An ``ng.p.Dict`` over the parameters whose random state is seeded with ``seed``;
+        ``ordinal``: ordered choices as one coordinate each (``Categorical.to_nevergrad``)."""
         import nevergrad as ng
 
-        param = ng.p.Dict(**{p.name: p.to_nevergrad() for p in self.params})
+        param = ng.p.Dict(**{p.name: p.to_nevergrad(ordinal) for p in self.params})
         param.random_state = np.random.RandomState(seed)
         return param
 
