@@ -20,6 +20,8 @@ from ml_adv.hpo.space import Categorical, Float, Int, SearchSpace
 from ml_adv.hpo.study import Study
 
 SPACE = SearchSpace([Float("x", -3.0, 3.0), Int("n", 1, 5), Categorical("c", ["a", "b"])])
+# With ordered choices too: the bayesian searcher makes each one coordinate (TransitionChoice).
+ORDERED = SearchSpace([*SPACE.params, Categorical("batch", [16, 32, 64])])
 
 
 def score(config):
@@ -44,19 +46,28 @@ def configs(result):
 
 
 @pytest.mark.parametrize(
-    "method, batch", [("bayesian", 1), ("genetic", 1), ("genetic", 3), ("random", 2)]
+    "method, batch, space",
+    [
+        ("bayesian", 1, SPACE),
+        ("bayesian", 1, ORDERED),
+        ("genetic", 1, SPACE),
+        ("genetic", 3, SPACE),
+        ("random", 2, SPACE),
+    ],
 )
-def test_an_interrupted_study_resumes_without_losing_or_repeating_trials(tmp_path, method, batch):
+def test_an_interrupted_study_resumes_without_losing_or_repeating_trials(
+    tmp_path, method, batch, space
+):
     trials = 7 if method == "bayesian" else 10
     kwargs = dict(method=method, max_trials=trials, seed=0, trials_per_batch=batch, progress=False)
-    reference = Study(score, SPACE, **kwargs).run()
+    reference = Study(score, space, **kwargs).run()
     interrupted = Interrupt(at=5)  # in the middle of the second batch of 3
     with pytest.raises(KeyboardInterrupt):
-        Study(interrupted, SPACE, run_dir=tmp_path / "s", **kwargs).run()
+        Study(interrupted, space, run_dir=tmp_path / "s", **kwargs).run()
     _, journaled = TrialJournal(tmp_path / "s" / "trials.jsonl").read()
     assert len(journaled) == 4
     interrupted.at = None  # the same objective, started again
-    resumed = Study(interrupted, SPACE, run_dir=tmp_path / "s", **kwargs).run()
+    resumed = Study(interrupted, space, run_dir=tmp_path / "s", **kwargs).run()
     assert resumed.resumed_trials == 4 and resumed.replay_mismatches == 0
     assert [t["trial"] for t in resumed.trials] == list(range(trials))
     # the optimizer state was replayed exactly: the same configurations as an uninterrupted study
@@ -65,7 +76,7 @@ def test_an_interrupted_study_resumes_without_losing_or_repeating_trials(tmp_pat
     assert sorted(t["trial"] for t in journaled) == list(range(trials))
     calls = interrupted.calls
     again = Study(
-        interrupted, SPACE, run_dir=tmp_path / "s", **kwargs
+        interrupted, space, run_dir=tmp_path / "s", **kwargs
     ).run()  # finished: nothing re-runs
     assert again.resumed_trials == trials and configs(again) == configs(reference)
     assert interrupted.calls == calls
