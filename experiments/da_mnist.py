@@ -71,13 +71,14 @@ DANN_VARIANTS = {
     "domain_weight_2": "the paper's objective: the source and the target domain means summed, "
     "i.e. twice our mean over the step's images",
     "batch_32": "32 + 32 images per step, as pumpikano/tf-dann: the same images, twice the steps",
-    "centered_inputs": "inputs minus the per-pixel mean of both training sets "
-    "(pumpikano/tf-dann's preprocessing)",
+    "centered_inputs": "inputs minus the per-pixel mean of both training sets (close to "
+    "pumpikano/tf-dann's preprocessing, which subtracts the per-channel mean: the tf-dann "
+    "section below)",
     "epochs_10": "10 passes instead of 3 (the --full protocol's length), the schedules "
     "stretched over the longer run",
     # One change at a time can miss an interaction: this row takes tf-dann's recipe whole.
     "tf_dann_recipe": "batch_32, centered_inputs and 5 passes together (9,375 steps of 32 + 32; "
-    "pumpikano/tf-dann trains 8,600)",
+    "pumpikano/tf-dann trains 8,600; its data and network in full: the tf-dann section below)",
 }
 DIAGNOSIS_LONG_EPOCHS = 10
 RECIPE_EPOCHS = 5  # tf_dann_recipe: 5 passes of 1,875 steps of 32 + 32
@@ -947,8 +948,9 @@ DIFFERENCES = """\
   colour photos (scikit-image's astronaut, chelsea, coffee, rocket; scikit-learn's china, flower),
   so the target backgrounds are far less varied. The photo-diversity study above tests
   whether that explains the shortfall, by rebuilding the target with fewer and with more
-  varied backgrounds. The gray level of the digit is kept (no binarisation); crops are 28x28
-  at the photos' resolution (`ml_adv/data/mnist_m.py`).
+  varied backgrounds. The gray level of the digit is kept (no binarisation; pumpikano/tf-dann
+  binarises, and the tf-dann section above runs that construction); crops are 28x28 at the
+  photos' resolution (`ml_adv/data/mnist_m.py`).
 * **Input scaling.** The built-in models read uint8 as x/255; no per-channel mean subtraction.
 * **Domain loss.** The mean binary cross-entropy over the 128 images of a step (source and
   target in equal numbers, so balanced), weight 1; the paper's objective sums a source mean and a
