@@ -538,9 +538,14 @@ def run_digits(seed: int, p: Protocol, runs: Path) -> dict[str, Any]:
     return out
 
 
-def centered(datasets, reference):
-    """``datasets`` as float32 in [0, 1] minus the per-pixel mean of ``reference``'s images."""
-    mean = np.mean([d.x.mean(axis=0, dtype=np.float64) for d in reference], axis=0) / 255.0
+def centered(datasets, reference, per_channel: bool = False):
+    """``datasets`` as float32 in [0, 1] minus the per-pixel mean of ``reference``'s images, or
+    with ``per_channel`` the mean of each colour channel over all their pixels (tf-dann's)."""
+    if per_channel:
+        total = sum(d.x.sum(axis=(0, 1, 2), dtype=np.float64) for d in reference)
+        mean = total / sum(d.x[..., 0].size for d in reference) / 255.0
+    else:
+        mean = np.mean([d.x.mean(axis=0, dtype=np.float64) for d in reference], axis=0) / 255.0
     return [
         dataclasses.replace(d, x=(d.x.astype(np.float32) / 255.0 - mean).astype(np.float32))
         for d in datasets

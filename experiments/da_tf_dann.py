@@ -50,18 +50,6 @@ def binarized(gray: np.ndarray) -> np.ndarray:
     return np.where(gray > 0, 255, 0).astype(np.uint8)
 
 
-def channel_centered(datasets, reference):
-    """``datasets`` as float32 ``(x - mean) / 255``, ``mean`` per colour channel over every
-    pixel of ``reference``'s images (tf-dann's ``pixel_mean``)."""
-    total = sum(d.x.sum(axis=(0, 1, 2), dtype=np.float64) for d in reference)
-    count = sum(d.x.shape[0] * d.x.shape[1] * d.x.shape[2] for d in reference)
-    mean = (total / count).astype(np.float32)
-    return [
-        dataclasses.replace(d, x=(d.x.astype(np.float32) - mean) / np.float32(255.0))
-        for d in datasets
-    ]
-
-
 def domains(train_examples: int | None, test_examples: int | None):
     """``(source train, source test, target train, target test)``: binarised MNIST as RGB and
     the MNIST-M blended from those binarised digits, each split centred per channel."""
@@ -80,7 +68,10 @@ def domains(train_examples: int | None, test_examples: int | None):
         out.append(dataclasses.replace(source, x=np.repeat(digits[..., None], 3, axis=-1)))
         out.append(dataclasses.replace(source, x=target, domain=np.ones(len(target), np.int32)))
     source, target, source_test, target_test = out
-    return tuple(channel_centered([source, source_test, target, target_test], (source, target)))
+    from experiments.da_mnist import centered
+
+    datasets = [source, source_test, target, target_test]
+    return tuple(centered(datasets, (source, target), per_channel=True))
 
 
 def truncated_normal_init(spec, seed: int):
