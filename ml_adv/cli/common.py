@@ -11,6 +11,7 @@ calls; it ends with ``print_table``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import re
 from pathlib import Path
@@ -250,6 +251,24 @@ def settings(args: argparse.Namespace) -> dict[str, Any]:
         for k, v in vars(args).items()
         if k not in ("fresh", "command") and not k.startswith("_")
     }
+
+
+def settings_for(cls: type, args: argparse.Namespace, **given: Any):
+    """The library's settings dataclass ``cls`` from parsed ``args``: each field named like an
+    option, the shared options under their library names (``learning_rate`` from ``--lr``,
+    ``download`` from ``--no-download``), then ``given``."""
+    options = dict(vars(args))
+    if "lr" in options:
+        options["learning_rate"] = options["lr"]
+    if "no_download" in options:
+        options["download"] = not options["no_download"]
+    fields = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in {**options, **given}.items() if k in fields})
+
+
+def progress(line: str) -> None:
+    """One progress line of a running command, indented under its header line."""
+    print(f"  {line}", flush=True)
 
 
 def open_run(args: argparse.Namespace, default: str, **record: Any):
