@@ -85,7 +85,7 @@ def test_adapt_command_rejects_bad_input_cleanly(tmp_path, capsys):
 
 def test_labelled_sample_is_per_class():
     from ml_adv import load_dataset
-    from ml_adv.cli.adapt import labelled_sample
+    from ml_adv.domain_adaptation.workflow import labelled_sample
 
     data = load_dataset("digits_m", split="train")
     sample = labelled_sample(data, 3, seed=1)
