@@ -17,7 +17,6 @@ command, each loop resumes from its journal; --fresh starts over.
 from __future__ import annotations
 
 import argparse
-import time
 
 from ml_adv.cli.common import (
     add_model_arguments,
@@ -27,164 +26,78 @@ from ml_adv.cli.common import (
     positive_int,
 )
 
-TARGETS = (0.9, 0.95)
+# The loop's counts: option, help; each defaults to ActiveLearningRunSettings' value.
+COUNTS = (
+    ("rounds", "select/label/update rounds per loop"),
+    ("query-size", "samples labelled per round"),
+    ("initial", "random initial labelled samples"),
+    ("seeds", "loops per strategy (seeds --seed .. --seed + N - 1)"),
+    ("mc-samples", "MC-dropout samples for BALD"),
+    (
+        "members",
+        "train a committee of this many stacked members (BALD from members, not MC dropout); "
+        "a committee retrains from scratch each round, so raise --min-steps (e.g. 500)",
+    ),
+    ("update-epochs", "epochs of each warm-started update"),
+    ("min-steps", "at least this many steps per round"),
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ml_adv.active_learning.strategies import STRATEGIES
+    from ml_adv.active_learning.workflow import ActiveLearningRunSettings
 
+    d = ActiveLearningRunSettings()
     loop = parser.add_argument_group("active learning")
     loop.add_argument(
         "--strategies",
         type=comma_names,
-        default=("random", "entropy", "bald", "coreset"),
+        default=d.strategies,
         metavar="NAMES",
         help=choices_help("comma-separated sampling strategies", STRATEGIES.names()),
     )
-    loop.add_argument(
-        "--rounds", type=positive_int, default=10, help="select/label/update rounds per loop"
-    )
-    loop.add_argument(
-        "--query-size", type=positive_int, default=20, help="samples labelled per round"
-    )
-    loop.add_argument(
-        "--initial", type=positive_int, default=20, help="random initial labelled samples"
-    )
-    loop.add_argument(
-        "--seeds",
-        type=positive_int,
-        default=3,
-        help="loops per strategy (seeds --seed .. --seed + N - 1)",
-    )
-    loop.add_argument(
-        "--mc-samples", type=positive_int, default=10, help="MC-dropout samples for BALD"
-    )
-    loop.add_argument(
-        "--members",
-        type=positive_int,
-        default=1,
-        help="train a committee of this many stacked members (BALD from members, not MC dropout); "
-        "a committee retrains from scratch each round, so raise --min-steps (e.g. 500)",
-    )
-    loop.add_argument(
-        "--update-epochs", type=positive_int, default=5, help="epochs of each warm-started update"
-    )
-    loop.add_argument(
-        "--min-steps", type=positive_int, default=100, help="at least this many steps per round"
-    )
+    for name, help_text in COUNTS:
+        default = getattr(d, name.replace("-", "_"))
+        loop.add_argument(f"--{name}", type=positive_int, default=default, help=help_text)
     # An MLP by default: a round retrains in well under a second, so strategies compare quickly.
     add_model_arguments(parser, arch="mlp", epochs=30)
     add_run_arguments(parser.add_argument_group("run directory"), None, "runs/active-learn-<data>")
 
 
 def run(args: argparse.Namespace) -> int:
-    """Validate, clean with --fresh, run (or resume) every loop, plot, report, print a table."""
-    from ml_adv.active_learning.plots import plot_strategy_curves
-    from ml_adv.active_learning.simulate import summarise_curves
-    from ml_adv.cli.common import open_run, settings
-    from ml_adv.data.catalog import load_dataset
+    """Check, open the run folder (cleaned with --fresh), run every loop, print a table."""
+    from ml_adv.active_learning import workflow
+    from ml_adv.cli.common import open_run, progress, settings, settings_for
 
-    config = _loop_config(args)
-    download = not args.no_download
-    train, test = (load_dataset(args.data, split=s, download=download) for s in ("train", "test"))
+    chosen = settings_for(workflow.ActiveLearningRunSettings, args)
+    # Unknown strategies fail here, before --fresh deletes anything or anything trains.
+    inputs = workflow.prepare_active_learning_run(chosen)
     rd = open_run(args, f"active-learn-{args.data}")
     print(
         f"ml-adv: active learning on {args.data}: {', '.join(args.strategies)} x {args.seeds} "
         f"seed(s), {args.initial} + {args.rounds} x {args.query_size} labels -> {rd.path}/",
         flush=True,
     )
-    started = time.perf_counter()
-    curves, records = _run_loops(args, config, train, test, rd)
-    rd.rewrite_metrics(records)
-    summary = summarise_curves(curves, TARGETS)
-    plot = plot_strategy_curves(
-        summary,
-        rd.plot_path("learning_curve"),
-        targets=TARGETS,
-        title=f"{args.data}: {args.arch}/{args.size}, {args.seeds} seed(s)",
+    report = workflow.run_active_learning_workflow(
+        chosen, rd, inputs, say=progress, report_settings=settings(args)
     )
-    rd.write_report(
-        {
-            "command": "active-learn",
-            "data": args.data,
-            "strategies": summary,
-            "settings": settings(args),
-            "wall_seconds": round(time.perf_counter() - started, 1),
-            "plot": plot,
-        }
-    )
-    _print_table(summary)
+    _print_table(report["strategies"], workflow.TARGETS)
     return 0
 
 
-def _loop_config(args: argparse.Namespace):
-    """The checked strategies' shared ``ActiveLearningConfig`` (unknown names fail here, before
-    anything is deleted or trained)."""
-    from ml_adv.active_learning.loop import ActiveLearningConfig
-    from ml_adv.active_learning.strategies import resolve_strategy
-    from ml_adv.training.config import TrainConfig
-
-    for name in args.strategies:
-        resolve_strategy(name)  # unknown names fail before anything is deleted or trained
-    return ActiveLearningConfig(
-        train=TrainConfig(
-            epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr, seed=args.seed
-        ),
-        update_epochs=args.update_epochs,
-        min_steps=args.min_steps,
-        mc_samples=args.mc_samples,
-        members=args.members,
-    )
-
-
-def _run_loops(args: argparse.Namespace, config, train, test, rd):
-    """Run (or resume) one loop per (strategy, seed); the curves by strategy and every record."""
-    from ml_adv.active_learning.simulate import simulate_loop
-
-    curves: dict[str, list] = {}
-    records = []
-    for name in args.strategies:
-        for seed in range(args.seed, args.seed + args.seeds):
-            t0 = time.perf_counter()
-            curve = simulate_loop(
-                name,
-                train,
-                test,
-                rounds=args.rounds,
-                query_size=args.query_size,
-                initial=args.initial,
-                seed=seed,
-                architecture=args.arch,
-                size=args.size,
-                config=config,
-                run_dir=rd.tree_for(f"loops/{name}-s{seed}"),
-            )
-            curves.setdefault(name, []).append(curve)
-            records.extend(curve)
-            print(
-                f"  {name:>16} seed {seed}: {curve[-1]['labels']} labels -> test accuracy "
-                f"{curve[-1]['val_accuracy']:.4f} ({time.perf_counter() - t0:.1f} s)",
-                flush=True,
-            )
-    return curves, records
-
-
-def _print_table(summary) -> None:
+def _print_table(summary: dict, targets: tuple[float, ...]) -> None:
     from ml_adv.cli.common import print_table
 
-    rows = []
-    for name, s in summary.items():
-        reach = [s["labels_to_reach"][f"{t:g}"] for t in TARGETS]
-        rows.append(
-            (
-                name,
-                f"{s['final_mean']:.4f} +- {s['std'][-1]:.4f}",
-                *(
-                    f"{r['mean']:.0f}" if r["mean"] is not None else f"not reached ({r['reached']})"
-                    for r in reach
-                ),
-            )
+    def reach(r: dict) -> str:
+        return f"{r['mean']:.0f}" if r["mean"] is not None else f"not reached ({r['reached']})"
+
+    rows = [
+        (
+            name,
+            f"{s['final_mean']:.4f} +- {s['std'][-1]:.4f}",
+            *(reach(s["labels_to_reach"][f"{t:g}"]) for t in targets),
         )
-    print_table(
-        rows, header=("strategy", "final acc (mean +- std)", *(f"labels to {t:g}" for t in TARGETS))
-    )
+        for name, s in summary.items()
+    ]
+    header = ("strategy", "final acc (mean +- std)", *(f"labels to {t:g}" for t in targets))
+    print_table(rows, header=header)
