@@ -78,6 +78,31 @@ def choices_help(what: str, names: list[str]) -> str:
     return f"{what}; one of: {', '.join(names)}"
 
 
+def add_options(group, rows, defaults: dict[str, Any]) -> None:
+    """Declare options from a table, each stated once: ``(flag, field, read, help)`` rows.
+
+    ``flag`` may end with its metavar (``"--warmup-fraction FRACTION"``); ``field`` names the
+    option's default in ``defaults`` (None: no default); ``read`` is an argparse type,
+    ``bool`` for an on/off flag, or the list of valid names (then listed in the help).
+    """
+    for flag, field, read, help_text in rows:
+        name, *metavar = flag.split()
+        if read is bool:
+            group.add_argument(name, action="store_true", help=help_text)
+            continue
+        options: dict[str, Any] = {"metavar": metavar[0]} if metavar else {}
+        if isinstance(read, (list, tuple)):
+            options.update(choices=list(read), help=choices_help(help_text, list(read)))
+        else:
+            options.update(type=read, help=help_text)
+        group.add_argument(name, default=None if field is None else defaults[field], **options)
+
+
+def dest(flag: str) -> str:
+    """The attribute argparse stores ``flag`` under: ``"--grad-accum N"`` -> ``grad_accum``."""
+    return flag.split()[0].lstrip("-").replace("-", "_")
+
+
 # ---------------------------------------------------------- run directories
 def add_run_arguments(
     parser: argparse.ArgumentParser, default_run_dir: str | None, default_hint: str

@@ -24,45 +24,64 @@ import json
 import time
 from pathlib import Path
 
-from ml_adv.cli.common import add_model_arguments, add_run_arguments, choices_help, positive_int
+from ml_adv.cli.common import (
+    add_model_arguments,
+    add_options,
+    add_run_arguments,
+    choices_help,
+    positive_int,
+)
 from ml_adv.errors import ConfigError
+
+# The search's numeric options: flag [METAVAR], SearchRunSettings field (its default), type, help.
+OPTIONS = (
+    ("--grid-points", "grid_points", positive_int, "values per float axis (grid_search)"),
+    ("--workers", "workers", positive_int, "run this many trials at once in a process pool"),
+    (
+        "--stacked P",
+        "stacked",
+        positive_int,
+        "ask P configurations at a time and train them as one stacked program "
+        "(configurations that differ only in learning rate / label smoothing share it)",
+    ),
+    (
+        "--ready EPOCHS",
+        "ready",
+        positive_int,
+        "pbt: epochs between two exploit/explore steps (default 2)",
+    ),
+    (
+        "--fraction",
+        "fraction",
+        float,
+        "pbt: the bottom fraction copies members of the top fraction, in (0, 0.5] (default 0.25)",
+    ),
+    (
+        "--validation-split FRACTION",
+        "validation_split",
+        float,
+        "fraction of the training split each trial is scored on",
+    ),
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    search = parser.add_argument_group("search")
-    _add_method_arguments(search)
-    _add_parallel_arguments(search)
-    _add_pbt_arguments(search)
-    search.add_argument(
-        "--validation-split",
-        type=float,
-        default=0.2,
-        metavar="FRACTION",
-        help="fraction of the training split each trial is scored on",
-    )
-    # --epochs, --batch-size and --lr are each trial's (a search's space may override the last two);
-    # trials are short and small, so 5 epochs of the tiny size unless asked otherwise.
-    add_model_arguments(parser, several=True, size="tiny", epochs=5)
-    add_run_arguments(
-        parser.add_argument_group("run directory"), None, "runs/hpo-<arch>-<data>-<method>"
-    )
-
-
-def _add_method_arguments(search) -> None:
-    """``--method --trials --space --pruner --grid-points``: what is searched, and how."""
     from ml_adv.hpo.methods import SEARCH_METHODS
     from ml_adv.hpo.pruning import PRUNERS
+    from ml_adv.hpo.workflow import SearchRunSettings
 
+    d = vars(SearchRunSettings())
+    search = parser.add_argument_group("search")
     search.add_argument(
         "--method",
-        default="bayesian",
+        default=d["method"],
         metavar="NAME",
         help=choices_help(
             "search method (or any nevergrad optimizer name)", SEARCH_METHODS.names()
         ),
     )
     search.add_argument(
-        "--trials", type=positive_int, default=30, help="number of trials (max_trials)"
+        "--trials", type=positive_int, default=d["trials"], help="number of trials (max_trials)"
     )
     search.add_argument(
         "--space",
@@ -79,176 +98,70 @@ def _add_method_arguments(search) -> None:
         choices=["none", *PRUNERS.names()],
         help="stop unpromising trials on their per-epoch validation accuracy",
     )
-    search.add_argument(
-        "--grid-points", type=positive_int, default=3, help="values per float axis (grid_search)"
-    )
-
-
-def _add_parallel_arguments(search) -> None:
-    """``--workers --stacked``: several trials at once, in processes or as one program."""
-    search.add_argument(
-        "--workers",
-        type=positive_int,
-        default=1,
-        help="run this many trials at once in a process pool",
-    )
-    search.add_argument(
-        "--stacked",
-        type=positive_int,
-        default=None,
-        metavar="P",
-        help="ask P configurations at a time and train them as one stacked program "
-        "(configurations that differ only in learning rate / label smoothing share it)",
-    )
-
-
-def _add_pbt_arguments(search) -> None:
-    """``--ready --fraction``: population-based training's schedule."""
-    search.add_argument(
-        "--ready",
-        type=positive_int,
-        default=None,
-        metavar="EPOCHS",
-        help="pbt: epochs between two exploit/explore steps (default 2)",
-    )
-    search.add_argument(
-        "--fraction",
-        type=float,
-        default=None,
-        help="pbt: the bottom fraction copies members of the top fraction, in (0, 0.5] "
-        "(default 0.25)",
+    add_options(search, OPTIONS, d)
+    # --epochs, --batch-size and --lr are each trial's (a search's space may override the last two);
+    # trials are short and small, so 5 epochs of the tiny size unless asked otherwise.
+    add_model_arguments(parser, several=True, size="tiny", epochs=5)
+    add_run_arguments(
+        parser.add_argument_group("run directory"), None, "runs/hpo-<arch>-<data>-<method>"
     )
 
 
 def _space(text: str | None):
-    from ml_adv.hpo.space import SearchSpace
-
+    """--space: JSON, or a path to a JSON file, as the declaration it holds."""
     if text is None:
         return None
-    source = (
-        Path(text).read_text()
-        if not text.lstrip().startswith(("{", "[")) and Path(text).is_file()
-        else text
-    )
+    is_path = not text.lstrip().startswith(("{", "[")) and Path(text).is_file()
     try:
-        return SearchSpace.from_dict(json.loads(source))
+        return json.loads(Path(text).read_text() if is_path else text)
     except json.JSONDecodeError as exc:
         raise ConfigError(f"--space: expected JSON or a JSON file, got {text!r} ({exc})") from None
 
 
 def run(args: argparse.Namespace) -> int:
-    """Validate, clean with --fresh, run (or resume) the study, print a table."""
-    from ml_adv.hpo.facade import default_space
-    from ml_adv.hpo.methods import resolve_method
+    """Check, open the run folder (cleaned with --fresh), run (or resume) the study, print a
+    table; the exit status is 0 when some trial succeeded."""
+    from ml_adv.cli.common import open_run, settings_for
+    from ml_adv.hpo import workflow
 
-    objective = _objective(args)
-    smallest = min(len(t) for t, _ in objective.views.values())
-    population = resolve_method(args.method).population
-    space = _space(args.space) or default_space(
-        args.arch, args.size, max_batch_size=smallest, population=population
-    )
-    result, rd, started = _search(args, objective, space, _method_options(args))
-    return _print_summary(args, result, rd, started)
-
-
-def _objective(args: argparse.Namespace):
-    """Each trial's ``TrainingObjective``: the data split once, the base training config."""
-    from ml_adv.hpo.objective import TrainingObjective
-    from ml_adv.training.config import TrainConfig
-
-    base = TrainConfig(
-        epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr, seed=args.seed
-    )
-    return TrainingObjective.from_data(
-        args.data,
+    chosen = settings_for(
+        workflow.SearchRunSettings,
+        args,
         architectures=args.arch,
-        validation_split=args.validation_split,
-        base_config=base,
-        size=args.size[0],
-        split_seed=args.seed,
-        download=not args.no_download,
+        sizes=args.size,
+        space=_space(args.space),
+        pruner=None if args.pruner == "none" else args.pruner,
     )
-
-
-def _method_options(args: argparse.Namespace) -> dict:
-    """The method's own options: grid_search's --grid-points, pbt's --ready and --fraction."""
-    options = {"grid_points": args.grid_points} if args.method == "grid_search" else {}
-    if args.method == "pbt":
-        options = {
-            k: v for k, v in (("ready", args.ready), ("fraction", args.fraction)) if v is not None
-        }
-    return options
-
-
-def _search(args: argparse.Namespace, objective, space, options: dict):
-    """Check the study, open the run, run (or resume) the trials; the result, the run
-    directory and when the search started."""
-    from concurrent.futures import ProcessPoolExecutor
-    from multiprocessing import get_context
-
-    from ml_adv.cli.common import open_run
-    from ml_adv.hpo.facade import AdvancedHyperparameterOptimizer
-
-    # Trials run in spawned processes: forking a process that already runs JAX threads is unsafe.
-    executor = (
-        ProcessPoolExecutor(args.workers, mp_context=get_context("spawn"))
-        if args.workers > 1
-        else None
-    )
-    try:
-        optimizer = AdvancedHyperparameterOptimizer(
-            args.method,
-            args.trials,
-            search_space=space,
-            seed=args.seed,
-            executor=executor,
-            pruner=None if args.pruner == "none" else args.pruner,
-            stacked=args.stacked is not None,
-            trials_per_batch=args.stacked,
-            **options,
-        )
-        # Validates the space against the data before --fresh deletes anything.
-        optimizer.study(objective)
-        optimizer.run_dir = rd = open_run(
-            args, f"hpo-{'-'.join(args.arch)}-{args.data}-{args.method}"
-        )
+    # The data, method, space and options are checked before --fresh deletes anything.
+    with workflow.prepare_search_run(chosen) as inputs:
+        rd = open_run(args, f"hpo-{'-'.join(args.arch)}-{args.data}-{args.method}")
         print(
-            f"ml-adv: {args.method} search over {space.names} ({args.trials} trials, {args.epochs} "
-            f"epochs each) -> {rd.path}/",
+            f"ml-adv: {args.method} search over {inputs.space.names} ({args.trials} trials, "
+            f"{args.epochs} epochs each) -> {rd.path}/",
             flush=True,
         )
         started = time.perf_counter()
-        result = optimizer.optimize(objective, search_space=space)
-    finally:
-        if executor is not None:
-            executor.shutdown()
-    return result, rd, started
+        result = workflow.run_search_workflow(chosen, rd, inputs)
+    _print_summary(args, result, rd, time.perf_counter() - started)
+    return 0 if result.best_config is not None else 1
 
 
-def _print_summary(args: argparse.Namespace, result, rd, started: float) -> int:
-    """The closing table; the exit status: 0 when some trial succeeded."""
-    from ml_adv.cli.common import print_table
+def _print_summary(args: argparse.Namespace, result, rd, wall: float) -> None:
+    from ml_adv.cli.common import fmt, print_table
 
-    summary = result.summary()
+    s = result.summary()
     if result.resumed_trials:
         print(f"resumed: {result.resumed_trials} finished trial(s) replayed from trials.jsonl")
     rows = [
         ("method", args.method),
-        (
-            "trials",
-            f"{summary['trials']} (ok {summary['ok']}, failed {summary['failed']}, "
-            f"pruned {summary['pruned']})",
-        ),
+        ("trials", f"{s['trials']} (ok {s['ok']}, failed {s['failed']}, pruned {s['pruned']})"),
         ("best val accuracy", "-" if result.best_score is None else f"{result.best_score:.4f}"),
-        ("best trial", "-" if result.best_trial is None else str(result.best_trial)),
+        ("best trial", fmt(result.best_trial, "{}")),
         ("best config", json.dumps(result.best_config)),
-        ("wall time", f"{time.perf_counter() - started:.1f} s"),
+        ("wall time", f"{wall:.1f} s"),
         ("run directory", str(rd.path)),
     ]
-    if "pbt" in summary:  # the schedule is PBT's answer: report.json holds it, with every copy
+    if "pbt" in s:  # the schedule is PBT's answer: report.json holds it, with every copy
         copies = sum(len(t["lineage"]) for t in result.trials)
-        rows.insert(
-            -2, ("exploit copies", f"{copies} over {len(summary['pbt']['intervals'])} intervals")
-        )
+        rows.insert(-2, ("exploit copies", f"{copies} over {len(s['pbt']['intervals'])} intervals"))
     print_table(rows)
-    return 0 if result.best_config is not None else 1
