@@ -26,8 +26,9 @@ from typing import Any
 
 from ml_adv.cli.common import (
     add_model_arguments,
+    add_options,
     add_run_arguments,
-    choices_help,
+    dest,
     fmt,
     fraction,
     positive_float,
@@ -35,156 +36,127 @@ from ml_adv.cli.common import (
 )
 
 MONITORS = ("val_accuracy", "val_loss", "train_accuracy", "train_loss")
+# TrainConfig fields that make_trainer sets through the trainer's setters, not training_data.
+BY_SETTER = ("grad_accum_steps", "mixed_precision", "data_parallel", "augment")
+
+
+# The options that set one TrainConfig field each, by help group: ``(flag [METAVAR], field,
+# read, help)`` rows (``common.add_options``), each defaulting to the field's value and passed
+# on under the field's name (``training_data_from_args``).
+EARLY_STOPPING_OPTIONS = (
+    ("--early-stopping", "early_stopping", bool, "stop when --monitor stops improving"),
+    ("--patience", "patience", positive_int, "epochs without improvement before stopping"),
+    (
+        "--monitor METRIC",
+        "monitor",
+        MONITORS,
+        "metric for early stopping and the best checkpoint "
+        "(losses are minimised, accuracies maximised)",
+    ),
+)
+HARDWARE_OPTIONS = (
+    ("--mixed-precision", "mixed_precision", bool, "bfloat16 compute, float32 weights"),
+    (
+        "--data-parallel",
+        "data_parallel",
+        bool,
+        "shard batches over all devices (default: only where measured faster, see core_split)",
+    ),
+    ("--augment", "augment", bool, "default augmentation for the input kind"),
+    (
+        "--scan-unroll N",
+        "scan_unroll",
+        positive_int,
+        "train steps per iteration of the compiled epoch loop (helps launch-bound small "
+        "models on a GPU)",
+    ),
+)
+
+
+def config_options() -> dict[str, tuple]:
+    """The TrainConfig options by help group; the optimization group names the registries'
+    choices."""
+    from ml_adv.training.losses import LOSSES
+    from ml_adv.training.optim import OPTIMIZERS, SCHEDULES
+
+    optimization = (
+        ("--optimizer NAME", "optimizer", OPTIMIZERS.names(), "optimizer"),
+        ("--schedule NAME", "schedule", SCHEDULES.names(), "learning-rate schedule"),
+        (
+            "--warmup-fraction FRACTION",
+            "warmup_fraction",
+            fraction(False),
+            "fraction of all steps spent warming up (warmup_* schedules)",
+        ),
+        ("--weight-decay", "weight_decay", float, "decoupled weight decay"),
+        ("--loss NAME", "loss", LOSSES.names(), "loss"),
+        (
+            "--label-smoothing FRACTION",
+            "label_smoothing",
+            fraction(False),
+            "label smoothing of the cross_entropy loss",
+        ),
+        (
+            "--grad-clip-norm",
+            "grad_clip_norm",
+            positive_float,
+            "clip gradients to this global norm (None: no clipping)",
+        ),
+        (
+            "--grad-accum",
+            "grad_accum_steps",
+            positive_int,
+            "accumulate gradients over this many batches per update",
+        ),
+    )
+    return {
+        "optimization": optimization,
+        "early stopping": EARLY_STOPPING_OPTIONS,
+        "speed and hardware": HARDWARE_OPTIONS,
+    }
+
+
+# Reading your own data file and holding out validation; several processes or hosts.
+DATA_OPTIONS = (
+    (
+        "--label-column NAME",
+        None,
+        None,
+        "the label column of a .csv --data file (default: the last)",
+    ),
+    (
+        "--validation-split FRACTION",
+        "validation_split",
+        fraction(True),
+        "fraction of the training split held out for validation",
+    ),
+)
+HOST_OPTIONS = (
+    ("--coordinator HOST:PORT", None, None, "process 0's address"),
+    ("--num-processes N", None, positive_int, None),
+    ("--process-id I", None, int, "0 .. N-1; 0 coordinates"),
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser, defaults: dict[str, Any] | None = None) -> None:
     """The train options; ``defaults`` overrides shared defaults (the quickstart's)."""
+    from ml_adv.trainer.training_data import DEFAULT_VALIDATION_SPLIT
     from ml_adv.training.config import TrainConfig
 
     d = dict(defaults or {})
     cfg = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    cfg.update(
+        schedule=d.get("schedule", cfg["schedule"]), validation_split=DEFAULT_VALIDATION_SPLIT
+    )
     add_model_arguments(parser, **{k: v for k, v in d.items() if k not in ("schedule", "run_dir")})
-    _add_data_file_arguments(parser)
-    _add_optimization_arguments(parser, cfg, schedule=d.get("schedule", cfg["schedule"]))
-    _add_early_stopping_arguments(parser, cfg)
-    _add_hardware_arguments(parser, cfg)
+    add_options(parser.add_argument_group("your own data"), DATA_OPTIONS, cfg)
+    for group, rows in config_options().items():
+        add_options(parser.add_argument_group(group), rows, cfg)
+    hosts = "several processes or hosts (data parallel; every process runs the same command)"
+    add_options(parser.add_argument_group(hosts), HOST_OPTIONS, cfg)
     add_run_arguments(
         parser.add_argument_group("run directory"), d.get("run_dir"), "runs/<arch>-<data>-s<seed>"
     )
-
-
-def _add_data_file_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--label-column --validation-split``: reading your own data file, holding out validation."""
-    data = parser.add_argument_group("your own data")
-    data.add_argument(
-        "--label-column",
-        default=None,
-        metavar="NAME",
-        help="the label column of a .csv --data file (default: the last)",
-    )
-    data.add_argument(
-        "--validation-split",
-        type=fraction(True),
-        default=0.15,
-        metavar="FRACTION",
-        help="fraction of the training split held out for validation",
-    )
-
-
-def _add_optimization_arguments(
-    parser: argparse.ArgumentParser, cfg: dict[str, Any], schedule: str
-) -> None:
-    """Optimizer, learning-rate schedule, loss and gradients, defaulting to ``TrainConfig``'s
-    (``schedule``: the schedule's default, which the quickstart overrides)."""
-    from ml_adv.training.losses import LOSSES
-    from ml_adv.training.optim import OPTIMIZERS, SCHEDULES
-
-    opt = parser.add_argument_group("optimization")
-    opt.add_argument(
-        "--optimizer",
-        default=cfg["optimizer"],
-        choices=OPTIMIZERS.names(),
-        metavar="NAME",
-        help=choices_help("optimizer", OPTIMIZERS.names()),
-    )
-    opt.add_argument(
-        "--schedule",
-        default=schedule,
-        choices=SCHEDULES.names(),
-        metavar="NAME",
-        help=choices_help("learning-rate schedule", SCHEDULES.names()),
-    )
-    opt.add_argument(
-        "--warmup-fraction",
-        type=fraction(False),
-        default=cfg["warmup_fraction"],
-        metavar="FRACTION",
-        help="fraction of all steps spent warming up (warmup_* schedules)",
-    )
-    opt.add_argument(
-        "--weight-decay", type=float, default=cfg["weight_decay"], help="decoupled weight decay"
-    )
-    opt.add_argument(
-        "--loss",
-        default=cfg["loss"],
-        choices=LOSSES.names(),
-        metavar="NAME",
-        help=choices_help("loss", LOSSES.names()),
-    )
-    opt.add_argument(
-        "--label-smoothing",
-        type=fraction(False),
-        default=cfg["label_smoothing"],
-        metavar="FRACTION",
-        help="label smoothing of the cross_entropy loss",
-    )
-    opt.add_argument(
-        "--grad-clip-norm",
-        type=positive_float,
-        default=cfg["grad_clip_norm"],
-        help="clip gradients to this global norm (None: no clipping)",
-    )
-    opt.add_argument(
-        "--grad-accum",
-        type=positive_int,
-        default=cfg["grad_accum_steps"],
-        help="accumulate gradients over this many batches per update",
-    )
-
-
-def _add_early_stopping_arguments(parser: argparse.ArgumentParser, cfg: dict[str, Any]) -> None:
-    """``--early-stopping --patience --monitor``."""
-    stop = parser.add_argument_group("early stopping")
-    stop.add_argument(
-        "--early-stopping", action="store_true", help="stop when --monitor stops improving"
-    )
-    stop.add_argument(
-        "--patience",
-        type=positive_int,
-        default=cfg["patience"],
-        help="epochs without improvement before stopping",
-    )
-    stop.add_argument(
-        "--monitor",
-        default=cfg["monitor"],
-        choices=MONITORS,
-        metavar="METRIC",
-        help=choices_help(
-            "metric for early stopping and the best checkpoint "
-            "(losses are minimised, accuracies maximised)",
-            list(MONITORS),
-        ),
-    )
-
-
-def _add_hardware_arguments(parser: argparse.ArgumentParser, cfg: dict[str, Any]) -> None:
-    """Mixed precision, data parallelism, augmentation and the compiled loop's unrolling."""
-    hw = parser.add_argument_group("speed and hardware")
-    hw.add_argument(
-        "--mixed-precision", action="store_true", help="bfloat16 compute, float32 weights"
-    )
-    hw.add_argument(
-        "--data-parallel",
-        action="store_true",
-        help="shard batches over all devices (default: only where measured faster, see core_split)",
-    )
-    hw.add_argument(
-        "--augment", action="store_true", help="default augmentation for the input kind"
-    )
-    hw.add_argument(
-        "--scan-unroll",
-        type=positive_int,
-        default=cfg["scan_unroll"],
-        metavar="N",
-        help="train steps per iteration of the compiled epoch loop (helps launch-bound small "
-        "models on a GPU)",
-    )
-    hosts = parser.add_argument_group(
-        "several processes or hosts (data parallel; every process runs the same command)"
-    )
-    hosts.add_argument("--coordinator", metavar="HOST:PORT", help="process 0's address")
-    hosts.add_argument("--num-processes", type=positive_int, metavar="N")
-    hosts.add_argument("--process-id", type=int, metavar="I", help="0 .. N-1; 0 coordinates")
 
 
 def run_name(args: argparse.Namespace) -> str:
@@ -207,26 +179,22 @@ def data_from_args(args: argparse.Namespace) -> dict[str, Any]:
 
 def training_data_from_args(args: argparse.Namespace) -> dict[str, Any]:
     """The trainer's ``training_data`` dict for parsed ``args`` (what the README's commands run)."""
+    by_field = {
+        field: getattr(args, dest(flag))
+        for rows in config_options().values()
+        for flag, field, _, _ in rows
+        if field not in BY_SETTER
+    }
     return {
         **data_from_args(args),
         "epochs": args.epochs,
         "batch_size": args.batch_size,
         "learning_rate": args.lr,
-        "optimizer": args.optimizer,
-        "schedule": args.schedule,
-        "warmup_fraction": args.warmup_fraction,
-        "weight_decay": args.weight_decay,
-        "loss": args.loss,
-        "label_smoothing": args.label_smoothing,
-        "grad_clip_norm": args.grad_clip_norm,
         "seed": args.seed,
-        "early_stopping": args.early_stopping,
-        "patience": args.patience,
-        "monitor": args.monitor,
+        **by_field,
         "monitor_mode": "min" if args.monitor.endswith("loss") else "max",
         "validation_split": args.validation_split,
         "size": args.size,
-        "scan_unroll": args.scan_unroll,
     }
 
 
