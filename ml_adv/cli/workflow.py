@@ -68,31 +68,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Check the settings, open the run folder, run (or resume) the phases, plot, report."""
-    from ml_adv.cli.common import fmt, open_run, print_table
+    from ml_adv.cli.common import fmt, open_run, print_table, progress, settings_for
     from ml_adv.trainer.workflow import WorkflowSettings, load_domains, run_workflow
 
-    settings = WorkflowSettings(
-        data=args.data,
-        arch=args.arch,
-        size=args.size,
-        trials=args.trials,
-        search_epochs=args.search_epochs,
-        epochs=args.epochs,
-        adapt_steps=args.adapt_steps,
-        validation_per_class=args.validation_per_class,
-        initial_per_class=args.initial_per_class,
-        rounds=args.rounds,
-        query_size=args.query_size,
-        seed=args.seed,
-        download=not args.no_download,
-    )
+    settings = settings_for(WorkflowSettings, args)
     domains = load_domains(settings)  # the data and budgets are checked before the folder opens
     rd = open_run(args, f"workflow-{args.data}-s{args.seed}")
     print(f"ml-adv: workflow on {args.data} -> {rd.path}/", flush=True)
     started = time.perf_counter()
-    report = run_workflow(
-        settings, rd, say=lambda line: print(f"  {line}", flush=True), domains=domains
-    )
+    report = run_workflow(settings, rd, say=progress, domains=domains)
     _plot(report, rd)
     rd.write_json("report.json", report)
     phases = report["phases"]
