@@ -252,3 +252,61 @@ def test_short_commands_compile_with_the_fast_cpu_settings(monkeypatch):
     monkeypatch.setenv("XLA_FLAGS", "--xla_backend_optimization_level=3")
     assert not devices.fast_cpu_compiles()
     assert os.environ["XLA_FLAGS"] == "--xla_backend_optimization_level=3"
+
+
+# Each command maps its options onto a library settings dataclass and makes one call into the
+# capability's workflow module; the options' defaults are the library's.
+# (module, settings class, the settings a command passes besides the same-named options)
+WORKFLOW_SETTINGS = {
+    "ensemble": ("ml_adv.ensembles.workflow", "EnsembleRunSettings", lambda a: {}),
+    "adapt": ("ml_adv.domain_adaptation.workflow", "AdaptationRunSettings", lambda a: {}),
+    "active-learn": ("ml_adv.active_learning.workflow", "ActiveLearningRunSettings", lambda a: {}),
+    "hpo": (
+        "ml_adv.hpo.workflow",
+        "SearchRunSettings",
+        lambda a: {"architectures": a.arch, "sizes": a.size, "pruner": None},
+    ),
+    "workflow": ("ml_adv.trainer.workflow", "WorkflowSettings", lambda a: {}),
+}
+
+
+@pytest.mark.parametrize("command", list(WORKFLOW_SETTINGS))
+def test_a_command_s_defaults_are_its_library_settings_defaults(command):
+    module, name, given = WORKFLOW_SETTINGS[command]
+    cls = getattr(importlib.import_module(module), name)
+    args = cli.build_parser([command]).parse_args([command])
+    assert common.settings_for(cls, args, **given(args)) == cls()
+
+
+def test_settings_for_maps_the_shared_options_onto_library_names():
+    from ml_adv.ensembles.workflow import EnsembleRunSettings
+
+    argv = ["ensemble", "--lr", "0.01", "--no-download", "--members", "3", "--no-calibration"]
+    args = cli.build_parser(argv).parse_args(argv)
+    settings = common.settings_for(EnsembleRunSettings, args, calibrate=not args.no_calibration)
+    assert (settings.learning_rate, settings.download, settings.members) == (0.01, False, 3)
+    assert settings.calibrate is False
+
+
+def test_workflows_check_their_settings_before_loading_or_writing(tmp_path, monkeypatch):
+    """The prepare_* functions fail on a bad name first, so a command deletes nothing."""
+    from ml_adv.active_learning.workflow import (
+        ActiveLearningRunSettings,
+        prepare_active_learning_run,
+    )
+    from ml_adv.domain_adaptation.workflow import AdaptationRunSettings, prepare_adaptation_run
+    from ml_adv.ensembles.workflow import EnsembleRunSettings, prepare_ensemble_run
+    from ml_adv.errors import ConfigError
+    from ml_adv.hpo.workflow import SearchRunSettings
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match="combination_method"):
+        prepare_ensemble_run(EnsembleRunSettings(method="median"))
+    with pytest.raises(ConfigError, match="adaptation_method"):
+        prepare_adaptation_run(AdaptationRunSettings(method="magic"))
+    with pytest.raises(ConfigError, match="sampling_strategy"):
+        prepare_active_learning_run(ActiveLearningRunSettings(strategies=("entropi",)))
+    assert list(tmp_path.iterdir()) == []
+    pbt = SearchRunSettings(method="pbt", ready=3, grid_points=5)
+    assert pbt.method_options() == {"ready": 3}
+    assert SearchRunSettings(method="grid_search").method_options() == {"grid_points": 3}

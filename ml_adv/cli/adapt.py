@@ -18,7 +18,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ml_adv.cli.common import add_model_arguments, add_run_arguments, choices_help, positive_int
+from ml_adv.cli.common import (
+    add_model_arguments,
+    add_options,
+    add_run_arguments,
+    choices_help,
+    positive_int,
+)
 
 # Scripts (experiments/) take the per-class sample from here; it lives in the library.
 from ml_adv.domain_adaptation.workflow import labelled_sample  # noqa: F401
@@ -26,31 +32,33 @@ from ml_adv.domain_adaptation.workflow import labelled_sample  # noqa: F401
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ml_adv.domain_adaptation.methods import ADAPTATION_METHODS
+    from ml_adv.domain_adaptation.workflow import AdaptationRunSettings
 
-    da = parser.add_argument_group("adaptation")
-    da.add_argument(
-        "--method",
-        default="domain_adversarial",
-        metavar="NAME",
-        help=choices_help("adaptation method", ADAPTATION_METHODS.names()),
+    # flag [METAVAR], AdaptationRunSettings field (its default), type, help
+    rows = (
+        (
+            "--method NAME",
+            "method",
+            None,
+            choices_help("adaptation method", ADAPTATION_METHODS.names()),
+        ),
+        ("--source NAME", "source", None, "labelled source dataset"),
+        ("--target NAME", "target", None, "target dataset"),
+        (
+            "--labels-per-class",
+            "labels_per_class",
+            int,
+            "labelled target examples per class (fine_tuning / transfer_learning)",
+        ),
+        ("--domain-weight", "domain_weight", float, "DANN's domain-loss weight"),
+        (
+            "--steps",
+            "steps",
+            positive_int,
+            "optimizer steps of the adaptation (all stages together)",
+        ),
     )
-    da.add_argument(
-        "--source", default="digits_m_source", metavar="NAME", help="labelled source dataset"
-    )
-    da.add_argument("--target", default="digits_m", metavar="NAME", help="target dataset")
-    da.add_argument(
-        "--labels-per-class",
-        type=int,
-        default=10,
-        help="labelled target examples per class (fine_tuning / transfer_learning)",
-    )
-    da.add_argument("--domain-weight", type=float, default=1.0, help="DANN's domain-loss weight")
-    da.add_argument(
-        "--steps",
-        type=positive_int,
-        default=600,
-        help="optimizer steps of the adaptation (all stages together)",
-    )
+    add_options(parser.add_argument_group("adaptation"), rows, vars(AdaptationRunSettings()))
     # --epochs is the source-only training's; --data is unused here (--source/--target name
     # the domains).
     add_model_arguments(parser, epochs=10)

@@ -18,35 +18,43 @@ from __future__ import annotations
 
 import argparse
 
-from ml_adv.cli.common import add_model_arguments, add_run_arguments, choices_help, positive_int
+from ml_adv.cli.common import (
+    add_model_arguments,
+    add_options,
+    add_run_arguments,
+    choices_help,
+    positive_int,
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ml_adv.ensembles.combine import COMBINATION_RULES
+    from ml_adv.ensembles.workflow import EnsembleRunSettings
 
-    ens = parser.add_argument_group("ensemble")
-    ens.add_argument(
-        "--members", type=positive_int, default=5, help="K members trained as one program"
+    # flag [METAVAR], EnsembleRunSettings field (its default), type, help
+    rows = (
+        ("--members", "members", positive_int, "K members trained as one program"),
+        (
+            "--method NAME",
+            "method",
+            None,
+            choices_help("combination method", COMBINATION_RULES.names()),
+        ),
+        (
+            "--folds",
+            "folds",
+            int,
+            "k-fold cross-validation: k fold models (member i leaves out fold i); 0: off",
+        ),
+        ("--no-calibration", None, bool, "skip temperature scaling"),
+        (
+            "--validation-split",
+            "validation_split",
+            float,
+            "held-out fraction of the training split",
+        ),
     )
-    ens.add_argument(
-        "--method",
-        default="averaging",
-        metavar="NAME",
-        help=choices_help("combination method", COMBINATION_RULES.names()),
-    )
-    ens.add_argument(
-        "--folds",
-        type=int,
-        default=0,
-        help="k-fold cross-validation: k fold models (member i leaves out fold i); 0: off",
-    )
-    ens.add_argument("--no-calibration", action="store_true", help="skip temperature scaling")
-    ens.add_argument(
-        "--validation-split",
-        type=float,
-        default=0.15,
-        help="held-out fraction of the training split",
-    )
+    add_options(parser.add_argument_group("ensemble"), rows, vars(EnsembleRunSettings()))
     add_model_arguments(parser, epochs=10)
     add_run_arguments(
         parser.add_argument_group("run directory"), None, "runs/ensemble-<arch>-<data>"
