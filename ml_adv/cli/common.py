@@ -1,11 +1,14 @@
 """What every ``ml-adv`` command shares: arguments with one set of defaults, the run folder,
 the results table, help formatting and argument types.
 
-A command module is ``add_arguments(parser)`` and ``run(args) -> int``: it declares the
-options that are its own, takes the shared ones from ``add_model_arguments`` and
-``add_run_arguments``, opens its run folder once with ``open_run`` (validated, cleaned with
-``--fresh``, ``config.json`` written) and passes that ``RunDirectory`` down to whatever it
-calls; it ends with ``print_table``.
+A command module is ``add_arguments(parser)`` and ``run(args) -> int``. It declares the
+options that are its own (``add_options`` reads a table of them) and takes the shared ones
+from ``add_model_arguments`` and ``add_run_arguments``. ``run`` maps the parsed options onto
+its capability's settings dataclass (``settings_for``), lets the library check them and load
+the data (``prepare_*``: nothing written, nothing compiled), opens its run folder once with
+``open_run`` (validated, cleaned with ``--fresh``, ``config.json`` written), makes one call
+into the library with that ``RunDirectory`` (``ml_adv.<capability>.workflow``) and ends with
+``print_table``. The workflow itself lives in the library, callable from a notebook.
 """
 
 from __future__ import annotations

@@ -39,7 +39,6 @@ MONITORS = ("val_accuracy", "val_loss", "train_accuracy", "train_loss")
 # TrainConfig fields that make_trainer sets through the trainer's setters, not training_data.
 BY_SETTER = ("grad_accum_steps", "mixed_precision", "data_parallel", "augment")
 
-
 # The options that set one TrainConfig field each, by help group: ``(flag [METAVAR], field,
 # read, help)`` rows (``common.add_options``), each defaulting to the field's value and passed
 # on under the field's name (``training_data_from_args``).
