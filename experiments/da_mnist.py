@@ -497,7 +497,7 @@ def adapt(method: str, p: Protocol, seed: int, model, domains, labeled, head_fra
 
 def run_digits(seed: int, p: Protocol, runs: Path) -> dict[str, Any]:
     """MNIST -> digits: source-only, DANN, fine-tuning, transfer (two forms), train-on-target."""
-    from ml_adv.cli.adapt import labelled_sample
+    from ml_adv.domain_adaptation.workflow import labelled_sample
 
     domains = source, source_test, target, target_test = digits_domains(p)
     spec, runs_ = cnn(source.example_shape, p), runs / "mnist_to_digits"

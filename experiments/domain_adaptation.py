@@ -110,7 +110,7 @@ def _row(name, accuracies, gaps):
 
 def run_seed(seed: int, data) -> dict[str, float]:
     from ml_adv import AdvancedDomainAdaptation, make_spec
-    from ml_adv.cli.adapt import labelled_sample
+    from ml_adv.domain_adaptation.workflow import labelled_sample
     from ml_adv.training.config import TrainConfig
     from ml_adv.training.loop import fit
     from ml_adv.training.trained_model import TrainedModel
@@ -336,8 +336,8 @@ def bert_transfer(seed: int, size: str) -> dict[str, float]:
     import dataclasses
 
     from ml_adv import load_dataset, make_spec
-    from ml_adv.cli.adapt import labelled_sample
     from ml_adv.domain_adaptation.finetune import transfer
+    from ml_adv.domain_adaptation.workflow import labelled_sample
     from ml_adv.training.config import TrainConfig
     from ml_adv.training.loop import fit
     from ml_adv.training.pretraining import pretrain_masked_lm

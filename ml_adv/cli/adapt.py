@@ -26,9 +26,6 @@ from ml_adv.cli.common import (
     positive_int,
 )
 
-# Scripts (experiments/) take the per-class sample from here; it lives in the library.
-from ml_adv.domain_adaptation.workflow import labelled_sample  # noqa: F401
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ml_adv.domain_adaptation.methods import ADAPTATION_METHODS
