@@ -242,3 +242,10 @@ def test_genetic_population_is_sized_to_the_budget():
     random = Study(score, SPACE, method="random", max_trials=16, seed=0, progress=False).run()
     # after its first generation of 4 the evolution proposes its own points, not random draws
     assert [t["config"] for t in genetic.trials][4:] != [t["config"] for t in random.trials][4:]
+
+
+def test_bayesian_search_uses_expected_improvement():
+    # nevergrad's default acquisition (UCB, kappa 2.576) kept probing the box's corners on the
+    # MNIST study; expected improvement refines the best region (ml_adv.hpo.methods).
+    searcher = make_searcher("bayesian", SPACE, 6, seed=0)
+    assert (searcher.optimizer.utility_kind, searcher.optimizer.utility_xi) == ("ei", 0.0)
