@@ -160,7 +160,7 @@ def sh_member_epochs(trials: int, epochs: int, eta: int = 3) -> int:
 
 def pbt_compare(args) -> None:
     """PBT vs successive halving vs random search at P x epochs member-epochs, on digits."""
-    import ml_adv.hpo.pbt_loop  # noqa: F401  imports before the clock starts: walls are compile + train
+    import ml_adv.hpo.pbt_study  # noqa: F401  imports before the clock starts: walls are compile + train
     import ml_adv.hpo.population  # noqa: F401
     import ml_adv.training.stacked  # noqa: F401
     from ml_adv.data import load_dataset

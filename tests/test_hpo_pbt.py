@@ -19,7 +19,7 @@ from ml_adv.hpo.pbt import (
     select,
     set_member_values,
 )
-from ml_adv.hpo.pbt_loop import run_pbt_study
+from ml_adv.hpo.pbt_study import run_pbt_study
 from ml_adv.hpo.space import Categorical, Float, SearchSpace
 from ml_adv.hpo.study import Study
 from ml_adv.training.config import TrainConfig

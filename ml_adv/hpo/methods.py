@@ -396,7 +396,7 @@ SEARCH_METHODS.register(
         "population based training: exploit/explore every `ready` epochs inside one compiled "
         "stacked program",
         population=True,
-        run=_lazy("ml_adv.hpo.pbt_loop", "run_pbt_study"),
+        run=_lazy("ml_adv.hpo.pbt_study", "run_pbt_study"),
         check=_lazy("ml_adv.hpo.pbt", "check_study"),
     ),
 )
