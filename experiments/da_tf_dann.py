@@ -32,6 +32,8 @@ from typing import Any
 
 import numpy as np
 
+from experiments import da_parts as D
+
 SETTING = "mnistm_tf_dann"
 METHODS = ("source_only", "dann", "target_only")
 TRAIN_EXAMPLES = 55_000
@@ -68,10 +70,8 @@ def domains(train_examples: int | None, test_examples: int | None):
         out.append(dataclasses.replace(source, x=np.repeat(digits[..., None], 3, axis=-1)))
         out.append(dataclasses.replace(source, x=target, domain=np.ones(len(target), np.int32)))
     source, target, source_test, target_test = out
-    from experiments.da_mnist import centered
-
     datasets = [source, source_test, target, target_test]
-    return tuple(centered(datasets, (source, target), per_channel=True))
+    return tuple(D.centered(datasets, (source, target), per_channel=True))
 
 
 def truncated_normal_init(spec, seed: int):
@@ -98,8 +98,6 @@ def truncated_normal_init(spec, seed: int):
 def run(seed: int, p, runs: Path) -> dict[str, Any]:
     """Source-only, DANN and train-on-target on tf-dann's data, network and step budget
     (``p``: the ``da_mnist`` protocol; the quick one shrinks the data and passes)."""
-    from experiments import da_mnist as D
-
     quick = p.name == "quick"
     source, source_test, target, target_test = domains(
         p.train_examples or TRAIN_EXAMPLES, p.test_examples
@@ -115,10 +113,10 @@ def run(seed: int, p, runs: Path) -> dict[str, Any]:
             "plain": plain_config.epochs * (len(source) // plain_batch),
         }
     }
-    evaluate = D._scorer(out, source_test, target_test)
+    evaluate = D.scorer(out, source_test, target_test)
     folder = runs / SETTING
     for name, data in (("source_only", source), ("target_only", target)):
-        D._timed(
+        D.timed(
             out,
             name,
             functools.partial(
@@ -126,7 +124,7 @@ def run(seed: int, p, runs: Path) -> dict[str, Any]:
             ),
             evaluate(name),
         )
-    _, last = D._timed(
+    _, last = D.timed(
         out,
         "dann",
         functools.partial(
@@ -134,13 +132,12 @@ def run(seed: int, p, runs: Path) -> dict[str, Any]:
         ),
         evaluate("dann"),
     )
-    out["dann_last_epoch"] = D._dann_record(last)
+    out["dann_last_epoch"] = D.dann_record(last)
     return out
 
 
 def table(records: list[dict]) -> str:
     """Ours (mean ± std over seeds) beside tf-dann's printed figures and the paper's."""
-    from experiments import da_mnist as D
     from experiments.common import fmt_mean_std, markdown_table
 
     header = [
@@ -204,8 +201,6 @@ def _comparison(records: list[dict]) -> str:
 
 def _tf_dann_shares() -> str:
     """tf-dann's share of the gap, notebook and README, against the paper's train-on-target."""
-    from experiments import da_mnist as D
-
     bound = D.PAPER["target_only"]
     shares = [
         (ref["dann"] - ref["source_only"]) / (bound - ref["source_only"])

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from experiments import da_mnist
+from experiments import da_mnist, da_parts
 from experiments.common import load_results
 from ml_adv.data import download as D
 from ml_adv.data.idx import write_idx
@@ -128,7 +128,7 @@ def test_summary_without_records_has_the_shape():
 
 
 def test_digits_in_mnist_frame():
-    d = da_mnist.digits_as_mnist("test")
+    d = da_parts.digits_as_mnist("test")
     assert d.x.shape[1:] == (28, 28, 3) and d.x.dtype == np.uint8  # RGB like the MNIST-M source
     assert np.array_equal(d.x[..., 0], d.x[..., 2])
     assert d.x[:, :4].max() == 0 and d.x[:, -4:].max() == 0  # MNIST's 4-pixel margin
