@@ -2,8 +2,9 @@
 transfer from a pretrained encoder, domain similarity; ``AdvancedDomainAdaptation``
 (the SEED.md import path ``ml_adv.domain_adaptation``).
 
-Names resolve lazily, so ``ml-adv --help`` (which imports ``command`` for its summary)
-does not import the training stack.
+Names resolve lazily (PEP 562, as in ``ml_adv.hpo``): importing the package, or one light
+module of it such as ``grl``, does not import the training stack until a name that needs it
+is used. ``workflow`` is what ``ml-adv adapt`` runs, callable from Python.
 """
 
 from __future__ import annotations

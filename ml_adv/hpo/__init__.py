@@ -8,9 +8,14 @@
 * ``objective``: training a candidate with ``fit`` on a validation split of the training data;
 * ``pruning``: median and successive-halving pruners;
 * ``population``: configurations trained as one stacked program;
-* ``pbt``: population based training (exploit/explore) inside one stacked program;
+* ``pbt``, ``pbt_loop``, ``pbt_study``: population based training, its exploit/explore
+  decisions as a hook of the one training loop over one stacked program;
+* ``journal``, ``report``, ``result``, ``plots``: what a study writes and returns;
 * ``facade``: ``AdvancedHyperparameterOptimizer`` (SEED API);
-* ``integration``: the trainer's ``optimization_method`` (search, then train the best).
+* ``workflow``: what ``ml-adv hpo`` runs, callable from Python.
+
+The trainer's ``optimization_method`` (search, then train the best) is
+``ml_adv.trainer.search``: training meets search above this package, not inside it.
 """
 
 import importlib
