@@ -171,7 +171,9 @@ def fmt_mean_std(
     mean, std, n = mean_std(values)
     if mean is None:
         return "-"
-    text = pattern.format(mean) + ("" if std is None else " ± " + pattern.format(std))
+    # A std has no sign: a signed pattern ("{:+.1%}", for changes) shows it unsigned.
+    unsigned = pattern.replace("{:+", "{:")
+    text = pattern.format(mean) + ("" if std is None else " ± " + unsigned.format(std))
     total = of if of is not None else len(values)
     return text + (f" ({n}/{total} seeds)" if n < total else "")
 
