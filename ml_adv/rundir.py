@@ -360,6 +360,12 @@ class RunDirectory:
     def write_report(self, report: dict[str, Any]) -> Path:
         return self.write_json("report.json", report)
 
+    @classmethod
+    def of(cls, folder: RunDirectory | str | os.PathLike) -> RunDirectory:
+        """``folder`` as a ``RunDirectory``: the one the caller opened, or the path opened now
+        (the one conversion, at a public entry point that takes either)."""
+        return folder if isinstance(folder, RunDirectory) else cls(folder)
+
     # ------------------------------------------------------------ cleaning
     @staticmethod
     def is_run_directory(path: str | os.PathLike) -> bool:
@@ -505,9 +511,7 @@ class Run:
     def at(cls, path: RunDirectory | str | os.PathLike | None, **options: Any) -> Run:
         """A run in the folder ``path``: a ``RunDirectory`` the caller opened, or a path opened
         now; None: no folder."""
-        if path is None or isinstance(path, RunDirectory):
-            return cls(path, **options)
-        return cls(RunDirectory(path), **options)
+        return cls(None if path is None else RunDirectory.of(path), **options)
 
     @classmethod
     def of(cls, run: Run | RunDirectory | str | os.PathLike | None) -> Run:

@@ -113,7 +113,7 @@ def run_active_learning_workflow(
     from ml_adv.active_learning.plots import plot_strategy_curves
     from ml_adv.active_learning.simulate import summarise_curves
 
-    rd = run_dir if isinstance(run_dir, RunDirectory) else RunDirectory(run_dir)
+    rd = RunDirectory.of(run_dir)
     inputs = inputs or prepare_active_learning_run(settings)
     started = time.perf_counter()
     curves, records = run_loops(settings, inputs, rd, say)

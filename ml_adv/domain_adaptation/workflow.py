@@ -133,7 +133,7 @@ def run_adaptation_workflow(
     ``inputs``: what ``prepare_adaptation_run(settings)`` returned, when the caller checked
     the settings before opening the run folder.
     """
-    rd = run_dir if isinstance(run_dir, RunDirectory) else RunDirectory(run_dir)
+    rd = RunDirectory.of(run_dir)
     inputs = inputs or prepare_adaptation_run(settings)
     da = inputs.adaptation
     started = time.perf_counter()

@@ -115,7 +115,7 @@ def run_ensemble_workflow(
     """
     from ml_adv.ensembles.facade import AdvancedModelEnsemble
 
-    rd = run_dir if isinstance(run_dir, RunDirectory) else RunDirectory(run_dir)
+    rd = RunDirectory.of(run_dir)
     inputs = inputs or prepare_ensemble_run(settings)
     _ = rd.checkpoint_dir  # recorded, so that cleaning removes the stacked run's checkpoints
     started = time.perf_counter()

@@ -167,7 +167,7 @@ def run_search_workflow(
     settings before opening the run folder (the caller then closes it); without it, the
     search is prepared, and closed, here.
     """
-    rd = run_dir if isinstance(run_dir, RunDirectory) else RunDirectory(run_dir)
+    rd = RunDirectory.of(run_dir)
     if inputs is None:
         with prepare_search_run(settings) as prepared:
             return run_search_workflow(settings, rd, prepared)

@@ -589,7 +589,7 @@ def _replayed(hpo: dict[str, Any] | None, epochs: int) -> list | None:
 def _open_run_directory(run_dir) -> RunDirectory:
     """The run's ``RunDirectory`` (the caller's, or opened here), with the files ``fit`` writes
     recorded up front, so ``--fresh`` is complete whatever happens while they are written."""
-    rd = run_dir if isinstance(run_dir, RunDirectory) else RunDirectory(run_dir)
+    rd = RunDirectory.of(run_dir)
     for name in ("config.json", "metrics.jsonl"):
         rd.path_for(name)
     _ = rd.checkpoint_dir
