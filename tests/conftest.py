@@ -46,6 +46,29 @@ def _share_compiled_programs() -> None:
 
 _share_compiled_programs()
 
+
+def _pin_each_worker_to_a_core() -> None:
+    """With one xdist worker per usable core, give each worker (and the subprocesses it starts,
+    which inherit it) a core of its own.
+
+    Why: unpinned, both workers' XLA thread pools and their subprocesses spread over both cores
+    and preempt each other. Pinned, one full run on a 2-core EPYC had 36% fewer involuntary
+    context switches (273k against 429k) and took 1,120 CPU s against 1,137-1,290 in four
+    unpinned runs (578 s wall against 591-663). Each worker's XLA then sizes its thread pool to
+    its one core. Any other worker count (``-n 3``, a 16-core machine) is left alone.
+    """
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")  # "gw0", "gw1", ...
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
+    if not worker.startswith("gw") or not hasattr(os, "sched_setaffinity"):
+        return
+    cores = sorted(os.sched_getaffinity(0))
+    if workers == len(cores) > 1:
+        os.sched_setaffinity(0, {cores[int(worker[2:]) % len(cores)]})
+
+
+# Before JAX starts its CPU client, which sizes its thread pool from this process's affinity.
+_pin_each_worker_to_a_core()
+
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
