@@ -52,10 +52,11 @@ def _pin_each_worker_to_a_core() -> None:
     which inherit it) a core of its own.
 
     Why: unpinned, both workers' XLA thread pools and their subprocesses spread over both cores
-    and preempt each other. Pinned, one full run on a 2-core EPYC had 36% fewer involuntary
-    context switches (273k against 429k) and took 1,120 CPU s against 1,137-1,290 in four
-    unpinned runs (578 s wall against 591-663). Each worker's XLA then sizes its thread pool to
-    its one core. Any other worker count (``-n 3``, a 16-core machine) is left alone.
+    and preempt each other. On a 2-core EPYC, two pinned full runs took 557 and 578 s (1,084 and
+    1,120 CPU s) against 591-640 s (1,137-1,240 CPU s) in three unpinned runs, with ~37% fewer
+    involuntary context switches (268-273k against 420-442k). Each worker's XLA then sizes its
+    thread pool to its one core. Any other worker count (``-n 3``, a 16-core machine) is left
+    alone.
     """
     worker = os.environ.get("PYTEST_XDIST_WORKER", "")  # "gw0", "gw1", ...
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
