@@ -12,6 +12,7 @@ from sklearn.datasets import load_digits as sk_load_digits
 
 from ml_adv.data import (
     available_builtin_datasets,
+    builtin,
     digits_tokens_to_pixels,
     load_dataset,
     load_digits,
@@ -88,12 +89,34 @@ def test_digits_m_shapes_domains_and_range(digits_m, sk_digits):
 
 def test_digits_m_is_deterministic(digits_m):
     source, target = digits_m
+    # Built again from the photos' files, not served from the process's cache.
+    builtin._digits_m_arrays.cache_clear()
+    builtin._sample_photos.cache_clear()
     source2, target2 = load_digits_m(seed=0)
     assert source.x.tobytes() == source2.x.tobytes()
     assert target.x.tobytes() == target2.x.tobytes()
     source3, target3 = load_digits_m(seed=1)
     assert source.x.tobytes() == source3.x.tobytes()  # the seed only moves the patches
     assert not np.array_equal(target.x, target3.x)
+
+
+def test_digits_m_is_built_once_and_callers_get_their_own_arrays(digits_m):
+    from sklearn.datasets import load_sample_images
+
+    # The photos decoded from scikit-learn's files equal its own loader's, in the same order.
+    photos = builtin._sample_photos()
+    theirs = load_sample_images().images
+    assert len(photos) == len(theirs) == 2
+    for ours, sk in zip(photos, theirs, strict=True):
+        np.testing.assert_array_equal(ours, sk.astype(np.float32) / np.float32(255.0))
+    source, target = load_digits_m(seed=0)
+    hits = builtin._digits_m_arrays.cache_info().hits
+    source.x[:] = 0.0  # a caller's edit stays in its copy
+    again, target_again = load_digits_m(seed=np.int64(0))
+    assert builtin._digits_m_arrays.cache_info().hits == hits + 1
+    assert again.x.tobytes() == digits_m[0].x.tobytes()
+    assert target_again.x.tobytes() == target.x.tobytes() == digits_m[1].x.tobytes()
+    assert again.x.flags.writeable and again.x is not source.x
 
 
 def test_digits_m_native_size_source_is_the_digits(sk_digits):

@@ -66,6 +66,9 @@ BUILTIN_SPLITS = ("train", "test", "all")
 BUILTIN_TEST_FRACTION = 0.2
 BUILTIN_SPLIT_SEED = 0
 
+# scikit-learn's bundled photos, in the (name) order its load_sample_images returns them.
+SAMPLE_PHOTOS = ("china.jpg", "flower.jpg")
+
 SOURCE_DOMAIN = 0
 TARGET_DOMAIN = 1
 
@@ -80,16 +83,7 @@ def _digits_raw() -> tuple[np.ndarray, np.ndarray]:
     ``sklearn.datasets`` costs ~3.5 s of a 2-core machine's start-up (a fifth of the quickstart's
     process) for 0.2 s of reading. The arrays are cached read-only; views copy them.
     """
-    spec = importlib.util.find_spec("sklearn")
-    locations = list(spec.submodule_search_locations or []) if spec else []
-    csv = next(
-        (
-            f
-            for f in (Path(d) / "datasets" / "data" / "digits.csv.gz" for d in locations)
-            if f.is_file()
-        ),
-        None,
-    )
+    csv = _sklearn_data_file("datasets", "data", "digits.csv.gz")
     if csv is not None:
         table = np.loadtxt(csv, delimiter=",", dtype=np.int64)
         pixels, labels = table[:, :-1].reshape(-1, 8, 8), table[:, -1].astype(np.int32)
@@ -172,11 +166,77 @@ def _linear_resize_matrix(size_in: int, size_out: int) -> np.ndarray:
     return w
 
 
-def _sample_photos() -> list[np.ndarray]:
-    """scikit-learn's bundled colour photos as float32 ``[H, W, 3]`` in [0, 1]."""
-    from sklearn.datasets import load_sample_images
+def _sklearn_data_file(*parts: str) -> Path | None:
+    """A file of scikit-learn's package data, found without importing scikit-learn (importing
+    ``sklearn.datasets`` costs ~2-3.5 s of a 2-core machine's process start-up); None when
+    this scikit-learn keeps it elsewhere."""
+    spec = importlib.util.find_spec("sklearn")
+    locations = list(spec.submodule_search_locations or []) if spec else []
+    return next((f for f in (Path(d).joinpath(*parts) for d in locations) if f.is_file()), None)
 
-    return [img.astype(np.float32) / np.float32(255.0) for img in load_sample_images().images]
+
+@functools.cache
+def _sample_photos() -> tuple[np.ndarray, ...]:
+    """scikit-learn's bundled colour photos as float32 ``[H, W, 3]`` in [0, 1] (read-only).
+
+    Decoded as ``sklearn.datasets.load_sample_images`` does (Pillow, files in name order), from
+    the files themselves when they are where scikit-learn keeps them.
+    """
+    files = [_sklearn_data_file("datasets", "images", name) for name in SAMPLE_PHOTOS]
+    if all(files):
+        from PIL import Image
+
+        images = []
+        for f in files:
+            with Image.open(f) as image:
+                images.append(np.asarray(image))
+    else:  # a scikit-learn that keeps them elsewhere: its own loader
+        from sklearn.datasets import load_sample_images
+
+        images = load_sample_images().images
+    photos = tuple(img.astype(np.float32) / np.float32(255.0) for img in images)
+    for photo in photos:
+        photo.setflags(write=False)
+    return photos
+
+
+@functools.lru_cache(maxsize=4)
+def _digits_m_arrays(seed: int, image_size: int, patch_scale: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(source, target)`` images of ``load_digits_m`` (checked arguments), cached read-only.
+
+    Cached because building them takes ~0.45 s of a 2-core machine (a Python loop over 1,797
+    crops), and a domain-adaptation script loads the source and target splits several times.
+    """
+    pixels = _digits_raw()[0]
+    resize = _linear_resize_matrix(pixels.shape[1], image_size)
+    gray = np.einsum("oi,nij,pj->nop", resize, pixels / DIGITS_MAX_PIXEL, resize)
+    digits = np.repeat(gray.astype(np.float32)[..., None], 3, axis=-1)
+
+    photos = _sample_photos()
+    crop = image_size * patch_scale
+    for i, photo in enumerate(photos):
+        if min(photo.shape[:2]) < crop:
+            raise ConfigError(
+                f"patch_scale: expected image_size * patch_scale <= {min(photo.shape[:2])} "
+                f"(the smaller side of sample photo {i}), got {image_size} * {patch_scale} = {crop}"
+            )
+    rng = np.random.default_rng(seed)
+    which = rng.integers(len(photos), size=len(pixels))
+    tops = rng.random(len(pixels))
+    lefts = rng.random(len(pixels))
+    patches = np.empty_like(digits)
+    for n, (p, t, left) in enumerate(zip(which, tops, lefts, strict=True)):
+        photo = photos[p]
+        r = int(t * (photo.shape[0] - crop + 1))
+        c = int(left * (photo.shape[1] - crop + 1))
+        window = photo[r : r + crop, c : c + crop]
+        patches[n] = window.reshape(image_size, patch_scale, image_size, patch_scale, 3).mean(
+            axis=(1, 3)
+        )
+    blended = np.abs(patches - digits)
+    for array in (digits, blended):
+        array.setflags(write=False)
+    return digits, blended
 
 
 def load_digits_m(
@@ -205,35 +265,10 @@ def load_digits_m(
     """
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ConfigError(f"seed: expected a non-negative integer, got {seed!r}")
-    check_positive("image_size", image_size)
-    check_positive("patch_scale", patch_scale)
-    pixels, labels = _digits_raw()
-    resize = _linear_resize_matrix(pixels.shape[1], image_size)
-    gray = np.einsum("oi,nij,pj->nop", resize, pixels / DIGITS_MAX_PIXEL, resize)
-    digits = np.repeat(gray.astype(np.float32)[..., None], 3, axis=-1)
-
-    photos = _sample_photos()
-    crop = image_size * patch_scale
-    for i, photo in enumerate(photos):
-        if min(photo.shape[:2]) < crop:
-            raise ConfigError(
-                f"patch_scale: expected image_size * patch_scale <= {min(photo.shape[:2])} "
-                f"(the smaller side of sample photo {i}), got {image_size} * {patch_scale} = {crop}"
-            )
-    rng = np.random.default_rng(seed)
-    which = rng.integers(len(photos), size=len(pixels))
-    tops = rng.random(len(pixels))
-    lefts = rng.random(len(pixels))
-    patches = np.empty_like(digits)
-    for n, (p, t, left) in enumerate(zip(which, tops, lefts, strict=True)):
-        photo = photos[p]
-        r = int(t * (photo.shape[0] - crop + 1))
-        c = int(left * (photo.shape[1] - crop + 1))
-        window = photo[r : r + crop, c : c + crop]
-        patches[n] = window.reshape(image_size, patch_scale, image_size, patch_scale, 3).mean(
-            axis=(1, 3)
-        )
-    blended = np.abs(patches - digits)
+    image_size = check_positive("image_size", image_size)
+    patch_scale = check_positive("patch_scale", patch_scale)
+    digits, blended = _digits_m_arrays(int(seed), image_size, patch_scale)
+    labels = _digits_raw()[1]
 
     info = {
         "construction": "MNIST-M (Ganin et al. 2016): |patch - digit| per channel",
@@ -244,14 +279,14 @@ def load_digits_m(
     }
     common = dict(num_classes=DIGITS_NUM_CLASSES, input_kind="image", info=info)
     source = ArrayDataset(
-        digits,
+        digits.copy(),  # the cached arrays stay as built whatever a caller does to its copy
         labels,
         domain=np.full(len(labels), SOURCE_DOMAIN, np.int32),
         name="digits_m_source",
         **common,
     )
     target = ArrayDataset(
-        blended,
+        blended.copy(),
         labels,
         domain=np.full(len(labels), TARGET_DOMAIN, np.int32),
         name="digits_m",
