@@ -272,7 +272,7 @@ def load_digits_m(
 
     info = {
         "construction": "MNIST-M (Ganin et al. 2016): |patch - digit| per channel",
-        "photos": "sklearn.datasets.load_sample_images (china.jpg, flower.jpg)",
+        "photos": f"sklearn.datasets.load_sample_images ({', '.join(SAMPLE_PHOTOS)})",
         "seed": int(seed),
         "image_size": int(image_size),
         "patch_scale": int(patch_scale),
